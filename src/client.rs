@@ -1,0 +1,503 @@
+//! `CacheClient`: a typed client for a flightcache server, over arrow-flight's `FlightClient`.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
+use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{Criteria, FlightClient, FlightData, FlightInfo};
+use futures::channel::oneshot;
+use futures::{Stream, StreamExt, TryStreamExt};
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::actions::{CacheAction, ClearResult, DropResult};
+use crate::error::{Error, Result};
+use crate::http2::Http2Settings;
+use crate::key::TableKey;
+use crate::server::DEFAULT_MAX_MESSAGE_BYTES;
+use crate::store::StoreStats;
+use crate::upload::PutSummary;
+
+/// The server a client talks to when none is named: `grpc://127.0.0.1:8815`.
+pub const DEFAULT_SERVER_URL: &str = "grpc://127.0.0.1:8815";
+
+/// Client-side transport settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Largest single message sent or accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// HTTP/2 frame and window sizes.
+    pub http2: Http2Settings,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            http2: Http2Settings::default(),
+        }
+    }
+}
+
+/// What the server knows about one cached table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableInfo {
+    /// The table's key.
+    pub key: TableKey,
+    /// The table's schema, with metadata.
+    pub schema: SchemaRef,
+    /// Number of rows.
+    pub rows: u64,
+    /// Arrow bytes held by the server.
+    pub bytes: u64,
+}
+
+/// A client for one flightcache server.
+///
+/// # Example
+/// ```no_run
+/// # async fn run() -> flightcache::Result<()> {
+/// use std::sync::Arc;
+/// use arrow::array::Int64Array;
+/// use arrow::record_batch::RecordBatch;
+/// use flightcache::{CacheClient, TableKey};
+///
+/// let mut client = CacheClient::connect("grpc://127.0.0.1:8815").await?;
+/// let batch = RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![1, 2, 3])) as _)])?;
+/// let key = TableKey::try_new("numbers")?;
+/// client.put_batches(&key, batch.schema(), vec![batch]).await?;
+/// let (_schema, batches) = client.get_all(&key).await?;
+/// assert_eq!(batches[0].num_rows(), 3);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct CacheClient {
+    flight: FlightClient,
+    url: String,
+}
+
+impl Clone for CacheClient {
+    /// Another client over the same connection (HTTP/2 multiplexes their calls).
+    fn clone(&self) -> Self {
+        Self {
+            flight: FlightClient::new_from_inner(self.flight.inner().clone()),
+            url: self.url.clone(),
+        }
+    }
+}
+
+impl CacheClient {
+    /// Connect to the server at `url` (`grpc://host:port`, `grpc+tcp://`, `http://` or
+    /// `host:port`) with default settings.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] if the URL is unusable or the server cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, &ClientConfig::default()).await
+    }
+
+    /// Connect to the server at `url` with `config`.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] if the URL is unusable or the server cannot be reached.
+    pub async fn connect_with(url: &str, config: &ClientConfig) -> Result<Self> {
+        let connect_error = |reason: String| Error::Connect {
+            addr: url.to_string(),
+            reason,
+        };
+        let endpoint = Endpoint::from_shared(transport_uri(url).map_err(connect_error)?)
+            .map_err(|e| connect_error(format!("bad server URL ({e})")))?
+            .tcp_nodelay(true)
+            .max_frame_size(config.http2.max_frame_bytes)
+            .initial_stream_window_size(config.http2.stream_window_bytes)
+            .initial_connection_window_size(config.http2.connection_window_bytes);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| connect_error(error_chain(&e)))?;
+        Ok(Self::from_channel(channel, url, config))
+    }
+
+    fn from_channel(channel: Channel, url: &str, config: &ClientConfig) -> Self {
+        let inner = FlightServiceClient::new(channel)
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes);
+        Self {
+            flight: FlightClient::new_from_inner(inner),
+            url: url.to_string(),
+        }
+    }
+
+    /// The URL this client was connected with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The underlying arrow-flight client, for calls this type does not wrap.
+    pub fn flight_client(&mut self) -> &mut FlightClient {
+        &mut self.flight
+    }
+
+    /// Upload a stream of batches under `key`, replacing any table there once the upload
+    /// completes.
+    ///
+    /// If `batches` yields an error, the call is cancelled rather than ended, so the server
+    /// stores nothing and keeps the old table; that error is returned.
+    ///
+    /// # Errors
+    /// The first error of `batches`; [`Error::Rpc`] with InvalidArgument if the server refused
+    /// the data; [`Error::Protocol`] if its answer cannot be read.
+    pub async fn put<S>(
+        &mut self,
+        key: &TableKey,
+        schema: SchemaRef,
+        batches: S,
+    ) -> Result<PutSummary>
+    where
+        S: Stream<Item = Result<RecordBatch>> + Send + 'static,
+    {
+        let messages = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .with_flight_descriptor(Some(key.to_descriptor()))
+            .with_dictionary_handling(DictionaryHandling::Resend)
+            .build(batches.map_err(|e| FlightError::ExternalError(Box::new(e))));
+        let (failed, failure) = oneshot::channel();
+        let request = CancelOnError {
+            inner: Box::pin(messages),
+            failed: Some(failed),
+        };
+        let mut inner = self.flight.inner().clone();
+        let call = async move {
+            let mut results = inner.do_put(request).await?.into_inner();
+            let mut last = None;
+            while let Some(result) = results.message().await? {
+                last = Some(result);
+            }
+            Ok::<_, tonic::Status>(last)
+        };
+        // If the input fails, dropping `call` resets the HTTP/2 stream: the server sees a
+        // cancelled upload, never a clean end that it would publish.
+        let last = tokio::select! {
+            result = call => result.map_err(|status| Error::from_status(status, Some(key)))?,
+            Ok(err) = failure => return Err(flight_error(err, Some(key))),
+        };
+        let result = last.ok_or_else(|| Error::Protocol("do_put answered no PutResult".into()))?;
+        parse_json(&result.app_metadata, "PutResult")
+    }
+
+    /// Upload `batches` under `key`; see [`put`](Self::put).
+    ///
+    /// # Errors
+    /// As [`put`](Self::put).
+    pub async fn put_batches(
+        &mut self,
+        key: &TableKey,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<PutSummary> {
+        self.put(
+            key,
+            schema,
+            futures::stream::iter(batches.into_iter().map(Ok)),
+        )
+        .await
+    }
+
+    /// Start streaming the table under `key`.
+    ///
+    /// # Errors
+    /// [`Error::TableNotFound`] if there is no such table; [`Error::Protocol`] if the server
+    /// sends no schema.
+    pub async fn get(&mut self, key: &TableKey) -> Result<TableStream> {
+        let decoder = self
+            .flight
+            .do_get(key.to_ticket())
+            .await
+            .map_err(|e| flight_error(e, Some(key)))?
+            .into_inner();
+        TableStream::start(decoder, key.clone()).await
+    }
+
+    /// Fetch the whole table under `key`.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get), and any error while streaming.
+    pub async fn get_all(&mut self, key: &TableKey) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let stream = self.get(key).await?;
+        let schema = stream.schema().clone();
+        let batches = stream.try_collect().await?;
+        Ok((schema, batches))
+    }
+
+    /// Describe the table under `key` (`get_flight_info`).
+    ///
+    /// # Errors
+    /// [`Error::TableNotFound`] if there is no such table.
+    pub async fn info(&mut self, key: &TableKey) -> Result<TableInfo> {
+        let info = self
+            .flight
+            .get_flight_info(key.to_descriptor())
+            .await
+            .map_err(|e| flight_error(e, Some(key)))?;
+        table_info(info)
+    }
+
+    /// The schema of the table under `key` (`get_schema`).
+    ///
+    /// # Errors
+    /// [`Error::TableNotFound`] if there is no such table.
+    pub async fn schema(&mut self, key: &TableKey) -> Result<SchemaRef> {
+        let schema: Schema = self
+            .flight
+            .get_schema(key.to_descriptor())
+            .await
+            .map_err(|e| flight_error(e, Some(key)))?;
+        Ok(SchemaRef::new(schema))
+    }
+
+    /// Describe every table whose key starts with `prefix` ("" for all), sorted by key.
+    ///
+    /// # Errors
+    /// [`Error::Rpc`] if the server refuses the call.
+    pub async fn list(&mut self, prefix: &str) -> Result<Vec<TableInfo>> {
+        let criteria = Criteria {
+            expression: prefix.as_bytes().to_vec().into(),
+        };
+        let mut infos = self
+            .flight
+            .inner_mut()
+            .list_flights(criteria)
+            .await
+            .map_err(|s| Error::from_status(s, None))?
+            .into_inner();
+        let mut tables = Vec::new();
+        while let Some(info) = infos
+            .message()
+            .await
+            .map_err(|s| Error::from_status(s, None))?
+        {
+            tables.push(table_info(info)?);
+        }
+        Ok(tables)
+    }
+
+    /// Remove the table under `key`.
+    ///
+    /// # Errors
+    /// [`Error::TableNotFound`] if there is no such table.
+    pub async fn drop_table(&mut self, key: &TableKey) -> Result<DropResult> {
+        self.action(CacheAction::Drop(key.clone()), Some(key)).await
+    }
+
+    /// Remove every table.
+    ///
+    /// # Errors
+    /// [`Error::Rpc`] if the server refuses the call.
+    pub async fn clear(&mut self) -> Result<ClearResult> {
+        self.action(CacheAction::Clear, None).await
+    }
+
+    /// The server's contents and counters.
+    ///
+    /// # Errors
+    /// [`Error::Rpc`] if the server refuses the call.
+    pub async fn stats(&mut self) -> Result<StoreStats> {
+        self.action(CacheAction::Stats, None).await
+    }
+
+    async fn action<T: DeserializeOwned>(
+        &mut self,
+        action: CacheAction,
+        key: Option<&TableKey>,
+    ) -> Result<T> {
+        let name = action.to_action().r#type;
+        let bodies: Vec<_> = self
+            .flight
+            .do_action(action.to_action())
+            .await
+            .map_err(|e| flight_error(e, key))?
+            .try_collect()
+            .await
+            .map_err(|e| flight_error(e, key))?;
+        let body = bodies
+            .first()
+            .ok_or_else(|| Error::Protocol(format!("action `{name}` returned no result")))?;
+        parse_json(body, &name)
+    }
+}
+
+/// A table being streamed from the server: its schema, then its batches in order.
+pub struct TableStream {
+    schema: SchemaRef,
+    decoder: FlightDataDecoder,
+    key: TableKey,
+}
+
+impl TableStream {
+    async fn start(mut decoder: FlightDataDecoder, key: TableKey) -> Result<Self> {
+        loop {
+            let message = decoder
+                .next()
+                .await
+                .transpose()
+                .map_err(|e| flight_error(e, Some(&key)))?;
+            match message.map(|m| m.payload) {
+                Some(DecodedPayload::Schema(schema)) => {
+                    return Ok(Self {
+                        schema,
+                        decoder,
+                        key,
+                    });
+                }
+                Some(DecodedPayload::None) => continue,
+                Some(DecodedPayload::RecordBatch(_)) => {
+                    return Err(Error::Protocol(
+                        "a record batch arrived before the schema".into(),
+                    ));
+                }
+                None => return Err(Error::Protocol("do_get ended without a schema".into())),
+            }
+        }
+    }
+
+    /// The table's schema.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+}
+
+impl Stream for TableStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            let message = match futures::ready!(self.decoder.poll_next_unpin(cx)) {
+                None => return Poll::Ready(None),
+                Some(Err(e)) => return Poll::Ready(Some(Err(flight_error(e, Some(&self.key))))),
+                Some(Ok(message)) => message,
+            };
+            match message.payload {
+                DecodedPayload::RecordBatch(batch) => return Poll::Ready(Some(Ok(batch))),
+                DecodedPayload::None => continue,
+                DecodedPayload::Schema(_) => {
+                    let err = Error::Protocol("the schema changed mid-stream".into());
+                    return Poll::Ready(Some(Err(err)));
+                }
+            }
+        }
+    }
+}
+
+/// Passes `FlightData` through until the first error, which it hands to `failed` and then
+/// never yields again: the request neither ends nor continues, and the caller cancels it.
+struct CancelOnError {
+    inner: Pin<Box<dyn Stream<Item = Result<FlightData, FlightError>> + Send>>,
+    failed: Option<oneshot::Sender<FlightError>>,
+}
+
+impl Stream for CancelOnError {
+    type Item = FlightData;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<FlightData>> {
+        if self.failed.is_none() {
+            return Poll::Pending;
+        }
+        match futures::ready!(self.inner.poll_next_unpin(cx)) {
+            Some(Ok(data)) => Poll::Ready(Some(data)),
+            None => Poll::Ready(None),
+            Some(Err(err)) => {
+                if let Some(failed) = self.failed.take() {
+                    failed.send(err).ok();
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The URI tonic connects to for a flightcache URL.
+fn transport_uri(url: &str) -> std::result::Result<String, String> {
+    if let Some(rest) = url
+        .strip_prefix("grpc://")
+        .or_else(|| url.strip_prefix("grpc+tcp://"))
+    {
+        return Ok(format!("http://{rest}"));
+    }
+    if url.starts_with("http://") {
+        return Ok(url.to_string());
+    }
+    if url.starts_with("grpc+tls://") || url.starts_with("https://") {
+        return Err("TLS is not supported; use grpc://HOST:PORT".into());
+    }
+    if url.contains("://") {
+        return Err("unknown URL scheme; use grpc://HOST:PORT".into());
+    }
+    Ok(format!("http://{url}"))
+}
+
+/// An error and its sources on one line ("transport error: connection refused").
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn flight_error(err: FlightError, key: Option<&TableKey>) -> Error {
+    match err {
+        FlightError::Tonic(status) => Error::from_status(*status, key),
+        FlightError::Arrow(e) => Error::Arrow(e),
+        FlightError::ExternalError(e) => match e.downcast::<Error>() {
+            Ok(ours) => *ours,
+            Err(other) => Error::Protocol(other.to_string()),
+        },
+        other => Error::Protocol(other.to_string()),
+    }
+}
+
+fn table_info(info: FlightInfo) -> Result<TableInfo> {
+    let descriptor = info
+        .flight_descriptor
+        .as_ref()
+        .ok_or_else(|| Error::Protocol("a FlightInfo has no descriptor".into()))?;
+    let key = TableKey::try_from_descriptor(descriptor)?;
+    let schema = info.clone().try_decode_schema()?;
+    Ok(TableInfo {
+        key,
+        schema: SchemaRef::new(schema),
+        rows: u64::try_from(info.total_records).unwrap_or(0),
+        bytes: u64::try_from(info.total_bytes).unwrap_or(0),
+    })
+}
+
+fn parse_json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(body)
+        .map_err(|e| Error::Protocol(format!("cannot read the `{what}` answer as JSON ({e})")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_urls_become_http_uris() {
+        assert_eq!(
+            transport_uri("grpc://127.0.0.1:8815").unwrap(),
+            "http://127.0.0.1:8815"
+        );
+        assert_eq!(transport_uri("grpc+tcp://h:1").unwrap(), "http://h:1");
+        assert_eq!(transport_uri("localhost:1").unwrap(), "http://localhost:1");
+        assert!(transport_uri("grpc+tls://h:1").unwrap_err().contains("TLS"));
+        assert!(transport_uri("ftp://h:1").is_err());
+    }
+}

@@ -1,0 +1,158 @@
+//! `TableKey`: the name a table is cached under, and how Flight descriptors and tickets carry it.
+//!
+//! A CMD descriptor's key is its command bytes; a PATH descriptor's key is its segments joined by
+//! `/`; a ticket's key is its bytes. All three address the same table space, so
+//! `FlightDescriptor.for_command("a/b")`, `for_path("a", "b")` and `Ticket("a/b")` name one table.
+
+use std::fmt;
+
+use arrow_flight::{FlightDescriptor, Ticket, flight_descriptor::DescriptorType};
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+
+/// The longest key accepted, in bytes. Keys are names, not payloads.
+pub const MAX_KEY_BYTES: usize = 4096;
+
+/// The name of a cached table: non-empty UTF-8, at most [`MAX_KEY_BYTES`] long.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableKey(String);
+
+impl TableKey {
+    /// Validate `name` as a key.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] (InvalidArgument) if it is empty or longer than [`MAX_KEY_BYTES`].
+    pub fn try_new(name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        if name.is_empty() {
+            return Err(invalid("the key is empty; name the table"));
+        }
+        if name.len() > MAX_KEY_BYTES {
+            return Err(invalid(format!(
+                "the key is {} bytes long; the limit is {MAX_KEY_BYTES}",
+                name.len()
+            )));
+        }
+        Ok(Self(name))
+    }
+
+    /// Decode a key from raw bytes (a CMD descriptor, a ticket, an action body).
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] (InvalidArgument) if the bytes are not UTF-8 or the key is empty.
+    pub fn try_from_bytes(bytes: &[u8]) -> Result<Self> {
+        let name = std::str::from_utf8(bytes)
+            .map_err(|e| invalid(format!("the key is not valid UTF-8 ({e})")))?;
+        Self::try_new(name)
+    }
+
+    /// The key a descriptor names: CMD bytes, or PATH segments joined by `/`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] (InvalidArgument) for an empty or non-UTF-8 key, an empty path
+    /// segment, or an unknown descriptor type.
+    pub fn try_from_descriptor(descriptor: &FlightDescriptor) -> Result<Self> {
+        match DescriptorType::try_from(descriptor.r#type) {
+            Ok(DescriptorType::Cmd) => Self::try_from_bytes(&descriptor.cmd),
+            Ok(DescriptorType::Path) => {
+                if descriptor.path.iter().any(String::is_empty) {
+                    return Err(invalid("a descriptor path has an empty segment"));
+                }
+                Self::try_new(descriptor.path.join("/"))
+            }
+            Ok(DescriptorType::Unknown) | Err(_) => Err(invalid(
+                "the descriptor type is unknown; use a CMD or PATH descriptor",
+            )),
+        }
+    }
+
+    /// The key a ticket names: its exact bytes, as pyarrow users write `Ticket(name)` by hand.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] (InvalidArgument) for an empty or non-UTF-8 ticket.
+    pub fn try_from_ticket(ticket: &Ticket) -> Result<Self> {
+        Self::try_from_bytes(&ticket.ticket)
+    }
+
+    /// The ticket that `do_get` accepts for this key.
+    pub fn to_ticket(&self) -> Ticket {
+        Ticket::new(Bytes::copy_from_slice(self.0.as_bytes()))
+    }
+
+    /// A CMD descriptor naming this key.
+    pub fn to_descriptor(&self) -> FlightDescriptor {
+        FlightDescriptor::new_cmd(Bytes::copy_from_slice(self.0.as_bytes()))
+    }
+
+    /// The key as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TableKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn invalid(reason: impl Into<String>) -> Error {
+    Error::InvalidKey {
+        reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmd_descriptor_key_is_its_bytes() {
+        let key = TableKey::try_from_descriptor(&FlightDescriptor::new_cmd("trips")).unwrap();
+        assert_eq!(key.as_str(), "trips");
+    }
+
+    #[test]
+    fn path_descriptor_key_joins_segments_with_slash() {
+        let key = TableKey::try_from_descriptor(&FlightDescriptor::new_path(vec![
+            "nyc".into(),
+            "trips".into(),
+        ]))
+        .unwrap();
+        assert_eq!(key.as_str(), "nyc/trips");
+    }
+
+    #[test]
+    fn ticket_is_the_exact_utf8_bytes_of_the_key() {
+        let key = TableKey::try_new("données/2024").unwrap();
+        assert_eq!(&key.to_ticket().ticket[..], "données/2024".as_bytes());
+        assert_eq!(TableKey::try_from_ticket(&key.to_ticket()).unwrap(), key);
+    }
+
+    #[test]
+    fn empty_and_non_utf8_keys_are_refused() {
+        assert!(matches!(
+            TableKey::try_from_bytes(b""),
+            Err(Error::InvalidKey { .. })
+        ));
+        assert!(matches!(
+            TableKey::try_from_bytes(&[0xff, 0xfe]),
+            Err(Error::InvalidKey { .. })
+        ));
+        assert!(matches!(
+            TableKey::try_from_descriptor(&FlightDescriptor::new_path(vec![])),
+            Err(Error::InvalidKey { .. })
+        ));
+        assert!(matches!(
+            TableKey::try_from_descriptor(&FlightDescriptor::new_path(vec!["a".into(), "".into()])),
+            Err(Error::InvalidKey { .. })
+        ));
+    }
+
+    #[test]
+    fn over_long_keys_are_refused() {
+        assert!(TableKey::try_new("k".repeat(MAX_KEY_BYTES)).is_ok());
+        assert!(TableKey::try_new("k".repeat(MAX_KEY_BYTES + 1)).is_err());
+    }
+}

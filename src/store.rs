@@ -1,0 +1,125 @@
+//! `TableStore`: the shared map from key to cached table, and the counters the server keeps.
+//!
+//! A cheap-to-clone handle over `Arc` state, as mini-redis's `Db`. Nothing here is async and no
+//! map guard ever leaves a method: callers get an `Arc<CachedTable>` they can hold across
+//! `.await` without blocking writers (holding a dashmap guard across `.await` can deadlock,
+//! xacrimon/dashmap#79).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::key::TableKey;
+use crate::table::CachedTable;
+
+/// The cache: tables by key, plus request counters. Clone it freely; clones share state.
+#[derive(Debug, Clone, Default)]
+pub struct TableStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    tables: DashMap<TableKey, Arc<CachedTable>>,
+    puts: AtomicU64,
+    gets: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// A snapshot of the store's contents and counters, as the `stats` action returns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStats {
+    /// Tables cached now.
+    pub tables: u64,
+    /// Rows in all cached tables.
+    pub rows: u64,
+    /// Arrow bytes held by all cached tables.
+    pub bytes: u64,
+    /// Completed puts since the server started.
+    pub puts: u64,
+    /// Gets started since the server started.
+    pub gets: u64,
+    /// Requests that failed since the server started.
+    pub errors: u64,
+}
+
+impl TableStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The table under `key`, if any.
+    pub fn get(&self, key: &TableKey) -> Option<Arc<CachedTable>> {
+        self.shared
+            .tables
+            .get(key)
+            .map(|entry| Arc::clone(entry.value()))
+    }
+
+    /// Publish `table` under `key` in one step, replacing any table there; returns the old one.
+    ///
+    /// A reader that already holds the old table keeps it; every later reader sees the new one.
+    pub fn insert(&self, key: TableKey, table: Arc<CachedTable>) -> Option<Arc<CachedTable>> {
+        self.shared.puts.fetch_add(1, Ordering::Relaxed);
+        self.shared.tables.insert(key, table)
+    }
+
+    /// Remove the table under `key`; returns it if there was one.
+    pub fn remove(&self, key: &TableKey) -> Option<Arc<CachedTable>> {
+        self.shared.tables.remove(key).map(|(_, table)| table)
+    }
+
+    /// Remove every table; returns how many there were.
+    pub fn clear(&self) -> u64 {
+        let mut removed = 0;
+        self.shared.tables.retain(|_, _| {
+            removed += 1;
+            false
+        });
+        removed
+    }
+
+    /// The tables whose key starts with `prefix`, sorted by key.
+    pub fn list(&self, prefix: &str) -> Vec<(TableKey, Arc<CachedTable>)> {
+        let mut tables: Vec<_> = self
+            .shared
+            .tables
+            .iter()
+            .filter(|entry| entry.key().as_str().starts_with(prefix))
+            .map(|entry| (entry.key().clone(), Arc::clone(entry.value())))
+            .collect();
+        tables.sort_by(|a, b| a.0.cmp(&b.0));
+        tables
+    }
+
+    /// Count a get.
+    pub fn record_get(&self) {
+        self.shared.gets.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a failed request.
+    pub fn record_error(&self) {
+        self.shared.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The current contents and counters.
+    pub fn stats(&self) -> StoreStats {
+        let (mut tables, mut rows, mut bytes) = (0, 0, 0);
+        for entry in self.shared.tables.iter() {
+            tables += 1;
+            rows += entry.rows();
+            bytes += entry.bytes();
+        }
+        StoreStats {
+            tables,
+            rows,
+            bytes,
+            puts: self.shared.puts.load(Ordering::Relaxed),
+            gets: self.shared.gets.load(Ordering::Relaxed),
+            errors: self.shared.errors.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! `CachedTable`: one cached table, kept as the validated Arrow IPC messages it was uploaded as.
+//!
+//! A table is stored as the Flight messages (schema, dictionary batches, record batches) that
+//! its upload carried, after [`TableUpload`](crate::upload::TableUpload) has decoded and
+//! validated every one of them. `do_get` replays those messages: nothing is re-encoded and no
+//! bytes are copied, so a get costs what the network costs, and what a client sent is exactly
+//! what the next client receives (types, metadata and dictionaries included).
+
+use arrow::datatypes::SchemaRef;
+use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, SchemaResult};
+use bytes::Bytes;
+
+use crate::key::TableKey;
+
+/// A cached table: its schema, its IPC messages in upload order, and its size.
+///
+/// Immutable once built; the store shares it as `Arc<CachedTable>` so a reader keeps the table
+/// it started with even if the key is replaced meanwhile.
+#[derive(Debug)]
+pub struct CachedTable {
+    schema: SchemaRef,
+    schema_ipc: Bytes,
+    messages: Vec<FlightData>,
+    rows: u64,
+    bytes: u64,
+    batches: u64,
+}
+
+impl CachedTable {
+    /// Assemble a table from parts that [`TableUpload`](crate::upload::TableUpload) validated.
+    ///
+    /// `messages[0]` must be the schema message; `schema_header` is its IPC flatbuffer.
+    pub(crate) fn from_validated(
+        schema: SchemaRef,
+        schema_header: &[u8],
+        messages: Vec<FlightData>,
+        rows: u64,
+        bytes: u64,
+        batches: u64,
+    ) -> Self {
+        Self {
+            schema,
+            schema_ipc: encapsulate_ipc_message(schema_header),
+            messages,
+            rows,
+            bytes,
+            batches,
+        }
+    }
+
+    /// The table's Arrow schema, with its metadata.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Bytes of Arrow data held: the sum of the IPC message bodies (the Arrow buffers, with
+    /// the format's padding), the same figure as `FlightInfo.total_bytes`.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Number of record batches.
+    pub fn batches(&self) -> u64 {
+        self.batches
+    }
+
+    /// The Flight messages to send for a `do_get`: the schema first, then dictionaries and
+    /// record batches in upload order. Cloning one clones reference counts, not data.
+    pub fn flight_messages(&self) -> &[FlightData] {
+        &self.messages
+    }
+
+    /// The schema as an encapsulated IPC message, as `FlightInfo.schema` and
+    /// `SchemaResult.schema` carry it.
+    pub fn schema_ipc(&self) -> Bytes {
+        self.schema_ipc.clone()
+    }
+
+    /// The `FlightInfo` describing this table under `key`, reached through `descriptor`.
+    ///
+    /// Its one endpoint's ticket is the key, which `do_get` accepts.
+    pub fn flight_info(&self, key: &TableKey, descriptor: FlightDescriptor) -> FlightInfo {
+        FlightInfo {
+            schema: self.schema_ipc(),
+            flight_descriptor: Some(descriptor),
+            endpoint: vec![FlightEndpoint::new().with_ticket(key.to_ticket())],
+            total_records: i64::try_from(self.rows).unwrap_or(i64::MAX),
+            total_bytes: i64::try_from(self.bytes).unwrap_or(i64::MAX),
+            ordered: true,
+            app_metadata: Bytes::new(),
+        }
+    }
+
+    /// The answer to `get_schema`.
+    pub fn schema_result(&self) -> SchemaResult {
+        SchemaResult {
+            schema: self.schema_ipc(),
+        }
+    }
+}
+
+/// The IPC continuation marker that starts an encapsulated message.
+const IPC_CONTINUATION_MARKER: u32 = 0xFFFF_FFFF;
+
+/// Wrap a flatbuffer `Message` in the IPC encapsulation: continuation marker, padded length,
+/// the message, zero padding to a multiple of 8 bytes.
+fn encapsulate_ipc_message(header: &[u8]) -> Bytes {
+    let padded_len = header.len().next_multiple_of(8);
+    let mut out = Vec::with_capacity(8 + padded_len);
+    out.extend_from_slice(&IPC_CONTINUATION_MARKER.to_le_bytes());
+    out.extend_from_slice(&(padded_len as u32).to_le_bytes());
+    out.extend_from_slice(header);
+    out.resize(8 + padded_len, 0);
+    Bytes::from(out)
+}

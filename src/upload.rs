@@ -1,0 +1,207 @@
+//! `TableUpload`: validates the messages of one `do_put`, one at a time, into a `CachedTable`.
+//!
+//! Every message is decoded with arrow-ipc's full validation (buffer bounds, offsets, UTF-8,
+//! dictionary references) against the upload's schema, so a table that was accepted can always
+//! be served. The decoded arrays are dropped again: the table keeps the messages themselves,
+//! which `do_get` replays (see [`CachedTable`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::ArrayRef;
+use arrow::buffer::Buffer;
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::ipc::{self, MessageHeader, convert::try_fb_to_schema, reader::RecordBatchDecoder};
+use arrow_flight::FlightData;
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::key::TableKey;
+use crate::table::CachedTable;
+
+/// Decoding state of an upload after its schema message arrived.
+struct Decoding {
+    schema: SchemaRef,
+    schema_header: Bytes,
+    dictionaries_by_id: HashMap<i64, ArrayRef>,
+}
+
+/// An upload in progress. Feed it each Flight message with [`push`](Self::push), then
+/// [`finish`](Self::finish) it into a table once the stream ended cleanly.
+pub struct TableUpload {
+    key: TableKey,
+    decoding: Option<Decoding>,
+    messages: Vec<FlightData>,
+    rows: u64,
+    bytes: u64,
+    batches: u64,
+}
+
+impl TableUpload {
+    /// Start an upload for `key`.
+    pub fn new(key: TableKey) -> Self {
+        Self {
+            key,
+            decoding: None,
+            messages: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            batches: 0,
+        }
+    }
+
+    /// The key being uploaded.
+    pub fn key(&self) -> &TableKey {
+        &self.key
+    }
+
+    /// Bytes of Arrow data received so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Validate one Flight message and keep it.
+    ///
+    /// A message with neither IPC header nor body (a descriptor or app_metadata alone) is
+    /// accepted and not kept.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUpload`] (InvalidArgument) if the message is not valid Arrow IPC, comes
+    /// before the schema, changes the schema, or does not match the schema.
+    pub fn push(&mut self, data: FlightData) -> Result<()> {
+        if data.data_header.is_empty() {
+            if data.data_body.is_empty() {
+                return Ok(());
+            }
+            return Err(self.invalid("a message has a body but no IPC header"));
+        }
+        let message = ipc::root_as_message(&data.data_header)
+            .map_err(|e| self.invalid(format!("a message header is not valid Arrow IPC ({e})")))?;
+        match message.header_type() {
+            MessageHeader::Schema => self.push_schema(message, &data)?,
+            MessageHeader::DictionaryBatch => self.push_dictionary(message, &data)?,
+            MessageHeader::RecordBatch => self.push_record_batch(message, &data)?,
+            other => {
+                let name = other.variant_name().unwrap_or("unknown");
+                return Err(self.invalid(format!(
+                    "a `{name}` message is not part of an Arrow record batch stream"
+                )));
+            }
+        }
+        self.bytes += data.data_body.len() as u64;
+        self.messages.push(FlightData {
+            flight_descriptor: None,
+            data_header: data.data_header,
+            data_body: data.data_body,
+            app_metadata: Bytes::new(),
+        });
+        Ok(())
+    }
+
+    fn push_schema(&mut self, message: ipc::Message<'_>, data: &FlightData) -> Result<()> {
+        if self.decoding.is_some() {
+            return Err(self.invalid(
+                "a second schema arrived mid-stream; a table has one schema, upload it under another key",
+            ));
+        }
+        let fb_schema = message
+            .header_as_schema()
+            .ok_or_else(|| self.invalid("the schema message has no schema"))?;
+        let schema: Schema =
+            try_fb_to_schema(fb_schema).map_err(|e| self.invalid(format!("bad schema ({e})")))?;
+        self.decoding = Some(Decoding {
+            schema: Arc::new(schema),
+            schema_header: data.data_header.clone(),
+            dictionaries_by_id: HashMap::new(),
+        });
+        Ok(())
+    }
+
+    fn push_dictionary(&mut self, message: ipc::Message<'_>, data: &FlightData) -> Result<()> {
+        let version = message.version();
+        let batch = message
+            .header_as_dictionary_batch()
+            .ok_or_else(|| self.invalid("the dictionary message has no dictionary batch"))?;
+        let Some(decoding) = self.decoding.as_mut() else {
+            return Err(self.invalid("a dictionary batch arrived before the schema"));
+        };
+        let body = Buffer::from(data.data_body.clone());
+        let result = ipc::reader::read_dictionary(
+            &body,
+            batch,
+            &decoding.schema,
+            &mut decoding.dictionaries_by_id,
+            &version,
+        );
+        result.map_err(|e| self.invalid(format!("bad dictionary batch ({e})")))
+    }
+
+    fn push_record_batch(&mut self, message: ipc::Message<'_>, data: &FlightData) -> Result<()> {
+        let version = message.version();
+        let batch = message
+            .header_as_record_batch()
+            .ok_or_else(|| self.invalid("the record batch message has no record batch"))?;
+        let Some(decoding) = self.decoding.as_ref() else {
+            return Err(self.invalid("a record batch arrived before the schema"));
+        };
+        let body = Buffer::from(data.data_body.clone());
+        let decoded = RecordBatchDecoder::try_new(
+            &body,
+            batch,
+            Arc::clone(&decoding.schema),
+            &decoding.dictionaries_by_id,
+            &version,
+        )
+        .and_then(RecordBatchDecoder::read_record_batch)
+        .map_err(|e| {
+            self.invalid(format!(
+                "record batch {} does not match the schema ({e})",
+                self.batches
+            ))
+        })?;
+        self.rows += decoded.num_rows() as u64;
+        self.batches += 1;
+        Ok(())
+    }
+
+    /// Finish a cleanly ended upload into the table to publish.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUpload`] (InvalidArgument) if no schema was ever sent.
+    pub fn finish(self) -> Result<CachedTable> {
+        let Some(decoding) = self.decoding else {
+            return Err(Error::InvalidUpload {
+                key: self.key,
+                reason: "the stream ended before a schema was sent".into(),
+            });
+        };
+        Ok(CachedTable::from_validated(
+            decoding.schema,
+            &decoding.schema_header,
+            self.messages,
+            self.rows,
+            self.bytes,
+            self.batches,
+        ))
+    }
+
+    fn invalid(&self, reason: impl Into<String>) -> Error {
+        Error::InvalidUpload {
+            key: self.key.clone(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What a `do_put` answers in its one `PutResult`, as JSON in `app_metadata`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PutSummary {
+    /// The key the table was stored under.
+    pub key: String,
+    /// Rows stored.
+    pub rows: u64,
+    /// Arrow bytes stored.
+    pub bytes: u64,
+    /// Record batches stored.
+    pub batches: u64,
+}
