@@ -6,7 +6,6 @@ use std::task::{Context, Poll};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
-use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{Criteria, FlightClient, FlightData, FlightInfo};
@@ -16,6 +15,7 @@ use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::actions::{CacheAction, ClearResult, DropResult};
+use crate::encode::encode_stream;
 use crate::error::{Error, Result};
 use crate::http2::Http2Settings;
 use crate::key::TableKey;
@@ -162,11 +162,8 @@ impl CacheClient {
     where
         S: Stream<Item = Result<RecordBatch>> + Send + 'static,
     {
-        let messages = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .with_flight_descriptor(Some(key.to_descriptor()))
-            .with_dictionary_handling(DictionaryHandling::Resend)
-            .build(batches.map_err(|e| FlightError::ExternalError(Box::new(e))));
+        let messages = encode_stream(&schema, key.to_descriptor(), batches)
+            .map_err(|e| FlightError::ExternalError(Box::new(e)));
         let (failed, failure) = oneshot::channel();
         let request = CancelOnError {
             inner: Box::pin(messages),

@@ -10,10 +10,12 @@
 //! - [`table`]: [`CachedTable`], the stored messages, and its `FlightInfo`.
 //! - [`store`]: [`TableStore`], the shared key → table map and counters.
 //! - [`actions`]: the `do_action` vocabulary (`drop`, `clear`, `stats`).
+//! - [`abort`]: telling a client's aborted upload from a finished one.
 //! - [`service`]: [`FlightCacheService`], the Flight RPCs.
 //! - [`server`]: [`ServerConfig`], [`serve`], [`EmbeddedServer`].
 //! - [`http2`]: HTTP/2 frame and window settings shared by both ends.
 //! - [`client`]: [`CacheClient`], a typed client.
+//! - [`encode`]: record batches into Flight messages, the schema exactly as given.
 //! - [`files`]: Parquet, Arrow IPC and CSV files as batch streams, read and written a batch at a
 //!   time.
 //! - [`baseline`]: the JSON-over-TCP and raw-socket baselines `flightcache bench` compares with.
@@ -21,10 +23,12 @@
 //! - [`error`]: [`Error`], and its mapping to gRPC status codes.
 #![warn(missing_docs)]
 
+pub mod abort;
 pub mod actions;
 pub mod baseline;
 pub mod bench;
 pub mod client;
+pub mod encode;
 pub mod error;
 pub mod files;
 pub mod http2;

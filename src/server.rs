@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+use crate::abort::AbortWatch;
 use crate::error::{Error, Result};
 use crate::http2::Http2Settings;
 use crate::service::FlightCacheService;
@@ -48,14 +49,18 @@ impl Default for ServerConfig {
     }
 }
 
-/// The gRPC service for `store`, with the message limits of `config`.
+/// The gRPC service for `store`, with the message limits of `config`, its request bodies
+/// watched for client aborts (see [`AbortWatch`]).
 pub fn make_server(
     store: TableStore,
     config: &ServerConfig,
-) -> FlightServiceServer<FlightCacheService> {
-    FlightServiceServer::new(FlightCacheService::new(store, config.max_concurrent_puts))
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes)
+) -> AbortWatch<FlightServiceServer<FlightCacheService>> {
+    let service = FlightCacheService::new(store, config.max_concurrent_puts);
+    AbortWatch::new(
+        FlightServiceServer::new(service)
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes),
+    )
 }
 
 /// Serve `store` on `listener` until `shutdown` completes, then stop accepting and finish the

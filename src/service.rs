@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::instrument;
 
+use crate::abort::BodyAborted;
 use crate::actions::{CacheAction, ClearResult, DropResult};
 use crate::error::{Error, Result};
 use crate::key::TableKey;
@@ -69,7 +70,11 @@ impl FlightCacheService {
         }
     }
 
-    async fn put(&self, mut messages: Streaming<FlightData>) -> Result<ResponseStream<PutResult>> {
+    async fn put(
+        &self,
+        mut messages: Streaming<FlightData>,
+        aborted: Option<BodyAborted>,
+    ) -> Result<ResponseStream<PutResult>> {
         let _permit = Arc::clone(&self.put_permits)
             .try_acquire_owned()
             .map_err(|_| Error::LimitReached {
@@ -95,6 +100,11 @@ impl FlightCacheService {
         loop {
             match messages.message().await {
                 Ok(Some(message)) => upload.push(message)?,
+                Ok(None) if aborted.as_ref().is_some_and(BodyAborted::is_aborted) => {
+                    return Err(Error::UploadCancelled {
+                        key: upload.key().clone(),
+                    });
+                }
                 Ok(None) => break,
                 Err(status) if status.code() == Code::Cancelled => {
                     return Err(Error::UploadCancelled {
@@ -140,6 +150,28 @@ impl FlightCacheService {
             CacheAction::Stats => serde_json::to_vec(&self.store.stats()),
         };
         Ok(Bytes::from(body.expect("action results serialize")))
+    }
+}
+
+/// Counts an upload as a failed request unless it ended well, including when its handler is
+/// dropped mid-upload because the client went away.
+struct FailedUploadGuard<'a> {
+    store: &'a TableStore,
+    armed: bool,
+}
+
+impl FailedUploadGuard<'_> {
+    fn settle(mut self, succeeded: bool) {
+        self.armed = !succeeded;
+    }
+}
+
+impl Drop for FailedUploadGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.store.record_error();
+            tracing::debug!("upload failed or abandoned; nothing stored");
+        }
     }
 }
 
@@ -257,8 +289,16 @@ impl FlightService for FlightCacheService {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        let result = self.put(request.into_inner()).await;
-        self.reply(result)
+        // A client that resets its stream makes hyper drop this future at an `.await`, so a
+        // guard, not the code after it, counts the failure.
+        let failed = FailedUploadGuard {
+            store: &self.store,
+            armed: true,
+        };
+        let aborted = request.extensions().get::<BodyAborted>().cloned();
+        let result = self.put(request.into_inner(), aborted).await;
+        failed.settle(result.is_ok());
+        result.map(Response::new).map_err(Status::from)
     }
 
     #[instrument(skip_all, fields(action, key))]

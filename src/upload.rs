@@ -11,6 +11,7 @@ use std::sync::Arc;
 use arrow::array::ArrayRef;
 use arrow::buffer::Buffer;
 use arrow::datatypes::{Schema, SchemaRef};
+use arrow::error::ArrowError;
 use arrow::ipc::{self, MessageHeader, convert::try_fb_to_schema, reader::RecordBatchDecoder};
 use arrow_flight::FlightData;
 use bytes::Bytes;
@@ -125,14 +126,16 @@ impl TableUpload {
         let Some(decoding) = self.decoding.as_mut() else {
             return Err(self.invalid("a dictionary batch arrived before the schema"));
         };
-        let body = Buffer::from(data.data_body.clone());
-        let result = ipc::reader::read_dictionary(
-            &body,
-            batch,
-            &decoding.schema,
-            &mut decoding.dictionaries_by_id,
-            &version,
-        );
+        let body = aligned_body(&data.data_body);
+        let result = guard_decoder(|| {
+            ipc::reader::read_dictionary(
+                &body,
+                batch,
+                &decoding.schema,
+                &mut decoding.dictionaries_by_id,
+                &version,
+            )
+        });
         result.map_err(|e| self.invalid(format!("bad dictionary batch ({e})")))
     }
 
@@ -144,15 +147,17 @@ impl TableUpload {
         let Some(decoding) = self.decoding.as_ref() else {
             return Err(self.invalid("a record batch arrived before the schema"));
         };
-        let body = Buffer::from(data.data_body.clone());
-        let decoded = RecordBatchDecoder::try_new(
-            &body,
-            batch,
-            Arc::clone(&decoding.schema),
-            &decoding.dictionaries_by_id,
-            &version,
-        )
-        .and_then(RecordBatchDecoder::read_record_batch)
+        let body = aligned_body(&data.data_body);
+        let decoded = guard_decoder(|| {
+            RecordBatchDecoder::try_new(
+                &body,
+                batch,
+                Arc::clone(&decoding.schema),
+                &decoding.dictionaries_by_id,
+                &version,
+            )
+            .and_then(RecordBatchDecoder::read_record_batch)
+        })
         .map_err(|e| {
             self.invalid(format!(
                 "record batch {} does not match the schema ({e})",
@@ -189,6 +194,34 @@ impl TableUpload {
         Error::InvalidUpload {
             key: self.key.clone(),
             reason: reason.into(),
+        }
+    }
+}
+
+/// The body as a buffer arrow-ipc can decode in place: zero-copy when it is 64-byte aligned,
+/// else one aligned copy, as arrow-flight's own decoder does. Parts of arrow-ipc's reader
+/// (union type ids and offsets) panic on unaligned buffers instead of realigning them.
+fn aligned_body(body: &Bytes) -> Buffer {
+    if (body.as_ptr() as usize).is_multiple_of(64) {
+        Buffer::from(body.clone())
+    } else {
+        Buffer::from_slice_ref(body)
+    }
+}
+
+/// Run an arrow-ipc decode on untrusted input. Some malformed inputs make arrow-ipc panic
+/// instead of returning an error (apache/arrow-rs#7124); a panic here is a bad upload, not a
+/// reason to drop the connection.
+fn guard_decoder<T>(decode: impl FnOnce() -> Result<T, ArrowError>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)) {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown decoder failure");
+            Err(format!("malformed IPC data: {what}"))
         }
     }
 }

@@ -1,0 +1,139 @@
+//! Shared test fixture: a real server on 127.0.0.1:0, real clients, and table builders.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+pub mod types;
+
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow_flight::FlightClient;
+use flightcache::{CacheClient, EmbeddedServer, ServerConfig, TableKey};
+use tonic::transport::Channel;
+
+/// A flightcache server for one test.
+pub struct TestServer {
+    server: EmbeddedServer,
+}
+
+impl TestServer {
+    /// Start a server with the default configuration.
+    pub async fn start() -> Self {
+        Self::start_with(ServerConfig::default()).await
+    }
+
+    /// Start a server with `config`.
+    pub async fn start_with(config: ServerConfig) -> Self {
+        let server = EmbeddedServer::start(config).await.expect("server starts");
+        Self { server }
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// A connected `CacheClient`.
+    pub async fn client(&self) -> CacheClient {
+        CacheClient::connect(&self.url())
+            .await
+            .expect("client connects")
+    }
+
+    /// A connected plain arrow-flight client, for requests `CacheClient` never sends.
+    pub async fn flight_client(&self) -> FlightClient {
+        let channel = Channel::from_shared(format!("http://{}", self.server.addr()))
+            .unwrap()
+            .connect()
+            .await
+            .expect("channel connects");
+        FlightClient::new(channel)
+    }
+
+    /// Stop the server and assert that it exited cleanly.
+    pub async fn shutdown_and_wait(self) {
+        self.server
+            .shutdown_and_wait()
+            .await
+            .expect("server exits cleanly");
+    }
+}
+
+/// A key, for tests.
+pub fn key(name: &str) -> TableKey {
+    TableKey::try_new(name).unwrap()
+}
+
+/// Schema of [`numbered_batches`].
+pub fn numbered_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("label", DataType::Utf8, true),
+    ]))
+}
+
+/// `count` batches of `rows` rows whose `id` runs 0.. across batches, so order is checkable.
+pub fn numbered_batches(count: usize, rows: usize) -> Vec<RecordBatch> {
+    (0..count)
+        .map(|b| {
+            let start = (b * rows) as i64;
+            let ids: Vec<i64> = (start..start + rows as i64).collect();
+            let labels: Vec<Option<String>> = ids
+                .iter()
+                .map(|i| (i % 3 != 0).then(|| format!("row {i}")))
+                .collect();
+            RecordBatch::try_new(
+                numbered_schema(),
+                vec![
+                    Arc::new(Int64Array::from(ids)),
+                    Arc::new(StringArray::from(labels)),
+                ],
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+/// A batch of `rows` rows with every value of `id` equal to `value`.
+pub fn constant_batch(value: i64, rows: usize) -> RecordBatch {
+    RecordBatch::try_new(
+        numbered_schema(),
+        vec![
+            Arc::new(Int64Array::from(vec![value; rows])),
+            Arc::new(StringArray::from(vec![Some("x"); rows])),
+        ],
+    )
+    .unwrap()
+}
+
+/// Put `batches` under a fresh key, get them back, and assert schema (with metadata) and
+/// batches are identical.
+pub async fn roundtrip(batches: Vec<RecordBatch>) {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let schema = batches[0].schema();
+    let key = key("roundtrip");
+    let summary = client
+        .put_batches(&key, Arc::clone(&schema), batches.clone())
+        .await
+        .expect("put succeeds");
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(summary.rows, rows as u64);
+    let (got_schema, got) = client.get_all(&key).await.expect("get succeeds");
+    assert_eq!(got_schema, schema, "schema differs after the round trip");
+    assert_eq!(got.len(), batches.len(), "batch count differs");
+    for (i, (want, got)) in batches.iter().zip(&got).enumerate() {
+        assert_eq!(got, want, "batch {i} differs after the round trip");
+    }
+    assert_eq!(
+        client.schema(&key).await.unwrap(),
+        schema,
+        "get_schema differs"
+    );
+    assert_eq!(
+        client.info(&key).await.unwrap().schema,
+        schema,
+        "FlightInfo schema differs"
+    );
+    server.shutdown_and_wait().await;
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the Flight server: a real server on 127.0.0.1:0, real gRPC clients.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod concurrency;
+mod roundtrip;
+mod rpc;
+mod uploads;

@@ -1,0 +1,374 @@
+//! Every RPC: what it answers, and the exact gRPC code of each error.
+
+use arrow_flight::{Action, Criteria, FlightDescriptor, Ticket};
+use bytes::Bytes;
+use flightcache::actions::{ClearResult, DropResult};
+use flightcache::{Error, StoreStats};
+use futures::{StreamExt, TryStreamExt};
+use tonic::Code;
+
+use crate::common::{TestServer, key, numbered_batches, numbered_schema};
+
+fn status(err: arrow_flight::error::FlightError) -> tonic::Status {
+    match err {
+        arrow_flight::error::FlightError::Tonic(status) => *status,
+        other => panic!("expected a gRPC status, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn get_unknown_key_is_not_found_naming_the_key() {
+    let server = TestServer::start().await;
+    let mut flight = server.flight_client().await;
+    let err = flight
+        .do_get(Ticket::new("nope"))
+        .await
+        .err()
+        .expect("do_get fails");
+    let status = status(err);
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains("`nope`"), "{}", status.message());
+
+    let err = server.client().await.get(&key("nope")).await.err().unwrap();
+    assert!(matches!(err, Error::TableNotFound { key } if key.as_str() == "nope"));
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn info_and_schema_of_unknown_key_are_not_found() {
+    let server = TestServer::start().await;
+    let mut flight = server.flight_client().await;
+    let descriptor = FlightDescriptor::new_cmd("missing");
+    let err = status(
+        flight
+            .get_flight_info(descriptor.clone())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains("`missing`"));
+    let err = status(flight.get_schema(descriptor).await.unwrap_err());
+    assert_eq!(err.code(), Code::NotFound);
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn flight_info_describes_the_table_and_its_ticket_works() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let batches = numbered_batches(3, 100);
+    let put = client
+        .put_batches(&key("t"), numbered_schema(), batches.clone())
+        .await
+        .unwrap();
+    assert_eq!((put.key.as_str(), put.rows, put.batches), ("t", 300, 3));
+    assert!(put.bytes > 300 * 8, "bytes {} too small", put.bytes);
+
+    let mut flight = server.flight_client().await;
+    let info = flight
+        .get_flight_info(FlightDescriptor::new_cmd("t"))
+        .await
+        .unwrap();
+    assert_eq!(info.total_records, 300);
+    assert_eq!(info.total_bytes as u64, put.bytes);
+    assert_eq!(
+        info.clone().try_decode_schema().unwrap(),
+        *numbered_schema()
+    );
+    assert_eq!(info.endpoint.len(), 1);
+    let ticket = info.endpoint[0]
+        .ticket
+        .clone()
+        .expect("endpoint has a ticket");
+    assert_eq!(&ticket.ticket[..], b"t");
+    let got: Vec<_> = flight
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(got, batches);
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn path_and_cmd_descriptors_name_the_same_table() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    client
+        .put_batches(&key("nyc/trips"), numbered_schema(), numbered_batches(1, 5))
+        .await
+        .unwrap();
+    let mut flight = server.flight_client().await;
+    let by_path = FlightDescriptor::new_path(vec!["nyc".into(), "trips".into()]);
+    let info = flight.get_flight_info(by_path.clone()).await.unwrap();
+    assert_eq!(info.total_records, 5);
+    assert_eq!(info.flight_descriptor, Some(by_path.clone()));
+    assert_eq!(
+        flight.get_schema(by_path).await.unwrap(),
+        *numbered_schema()
+    );
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn list_flights_lists_every_key_or_those_with_a_prefix() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    for name in ["b/2", "a", "b/1"] {
+        client
+            .put_batches(&key(name), numbered_schema(), numbered_batches(1, 3))
+            .await
+            .unwrap();
+    }
+    let keys = |tables: Vec<flightcache::TableInfo>| -> Vec<String> {
+        tables.into_iter().map(|t| t.key.to_string()).collect()
+    };
+    assert_eq!(keys(client.list("").await.unwrap()), ["a", "b/1", "b/2"]);
+    assert_eq!(keys(client.list("b/").await.unwrap()), ["b/1", "b/2"]);
+    assert!(client.list("zzz").await.unwrap().is_empty());
+
+    let mut flight = server.flight_client().await;
+    let infos: Vec<_> = flight
+        .list_flights(Bytes::new())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(infos.len(), 3);
+    assert!(infos.iter().all(|i| i.total_records == 3));
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn list_flights_with_non_utf8_criteria_is_invalid() {
+    let server = TestServer::start().await;
+    let mut flight = server.flight_client().await;
+    let criteria = Criteria {
+        expression: Bytes::from_static(&[0xff]),
+    };
+    let err = flight.inner_mut().list_flights(criteria).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn drop_removes_one_table_and_reports_it() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    client
+        .put_batches(&key("keep"), numbered_schema(), numbered_batches(1, 2))
+        .await
+        .unwrap();
+    let put = client
+        .put_batches(&key("gone"), numbered_schema(), numbered_batches(2, 2))
+        .await
+        .unwrap();
+    let dropped = client.drop_table(&key("gone")).await.unwrap();
+    assert_eq!(
+        dropped,
+        DropResult {
+            key: "gone".into(),
+            rows: 4,
+            bytes: put.bytes
+        }
+    );
+    assert!(matches!(
+        client.get(&key("gone")).await,
+        Err(Error::TableNotFound { .. })
+    ));
+    assert!(client.get(&key("keep")).await.is_ok());
+
+    let err = client.drop_table(&key("gone")).await.unwrap_err();
+    assert!(matches!(err, Error::TableNotFound { key } if key.as_str() == "gone"));
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn clear_removes_every_table() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    for name in ["x", "y"] {
+        client
+            .put_batches(&key(name), numbered_schema(), numbered_batches(1, 2))
+            .await
+            .unwrap();
+    }
+    assert_eq!(client.clear().await.unwrap(), ClearResult { tables: 2 });
+    assert!(client.list("").await.unwrap().is_empty());
+    assert_eq!(client.clear().await.unwrap(), ClearResult { tables: 0 });
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn stats_count_tables_rows_and_requests() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let a = client
+        .put_batches(&key("a"), numbered_schema(), numbered_batches(1, 10))
+        .await
+        .unwrap();
+    let b = client
+        .put_batches(&key("b"), numbered_schema(), numbered_batches(2, 10))
+        .await
+        .unwrap();
+    client.get_all(&key("a")).await.unwrap();
+    assert!(client.get(&key("missing")).await.is_err());
+    let stats = client.stats().await.unwrap();
+    assert_eq!(
+        stats,
+        StoreStats {
+            tables: 2,
+            rows: 30,
+            bytes: a.bytes + b.bytes,
+            puts: 2,
+            gets: 1,
+            errors: 1
+        }
+    );
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn unknown_action_is_invalid_and_lists_the_valid_ones() {
+    let server = TestServer::start().await;
+    let mut flight = server.flight_client().await;
+    let err = status(
+        flight
+            .do_action(Action::new("flushall", ""))
+            .await
+            .err()
+            .unwrap(),
+    );
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("flushall"), "{}", err.message());
+    for name in ["drop", "clear", "stats"] {
+        assert!(err.message().contains(name), "{}", err.message());
+    }
+    let err = status(
+        flight
+            .do_action(Action::new("drop", ""))
+            .await
+            .err()
+            .unwrap(),
+    );
+    assert_eq!(err.code(), Code::InvalidArgument, "drop without a key");
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn list_actions_names_what_do_action_handles() {
+    let server = TestServer::start().await;
+    let mut flight = server.flight_client().await;
+    let actions: Vec<_> = flight
+        .list_actions()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let names: Vec<_> = actions.iter().map(|a| a.r#type.as_str()).collect();
+    assert_eq!(names, ["drop", "clear", "stats"]);
+    assert!(actions.iter().all(|a| !a.description.is_empty()));
+    for action in actions {
+        let body = if action.r#type == "drop" {
+            "absent"
+        } else {
+            ""
+        };
+        let result = flight
+            .do_action(Action::new(action.r#type.clone(), body))
+            .await;
+        let code = result.err().map(|e| status(e).code());
+        assert!(
+            code.is_none() || code == Some(Code::NotFound),
+            "`{}` is advertised but answered {code:?}",
+            action.r#type
+        );
+    }
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn rpcs_not_offered_are_unimplemented_and_named() {
+    let server = TestServer::start().await;
+    let mut flight = server.flight_client().await;
+    let err = status(
+        flight
+            .handshake(Bytes::from_static(b"hi"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains("handshake"));
+    let err = status(
+        flight
+            .poll_flight_info(FlightDescriptor::new_cmd("t"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains("poll_flight_info"));
+    let err = flight
+        .do_exchange(futures::stream::empty())
+        .await
+        .err()
+        .expect("do_exchange fails");
+    let err = status(err);
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains("do_exchange"));
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn empty_and_non_utf8_tickets_are_invalid() {
+    let server = TestServer::start().await;
+    let mut flight = server.flight_client().await;
+    for ticket in [Bytes::new(), Bytes::from_static(&[0xc3, 0x28])] {
+        let err = status(flight.do_get(Ticket { ticket }).await.err().unwrap());
+        assert_eq!(err.code(), Code::InvalidArgument);
+    }
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn a_get_in_progress_survives_drop_and_replace() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let batches = numbered_batches(20, 100);
+    client
+        .put_batches(&key("t"), numbered_schema(), batches.clone())
+        .await
+        .unwrap();
+    let mut stream = client.clone().get(&key("t")).await.unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    client.drop_table(&key("t")).await.unwrap();
+    client
+        .put_batches(&key("t"), numbered_schema(), numbered_batches(1, 1))
+        .await
+        .unwrap();
+    let mut got = vec![first];
+    got.extend(stream.try_collect::<Vec<_>>().await.unwrap());
+    assert_eq!(got, batches);
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_a_get_in_flight() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let batches = numbered_batches(50, 1000);
+    client
+        .put_batches(&key("t"), numbered_schema(), batches.clone())
+        .await
+        .unwrap();
+    let mut stream = client.get(&key("t")).await.unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    let shutdown = tokio::spawn(server.shutdown_and_wait());
+    let mut got = vec![first];
+    got.extend(stream.try_collect::<Vec<_>>().await.unwrap());
+    assert_eq!(got, batches);
+    shutdown.await.unwrap();
+}
