@@ -1,1 +1,93 @@
-fn main() {}
+//! Criterion benches of the hot paths: upload validation, client encoding, and put/get over
+//! real loopback gRPC. Figures go to benches/RESULTS.md with the command that produced them.
+
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use flightcache::bench::data::{arrow_bytes, random_table};
+use flightcache::encode::{FlightEncoder, TARGET_MESSAGE_BYTES};
+use flightcache::upload::TableUpload;
+use flightcache::{CacheClient, EmbeddedServer, ServerConfig, TableKey};
+use futures::TryStreamExt;
+
+/// Size of the table every bench moves.
+const TABLE_BYTES: u64 = 16 << 20;
+
+fn table() -> (arrow::datatypes::SchemaRef, Vec<RecordBatch>) {
+    random_table(TABLE_BYTES, 64, 7)
+}
+
+fn encode_all(
+    schema: &arrow::datatypes::Schema,
+    batches: &[RecordBatch],
+) -> Vec<arrow_flight::FlightData> {
+    let mut encoder = FlightEncoder::new(TARGET_MESSAGE_BYTES);
+    let key = TableKey::try_new("bench").unwrap();
+    let mut messages = vec![encoder.encode_schema(schema, Some(key.to_descriptor()))];
+    for batch in batches {
+        messages.extend(encoder.encode_batch(batch).unwrap());
+    }
+    messages
+}
+
+fn encode_and_validate(c: &mut Criterion) {
+    let (schema, batches) = table();
+    let mut group = c.benchmark_group("in_memory");
+    group.throughput(Throughput::Bytes(arrow_bytes(&batches)));
+    group.sample_size(20);
+    group.bench_function("encode_16MiB", |b| b.iter(|| encode_all(&schema, &batches)));
+    let messages = encode_all(&schema, &batches);
+    group.bench_function("validate_upload_16MiB", |b| {
+        b.iter(|| {
+            let mut upload = TableUpload::new(TableKey::try_new("bench").unwrap());
+            for message in &messages {
+                upload.push(message.clone()).unwrap();
+            }
+            upload.finish().unwrap()
+        })
+    });
+    group.finish();
+}
+
+fn loopback(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (schema, batches) = table();
+    let key = TableKey::try_new("bench").unwrap();
+    let (server, client) = runtime.block_on(async {
+        let server = EmbeddedServer::start(ServerConfig::default())
+            .await
+            .unwrap();
+        let client = CacheClient::connect(&server.url()).await.unwrap();
+        (server, client)
+    });
+    let mut group = c.benchmark_group("loopback");
+    group.throughput(Throughput::Bytes(arrow_bytes(&batches)));
+    group.sample_size(20);
+    group.bench_function("put_16MiB", |b| {
+        b.to_async(&runtime).iter(|| {
+            let mut client = client.clone();
+            let (schema, batches, key) = (Arc::clone(&schema), batches.clone(), key.clone());
+            async move { client.put_batches(&key, schema, batches).await.unwrap() }
+        })
+    });
+    group.bench_function("get_16MiB", |b| {
+        b.to_async(&runtime).iter(|| {
+            let mut client = client.clone();
+            let key = key.clone();
+            async move {
+                let batches: Vec<RecordBatch> =
+                    client.get(&key).await.unwrap().try_collect().await.unwrap();
+                batches
+            }
+        })
+    });
+    group.finish();
+    runtime.block_on(server.shutdown_and_wait()).unwrap();
+}
+
+criterion_group!(benches, encode_and_validate, loopback);
+criterion_main!(benches);

@@ -23,8 +23,7 @@ async fn get_unknown_key_is_not_found_naming_the_key() {
     let err = flight
         .do_get(Ticket::new("nope"))
         .await
-        .err()
-        .expect("do_get fails");
+        .expect_err("do_get fails");
     let status = status(err);
     assert_eq!(status.code(), Code::NotFound);
     assert!(status.message().contains("`nope`"), "{}", status.message());
@@ -314,8 +313,7 @@ async fn rpcs_not_offered_are_unimplemented_and_named() {
     let err = flight
         .do_exchange(futures::stream::empty())
         .await
-        .err()
-        .expect("do_exchange fails");
+        .expect_err("do_exchange fails");
     let err = status(err);
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(err.message().contains("do_exchange"));

@@ -1,0 +1,435 @@
+//! The `flightcache` binary end to end: a real `flightcache serve` process, real files.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, DictionaryArray, Float64Array, Int64Array, ListArray, RecordBatch, StringArray,
+    StructArray, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Int32Type, Int64Type};
+use flightcache::bench::BenchReport;
+use flightcache::bench::data::tables_equal;
+use flightcache::files::TableSource;
+use futures::TryStreamExt;
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flightcache");
+
+/// A `flightcache serve` child process on a free port.
+struct ServeProcess {
+    child: Child,
+    url: String,
+}
+
+impl ServeProcess {
+    fn start() -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("flightcache serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("serve prints its address");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        assert!(url.starts_with("grpc://127.0.0.1:"), "{url}");
+        Self { child, url }
+    }
+
+    /// Run `flightcache ARGS` against this server.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("FLIGHTCACHE_SERVER", &self.url)
+            .output()
+            .expect("flightcache runs")
+    }
+
+    /// Run and assert success; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "flightcache {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// SIGTERM, and assert a clean exit.
+    fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert_eq!(exit.code(), Some(0), "serve exits 0 on SIGTERM");
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// A table with a few interesting types, `batches` batches of 1000 rows.
+fn sample_batches(batches: usize) -> Vec<RecordBatch> {
+    (0..batches)
+        .map(|b| {
+            let n = 1000;
+            let start = (b * n) as i64;
+            let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(start..start + n as i64));
+            let names: ArrayRef = Arc::new(StringArray::from_iter(
+                (0..n).map(|i| (i % 7 != 0).then(|| format!("name-{i}"))),
+            ));
+            let when: ArrayRef = Arc::new(
+                TimestampMicrosecondArray::from_iter_values((0..n as i64).map(|i| i * 1_000_000))
+                    .with_timezone("UTC"),
+            );
+            let kind: ArrayRef = Arc::new(
+                (0..n)
+                    .map(|i| ["a", "b", "c"][i % 3])
+                    .collect::<DictionaryArray<Int32Type>>(),
+            );
+            let tags: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(
+                (0..n).map(|i| (i % 5 != 0).then(|| vec![Some(i as i64), None])),
+            ));
+            let point: ArrayRef = Arc::new(StructArray::from(vec![
+                (
+                    Arc::new(Field::new("x", DataType::Float64, false)),
+                    Arc::new(Float64Array::from_iter_values(
+                        (0..n).map(|i| i as f64 / 2.0),
+                    )) as ArrayRef,
+                ),
+                (
+                    Arc::new(Field::new("y", DataType::Float64, false)),
+                    Arc::new(Float64Array::from_iter_values((0..n).map(|i| -(i as f64))))
+                        as ArrayRef,
+                ),
+            ]));
+            RecordBatch::try_from_iter([
+                ("id", ids),
+                ("name", names),
+                ("when", when),
+                ("kind", kind),
+                ("tags", tags),
+                ("point", point),
+            ])
+            .unwrap()
+        })
+        .collect()
+}
+
+/// Write `batches` as a Parquet file with row groups of `row_group_rows`.
+fn write_parquet(path: &Path, batches: &[RecordBatch], row_group_rows: usize) {
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(row_group_rows))
+        .build();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = ArrowWriter::try_new(file, batches[0].schema(), Some(props)).unwrap();
+    for batch in batches {
+        writer.write(batch).unwrap();
+    }
+    writer.close().unwrap();
+}
+
+/// Read any table file back, through the library's own reader.
+fn read_table(path: &Path) -> Vec<RecordBatch> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let source = TableSource::open(path).unwrap();
+        source.into_stream().try_collect().await.unwrap()
+    })
+}
+
+fn temp_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}
+
+#[test]
+fn push_then_get_round_trips_a_parquet_file() {
+    let server = ServeProcess::start();
+    let dir = tempfile::tempdir().unwrap();
+    let input = temp_path(&dir, "trips.parquet");
+    let batches = sample_batches(5);
+    write_parquet(&input, &batches, 1500);
+
+    let pushed = server.ok(&["push", input.to_str().unwrap()]);
+    assert!(pushed.starts_with("pushed `trips`: 5000 rows"), "{pushed}");
+
+    for ext in ["parquet", "arrow", "feather"] {
+        let output = temp_path(&dir, &format!("out.{ext}"));
+        let wrote = server.ok(&["get", "trips", "-o", output.to_str().unwrap()]);
+        assert!(wrote.starts_with("wrote `trips`: 5000 rows"), "{wrote}");
+        let back = read_table(&output);
+        assert_eq!(back[0].schema(), batches[0].schema(), "{ext} schema");
+        assert!(tables_equal(&back, &batches), "{ext} rows differ");
+    }
+
+    // An Arrow IPC file pushes back to an identical table.
+    let arrow_file = temp_path(&dir, "out.arrow");
+    server.ok(&["push", arrow_file.to_str().unwrap(), "--key", "again"]);
+    let again = temp_path(&dir, "again.parquet");
+    server.ok(&["get", "again", "-o", again.to_str().unwrap()]);
+    assert!(tables_equal(&read_table(&again), &batches));
+    server.stop();
+}
+
+#[test]
+fn csv_files_push_and_get() {
+    let server = ServeProcess::start();
+    let dir = tempfile::tempdir().unwrap();
+    let input = temp_path(&dir, "people.csv");
+    std::fs::write(
+        &input,
+        "name,age,score\nada,36,1.5\ngrace,45,\nlinus,,3.25\n",
+    )
+    .unwrap();
+    let pushed = server.ok(&["push", input.to_str().unwrap()]);
+    assert!(pushed.contains("`people`: 3 rows"), "{pushed}");
+    let info = server.ok(&["info", "people"]);
+    assert!(info.contains("age: Int64"), "{info}");
+    assert!(info.contains("score: Float64"), "{info}");
+    let output = temp_path(&dir, "back.csv");
+    server.ok(&["get", "people", "-o", output.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&output).unwrap();
+    assert_eq!(text, "name,age,score\nada,36,1.5\ngrace,45,\nlinus,,3.25\n");
+    server.stop();
+}
+
+#[test]
+fn get_without_output_previews_the_first_rows() {
+    let server = ServeProcess::start();
+    let dir = tempfile::tempdir().unwrap();
+    let input = temp_path(&dir, "t.parquet");
+    write_parquet(&input, &sample_batches(3), 1000);
+    server.ok(&["push", input.to_str().unwrap()]);
+    let preview = server.ok(&["get", "t", "--rows", "3"]);
+    assert!(preview.contains("| id"), "{preview}");
+    assert!(preview.contains("name-1"), "{preview}");
+    assert!(preview.contains("3 of 3000 rows shown"), "{preview}");
+    server.stop();
+}
+
+#[test]
+fn list_info_drop_and_clear_manage_tables() {
+    let server = ServeProcess::start();
+    let dir = tempfile::tempdir().unwrap();
+    let input = temp_path(&dir, "t.parquet");
+    write_parquet(&input, &sample_batches(2), 1000);
+    assert!(server.ok(&["list"]).contains("no tables"));
+    for key in ["sales/2024", "sales/2025", "users"] {
+        server.ok(&["push", input.to_str().unwrap(), "--key", key]);
+    }
+    let listing = server.ok(&["list"]);
+    assert!(listing.starts_with("KEY"), "{listing}");
+    assert_eq!(listing.lines().count(), 4, "{listing}");
+    assert!(listing.contains("2000"), "{listing}");
+    let sales = server.ok(&["list", "sales/"]);
+    assert_eq!(sales.lines().count(), 3, "{sales}");
+
+    let info = server.ok(&["info", "users"]);
+    assert!(info.contains("rows:    2000"), "{info}");
+    assert!(
+        info.contains("when: Timestamp(µs, \"UTC\")")
+            || info.contains("when: Timestamp(Microsecond"),
+        "{info}"
+    );
+    assert!(info.contains("kind: Dictionary(Int32, Utf8)"), "{info}");
+
+    let dropped = server.ok(&["drop", "users"]);
+    assert!(
+        dropped.starts_with("dropped `users` (2000 rows"),
+        "{dropped}"
+    );
+    let missing = server.run(&["drop", "users"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(server.ok(&["clear"]).trim(), "cleared 2 tables");
+    assert!(server.ok(&["list"]).contains("no tables"));
+    server.stop();
+}
+
+#[test]
+fn unknown_key_is_one_error_line_and_exit_code_1() {
+    let server = ServeProcess::start();
+    let out = server.run(&["get", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: no table named `nope`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("flightcache list"), "{stderr}");
+    server.stop();
+}
+
+#[test]
+fn unreachable_server_is_named_in_the_error() {
+    let out = Command::new(BIN)
+        .args(["list", "--server", "grpc://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("cannot reach the flightcache server at grpc://127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("flightcache serve"), "{stderr}");
+}
+
+#[test]
+fn corrupt_file_is_refused_and_nothing_is_stored() {
+    let server = ServeProcess::start();
+    let dir = tempfile::tempdir().unwrap();
+    let input = temp_path(&dir, "broken.parquet");
+    std::fs::write(&input, b"PAR1 this is not a parquet file PAR1").unwrap();
+    let out = server.run(&["push", input.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.starts_with("error: reading `"), "{stderr}");
+    assert!(stderr.contains("broken.parquet"), "{stderr}");
+
+    let unknown = temp_path(&dir, "data.xlsx");
+    std::fs::write(&unknown, b"x").unwrap();
+    let out = server.run(&["push", unknown.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(".parquet"));
+    assert!(server.ok(&["list"]).contains("no tables"));
+    server.stop();
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_explains() {
+    let out = Command::new(BIN).args(["push"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    for sub in [
+        "serve", "push", "get", "list", "info", "drop", "clear", "bench",
+    ] {
+        assert!(help.contains(sub), "--help misses {sub}: {help}");
+    }
+    let serve_help = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let serve_help = String::from_utf8(serve_help.stdout).unwrap();
+    assert!(serve_help.contains("8815"), "{serve_help}");
+    assert!(serve_help.contains("--max-message-size"), "{serve_help}");
+    assert!(serve_help.contains("FLIGHTCACHE_SERVER") || !serve_help.contains("--server"));
+    let push_help = Command::new(BIN).args(["push", "--help"]).output().unwrap();
+    assert!(
+        String::from_utf8(push_help.stdout)
+            .unwrap()
+            .contains("FLIGHTCACHE_SERVER")
+    );
+}
+
+#[test]
+fn bench_json_is_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let plot = temp_path(&dir, "bench.svg");
+    let out = Command::new(BIN)
+        .args([
+            "bench", "--size", "2MiB", "--cols", "4", "--repeat", "3", "--json", "--plot",
+        ])
+        .arg(&plot)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: BenchReport =
+        serde_json::from_slice(&out.stdout).expect("bench --json is a report");
+    assert!(report.embedded);
+    assert_eq!((report.columns, report.rounds), (4, 3));
+    assert_eq!(
+        report.bytes,
+        report.rows * 4 * 8,
+        "float64 bytes = rows x cols x 8"
+    );
+    assert!(report.bytes > (2 << 20) - 64, "{} bytes", report.bytes);
+    for op in [
+        "flight_put",
+        "flight_get",
+        "json_put",
+        "json_get",
+        "raw_put",
+        "raw_get",
+        "json_put_encode",
+        "json_put_transfer",
+        "json_put_decode",
+    ] {
+        let m = report
+            .measurement(op)
+            .unwrap_or_else(|| panic!("{op} missing"));
+        assert_eq!(m.samples_s.len(), 3, "{op}");
+        assert!(
+            m.samples_s.iter().all(|s| *s > 0.0),
+            "{op}: {:?}",
+            m.samples_s
+        );
+        let mut sorted = m.samples_s.clone();
+        sorted.sort_by(f64::total_cmp);
+        assert_eq!(m.median_s, sorted[1], "{op} median");
+        let gbps = report.bytes as f64 / m.median_s / 1e9;
+        assert!((m.gbps - gbps).abs() <= 1e-9 * gbps.max(1.0), "{op} GB/s");
+    }
+    let t = |op: &str| report.measurement(op).unwrap().median_s;
+    let r = report.ratios;
+    assert!((r.flight_put_speedup_over_json - t("json_put") / t("flight_put")).abs() < 1e-9);
+    assert!((r.flight_get_speedup_over_json - t("json_get") / t("flight_get")).abs() < 1e-9);
+    assert!((r.flight_put_fraction_of_raw - t("raw_put") / t("flight_put")).abs() < 1e-9);
+    assert!((r.flight_get_fraction_of_raw - t("raw_get") / t("flight_get")).abs() < 1e-9);
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("flight get"),
+        "{svg}"
+    );
+}
+
+#[test]
+fn bench_measures_a_running_server_and_leaves_it_as_found() {
+    let server = ServeProcess::start();
+    let out = server.run(&[
+        "bench",
+        "--server",
+        &server.url,
+        "--size",
+        "1MiB",
+        "--cols",
+        "2",
+        "--repeat",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("flight vs JSON"), "{text}");
+    assert!(text.contains(&server.url), "{text}");
+    assert!(server.ok(&["list"]).contains("no tables"));
+    server.stop();
+}
