@@ -349,7 +349,17 @@ fn bench_json_is_consistent() {
     let plot = temp_path(&dir, "bench.svg");
     let out = Command::new(BIN)
         .args([
-            "bench", "--size", "2MiB", "--cols", "4", "--repeat", "3", "--json", "--plot",
+            "bench",
+            "--size",
+            "2MiB",
+            "--cols",
+            "4",
+            "--repeat",
+            "3",
+            "--clients",
+            "2",
+            "--json",
+            "--plot",
         ])
         .arg(&plot)
         .output()
@@ -361,7 +371,6 @@ fn bench_json_is_consistent() {
     );
     let report: BenchReport =
         serde_json::from_slice(&out.stdout).expect("bench --json is a report");
-    assert!(report.embedded);
     assert_eq!((report.columns, report.rounds), (4, 3));
     assert_eq!(
         report.bytes,
@@ -397,15 +406,102 @@ fn bench_json_is_consistent() {
     }
     let t = |op: &str| report.measurement(op).unwrap().median_s;
     let r = report.ratios;
-    assert!((r.flight_put_speedup_over_json - t("json_put") / t("flight_put")).abs() < 1e-9);
-    assert!((r.flight_get_speedup_over_json - t("json_get") / t("flight_get")).abs() < 1e-9);
+    let json_put = r.flight_put_speedup_over_json.expect("JSON ran");
+    let json_get = r.flight_get_speedup_over_json.expect("JSON ran");
+    assert!((json_put - t("json_put") / t("flight_put")).abs() < 1e-9);
+    assert!((json_get - t("json_get") / t("flight_get")).abs() < 1e-9);
     assert!((r.flight_put_fraction_of_raw - t("raw_put") / t("flight_put")).abs() < 1e-9);
     assert!((r.flight_get_fraction_of_raw - t("raw_get") / t("flight_get")).abs() < 1e-9);
+    // Two clients move twice the bytes per sample.
+    let clients = report
+        .measurement("flight_get_clients")
+        .expect("concurrent gets ran");
+    let gbps = 2.0 * report.bytes as f64 / clients.median_s / 1e9;
+    assert!((clients.gbps - gbps).abs() <= 1e-9 * gbps.max(1.0));
+    let scaling = r.concurrent_get_scaling.expect("scaling reported");
+    let single = report.measurement("flight_get").unwrap().gbps;
+    assert!((scaling - clients.gbps / single).abs() < 1e-9);
+    // The CLI runs its server as a child process and reports that process's memory.
+    assert!(!report.embedded);
+    let memory = report.server_memory.expect("server memory is reported");
+    assert!(memory.server_only);
+    assert!(memory.holding > memory.before_put, "{memory:?}");
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(
         svg.starts_with("<svg") && svg.contains("flight get"),
         "{svg}"
     );
+}
+
+#[test]
+fn bench_without_json_benchmarks_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = temp_path(&dir, "t.parquet");
+    write_parquet(&input, &sample_batches(3), 1000);
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "--no-json",
+            "--in-process",
+            "--repeat",
+            "1",
+            "--json",
+            "--file",
+        ])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: BenchReport = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((report.rows, report.columns), (3000, 6));
+    assert!(report.embedded);
+    assert!(report.measurement("json_put").is_none());
+    assert_eq!(report.ratios.flight_get_speedup_over_json, None);
+    assert!(report.measurement("flight_get").is_some());
+}
+
+#[test]
+fn bench_small_reports_latency_percentiles() {
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "--small",
+            "--operations",
+            "20",
+            "--clients",
+            "3",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: flightcache::bench::latency::LatencyReport =
+        serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report.rows, report.columns, report.operations),
+        (1000, 8, 20)
+    );
+    let seen: Vec<(String, usize)> = report
+        .measurements
+        .iter()
+        .map(|m| (m.operation.clone(), m.clients))
+        .collect();
+    let want = [("put", 1), ("get", 1), ("put", 3), ("get", 3)];
+    assert_eq!(seen, want.map(|(op, n)| (op.to_string(), n)));
+    for m in &report.measurements {
+        assert!(
+            m.ops_per_s > 0.0 && m.median_us > 0.0 && m.p99_us >= m.median_us,
+            "{m:?}"
+        );
+    }
 }
 
 #[test]

@@ -137,9 +137,27 @@ struct BenchArgs {
     /// Timed rounds; medians are reported.
     #[arg(long, default_value_t = bench::DEFAULT_BENCH_ROUNDS)]
     repeat: usize,
-    /// Measure this server instead of an embedded one.
-    #[arg(long, value_name = "URL")]
+    /// Measure this server instead of starting one.
+    #[arg(long, value_name = "URL", conflicts_with = "in_process")]
     server: Option<String>,
+    /// Run the server inside the benchmark process instead of as a child `flightcache serve`
+    /// (whose memory the report then shows on its own).
+    #[arg(long)]
+    in_process: bool,
+    /// Skip the JSON baseline, which takes most of the run's time.
+    #[arg(long)]
+    no_json: bool,
+    /// Also measure this many clients putting and getting at once, each on its own connection
+    /// and key.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    clients: usize,
+    /// Run the small-table latency benchmark instead: 1,000 rows x 8 columns, put and get one at
+    /// a time, with 1 and 16 clients (or --clients), reporting median and p99 latency and ops/s.
+    #[arg(long)]
+    small: bool,
+    /// Operations per client in the --small run.
+    #[arg(long, default_value_t = bench::latency::DEFAULT_SMALL_OPERATIONS, value_name = "N")]
+    operations: usize,
     /// Print the results as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -389,19 +407,54 @@ async fn clear(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
-    let config = BenchConfig {
-        size_bytes: args.size,
-        cols: args.cols,
-        file: args.file,
-        rounds: args.repeat,
-        server: args.server,
-        ..BenchConfig::default()
+    let local = match (&args.server, args.in_process) {
+        (None, false) => Some(LocalServer::spawn().context("starting a local flightcache server")?),
+        _ => None,
     };
+    let server = local
+        .as_ref()
+        .map(|l| l.url.clone())
+        .or(args.server.clone());
     let spinner = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     spinner.set_style(ProgressStyle::with_template(
         "{spinner} {elapsed:>4} {msg}",
     )?);
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let mut out = std::io::stdout().lock();
+
+    if args.small {
+        let url = match &server {
+            Some(url) => url.clone(),
+            None => bail!("--small needs a server process; drop --in-process"),
+        };
+        spinner.set_message("small-table latency run");
+        let counts = if args.clients > 1 {
+            vec![1, args.clients]
+        } else {
+            vec![1, 16]
+        };
+        let report = bench::latency::run(&url, args.operations.max(1), &counts).await?;
+        spinner.finish_and_clear();
+        if args.json {
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            writeln!(out)?;
+        } else {
+            write!(out, "{}", report.to_text())?;
+        }
+        return Ok(());
+    }
+
+    let config = BenchConfig {
+        size_bytes: args.size,
+        cols: args.cols,
+        file: args.file,
+        rounds: args.repeat,
+        server_pid: local.as_ref().map(|l| l.child.id()),
+        server,
+        json: !args.no_json,
+        clients: args.clients.max(1),
+        ..BenchConfig::default()
+    };
     let progress = |step: &str| spinner.set_message(step.to_string());
     let report = bench::run(&config, &progress).await?;
     spinner.finish_and_clear();
@@ -409,7 +462,6 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         std::fs::write(path, report.to_svg())
             .with_context(|| format!("writing `{}`", path.display()))?;
     }
-    let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
@@ -417,6 +469,42 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         write!(out, "{}", report.to_text())?;
     }
     Ok(())
+}
+
+/// A `flightcache serve --port 0` child process that the benchmark measures; killed on drop.
+struct LocalServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl LocalServer {
+    fn spawn() -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        let exe = std::env::current_exe().context("finding the flightcache executable")?;
+        let mut child = std::process::Command::new(exe)
+            .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("running `flightcache serve`")?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().context("reading the server's output")?;
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let url = match line.trim().strip_prefix("listening on ") {
+            Some(url) => url.to_string(),
+            None => {
+                child.kill().ok();
+                bail!("the server did not report its address (it said {line:?})");
+            }
+        };
+        Ok(Self { child, url })
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
 }
 
 async fn connect(args: &ServerArgs) -> anyhow::Result<CacheClient> {

@@ -3,8 +3,12 @@
 //!
 //! - [`data`]: random tables, Arrow byte counts, table equality.
 //! - [`report`]: medians, GB/s, ratios, and the text, JSON and SVG renderings.
+//! - [`latency`]: the small-table latency run (`--small`).
+//! - [`memory`]: server RSS from `/proc`.
 
 pub mod data;
+pub mod latency;
+pub mod memory;
 pub mod report;
 
 use std::path::PathBuf;
@@ -31,7 +35,7 @@ pub const DEFAULT_BENCH_BYTES: u64 = 128 << 20;
 pub const DEFAULT_BENCH_COLS: usize = 64;
 /// Default number of timed rounds; medians are taken over them.
 pub const DEFAULT_BENCH_ROUNDS: usize = 5;
-/// The key the benchmark table is stored under.
+/// The key the benchmark table is stored under (`-N` suffixes for concurrent clients).
 pub const BENCH_KEY: &str = "flightcache-bench";
 
 /// What to measure.
@@ -45,10 +49,16 @@ pub struct BenchConfig {
     pub file: Option<PathBuf>,
     /// Timed rounds.
     pub rounds: usize,
-    /// Measure this server instead of an embedded one.
+    /// Measure this server instead of one embedded in this process.
     pub server: Option<String>,
+    /// The process id of that server, when it runs on this machine, to report its memory.
+    pub server_pid: Option<u32>,
     /// Seed of the random data.
     pub seed: u64,
+    /// Run the JSON baseline (slow: most of the run's time).
+    pub json: bool,
+    /// Also measure this many clients putting and getting concurrently (when above 1).
+    pub clients: usize,
 }
 
 impl Default for BenchConfig {
@@ -59,7 +69,10 @@ impl Default for BenchConfig {
             file: None,
             rounds: DEFAULT_BENCH_ROUNDS,
             server: None,
+            server_pid: None,
             seed: 42,
+            json: true,
+            clients: 1,
         }
     }
 }
@@ -76,7 +89,7 @@ impl<F: Fn(&str)> Progress for F {
     }
 }
 
-/// Samples of each timed operation, in seconds.
+/// Samples of each timed operation.
 #[derive(Debug, Default)]
 struct Samples {
     flight_put: Vec<Duration>,
@@ -85,6 +98,34 @@ struct Samples {
     json_get: Vec<json::JsonTimings>,
     raw_put: Vec<Duration>,
     raw_get: Vec<Duration>,
+    concurrent_put: Vec<Duration>,
+    concurrent_get: Vec<Duration>,
+}
+
+/// The benchmark's table, shared by every transfer.
+struct Table {
+    schema: SchemaRef,
+    batches: Arc<Vec<RecordBatch>>,
+}
+
+impl Table {
+    async fn put(&self, client: &mut CacheClient, key: &TableKey) -> Result<Duration> {
+        let start = Instant::now();
+        let batches = self.batches.as_ref().clone();
+        client
+            .put_batches(key, Arc::clone(&self.schema), batches)
+            .await?;
+        Ok(start.elapsed())
+    }
+}
+
+async fn timed_get(
+    client: &mut CacheClient,
+    key: &TableKey,
+) -> Result<(Duration, Vec<RecordBatch>)> {
+    let start = Instant::now();
+    let batches = client.get(key).await?.try_collect().await?;
+    Ok((start.elapsed(), batches))
 }
 
 /// Run the benchmark.
@@ -97,6 +138,10 @@ pub async fn run(config: &BenchConfig, progress: &dyn Progress) -> Result<BenchR
     let (schema, batches) = load_table(config).await?;
     let bytes = data::arrow_bytes(&batches);
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let table = Table {
+        schema,
+        batches: Arc::new(batches),
+    };
 
     let embedded = match &config.server {
         Some(_) => None,
@@ -104,68 +149,149 @@ pub async fn run(config: &BenchConfig, progress: &dyn Progress) -> Result<BenchR
     };
     let url = match (&config.server, &embedded) {
         (Some(url), _) => url.clone(),
-        (None, Some(server)) => server.url(),
+        (_, Some(server)) => server.url(),
         (None, None) => unreachable!("an embedded server is started when no URL is given"),
     };
+    let server_pid = match embedded {
+        Some(_) => Some(std::process::id()),
+        None => config.server_pid,
+    };
+    let rss = || server_pid.and_then(memory::rss_bytes);
+    let rss_before_put = rss();
+
     let mut flight = CacheClient::connect_with(&url, &ClientConfig::default()).await?;
-    let json_server = json::start_server().await?;
-    let mut json_client = json::JsonClient::connect(json_server.addr()).await?;
+    let json_server = if config.json {
+        Some(json::start_server().await?)
+    } else {
+        None
+    };
+    let mut json_client = match &json_server {
+        Some(server) => Some(json::JsonClient::connect(server.addr()).await?),
+        None => None,
+    };
     let raw_server = raw::start_server().await?;
     let mut raw_client = raw::RawClient::connect(raw_server.addr()).await?;
-
     let key = TableKey::try_new(BENCH_KEY)?;
-    let shared = Arc::new(batches);
+
+    // One untimed round of the fast transfers: first touches of fresh memory and connections
+    // otherwise dominate round 1.
+    progress.step("warming up");
+    table.put(&mut flight, &key).await?;
+    let (_, got) = timed_get(&mut flight, &key).await?;
+    if !data::tables_equal(&table.batches, &got) {
+        return Err(Error::Protocol(
+            "the table Flight returned differs from the one put".into(),
+        ));
+    }
+    drop(got);
+    raw_client.put(bytes as usize).await?;
+    raw_client.get(bytes as usize).await?;
+
     let mut samples = Samples::default();
     let rounds = config.rounds.max(1);
     for round in 1..=rounds {
         let step = |what: &str| progress.step(&format!("round {round}/{rounds}: {what}"));
-
         step("flight put");
-        let start = Instant::now();
-        flight
-            .put_batches(&key, Arc::clone(&schema), shared.as_ref().clone())
-            .await?;
-        samples.flight_put.push(start.elapsed());
-
+        samples.flight_put.push(table.put(&mut flight, &key).await?);
         step("flight get");
-        let start = Instant::now();
-        let got: Vec<RecordBatch> = flight.get(&key).await?.try_collect().await?;
-        samples.flight_get.push(start.elapsed());
-        if round == 1 && !data::tables_equal(&shared, &got) {
+        let (elapsed, got) = timed_get(&mut flight, &key).await?;
+        samples.flight_get.push(elapsed);
+        if round == 1 && !data::tables_equal(&table.batches, &got) {
             return Err(Error::Protocol(
                 "the table Flight returned differs from the one put".into(),
             ));
         }
         drop(got);
-
-        step("json put");
-        samples
-            .json_put
-            .push(json_client.put(Arc::clone(&shared)).await?);
-        step("json get");
-        let (_, timings) = json_client.get().await?;
-        samples.json_get.push(timings);
-
+        if let Some(json_client) = json_client.as_mut() {
+            step("json put");
+            samples
+                .json_put
+                .push(json_client.put(Arc::clone(&table.batches)).await?);
+            step("json get");
+            let (_, timings) = json_client.get().await?;
+            samples.json_get.push(timings);
+        }
         step("raw socket put");
         samples.raw_put.push(raw_client.put(bytes as usize).await?);
         step("raw socket get");
         samples.raw_get.push(raw_client.get(bytes as usize).await?);
     }
-    if embedded.is_none() {
-        // Leave a measured server as it was found.
-        flight.drop_table(&key).await?;
+    let rss_holding = rss();
+    flight.drop_table(&key).await?;
+    let rss_after_drop = rss();
+
+    if config.clients > 1 {
+        measure_concurrent(&table, &url, config.clients, rounds, progress, &mut samples).await?;
     }
     if let Some(server) = embedded {
         server.shutdown_and_wait().await?;
     }
-    Ok(report::summarize(
-        config,
-        &url,
+    let memory = match (rss_before_put, rss_holding, rss_after_drop) {
+        (Some(before_put), Some(holding), Some(after_drop)) => Some(memory::ServerMemory {
+            server_only: config.server.is_some(),
+            before_put,
+            holding,
+            after_drop,
+        }),
+        _ => None,
+    };
+    let shape = report::TableShape {
         rows,
+        columns: table.schema.fields().len(),
         bytes,
-        schema.fields().len(),
-        samples,
-    ))
+    };
+    Ok(report::summarize(config, &url, shape, samples, memory))
+}
+
+/// `clients` clients, each on its own connection and key, put and then get at the same time;
+/// each sample is the time until the last one finished.
+async fn measure_concurrent(
+    table: &Table,
+    url: &str,
+    clients: usize,
+    rounds: usize,
+    progress: &dyn Progress,
+    samples: &mut Samples,
+) -> Result<()> {
+    let mut connections = Vec::new();
+    for i in 0..clients {
+        let client = CacheClient::connect(url).await?;
+        connections.push((client, TableKey::try_new(format!("{BENCH_KEY}-{i}"))?));
+    }
+    for round in 1..=rounds {
+        progress.step(&format!("round {round}/{rounds}: {clients} clients put"));
+        let start = Instant::now();
+        let puts = connections.iter().map(|(client, key)| {
+            let (mut client, key) = (client.clone(), key.clone());
+            let (schema, batches) = (Arc::clone(&table.schema), table.batches.as_ref().clone());
+            tokio::spawn(async move { client.put_batches(&key, schema, batches).await })
+        });
+        for put in puts.collect::<Vec<_>>() {
+            put.await.map_err(task_failed)??;
+        }
+        samples.concurrent_put.push(start.elapsed());
+
+        progress.step(&format!("round {round}/{rounds}: {clients} clients get"));
+        let start = Instant::now();
+        let gets = connections.iter().map(|(client, key)| {
+            let (mut client, key) = (client.clone(), key.clone());
+            tokio::spawn(async move { timed_get(&mut client, &key).await.map(|(_, b)| b.len()) })
+        });
+        for get in gets.collect::<Vec<_>>() {
+            get.await.map_err(task_failed)??;
+        }
+        samples.concurrent_get.push(start.elapsed());
+    }
+    for (client, key) in &mut connections {
+        client.drop_table(key).await?;
+    }
+    Ok(())
+}
+
+fn task_failed(err: tokio::task::JoinError) -> Error {
+    Error::Io(std::io::Error::other(format!(
+        "benchmark task failed: {err}"
+    )))
 }
 
 /// The table to benchmark with: a file's, or random float64 columns.
@@ -181,7 +307,7 @@ async fn load_table(config: &BenchConfig) -> Result<(SchemaRef, Vec<RecordBatch>
             let (size, cols, seed) = (config.size_bytes, config.cols, config.seed);
             tokio::task::spawn_blocking(move || Ok(data::random_table(size, cols, seed)))
                 .await
-                .map_err(|e| Error::Io(std::io::Error::other(format!("data task failed: {e}"))))?
+                .map_err(task_failed)?
         }
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::memory::ServerMemory;
 use super::{BenchConfig, Samples};
 use crate::baseline::json::JsonTimings;
 
@@ -24,14 +25,28 @@ pub struct Measurement {
 /// The ratios the benchmark exists to report, all computed from medians of the same run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Ratios {
-    /// JSON put time over Flight put time: how many times faster Flight is.
-    pub flight_put_speedup_over_json: f64,
+    /// JSON put time over Flight put time: how many times faster Flight is (absent without
+    /// the JSON baseline).
+    pub flight_put_speedup_over_json: Option<f64>,
     /// JSON get time over Flight get time.
-    pub flight_get_speedup_over_json: f64,
+    pub flight_get_speedup_over_json: Option<f64>,
     /// Flight put throughput as a fraction of the raw-socket put.
     pub flight_put_fraction_of_raw: f64,
     /// Flight get throughput as a fraction of the raw-socket get.
     pub flight_get_fraction_of_raw: f64,
+    /// Aggregate get throughput of the concurrent clients over one client's (absent with one
+    /// client).
+    pub concurrent_get_scaling: Option<f64>,
+    /// Aggregate put throughput of the concurrent clients over one client's.
+    pub concurrent_put_scaling: Option<f64>,
+}
+
+/// The shape of the benchmark table.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TableShape {
+    pub rows: u64,
+    pub columns: usize,
+    pub bytes: u64,
 }
 
 /// Everything one benchmark run measured.
@@ -49,10 +64,14 @@ pub struct BenchReport {
     pub bytes: u64,
     /// Timed rounds.
     pub rounds: usize,
-    /// One entry per operation.
+    /// Concurrent clients of the `flight_*_clients` measurements (1: none were run).
+    pub clients: usize,
+    /// One entry per operation. `flight_*_clients` count all clients' bytes.
     pub measurements: Vec<Measurement>,
     /// The headline ratios.
     pub ratios: Ratios,
+    /// Server memory around holding the table, where it could be read.
+    pub server_memory: Option<ServerMemory>,
 }
 
 /// The median of `samples` (the mean of the middle two for an even count); 0 when empty.
@@ -110,40 +129,67 @@ fn json_measurements(prefix: &str, timings: &[JsonTimings], bytes: u64) -> Vec<M
 pub(super) fn summarize(
     config: &BenchConfig,
     server: &str,
-    rows: u64,
-    bytes: u64,
-    columns: usize,
+    shape: TableShape,
     samples: Samples,
+    server_memory: Option<ServerMemory>,
 ) -> BenchReport {
+    let bytes = shape.bytes;
+    let clients = config.clients.max(1);
     let mut measurements = vec![
         measurement("flight_put", samples.flight_put, bytes),
         measurement("flight_get", samples.flight_get, bytes),
     ];
-    measurements.extend(json_measurements("json_put", &samples.json_put, bytes));
-    measurements.extend(json_measurements("json_get", &samples.json_get, bytes));
+    if !samples.json_put.is_empty() {
+        measurements.extend(json_measurements("json_put", &samples.json_put, bytes));
+        measurements.extend(json_measurements("json_get", &samples.json_get, bytes));
+    }
     measurements.push(measurement("raw_put", samples.raw_put, bytes));
     measurements.push(measurement("raw_get", samples.raw_get, bytes));
+    if !samples.concurrent_get.is_empty() {
+        let total = bytes * clients as u64;
+        measurements.push(measurement(
+            "flight_put_clients",
+            samples.concurrent_put,
+            total,
+        ));
+        measurements.push(measurement(
+            "flight_get_clients",
+            samples.concurrent_get,
+            total,
+        ));
+    }
     let mut report = BenchReport {
         server: server.to_string(),
         embedded: config.server.is_none(),
-        rows,
-        columns,
+        rows: shape.rows,
+        columns: shape.columns,
         bytes,
         rounds: config.rounds.max(1),
+        clients,
         measurements,
         ratios: Ratios {
-            flight_put_speedup_over_json: 0.0,
-            flight_get_speedup_over_json: 0.0,
+            flight_put_speedup_over_json: None,
+            flight_get_speedup_over_json: None,
             flight_put_fraction_of_raw: 0.0,
             flight_get_fraction_of_raw: 0.0,
+            concurrent_get_scaling: None,
+            concurrent_put_scaling: None,
         },
+        server_memory,
     };
-    let time = |op: &str| report.median_s(op);
+    let time = |op: &str| report.measurement(op).map(|m| m.median_s);
+    let gbps = |op: &str| report.measurement(op).map(|m| m.gbps);
+    let flight_put = time("flight_put").unwrap_or(0.0);
+    let flight_get = time("flight_get").unwrap_or(0.0);
     report.ratios = Ratios {
-        flight_put_speedup_over_json: ratio(time("json_put"), time("flight_put")),
-        flight_get_speedup_over_json: ratio(time("json_get"), time("flight_get")),
-        flight_put_fraction_of_raw: ratio(time("raw_put"), time("flight_put")),
-        flight_get_fraction_of_raw: ratio(time("raw_get"), time("flight_get")),
+        flight_put_speedup_over_json: time("json_put").map(|t| ratio(t, flight_put)),
+        flight_get_speedup_over_json: time("json_get").map(|t| ratio(t, flight_get)),
+        flight_put_fraction_of_raw: ratio(time("raw_put").unwrap_or(0.0), flight_put),
+        flight_get_fraction_of_raw: ratio(time("raw_get").unwrap_or(0.0), flight_get),
+        concurrent_get_scaling: gbps("flight_get_clients")
+            .map(|g| ratio(g, gbps("flight_get").unwrap_or(0.0))),
+        concurrent_put_scaling: gbps("flight_put_clients")
+            .map(|g| ratio(g, gbps("flight_put").unwrap_or(0.0))),
     };
     report
 }
@@ -156,10 +202,12 @@ fn ratio(numerator: f64, denominator: f64) -> f64 {
     }
 }
 
-/// Rows of the text table and chart: operation, label.
-const SHOWN: [(&str, &str); 6] = [
+/// Rows of the text table and chart, in order: operation, label.
+const SHOWN: [(&str, &str); 8] = [
     ("flight_put", "flight put"),
     ("flight_get", "flight get"),
+    ("flight_put_clients", "flight put xN"),
+    ("flight_get_clients", "flight get xN"),
     ("json_put", "json put"),
     ("json_get", "json get"),
     ("raw_put", "raw socket put"),
@@ -174,6 +222,17 @@ impl BenchReport {
 
     fn median_s(&self, operation: &str) -> f64 {
         self.measurement(operation).map_or(0.0, |m| m.median_s)
+    }
+
+    fn label(&self, operation: &str) -> String {
+        match operation {
+            "flight_put_clients" => format!("flight put x{}", self.clients),
+            "flight_get_clients" => format!("flight get x{}", self.clients),
+            other => SHOWN
+                .iter()
+                .find(|(op, _)| *op == other)
+                .map_or(other.to_string(), |(_, label)| label.to_string()),
+        }
     }
 
     /// The report as a table for a person.
@@ -216,17 +275,45 @@ impl BenchReport {
             out.push('\n');
         }
         let r = &self.ratios;
-        let _ = writeln!(
-            out,
-            "\nflight vs JSON:        put {:.1}x faster, get {:.1}x faster",
-            r.flight_put_speedup_over_json, r.flight_get_speedup_over_json
-        );
+        out.push('\n');
+        if let (Some(put), Some(get)) = (
+            r.flight_put_speedup_over_json,
+            r.flight_get_speedup_over_json,
+        ) {
+            let _ = writeln!(
+                out,
+                "flight vs JSON:        put {put:.1}x faster, get {get:.1}x faster"
+            );
+        }
         let _ = writeln!(
             out,
             "flight vs raw socket:  put at {:.0}%, get at {:.0}% of the ceiling",
             100.0 * r.flight_put_fraction_of_raw,
             100.0 * r.flight_get_fraction_of_raw
         );
+        if let (Some(put), Some(get)) = (r.concurrent_put_scaling, r.concurrent_get_scaling) {
+            let _ = writeln!(
+                out,
+                "{} clients vs one:     put {put:.2}x, get {get:.2}x the aggregate GB/s",
+                self.clients
+            );
+        }
+        if let Some(m) = &self.server_memory {
+            let mib = |b: u64| b as f64 / (1 << 20) as f64;
+            let whose = if m.server_only {
+                "server"
+            } else {
+                "bench process (embeds the server)"
+            };
+            let _ = writeln!(
+                out,
+                "{whose} RSS:  {:.0} MiB before put, {:.0} MiB holding the table ({:.2}x its size above idle), {:.0} MiB after drop",
+                mib(m.before_put),
+                mib(m.holding),
+                (m.holding as f64 - m.before_put as f64) / self.bytes.max(1) as f64,
+                mib(m.after_drop)
+            );
+        }
         out
     }
 
@@ -237,9 +324,9 @@ impl BenchReport {
         const BAR: f64 = 26.0;
         const GAP: f64 = 10.0;
         const TOP: f64 = 50.0;
-        let rows: Vec<(&str, f64)> = SHOWN
+        let rows: Vec<(String, f64)> = SHOWN
             .iter()
-            .filter_map(|(op, label)| self.measurement(op).map(|m| (*label, m.gbps)))
+            .filter_map(|(op, _)| self.measurement(op).map(|m| (self.label(op), m.gbps)))
             .collect();
         let max = rows.iter().map(|(_, g)| *g).fold(0.0, f64::max).max(1e-9);
         let scale = (WIDTH - LABEL - 90.0) / max;
@@ -315,10 +402,24 @@ mod tests {
             json_get: vec![json(1000), json(1000), json(1000)],
             raw_put: secs(&[50, 50, 50]),
             raw_get: secs(&[80, 80, 80]),
+            concurrent_put: secs(&[400, 400, 400]),
+            concurrent_get: secs(&[100, 100, 200]),
         };
-        let report = summarize(&BenchConfig::default(), "x", 10, 1_000_000_000, 1, samples);
-        assert!((report.ratios.flight_put_speedup_over_json - 10.0).abs() < 1e-9);
-        assert!((report.ratios.flight_get_speedup_over_json - 10.0).abs() < 1e-9);
+        let config = BenchConfig {
+            clients: 4,
+            ..BenchConfig::default()
+        };
+        let shape = TableShape {
+            rows: 10,
+            columns: 1,
+            bytes: 1_000_000_000,
+        };
+        let report = summarize(&config, "x", shape, samples, None);
+        assert_eq!(report.ratios.flight_put_speedup_over_json, Some(10.0));
+        assert_eq!(report.ratios.flight_get_speedup_over_json, Some(10.0));
+        assert_eq!(report.ratios.concurrent_get_scaling, Some(4.0));
+        assert_eq!(report.ratios.concurrent_put_scaling, Some(2.0));
+        assert!(report.to_text().contains("flight get x4"));
         assert!((report.ratios.flight_put_fraction_of_raw - 0.25).abs() < 1e-9);
         assert!((report.ratios.flight_get_fraction_of_raw - 0.8).abs() < 1e-9);
         assert!((report.measurement("flight_get").unwrap().gbps - 10.0).abs() < 1e-9);
