@@ -25,8 +25,22 @@ impl Http2Settings {
     };
 }
 
+/// Default largest DATA frame: 1 MiB instead of HTTP/2's 16 KiB, so a 2 MiB Flight message is
+/// two frames rather than 128.
+pub const DEFAULT_MAX_FRAME_BYTES: u32 = 1 << 20;
+/// Default stream window: 16 MiB, several messages in flight per stream.
+pub const DEFAULT_STREAM_WINDOW_BYTES: u32 = 16 << 20;
+/// Default connection window: 32 MiB, room for two busy streams.
+pub const DEFAULT_CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+
 impl Default for Http2Settings {
+    /// Large frames and windows: on a fast link the per-frame work and window updates of the
+    /// stock settings, not the bytes, limit a single stream (see benches/RESULTS.md).
     fn default() -> Self {
-        Self::TRANSPORT_DEFAULTS
+        Self {
+            max_frame_bytes: Some(DEFAULT_MAX_FRAME_BYTES),
+            stream_window_bytes: Some(DEFAULT_STREAM_WINDOW_BYTES),
+            connection_window_bytes: Some(DEFAULT_CONNECTION_WINDOW_BYTES),
+        }
     }
 }

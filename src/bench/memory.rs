@@ -10,7 +10,23 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Server memory around holding the benchmark table.
+/// RSS of `pid` once it stops changing: allocators hand freed memory back to the system after
+/// a short delay, so an immediate reading reports a moment, not the steady state. Polls every
+/// 100 ms until two readings are within 1 MiB, for at most 3 s.
+pub async fn settled_rss_bytes(pid: u32) -> Option<u64> {
+    let mut last = rss_bytes(pid)?;
+    for _ in 0..30 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let now = rss_bytes(pid)?;
+        if now.abs_diff(last) < 1 << 20 {
+            return Some(now);
+        }
+        last = now;
+    }
+    Some(last)
+}
+
+/// Server memory around holding the benchmark table, each figure once RSS settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerMemory {
     /// Whether the process measured is the server alone (false: the bench process, which

@@ -156,8 +156,13 @@ pub async fn run(config: &BenchConfig, progress: &dyn Progress) -> Result<BenchR
         Some(_) => Some(std::process::id()),
         None => config.server_pid,
     };
-    let rss = || server_pid.and_then(memory::rss_bytes);
-    let rss_before_put = rss();
+    let rss = || async move {
+        match server_pid {
+            Some(pid) => memory::settled_rss_bytes(pid).await,
+            None => None,
+        }
+    };
+    let rss_before_put = rss().await;
 
     let mut flight = CacheClient::connect_with(&url, &ClientConfig::default()).await?;
     let json_server = if config.json {
@@ -216,9 +221,10 @@ pub async fn run(config: &BenchConfig, progress: &dyn Progress) -> Result<BenchR
         step("raw socket get");
         samples.raw_get.push(raw_client.get(bytes as usize).await?);
     }
-    let rss_holding = rss();
+    progress.step("measuring server memory");
+    let rss_holding = rss().await;
     flight.drop_table(&key).await?;
-    let rss_after_drop = rss();
+    let rss_after_drop = rss().await;
 
     if config.clients > 1 {
         measure_concurrent(&table, &url, config.clients, rounds, progress, &mut samples).await?;
