@@ -257,10 +257,11 @@ impl BenchReport {
             "\n{:<16} {:>10} {:>9}",
             "operation", "median s", "GB/s"
         );
-        for (op, label) in SHOWN {
+        for (op, _) in SHOWN {
             let Some(m) = self.measurement(op) else {
                 continue;
             };
+            let label = self.label(op);
             let _ = write!(out, "{label:<16} {:>10.4} {:>9.3}", m.median_s, m.gbps);
             if op.starts_with("json") {
                 let phase = |p: &str| self.median_s(&format!("{op}_{p}"));
