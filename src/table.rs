@@ -2,9 +2,11 @@
 //!
 //! A table is stored as the Flight messages (schema, dictionary batches, record batches) that
 //! its upload carried, after [`TableUpload`](crate::upload::TableUpload) has decoded and
-//! validated every one of them. `do_get` replays those messages: nothing is re-encoded and no
-//! bytes are copied, so a get costs what the network costs, and what a client sent is exactly
-//! what the next client receives (types, metadata and dictionaries included).
+//! validated every one of them. `do_get` replays those messages: nothing is re-encoded, so a get
+//! costs what the network costs, and what a client sent is what the next client receives
+//! (types, metadata and dictionaries included). The one change: a giant record batch without
+//! dictionaries is stored re-split into smaller batches with the same rows
+//! ([`RESPLIT_ABOVE_BYTES`](crate::upload::RESPLIT_ABOVE_BYTES)).
 
 use arrow::datatypes::SchemaRef;
 use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, SchemaResult};

@@ -3,19 +3,21 @@
 //! Every message is decoded with arrow-ipc's full validation (buffer bounds, offsets, UTF-8,
 //! dictionary references) against the upload's schema, so a table that was accepted can always
 //! be served. The decoded arrays are dropped again: the table keeps the messages themselves,
-//! which `do_get` replays (see [`CachedTable`]).
+//! which `do_get` replays (see [`CachedTable`]), except that a giant record batch is re-split
+//! into messages of a streaming size once, here.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::ArrayRef;
 use arrow::buffer::Buffer;
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::ipc::{self, MessageHeader, convert::try_fb_to_schema, reader::RecordBatchDecoder};
 use arrow_flight::FlightData;
 use bytes::Bytes;
 
+use crate::encode::{FlightEncoder, TARGET_MESSAGE_BYTES};
 use crate::error::{Error, Result};
 use crate::key::TableKey;
 use crate::table::CachedTable;
@@ -25,7 +27,16 @@ struct Decoding {
     schema: SchemaRef,
     schema_header: Bytes,
     dictionaries_by_id: HashMap<i64, ArrayRef>,
+    /// Re-encodes giant record batches as smaller ones; `None` for schemas with dictionaries,
+    /// whose batches are kept as sent (their dictionary messages are interleaved with them).
+    resplitter: Option<FlightEncoder>,
 }
+
+/// Record batches whose body is larger than this are stored re-split into messages of about
+/// [`TARGET_MESSAGE_BYTES`]. pyarrow sends a table chunk as one message however large it is
+/// (`pa.table(numpy_arrays)` is one chunk); split once at put time, every later get streams in
+/// small messages instead of one giant one that both ends must buffer whole.
+pub const RESPLIT_ABOVE_BYTES: usize = 2 * TARGET_MESSAGE_BYTES;
 
 /// An upload in progress. Feed it each Flight message with [`push`](Self::push), then
 /// [`finish`](Self::finish) it into a table once the stream ended cleanly.
@@ -86,9 +97,11 @@ impl TableUpload {
         drop(data);
         let message = ipc::root_as_message(&header)
             .map_err(|e| self.invalid(format!("a message header is not valid Arrow IPC ({e})")))?;
-        match message.header_type() {
-            MessageHeader::Schema => self.push_schema(message, &header)?,
-            MessageHeader::DictionaryBatch => self.push_dictionary(message, &body)?,
+        let resplit = match message.header_type() {
+            MessageHeader::Schema => self.push_schema(message, &header).map(|()| None)?,
+            MessageHeader::DictionaryBatch => {
+                self.push_dictionary(message, &body).map(|()| None)?
+            }
             MessageHeader::RecordBatch => self.push_record_batch(message, &body)?,
             other => {
                 let name = other.variant_name().unwrap_or("unknown");
@@ -96,15 +109,26 @@ impl TableUpload {
                     "a `{name}` message is not part of an Arrow record batch stream"
                 )));
             }
+        };
+        match resplit {
+            Some(pieces) => {
+                for piece in pieces {
+                    self.keep(piece.data_header, piece.data_body);
+                }
+            }
+            None => self.keep(header, Bytes::from_owner(body)),
         }
+        Ok(())
+    }
+
+    fn keep(&mut self, header: Bytes, body: Bytes) {
         self.bytes += body.len() as u64;
         self.messages.push(FlightData {
             flight_descriptor: None,
             data_header: header,
-            data_body: Bytes::from_owner(body),
+            data_body: body,
             app_metadata: Bytes::new(),
         });
-        Ok(())
     }
 
     fn push_schema(&mut self, message: ipc::Message<'_>, header: &Bytes) -> Result<()> {
@@ -118,10 +142,16 @@ impl TableUpload {
             .ok_or_else(|| self.invalid("the schema message has no schema"))?;
         let schema: Schema =
             try_fb_to_schema(fb_schema).map_err(|e| self.invalid(format!("bad schema ({e})")))?;
+        let resplitter = (!schema
+            .fields()
+            .iter()
+            .any(|f| contains_dictionary(f.data_type())))
+        .then(|| FlightEncoder::new(TARGET_MESSAGE_BYTES));
         self.decoding = Some(Decoding {
             schema: Arc::new(schema),
             schema_header: header.clone(),
             dictionaries_by_id: HashMap::new(),
+            resplitter,
         });
         Ok(())
     }
@@ -146,7 +176,12 @@ impl TableUpload {
         result.map_err(|e| self.invalid(format!("bad dictionary batch ({e})")))
     }
 
-    fn push_record_batch(&mut self, message: ipc::Message<'_>, body: &Buffer) -> Result<()> {
+    /// Validate a record batch; for a giant one, also the smaller messages to keep instead.
+    fn push_record_batch(
+        &mut self,
+        message: ipc::Message<'_>,
+        body: &Buffer,
+    ) -> Result<Option<Vec<FlightData>>> {
         let version = message.version();
         let batch = message
             .header_as_record_batch()
@@ -171,8 +206,27 @@ impl TableUpload {
             ))
         })?;
         self.rows += decoded.num_rows() as u64;
-        self.batches += 1;
-        Ok(())
+        let resplitter = match self.decoding.as_mut() {
+            Some(Decoding {
+                resplitter: Some(encoder),
+                ..
+            }) if body.len() > RESPLIT_ABOVE_BYTES => encoder,
+            _ => {
+                self.batches += 1;
+                return Ok(None);
+            }
+        };
+        let pieces = resplitter
+            .encode_batch(&decoded)
+            .map_err(|e| Error::Internal {
+                context: format!("re-splitting a record batch of `{}`", self.key),
+                source: match e {
+                    Error::Arrow(e) => e,
+                    other => ArrowError::ExternalError(Box::new(other)),
+                },
+            })?;
+        self.batches += pieces.len() as u64;
+        Ok(Some(pieces))
     }
 
     /// Finish a cleanly ended upload into the table to publish.
@@ -201,6 +255,25 @@ impl TableUpload {
             key: self.key.clone(),
             reason: reason.into(),
         }
+    }
+}
+
+/// Whether a column of this type needs dictionary messages.
+fn contains_dictionary(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Dictionary(..) => true,
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::FixedSizeList(f, _)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::Map(f, _) => contains_dictionary(f.data_type()),
+        DataType::Struct(fields) => fields.iter().any(|f| contains_dictionary(f.data_type())),
+        DataType::Union(fields, _) => fields
+            .iter()
+            .any(|(_, f)| contains_dictionary(f.data_type())),
+        DataType::RunEndEncoded(_, values) => contains_dictionary(values.data_type()),
+        _ => false,
     }
 }
 

@@ -120,3 +120,79 @@ async fn batches_larger_than_a_flight_message_come_back_equal() {
     assert_eq!(got, batch);
     server.shutdown_and_wait().await;
 }
+
+/// Upload `batch` as one single message, as pyarrow does with a one-chunk table.
+async fn put_as_one_message(server: &TestServer, name: &str, batch: &RecordBatch) {
+    use flightcache::encode::FlightEncoder;
+    use futures::TryStreamExt;
+    let mut encoder = FlightEncoder::new(usize::MAX);
+    let key = key(name);
+    let mut messages = vec![encoder.encode_schema(&batch.schema(), Some(key.to_descriptor()))];
+    messages.extend(encoder.encode_batch(batch).unwrap());
+    assert_eq!(
+        messages.len(),
+        2 + usize::from(
+            batch
+                .schema()
+                .fields()
+                .iter()
+                .any(|f| { matches!(f.data_type(), arrow::datatypes::DataType::Dictionary(..)) })
+        )
+    );
+    let mut flight = server.flight_client().await;
+    let results: Vec<_> = flight
+        .do_put(futures::stream::iter(messages.into_iter().map(Ok)))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 1);
+}
+
+#[tokio::test]
+async fn giant_batches_are_resplit_once_and_come_back_equal() {
+    let n = 1_500_000; // 12 MB of i64 plus strings: far above the 4 MiB re-split threshold
+    let batch = RecordBatch::try_from_iter([
+        (
+            "id",
+            Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef,
+        ),
+        (
+            "label",
+            Arc::new(arrow::array::StringArray::from_iter(
+                (0..n).map(|i| (i % 3 != 0).then(|| format!("row {i}"))),
+            )) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let server = TestServer::start().await;
+    put_as_one_message(&server, "giant", &batch).await;
+    let mut client = server.client().await;
+    let (schema, got) = client.get_all(&key("giant")).await.unwrap();
+    assert_eq!(schema, batch.schema());
+    assert!(got.len() > 4, "stored as {} batches", got.len());
+    let largest = got.iter().map(|b| b.get_array_memory_size()).max().unwrap();
+    assert!(largest < 8 << 20, "a piece holds {largest} bytes");
+    let whole = arrow::compute::concat_batches(&schema, &got).unwrap();
+    assert_eq!(whole, batch);
+    assert_eq!(client.info(&key("giant")).await.unwrap().rows, n as u64);
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn giant_batches_with_dictionaries_are_kept_whole() {
+    let n = 2_000_000;
+    let dict: DictionaryArray<Int32Type> = (0..n).map(|i| ["a", "b"][i % 2]).collect();
+    let batch = RecordBatch::try_from_iter([("d", Arc::new(dict) as ArrayRef)]).unwrap();
+    let server = TestServer::start().await;
+    put_as_one_message(&server, "giant-dict", &batch).await;
+    let (_, got) = server
+        .client()
+        .await
+        .get_all(&key("giant-dict"))
+        .await
+        .unwrap();
+    assert_eq!(got, vec![batch]);
+    server.shutdown_and_wait().await;
+}
