@@ -93,7 +93,8 @@ impl TableUpload {
         // arrow-ipc needs that, as parts of its reader (union type ids and offsets) panic on
         // unaligned buffers instead of realigning them.
         let header = Bytes::copy_from_slice(&data.data_header);
-        let body = Buffer::from_slice_ref(&data.data_body);
+        let stored = stored_copy(&data.data_body);
+        let body = Buffer::from(stored.clone()); // a zero-copy view for the decoder
         drop(data);
         let message = ipc::root_as_message(&header)
             .map_err(|e| self.invalid(format!("a message header is not valid Arrow IPC ({e})")))?;
@@ -113,10 +114,10 @@ impl TableUpload {
         match resplit {
             Some(pieces) => {
                 for piece in pieces {
-                    self.keep(piece.data_header, piece.data_body);
+                    self.keep(piece.data_header, stored_copy(&piece.data_body));
                 }
             }
-            None => self.keep(header, Bytes::from_owner(body)),
+            None => self.keep(header, stored),
         }
         Ok(())
     }
@@ -256,6 +257,27 @@ impl TableUpload {
             reason: reason.into(),
         }
     }
+}
+
+/// Bodies at least this large get a memory mapping of their own (see [`stored_copy`]).
+pub const MAPPED_BODY_MIN_BYTES: usize = 1 << 20;
+
+/// A 64-byte aligned copy of a message body to keep in a table.
+///
+/// A large body gets an anonymous memory mapping of its own, so dropping its table hands the
+/// memory straight back to the system; general-purpose allocators keep freed memory for reuse,
+/// which left a server holding gigabytes after `drop` (benches/RESULTS.md). Smaller bodies, and
+/// any body whose mapping fails (for example at `vm.max_map_count`), use the allocator.
+fn stored_copy(body: &[u8]) -> Bytes {
+    if body.len() >= MAPPED_BODY_MIN_BYTES {
+        if let Ok(mut map) = memmap2::MmapMut::map_anon(body.len()) {
+            map.copy_from_slice(body);
+            if let Ok(map) = map.make_read_only() {
+                return Bytes::from_owner(map);
+            }
+        }
+    }
+    Bytes::from_owner(Buffer::from_slice_ref(body))
 }
 
 /// Whether a column of this type needs dictionary messages.
