@@ -269,12 +269,12 @@ pub const MAPPED_BODY_MIN_BYTES: usize = 1 << 20;
 /// which left a server holding gigabytes after `drop` (benches/RESULTS.md). Smaller bodies, and
 /// any body whose mapping fails (for example at `vm.max_map_count`), use the allocator.
 fn stored_copy(body: &[u8]) -> Bytes {
-    if body.len() >= MAPPED_BODY_MIN_BYTES {
-        if let Ok(mut map) = memmap2::MmapMut::map_anon(body.len()) {
-            map.copy_from_slice(body);
-            if let Ok(map) = map.make_read_only() {
-                return Bytes::from_owner(map);
-            }
+    if body.len() >= MAPPED_BODY_MIN_BYTES
+        && let Ok(mut map) = memmap2::MmapMut::map_anon(body.len())
+    {
+        map.copy_from_slice(body);
+        if let Ok(map) = map.make_read_only() {
+            return Bytes::from_owner(map);
         }
     }
     Bytes::from_owner(Buffer::from_slice_ref(body))
