@@ -23,6 +23,14 @@ const CSV_INFER_ROWS: usize = 1000;
 const CSV_BATCH_ROWS: usize = 65_536;
 /// Target size of a batch read from Parquet; rows per batch follow from the file's row width.
 const PARQUET_BATCH_TARGET_BYTES: usize = 2 << 20;
+/// A Parquet row group is written out once the writer buffers this much, so memory while
+/// writing stays bounded whatever the row width (Parquet's default of 1M rows is 512 MiB at 64
+/// float64 columns).
+const PARQUET_ROW_GROUP_BYTES: usize = 64 << 20;
+/// Largest dictionary a Parquet column chunk builds before falling back to plain encoding.
+/// Low-cardinality columns still get dictionaries; high-cardinality ones (random floats) give
+/// up early instead of hashing a whole row group, and 64 columns' dictionaries stay small.
+const PARQUET_DICTIONARY_PAGE_BYTES: usize = 256 << 10;
 /// Batches buffered between a file thread and the network: enough to keep both busy.
 const PIPELINE_BATCHES: usize = 4;
 
@@ -205,6 +213,7 @@ impl TableSink {
             FileFormat::Parquet => {
                 let props = WriterProperties::builder()
                     .set_compression(Compression::SNAPPY)
+                    .set_dictionary_page_size_limit(PARQUET_DICTIONARY_PAGE_BYTES)
                     .build();
                 SinkWriter::Parquet(ArrowWriter::try_new(file, Arc::clone(schema), Some(props))?)
             }
@@ -222,7 +231,12 @@ impl TableSink {
     /// [`Error::Parquet`], [`Error::Arrow`] or [`Error::Io`] if it cannot be written.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         match &mut self.writer {
-            SinkWriter::Parquet(w) => w.write(batch)?,
+            SinkWriter::Parquet(w) => {
+                w.write(batch)?;
+                if w.in_progress_size() >= PARQUET_ROW_GROUP_BYTES {
+                    w.flush()?;
+                }
+            }
             SinkWriter::Ipc(w) => w.write(batch)?,
             SinkWriter::Csv(w) => w.write(batch)?,
         }
