@@ -264,13 +264,16 @@ pub const MAPPED_BODY_MIN_BYTES: usize = 1 << 20;
 
 /// A 64-byte aligned copy of a message body to keep in a table.
 ///
-/// A large body gets an anonymous memory mapping of its own, so dropping its table hands the
-/// memory straight back to the system; general-purpose allocators keep freed memory for reuse,
+/// A large body gets an anonymous memory mapping of its own, populated in one call rather than
+/// one page fault at a time, so dropping its table hands the memory straight back to the system; general-purpose allocators keep freed memory for reuse,
 /// which left a server holding gigabytes after `drop` (benches/RESULTS.md). Smaller bodies, and
 /// any body whose mapping fails (for example at `vm.max_map_count`), use the allocator.
 fn stored_copy(body: &[u8]) -> Bytes {
     if body.len() >= MAPPED_BODY_MIN_BYTES
-        && let Ok(mut map) = memmap2::MmapMut::map_anon(body.len())
+        && let Ok(mut map) = memmap2::MmapOptions::new()
+            .len(body.len())
+            .populate()
+            .map_anon()
     {
         map.copy_from_slice(body);
         if let Ok(map) = map.make_read_only() {

@@ -162,13 +162,24 @@ fn temp_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
 
+/// `batches` written as `dir/name` in row groups of `row_group_rows`.
+fn parquet_file(
+    dir: &tempfile::TempDir,
+    name: &str,
+    batches: &[RecordBatch],
+    row_group_rows: usize,
+) -> PathBuf {
+    let path = temp_path(dir, name);
+    write_parquet(&path, batches, row_group_rows);
+    path
+}
+
 #[test]
 fn push_then_get_round_trips_a_parquet_file() {
     let server = ServeProcess::start();
     let dir = tempfile::tempdir().unwrap();
-    let input = temp_path(&dir, "trips.parquet");
     let batches = sample_batches(5);
-    write_parquet(&input, &batches, 1500);
+    let input = parquet_file(&dir, "trips.parquet", &batches, 1500);
 
     let pushed = server.ok(&["push", input.to_str().unwrap()]);
     assert!(pushed.starts_with("pushed `trips`: 5000 rows"), "{pushed}");
@@ -217,8 +228,7 @@ fn csv_files_push_and_get() {
 fn get_without_output_previews_the_first_rows() {
     let server = ServeProcess::start();
     let dir = tempfile::tempdir().unwrap();
-    let input = temp_path(&dir, "t.parquet");
-    write_parquet(&input, &sample_batches(3), 1000);
+    let input = parquet_file(&dir, "t.parquet", &sample_batches(3), 1000);
     server.ok(&["push", input.to_str().unwrap()]);
     let preview = server.ok(&["get", "t", "--rows", "3"]);
     assert!(preview.contains("| id"), "{preview}");
@@ -231,8 +241,7 @@ fn get_without_output_previews_the_first_rows() {
 fn list_info_drop_and_clear_manage_tables() {
     let server = ServeProcess::start();
     let dir = tempfile::tempdir().unwrap();
-    let input = temp_path(&dir, "t.parquet");
-    write_parquet(&input, &sample_batches(2), 1000);
+    let input = parquet_file(&dir, "t.parquet", &sample_batches(2), 1000);
     assert!(server.ok(&["list"]).contains("no tables"));
     for key in ["sales/2024", "sales/2025", "users"] {
         server.ok(&["push", input.to_str().unwrap(), "--key", key]);
@@ -436,8 +445,7 @@ fn bench_json_is_consistent() {
 #[test]
 fn bench_without_json_benchmarks_a_file() {
     let dir = tempfile::tempdir().unwrap();
-    let input = temp_path(&dir, "t.parquet");
-    write_parquet(&input, &sample_batches(3), 1000);
+    let input = parquet_file(&dir, "t.parquet", &sample_batches(3), 1000);
     let out = Command::new(BIN)
         .args([
             "bench",

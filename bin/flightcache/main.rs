@@ -261,9 +261,18 @@ async fn push(args: PushArgs) -> anyhow::Result<()> {
     let bar = byte_bar(source.bytes_hint(), "push");
     let schema = Arc::clone(source.schema());
     let counter = bar.clone();
-    let batches = source
-        .into_stream()
-        .inspect_ok(move |batch| counter.inc(arrow_bytes(std::slice::from_ref(batch))));
+    let total_rows = source.rows();
+    let batches = source.into_stream().inspect_ok(move |batch| {
+        let bytes = arrow_bytes(std::slice::from_ref(batch));
+        // The file's own size is only a hint; with an exact row count, the first batch's bytes
+        // per row give a better total.
+        if let (0, Some(rows)) = (counter.position(), total_rows)
+            && batch.num_rows() > 0
+        {
+            counter.set_length(rows * bytes / batch.num_rows() as u64);
+        }
+        counter.inc(bytes);
+    });
     let start = Instant::now();
     let summary = client
         .put(&key, schema, batches)

@@ -13,11 +13,12 @@ use super::{
 };
 use crate::error::Result;
 
-/// Size of the reusable buffer the server reads uploads into and discards.
-const READ_CHUNK_BYTES: usize = 4 << 20;
+/// Size of the buffer each side reuses for every transfer: bytes stream through it, so a
+/// multi-GiB transfer needs no multi-GiB buffer, and its pages are touched once, before timing.
+const CHUNK_BYTES: usize = 64 << 20;
 
-/// Start a raw-bytes server: uploads are read and discarded, downloads are served from a
-/// buffer allocated once per connection.
+/// Start a raw-bytes server: uploads are read into a reused buffer and discarded, downloads are
+/// sent from one.
 ///
 /// # Errors
 /// [`Error::Io`](crate::Error::Io) if no port can be bound.
@@ -26,28 +27,17 @@ pub async fn start_server() -> Result<SocketServer> {
 }
 
 async fn handle(mut socket: TcpStream) -> Result<()> {
-    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
-    let mut download: Vec<u8> = Vec::new();
+    let mut chunk = vec![0x5a_u8; CHUNK_BYTES];
     while let Some((op, len)) = read_request(&mut socket).await? {
         match op {
             OP_PUT => {
-                let mut left = len as usize;
-                while left > 0 {
-                    let n = socket
-                        .read(&mut chunk[..left.min(READ_CHUNK_BYTES)])
-                        .await?;
-                    if n == 0 {
-                        return Err(protocol_error("upload ended early"));
-                    }
-                    left -= n;
-                }
+                read_discarding(&mut socket, &mut chunk, len as usize).await?;
                 write_response(&mut socket, Duration::ZERO, 0).await?;
             }
             OP_GET => {
                 let wanted = socket.read_u64_le().await? as usize;
-                download.resize(wanted, 0x5a);
                 write_response(&mut socket, Duration::ZERO, wanted as u64).await?;
-                socket.write_all(&download).await?;
+                write_repeating(&mut socket, &chunk, wanted).await?;
             }
             _ => return Err(protocol_error("unknown op")),
         }
@@ -55,11 +45,33 @@ async fn handle(mut socket: TcpStream) -> Result<()> {
     Ok(())
 }
 
+/// Read exactly `len` bytes through `chunk`, keeping none of them.
+async fn read_discarding(socket: &mut TcpStream, chunk: &mut [u8], mut len: usize) -> Result<()> {
+    while len > 0 {
+        let want = len.min(chunk.len());
+        let n = socket.read(&mut chunk[..want]).await?;
+        if n == 0 {
+            return Err(protocol_error("transfer ended early"));
+        }
+        len -= n;
+    }
+    Ok(())
+}
+
+/// Write `len` bytes by sending `chunk` over and over.
+async fn write_repeating(socket: &mut TcpStream, chunk: &[u8], mut len: usize) -> Result<()> {
+    while len > 0 {
+        let n = len.min(chunk.len());
+        socket.write_all(&chunk[..n]).await?;
+        len -= n;
+    }
+    Ok(())
+}
+
 /// A client of the raw-bytes server.
 pub struct RawClient {
     socket: TcpStream,
-    upload: Vec<u8>,
-    download: Vec<u8>,
+    chunk: Vec<u8>,
 }
 
 impl RawClient {
@@ -72,32 +84,27 @@ impl RawClient {
         socket.set_nodelay(true)?;
         Ok(Self {
             socket,
-            upload: Vec::new(),
-            download: Vec::new(),
+            chunk: vec![0xa5; CHUNK_BYTES],
         })
     }
 
     /// Send `bytes` bytes and wait for the server's acknowledgement; the elapsed time.
-    /// The buffer is allocated and touched before the clock starts.
     ///
     /// # Errors
     /// [`Error::Io`](crate::Error::Io) if the socket fails.
     pub async fn put(&mut self, bytes: usize) -> Result<Duration> {
-        self.upload.resize(bytes, 0xa5);
         let start = Instant::now();
         write_request(&mut self.socket, OP_PUT, bytes as u64).await?;
-        self.socket.write_all(&self.upload).await?;
+        write_repeating(&mut self.socket, &self.chunk, bytes).await?;
         read_response(&mut self.socket).await?;
         Ok(start.elapsed())
     }
 
     /// Ask for `bytes` bytes and read them all; the elapsed time.
-    /// The buffer is allocated and touched before the clock starts.
     ///
     /// # Errors
     /// [`Error::Io`](crate::Error::Io) if the socket fails.
     pub async fn get(&mut self, bytes: usize) -> Result<Duration> {
-        self.download.resize(bytes, 0);
         let start = Instant::now();
         write_request(&mut self.socket, OP_GET, 8).await?;
         self.socket.write_u64_le(bytes as u64).await?;
@@ -105,7 +112,7 @@ impl RawClient {
         if len as usize != bytes {
             return Err(protocol_error("download has the wrong length"));
         }
-        self.socket.read_exact(&mut self.download).await?;
+        read_discarding(&mut self.socket, &mut self.chunk, bytes).await?;
         Ok(start.elapsed())
     }
 }
