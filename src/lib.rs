@@ -19,7 +19,7 @@
 //! - [`files`]: Parquet, Arrow IPC and CSV files as batch streams, read and written a batch at a
 //!   time.
 //! - [`baseline`]: the JSON-over-TCP and raw-socket baselines `flightcache bench` compares with.
-//! - [`bench`]: benchmark runs, medians, GB/s and ratios.
+//! - [`bench`](mod@bench): benchmark runs, medians, GB/s and ratios.
 //! - [`error`]: [`Error`], and its mapping to gRPC status codes.
 #![warn(missing_docs)]
 

@@ -28,6 +28,10 @@ use crate::upload::{PutSummary, TableUpload};
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The Flight service: a [`TableStore`] plus the limits that protect it.
+///
+/// Serve it through [`make_server`](crate::server::make_server) (or [`serve`](crate::serve)),
+/// which wraps it in [`AbortWatch`](crate::abort::AbortWatch): without that wrapper, tonic
+/// reports a client's aborted upload as a finished one, and a truncated table would be stored.
 #[derive(Debug, Clone)]
 pub struct FlightCacheService {
     store: TableStore,

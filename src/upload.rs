@@ -259,7 +259,8 @@ impl TableUpload {
     }
 }
 
-/// Bodies at least this large get a memory mapping of their own (see [`stored_copy`]).
+/// Bodies at least this large are stored in a memory mapping of their own, which goes back to
+/// the system as soon as their table is dropped.
 pub const MAPPED_BODY_MIN_BYTES: usize = 1 << 20;
 
 /// A 64-byte aligned copy of a message body to keep in a table.
