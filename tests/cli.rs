@@ -162,6 +162,17 @@ fn temp_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
 
+/// Run `flightcache ARGS` without a server URL, assert success, and parse stdout as JSON.
+fn run_json<T: serde::de::DeserializeOwned>(args: &[&str]) -> T {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "flightcache {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is the expected JSON")
+}
+
 /// `batches` written as `dir/name` in row groups of `row_group_rows`.
 fn parquet_file(
     dir: &tempfile::TempDir,
@@ -356,30 +367,20 @@ fn usage_errors_exit_2_and_help_explains() {
 fn bench_json_is_consistent() {
     let dir = tempfile::tempdir().unwrap();
     let plot = temp_path(&dir, "bench.svg");
-    let out = Command::new(BIN)
-        .args([
-            "bench",
-            "--size",
-            "2MiB",
-            "--cols",
-            "4",
-            "--repeat",
-            "3",
-            "--clients",
-            "2",
-            "--json",
-            "--plot",
-        ])
-        .arg(&plot)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: BenchReport =
-        serde_json::from_slice(&out.stdout).expect("bench --json is a report");
+    let report: BenchReport = run_json(&[
+        "bench",
+        "--size",
+        "2MiB",
+        "--cols",
+        "4",
+        "--repeat",
+        "3",
+        "--clients",
+        "2",
+        "--json",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
     assert_eq!((report.columns, report.rounds), (4, 3));
     assert_eq!(
         report.bytes,
@@ -446,25 +447,16 @@ fn bench_json_is_consistent() {
 fn bench_without_json_benchmarks_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let input = parquet_file(&dir, "t.parquet", &sample_batches(3), 1000);
-    let out = Command::new(BIN)
-        .args([
-            "bench",
-            "--no-json",
-            "--in-process",
-            "--repeat",
-            "1",
-            "--json",
-            "--file",
-        ])
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: BenchReport = serde_json::from_slice(&out.stdout).unwrap();
+    let report: BenchReport = run_json(&[
+        "bench",
+        "--no-json",
+        "--in-process",
+        "--repeat",
+        "1",
+        "--json",
+        "--file",
+        input.to_str().unwrap(),
+    ]);
     assert_eq!((report.rows, report.columns), (3000, 6));
     assert!(report.embedded);
     assert!(report.measurement("json_put").is_none());
@@ -474,25 +466,15 @@ fn bench_without_json_benchmarks_a_file() {
 
 #[test]
 fn bench_small_reports_latency_percentiles() {
-    let out = Command::new(BIN)
-        .args([
-            "bench",
-            "--small",
-            "--operations",
-            "20",
-            "--clients",
-            "3",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: flightcache::bench::latency::LatencyReport =
-        serde_json::from_slice(&out.stdout).unwrap();
+    let report: flightcache::bench::latency::LatencyReport = run_json(&[
+        "bench",
+        "--small",
+        "--operations",
+        "20",
+        "--clients",
+        "3",
+        "--json",
+    ]);
     assert_eq!(
         (report.rows, report.columns, report.operations),
         (1000, 8, 20)
