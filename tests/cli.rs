@@ -67,14 +67,19 @@ impl ServeProcess {
     }
 
     /// SIGTERM, and assert a clean exit.
-    fn stop(mut self) {
+    fn stop(self) {
+        self.stop_with("TERM");
+    }
+
+    /// Send `signal` (TERM, INT) and assert a clean exit.
+    fn stop_with(mut self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
         let exit = self.child.wait().unwrap();
-        assert_eq!(exit.code(), Some(0), "serve exits 0 on SIGTERM");
+        assert_eq!(exit.code(), Some(0), "serve exits 0 on SIG{signal}");
     }
 }
 
@@ -298,6 +303,13 @@ fn unknown_key_is_one_error_line_and_exit_code_1() {
     );
     assert!(stderr.contains("flightcache list"), "{stderr}");
     server.stop();
+}
+
+#[test]
+fn serve_stops_cleanly_on_ctrl_c() {
+    let server = ServeProcess::start();
+    assert!(server.ok(&["list"]).contains("no tables"));
+    server.stop_with("INT");
 }
 
 #[test]
