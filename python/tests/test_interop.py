@@ -199,3 +199,28 @@ def test_a_300_mb_single_batch_round_trips(client):
     got = get(client, "big")
     assert got.num_rows == rows
     assert got.equals(table)
+
+
+def put_with(client, name, table, **write_options):
+    options = pa.flight.FlightCallOptions(write_options=pa.ipc.IpcWriteOptions(**write_options))
+    writer, _ = client.do_put(pa.flight.FlightDescriptor.for_command(name), table.schema, options=options)
+    writer.write_table(table)
+    writer.close()
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+def test_compressed_uploads_round_trip(client, codec):
+    table = pa.table({"x": np.arange(100_000), "s": [f"v{i % 100}" for i in range(100_000)]})
+    put_with(client, f"compressed-{codec}", table, compression=codec)
+    assert_same_table(get(client, f"compressed-{codec}"), table)
+
+
+def test_dictionary_deltas_round_trip(client):
+    # The second batch's dictionary extends the first, so pyarrow sends a delta dictionary batch.
+    first = pa.array(["a", "b", "a"]).dictionary_encode()
+    second = pa.DictionaryArray.from_arrays(pa.array([2, 0, None], pa.int32()), pa.array(["a", "b", "c"]))
+    table = pa.Table.from_batches([pa.record_batch([first], names=["d"]), pa.record_batch([second], names=["d"])])
+    put_with(client, "deltas", table, emit_dictionary_deltas=True)
+    got = get(client, "deltas")
+    assert got.column("d").to_pylist() == ["a", "b", "a", "c", "a", None]
+    assert got.schema.equals(table.schema, check_metadata=True)
