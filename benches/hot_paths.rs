@@ -22,7 +22,15 @@ fn encode_all(
     schema: &arrow::datatypes::Schema,
     batches: &[RecordBatch],
 ) -> Vec<arrow_flight::FlightData> {
-    let mut encoder = FlightEncoder::new(TARGET_MESSAGE_BYTES);
+    encode_with(schema, batches, TARGET_MESSAGE_BYTES)
+}
+
+fn encode_with(
+    schema: &arrow::datatypes::Schema,
+    batches: &[RecordBatch],
+    target_message_bytes: usize,
+) -> Vec<arrow_flight::FlightData> {
+    let mut encoder = FlightEncoder::new(target_message_bytes);
     let key = TableKey::try_new("bench").unwrap();
     let mut messages = vec![encoder.encode_schema(schema, Some(key.to_descriptor()))];
     for batch in batches {
@@ -38,16 +46,41 @@ fn encode_and_validate(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("encode_16MiB", |b| b.iter(|| encode_all(&schema, &batches)));
     let messages = encode_all(&schema, &batches);
-    group.bench_function("validate_upload_16MiB", |b| {
-        b.iter(|| {
-            let mut upload = TableUpload::new(TableKey::try_new("bench").unwrap());
-            for message in &messages {
-                upload.push(message.clone()).unwrap();
+    group.bench_function("validate_upload_16MiB", |b| b.iter(|| validate(&messages)));
+    // One 16 MiB message, as pyarrow sends a one-chunk table: validated, then re-split.
+    let whole = arrow::compute::concat_batches(&schema, &batches).unwrap();
+    let giant = encode_with(&schema, &[whole], usize::MAX);
+    assert_eq!(giant.len(), 2, "schema and one giant batch");
+    group.bench_function("validate_and_resplit_one_16MiB_message", |b| {
+        b.iter(|| validate(&giant))
+    });
+    group.bench_function("decode_16MiB", |b| {
+        b.to_async(
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap(),
+        )
+        .iter(|| {
+            let stream = futures::stream::iter(messages.clone().into_iter().map(Ok));
+            async move {
+                let batches: Vec<RecordBatch> =
+                    arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(stream)
+                        .try_collect()
+                        .await
+                        .unwrap();
+                batches
             }
-            upload.finish().unwrap()
         })
     });
     group.finish();
+}
+
+fn validate(messages: &[arrow_flight::FlightData]) -> flightcache::CachedTable {
+    let mut upload = TableUpload::new(TableKey::try_new("bench").unwrap());
+    for message in messages {
+        upload.push(message.clone()).unwrap();
+    }
+    upload.finish().unwrap()
 }
 
 fn loopback(c: &mut Criterion) {
