@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Seek};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -14,6 +14,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use tempfile::NamedTempFile;
 
 use crate::error::{Error, Result};
 
@@ -190,25 +191,43 @@ impl TableSource {
 }
 
 /// A table file being written, a batch at a time.
+///
+/// It is written to a temporary file beside its path and renamed into place by
+/// [`finish`](Self::finish): a failed or interrupted write leaves no half-written file, and an
+/// existing file at the path stays as it was.
 pub struct TableSink {
     writer: SinkWriter,
+    path: PathBuf,
 }
 
+/// The file being written: a temporary file beside the final path, buffered.
+type PendingFile = BufWriter<NamedTempFile>;
+
 enum SinkWriter {
-    Parquet(ArrowWriter<BufWriter<File>>),
-    Ipc(arrow::ipc::writer::FileWriter<BufWriter<File>>),
-    Csv(arrow::csv::Writer<BufWriter<File>>),
+    Parquet(ArrowWriter<PendingFile>),
+    Ipc(arrow::ipc::writer::FileWriter<PendingFile>),
+    Csv(arrow::csv::Writer<PendingFile>),
 }
 
 impl TableSink {
-    /// Create `path` for a table of `schema`, choosing the writer by extension.
+    /// Start writing `path` for a table of `schema`, choosing the writer by extension.
     ///
     /// # Errors
-    /// [`Error::Io`] if the file cannot be created; [`Error::Parquet`] or [`Error::Arrow`] if
-    /// the format cannot hold the schema.
+    /// [`Error::Io`] if no file can be created beside `path`; [`Error::Parquet`] or
+    /// [`Error::Arrow`] if the format cannot hold the schema.
     pub fn create(path: &Path, schema: &SchemaRef) -> Result<Self> {
         let format = FileFormat::from_path(path)?;
-        let file = BufWriter::with_capacity(1 << 20, File::create(path)?);
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let mut temp = tempfile::Builder::new();
+        temp.prefix(".flightcache-").suffix(".partial");
+        // A temporary file is private (0600) by default; the result should get the usual
+        // permissions of a new file (0644 less the umask).
+        #[cfg(unix)]
+        temp.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+        let file = BufWriter::with_capacity(1 << 20, temp.tempfile_in(dir)?);
         let writer = match format {
             FileFormat::Parquet => {
                 let props = WriterProperties::builder()
@@ -222,7 +241,10 @@ impl TableSink {
             }
             FileFormat::Csv => SinkWriter::Csv(arrow::csv::Writer::new(file)),
         };
-        Ok(Self { writer })
+        Ok(Self {
+            writer,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Append one batch.
@@ -243,13 +265,12 @@ impl TableSink {
         Ok(())
     }
 
-    /// Write the footer and flush.
+    /// Write the footer, flush, and move the file into place.
     ///
     /// # Errors
-    /// As [`write`](Self::write).
+    /// As [`write`](Self::write); [`Error::Io`] if the file cannot be renamed to its path.
     pub fn finish(self) -> Result<()> {
-        use std::io::Write;
-        let mut file = match self.writer {
+        let file = match self.writer {
             SinkWriter::Parquet(w) => w.into_inner()?,
             SinkWriter::Ipc(mut w) => {
                 w.finish()?;
@@ -257,7 +278,8 @@ impl TableSink {
             }
             SinkWriter::Csv(w) => w.into_inner(),
         };
-        file.flush()?;
+        let file = file.into_inner().map_err(|e| e.into_error())?;
+        file.persist(&self.path).map_err(|e| e.error)?;
         Ok(())
     }
 
@@ -265,7 +287,7 @@ impl TableSink {
     /// stream, and finish the file. `on_batch` is called for each batch as it is received.
     ///
     /// # Errors
-    /// The first error of the stream or of the writer. A half-written file is left in place.
+    /// The first error of the stream or of the writer; nothing is written to `path` then.
     pub async fn write_stream<S>(
         path: &Path,
         schema: &SchemaRef,

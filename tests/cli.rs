@@ -531,3 +531,51 @@ fn bench_measures_a_running_server_and_leaves_it_as_found() {
     assert!(server.ok(&["list"]).contains("no tables"));
     server.stop();
 }
+
+#[test]
+fn a_failed_get_leaves_an_existing_output_file_untouched() {
+    let server = ServeProcess::start();
+    let dir = tempfile::tempdir().unwrap();
+    // A list column cannot be written as CSV: the write fails after the file was started.
+    let input = parquet_file(&dir, "t.parquet", &sample_batches(2), 1000);
+    server.ok(&["push", input.to_str().unwrap()]);
+    let output = temp_path(&dir, "keep.csv");
+    std::fs::write(&output, "precious\n").unwrap();
+    let out = server.run(&["get", "t", "-o", output.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: writing `t` to"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), "precious\n");
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["keep.csv", "t.parquet"],
+        "no partial file is left behind"
+    );
+
+    // A successful get replaces the file, readable like any new file.
+    let good = temp_path(&dir, "keep.parquet");
+    std::fs::write(&good, "old").unwrap();
+    server.ok(&["get", "t", "-o", good.to_str().unwrap()]);
+    assert_eq!(
+        read_table(&good)
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        2000
+    );
+    #[cfg(unix)]
+    {
+        // Read permissions as for any new file here (umask applied), not a temp file's 0600.
+        use std::os::unix::fs::PermissionsExt;
+        let reference = temp_path(&dir, "reference");
+        std::fs::write(&reference, "x").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o444;
+        assert_eq!(mode(&good), mode(&reference));
+    }
+    server.stop();
+}
