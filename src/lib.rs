@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`key`]: [`TableKey`], and how descriptors and tickets name a table.
 //! - [`upload`]: [`TableUpload`](upload::TableUpload) validates a `do_put` into a table.
+//! - [`slab`]: packing a table's message bodies into huge-page memory mappings.
 //! - [`table`]: [`CachedTable`], the stored messages, and its `FlightInfo`.
 //! - [`store`]: [`TableStore`], the shared key → table map and counters.
 //! - [`actions`]: the `do_action` vocabulary (`drop`, `clear`, `stats`).
@@ -35,6 +36,7 @@ pub mod http2;
 pub mod key;
 pub mod server;
 pub mod service;
+pub mod slab;
 pub mod store;
 pub mod table;
 pub mod upload;

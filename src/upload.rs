@@ -20,6 +20,7 @@ use bytes::Bytes;
 use crate::encode::{FlightEncoder, TARGET_MESSAGE_BYTES};
 use crate::error::{Error, Result};
 use crate::key::TableKey;
+use crate::slab::{self, SLAB_BYTES, SlabPacker};
 use crate::table::CachedTable;
 
 /// Decoding state of an upload after its schema message arrived.
@@ -43,7 +44,7 @@ pub const RESPLIT_ABOVE_BYTES: usize = 2 * TARGET_MESSAGE_BYTES;
 pub struct TableUpload {
     key: TableKey,
     decoding: Option<Decoding>,
-    messages: Vec<FlightData>,
+    messages: SlabPacker,
     rows: u64,
     bytes: u64,
     batches: u64,
@@ -55,7 +56,7 @@ impl TableUpload {
         Self {
             key,
             decoding: None,
-            messages: Vec::new(),
+            messages: SlabPacker::default(),
             rows: 0,
             bytes: 0,
             batches: 0,
@@ -89,11 +90,20 @@ impl TableUpload {
         }
         // Keep copies, not the received `Bytes`: those are slices of the transport's receive
         // buffers, and a kept slice pins its whole buffer (measured: 2.8-3.6x the table's size
-        // held). The body's copy is 64-byte aligned, so it is decoded in place and stored as is;
-        // arrow-ipc needs that, as parts of its reader (union type ids and offsets) panic on
-        // unaligned buffers instead of realigning them.
+        // held). The body's copy is 64-byte aligned, so it is decoded in place; arrow-ipc needs
+        // that, as parts of its reader (union type ids and offsets) panic on unaligned buffers
+        // instead of realigning them. The slab packer copies it once more, into the table's
+        // mappings; this heap copy is freed soon after and its memory reused warm.
         let header = Bytes::copy_from_slice(&data.data_header);
-        let stored = stored_copy(&data.data_body);
+        // A giant body (pyarrow's single message for a one-chunk table) is copied straight into
+        // a huge-page mapping: gigabytes of fresh heap pages would cost far more.
+        let mapped = if data.data_body.len() >= SLAB_BYTES {
+            slab::mapped_copy(&data.data_body)
+        } else {
+            None
+        };
+        let stored =
+            mapped.unwrap_or_else(|| Bytes::from_owner(Buffer::from_slice_ref(&data.data_body)));
         let body = Buffer::from(stored.clone()); // a zero-copy view for the decoder
         drop(data);
         let message = ipc::root_as_message(&header)
@@ -114,7 +124,7 @@ impl TableUpload {
         match resplit {
             Some(pieces) => {
                 for piece in pieces {
-                    self.keep(piece.data_header, stored_copy(&piece.data_body));
+                    self.keep(piece.data_header, piece.data_body);
                 }
             }
             None => self.keep(header, stored),
@@ -124,12 +134,7 @@ impl TableUpload {
 
     fn keep(&mut self, header: Bytes, body: Bytes) {
         self.bytes += body.len() as u64;
-        self.messages.push(FlightData {
-            flight_descriptor: None,
-            data_header: header,
-            data_body: body,
-            app_metadata: Bytes::new(),
-        });
+        self.messages.push(header, body);
     }
 
     fn push_schema(&mut self, message: ipc::Message<'_>, header: &Bytes) -> Result<()> {
@@ -244,7 +249,7 @@ impl TableUpload {
         Ok(CachedTable::from_validated(
             decoding.schema,
             &decoding.schema_header,
-            self.messages,
+            self.messages.finish(),
             self.rows,
             self.bytes,
             self.batches,
@@ -257,31 +262,6 @@ impl TableUpload {
             reason: reason.into(),
         }
     }
-}
-
-/// Bodies at least this large are stored in a memory mapping of their own, which goes back to
-/// the system as soon as their table is dropped.
-pub const MAPPED_BODY_MIN_BYTES: usize = 1 << 20;
-
-/// A 64-byte aligned copy of a message body to keep in a table.
-///
-/// A large body gets an anonymous memory mapping of its own, populated in one call rather than
-/// one page fault at a time, so dropping its table hands the memory straight back to the system; general-purpose allocators keep freed memory for reuse,
-/// which left a server holding gigabytes after `drop` (benches/RESULTS.md). Smaller bodies, and
-/// any body whose mapping fails (for example at `vm.max_map_count`), use the allocator.
-fn stored_copy(body: &[u8]) -> Bytes {
-    if body.len() >= MAPPED_BODY_MIN_BYTES
-        && let Ok(mut map) = memmap2::MmapOptions::new()
-            .len(body.len())
-            .populate()
-            .map_anon()
-    {
-        map.copy_from_slice(body);
-        if let Ok(map) = map.make_read_only() {
-            return Bytes::from_owner(map);
-        }
-    }
-    Bytes::from_owner(Buffer::from_slice_ref(body))
 }
 
 /// Whether a column of this type needs dictionary messages.
