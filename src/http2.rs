@@ -16,15 +16,6 @@ pub struct Http2Settings {
     pub connection_window_bytes: Option<u32>,
 }
 
-impl Http2Settings {
-    /// The transport's stock settings, for comparison in benchmarks.
-    pub const TRANSPORT_DEFAULTS: Http2Settings = Http2Settings {
-        max_frame_bytes: None,
-        stream_window_bytes: None,
-        connection_window_bytes: None,
-    };
-}
-
 /// Default largest DATA frame: 1 MiB instead of HTTP/2's 16 KiB, so a 2 MiB Flight message is
 /// two frames rather than 128.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 1 << 20;

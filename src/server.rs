@@ -110,7 +110,6 @@ pub async fn serve(
 #[derive(Debug)]
 pub struct EmbeddedServer {
     addr: SocketAddr,
-    store: TableStore,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<()>>>,
 }
@@ -124,14 +123,12 @@ impl EmbeddedServer {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         // Read the address before spawning, so a caller can connect at once (no sleeps).
         let addr = listener.local_addr()?;
-        let store = TableStore::new();
         let (shutdown, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, store.clone(), config, async {
+        let task = tokio::spawn(serve(listener, TableStore::new(), config, async {
             stopped.await.ok();
         }));
         Ok(Self {
             addr,
-            store,
             shutdown: Some(shutdown),
             task: Some(task),
         })
@@ -145,11 +142,6 @@ impl EmbeddedServer {
     /// The URL clients connect to, `grpc://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("grpc://{}", self.addr)
-    }
-
-    /// The store being served, shared with the server.
-    pub fn store(&self) -> &TableStore {
-        &self.store
     }
 
     /// Stop accepting, finish in-flight calls, and wait for the server to exit.

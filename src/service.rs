@@ -49,11 +49,6 @@ impl FlightCacheService {
         }
     }
 
-    /// The store this service serves.
-    pub fn store(&self) -> &TableStore {
-        &self.store
-    }
-
     /// Count a failure and turn it into the status to send.
     fn reply<T>(&self, result: Result<T>) -> Result<Response<T>, Status> {
         result.map(Response::new).map_err(|err| {

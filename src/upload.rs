@@ -68,11 +68,6 @@ impl TableUpload {
         &self.key
     }
 
-    /// Bytes of Arrow data received so far.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
     /// Validate one Flight message and keep it.
     ///
     /// A message with neither IPC header nor body (a descriptor or app_metadata alone) is
@@ -90,13 +85,13 @@ impl TableUpload {
         }
         // Keep copies, not the received `Bytes`: those are slices of the transport's receive
         // buffers, and a kept slice pins its whole buffer (measured: 2.8-3.6x the table's size
-        // held). The body's copy is 64-byte aligned, so it is decoded in place; arrow-ipc needs
-        // that, as parts of its reader (union type ids and offsets) panic on unaligned buffers
-        // instead of realigning them. The slab packer copies it once more, into the table's
-        // mappings; this heap copy is freed soon after and its memory reused warm.
+        // held). The copy is 64-byte aligned, so it is decoded in place; arrow-ipc needs that,
+        // as parts of its reader (union type ids and offsets) panic on unaligned buffers.
+        // An ordinary body is copied to the heap, where freed memory is reused warm, and the
+        // slab packer moves it into the table's mappings later; a giant one (pyarrow's single
+        // message for a one-chunk table) goes straight into a huge-page mapping of its own,
+        // which the packer keeps as is: gigabytes of fresh heap pages would cost far more.
         let header = Bytes::copy_from_slice(&data.data_header);
-        // A giant body (pyarrow's single message for a one-chunk table) is copied straight into
-        // a huge-page mapping: gigabytes of fresh heap pages would cost far more.
         let mapped = if data.data_body.len() >= SLAB_BYTES {
             slab::mapped_copy(&data.data_body)
         } else {
