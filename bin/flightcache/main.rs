@@ -18,10 +18,7 @@ use flightcache::files::{TableSink, TableSource};
 use flightcache::server::{DEFAULT_MAX_CONCURRENT_PUTS, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PORT};
 use flightcache::{CacheClient, ServerConfig, TableKey, TableStore};
 
-/// mimalloc reuses freed memory across the large, short-lived buffers of a transfer instead of
-/// faulting in fresh pages for each; see benches/RESULTS.md for the measurements.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod allocator;
 
 /// An Apache Arrow Flight table cache: push tables in, stream them out, no serialization step.
 ///
@@ -221,7 +218,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_concurrent_puts: args.max_concurrent_puts,
         ..ServerConfig::default()
     };
-    flightcache::serve(listener, TableStore::new(), config, shutdown_signal()).await?;
+    let release = tokio::spawn(allocator::release_freed_memory(allocator::RELEASE_INTERVAL));
+    let served = flightcache::serve(listener, TableStore::new(), config, shutdown_signal()).await;
+    release.abort();
+    served?;
     tracing::info!("server stopped");
     Ok(())
 }

@@ -11,19 +11,28 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 /// RSS of `pid` once it stops changing: allocators hand freed memory back to the system after
-/// a short delay, so an immediate reading reports a moment, not the steady state. Polls every
-/// 100 ms until two readings are within 1 MiB, for at most 3 s.
+/// a delay (mimalloc: 1 s, and `flightcache serve` collects once a second), so an immediate
+/// reading reports a moment, not the steady state. Polls every 250 ms until the readings of
+/// the last 1.5 s are within 1 MiB of each other, for at most 6 s.
 pub async fn settled_rss_bytes(pid: u32) -> Option<u64> {
-    let mut last = rss_bytes(pid)?;
-    for _ in 0..30 {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let now = rss_bytes(pid)?;
-        if now.abs_diff(last) < 1 << 20 {
-            return Some(now);
+    const POLL: std::time::Duration = std::time::Duration::from_millis(250);
+    const STEADY_READINGS: usize = 7;
+    let mut recent = std::collections::VecDeque::with_capacity(STEADY_READINGS);
+    recent.push_back(rss_bytes(pid)?);
+    for _ in 0..24 {
+        tokio::time::sleep(POLL).await;
+        if recent.len() == STEADY_READINGS {
+            recent.pop_front();
         }
-        last = now;
+        recent.push_back(rss_bytes(pid)?);
+        let (low, high) = recent
+            .iter()
+            .fold((u64::MAX, 0), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+        if recent.len() == STEADY_READINGS && high - low < 1 << 20 {
+            break;
+        }
     }
-    Some(last)
+    recent.back().copied()
 }
 
 /// Server memory around holding the benchmark table, each figure once RSS settled.
