@@ -5,8 +5,8 @@
 //! ("purges") freed memory to the system only after a delay (1 s in mimalloc 3), and only when
 //! the thread that owns the memory next calls into the allocator. A server's worker threads go
 //! idle when the transfers end, so without help the buffers of the last transfer stay resident
-//! until the next request: 20-70 MiB after dropping a 1 GiB table. [`release_freed_memory`]
-//! collects periodically so that an idle server shrinks back.
+//! until the next request: 20-90 MiB over idle after dropping a 1 GiB table.
+//! [`release_freed_memory`] collects periodically so that an idle server shrinks back.
 
 use std::time::Duration;
 
