@@ -74,12 +74,14 @@ impl TableStore {
 
     /// Remove every table; returns how many there were.
     pub fn clear(&self) -> u64 {
-        let mut removed = 0;
-        self.shared.tables.retain(|_, _| {
-            removed += 1;
+        // Keep the removed tables until the map's locks are released: freeing a large table
+        // unmaps its memory, which should not block readers of the same shard.
+        let mut removed = Vec::new();
+        self.shared.tables.retain(|_, table| {
+            removed.push(Arc::clone(table));
             false
         });
-        removed
+        removed.len() as u64
     }
 
     /// The tables whose key starts with `prefix`, sorted by key.
