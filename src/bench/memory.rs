@@ -16,19 +16,18 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 /// the last 1.5 s are within 1 MiB of each other, for at most 6 s.
 pub async fn settled_rss_bytes(pid: u32) -> Option<u64> {
     const POLL: std::time::Duration = std::time::Duration::from_millis(250);
-    const STEADY_READINGS: usize = 7;
+    const STEADY_READINGS: usize = 7; // 1.5 s of polls
+    const MAX_POLLS: usize = 24; // 6 s
     let mut recent = std::collections::VecDeque::with_capacity(STEADY_READINGS);
     recent.push_back(rss_bytes(pid)?);
-    for _ in 0..24 {
+    for _ in 0..MAX_POLLS {
         tokio::time::sleep(POLL).await;
         if recent.len() == STEADY_READINGS {
             recent.pop_front();
         }
         recent.push_back(rss_bytes(pid)?);
-        let (low, high) = recent
-            .iter()
-            .fold((u64::MAX, 0), |(lo, hi), &r| (lo.min(r), hi.max(r)));
-        if recent.len() == STEADY_READINGS && high - low < 1 << 20 {
+        let spread = recent.iter().max()? - recent.iter().min()?;
+        if recent.len() == STEADY_READINGS && spread < 1 << 20 {
             break;
         }
     }
