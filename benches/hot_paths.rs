@@ -7,6 +7,7 @@ use arrow::record_batch::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flightcache::bench::data::{arrow_bytes, random_table};
 use flightcache::encode::{FlightEncoder, TARGET_MESSAGE_BYTES};
+use flightcache::slab::SlabPool;
 use flightcache::upload::TableUpload;
 use flightcache::{CacheClient, EmbeddedServer, ServerConfig, TableKey};
 use futures::TryStreamExt;
@@ -46,13 +47,16 @@ fn encode_and_validate(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("encode_16MiB", |b| b.iter(|| encode_all(&schema, &batches)));
     let messages = encode_all(&schema, &batches);
-    group.bench_function("validate_upload_16MiB", |b| b.iter(|| validate(&messages)));
+    let slabs = Arc::new(SlabPool::default());
+    group.bench_function("validate_upload_16MiB", |b| {
+        b.iter(|| validate(&messages, &slabs))
+    });
     // One 16 MiB message, as pyarrow sends a one-chunk table: validated, then re-split.
     let whole = arrow::compute::concat_batches(&schema, &batches).unwrap();
     let giant = encode_with(&schema, &[whole], usize::MAX);
     assert_eq!(giant.len(), 2, "schema and one giant batch");
     group.bench_function("validate_and_resplit_one_16MiB_message", |b| {
-        b.iter(|| validate(&giant))
+        b.iter(|| validate(&giant, &slabs))
     });
     group.bench_function("decode_16MiB", |b| {
         b.to_async(
@@ -75,8 +79,13 @@ fn encode_and_validate(c: &mut Criterion) {
     group.finish();
 }
 
-fn validate(messages: &[arrow_flight::FlightData]) -> flightcache::CachedTable {
-    let mut upload = TableUpload::new(TableKey::try_new("bench").unwrap());
+/// Validate an upload into table memory from `slabs`, shared across iterations as a server's
+/// uploads share it (so iterations reuse the slabs of the last one's dropped table).
+fn validate(
+    messages: &[arrow_flight::FlightData],
+    slabs: &Arc<SlabPool>,
+) -> flightcache::CachedTable {
+    let mut upload = TableUpload::new(TableKey::try_new("bench").unwrap(), Arc::clone(slabs));
     for message in messages {
         upload.push(message.clone()).unwrap();
     }

@@ -88,6 +88,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let _release_slabs = AbortOnDrop(tokio::spawn(
+        store.slab_pool().release_expired_periodically(),
+    ));
     let service = make_server(store, &config);
     Server::builder()
         .max_frame_size(config.http2.max_frame_bytes)
@@ -101,6 +104,15 @@ pub async fn serve(
                 "server transport failed: {e}"
             )))
         })
+}
+
+/// Aborts a background task when dropped, however the future owning it ends.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A server running on a task of the current tokio runtime, on 127.0.0.1 and a free port.

@@ -94,7 +94,7 @@ impl FlightCacheService {
         let key = TableKey::try_from_descriptor(descriptor)?;
         tracing::Span::current().record("key", key.as_str());
 
-        let mut upload = TableUpload::new(key);
+        let mut upload = TableUpload::new(key, self.store.slab_pool());
         upload.push(first)?;
         loop {
             match messages.message().await {

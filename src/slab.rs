@@ -1,84 +1,281 @@
-//! `SlabPacker`: packs a table's message bodies into large read-only memory mappings.
+//! Table memory: uploaded message bodies are copied straight into large huge-page memory
+//! mappings ("slabs"), and a [`SlabPool`] lends the slabs of dropped tables to the next uploads.
 //!
-//! A table's memory should go back to the system the moment the table is dropped, which
-//! general-purpose allocators do not do (they keep freed memory for reuse: a server held 1.2-2.4
-//! GiB after dropping a 1 GiB table). So bodies are copied into anonymous mappings of about
-//! [`SLAB_BYTES`] each, advised to use transparent huge pages: filling fresh 2 MiB pages costs a
-//! quarter of filling 4 KiB ones (measured: 1 GiB in 0.105 s against 0.41 s), and few, large
-//! mappings stay far below the kernel's `vm.max_map_count`. A slab is unmapped when the last
-//! message in it is dropped.
+//! - **Mappings, not the heap.** A table's memory should go back to the system once it is
+//!   dropped, which general-purpose allocators do not do (they keep freed memory: a server held
+//!   1.2-2.4 GiB after dropping a 1 GiB table). Slabs are anonymous mappings of [`SLAB_BYTES`]
+//!   advised to use transparent huge pages: filling fresh 2 MiB pages costs a quarter of filling
+//!   4 KiB ones (1 GiB in 0.105 s against 0.41 s), and few, large mappings stay far below the
+//!   kernel's `vm.max_map_count`.
+//! - **One copy.** [`SlabWriter::copy`] copies a received body into its final place, 64-byte
+//!   aligned, where the upload then validates it in place: nothing is copied twice.
+//! - **Reuse for two seconds.** Filling fresh memory is most of what a large put costs: the
+//!   kernel zeroes every page first, and on a VM that reports freed pages to its host (this
+//!   project's does), the host must fault them in again, up to 2 s per GiB. So a slab freed by
+//!   a dropped or replaced table waits [`SLAB_REUSE_WINDOW`] in the pool for the next upload
+//!   before it is unmapped, as allocators keep freed memory for a while (mimalloc 1 s,
+//!   jemalloc 10 s). A server that keeps replacing tables reuses warm memory; an idle one gives
+//!   it all back.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use arrow_flight::FlightData;
+use arrow::buffer::Buffer;
 use bytes::Bytes;
-use memmap2::{Mmap, MmapOptions};
+use memmap2::{MmapOptions, MmapRaw, UncheckedAdvice};
 
-/// Bodies are packed into mappings of about this size.
+/// Size of a slab.
 pub const SLAB_BYTES: usize = 32 << 20;
-/// Bodies adding up to less than this (a small table, or its tail) stay on the heap: a mapping
-/// of their own would waste pages and mappings.
+/// An upload's bodies stay on the heap until they add up to this: a small table does not get
+/// a slab of its own.
 pub const MAPPED_MIN_BYTES: usize = 1 << 20;
-/// Each body starts at a multiple of this within its slab, as Arrow buffers want.
-const BODY_ALIGNMENT: usize = 64;
+/// A body larger than this gets a mapping of exactly its size instead of a place in a slab,
+/// which could leave up to this much of a slab unused.
+pub const OWN_MAPPING_ABOVE_BYTES: usize = SLAB_BYTES / 4;
+/// Each body starts at a multiple of this, as Arrow buffers want.
+pub const BODY_ALIGNMENT: usize = 64;
+/// How long a freed slab is kept for reuse before [`SlabPool::release_expired`] unmaps it.
+pub const SLAB_REUSE_WINDOW: Duration = Duration::from_secs(2);
+/// Unused slab memory at the end of a table is returned from this boundary on (a huge page).
+const TRIM_ALIGNMENT: usize = 2 << 20;
 
-/// Collects a table's messages in order and packs their bodies into slabs as they fill.
-#[derive(Debug, Default)]
-pub struct SlabPacker {
-    pending: Vec<(Bytes, Bytes)>,
-    pending_bytes: usize,
-    packed: Vec<FlightData>,
+/// Slabs freed by dropped tables, kept for [`SLAB_REUSE_WINDOW`] to be reused by uploads.
+///
+/// Shared by a server's uploads (the [`TableStore`](crate::TableStore) owns one); call
+/// [`release_expired`](Self::release_expired) periodically so that an idle server gives the
+/// memory back.
+#[derive(Debug)]
+pub struct SlabPool {
+    reuse_window: Duration,
+    idle: Mutex<Vec<IdleSlab>>,
 }
 
-impl SlabPacker {
-    /// Add the next message: its IPC header and body.
-    ///
-    /// A body of [`SLAB_BYTES`] or more is kept as given, as a slab of its own: make it with
-    /// [`mapped_copy`] so that it, too, goes back to the system when dropped.
-    pub fn push(&mut self, header: Bytes, body: Bytes) {
-        if body.len() >= SLAB_BYTES {
-            self.seal();
-            self.packed.push(flight_data(header, body));
+#[derive(Debug)]
+struct IdleSlab {
+    freed_at: Instant,
+    map: MmapRaw,
+}
+
+impl Default for SlabPool {
+    fn default() -> Self {
+        Self::new(SLAB_REUSE_WINDOW)
+    }
+}
+
+impl SlabPool {
+    /// A pool keeping freed slabs for `reuse_window` (zero: unmap them at once).
+    pub fn new(reuse_window: Duration) -> Self {
+        Self {
+            reuse_window,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// How long freed slabs are kept.
+    pub fn reuse_window(&self) -> Duration {
+        self.reuse_window
+    }
+
+    /// Bytes of freed slabs waiting for reuse.
+    pub fn idle_bytes(&self) -> usize {
+        self.lock().iter().map(|slab| slab.map.len()).sum()
+    }
+
+    /// Unmap the slabs that waited longer than the reuse window; returns the bytes released.
+    pub fn release_expired(&self) -> usize {
+        let now = Instant::now();
+        let expired: Vec<IdleSlab> = {
+            let mut idle = self.lock();
+            let (expired, kept) = std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(|slab| now.duration_since(slab.freed_at) >= self.reuse_window);
+            *idle = kept;
+            expired
+        };
+        // Unmapped after the lock is released: unmapping gigabytes takes a while.
+        expired.iter().map(|slab| slab.map.len()).sum()
+    }
+
+    /// Run [`release_expired`](Self::release_expired) four times per reuse window, until the
+    /// task running this is dropped or aborted.
+    pub async fn release_expired_periodically(self: Arc<Self>) {
+        let period = (self.reuse_window / 4).max(Duration::from_millis(10));
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.release_expired();
+        }
+    }
+
+    /// A slab to fill: the most recently freed one, or a fresh mapping; `None` if mapping fails.
+    fn take(self: &Arc<Self>) -> Option<Slab> {
+        let reused = self.lock().pop().map(|slab| slab.map);
+        let map = match reused {
+            Some(map) => map,
+            None => MmapRaw::from(huge_page_map(SLAB_BYTES)?),
+        };
+        Some(Slab {
+            map: Some(map),
+            pool: Arc::clone(self),
+        })
+    }
+
+    fn give_back(&self, map: MmapRaw) {
+        if self.reuse_window.is_zero() {
             return;
         }
-        self.pending_bytes += body.len().next_multiple_of(BODY_ALIGNMENT);
-        self.pending.push((header, body));
-        if self.pending_bytes >= SLAB_BYTES {
-            self.seal();
-        }
+        self.lock().push(IdleSlab {
+            freed_at: Instant::now(),
+            map,
+        });
     }
 
-    /// Pack what is left and return every message, in the order pushed.
-    pub fn finish(mut self) -> Vec<FlightData> {
-        self.seal();
-        self.packed
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<IdleSlab>> {
+        // The list stays consistent even if a holder panicked: every change is one push, pop
+        // or swap.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
 
-    fn seal(&mut self) {
-        let pending = std::mem::take(&mut self.pending);
-        let total = std::mem::take(&mut self.pending_bytes);
-        let bodies = map_slab(&pending, total);
-        for (i, (header, body)) in pending.into_iter().enumerate() {
-            let body = match &bodies {
-                Some(mapped) => mapped[i].clone(),
-                None => body,
-            };
-            self.packed.push(flight_data(header, body));
+/// One slab; it goes back to its pool when the last body in it is dropped.
+#[derive(Debug)]
+struct Slab {
+    map: Option<MmapRaw>,
+    pool: Arc<SlabPool>,
+}
+
+impl Slab {
+    fn map(&self) -> &MmapRaw {
+        self.map
+            .as_ref()
+            .expect("a slab has its mapping until dropped")
+    }
+}
+
+impl Drop for Slab {
+    fn drop(&mut self) {
+        if let Some(map) = self.map.take() {
+            self.pool.give_back(map);
         }
     }
 }
 
-fn flight_data(header: Bytes, body: Bytes) -> FlightData {
-    FlightData {
-        flight_descriptor: None,
-        data_header: header,
-        data_body: body,
-        app_metadata: Bytes::new(),
+/// One body within a slab; the slab lives as long as any of its bodies.
+struct SlabSlice {
+    slab: Arc<Slab>,
+    range: Range<usize>,
+}
+
+impl AsRef<[u8]> for SlabSlice {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the range lies within the mapping (checked when the slice was made), it was
+        // written before this slice existed and is never written again while the slab lives
+        // (see `SlabWriter::copy`), and the mapping stays mapped while `self.slab` does.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.slab.map().as_ptr().add(self.range.start),
+                self.range.len(),
+            )
+        }
     }
+}
+
+/// Copies one table's message bodies into table memory, in order: the heap while the table
+/// is small, then slabs from a [`SlabPool`], and a mapping of its own for a large body.
+#[derive(Debug)]
+pub struct SlabWriter {
+    pool: Arc<SlabPool>,
+    /// The slab being filled, and the offset up to which it is written.
+    current: Option<(Arc<Slab>, usize)>,
+    heap_bytes: usize,
+}
+
+impl SlabWriter {
+    /// A writer taking its slabs from `pool`.
+    pub fn new(pool: Arc<SlabPool>) -> Self {
+        Self {
+            pool,
+            current: None,
+            heap_bytes: 0,
+        }
+    }
+
+    /// A copy of `body` in table memory, starting at a multiple of [`BODY_ALIGNMENT`].
+    pub fn copy(&mut self, body: &[u8]) -> Bytes {
+        if body.is_empty() {
+            return Bytes::new();
+        }
+        if self.current.is_none() && self.heap_bytes + body.len() < MAPPED_MIN_BYTES {
+            self.heap_bytes += body.len();
+            return heap_copy(body);
+        }
+        if body.len() > OWN_MAPPING_ABOVE_BYTES {
+            return mapped_copy(body).unwrap_or_else(|| heap_copy(body));
+        }
+        let fits = matches!(&self.current, Some((_, used)) if used + body.len() <= SLAB_BYTES);
+        if !fits {
+            self.trim_current();
+            match self.pool.take() {
+                Some(slab) => self.current = Some((Arc::new(slab), 0)),
+                None => {
+                    self.current = None;
+                    return heap_copy(body);
+                }
+            }
+        }
+        let (slab, used) = self.current.as_mut().expect("a slab was just ensured");
+        let range = *used..*used + body.len();
+        // SAFETY: `range` is within the mapping (`fits`, or a fresh slab of SLAB_BYTES with
+        // `body.len() <= OWN_MAPPING_ABOVE_BYTES`), and no slice of this slab covers it: slices
+        // are only made of ranges below `used`, which only grows.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                body.as_ptr(),
+                slab.map().as_mut_ptr().add(range.start),
+                body.len(),
+            );
+        }
+        *used = range.end.next_multiple_of(BODY_ALIGNMENT);
+        Bytes::from_owner(SlabSlice {
+            slab: Arc::clone(slab),
+            range,
+        })
+    }
+
+    /// Done with this table: give back the unused end of the last slab.
+    pub fn finish(mut self) {
+        self.trim_current();
+    }
+
+    /// Return the pages past the written part of the current slab to the system: a reused
+    /// slab has them all in memory, and a table keeps its last slab however little it uses.
+    fn trim_current(&mut self) {
+        let Some((slab, used)) = self.current.take() else {
+            return;
+        };
+        let start = used.next_multiple_of(TRIM_ALIGNMENT);
+        if start < SLAB_BYTES {
+            // SAFETY: nothing reads or writes the range after `used`: no slice covers it and
+            // this writer, its only writer, is done with the slab. Its pages read as zeros
+            // afterwards, which is fine for memory that is only ever written before it is read.
+            unsafe {
+                slab.map()
+                    .unchecked_advise_range(UncheckedAdvice::DontNeed, start, SLAB_BYTES - start)
+                    .ok();
+            }
+        }
+    }
+}
+
+/// A 64-byte aligned heap copy.
+fn heap_copy(body: &[u8]) -> Bytes {
+    Bytes::from_owner(Buffer::from_slice_ref(body))
 }
 
 /// A copy of `body` in a mapping of its own, with huge pages advised; `None` if mapping fails.
+/// The mapping is unmapped when the last reference to the copy is dropped.
 pub fn mapped_copy(body: &[u8]) -> Option<Bytes> {
     let mut map = huge_page_map(body.len())?;
     map.copy_from_slice(body);
@@ -93,102 +290,95 @@ fn huge_page_map(len: usize) -> Option<memmap2::MmapMut> {
     Some(map)
 }
 
-/// Copy the bodies into one mapping; `None` (keep them where they are) when they are too small
-/// to map or the mapping fails.
-fn map_slab(pending: &[(Bytes, Bytes)], total: usize) -> Option<Vec<Bytes>> {
-    if total < MAPPED_MIN_BYTES {
-        return None;
-    }
-    let mut map = huge_page_map(total)?;
-    let mut ranges = Vec::with_capacity(pending.len());
-    let mut offset = 0;
-    for (_, body) in pending {
-        let range = offset..offset + body.len();
-        map[range.clone()].copy_from_slice(body);
-        offset += body.len().next_multiple_of(BODY_ALIGNMENT);
-        ranges.push(range);
-    }
-    let slab = Arc::new(map.make_read_only().ok()?);
-    Some(
-        ranges
-            .into_iter()
-            .map(|range| {
-                Bytes::from_owner(SlabSlice {
-                    slab: Arc::clone(&slab),
-                    range,
-                })
-            })
-            .collect(),
-    )
-}
-
-/// One body within a slab; the slab lives as long as any of its bodies.
-struct SlabSlice {
-    slab: Arc<Mmap>,
-    range: Range<usize>,
-}
-
-impl AsRef<[u8]> for SlabSlice {
-    fn as_ref(&self) -> &[u8] {
-        &self.slab[self.range.clone()]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn body(len: usize, fill: u8) -> Bytes {
-        Bytes::from(vec![fill; len])
+    fn body(len: usize, fill: u8) -> Vec<u8> {
+        vec![fill; len]
+    }
+
+    fn writer(pool: &Arc<SlabPool>) -> SlabWriter {
+        SlabWriter::new(Arc::clone(pool))
     }
 
     #[test]
-    fn messages_keep_their_order_and_contents_across_slabs() {
-        let mut packer = SlabPacker::default();
-        let sizes = [0, 5 << 20, 100, 20 << 20, 12 << 20, 3];
-        for (i, &len) in sizes.iter().enumerate() {
-            packer.push(Bytes::from(vec![i as u8]), body(len, i as u8));
-        }
-        let messages = packer.finish();
-        assert_eq!(messages.len(), sizes.len());
-        for (i, (message, &len)) in messages.iter().zip(&sizes).enumerate() {
-            assert_eq!(&message.data_header[..], &[i as u8]);
-            assert_eq!(message.data_body.len(), len);
-            assert!(message.data_body.iter().all(|&b| b == i as u8));
+    fn copies_keep_their_contents_and_alignment_across_slabs() {
+        let pool = Arc::new(SlabPool::default());
+        let mut writer = writer(&pool);
+        let sizes = [0, 700 << 10, 5 << 20, 100, 7 << 20, 3 << 20, 9 << 20, 3];
+        let copies: Vec<Bytes> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| writer.copy(&body(len, i as u8)))
+            .collect();
+        writer.finish();
+        for (i, (copy, &len)) in copies.iter().zip(&sizes).enumerate() {
+            assert_eq!(copy.len(), len);
+            assert!(copy.iter().all(|&b| b == i as u8), "copy {i} changed");
+            if len > 0 {
+                let address = copy.as_ptr() as usize;
+                assert_eq!(address % BODY_ALIGNMENT, 0, "copy {i} at {address:#x}");
+            }
         }
     }
 
     #[test]
-    fn large_bodies_are_mapped_and_aligned_small_tables_are_not() {
-        let mut packer = SlabPacker::default();
-        packer.push(Bytes::new(), body(3 << 20, 1));
-        packer.push(Bytes::new(), body(100, 2));
-        packer.push(Bytes::new(), body(1 << 20, 3));
-        for message in packer.finish() {
-            let address = message.data_body.as_ptr() as usize;
-            assert_eq!(address % BODY_ALIGNMENT, 0, "body at {address:#x}");
-        }
-
-        let giant = mapped_copy(&vec![5u8; SLAB_BYTES]).expect("anonymous mappings work here");
-        let mut packer = SlabPacker::default();
-        packer.push(Bytes::new(), body(10, 6));
-        packer.push(Bytes::new(), giant.clone());
-        let messages = packer.finish();
-        assert_eq!(messages.len(), 2);
+    fn a_small_table_stays_on_the_heap_and_a_large_body_gets_its_own_mapping() {
+        let pool = Arc::new(SlabPool::default());
+        let mut writer = writer(&pool);
+        let small = writer.copy(&body(1000, 1));
+        let first_in_slab = writer.copy(&body(MAPPED_MIN_BYTES, 2));
+        let second_in_slab = writer.copy(&body(100, 3));
+        let large = writer.copy(&body(OWN_MAPPING_ABOVE_BYTES + 1, 4));
+        writer.finish();
+        let slab_start = first_in_slab.as_ptr() as usize;
         assert_eq!(
-            messages[1].data_body.as_ptr(),
-            giant.as_ptr(),
-            "a giant body is its own slab"
+            second_in_slab.as_ptr() as usize,
+            slab_start + MAPPED_MIN_BYTES,
+            "packed right after the previous body"
         );
+        let slab = slab_start..slab_start + SLAB_BYTES;
+        assert!(!slab.contains(&(small.as_ptr() as usize)));
+        assert!(!slab.contains(&(large.as_ptr() as usize)));
+        assert_eq!(pool.idle_bytes(), 0, "nothing freed yet");
+    }
 
-        let small = body(1000, 4);
-        let mut packer = SlabPacker::default();
-        packer.push(Bytes::new(), small.clone());
-        let messages = packer.finish();
-        assert_eq!(
-            messages[0].data_body.as_ptr(),
-            small.as_ptr(),
-            "kept on the heap, not copied"
+    #[test]
+    fn a_freed_slab_is_reused_within_the_window_and_released_after_it() {
+        let pool = Arc::new(SlabPool::new(Duration::from_millis(200)));
+        let mut writer = writer(&pool);
+        writer.copy(&body(100, 0)); // on the heap
+        let first = writer.copy(&body(2 << 20, 1)); // the start of a slab
+        let address = first.as_ptr();
+        writer.finish();
+        drop(first);
+        assert_eq!(pool.idle_bytes(), SLAB_BYTES, "back in the pool");
+        assert_eq!(pool.release_expired(), 0, "still within the window");
+
+        let mut writer = SlabWriter::new(Arc::clone(&pool));
+        writer.copy(&body(100, 0));
+        let reused = writer.copy(&body(3 << 20, 2));
+        assert_eq!(reused.as_ptr(), address, "the freed slab was reused");
+        assert!(
+            reused.iter().all(|&b| b == 2),
+            "old contents were overwritten"
         );
+        writer.finish();
+        drop(reused);
+
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(pool.release_expired(), SLAB_BYTES);
+        assert_eq!(pool.idle_bytes(), 0);
+    }
+
+    #[test]
+    fn without_a_window_freed_slabs_are_unmapped_at_once() {
+        let pool = Arc::new(SlabPool::new(Duration::ZERO));
+        let mut writer = writer(&pool);
+        writer.copy(&body(MAPPED_MIN_BYTES, 0));
+        drop(writer.copy(&body(2 << 20, 1)));
+        writer.finish();
+        assert_eq!(pool.idle_bytes(), 0);
     }
 }

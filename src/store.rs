@@ -1,4 +1,5 @@
-//! `TableStore`: the shared map from key to cached table, and the counters the server keeps.
+//! `TableStore`: the shared map from key to cached table, the memory its tables are kept in,
+//! and the counters the server keeps.
 //!
 //! A cheap-to-clone handle over `Arc` state, as mini-redis's `Db`. Nothing here is async and no
 //! map guard ever leaves a method: callers get an `Arc<CachedTable>` they can hold across
@@ -12,9 +13,11 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::key::TableKey;
+use crate::slab::SlabPool;
 use crate::table::CachedTable;
 
-/// The cache: tables by key, plus request counters. Clone it freely; clones share state.
+/// The cache: tables by key, the pool of table memory, and request counters. Clone it freely;
+/// clones share state.
 #[derive(Debug, Clone, Default)]
 pub struct TableStore {
     shared: Arc<Shared>,
@@ -23,6 +26,7 @@ pub struct TableStore {
 #[derive(Debug, Default)]
 struct Shared {
     tables: DashMap<TableKey, Arc<CachedTable>>,
+    slabs: Arc<SlabPool>,
     puts: AtomicU64,
     gets: AtomicU64,
     errors: AtomicU64,
@@ -49,6 +53,13 @@ impl TableStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The pool that uploads take table memory from and dropped tables give it back to.
+    /// Whoever serves the store runs its
+    /// [`release_expired_periodically`](SlabPool::release_expired_periodically).
+    pub fn slab_pool(&self) -> Arc<SlabPool> {
+        Arc::clone(&self.shared.slabs)
     }
 
     /// The table under `key`, if any.

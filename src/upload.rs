@@ -20,7 +20,7 @@ use bytes::Bytes;
 use crate::encode::{FlightEncoder, TARGET_MESSAGE_BYTES};
 use crate::error::{Error, Result};
 use crate::key::TableKey;
-use crate::slab::{self, SLAB_BYTES, SlabPacker};
+use crate::slab::{SlabPool, SlabWriter};
 use crate::table::CachedTable;
 
 /// Decoding state of an upload after its schema message arrived.
@@ -44,19 +44,21 @@ pub const RESPLIT_ABOVE_BYTES: usize = 2 * TARGET_MESSAGE_BYTES;
 pub struct TableUpload {
     key: TableKey,
     decoding: Option<Decoding>,
-    messages: SlabPacker,
+    memory: SlabWriter,
+    messages: Vec<FlightData>,
     rows: u64,
     bytes: u64,
     batches: u64,
 }
 
 impl TableUpload {
-    /// Start an upload for `key`.
-    pub fn new(key: TableKey) -> Self {
+    /// Start an upload for `key`, its table's memory taken from `slabs`.
+    pub fn new(key: TableKey, slabs: Arc<SlabPool>) -> Self {
         Self {
             key,
             decoding: None,
-            messages: SlabPacker::default(),
+            memory: SlabWriter::new(slabs),
+            messages: Vec::new(),
             rows: 0,
             bytes: 0,
             batches: 0,
@@ -85,20 +87,11 @@ impl TableUpload {
         }
         // Keep copies, not the received `Bytes`: those are slices of the transport's receive
         // buffers, and a kept slice pins its whole buffer (measured: 2.8-3.6x the table's size
-        // held). The copy is 64-byte aligned, so it is decoded in place; arrow-ipc needs that,
-        // as parts of its reader (union type ids and offsets) panic on unaligned buffers.
-        // An ordinary body is copied to the heap, where freed memory is reused warm, and the
-        // slab packer moves it into the table's mappings later; a giant one (pyarrow's single
-        // message for a one-chunk table) goes straight into a huge-page mapping of its own,
-        // which the packer keeps as is: gigabytes of fresh heap pages would cost far more.
+        // held). The body is copied once, to where the table keeps it (see `SlabWriter`),
+        // 64-byte aligned, and decoded there in place; arrow-ipc needs the alignment, as parts
+        // of its reader (union type ids and offsets) panic on unaligned buffers.
         let header = Bytes::copy_from_slice(&data.data_header);
-        let mapped = if data.data_body.len() >= SLAB_BYTES {
-            slab::mapped_copy(&data.data_body)
-        } else {
-            None
-        };
-        let stored =
-            mapped.unwrap_or_else(|| Bytes::from_owner(Buffer::from_slice_ref(&data.data_body)));
+        let stored = self.memory.copy(&data.data_body);
         let body = Buffer::from(stored.clone()); // a zero-copy view for the decoder
         drop(data);
         let message = ipc::root_as_message(&header)
@@ -118,8 +111,10 @@ impl TableUpload {
         };
         match resplit {
             Some(pieces) => {
+                drop((body, stored)); // the giant original, replaced by the pieces
                 for piece in pieces {
-                    self.keep(piece.data_header, piece.data_body);
+                    let body = self.memory.copy(&piece.data_body);
+                    self.keep(piece.data_header, body);
                 }
             }
             None => self.keep(header, stored),
@@ -129,7 +124,12 @@ impl TableUpload {
 
     fn keep(&mut self, header: Bytes, body: Bytes) {
         self.bytes += body.len() as u64;
-        self.messages.push(header, body);
+        self.messages.push(FlightData {
+            flight_descriptor: None,
+            data_header: header,
+            data_body: body,
+            app_metadata: Bytes::new(),
+        });
     }
 
     fn push_schema(&mut self, message: ipc::Message<'_>, header: &Bytes) -> Result<()> {
@@ -241,10 +241,11 @@ impl TableUpload {
                 reason: "the stream ended before a schema was sent".into(),
             });
         };
+        self.memory.finish();
         Ok(CachedTable::from_validated(
             decoding.schema,
             &decoding.schema_header,
-            self.messages.finish(),
+            self.messages,
             self.rows,
             self.bytes,
             self.batches,
