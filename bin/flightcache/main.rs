@@ -421,6 +421,8 @@ async fn clear(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
+    // Like a long-running client, reuse the memory of the last table received for the next one.
+    allocator::keep_freed_memory(allocator::BENCH_KEEP_FREED);
     let local = match (&args.server, args.in_process) {
         (None, false) => Some(LocalServer::spawn().context("starting a local flightcache server")?),
         _ => None,
