@@ -13,7 +13,9 @@
 //!   kernel zeroes every page first, and on a VM that reports freed pages to its host (this
 //!   project's does), the host must fault them in again, up to 2 s per GiB. So a slab freed by
 //!   a dropped or replaced table waits [`SLAB_REUSE_WINDOW`] in the pool for the next upload
-//!   before it is unmapped, as allocators keep freed memory for a while (mimalloc 1 s,
+//!   before it is unmapped, and so does the mapping of a body too large for a slab (such as
+//!   pyarrow's one giant message, kept only until it is re-split, to be reused by the next
+//!   upload of the same table), as allocators keep freed memory for a while (mimalloc 1 s,
 //!   jemalloc 10 s). A server that keeps replacing tables reuses warm memory; an idle one gives
 //!   it all back.
 
@@ -40,7 +42,8 @@ pub const SLAB_REUSE_WINDOW: Duration = Duration::from_secs(2);
 /// Unused slab memory at the end of a table is returned from this boundary on (a huge page).
 const TRIM_ALIGNMENT: usize = 2 << 20;
 
-/// Slabs freed by dropped tables, kept for [`SLAB_REUSE_WINDOW`] to be reused by uploads.
+/// Slabs (and large bodies' own mappings) freed by dropped tables, kept for
+/// [`SLAB_REUSE_WINDOW`] to be reused by uploads.
 ///
 /// Shared by a server's uploads (the [`TableStore`](crate::TableStore) owns one); call
 /// [`release_expired`](Self::release_expired) periodically so that an idle server gives the
@@ -109,12 +112,17 @@ impl SlabPool {
         }
     }
 
-    /// A slab to fill: the most recently freed one, or a fresh mapping; `None` if mapping fails.
-    fn take(self: &Arc<Self>) -> Option<Slab> {
-        let reused = self.lock().pop().map(|slab| slab.map);
+    /// A mapping of `len` bytes to fill: the most recently freed one of that size, or a fresh
+    /// one; `None` if mapping fails.
+    fn take(self: &Arc<Self>, len: usize) -> Option<Slab> {
+        let reused = {
+            let mut idle = self.lock();
+            let newest_fit = idle.iter().rposition(|slab| slab.map.len() == len);
+            newest_fit.map(|i| idle.swap_remove(i).map)
+        };
         let map = match reused {
             Some(map) => map,
-            None => MmapRaw::from(huge_page_map(SLAB_BYTES)?),
+            None => MmapRaw::from(huge_page_map(len)?),
         };
         Some(Slab {
             map: Some(map),
@@ -212,12 +220,12 @@ impl SlabWriter {
             return heap_copy(body);
         }
         if body.len() > OWN_MAPPING_ABOVE_BYTES {
-            return mapped_copy(body).unwrap_or_else(|| heap_copy(body));
+            return self.own_mapping_copy(body);
         }
         let fits = matches!(&self.current, Some((_, used)) if used + body.len() <= SLAB_BYTES);
         if !fits {
             self.trim_current();
-            match self.pool.take() {
+            match self.pool.take(SLAB_BYTES) {
                 Some(slab) => self.current = Some((Arc::new(slab), 0)),
                 None => {
                     self.current = None;
@@ -241,6 +249,22 @@ impl SlabWriter {
         Bytes::from_owner(SlabSlice {
             slab: Arc::clone(slab),
             range,
+        })
+    }
+
+    /// A copy of a large body in a mapping of its own (rounded up to whole huge pages, so that
+    /// a body of the same size, such as the next upload of the same table, can reuse it).
+    fn own_mapping_copy(&self, body: &[u8]) -> Bytes {
+        let Some(slab) = self.pool.take(body.len().next_multiple_of(TRIM_ALIGNMENT)) else {
+            return heap_copy(body);
+        };
+        // SAFETY: the mapping is at least `body.len()` long and nothing else refers to it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(body.as_ptr(), slab.map().as_mut_ptr(), body.len());
+        }
+        Bytes::from_owner(SlabSlice {
+            slab: Arc::new(slab),
+            range: 0..body.len(),
         })
     }
 
@@ -272,14 +296,6 @@ impl SlabWriter {
 /// A 64-byte aligned heap copy.
 fn heap_copy(body: &[u8]) -> Bytes {
     Bytes::from_owner(Buffer::from_slice_ref(body))
-}
-
-/// A copy of `body` in a mapping of its own, with huge pages advised; `None` if mapping fails.
-/// The mapping is unmapped when the last reference to the copy is dropped.
-pub fn mapped_copy(body: &[u8]) -> Option<Bytes> {
-    let mut map = huge_page_map(body.len())?;
-    map.copy_from_slice(body);
-    Some(Bytes::from_owner(map.make_read_only().ok()?))
 }
 
 fn huge_page_map(len: usize) -> Option<memmap2::MmapMut> {
@@ -370,6 +386,32 @@ mod tests {
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(pool.release_expired(), SLAB_BYTES);
         assert_eq!(pool.idle_bytes(), 0);
+    }
+
+    #[test]
+    fn a_large_body_reuses_a_freed_mapping_of_its_size() {
+        let pool = Arc::new(SlabPool::default());
+        let giant = 40 << 20;
+        let mut writer = writer(&pool);
+        writer.copy(&body(MAPPED_MIN_BYTES, 0));
+        let first = writer.copy(&body(giant, 1));
+        let address = first.as_ptr();
+        drop(first);
+        assert_eq!(
+            pool.idle_bytes(),
+            giant,
+            "a whole number of huge pages: no rounding"
+        );
+        let other_size = writer.copy(&body(giant + (4 << 20), 2));
+        assert_ne!(
+            other_size.as_ptr(),
+            address,
+            "only a mapping of the same size is reused"
+        );
+        let same_size = writer.copy(&body(giant - 100, 3));
+        assert_eq!(same_size.as_ptr(), address);
+        assert!(same_size.iter().all(|&b| b == 3));
+        writer.finish();
     }
 
     #[test]
