@@ -13,6 +13,7 @@
 //! - [`actions`]: the `do_action` vocabulary (`drop`, `clear`, `stats`).
 //! - [`abort`]: telling a client's aborted upload from a finished one.
 //! - [`service`]: [`FlightCacheService`], the Flight RPCs.
+//! - [`replay`]: serving `do_get` of a cached table without copying its bodies.
 //! - [`server`]: [`ServerConfig`], [`serve`], [`EmbeddedServer`].
 //! - [`http2`]: HTTP/2 frame and window settings shared by both ends.
 //! - [`client`]: [`CacheClient`], a typed client.
@@ -34,6 +35,7 @@ pub mod error;
 pub mod files;
 pub mod http2;
 pub mod key;
+pub mod replay;
 pub mod server;
 pub mod service;
 pub mod slab;

@@ -13,6 +13,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::abort::AbortWatch;
 use crate::error::{Error, Result};
 use crate::http2::Http2Settings;
+use crate::replay::ReplayGet;
 use crate::service::FlightCacheService;
 use crate::store::TableStore;
 
@@ -50,17 +51,17 @@ impl Default for ServerConfig {
 }
 
 /// The gRPC service for `store`, with the message limits of `config`, its request bodies
-/// watched for client aborts (see [`AbortWatch`]).
+/// watched for client aborts (see [`AbortWatch`]) and its gets of cached tables served without
+/// copying (see [`ReplayGet`]).
 pub fn make_server(
     store: TableStore,
     config: &ServerConfig,
-) -> AbortWatch<FlightServiceServer<FlightCacheService>> {
-    let service = FlightCacheService::new(store, config.max_concurrent_puts);
-    AbortWatch::new(
-        FlightServiceServer::new(service)
-            .max_decoding_message_size(config.max_message_bytes)
-            .max_encoding_message_size(config.max_message_bytes),
-    )
+) -> AbortWatch<ReplayGet<FlightServiceServer<FlightCacheService>>> {
+    let service = FlightCacheService::new(store.clone(), config.max_concurrent_puts);
+    let flight = FlightServiceServer::new(service)
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
+    AbortWatch::new(ReplayGet::new(flight, store))
 }
 
 /// Serve `store` on `listener` until `shutdown` completes, then stop accepting and finish the
