@@ -12,6 +12,10 @@ use flightcache::upload::TableUpload;
 use flightcache::{CacheClient, EmbeddedServer, ServerConfig, TableKey};
 use futures::TryStreamExt;
 
+/// The allocator `flightcache serve` runs with, so that allocation costs match the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Size of the table every bench moves.
 const TABLE_BYTES: u64 = 16 << 20;
 
