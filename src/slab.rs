@@ -13,11 +13,11 @@
 //!   kernel zeroes every page first, and on a VM that reports freed pages to its host (this
 //!   project's does), the host must fault them in again, up to 2 s per GiB. So a slab freed by
 //!   a dropped or replaced table waits [`SLAB_REUSE_WINDOW`] in the pool for the next upload
-//!   before it is unmapped, and so does the mapping of a body too large for a slab (such as
-//!   pyarrow's one giant message, kept only until it is re-split, to be reused by the next
-//!   upload of the same table), as allocators keep freed memory for a while (mimalloc 1 s,
-//!   jemalloc 10 s). A server that keeps replacing tables reuses warm memory; an idle one gives
-//!   it all back.
+//!   before it is unmapped. So does the mapping of its own that a body over
+//!   [`OWN_MAPPING_ABOVE_BYTES`] gets, such as pyarrow's one giant message, kept only until it
+//!   is re-split and then reused by the next upload of the same table. Allocators keep freed
+//!   memory for a while in the same way (mimalloc 1 s, jemalloc 10 s). A server that keeps
+//!   replacing tables reuses warm memory; an idle one gives it all back.
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
