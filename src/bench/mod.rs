@@ -265,7 +265,9 @@ async fn measure_concurrent(
         let client = CacheClient::connect(url).await?;
         connections.push((client, TableKey::try_new(format!("{BENCH_KEY}-{i}"))?));
     }
-    for round in 1..=rounds {
+    // Round 0 is the untimed warm-up, as for one client: new connections and first touches
+    // of fresh memory would otherwise dominate the first timed round.
+    for round in 0..=rounds {
         progress.step(&format!("round {round}/{rounds}: {clients} clients put"));
         let start = Instant::now();
         let puts = connections.iter().map(|(client, key)| {
@@ -276,7 +278,7 @@ async fn measure_concurrent(
         for put in puts.collect::<Vec<_>>() {
             put.await.map_err(task_failed)??;
         }
-        samples.concurrent_put.push(start.elapsed());
+        let put_time = start.elapsed();
 
         progress.step(&format!("round {round}/{rounds}: {clients} clients get"));
         let start = Instant::now();
@@ -287,7 +289,10 @@ async fn measure_concurrent(
         for get in gets.collect::<Vec<_>>() {
             get.await.map_err(task_failed)??;
         }
-        samples.concurrent_get.push(start.elapsed());
+        if round > 0 {
+            samples.concurrent_put.push(put_time);
+            samples.concurrent_get.push(start.elapsed());
+        }
     }
     for (client, key) in &mut connections {
         client.drop_table(key).await?;
