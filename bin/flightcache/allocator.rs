@@ -38,6 +38,29 @@ pub fn keep_freed_memory(delay: Duration) {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, millis) };
 }
 
+/// Collect this thread's freed allocator pages, at most every [`PARK_COLLECT_INTERVAL`]: for
+/// tokio's `on_thread_park`, so that a worker going idle does not keep the free pages of its
+/// last transfer (the periodic [`release_freed_memory`] only collects its own thread's).
+pub fn collect_when_parking() {
+    use std::cell::Cell;
+    use std::time::Instant;
+    thread_local! {
+        static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+    let now = Instant::now();
+    let due = LAST
+        .get()
+        .is_none_or(|last| now.duration_since(last) >= PARK_COLLECT_INTERVAL);
+    if due {
+        LAST.set(Some(now));
+        // SAFETY: mi_collect has no preconditions.
+        unsafe { libmimalloc_sys::mi_collect(false) };
+    }
+}
+
+/// How often a parking worker thread collects at most ([`collect_when_parking`]).
+pub const PARK_COLLECT_INTERVAL: Duration = Duration::from_millis(100);
+
 /// mimalloc's current purge delay.
 #[cfg(test)]
 fn purge_delay() -> Duration {
