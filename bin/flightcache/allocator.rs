@@ -6,7 +6,8 @@
 //! the thread that owns the memory next calls into the allocator. A server's worker threads go
 //! idle when the transfers end, so without help the buffers of the last transfer stay resident
 //! until the next request: 20-90 MiB over idle after dropping a 1 GiB table.
-//! [`release_freed_memory`] collects periodically so that an idle server shrinks back.
+//! [`release_freed_memory`] collects periodically so that an idle server shrinks back, and
+//! [`collect_when_parking`] lets each worker thread hand back its own free pages as it goes idle.
 //!
 //! `flightcache bench` is the opposite case, a client that receives the same large table
 //! again every second or so: [`keep_freed_memory`] makes it keep freed memory for reuse longer
