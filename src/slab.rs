@@ -75,11 +75,6 @@ impl SlabPool {
         }
     }
 
-    /// How long freed slabs are kept.
-    pub fn reuse_window(&self) -> Duration {
-        self.reuse_window
-    }
-
     /// Bytes of freed slabs waiting for reuse.
     pub fn idle_bytes(&self) -> usize {
         self.lock().iter().map(|slab| slab.map.len()).sum()
