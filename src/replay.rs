@@ -86,7 +86,8 @@ where
                 // Let tonic answer a broken request as it would.
                 Err(_) => Bytes::new(),
             };
-            if let Some(table) = cached_table(&store, &request_bytes) {
+            if let Some((key, table)) = cached_table(&store, &request_bytes) {
+                tracing::debug!(key = key.as_str(), "do_get replayed");
                 store.record_get();
                 return Ok(replay_response(table));
             }
@@ -96,9 +97,9 @@ where
     }
 }
 
-/// The table a `DoGet` request body asks for, if the body is one uncompressed `Ticket` naming
-/// a cached table.
-fn cached_table(store: &TableStore, request: &[u8]) -> Option<Arc<CachedTable>> {
+/// The key and table a `DoGet` request body asks for, if the body is one uncompressed `Ticket`
+/// naming a cached table.
+fn cached_table(store: &TableStore, request: &[u8]) -> Option<(TableKey, Arc<CachedTable>)> {
     let (&[compressed], rest) = request.split_first_chunk::<1>()?;
     let (length, message) = rest.split_first_chunk::<4>()?;
     if compressed != 0 || u32::from_be_bytes(*length) as usize != message.len() {
@@ -106,8 +107,8 @@ fn cached_table(store: &TableStore, request: &[u8]) -> Option<Arc<CachedTable>> 
     }
     let ticket = Ticket::decode(message).ok()?;
     let key = TableKey::try_from_ticket(&ticket).ok()?;
-    tracing::debug!(key = key.as_str(), "do_get replayed");
-    store.get(&key)
+    let table = store.get(&key)?;
+    Some((key, table))
 }
 
 /// A successful gRPC response streaming `table`'s messages.
@@ -182,12 +183,12 @@ fn frame_message(message: &FlightData) -> (Bytes, Bytes) {
     } else {
         key_len(DATA_BODY_FIELD) + encoded_len_varint(body.len() as u64)
     };
-    let message_len = fields.encoded_len() + body_field_head + body.len();
+    let fields_len = fields.encoded_len();
+    let message_len = fields_len + body_field_head + body.len();
     // Stored messages passed the server's message size limit on the way in, which is below
     // gRPC's 4 GiB.
     let message_len = u32::try_from(message_len).expect("a stored message is under 4 GiB");
-    let mut head =
-        BytesMut::with_capacity(GRPC_PREFIX_BYTES + fields.encoded_len() + body_field_head);
+    let mut head = BytesMut::with_capacity(GRPC_PREFIX_BYTES + fields_len + body_field_head);
     head.put_u8(0);
     head.put_u32(message_len);
     fields
