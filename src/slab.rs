@@ -113,7 +113,7 @@ impl SlabPool {
         let reused = {
             let mut idle = self.lock();
             let newest_fit = idle.iter().rposition(|slab| slab.map.len() == len);
-            newest_fit.map(|i| idle.swap_remove(i).map)
+            newest_fit.map(|i| idle.remove(i).map) // `remove` keeps the list oldest first
         };
         let map = match reused {
             Some(map) => map,
