@@ -35,24 +35,36 @@ def get(client, key):
     return client.do_get(flight.Ticket(key)).read_all()
 
 
-def measure(url, table, repeat):
-    client = flight.connect(url)
+def measure(urls, table, repeat):
+    """Median put and get seconds for each server, timed in alternation in this one process.
+
+    Rounds alternate between the servers, and which one goes first alternates too, so that
+    neither is timed while this client's own allocator is still growing or while the other's
+    freed memory is still being returned: the client's state is the same for both.
+    """
+    clients = {name: flight.connect(url) for name, url in urls.items()}
     key = "compare"
-    put(client, key, table)  # warm-up, untimed
-    got = get(client, key)
-    assert got.num_rows == table.num_rows
-    del got
-    puts, gets = [], []
-    for _ in range(repeat):
-        start = time.perf_counter()
+    for client in clients.values():  # warm-up, untimed
         put(client, key, table)
-        puts.append(time.perf_counter() - start)
-        start = time.perf_counter()
         got = get(client, key)
-        gets.append(time.perf_counter() - start)
+        assert got.num_rows == table.num_rows
         del got
-    client.close()
-    return statistics.median(puts), statistics.median(gets)
+    times = {name: ([], []) for name in clients}
+    for round_index in range(repeat):
+        order = list(clients) if round_index % 2 == 0 else list(reversed(clients))
+        for name in order:
+            puts, gets = times[name]
+            start = time.perf_counter()
+            put(clients[name], key, table)
+            puts.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            got = get(clients[name], key)
+            gets.append(time.perf_counter() - start)
+            del got
+    for client in clients.values():
+        client.close()
+    return {name: (statistics.median(puts), statistics.median(gets))
+            for name, (puts, gets) in times.items()}
 
 
 def main():
@@ -68,8 +80,9 @@ def main():
     results = []
     for shape, table in tables(args.size_mib << 20, args.cols).items():
         nbytes = table.nbytes
-        ours = measure(args.flightcache, table, args.repeat)
-        ref = measure(args.reference, table, args.repeat)
+        medians = measure({"flightcache": args.flightcache, "reference": args.reference},
+                          table, args.repeat)
+        ours, ref = medians["flightcache"], medians["reference"]
         for i, op in enumerate(["put", "get"]):
             results.append({
                 "shape": shape, "operation": op, "bytes": nbytes,
