@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`key`]: [`TableKey`], and how descriptors and tickets name a table.
 //! - [`upload`]: [`TableUpload`](upload::TableUpload) validates a `do_put` into a table.
-//! - [`slab`]: table memory: bodies copied once into huge-page slabs, reused for 2 s once freed.
+//! - [`slab`]: table memory: bodies copied once into huge-page slabs, reused for 10 s once
+//!   freed.
 //! - [`table`]: [`CachedTable`], the stored messages, and its `FlightInfo`.
 //! - [`store`]: [`TableStore`], the shared key → table map and counters.
 //! - [`actions`]: the `do_action` vocabulary (`drop`, `clear`, `stats`).

@@ -133,11 +133,19 @@ impl EmbeddedServer {
     /// # Errors
     /// [`Error::Io`] if no port can be bound.
     pub async fn start(config: ServerConfig) -> Result<Self> {
+        Self::start_with_store(TableStore::new(), config).await
+    }
+
+    /// Bind 127.0.0.1:0 and start serving `store`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if no port can be bound.
+    pub async fn start_with_store(store: TableStore, config: ServerConfig) -> Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         // Read the address before spawning, so a caller can connect at once (no sleeps).
         let addr = listener.local_addr()?;
         let (shutdown, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, TableStore::new(), config, async {
+        let task = tokio::spawn(serve(listener, store, config, async {
             stopped.await.ok();
         }));
         Ok(Self {

@@ -9,15 +9,16 @@
 //!   kernel's `vm.max_map_count`.
 //! - **One copy.** [`SlabWriter::copy`] copies a received body into its final place, 64-byte
 //!   aligned, where the upload then validates it in place: nothing is copied twice.
-//! - **Reuse for two seconds.** Filling fresh memory is most of what a large put costs: the
+//! - **Reuse for ten seconds.** Filling fresh memory is most of what a large put costs: the
 //!   kernel zeroes every page first, and on a VM that reports freed pages to its host (this
-//!   project's does), the host must fault them in again, up to 2 s per GiB. So a slab freed by
-//!   a dropped or replaced table waits [`SLAB_REUSE_WINDOW`] in the pool for the next upload
-//!   before it is unmapped. So does the mapping of its own that a body over
-//!   [`OWN_MAPPING_ABOVE_BYTES`] gets, such as pyarrow's one giant message, kept only until it
-//!   is re-split and then reused by the next upload of the same table. Allocators keep freed
-//!   memory for a while in the same way (mimalloc 1 s, jemalloc 10 s). A server that keeps
-//!   replacing tables reuses warm memory; an idle one gives it all back.
+//!   project's does), the host must fault them in again, up to 2-3 s per GiB. So a slab freed
+//!   by a dropped or replaced table waits in the pool for the next upload, by default
+//!   [`DEFAULT_REUSE_WINDOW`] (`serve --keep-freed-secs`), before it is unmapped. So does the
+//!   mapping of its own that a body over [`OWN_MAPPING_ABOVE_BYTES`] gets, such as pyarrow's
+//!   one giant message, kept only until it is re-split and then reused by the next upload of
+//!   the same table. Allocators keep freed memory for a while in the same way; ten seconds is
+//!   jemalloc's default. A server that keeps replacing tables reuses warm memory, even when a
+//!   put of gigabytes comes only every few seconds; an idle one gives it all back.
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -37,13 +38,16 @@ pub const MAPPED_MIN_BYTES: usize = 1 << 20;
 pub const OWN_MAPPING_ABOVE_BYTES: usize = SLAB_BYTES / 4;
 /// Each body starts at a multiple of this, as Arrow buffers want.
 pub const BODY_ALIGNMENT: usize = 64;
-/// How long a freed slab is kept for reuse before [`SlabPool::release_expired`] unmaps it.
-pub const SLAB_REUSE_WINDOW: Duration = Duration::from_secs(2);
+/// How long a freed slab is kept for reuse before [`SlabPool::release_expired`] unmaps it,
+/// unless the pool is made with another window.
+pub const DEFAULT_REUSE_WINDOW: Duration = Duration::from_secs(10);
+/// [`SlabPool::release_expired_periodically`] checks at least this often.
+const LONGEST_RELEASE_PERIOD: Duration = Duration::from_millis(500);
 /// Unused slab memory at the end of a table is returned from this boundary on (a huge page).
 const TRIM_ALIGNMENT: usize = 2 << 20;
 
-/// Slabs (and large bodies' own mappings) freed by dropped tables, kept for
-/// [`SLAB_REUSE_WINDOW`] to be reused by uploads.
+/// Slabs (and large bodies' own mappings) freed by dropped tables, kept for a reuse window
+/// ([`DEFAULT_REUSE_WINDOW`] unless told otherwise) to be reused by uploads.
 ///
 /// Shared by a server's uploads (the [`TableStore`](crate::TableStore) owns one); call
 /// [`release_expired`](Self::release_expired) periodically so that an idle server gives the
@@ -62,7 +66,7 @@ struct IdleSlab {
 
 impl Default for SlabPool {
     fn default() -> Self {
-        Self::new(SLAB_REUSE_WINDOW)
+        Self::new(DEFAULT_REUSE_WINDOW)
     }
 }
 
@@ -95,10 +99,16 @@ impl SlabPool {
         expired.iter().map(|slab| slab.map.len()).sum()
     }
 
-    /// Run [`release_expired`](Self::release_expired) four times per reuse window, until the
-    /// task running this is dropped or aborted.
+    /// How long a freed slab is kept for reuse.
+    pub fn reuse_window(&self) -> Duration {
+        self.reuse_window
+    }
+
+    /// Run [`release_expired`](Self::release_expired) four times per reuse window and at least
+    /// every 500 ms, until the task running this is dropped or aborted.
     pub async fn release_expired_periodically(self: Arc<Self>) {
-        let period = (self.reuse_window / 4).max(Duration::from_millis(10));
+        let period =
+            (self.reuse_window / 4).clamp(Duration::from_millis(10), LONGEST_RELEASE_PERIOD);
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
@@ -47,12 +48,28 @@ pub struct StoreStats {
     pub gets: u64,
     /// Requests that failed since the server started.
     pub errors: u64,
+    /// Memory freed by dropped or replaced tables that the server keeps for the next uploads;
+    /// it goes back to the system once it has waited the reuse window.
+    #[serde(default)]
+    pub freed_bytes: u64,
 }
 
 impl TableStore {
-    /// An empty store.
+    /// An empty store, keeping freed table memory for
+    /// [`DEFAULT_REUSE_WINDOW`](crate::slab::DEFAULT_REUSE_WINDOW).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that keeps the memory of dropped or replaced tables for `reuse_window`
+    /// for the next uploads, then gives it back (zero: at once).
+    pub fn with_reuse_window(reuse_window: Duration) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                slabs: Arc::new(SlabPool::new(reuse_window)),
+                ..Shared::default()
+            }),
+        }
     }
 
     /// The pool that uploads take table memory from and dropped tables give it back to.
@@ -133,6 +150,7 @@ impl TableStore {
             puts: self.shared.puts.load(Ordering::Relaxed),
             gets: self.shared.gets.load(Ordering::Relaxed),
             errors: self.shared.errors.load(Ordering::Relaxed),
+            freed_bytes: self.shared.slabs.idle_bytes() as u64,
         }
     }
 }

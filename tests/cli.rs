@@ -607,9 +607,11 @@ fn serve_gives_memory_back_after_drop() {
         "bench drops its table"
     );
 
+    // serve keeps the dropped table's memory 10 s for reuse (`--keep-freed-secs`), then gives
+    // it back; poll for up to 20 s.
     let allowed = idle + (16 << 20);
     let mut now = rss_bytes(pid).unwrap();
-    for _ in 0..40 {
+    for _ in 0..80 {
         if now <= allowed {
             break;
         }
@@ -618,7 +620,7 @@ fn serve_gives_memory_back_after_drop() {
     }
     assert!(
         now <= allowed,
-        "server RSS {} MiB 10 s after the drop, idle was {} MiB",
+        "server RSS {} MiB 20 s after the drop, idle was {} MiB",
         now >> 20,
         idle >> 20
     );

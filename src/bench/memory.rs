@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::slab::SLAB_REUSE_WINDOW;
-
 /// Resident set size of process `pid`, in bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -12,15 +10,15 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// RSS of `pid` once it stops changing: freed memory goes back to the system after a delay
-/// (the server's freed table memory after [`SLAB_REUSE_WINDOW`], its allocator's within 2 s),
-/// so an immediate reading reports a moment, not the steady state. Polls every 250 ms until the
-/// readings of the last 3 s are within 1 MiB of each other, for at most 10 s.
+/// RSS of `pid` once it stops changing: an allocator gives freed memory back to the system
+/// after a delay (the server's within 2 s), so an immediate reading reports a moment, not the
+/// steady state. Polls every 250 ms until the readings of the last 3 s are within 1 MiB of each
+/// other, for at most 10 s. The server's freed table memory is kept longer, for reuse: wait
+/// until the server reports none (its `freed_bytes`) before calling this.
 pub async fn settled_rss_bytes(pid: u32) -> Option<u64> {
     const POLL: std::time::Duration = std::time::Duration::from_millis(250);
-    const STEADY_READINGS: usize = 13; // 3 s of polls, longer than the reuse window
+    const STEADY_READINGS: usize = 13; // 3 s of polls
     const MAX_POLLS: usize = 40; // 10 s
-    const _: () = assert!(SLAB_REUSE_WINDOW.as_millis() < 3000);
     let mut recent = std::collections::VecDeque::with_capacity(STEADY_READINGS);
     recent.push_back(rss_bytes(pid)?);
     for _ in 0..MAX_POLLS {
@@ -47,7 +45,7 @@ pub struct ServerMemory {
     pub before_put: u64,
     /// RSS while the table is cached, after all rounds.
     pub holding: u64,
-    /// RSS right after the table was dropped.
+    /// RSS after the table was dropped, once the server gave its memory back.
     pub after_drop: u64,
 }
 

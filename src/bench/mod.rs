@@ -119,6 +119,21 @@ impl Table {
     }
 }
 
+/// Longest wait for a server to give back the memory of dropped tables; `serve` keeps it
+/// for [`DEFAULT_REUSE_WINDOW`](crate::slab::DEFAULT_REUSE_WINDOW) unless told otherwise.
+const MAX_WAIT_FOR_FREED_MEMORY: Duration = Duration::from_secs(60);
+
+/// Wait until the server reports no freed table memory kept for reuse (see
+/// [`StoreStats::freed_bytes`](crate::StoreStats::freed_bytes)), for at most
+/// [`MAX_WAIT_FOR_FREED_MEMORY`].
+async fn wait_until_freed_memory_is_returned(client: &mut CacheClient) -> Result<()> {
+    let deadline = Instant::now() + MAX_WAIT_FOR_FREED_MEMORY;
+    while client.stats().await?.freed_bytes > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
 async fn timed_get(
     client: &mut CacheClient,
     key: &TableKey,
@@ -213,7 +228,14 @@ pub async fn run(config: &BenchConfig, progress: &dyn Progress) -> Result<BenchR
     progress.step("measuring server memory");
     let rss_holding = rss().await;
     flight.drop_table(&key).await?;
-    let rss_after_drop = rss().await;
+    let rss_after_drop = match server_pid {
+        Some(_) => {
+            progress.step("waiting for the server to give back the dropped table's memory");
+            wait_until_freed_memory_is_returned(&mut flight).await?;
+            rss().await
+        }
+        None => None,
+    };
     if let Some(json_client) = json_client.as_mut() {
         for round in 1..=rounds {
             let step = |what: &str| progress.step(&format!("round {round}/{rounds}: {what}"));

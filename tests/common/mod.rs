@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow_flight::FlightClient;
-use flightcache::{CacheClient, EmbeddedServer, ServerConfig, TableKey};
+use flightcache::{CacheClient, EmbeddedServer, ServerConfig, TableKey, TableStore};
 use tonic::transport::Channel;
 
 /// A flightcache server for one test.
@@ -25,6 +25,14 @@ impl TestServer {
     /// Start a server with `config`.
     pub async fn start_with(config: ServerConfig) -> Self {
         let server = EmbeddedServer::start(config).await.expect("server starts");
+        Self { server }
+    }
+
+    /// Start a server of `store` with the default configuration.
+    pub async fn start_with_store(store: TableStore) -> Self {
+        let server = EmbeddedServer::start_with_store(store, ServerConfig::default())
+            .await
+            .expect("server starts");
         Self { server }
     }
 

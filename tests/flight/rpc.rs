@@ -1,9 +1,12 @@
 //! Every RPC: what it answers, and the exact gRPC code of each error.
 
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, RecordBatch};
 use arrow_flight::{Action, Criteria, FlightDescriptor, Ticket};
 use bytes::Bytes;
 use flightcache::actions::{ClearResult, DropResult};
-use flightcache::{Error, StoreStats};
+use flightcache::{Error, StoreStats, TableStore};
 use futures::{StreamExt, TryStreamExt};
 use tonic::Code;
 
@@ -224,9 +227,46 @@ async fn stats_count_tables_rows_and_requests() {
             bytes: a.bytes + b.bytes,
             puts: 2,
             gets: 1,
-            errors: 1
+            errors: 1,
+            freed_bytes: 0,
         }
     );
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn stats_show_freed_table_memory_until_the_reuse_window_gives_it_back() {
+    let window = std::time::Duration::from_millis(300);
+    let server = TestServer::start_with_store(TableStore::with_reuse_window(window)).await;
+    let mut client = server.client().await;
+    // 8 MiB: large enough to be kept in slabs rather than on the heap.
+    let values = Float64Array::from_iter_values((0..1 << 20).map(f64::from));
+    let batch = RecordBatch::try_from_iter([("x", Arc::new(values) as ArrayRef)]).unwrap();
+    client
+        .put_batches(&key("big"), batch.schema(), vec![batch])
+        .await
+        .unwrap();
+    assert_eq!(
+        client.stats().await.unwrap().freed_bytes,
+        0,
+        "nothing freed yet"
+    );
+
+    client.drop_table(&key("big")).await.unwrap();
+    let freed = client.stats().await.unwrap().freed_bytes;
+    assert!(
+        freed >= 8 << 20,
+        "the dropped table's memory is kept for reuse: {freed}"
+    );
+    let mut waited = std::time::Duration::ZERO;
+    while client.stats().await.unwrap().freed_bytes > 0 {
+        assert!(
+            waited < 20 * window,
+            "freed memory still kept after {waited:?}"
+        );
+        tokio::time::sleep(window / 4).await;
+        waited += window / 4;
+    }
     server.shutdown_and_wait().await;
 }
 
