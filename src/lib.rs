@@ -15,6 +15,8 @@
 //! - [`abort`]: telling a client's aborted upload from a finished one.
 //! - [`service`]: [`FlightCacheService`], the Flight RPCs.
 //! - [`replay`]: serving `do_get` of a cached table without copying its bodies.
+//! - [`receive`]: receiving `do_put` bodies straight into table memory.
+//! - [`grpc`]: gRPC's framing, for the two above.
 //! - [`server`]: [`ServerConfig`], [`serve`], [`EmbeddedServer`].
 //! - [`http2`]: HTTP/2 frame and window settings shared by both ends.
 //! - [`client`]: [`CacheClient`], a typed client.
@@ -34,8 +36,10 @@ pub mod client;
 pub mod encode;
 pub mod error;
 pub mod files;
+pub mod grpc;
 pub mod http2;
 pub mod key;
+pub mod receive;
 pub mod replay;
 pub mod server;
 pub mod service;

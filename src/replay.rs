@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use arrow_flight::{FlightData, Ticket};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
@@ -26,16 +26,13 @@ use tonic::body::Body;
 use tonic::codegen::{Service, http};
 use tonic::server::NamedService;
 
+use crate::grpc;
 use crate::key::TableKey;
 use crate::store::TableStore;
 use crate::table::CachedTable;
 
 /// The HTTP/2 path of Flight's `DoGet`.
 pub const DO_GET_PATH: &str = "/arrow.flight.protocol.FlightService/DoGet";
-/// `FlightData.data_body`'s protobuf field number.
-const DATA_BODY_FIELD: u32 = 1000;
-/// The gRPC message prefix: a compression flag and a big-endian length.
-const GRPC_PREFIX_BYTES: usize = 5;
 
 /// A service wrapper that serves `DoGet` of cached tables itself and passes every other
 /// request, and every get it cannot serve, to `inner`.
@@ -113,17 +110,12 @@ fn cached_table(store: &TableStore, request: &[u8]) -> Option<(TableKey, Arc<Cac
 
 /// A successful gRPC response streaming `table`'s messages.
 fn replay_response(table: Arc<CachedTable>) -> http::Response<Body> {
-    let mut response = http::Response::new(Body::new(ReplayBody {
+    grpc::response(Body::new(ReplayBody {
         table,
         next: 0,
         pending_body: None,
         ended: false,
-    }));
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/grpc"),
-    );
-    response
+    }))
 }
 
 /// The response body: for each message its framing and fields, then its body; then the
@@ -156,9 +148,7 @@ impl HttpBody for ReplayBody {
             return Poll::Ready(None);
         }
         self.ended = true;
-        let mut trailers = http::HeaderMap::new();
-        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+        Poll::Ready(Some(Ok(Frame::trailers(grpc::ok_trailers()))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -181,21 +171,18 @@ fn frame_message(message: &FlightData) -> (Bytes, Bytes) {
     let body_field_head = if body.is_empty() {
         0
     } else {
-        key_len(DATA_BODY_FIELD) + encoded_len_varint(body.len() as u64)
+        key_len(grpc::DATA_BODY_FIELD) + encoded_len_varint(body.len() as u64)
     };
     let fields_len = fields.encoded_len();
     let message_len = fields_len + body_field_head + body.len();
-    // Stored messages passed the server's message size limit on the way in, which is below
-    // gRPC's 4 GiB.
-    let message_len = u32::try_from(message_len).expect("a stored message is under 4 GiB");
-    let mut head = BytesMut::with_capacity(GRPC_PREFIX_BYTES + fields_len + body_field_head);
-    head.put_u8(0);
-    head.put_u32(message_len);
+    let mut head = BytesMut::with_capacity(grpc::PREFIX_BYTES + fields_len + body_field_head);
+    // Stored messages passed the server's message size limit on the way in, below 4 GiB.
+    grpc::put_prefix(message_len, &mut head);
     fields
         .encode(&mut head)
         .expect("the buffer was sized for the message");
     if !body.is_empty() {
-        encode_key(DATA_BODY_FIELD, WireType::LengthDelimited, &mut head);
+        encode_key(grpc::DATA_BODY_FIELD, WireType::LengthDelimited, &mut head);
         encode_varint(body.len() as u64, &mut head);
     }
     (head.freeze(), body)

@@ -13,6 +13,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::abort::AbortWatch;
 use crate::error::{Error, Result};
 use crate::http2::Http2Settings;
+use crate::receive::DirectPut;
 use crate::replay::ReplayGet;
 use crate::service::FlightCacheService;
 use crate::store::TableStore;
@@ -51,17 +52,22 @@ impl Default for ServerConfig {
 }
 
 /// The gRPC service for `store`, with the message limits of `config`, its request bodies
-/// watched for client aborts (see [`AbortWatch`]) and its gets of cached tables served without
-/// copying (see [`ReplayGet`]).
+/// watched for client aborts (see [`AbortWatch`]), its uploads received straight into table
+/// memory (see [`DirectPut`]) and its gets of cached tables served without copying (see
+/// [`ReplayGet`]).
 pub fn make_server(
     store: TableStore,
     config: &ServerConfig,
-) -> AbortWatch<ReplayGet<FlightServiceServer<FlightCacheService>>> {
+) -> AbortWatch<DirectPut<ReplayGet<FlightServiceServer<FlightCacheService>>>> {
     let service = FlightCacheService::new(store.clone(), config.max_concurrent_puts);
-    let flight = FlightServiceServer::new(service)
+    let flight = FlightServiceServer::new(service.clone())
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
-    AbortWatch::new(ReplayGet::new(flight, store))
+    AbortWatch::new(DirectPut::new(
+        ReplayGet::new(flight, store),
+        service,
+        config.max_message_bytes,
+    ))
 }
 
 /// Serve `store` on `listener` until `shutdown` completes, then stop accepting and finish the

@@ -21,6 +21,7 @@ use crate::abort::BodyAborted;
 use crate::actions::{CacheAction, ClearResult, DropResult};
 use crate::error::{Error, Result};
 use crate::key::TableKey;
+use crate::slab::SlabWriter;
 use crate::store::TableStore;
 use crate::upload::{PutSummary, TableUpload};
 
@@ -69,11 +70,26 @@ impl FlightCacheService {
         }
     }
 
-    async fn put(
-        &self,
-        mut messages: Streaming<FlightData>,
-        aborted: Option<BodyAborted>,
-    ) -> Result<ResponseStream<PutResult>> {
+    /// Receive one upload from `messages` and store it; count it as a failed request unless it
+    /// ends well. `do_put` through tonic and [`DirectPut`](crate::receive::DirectPut) both
+    /// come here.
+    ///
+    /// # Errors
+    /// The status to answer the client with.
+    #[instrument(skip_all, fields(key))]
+    pub async fn receive_put(&self, messages: impl UploadMessages) -> Result<PutResult, Status> {
+        // A client that resets its stream makes hyper drop this future at an `.await`, so a
+        // guard, not the code after it, counts the failure.
+        let failed = FailedUploadGuard {
+            store: &self.store,
+            armed: true,
+        };
+        let result = self.put(messages).await;
+        failed.settle(result.is_ok());
+        result.map_err(Status::from)
+    }
+
+    async fn put(&self, mut messages: impl UploadMessages) -> Result<PutResult> {
         let _permit = Arc::clone(&self.put_permits)
             .try_acquire_owned()
             .map_err(|_| Error::LimitReached {
@@ -83,7 +99,7 @@ impl FlightCacheService {
                 ),
             })?;
         let first = messages
-            .message()
+            .next_message(None)
             .await
             .map_err(inbound_error)?
             .ok_or(Error::MissingDescriptor)?;
@@ -97,13 +113,9 @@ impl FlightCacheService {
         let mut upload = TableUpload::new(key, self.store.slab_pool());
         upload.push(first)?;
         loop {
-            match messages.message().await {
+            let next = messages.next_message(Some(upload.memory())).await;
+            match next {
                 Ok(Some(message)) => upload.push(message)?,
-                Ok(None) if aborted.as_ref().is_some_and(BodyAborted::is_aborted) => {
-                    return Err(Error::UploadCancelled {
-                        key: upload.key().clone(),
-                    });
-                }
                 Ok(None) => break,
                 Err(status) if status.code() == Code::Cancelled => {
                     return Err(Error::UploadCancelled {
@@ -126,7 +138,7 @@ impl FlightCacheService {
 
         let app_metadata =
             Bytes::from(serde_json::to_vec(&summary).expect("PutSummary serializes"));
-        Ok(one(PutResult { app_metadata }))
+        Ok(PutResult { app_metadata })
     }
 
     fn run_action(&self, action: CacheAction) -> Result<Bytes> {
@@ -149,6 +161,43 @@ impl FlightCacheService {
             CacheAction::Stats => serde_json::to_vec(&self.store.stats()),
         };
         Ok(Bytes::from(body.expect("action results serialize")))
+    }
+}
+
+/// Where an upload's Flight messages come from: tonic's decoder ([`TonicMessages`]), or
+/// [`MessageReader`](crate::receive::MessageReader), which receives each body straight into the
+/// upload's table memory.
+pub trait UploadMessages: Send {
+    /// The next message, or `None` once the client ended the stream cleanly. `memory` is the
+    /// table memory of the upload, once there is one (from the second message on): a body
+    /// received into memory reserved there is not copied again.
+    ///
+    /// # Errors
+    /// The gRPC status of a broken stream: CANCELLED if the client aborted it.
+    fn next_message<'a>(
+        &'a mut self,
+        memory: Option<&'a mut SlabWriter>,
+    ) -> impl Future<Output = Result<Option<FlightData>, Status>> + Send + 'a;
+}
+
+/// An upload's messages as tonic decodes them, with the flag that tells a body the client
+/// aborted from one it finished (see [`AbortWatch`](crate::abort::AbortWatch)).
+pub struct TonicMessages {
+    messages: Streaming<FlightData>,
+    aborted: Option<BodyAborted>,
+}
+
+impl UploadMessages for TonicMessages {
+    async fn next_message(
+        &mut self,
+        _memory: Option<&mut SlabWriter>,
+    ) -> Result<Option<FlightData>, Status> {
+        match self.messages.message().await? {
+            None if self.aborted.as_ref().is_some_and(BodyAborted::is_aborted) => {
+                Err(Status::cancelled("the client aborted the upload"))
+            }
+            next => Ok(next),
+        }
     }
 }
 
@@ -283,21 +332,17 @@ impl FlightService for FlightCacheService {
         self.reply(result)
     }
 
-    #[instrument(skip_all, fields(key))]
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        // A client that resets its stream makes hyper drop this future at an `.await`, so a
-        // guard, not the code after it, counts the failure.
-        let failed = FailedUploadGuard {
-            store: &self.store,
-            armed: true,
-        };
         let aborted = request.extensions().get::<BodyAborted>().cloned();
-        let result = self.put(request.into_inner(), aborted).await;
-        failed.settle(result.is_ok());
-        result.map(Response::new).map_err(Status::from)
+        let messages = TonicMessages {
+            messages: request.into_inner(),
+            aborted,
+        };
+        let result = self.receive_put(messages).await?;
+        Ok(Response::new(one(result)))
     }
 
     #[instrument(skip_all, fields(action, key))]

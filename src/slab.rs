@@ -24,7 +24,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use arrow::buffer::Buffer;
+use arrow::buffer::{Buffer, MutableBuffer};
 use bytes::Bytes;
 use memmap2::{MmapOptions, MmapRaw, UncheckedAdvice};
 
@@ -195,14 +195,19 @@ impl AsRef<[u8]> for SlabSlice {
     }
 }
 
-/// Copies one table's message bodies into table memory, in order: the heap while the table
-/// is small, then slabs from a [`SlabPool`], and a mapping of its own for a large body.
+/// Places one table's message bodies in table memory, in order: the heap while the table is
+/// small, then slabs from a [`SlabPool`], and a mapping of its own for a large body.
+///
+/// A body is either copied in whole ([`copy`](Self::copy)), or written in pieces as it arrives
+/// into memory [`reserve`](Self::reserve)d for it.
 #[derive(Debug)]
 pub struct SlabWriter {
     pool: Arc<SlabPool>,
-    /// The slab being filled, and the offset up to which it is written.
+    /// The slab being filled, and the offset up to which it is reserved.
     current: Option<(Arc<Slab>, usize)>,
     heap_bytes: usize,
+    /// Address and length of the last reserved body, which [`store`](Self::store) keeps as is.
+    last_reserved: Option<(usize, usize)>,
 }
 
 impl SlabWriter {
@@ -212,65 +217,79 @@ impl SlabWriter {
             pool,
             current: None,
             heap_bytes: 0,
+            last_reserved: None,
         }
     }
 
     /// A copy of `body` in table memory, starting at a multiple of [`BODY_ALIGNMENT`].
     pub fn copy(&mut self, body: &[u8]) -> Bytes {
-        if body.is_empty() {
-            return Bytes::new();
+        let mut fill = self.reserve(body.len());
+        fill.write(body);
+        fill.finish()
+    }
+
+    /// `body` in table memory: `body` itself if it is the body last [`reserve`](Self::reserve)d
+    /// and filled here, otherwise a [`copy`](Self::copy).
+    pub fn store(&mut self, body: Bytes) -> Bytes {
+        if self.last_reserved == Some((body.as_ptr() as usize, body.len())) && !body.is_empty() {
+            self.last_reserved = None;
+            return body;
         }
-        if self.current.is_none() && self.heap_bytes + body.len() < MAPPED_MIN_BYTES {
-            self.heap_bytes += body.len();
-            return heap_copy(body);
+        self.copy(&body)
+    }
+
+    /// Table memory for a body of `len` bytes, starting at a multiple of [`BODY_ALIGNMENT`],
+    /// to be written in pieces as the body arrives.
+    pub fn reserve(&mut self, len: usize) -> BodyFill {
+        let place = self.place(len);
+        let fill = BodyFill {
+            place,
+            len,
+            written: 0,
+        };
+        self.last_reserved = Some((fill.start_address(), len));
+        fill
+    }
+
+    fn place(&mut self, len: usize) -> Place {
+        if len == 0 {
+            return Place::Empty;
         }
-        if body.len() > OWN_MAPPING_ABOVE_BYTES {
-            return self.own_mapping_copy(body);
+        if self.current.is_none() && self.heap_bytes + len < MAPPED_MIN_BYTES {
+            self.heap_bytes += len;
+            return Place::heap(len);
         }
-        let fits = matches!(&self.current, Some((_, used)) if used + body.len() <= SLAB_BYTES);
+        if len > OWN_MAPPING_ABOVE_BYTES {
+            // A mapping of its own, rounded up to whole huge pages, so that a body of the same
+            // size (such as the next upload of the same table) can reuse it.
+            return match self.pool.take(len.next_multiple_of(TRIM_ALIGNMENT)) {
+                Some(slab) => Place::Mapped {
+                    slab: Arc::new(slab),
+                    range: 0..len,
+                },
+                None => Place::heap(len),
+            };
+        }
+        let fits = matches!(&self.current, Some((_, used)) if used + len <= SLAB_BYTES);
         if !fits {
             self.trim_current();
             match self.pool.take(SLAB_BYTES) {
                 Some(slab) => self.current = Some((Arc::new(slab), 0)),
                 None => {
                     self.current = None;
-                    return heap_copy(body);
+                    return Place::heap(len);
                 }
             }
         }
         let (slab, used) = self.current.as_mut().expect("a slab was just ensured");
-        let range = *used..*used + body.len();
-        // SAFETY: `range` is within the mapping (`fits`, or a fresh slab of SLAB_BYTES with
-        // `body.len() <= OWN_MAPPING_ABOVE_BYTES`), and no slice of this slab covers it: slices
-        // are only made of ranges below `used`, which only grows.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                body.as_ptr(),
-                slab.map().as_mut_ptr().add(range.start),
-                body.len(),
-            );
-        }
+        // Within the mapping: `fits`, or a fresh slab of SLAB_BYTES and
+        // `len <= OWN_MAPPING_ABOVE_BYTES`. No other place covers it: `used` only grows.
+        let range = *used..*used + len;
         *used = range.end.next_multiple_of(BODY_ALIGNMENT);
-        Bytes::from_owner(SlabSlice {
+        Place::Mapped {
             slab: Arc::clone(slab),
             range,
-        })
-    }
-
-    /// A copy of a large body in a mapping of its own (rounded up to whole huge pages, so that
-    /// a body of the same size, such as the next upload of the same table, can reuse it).
-    fn own_mapping_copy(&self, body: &[u8]) -> Bytes {
-        let Some(slab) = self.pool.take(body.len().next_multiple_of(TRIM_ALIGNMENT)) else {
-            return heap_copy(body);
-        };
-        // SAFETY: the mapping is at least `body.len()` long and nothing else refers to it.
-        unsafe {
-            std::ptr::copy_nonoverlapping(body.as_ptr(), slab.map().as_mut_ptr(), body.len());
         }
-        Bytes::from_owner(SlabSlice {
-            slab: Arc::new(slab),
-            range: 0..body.len(),
-        })
     }
 
     /// Done with this table: give back the unused end of the last slab.
@@ -298,9 +317,90 @@ impl SlabWriter {
     }
 }
 
-/// A 64-byte aligned heap copy.
-fn heap_copy(body: &[u8]) -> Bytes {
-    Bytes::from_owner(Buffer::from_slice_ref(body))
+/// Table memory reserved for one body by [`SlabWriter::reserve`]: [`write`](Self::write) the
+/// body into it in order, then [`finish`](Self::finish) it.
+#[derive(Debug)]
+pub struct BodyFill {
+    place: Place,
+    len: usize,
+    written: usize,
+}
+
+/// Where a reserved body goes.
+#[derive(Debug)]
+enum Place {
+    Empty,
+    /// 64-byte aligned, with capacity for the whole body (never reallocated).
+    Heap(MutableBuffer),
+    /// A range of a slab (or of a mapping of its own) that nothing else reads or writes.
+    Mapped {
+        slab: Arc<Slab>,
+        range: Range<usize>,
+    },
+}
+
+impl Place {
+    fn heap(len: usize) -> Self {
+        Place::Heap(MutableBuffer::with_capacity(len))
+    }
+}
+
+impl BodyFill {
+    /// Bytes still to write.
+    pub fn remaining(&self) -> usize {
+        self.len - self.written
+    }
+
+    /// Append `bytes` to the body.
+    ///
+    /// # Panics
+    /// If that is more than [`remaining`](Self::remaining).
+    pub fn write(&mut self, bytes: &[u8]) {
+        assert!(
+            bytes.len() <= self.remaining(),
+            "{} bytes written to a body with {} left",
+            bytes.len(),
+            self.remaining()
+        );
+        match &mut self.place {
+            Place::Empty => {}
+            Place::Heap(buffer) => buffer.extend_from_slice(bytes),
+            Place::Mapped { slab, range } => {
+                // SAFETY: the destination lies within `range` (checked above), which lies within
+                // the mapping; nothing else reads or writes `range` before `finish` (see
+                // `SlabWriter::place`), and the mapping stays mapped while `slab` does.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        bytes.as_ptr(),
+                        slab.map().as_mut_ptr().add(range.start + self.written),
+                        bytes.len(),
+                    );
+                }
+            }
+        }
+        self.written += bytes.len();
+    }
+
+    /// The body, now that all of it is written.
+    ///
+    /// # Panics
+    /// If some of it is not.
+    pub fn finish(self) -> Bytes {
+        assert_eq!(self.remaining(), 0, "a body finished before it was written");
+        match self.place {
+            Place::Empty => Bytes::new(),
+            Place::Heap(buffer) => Bytes::from_owner(Buffer::from(buffer)),
+            Place::Mapped { slab, range } => Bytes::from_owner(SlabSlice { slab, range }),
+        }
+    }
+
+    fn start_address(&self) -> usize {
+        match &self.place {
+            Place::Empty => 0,
+            Place::Heap(buffer) => buffer.as_ptr() as usize,
+            Place::Mapped { slab, range } => slab.map().as_ptr() as usize + range.start,
+        }
+    }
 }
 
 fn huge_page_map(len: usize) -> Option<memmap2::MmapMut> {

@@ -70,6 +70,12 @@ impl TableUpload {
         &self.key
     }
 
+    /// The table's memory: a body received into memory [`reserve`](SlabWriter::reserve)d here
+    /// is kept where it is by the next [`push`](Self::push) instead of being copied.
+    pub fn memory(&mut self) -> &mut SlabWriter {
+        &mut self.memory
+    }
+
     /// Validate one Flight message and keep it.
     ///
     /// A message with neither IPC header nor body (a descriptor or app_metadata alone) is
@@ -89,11 +95,17 @@ impl TableUpload {
         // buffers, and a kept slice pins its whole buffer (measured: 2.8-3.6x the table's size
         // held). The body is copied once, to where the table keeps it (see `SlabWriter`),
         // 64-byte aligned, and decoded there in place; arrow-ipc needs the alignment, as parts
-        // of its reader (union type ids and offsets) panic on unaligned buffers.
-        let header = Bytes::copy_from_slice(&data.data_header);
-        let stored = self.memory.copy(&data.data_body);
+        // of its reader (union type ids and offsets) panic on unaligned buffers. A body that
+        // was received straight into this upload's memory (`memory()`) is kept as it is.
+        let FlightData {
+            data_header,
+            data_body,
+            ..
+        } = data;
+        let header = Bytes::copy_from_slice(&data_header);
+        drop(data_header);
+        let stored = self.memory.store(data_body);
         let body = Buffer::from(stored.clone()); // a zero-copy view for the decoder
-        drop(data);
         let message = ipc::root_as_message(&header)
             .map_err(|e| self.invalid(format!("a message header is not valid Arrow IPC ({e})")))?;
         let resplit = match message.header_type() {
