@@ -43,7 +43,8 @@ pub struct ServerMemory {
     pub server_only: bool,
     /// RSS before the first put.
     pub before_put: u64,
-    /// RSS while the table is cached, after all rounds.
+    /// RSS while the table is cached, after all rounds, once the server gave back the memory
+    /// of the tables the rounds replaced.
     pub holding: u64,
     /// RSS after the table was dropped, once the server gave its memory back.
     pub after_drop: u64,

@@ -123,15 +123,21 @@ impl Table {
 /// for [`DEFAULT_REUSE_WINDOW`](crate::slab::DEFAULT_REUSE_WINDOW) unless told otherwise.
 const MAX_WAIT_FOR_FREED_MEMORY: Duration = Duration::from_secs(60);
 
-/// Wait until the server reports no freed table memory kept for reuse (see
-/// [`StoreStats::freed_bytes`](crate::StoreStats::freed_bytes)), for at most
-/// [`MAX_WAIT_FOR_FREED_MEMORY`].
-async fn wait_until_freed_memory_is_returned(client: &mut CacheClient) -> Result<()> {
+/// The settled RSS of the server at `server_pid` (if known) once it reports no freed table
+/// memory kept for reuse (see [`StoreStats::freed_bytes`](crate::StoreStats::freed_bytes)),
+/// waiting for that at most [`MAX_WAIT_FOR_FREED_MEMORY`].
+async fn settled_server_rss(
+    client: &mut CacheClient,
+    server_pid: Option<u32>,
+) -> Result<Option<u64>> {
+    let Some(pid) = server_pid else {
+        return Ok(None);
+    };
     let deadline = Instant::now() + MAX_WAIT_FOR_FREED_MEMORY;
     while client.stats().await?.freed_bytes > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    Ok(())
+    Ok(memory::settled_rss_bytes(pid).await)
 }
 
 async fn timed_get(
@@ -225,17 +231,20 @@ pub async fn run(config: &BenchConfig, progress: &dyn Progress) -> Result<BenchR
         step("raw socket get");
         samples.raw_get.push(raw_client.get(bytes as usize).await?);
     }
-    progress.step("measuring server memory");
-    let rss_holding = rss().await;
+    // Both readings wait until the server gave back the memory it keeps for reuse: the slabs
+    // of the tables the rounds replaced, then those of the dropped table.
+    progress.step("measuring server memory: holding the table");
+    let rss_holding = settled_server_rss(&mut flight, server_pid).await?;
     flight.drop_table(&key).await?;
-    let rss_after_drop = match server_pid {
-        Some(_) => {
-            progress.step("waiting for the server to give back the dropped table's memory");
-            wait_until_freed_memory_is_returned(&mut flight).await?;
-            rss().await
-        }
-        None => None,
-    };
+    // A server in another process is measured after the JSON block, which gives it the time to
+    // return the dropped table's memory; one in this process before, as the block's own memory
+    // would count.
+    let server_in_this_process = server_pid == Some(std::process::id());
+    let mut rss_after_drop = None;
+    if server_in_this_process {
+        progress.step("measuring server memory: after the drop");
+        rss_after_drop = settled_server_rss(&mut flight, server_pid).await?;
+    }
     if let Some(json_client) = json_client.as_mut() {
         for round in 1..=rounds {
             let step = |what: &str| progress.step(&format!("round {round}/{rounds}: {what}"));
@@ -247,6 +256,10 @@ pub async fn run(config: &BenchConfig, progress: &dyn Progress) -> Result<BenchR
             let (_, timings) = json_client.get().await?;
             samples.json_get.push(timings);
         }
+    }
+    if !server_in_this_process {
+        progress.step("measuring server memory: after the drop");
+        rss_after_drop = settled_server_rss(&mut flight, server_pid).await?;
     }
 
     if config.clients > 1 {
