@@ -4,13 +4,18 @@
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flightcache::bench::data::{arrow_bytes, random_table};
 use flightcache::encode::{FlightEncoder, TARGET_MESSAGE_BYTES};
+use flightcache::receive::MessageReader;
+use flightcache::service::UploadMessages;
 use flightcache::slab::SlabPool;
 use flightcache::upload::TableUpload;
 use flightcache::{CacheClient, EmbeddedServer, ServerConfig, TableKey};
 use futures::TryStreamExt;
+use http_body::Frame;
+use http_body_util::StreamBody;
 
 /// The allocator `flightcache serve` runs with, so that allocation costs match the server's.
 #[global_allocator]
@@ -62,6 +67,21 @@ fn encode_and_validate(c: &mut Criterion) {
     group.bench_function("validate_and_resplit_one_16MiB_message", |b| {
         b.iter(|| validate(&giant, &slabs))
     });
+    // The same upload as it arrives over HTTP/2, in 1 MiB data frames: received straight into
+    // table memory and validated there, DirectPut's path.
+    let framed: Vec<u8> = messages
+        .iter()
+        .flat_map(|m| flightcache::grpc::frame(m).to_vec())
+        .collect();
+    let wire: Vec<Bytes> = framed.chunks(1 << 20).map(Bytes::copy_from_slice).collect();
+    group.bench_function("receive_and_validate_upload_16MiB", |b| {
+        b.to_async(
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap(),
+        )
+        .iter(|| receive(&wire, &slabs))
+    });
     group.bench_function("decode_16MiB", |b| {
         b.to_async(
             tokio::runtime::Builder::new_current_thread()
@@ -92,6 +112,24 @@ fn validate(
     let mut upload = TableUpload::new(TableKey::try_new("bench").unwrap(), Arc::clone(slabs));
     for message in messages {
         upload.push(message.clone()).unwrap();
+    }
+    upload.finish().unwrap()
+}
+
+/// Receive an upload from its HTTP/2 data frames `wire` into table memory from `slabs`, and
+/// validate it, as `DirectPut` does.
+async fn receive(wire: &[Bytes], slabs: &Arc<SlabPool>) -> flightcache::CachedTable {
+    let frames: Vec<_> = wire
+        .iter()
+        .map(|data| Ok::<_, tonic::Status>(Frame::data(data.clone())))
+        .collect();
+    let body = tonic::body::Body::new(StreamBody::new(futures::stream::iter(frames)));
+    let mut reader = MessageReader::new(body, usize::MAX);
+    let first = reader.next_message(None).await.unwrap().unwrap();
+    let mut upload = TableUpload::new(TableKey::try_new("bench").unwrap(), Arc::clone(slabs));
+    upload.push(first).unwrap();
+    while let Some(message) = reader.next_message(Some(upload.memory())).await.unwrap() {
+        upload.push(message).unwrap();
     }
     upload.finish().unwrap()
 }
