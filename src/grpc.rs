@@ -60,7 +60,10 @@ pub fn is_uncompressed_grpc(headers: &http::HeaderMap) -> bool {
         .get("grpc-encoding")
         .and_then(|value| value.to_str().ok())
         .unwrap_or("identity");
-    content_type.starts_with("application/grpc") && encoding == "identity"
+    // `application/grpc` or `application/grpc+proto`, not gRPC-Web (`application/grpc-web`).
+    let is_grpc =
+        content_type == "application/grpc" || content_type.starts_with("application/grpc+");
+    is_grpc && encoding == "identity"
 }
 
 #[cfg(test)]
@@ -102,6 +105,10 @@ mod tests {
         assert!(!is_uncompressed_grpc(&headers(&[(
             "content-type",
             "text/plain"
+        )])));
+        assert!(!is_uncompressed_grpc(&headers(&[(
+            "content-type",
+            "application/grpc-web"
         )])));
         assert!(!is_uncompressed_grpc(&headers(&[])));
     }
