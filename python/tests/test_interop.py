@@ -224,3 +224,18 @@ def test_dictionary_deltas_round_trip(client):
     got = get(client, "deltas")
     assert got.column("d").to_pylist() == ["a", "b", "a", "c", "a", None]
     assert got.schema.equals(table.schema, check_metadata=True)
+
+
+def test_batches_with_app_metadata_and_metadata_alone_are_stored_without_it(client):
+    # write_with_metadata puts app_metadata between the IPC header and the body of a message;
+    # write_metadata sends a message with app_metadata alone. Neither is part of the table.
+    # Batches of 2 MiB, so that their bodies go into the server's table memory, not its heap.
+    batches = [pa.record_batch({"x": np.arange(i << 18, (i + 1) << 18, dtype=np.float64)}) for i in range(4)]
+    writer, _ = client.do_put(pa.flight.FlightDescriptor.for_command("meta"), batches[0].schema)
+    writer.write_metadata(pa.py_buffer(b"before the batches"))
+    for i, batch in enumerate(batches):
+        writer.write_with_metadata(batch, pa.py_buffer(f"batch {i}".encode()))
+    writer.close()
+    got = get(client, "meta")
+    assert_same_table(got, pa.Table.from_batches(batches))
+    assert got.to_batches()[3].column(0)[0].as_py() == float(3 << 18)
