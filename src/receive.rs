@@ -156,25 +156,27 @@ impl MessageReader {
                 5 => 4,
                 2 => {
                     let value_len = self.read_varint(&mut fields, len).await?;
+                    let value_len = usize::try_from(value_len).unwrap_or(usize::MAX);
                     let is_body = tag >> 3 == u64::from(grpc::DATA_BODY_FIELD);
-                    let is_last = fields.len() as u64 + value_len == len as u64;
+                    let is_last = value_len == len - fields.len();
                     if is_body
                         && is_last
                         && let Some(memory) = memory.as_deref_mut()
                     {
-                        let mut fill = memory.reserve(value_len as usize);
+                        let mut fill = memory.reserve(value_len);
                         self.read_body(&mut fill).await?;
                         body = Some(fill);
                         fields.truncate(field_start);
                         break;
                     }
-                    value_len as usize
+                    value_len
                 }
                 wire_type => {
                     return Err(invalid_message(format!("unknown wire type {wire_type}")));
                 }
             };
-            if fields.len() + value_len > len {
+            // `fields` never outgrows the message: every read is checked against `len`.
+            if value_len > len - fields.len() {
                 return Err(invalid_message("a field runs past the end of the message"));
             }
             self.read_into(&mut fields, value_len).await?;
@@ -220,6 +222,7 @@ impl MessageReader {
 
     /// Append the next `len` bytes of the body to `out`.
     async fn read_into(&mut self, out: &mut BytesMut, mut len: usize) -> Result<(), Status> {
+        out.reserve(len); // once: a large field arrives in many chunks
         while len > 0 {
             self.fill_chunk_in_message().await?;
             let take = len.min(self.chunk.len());
@@ -392,6 +395,22 @@ mod tests {
         let garbage = [0, 0, 0, 0, 3, 0xff, 0xff, 0xff];
         let garbage = read_all(body_in_chunks(&garbage, 4096), usize::MAX).await;
         assert_eq!(garbage.unwrap_err().code(), tonic::Code::Internal);
+
+        // A field whose length, near 2^64, would wrap around unchecked arithmetic; the next
+        // message follows, which such a field must not swallow.
+        let mut fields = vec![0x12]; // field 2, length-delimited
+        prost::encoding::encode_varint(u64::MAX - 5, &mut fields);
+        let mut huge_field = vec![0];
+        huge_field.extend_from_slice(&(fields.len() as u32 + 1).to_be_bytes());
+        huge_field.extend_from_slice(&fields);
+        huge_field.extend_from_slice(&bytes);
+        let huge_field = read_all(body_in_chunks(&huge_field, 4096), usize::MAX).await;
+        let huge_field = huge_field.unwrap_err();
+        assert_eq!(huge_field.code(), tonic::Code::Internal, "{huge_field}");
+        assert!(
+            huge_field.message().contains("past the end"),
+            "{huge_field}"
+        );
 
         let frames = vec![
             Ok(Frame::data(Bytes::copy_from_slice(&bytes[..100]))),
