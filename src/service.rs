@@ -164,7 +164,7 @@ impl FlightCacheService {
     }
 }
 
-/// Where an upload's Flight messages come from: tonic's decoder ([`TonicMessages`]), or
+/// Where an upload's Flight messages come from: tonic's decoder (for compressed uploads), or
 /// [`MessageReader`](crate::receive::MessageReader), which receives each body straight into the
 /// upload's table memory.
 pub trait UploadMessages: Send {
@@ -182,7 +182,7 @@ pub trait UploadMessages: Send {
 
 /// An upload's messages as tonic decodes them, with the flag that tells a body the client
 /// aborted from one it finished (see [`AbortWatch`](crate::abort::AbortWatch)).
-pub struct TonicMessages {
+struct TonicMessages {
     messages: Streaming<FlightData>,
     aborted: Option<BodyAborted>,
 }

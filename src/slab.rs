@@ -7,8 +7,10 @@
 //!   advised to use transparent huge pages: filling fresh 2 MiB pages costs a quarter of filling
 //!   4 KiB ones (1 GiB in 0.105 s against 0.41 s), and few, large mappings stay far below the
 //!   kernel's `vm.max_map_count`.
-//! - **One copy.** [`SlabWriter::copy`] copies a received body into its final place, 64-byte
-//!   aligned, where the upload then validates it in place: nothing is copied twice.
+//! - **One copy.** A received body is written into its final place, 64-byte aligned, where the
+//!   upload then validates it in place: straight from HTTP/2's buffers
+//!   ([`SlabWriter::reserve`], see [`receive`](crate::receive)), or copied whole
+//!   ([`SlabWriter::copy`]) from a message tonic decoded.
 //! - **Reuse for ten seconds.** Filling fresh memory is most of what a large put costs: the
 //!   kernel zeroes every page first, and on a VM that reports freed pages to its host (this
 //!   project's does), the host must fault them in again, up to 2-3 s per GiB. So a slab freed
@@ -99,11 +101,6 @@ impl SlabPool {
         expired.iter().map(|slab| slab.map.len()).sum()
     }
 
-    /// How long a freed slab is kept for reuse.
-    pub fn reuse_window(&self) -> Duration {
-        self.reuse_window
-    }
-
     /// Run [`release_expired`](Self::release_expired) four times per reuse window and at least
     /// every 500 ms, until the task running this is dropped or aborted.
     pub async fn release_expired_periodically(self: Arc<Self>) {
@@ -146,8 +143,8 @@ impl SlabPool {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<IdleSlab>> {
-        // The list stays consistent even if a holder panicked: every change is one push, pop
-        // or swap.
+        // The list stays consistent even if a holder panicked: every change to it is a single
+        // push, remove or replacement of the whole list.
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -184,8 +181,9 @@ struct SlabSlice {
 impl AsRef<[u8]> for SlabSlice {
     fn as_ref(&self) -> &[u8] {
         // SAFETY: the range lies within the mapping (checked when the slice was made), it was
-        // written before this slice existed and is never written again while the slab lives
-        // (see `SlabWriter::copy`), and the mapping stays mapped while `self.slab` does.
+        // written (by a `BodyFill`) before this slice existed and is never written again while
+        // the slab lives (see `SlabWriter::place`), and the mapping stays mapped while
+        // `self.slab` does.
         unsafe {
             std::slice::from_raw_parts(
                 self.slab.map().as_ptr().add(self.range.start),
