@@ -177,15 +177,10 @@ pub async fn run(config: &BenchConfig, progress: &dyn Progress) -> Result<BenchR
         Some(_) => Some(std::process::id()),
         None => config.server_pid,
     };
-    let rss = || async move {
-        match server_pid {
-            Some(pid) => memory::settled_rss_bytes(pid).await,
-            None => None,
-        }
-    };
-    let rss_before_put = rss().await;
-
     let mut flight = CacheClient::connect_with(&url, &ClientConfig::default()).await?;
+    // All three memory readings are taken with this connection open, and once a running
+    // server has given back memory that earlier uploads left it.
+    let rss_before_put = settled_server_rss(&mut flight, server_pid).await?;
     let json_server = if config.json {
         Some(json::start_server().await?)
     } else {
