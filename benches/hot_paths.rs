@@ -7,11 +7,8 @@ use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flightcache::bench::data::{arrow_bytes, random_table};
-use flightcache::encode::{FlightEncoder, TARGET_MESSAGE_BYTES};
-use flightcache::receive::MessageReader;
-use flightcache::service::UploadMessages;
-use flightcache::slab::SlabPool;
-use flightcache::upload::TableUpload;
+use flightcache::internals::{CachedTable, MessageReader, SlabPool, TableUpload};
+use flightcache::protocol::encode::{FlightEncoder, TARGET_MESSAGE_BYTES};
 use flightcache::{CacheClient, EmbeddedServer, ServerConfig, TableKey};
 use futures::TryStreamExt;
 use http_body::Frame;
@@ -56,7 +53,7 @@ fn encode_and_validate(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("encode_16MiB", |b| b.iter(|| encode_all(&schema, &batches)));
     let messages = encode_all(&schema, &batches);
-    let slabs = Arc::new(SlabPool::default());
+    let slabs = Arc::new(SlabPool::new(std::time::Duration::from_secs(10)));
     group.bench_function("validate_upload_16MiB", |b| {
         b.iter(|| validate(&messages, &slabs))
     });
@@ -71,7 +68,7 @@ fn encode_and_validate(c: &mut Criterion) {
     // table memory and validated there, DirectPut's path.
     let framed: Vec<u8> = messages
         .iter()
-        .flat_map(|m| flightcache::grpc::frame(m).to_vec())
+        .flat_map(|m| flightcache::internals::frame(m).to_vec())
         .collect();
     let wire: Vec<Bytes> = framed.chunks(1 << 20).map(Bytes::copy_from_slice).collect();
     group.bench_function("receive_and_validate_upload_16MiB", |b| {
@@ -105,10 +102,7 @@ fn encode_and_validate(c: &mut Criterion) {
 
 /// Validate an upload into table memory from `slabs`, shared across iterations as a server's
 /// uploads share it (so iterations reuse the slabs of the last one's dropped table).
-fn validate(
-    messages: &[arrow_flight::FlightData],
-    slabs: &Arc<SlabPool>,
-) -> flightcache::CachedTable {
+fn validate(messages: &[arrow_flight::FlightData], slabs: &Arc<SlabPool>) -> CachedTable {
     let mut upload = TableUpload::new(TableKey::try_new("bench").unwrap(), Arc::clone(slabs));
     for message in messages {
         upload.push(message.clone()).unwrap();
@@ -118,7 +112,7 @@ fn validate(
 
 /// Receive an upload from its HTTP/2 data frames `wire` into table memory from `slabs`, and
 /// validate it, as `DirectPut` does.
-async fn receive(wire: &[Bytes], slabs: &Arc<SlabPool>) -> flightcache::CachedTable {
+async fn receive(wire: &[Bytes], slabs: &Arc<SlabPool>) -> CachedTable {
     let frames: Vec<_> = wire
         .iter()
         .map(|data| Ok::<_, tonic::Status>(Frame::data(data.clone())))

@@ -26,6 +26,9 @@ cargo clippy --locked --all-targets -- -D warnings
 step "cargo test (unit, integration, CLI, doc)"
 cargo test --locked
 
+step "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet
+
 step "criterion benches, one quick pass each"
 cargo test --locked --bench hot_paths
 

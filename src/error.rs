@@ -1,14 +1,20 @@
 //! The library's error type, and the one mapping from it to a gRPC [`tonic::Status`].
 
+use std::fmt;
+use std::path::PathBuf;
+
 use arrow::error::ArrowError;
 use tonic::{Code, Status};
 
-use crate::key::TableKey;
+use crate::protocol::key::{KeyProblem, TableKey};
+use crate::protocol::rpc::FlightRpc;
+use crate::store::upload::UploadProblem;
 
 /// What can go wrong in the server, the client or the file readers.
 ///
 /// Variants carry data rather than formatted strings so that callers can match on them;
-/// [`From<Error> for Status`](#impl-From<Error>-for-Status) chooses the gRPC code.
+/// [`From<Error> for Status`](#impl-From<Error>-for-Status) chooses the gRPC code, and
+/// [`Error::code`] tells which one.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No table is cached under `key`.
@@ -18,11 +24,20 @@ pub enum Error {
         key: TableKey,
     },
 
-    /// A key (from a descriptor, a ticket or an action body) is not usable.
-    #[error("invalid table key: {reason}")]
+    /// A key (from a descriptor, a ticket, an action body or list criteria) is not usable.
+    #[error("invalid table key: {problem}")]
     InvalidKey {
-        /// Why the key was refused, for a person.
-        reason: String,
+        /// What is wrong with it.
+        problem: KeyProblem,
+    },
+
+    /// A request's bytes are not the gRPC message its RPC expects.
+    #[error("malformed {rpc} request: {problem}; send a well-formed Flight request")]
+    MalformedRequest {
+        /// The RPC the request was sent to.
+        rpc: FlightRpc,
+        /// What is wrong with its bytes.
+        problem: RequestProblem,
     },
 
     /// A `do_put` stream did not start with a flight descriptor naming the key.
@@ -34,60 +49,123 @@ pub enum Error {
 
     /// An upload was not a valid Arrow IPC stream (bad messages, a schema change, batches that
     /// do not match the schema); nothing was stored.
-    #[error("upload for `{key}` rejected, nothing was stored: {reason}")]
+    #[error("upload for `{key}` rejected, nothing was stored: {problem}")]
     InvalidUpload {
         /// The key the client tried to write.
         key: TableKey,
-        /// What was wrong with the stream, for a person.
-        reason: String,
+        /// What was wrong with the stream.
+        problem: Box<UploadProblem>,
     },
 
-    /// The client aborted its upload; nothing was stored.
-    #[error("upload for `{key}` was cancelled by the client; nothing was stored")]
+    /// An action that flightcache does not know.
+    #[error("unknown action {name}; valid actions: {valid}", valid = crate::protocol::actions::action_names().join(", "))]
+    UnknownAction {
+        /// The action's name as the client sent it, cut to a bounded prefix.
+        name: ClientText,
+    },
+
+    /// The client cancelled a request before it was read whole (or its connection broke).
+    #[error("the client cancelled its {rpc} request")]
+    Cancelled {
+        /// The RPC.
+        rpc: FlightRpc,
+    },
+
+    /// The client aborted its upload (or its connection broke); nothing was stored.
+    #[error("the upload{} was cancelled by the client; nothing was stored", for_key(key.as_ref()))]
     UploadCancelled {
-        /// The key the client tried to write.
-        key: TableKey,
+        /// The key the client tried to write, if its first message arrived.
+        key: Option<TableKey>,
     },
 
-    /// An action body or name was not understood.
-    #[error("{0}")]
-    InvalidAction(String),
+    /// A single message is larger than the server accepts.
+    #[error(
+        "a message of {size} bytes is over the server's limit of {limit} bytes; \
+         send smaller batches or raise --max-message-size on the server"
+    )]
+    MessageTooLarge {
+        /// The message's declared size in bytes.
+        size: usize,
+        /// The server's limit in bytes.
+        limit: usize,
+    },
 
-    /// A configured server limit was hit.
-    #[error("server limit reached: {limit}; retry later or raise the limit on the server")]
-    LimitReached {
-        /// Which limit, with its value, for a person.
-        limit: String,
+    /// Every upload slot is taken.
+    #[error(
+        "{limit} uploads are already in progress, the server's limit (--max-concurrent-puts); \
+         retry later or raise the limit on the server"
+    )]
+    TooManyUploads {
+        /// The configured number of concurrent uploads.
+        limit: usize,
     },
 
     /// An RPC that flightcache does not offer.
     #[error(
-        "{rpc} is not offered by flightcache; use do_put, do_get, get_flight_info, get_schema, list_flights or do_action"
+        "{rpc} is not offered by flightcache; use do_put, do_get, get_flight_info, get_schema, \
+         list_flights or do_action"
     )]
     Unimplemented {
-        /// The RPC's name, as in the Flight protocol.
-        rpc: &'static str,
+        /// The RPC.
+        rpc: FlightRpc,
     },
 
-    /// Our own bug: something we accepted could not be served.
+    /// A request to a path that is no Flight RPC.
+    #[error("{path} is not a Flight RPC; flightcache serves arrow.flight.protocol.FlightService")]
+    UnknownMethod {
+        /// The request's path, cut to a bounded prefix.
+        path: ClientText,
+    },
+
+    /// A request whose messages are compressed with a gRPC encoding flightcache does not read.
+    #[error(
+        "gRPC message compression ({encoding}) is not supported; send uncompressed gRPC \
+         messages (Arrow IPC buffer compression, such as IpcWriteOptions(compression=\"zstd\"), is)"
+    )]
+    UnsupportedEncoding {
+        /// The request's `grpc-encoding`, cut to a bounded prefix.
+        encoding: ClientText,
+    },
+
+    /// Our own bug: Arrow failed on data the server had accepted.
     #[error("internal error while {context}: {source}")]
     Internal {
         /// What the server was doing.
-        context: String,
+        context: &'static str,
         /// The underlying Arrow error.
         #[source]
-        source: ArrowError,
+        source: Box<ArrowError>,
+    },
+
+    /// The server's transport failed.
+    #[error("the server's transport failed: {source}")]
+    Serve {
+        /// The transport's error.
+        #[source]
+        source: tonic::transport::Error,
+    },
+
+    /// A background task panicked or was cancelled.
+    #[error("the {task} task failed: {source}")]
+    TaskFailed {
+        /// Which task.
+        task: &'static str,
+        /// How it ended.
+        #[source]
+        source: tokio::task::JoinError,
     },
 
     /// The server could not be reached.
     #[error(
-        "cannot reach the flightcache server at {addr}: {reason}; start one with `flightcache serve` or pass --server"
+        "cannot reach the flightcache server at {addr}; start one with `flightcache serve` or \
+         pass --server"
     )]
     Connect {
         /// The address the client tried.
         addr: String,
         /// Why the connection failed.
-        reason: String,
+        #[source]
+        source: ConnectProblem,
     },
 
     /// The server answered a call with a gRPC error this client does not map to a variant.
@@ -99,9 +177,22 @@ pub enum Error {
         message: String,
     },
 
-    /// The server's answer did not follow the protocol (for example, unparseable metadata).
-    #[error("unexpected answer from the server: {0}")]
-    Protocol(String),
+    /// The server's answer did not follow the protocol.
+    #[error("unexpected answer from the server: {problem}")]
+    UnexpectedAnswer {
+        /// What was wrong with it.
+        problem: AnswerProblem,
+    },
+
+    /// A file's format cannot be told from its name.
+    #[error(
+        "cannot tell the format of `{}` from its extension; use .parquet, .arrow, .feather or .csv",
+        path.display()
+    )]
+    UnknownFileFormat {
+        /// The file.
+        path: PathBuf,
+    },
 
     /// An Arrow error on the client side (encoding, decoding, converting).
     #[error(transparent)]
@@ -119,6 +210,139 @@ pub enum Error {
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+fn for_key(key: Option<&TableKey>) -> String {
+    key.map(|key| format!(" for `{key}`")).unwrap_or_default()
+}
+
+/// What is wrong with a request's bytes ([`Error::MalformedRequest`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestProblem {
+    /// The request ended inside a message.
+    #[error("the request ended inside a message")]
+    Truncated,
+    /// A unary request carried no message, or more than one.
+    #[error("a unary request must carry exactly one message, it carried {messages}")]
+    NotOneMessage {
+        /// How many it carried.
+        messages: usize,
+    },
+    /// A message is flagged compressed in a request that names no `grpc-encoding`.
+    #[error("a message is flagged compressed, but the request names no grpc-encoding")]
+    CompressedWithoutEncoding,
+    /// The request is not gRPC (its content type).
+    #[error("content type {content_type} is not gRPC; send application/grpc")]
+    NotGrpc {
+        /// The content type, cut to a bounded prefix.
+        content_type: ClientText,
+    },
+    /// A protobuf varint is cut off or longer than ten bytes.
+    #[error("a varint is cut off or too long")]
+    BadVarint,
+    /// A protobuf field of a wire type that does not exist.
+    #[error("a field has the unknown wire type {wire_type}")]
+    UnknownWireType {
+        /// The wire type.
+        wire_type: u64,
+    },
+    /// A protobuf field longer than what is left of its message.
+    #[error("a field runs past the end of its message")]
+    FieldPastEnd,
+    /// The bytes are not the protobuf message the RPC takes.
+    #[error("not a valid protobuf message ({0})")]
+    Protobuf(#[from] prost::DecodeError),
+}
+
+/// Why a client could not connect ([`Error::Connect`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectProblem {
+    /// The URL cannot be used.
+    #[error("{0}")]
+    BadUrl(&'static str),
+    /// The transport failed to connect.
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// What was wrong with a server's answer ([`Error::UnexpectedAnswer`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnswerProblem {
+    /// An RPC that must answer something answered nothing.
+    #[error("{rpc} answered nothing")]
+    Missing {
+        /// What was asked.
+        rpc: &'static str,
+    },
+    /// An answer is not the JSON it should be.
+    #[error("the {what} answer is not the JSON expected ({source})")]
+    NotJson {
+        /// Which answer.
+        what: String,
+        /// Why it could not be read.
+        source: serde_json::Error,
+    },
+    /// A table stream that breaks Flight's rules.
+    #[error("{0}")]
+    BrokenStream(&'static str),
+    /// A `FlightInfo` without a descriptor.
+    #[error("a FlightInfo has no descriptor")]
+    NoDescriptor,
+    /// The Flight client library refused the answer.
+    #[error(transparent)]
+    Flight(Box<arrow_flight::error::FlightError>),
+    /// A baseline server of `flightcache bench` answered out of turn.
+    #[error("baseline protocol: {0}")]
+    Baseline(&'static str),
+    /// The table a benchmark got back is not the one it put.
+    #[error("the table Flight returned differs from the one put")]
+    TableDiffers,
+}
+
+/// Bytes a client sent, kept for an error message as a bounded prefix.
+///
+/// Error messages quote client input, but only its first [`ClientText::MAX_BYTES`] bytes: a
+/// client's megabyte-long action name must not become a megabyte-long status header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientText {
+    prefix: String,
+    total_bytes: usize,
+}
+
+impl ClientText {
+    /// How many bytes of client input an error message quotes.
+    pub const MAX_BYTES: usize = 128;
+
+    /// Keep a bounded prefix of `bytes`, decoded lossily.
+    pub fn new(bytes: &[u8]) -> Self {
+        let mut end = bytes.len().min(Self::MAX_BYTES);
+        // Cut at a character boundary when the bytes are UTF-8.
+        while end > 0 && end < bytes.len() && (bytes[end] & 0xC0) == 0x80 {
+            end -= 1;
+        }
+        Self {
+            prefix: String::from_utf8_lossy(&bytes[..end]).into_owned(),
+            total_bytes: bytes.len(),
+        }
+    }
+
+    /// Whether the text was cut.
+    pub fn is_cut(&self) -> bool {
+        self.prefix.len() < self.total_bytes
+    }
+}
+
+impl fmt::Display for ClientText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_cut() {
+            write!(f, "`{}…` ({} bytes, cut)", self.prefix, self.total_bytes)
+        } else {
+            write!(f, "`{}`", self.prefix)
+        }
+    }
+}
+
 impl Error {
     /// Turn a `Status` received from a peer into the closest [`Error`] variant.
     ///
@@ -127,10 +351,6 @@ impl Error {
     pub fn from_status(status: Status, key: Option<&TableKey>) -> Self {
         match (status.code(), key) {
             (Code::NotFound, Some(key)) => Error::TableNotFound { key: key.clone() },
-            (Code::Unavailable, _) if status.message().contains("transport") => Error::Rpc {
-                code: Code::Unavailable,
-                message: format!("{}; is the server still running?", status.message()),
-            },
             (code, _) => Error::Rpc {
                 code,
                 message: status.message().to_string(),
@@ -143,16 +363,22 @@ impl Error {
         match self {
             Error::TableNotFound { .. } => Code::NotFound,
             Error::InvalidKey { .. }
+            | Error::MalformedRequest { .. }
             | Error::MissingDescriptor
             | Error::InvalidUpload { .. }
-            | Error::InvalidAction(_) => Code::InvalidArgument,
-            Error::UploadCancelled { .. } => Code::Cancelled,
-            Error::LimitReached { .. } => Code::ResourceExhausted,
+            | Error::UnknownAction { .. } => Code::InvalidArgument,
+            Error::Cancelled { .. } | Error::UploadCancelled { .. } => Code::Cancelled,
+            Error::MessageTooLarge { .. } | Error::TooManyUploads { .. } => Code::ResourceExhausted,
+            Error::Unimplemented { .. }
+            | Error::UnknownMethod { .. }
+            | Error::UnsupportedEncoding { .. } => Code::Unimplemented,
             Error::Connect { .. } => Code::Unavailable,
-            Error::Unimplemented { .. } => Code::Unimplemented,
             Error::Rpc { code, .. } => *code,
+            Error::UnknownFileFormat { .. } => Code::InvalidArgument,
             Error::Internal { .. }
-            | Error::Protocol(_)
+            | Error::Serve { .. }
+            | Error::TaskFailed { .. }
+            | Error::UnexpectedAnswer { .. }
             | Error::Arrow(_)
             | Error::Parquet(_)
             | Error::Io(_) => Code::Internal,
@@ -194,12 +420,21 @@ mod tests {
     }
 
     #[test]
-    fn each_error_maps_to_its_grpc_code() {
+    fn each_server_error_maps_to_its_grpc_code() {
+        let decode_error =
+            <arrow_flight::Ticket as prost::Message>::decode(&[0xff][..]).unwrap_err();
         let cases = [
             (Error::TableNotFound { key: key("t") }, Code::NotFound),
             (
                 Error::InvalidKey {
-                    reason: "empty".into(),
+                    problem: KeyProblem::Empty,
+                },
+                Code::InvalidArgument,
+            ),
+            (
+                Error::MalformedRequest {
+                    rpc: FlightRpc::DoGet,
+                    problem: RequestProblem::Protobuf(decode_error),
                 },
                 Code::InvalidArgument,
             ),
@@ -207,24 +442,43 @@ mod tests {
             (
                 Error::InvalidUpload {
                     key: key("t"),
-                    reason: "bad".into(),
+                    problem: Box::new(UploadProblem::NoSchema),
                 },
                 Code::InvalidArgument,
             ),
-            (Error::UploadCancelled { key: key("t") }, Code::Cancelled),
-            (Error::InvalidAction("nope".into()), Code::InvalidArgument),
             (
-                Error::LimitReached { limit: "x".into() },
-                Code::ResourceExhausted,
+                Error::UnknownAction {
+                    name: ClientText::new(b"nope"),
+                },
+                Code::InvalidArgument,
             ),
             (
-                Error::Unimplemented { rpc: "handshake" },
+                Error::UploadCancelled {
+                    key: Some(key("t")),
+                },
+                Code::Cancelled,
+            ),
+            (
+                Error::MessageTooLarge { size: 2, limit: 1 },
+                Code::ResourceExhausted,
+            ),
+            (Error::TooManyUploads { limit: 1 }, Code::ResourceExhausted),
+            (
+                Error::Unimplemented {
+                    rpc: FlightRpc::DoExchange,
+                },
+                Code::Unimplemented,
+            ),
+            (
+                Error::UnsupportedEncoding {
+                    encoding: ClientText::new(b"gzip"),
+                },
                 Code::Unimplemented,
             ),
             (
                 Error::Internal {
-                    context: "encoding".into(),
-                    source: ArrowError::ComputeError("x".into()),
+                    context: "encoding",
+                    source: Box::new(ArrowError::ComputeError("x".into())),
                 },
                 Code::Internal,
             ),
@@ -245,5 +499,27 @@ mod tests {
     fn not_found_status_maps_back_to_table_not_found() {
         let err = Error::from_status(Status::not_found("gone"), Some(&key("trips")));
         assert!(matches!(err, Error::TableNotFound { key } if key.as_str() == "trips"));
+    }
+
+    #[test]
+    fn client_text_is_quoted_as_a_bounded_prefix() {
+        let short = ClientText::new(b"flushall");
+        assert_eq!(short.to_string(), "`flushall`");
+        assert!(!short.is_cut());
+
+        let long = ClientText::new(&vec![b'x'; 1 << 20]);
+        let shown = long.to_string();
+        assert!(long.is_cut());
+        assert!(shown.len() < 200, "{}", shown.len());
+        assert!(shown.contains("1048576 bytes, cut"), "{shown}");
+
+        // A multi-byte character straddling the cut is not split.
+        let mut accented = vec![b'a'; ClientText::MAX_BYTES - 1];
+        accented.extend_from_slice("é and more".as_bytes());
+        assert!(ClientText::new(&accented).to_string().starts_with("`aaa"));
+        assert!(!ClientText::new(&accented).to_string().contains('\u{FFFD}'));
+
+        let unknown = Error::UnknownAction { name: long };
+        assert!(unknown.to_string().len() < 300);
     }
 }

@@ -5,53 +5,45 @@
 //! get replays bytes instead of re-encoding them.
 //!
 //! # Layout
-//! - [`key`]: [`TableKey`], and how descriptors and tickets name a table.
-//! - [`upload`]: [`TableUpload`](upload::TableUpload) validates a `do_put` into a table.
-//! - [`slab`]: table memory: bodies copied once into huge-page slabs, reused for 10 s once
-//!   freed.
-//! - [`table`]: [`CachedTable`], the stored messages, and its `FlightInfo`.
-//! - [`store`]: [`TableStore`], the shared key → table map and counters.
-//! - [`actions`]: the `do_action` vocabulary (`drop`, `clear`, `stats`).
-//! - [`abort`]: telling a client's aborted upload from a finished one.
-//! - [`service`]: [`FlightCacheService`], the Flight RPCs.
-//! - [`replay`]: serving `do_get` of a cached table without copying its bodies.
-//! - [`receive`]: receiving `do_put` bodies straight into table memory.
-//! - [`grpc`]: gRPC's framing, for the two above.
-//! - [`server`]: [`ServerConfig`], [`serve`], [`EmbeddedServer`].
-//! - [`http2`]: HTTP/2 frame and window settings shared by both ends.
-//! - [`client`]: [`CacheClient`], a typed client.
-//! - [`encode`]: record batches into Flight messages, the schema exactly as given.
-//! - [`files`]: Parquet, Arrow IPC and CSV files as batch streams, read and written a batch at a
-//!   time.
-//! - [`baseline`]: the JSON-over-TCP and raw-socket baselines `flightcache bench` compares with.
-//! - [`bench`](mod@bench): benchmark runs, medians, GB/s and ratios.
+//! - [`protocol`]: what is on the wire, with no I/O: [`TableKey`] and how tickets and
+//!   descriptors carry it, the RPCs, the actions and their JSON answers, `do_put`'s answer,
+//!   record batches as Flight messages.
+//! - `store` (crate-private): the cache: the key → table map, cached tables, uploads and
+//!   their validation, table memory (slabs and their reuse).
+//! - [`server`]: [`ServerConfig`], [`serve`], [`EmbeddedServer`]; and (crate-private) the
+//!   Flight service, whose one door per RPC every request enters.
+//! - `transport` (crate-private): gRPC over HTTP/2: the router that hands each request to its
+//!   door, framing, `do_put` bodies received straight into table memory, `do_get` bodies sent
+//!   without a copy, HTTP/2 settings.
+//! - [`client`]: [`CacheClient`] and its streams.
+//! - [`formats`]: Parquet, Arrow IPC and CSV files as batch streams, a batch at a time.
+//! - [`bench`](mod@bench): the benchmark behind `flightcache bench`, and its JSON and
+//!   raw-socket baselines.
 //! - [`error`]: [`Error`], and its mapping to gRPC status codes.
 #![warn(missing_docs)]
 
-pub mod abort;
-pub mod actions;
-pub mod baseline;
 pub mod bench;
 pub mod client;
-pub mod encode;
 pub mod error;
-pub mod files;
-pub mod grpc;
-pub mod http2;
-pub mod key;
-pub mod receive;
-pub mod replay;
+pub mod formats;
+pub mod protocol;
 pub mod server;
-pub mod service;
-pub mod slab;
-pub mod store;
-pub mod table;
-pub mod upload;
+pub(crate) mod store;
+pub(crate) mod transport;
 
 pub use client::{CacheClient, ClientConfig, TableInfo, TableStream};
 pub use error::{Error, Result};
-pub use key::TableKey;
+pub use protocol::key::TableKey;
 pub use server::{EmbeddedServer, ServerConfig, serve};
-pub use service::FlightCacheService;
-pub use store::{StoreStats, TableStore};
-pub use table::CachedTable;
+pub use transport::http2::Http2Settings;
+
+/// Internals for this crate's own benchmarks (`benches/`), which time the hot paths one by
+/// one. Not a public API: anything here may change without notice.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::store::memory::{SlabPool, SlabWriter};
+    pub use crate::store::table::CachedTable;
+    pub use crate::store::upload::TableUpload;
+    pub use crate::transport::grpc::frame;
+    pub use crate::transport::receive::MessageReader;
+}

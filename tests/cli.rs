@@ -12,7 +12,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Int32Type, Int64Type};
 use flightcache::bench::BenchReport;
 use flightcache::bench::data::tables_equal;
-use flightcache::files::TableSource;
+use flightcache::formats::TableSource;
 use futures::TryStreamExt;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;

@@ -13,6 +13,10 @@
 //! again every second or so: [`keep_freed_memory`] makes it keep freed memory for reuse longer
 //! than the gap between two transfers, as jemalloc does by default (10 s), instead of faulting
 //! the next table into fresh pages.
+//!
+//! The binary's one module with unsafe code: calls into mimalloc's C API, each with a `SAFETY:`
+//! comment.
+#![allow(unsafe_code)]
 
 use std::time::Duration;
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::data::{arrow_bytes, random_table};
 use crate::client::CacheClient;
 use crate::error::Result;
-use crate::key::TableKey;
+use crate::protocol::key::TableKey;
 
 /// Rows of the small table.
 pub const SMALL_ROWS: u64 = 1000;
@@ -100,8 +100,9 @@ pub async fn run(url: &str, operations: usize, client_counts: &[usize]) -> Resul
             }
             let mut latencies = Vec::new();
             for task in tasks {
-                latencies.extend(task.await.map_err(|e| {
-                    crate::Error::Io(std::io::Error::other(format!("latency task failed: {e}")))
+                latencies.extend(task.await.map_err(|source| crate::Error::TaskFailed {
+                    task: "latency client",
+                    source,
                 })??);
             }
             let elapsed = start.elapsed().as_secs_f64();

@@ -5,7 +5,9 @@
 //! - [`report`]: medians, GB/s, ratios, and the text, JSON and SVG renderings.
 //! - [`latency`]: the small-table latency run (`--small`).
 //! - [`memory`]: server RSS from `/proc`.
+//! - [`baseline`]: the JSON-over-TCP and raw-socket transfers Flight is compared with.
 
+pub mod baseline;
 pub mod data;
 pub mod latency;
 pub mod memory;
@@ -19,12 +21,12 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
 
-use crate::baseline::{json, raw};
 use crate::client::{CacheClient, ClientConfig};
-use crate::error::{Error, Result};
-use crate::files::TableSource;
-use crate::key::TableKey;
+use crate::error::{AnswerProblem, Error, Result};
+use crate::formats::TableSource;
+use crate::protocol::key::TableKey;
 use crate::server::{EmbeddedServer, ServerConfig};
+use baseline::{json, raw};
 
 pub use report::{BenchReport, Measurement, Ratios};
 
@@ -120,11 +122,12 @@ impl Table {
 }
 
 /// Longest wait for a server to give back the memory of dropped tables; `serve` keeps it
-/// for [`DEFAULT_REUSE_WINDOW`](crate::slab::DEFAULT_REUSE_WINDOW) unless told otherwise.
+/// for [`DEFAULT_KEEP_FREED`](crate::server::config::DEFAULT_KEEP_FREED) unless told
+/// otherwise.
 const MAX_WAIT_FOR_FREED_MEMORY: Duration = Duration::from_secs(60);
 
 /// The settled RSS of the server at `server_pid` (if known) once it reports no freed table
-/// memory kept for reuse (see [`StoreStats::freed_bytes`](crate::StoreStats::freed_bytes)),
+/// memory kept for reuse (see [`StoreStats::freed_bytes`](crate::protocol::actions::StoreStats::freed_bytes)),
 /// waiting for that at most [`MAX_WAIT_FOR_FREED_MEMORY`].
 async fn settled_server_rss(
     client: &mut CacheClient,
@@ -152,8 +155,8 @@ async fn timed_get(
 /// Run the benchmark.
 ///
 /// # Errors
-/// [`Error::Connect`] if `--server` cannot be reached; [`Error::Protocol`] if a Flight get does
-/// not return the table that was put; any I/O or Arrow error on the way.
+/// [`Error::Connect`] if `--server` cannot be reached; [`Error::UnexpectedAnswer`] if a Flight
+/// get does not return the table that was put; any I/O or Arrow error on the way.
 pub async fn run(config: &BenchConfig, progress: &dyn Progress) -> Result<BenchReport> {
     progress.step("preparing data");
     let (schema, batches) = load_table(config).await?;
@@ -200,9 +203,9 @@ pub async fn run(config: &BenchConfig, progress: &dyn Progress) -> Result<BenchR
     table.put(&mut flight, &key).await?;
     let (_, got) = timed_get(&mut flight, &key).await?;
     if !data::tables_equal(&table.batches, &got) {
-        return Err(Error::Protocol(
-            "the table Flight returned differs from the one put".into(),
-        ));
+        return Err(Error::UnexpectedAnswer {
+            problem: AnswerProblem::TableDiffers,
+        });
     }
     drop(got);
     raw_client.put(bytes as usize).await?;
@@ -330,10 +333,11 @@ async fn measure_concurrent(
     Ok(())
 }
 
-fn task_failed(err: tokio::task::JoinError) -> Error {
-    Error::Io(std::io::Error::other(format!(
-        "benchmark task failed: {err}"
-    )))
+fn task_failed(source: tokio::task::JoinError) -> Error {
+    Error::TaskFailed {
+        task: "benchmark client",
+        source,
+    }
 }
 
 /// The table to benchmark with: a file's, or random float64 columns.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::memory::ServerMemory;
 use super::{BenchConfig, Samples};
-use crate::baseline::json::JsonTimings;
+use crate::bench::baseline::json::JsonTimings;
 
 /// One timed operation: its samples and their median.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

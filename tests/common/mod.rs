@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow_flight::FlightClient;
-use flightcache::{CacheClient, EmbeddedServer, ServerConfig, TableKey, TableStore};
+use flightcache::{CacheClient, EmbeddedServer, ServerConfig, TableKey};
 use tonic::transport::Channel;
 
 /// A flightcache server for one test.
@@ -28,12 +28,9 @@ impl TestServer {
         Self { server }
     }
 
-    /// Start a server of `store` with the default configuration.
-    pub async fn start_with_store(store: TableStore) -> Self {
-        let server = EmbeddedServer::start_with_store(store, ServerConfig::default())
-            .await
-            .expect("server starts");
-        Self { server }
+    /// The server's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.server.addr()
     }
 
     /// The server's URL.
@@ -144,4 +141,49 @@ pub async fn roundtrip(batches: Vec<RecordBatch>) {
         "FlightInfo schema differs"
     );
     server.shutdown_and_wait().await;
+}
+
+/// Send one raw gRPC request over a fresh HTTP/2 connection to `addr`: `path`, the gRPC
+/// headers with `headers` replacing or adding to them, and `body` as the request's bytes.
+/// Returns the gRPC status the server answered with, and the messages' bytes before it.
+///
+/// For requests no Flight client sends: malformed messages, compressed or non-gRPC requests.
+pub async fn raw_grpc_call(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&'static str, &'static str)],
+    body: Vec<u8>,
+) -> (tonic::Status, Vec<u8>) {
+    use tonic::codegen::http;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut request = http::Request::post(format!("http://{addr}{path}"))
+        .body(())
+        .unwrap();
+    let request_headers = request.headers_mut();
+    request_headers.insert("content-type", "application/grpc".parse().unwrap());
+    request_headers.insert("te", "trailers".parse().unwrap());
+    for (name, value) in headers {
+        request_headers.insert(*name, value.parse().unwrap());
+    }
+    let (response, mut send) = client.send_request(request, false).unwrap();
+    send.send_data(body.into(), true).unwrap();
+    let (parts, mut body) = response.await.unwrap().into_parts();
+    if let Some(status) = tonic::Status::from_header_map(&parts.headers) {
+        return (status, Vec::new()); // trailers-only: the status is in the headers
+    }
+    let mut received = Vec::new();
+    while let Some(data) = body.data().await {
+        let data = data.unwrap();
+        body.flow_control().release_capacity(data.len()).unwrap();
+        received.extend_from_slice(&data);
+    }
+    let trailers = body
+        .trailers()
+        .await
+        .unwrap()
+        .expect("a gRPC response ends in trailers");
+    let status = tonic::Status::from_header_map(&trailers).expect("the trailers carry a status");
+    (status, received)
 }

@@ -7,3 +7,4 @@ mod concurrency;
 mod roundtrip;
 mod rpc;
 mod uploads;
+mod wire;

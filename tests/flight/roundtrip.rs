@@ -123,7 +123,7 @@ async fn batches_larger_than_a_flight_message_come_back_equal() {
 
 /// Upload `batch` as one single message, as pyarrow does with a one-chunk table.
 async fn put_as_one_message(server: &TestServer, name: &str, batch: &RecordBatch) {
-    use flightcache::encode::FlightEncoder;
+    use flightcache::protocol::encode::FlightEncoder;
     use futures::TryStreamExt;
     let mut encoder = FlightEncoder::new(usize::MAX);
     let key = key(name);

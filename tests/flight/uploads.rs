@@ -8,7 +8,7 @@ use arrow::array::{RecordBatch, StringArray};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{FlightData, FlightDescriptor};
 use bytes::Bytes;
-use flightcache::server::ServerConfig;
+use flightcache::ServerConfig;
 use flightcache::{CacheClient, Error};
 use futures::{SinkExt, TryStreamExt};
 use tonic::Code;
@@ -177,7 +177,7 @@ async fn failing_input_cancels_the_upload_and_stores_nothing() {
     let (server, mut client, batches) = server_with_table().await;
     let mut input: Vec<flightcache::Result<RecordBatch>> =
         numbered_batches(5, 10).into_iter().map(Ok).collect();
-    input.insert(3, Err(Error::Protocol("the file broke".into())));
+    input.insert(3, Err(Error::Io(std::io::Error::other("the file broke"))));
     let err = client
         .put(&key("t"), numbered_schema(), futures::stream::iter(input))
         .await

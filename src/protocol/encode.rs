@@ -7,6 +7,7 @@
 //! replaced) and its record batch, split into messages of about [`TARGET_MESSAGE_BYTES`].
 
 use arrow::datatypes::Schema;
+use arrow::error::ArrowError;
 use arrow::ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions};
 use arrow::record_batch::RecordBatch;
 use arrow_flight::{FlightData, FlightDescriptor};
@@ -60,8 +61,8 @@ impl FlightEncoder {
     /// split by rows when it is larger than the target. A zero-row batch is kept.
     ///
     /// # Errors
-    /// [`Error::Arrow`](crate::Error::Arrow) if the batch cannot be encoded.
-    pub fn encode_batch(&mut self, batch: &RecordBatch) -> Result<Vec<FlightData>> {
+    /// The Arrow error if the batch cannot be encoded.
+    pub fn encode_batch(&mut self, batch: &RecordBatch) -> Result<Vec<FlightData>, ArrowError> {
         let mut messages = Vec::new();
         for piece in split_batch(batch, self.target_message_bytes)? {
             let (dictionaries, record_batch) = self.generator.encode(
@@ -79,7 +80,7 @@ impl FlightEncoder {
 
 /// Slices of `batch` of about `target_bytes` each, measured by the bytes the slice itself
 /// covers (not the whole buffers a sliced array points into).
-fn split_batch(batch: &RecordBatch, target_bytes: usize) -> Result<Vec<RecordBatch>> {
+fn split_batch(batch: &RecordBatch, target_bytes: usize) -> Result<Vec<RecordBatch>, ArrowError> {
     let rows = batch.num_rows();
     let mut bytes = 0;
     for column in batch.columns() {
@@ -109,7 +110,7 @@ where
     let mut encoder = FlightEncoder::new(TARGET_MESSAGE_BYTES);
     let schema_message = encoder.encode_schema(schema, Some(descriptor));
     let messages = batches.flat_map(move |batch| {
-        let encoded = batch.and_then(|batch| encoder.encode_batch(&batch));
+        let encoded = batch.and_then(|batch| Ok(encoder.encode_batch(&batch)?));
         match encoded {
             Ok(messages) => stream::iter(messages.into_iter().map(Ok).collect::<Vec<_>>()),
             Err(err) => stream::iter(vec![Err(err)]),

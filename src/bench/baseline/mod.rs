@@ -117,6 +117,8 @@ pub(crate) async fn read_response(socket: &mut TcpStream) -> Result<(Duration, u
 }
 
 /// An unexpected op or length from a baseline peer.
-pub(crate) fn protocol_error(what: &str) -> crate::Error {
-    crate::Error::Protocol(format!("baseline protocol: {what}"))
+pub(crate) fn protocol_error(what: &'static str) -> crate::Error {
+    crate::Error::UnexpectedAnswer {
+        problem: crate::error::AnswerProblem::Baseline(what),
+    }
 }

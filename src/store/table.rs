@@ -1,18 +1,18 @@
 //! `CachedTable`: one cached table, kept as the validated Arrow IPC messages it was uploaded as.
 //!
 //! A table is stored as the Flight messages (schema, dictionary batches, record batches) that
-//! its upload carried, after [`TableUpload`](crate::upload::TableUpload) has decoded and
+//! its upload carried, after [`TableUpload`](crate::store::upload::TableUpload) has decoded and
 //! validated every one of them. `do_get` replays those messages: nothing is re-encoded, so a get
 //! costs what the network costs, and what a client sent is what the next client receives
 //! (types, metadata and dictionaries included). The one change: a giant record batch without
 //! dictionaries is stored re-split into smaller batches with the same rows
-//! ([`RESPLIT_ABOVE_BYTES`](crate::upload::RESPLIT_ABOVE_BYTES)).
+//! ([`RESPLIT_ABOVE_BYTES`](crate::store::upload::RESPLIT_ABOVE_BYTES)).
 
 use arrow::datatypes::SchemaRef;
 use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, SchemaResult};
 use bytes::Bytes;
 
-use crate::key::TableKey;
+use crate::protocol::key::TableKey;
 
 /// A cached table: its schema, its IPC messages in upload order, and its size.
 ///
@@ -29,7 +29,7 @@ pub struct CachedTable {
 }
 
 impl CachedTable {
-    /// Assemble a table from parts that [`TableUpload`](crate::upload::TableUpload) validated.
+    /// Assemble a table from parts that [`TableUpload`](crate::store::upload::TableUpload) validated.
     ///
     /// `messages[0]` must be the schema message; `schema_header` is its IPC flatbuffer.
     pub(crate) fn from_validated(

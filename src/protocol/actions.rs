@@ -6,15 +6,14 @@
 use arrow_flight::{Action, ActionType};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-use crate::key::TableKey;
+use crate::error::{ClientText, Error, Result};
+use crate::protocol::key::TableKey;
 
 /// Remove one table. Body: the key as UTF-8. Result: a [`DropResult`] as JSON.
 pub const DROP: &str = "drop";
 /// Remove every table. Body: empty. Result: a [`ClearResult`] as JSON.
 pub const CLEAR: &str = "clear";
-/// Report contents and counters. Body: empty. Result: a [`StoreStats`](crate::store::StoreStats)
-/// as JSON.
+/// Report contents and counters. Body: empty. Result: a [`StoreStats`] as JSON.
 pub const STATS: &str = "stats";
 
 /// Every action, with the description `list_actions` gives.
@@ -29,9 +28,14 @@ pub const ACTIONS: [(&str, &str); 3] = [
     ),
     (
         STATS,
-        "Report JSON {\"tables\", \"rows\", \"bytes\", \"puts\", \"gets\", \"errors\"}. Body: empty.",
+        "Report JSON {\"tables\", \"rows\", \"bytes\", \"puts\", \"gets\", \"errors\", \"freed_bytes\"}. Body: empty.",
     ),
 ];
+
+/// The names of every action, in [`ACTIONS`] order.
+pub fn action_names() -> Vec<&'static str> {
+    ACTIONS.iter().map(|(name, _)| *name).collect()
+}
 
 /// A parsed `do_action` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,20 +52,16 @@ impl TryFrom<Action> for CacheAction {
     type Error = Error;
 
     /// # Errors
-    /// [`Error::InvalidAction`] (InvalidArgument) for an unknown action, listing the valid
-    /// ones; [`Error::InvalidKey`] for a `drop` whose body is not a key.
+    /// [`Error::UnknownAction`] (InvalidArgument) for an unknown action, whose message lists
+    /// the valid ones; [`Error::InvalidKey`] for a `drop` whose body is not a key.
     fn try_from(action: Action) -> Result<Self> {
         match action.r#type.as_str() {
             DROP => Ok(CacheAction::Drop(TableKey::try_from_bytes(&action.body)?)),
             CLEAR => Ok(CacheAction::Clear),
             STATS => Ok(CacheAction::Stats),
-            other => {
-                let valid: Vec<&str> = ACTIONS.iter().map(|(name, _)| *name).collect();
-                Err(Error::InvalidAction(format!(
-                    "unknown action `{other}`; valid actions: {}",
-                    valid.join(", ")
-                )))
-            }
+            other => Err(Error::UnknownAction {
+                name: ClientText::new(other.as_bytes()),
+            }),
         }
     }
 }
@@ -104,6 +104,27 @@ pub struct DropResult {
 pub struct ClearResult {
     /// How many tables were removed.
     pub tables: u64,
+}
+
+/// What `stats` returns: the cache's contents and counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStats {
+    /// Tables cached now.
+    pub tables: u64,
+    /// Rows in all cached tables.
+    pub rows: u64,
+    /// Arrow bytes held by all cached tables.
+    pub bytes: u64,
+    /// Completed puts since the server started.
+    pub puts: u64,
+    /// Gets started since the server started.
+    pub gets: u64,
+    /// Requests that failed since the server started.
+    pub errors: u64,
+    /// Memory freed by dropped or replaced tables that the server keeps for the next uploads;
+    /// it goes back to the system once it has waited the reuse window.
+    #[serde(default)]
+    pub freed_bytes: u64,
 }
 
 #[cfg(test)]

@@ -17,11 +17,11 @@ use arrow::ipc::{self, MessageHeader, convert::try_fb_to_schema, reader::RecordB
 use arrow_flight::FlightData;
 use bytes::Bytes;
 
-use crate::encode::{FlightEncoder, TARGET_MESSAGE_BYTES};
 use crate::error::{Error, Result};
-use crate::key::TableKey;
-use crate::slab::{SlabPool, SlabWriter};
-use crate::table::CachedTable;
+use crate::protocol::encode::{FlightEncoder, TARGET_MESSAGE_BYTES};
+use crate::protocol::key::TableKey;
+use crate::store::memory::{SlabPool, SlabWriter};
+use crate::store::table::CachedTable;
 
 /// Decoding state of an upload after its schema message arrived.
 struct Decoding {
@@ -89,7 +89,7 @@ impl TableUpload {
             if data.data_body.is_empty() {
                 return Ok(());
             }
-            return Err(self.invalid("a message has a body but no IPC header"));
+            return Err(self.invalid(UploadProblem::BodyWithoutHeader));
         }
         // Keep copies, not the received `Bytes`: those are slices of the transport's receive
         // buffers, and a kept slice pins its whole buffer (measured: 2.8-3.6x the table's size
@@ -106,8 +106,8 @@ impl TableUpload {
         drop(data_header);
         let stored = self.memory.store(data_body);
         let body = Buffer::from(stored.clone()); // a zero-copy view for the decoder
-        let message = ipc::root_as_message(&header)
-            .map_err(|e| self.invalid(format!("a message header is not valid Arrow IPC ({e})")))?;
+        let message =
+            ipc::root_as_message(&header).map_err(|e| self.invalid(UploadProblem::BadHeader(e)))?;
         let resplit = match message.header_type() {
             MessageHeader::Schema => self.push_schema(message, &header).map(|()| None)?,
             MessageHeader::DictionaryBatch => {
@@ -115,10 +115,8 @@ impl TableUpload {
             }
             MessageHeader::RecordBatch => self.push_record_batch(message, &body)?,
             other => {
-                let name = other.variant_name().unwrap_or("unknown");
-                return Err(self.invalid(format!(
-                    "a `{name}` message is not part of an Arrow record batch stream"
-                )));
+                let kind = other.variant_name().unwrap_or("unknown");
+                return Err(self.invalid(UploadProblem::UnexpectedMessage { kind }));
             }
         };
         match resplit {
@@ -146,15 +144,13 @@ impl TableUpload {
 
     fn push_schema(&mut self, message: ipc::Message<'_>, header: &Bytes) -> Result<()> {
         if self.decoding.is_some() {
-            return Err(self.invalid(
-                "a second schema arrived mid-stream; a table has one schema, upload it under another key",
-            ));
+            return Err(self.invalid(UploadProblem::SecondSchema));
         }
         let fb_schema = message
             .header_as_schema()
-            .ok_or_else(|| self.invalid("the schema message has no schema"))?;
+            .ok_or_else(|| self.invalid(UploadProblem::EmptyHeader { kind: "schema" }))?;
         let schema: Schema =
-            try_fb_to_schema(fb_schema).map_err(|e| self.invalid(format!("bad schema ({e})")))?;
+            try_fb_to_schema(fb_schema).map_err(|e| self.invalid(UploadProblem::BadSchema(e)))?;
         let resplitter = (!schema
             .fields()
             .iter()
@@ -171,11 +167,15 @@ impl TableUpload {
 
     fn push_dictionary(&mut self, message: ipc::Message<'_>, body: &Buffer) -> Result<()> {
         let version = message.version();
-        let batch = message
-            .header_as_dictionary_batch()
-            .ok_or_else(|| self.invalid("the dictionary message has no dictionary batch"))?;
+        let batch = message.header_as_dictionary_batch().ok_or_else(|| {
+            self.invalid(UploadProblem::EmptyHeader {
+                kind: "dictionary batch",
+            })
+        })?;
         let Some(decoding) = self.decoding.as_mut() else {
-            return Err(self.invalid("a dictionary batch arrived before the schema"));
+            return Err(self.invalid(UploadProblem::BeforeSchema {
+                kind: "dictionary batch",
+            }));
         };
         let result = guard_decoder(|| {
             ipc::reader::read_dictionary(
@@ -186,7 +186,7 @@ impl TableUpload {
                 &version,
             )
         });
-        result.map_err(|e| self.invalid(format!("bad dictionary batch ({e})")))
+        result.map_err(|source| self.invalid(UploadProblem::BadDictionary { source }))
     }
 
     /// Validate a record batch; for a giant one, also the smaller messages to keep instead.
@@ -196,11 +196,15 @@ impl TableUpload {
         body: &Buffer,
     ) -> Result<Option<Vec<FlightData>>> {
         let version = message.version();
-        let batch = message
-            .header_as_record_batch()
-            .ok_or_else(|| self.invalid("the record batch message has no record batch"))?;
+        let batch = message.header_as_record_batch().ok_or_else(|| {
+            self.invalid(UploadProblem::EmptyHeader {
+                kind: "record batch",
+            })
+        })?;
         let Some(decoding) = self.decoding.as_ref() else {
-            return Err(self.invalid("a record batch arrived before the schema"));
+            return Err(self.invalid(UploadProblem::BeforeSchema {
+                kind: "record batch",
+            }));
         };
         let decoded = guard_decoder(|| {
             RecordBatchDecoder::try_new(
@@ -212,11 +216,11 @@ impl TableUpload {
             )
             .and_then(RecordBatchDecoder::read_record_batch)
         })
-        .map_err(|e| {
-            self.invalid(format!(
-                "record batch {} does not match the schema ({e})",
-                self.batches
-            ))
+        .map_err(|source| {
+            self.invalid(UploadProblem::BadRecordBatch {
+                batch: self.batches,
+                source,
+            })
         })?;
         self.rows += decoded.num_rows() as u64;
         let resplitter = match self.decoding.as_mut() {
@@ -231,12 +235,9 @@ impl TableUpload {
         };
         let pieces = resplitter
             .encode_batch(&decoded)
-            .map_err(|e| Error::Internal {
-                context: format!("re-splitting a record batch of `{}`", self.key),
-                source: match e {
-                    Error::Arrow(e) => e,
-                    other => ArrowError::ExternalError(Box::new(other)),
-                },
+            .map_err(|source| Error::Internal {
+                context: "re-splitting a giant record batch",
+                source: Box::new(source),
             })?;
         self.batches += pieces.len() as u64;
         Ok(Some(pieces))
@@ -250,7 +251,7 @@ impl TableUpload {
         let Some(decoding) = self.decoding else {
             return Err(Error::InvalidUpload {
                 key: self.key,
-                reason: "the stream ended before a schema was sent".into(),
+                problem: Box::new(UploadProblem::NoSchema),
             });
         };
         self.memory.finish();
@@ -264,10 +265,10 @@ impl TableUpload {
         ))
     }
 
-    fn invalid(&self, reason: impl Into<String>) -> Error {
+    fn invalid(&self, problem: UploadProblem) -> Error {
         Error::InvalidUpload {
             key: self.key.clone(),
-            reason: reason.into(),
+            problem: Box::new(problem),
         }
     }
 }
@@ -294,29 +295,82 @@ fn contains_dictionary(data_type: &DataType) -> bool {
 /// Run an arrow-ipc decode on untrusted input. Some malformed inputs make arrow-ipc panic
 /// instead of returning an error (apache/arrow-rs#7124); a panic here is a bad upload, not a
 /// reason to drop the connection.
-fn guard_decoder<T>(decode: impl FnOnce() -> Result<T, ArrowError>) -> Result<T, String> {
+fn guard_decoder<T>(decode: impl FnOnce() -> Result<T, ArrowError>) -> Result<T, DecodeFailure> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)) {
-        Ok(result) => result.map_err(|e| e.to_string()),
+        Ok(result) => result.map_err(DecodeFailure::Arrow),
         Err(panic) => {
             let what = panic
                 .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown decoder failure");
-            Err(format!("malformed IPC data: {what}"))
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown decoder failure".into());
+            Err(DecodeFailure::Panic(what))
         }
     }
 }
 
-/// What a `do_put` answers in its one `PutResult`, as JSON in `app_metadata`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PutSummary {
-    /// The key the table was stored under.
-    pub key: String,
-    /// Rows stored.
-    pub rows: u64,
-    /// Arrow bytes stored.
-    pub bytes: u64,
-    /// Record batches stored.
-    pub batches: u64,
+/// What is wrong with an upload ([`Error::InvalidUpload`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UploadProblem {
+    /// A message has a body but no IPC header.
+    #[error("a message has a body but no IPC header")]
+    BodyWithoutHeader,
+    /// A message header is not an Arrow IPC flatbuffer.
+    #[error("a message header is not valid Arrow IPC ({0})")]
+    BadHeader(#[source] flatbuffers::InvalidFlatbuffer),
+    /// A message of a kind that has no place in a record batch stream (a tensor, say).
+    #[error("a `{kind}` message is not part of an Arrow record batch stream")]
+    UnexpectedMessage {
+        /// The message kind.
+        kind: &'static str,
+    },
+    /// A message whose header names its kind but holds nothing.
+    #[error("the {kind} message has an empty header")]
+    EmptyHeader {
+        /// The message kind.
+        kind: &'static str,
+    },
+    /// A second schema.
+    #[error(
+        "a second schema arrived mid-stream; a table has one schema, upload it under another key"
+    )]
+    SecondSchema,
+    /// A schema Arrow cannot read.
+    #[error("bad schema ({0})")]
+    BadSchema(#[source] ArrowError),
+    /// A batch before the schema.
+    #[error("a {kind} arrived before the schema")]
+    BeforeSchema {
+        /// The message kind.
+        kind: &'static str,
+    },
+    /// A dictionary batch that does not decode.
+    #[error("bad dictionary batch ({source})")]
+    BadDictionary {
+        /// Why it does not decode.
+        source: DecodeFailure,
+    },
+    /// A record batch that does not decode against the schema.
+    #[error("record batch {batch} does not match the schema ({source})")]
+    BadRecordBatch {
+        /// Its position among the stream's record batches, from 0.
+        batch: u64,
+        /// Why it does not decode.
+        source: DecodeFailure,
+    },
+    /// The stream ended without a schema.
+    #[error("the stream ended before a schema was sent")]
+    NoSchema,
+}
+
+/// Why arrow-ipc could not decode a message.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeFailure {
+    /// arrow-ipc refused it.
+    #[error("{0}")]
+    Arrow(ArrowError),
+    /// arrow-ipc panicked on it (apache/arrow-rs#7124); the panic's message.
+    #[error("malformed IPC data: {0}")]
+    Panic(String),
 }

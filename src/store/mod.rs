@@ -1,30 +1,37 @@
-//! `TableStore`: the shared map from key to cached table, the memory its tables are kept in,
-//! and the counters the server keeps.
+//! The cache: the key → table map ([`TableStore`]), the tables it holds, how an upload becomes a
+//! table, and the memory tables live in. Nothing here is async and no map guard ever leaves a
+//! method.
 //!
-//! A cheap-to-clone handle over `Arc` state, as mini-redis's `Db`. Nothing here is async and no
-//! map guard ever leaves a method: callers get an `Arc<CachedTable>` they can hold across
-//! `.await` without blocking writers (holding a dashmap guard across `.await` can deadlock,
-//! xacrimon/dashmap#79).
+//! - [`table`]: [`table::CachedTable`], one table as its validated IPC messages.
+//! - [`upload`]: [`upload::TableUpload`], a `do_put` validated message by message.
+//! - [`memory`]: table memory: bodies copied once into huge-page slabs, reused once freed.
+
+pub mod memory;
+pub mod table;
+pub mod upload;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use serde::{Deserialize, Serialize};
 
-use crate::key::TableKey;
-use crate::slab::SlabPool;
-use crate::table::CachedTable;
+use crate::protocol::actions::StoreStats;
+use crate::protocol::key::TableKey;
+use memory::SlabPool;
+use table::CachedTable;
 
 /// The cache: tables by key, the pool of table memory, and request counters. Clone it freely;
-/// clones share state.
-#[derive(Debug, Clone, Default)]
+/// clones share state (a cheap handle over `Arc`, as mini-redis's `Db`).
+///
+/// Callers get an `Arc<CachedTable>` they can hold across `.await` without blocking writers:
+/// holding a dashmap guard across `.await` can deadlock (xacrimon/dashmap#79).
+#[derive(Debug, Clone)]
 pub struct TableStore {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     tables: DashMap<TableKey, Arc<CachedTable>>,
     slabs: Arc<SlabPool>,
@@ -33,41 +40,17 @@ struct Shared {
     errors: AtomicU64,
 }
 
-/// A snapshot of the store's contents and counters, as the `stats` action returns it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoreStats {
-    /// Tables cached now.
-    pub tables: u64,
-    /// Rows in all cached tables.
-    pub rows: u64,
-    /// Arrow bytes held by all cached tables.
-    pub bytes: u64,
-    /// Completed puts since the server started.
-    pub puts: u64,
-    /// Gets started since the server started.
-    pub gets: u64,
-    /// Requests that failed since the server started.
-    pub errors: u64,
-    /// Memory freed by dropped or replaced tables that the server keeps for the next uploads;
-    /// it goes back to the system once it has waited the reuse window.
-    #[serde(default)]
-    pub freed_bytes: u64,
-}
-
 impl TableStore {
-    /// An empty store, keeping freed table memory for
-    /// [`DEFAULT_REUSE_WINDOW`](crate::slab::DEFAULT_REUSE_WINDOW).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// An empty store that keeps the memory of dropped or replaced tables for `reuse_window`
     /// for the next uploads, then gives it back (zero: at once).
-    pub fn with_reuse_window(reuse_window: Duration) -> Self {
+    pub fn new(reuse_window: Duration) -> Self {
         Self {
             shared: Arc::new(Shared {
+                tables: DashMap::new(),
                 slabs: Arc::new(SlabPool::new(reuse_window)),
-                ..Shared::default()
+                puts: AtomicU64::new(0),
+                gets: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
             }),
         }
     }

@@ -1,5 +1,5 @@
-//! `DirectPut`: receives `do_put` uploads with each message body written straight from HTTP/2's
-//! receive buffers into table memory.
+//! `MessageReader`: reads the messages of a `DoPut` request, each message body written
+//! straight from HTTP/2's receive buffers into table memory.
 //!
 //! tonic's decoder copies every gRPC message into a buffer of its own before prost decodes it,
 //! and the upload then copied each body from there into table memory: every uploaded byte was
@@ -11,94 +11,25 @@
 //! upload then validates it in place. A message whose body is not its last field is buffered
 //! whole and decoded by prost, as tonic would.
 //!
-//! Only uncompressed gRPC `DoPut` requests take this path; every other request goes to the
-//! tonic service underneath. The upload itself (limits, validation, storing, error codes) is
-//! the same code either way: [`FlightCacheService::receive_put`].
-
-use std::task::{Context, Poll};
+//! Every `DoPut` is read this way (the router sends no upload to tonic); the upload itself
+//! (limits, validation, storing) is the `do_put` door's.
 
 use arrow_flight::FlightData;
 use bytes::{Buf, Bytes, BytesMut};
-use futures::future::BoxFuture;
-use http_body::Frame;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::BodyExt;
 use prost::Message;
-use tonic::Status;
 use tonic::body::Body;
-use tonic::codegen::{Service, http};
-use tonic::server::NamedService;
 
-use crate::grpc;
-use crate::service::{FlightCacheService, UploadMessages};
-use crate::slab::{BodyFill, SlabWriter};
+use crate::error::{Error, RequestProblem, Result};
+use crate::protocol::rpc::FlightRpc;
+use crate::store::memory::{BodyFill, SlabWriter};
+use crate::transport::grpc;
 
-/// The HTTP/2 path of Flight's `DoPut`.
-pub const DO_PUT_PATH: &str = "/arrow.flight.protocol.FlightService/DoPut";
 /// The longest protobuf varint.
 const MAX_VARINT_BYTES: usize = 10;
 
-/// A service wrapper that receives uncompressed `DoPut` uploads itself, through `service`, and
-/// passes every other request to `inner`, the tonic server of the same service.
-#[derive(Debug, Clone)]
-pub struct DirectPut<S> {
-    inner: S,
-    service: FlightCacheService,
-    max_message_bytes: usize,
-}
-
-impl<S> DirectPut<S> {
-    /// Receive uploads for `service`, accepting messages of up to `max_message_bytes`, in front
-    /// of `inner`.
-    pub fn new(inner: S, service: FlightCacheService, max_message_bytes: usize) -> Self {
-        Self {
-            inner,
-            service,
-            max_message_bytes,
-        }
-    }
-}
-
-impl<S: NamedService> NamedService for DirectPut<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-impl<S> Service<http::Request<Body>> for DirectPut<S>
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path() != DO_PUT_PATH || !grpc::is_uncompressed_grpc(request.headers()) {
-            return Box::pin(self.inner.call(request));
-        }
-        let service = self.service.clone();
-        let messages = MessageReader::new(request.into_body(), self.max_message_bytes);
-        Box::pin(async move {
-            Ok(match service.receive_put(messages).await {
-                Ok(result) => {
-                    let frames = [
-                        Ok::<_, std::convert::Infallible>(Frame::data(grpc::frame(&result))),
-                        Ok(Frame::trailers(grpc::ok_trailers())),
-                    ];
-                    grpc::response(Body::new(StreamBody::new(futures::stream::iter(frames))))
-                }
-                Err(status) => status.into_http(),
-            })
-        })
-    }
-}
-
 /// Reads the Flight messages of one request body, writing each body into the upload's table
-/// memory as it arrives (see the [module documentation](self)).
+/// memory as it arrives (see the module documentation).
 pub struct MessageReader {
     body: Body,
     /// What is left of the last data frame received.
@@ -107,7 +38,7 @@ pub struct MessageReader {
 }
 
 impl MessageReader {
-    /// Read `body`, refusing messages over `max_message_bytes` as tonic does.
+    /// Read `body`, refusing messages over `max_message_bytes`.
     pub fn new(body: Body, max_message_bytes: usize) -> Self {
         Self {
             body,
@@ -116,11 +47,18 @@ impl MessageReader {
         }
     }
 
-    /// The next message; its body in `memory` if given and the body is the last field.
-    async fn read_message(
+    /// The next message, or `None` once the client ended the stream cleanly. Its body is
+    /// received into `memory`, if given, when the body is the message's last field: it is then
+    /// the body [`SlabWriter::store`] keeps without a copy.
+    ///
+    /// # Errors
+    /// [`Error::UploadCancelled`] (with no key) if the client reset the stream or the
+    /// connection broke; [`Error::MessageTooLarge`] for a message over the limit;
+    /// [`Error::MalformedRequest`] for bytes that are not a `FlightData` message.
+    pub async fn next_message(
         &mut self,
         mut memory: Option<&mut SlabWriter>,
-    ) -> Result<Option<FlightData>, Status> {
+    ) -> Result<Option<FlightData>> {
         if !self.fill_chunk().await? {
             return Ok(None); // the clean end of the stream, between messages
         }
@@ -129,16 +67,13 @@ impl MessageReader {
         let compressed = prefix.get_u8();
         let len = prefix.get_u32() as usize;
         if compressed != 0 {
-            return Err(Status::internal(
-                "protocol error: received a compressed message, but the request names no grpc-encoding",
-            ));
+            return Err(malformed(RequestProblem::CompressedWithoutEncoding));
         }
         if len > self.max_message_bytes {
-            // tonic's wording, which the service turns into RESOURCE_EXHAUSTED with a hint.
-            return Err(Status::out_of_range(format!(
-                "Error, decoded message length too large: found {len} bytes, the limit is: {} bytes",
-                self.max_message_bytes
-            )));
+            return Err(Error::MessageTooLarge {
+                size: len,
+                limit: self.max_message_bytes,
+            });
         }
 
         // The fields before the body, parsed just enough to find where each one ends.
@@ -172,16 +107,17 @@ impl MessageReader {
                     value_len
                 }
                 wire_type => {
-                    return Err(invalid_message(format!("unknown wire type {wire_type}")));
+                    return Err(malformed(RequestProblem::UnknownWireType { wire_type }));
                 }
             };
             // `fields` never outgrows the message: every read is checked against `len`.
             if value_len > len - fields.len() {
-                return Err(invalid_message("a field runs past the end of the message"));
+                return Err(malformed(RequestProblem::FieldPastEnd));
             }
             self.read_into(&mut fields, value_len).await?;
         }
-        let mut message = FlightData::decode(fields.freeze()).map_err(invalid_message)?;
+        let mut message = FlightData::decode(fields.freeze())
+            .map_err(|e| malformed(RequestProblem::Protobuf(e)))?;
         if let Some(fill) = body {
             message.data_body = fill.finish();
         }
@@ -189,7 +125,7 @@ impl MessageReader {
     }
 
     /// Make `chunk` non-empty; false at the end of the body.
-    async fn fill_chunk(&mut self) -> Result<bool, Status> {
+    async fn fill_chunk(&mut self) -> Result<bool> {
         while self.chunk.is_empty() {
             match self.body.frame().await {
                 None => return Ok(false),
@@ -198,30 +134,26 @@ impl MessageReader {
                         self.chunk = data;
                     }
                 }
-                // The client reset the stream or the connection broke: the upload is not whole.
-                Some(Err(status)) => {
-                    return Err(Status::cancelled(format!(
-                        "the upload stream broke off: {}",
-                        status.message()
-                    )));
-                }
+                // The client reset the stream or the connection broke: the upload is not
+                // whole. (tonic's own decoder reports a reset as a clean end: hyperium/tonic
+                // `Streaming` in the request direction, which would publish a truncated table.)
+                Some(Err(_)) => return Err(Error::UploadCancelled { key: None }),
             }
         }
         Ok(true)
     }
 
     /// Make `chunk` non-empty inside a message, where the end of the body is an error.
-    async fn fill_chunk_in_message(&mut self) -> Result<(), Status> {
+    async fn fill_chunk_in_message(&mut self) -> Result<()> {
         if self.fill_chunk().await? {
             Ok(())
         } else {
-            // tonic's wording for a stream that ends inside a message.
-            Err(Status::internal("Unexpected EOF decoding stream."))
+            Err(malformed(RequestProblem::Truncated))
         }
     }
 
     /// Append the next `len` bytes of the body to `out`.
-    async fn read_into(&mut self, out: &mut BytesMut, mut len: usize) -> Result<(), Status> {
+    async fn read_into(&mut self, out: &mut BytesMut, mut len: usize) -> Result<()> {
         out.reserve(len); // once: a large field arrives in many chunks
         while len > 0 {
             self.fill_chunk_in_message().await?;
@@ -234,7 +166,7 @@ impl MessageReader {
     }
 
     /// Write the next `fill.remaining()` bytes of the body into `fill`.
-    async fn read_body(&mut self, fill: &mut BodyFill) -> Result<(), Status> {
+    async fn read_body(&mut self, fill: &mut BodyFill) -> Result<()> {
         while fill.remaining() > 0 {
             self.fill_chunk_in_message().await?;
             let take = fill.remaining().min(self.chunk.len());
@@ -245,41 +177,41 @@ impl MessageReader {
     }
 
     /// Append a varint to `out` and return its value; the message ends at `out.len() == len`.
-    async fn read_varint(&mut self, out: &mut BytesMut, len: usize) -> Result<u64, Status> {
+    async fn read_varint(&mut self, out: &mut BytesMut, len: usize) -> Result<u64> {
         let start = out.len();
         loop {
             if out.len() == len || out.len() - start == MAX_VARINT_BYTES {
-                return Err(invalid_message("a varint is cut off or too long"));
+                return Err(malformed(RequestProblem::BadVarint));
             }
             self.read_into(out, 1).await?;
             if out[out.len() - 1] < 0x80 {
                 let mut bytes = &out[start..];
-                return prost::encoding::decode_varint(&mut bytes).map_err(invalid_message);
+                return prost::encoding::decode_varint(&mut bytes)
+                    .map_err(|e| malformed(RequestProblem::Protobuf(e)));
             }
         }
     }
 }
 
-impl UploadMessages for MessageReader {
-    fn next_message<'a>(
-        &'a mut self,
-        memory: Option<&'a mut SlabWriter>,
-    ) -> impl Future<Output = Result<Option<FlightData>, Status>> + Send + 'a {
-        self.read_message(memory)
+/// A `DoPut` message that is not a valid `FlightData`.
+fn malformed(problem: RequestProblem) -> Error {
+    Error::MalformedRequest {
+        rpc: FlightRpc::DoPut,
+        problem,
     }
-}
-
-/// A message that is not a valid `FlightData`: INTERNAL, as tonic reports decode errors.
-fn invalid_message(reason: impl std::fmt::Display) -> Status {
-    Status::internal(format!("failed to decode a FlightData message: {reason}"))
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
+
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+    use tonic::{Code, Status};
 
     use super::*;
-    use crate::slab::SlabPool;
+    use crate::store::memory::SlabPool;
 
     /// A request body that arrives in `chunk`-byte data frames.
     fn body_in_chunks(bytes: &[u8], chunk: usize) -> Body {
@@ -320,9 +252,9 @@ mod tests {
     }
 
     /// Every message of `body`, and whether each one's body was received in table memory.
-    async fn read_all(body: Body, max: usize) -> Result<Vec<(FlightData, bool)>, Status> {
+    async fn read_all(body: Body, max: usize) -> Result<Vec<(FlightData, bool)>> {
         let mut reader = MessageReader::new(body, max);
-        let mut memory = SlabWriter::new(Arc::new(SlabPool::default()));
+        let mut memory = SlabWriter::new(Arc::new(SlabPool::new(Duration::from_secs(10))));
         let mut read = Vec::new();
         while let Some(message) = reader.next_message(Some(&mut memory)).await? {
             let body = message.data_body.clone();
@@ -369,32 +301,62 @@ mod tests {
         let (message, in_place) = &read[0];
         assert_eq!(message.data_header, Bytes::from_static(b"header"));
         assert_eq!(message.data_body, Bytes::from(vec![4u8; 100]));
-        assert!(
-            !in_place,
-            "buffered whole, then copied as a message from tonic is"
-        );
+        assert!(!in_place, "buffered whole, then copied");
+    }
+
+    /// The problem of a malformed-request error; panics on any other result.
+    fn problem(result: Result<Vec<(FlightData, bool)>>) -> RequestProblem {
+        match result {
+            Err(err @ Error::MalformedRequest { .. }) => {
+                assert_eq!(err.code(), Code::InvalidArgument);
+                let Error::MalformedRequest { rpc, problem } = err else {
+                    unreachable!()
+                };
+                assert_eq!(rpc, FlightRpc::DoPut);
+                problem
+            }
+            other => panic!("expected a malformed request, got {other:?}"),
+        }
     }
 
     #[tokio::test]
-    async fn broken_streams_are_errors_with_tonics_codes() {
+    async fn broken_streams_are_client_errors_with_their_codes() {
         let bytes = framed(&messages());
         let truncated = read_all(body_in_chunks(&bytes[..bytes.len() - 1], 4096), usize::MAX).await;
-        assert_eq!(truncated.unwrap_err().code(), tonic::Code::Internal);
+        assert!(matches!(problem(truncated), RequestProblem::Truncated));
 
         let too_large = read_all(body_in_chunks(&bytes, 4096), 1 << 20)
             .await
             .unwrap_err();
-        assert_eq!(too_large.code(), tonic::Code::OutOfRange);
-        assert!(too_large.message().contains("too large"), "{too_large}");
+        assert_eq!(too_large.code(), Code::ResourceExhausted);
+        assert!(
+            matches!(too_large, Error::MessageTooLarge { size, limit: 1_048_576 } if size > 2 << 20),
+            "{too_large:?}"
+        );
+        assert!(
+            too_large.to_string().contains("--max-message-size"),
+            "{too_large}"
+        );
 
         let mut compressed = bytes.clone();
         compressed[0] = 1;
         let compressed = read_all(body_in_chunks(&compressed, 4096), usize::MAX).await;
-        assert_eq!(compressed.unwrap_err().code(), tonic::Code::Internal);
+        assert!(matches!(
+            problem(compressed),
+            RequestProblem::CompressedWithoutEncoding
+        ));
 
         let garbage = [0, 0, 0, 0, 3, 0xff, 0xff, 0xff];
         let garbage = read_all(body_in_chunks(&garbage, 4096), usize::MAX).await;
-        assert_eq!(garbage.unwrap_err().code(), tonic::Code::Internal);
+        assert!(matches!(problem(garbage), RequestProblem::BadVarint));
+
+        let unknown_wire_type = [0, 0, 0, 0, 2, 0x0f, 0x00];
+        let unknown_wire_type =
+            read_all(body_in_chunks(&unknown_wire_type, 4096), usize::MAX).await;
+        assert!(matches!(
+            problem(unknown_wire_type),
+            RequestProblem::UnknownWireType { wire_type: 7 }
+        ));
 
         // A field whose length, near 2^64, would wrap around unchecked arithmetic; the next
         // message follows, which such a field must not swallow.
@@ -405,12 +367,7 @@ mod tests {
         huge_field.extend_from_slice(&fields);
         huge_field.extend_from_slice(&bytes);
         let huge_field = read_all(body_in_chunks(&huge_field, 4096), usize::MAX).await;
-        let huge_field = huge_field.unwrap_err();
-        assert_eq!(huge_field.code(), tonic::Code::Internal, "{huge_field}");
-        assert!(
-            huge_field.message().contains("past the end"),
-            "{huge_field}"
-        );
+        assert!(matches!(problem(huge_field), RequestProblem::FieldPastEnd));
 
         let frames = vec![
             Ok(Frame::data(Bytes::copy_from_slice(&bytes[..100]))),
@@ -418,6 +375,10 @@ mod tests {
         ];
         let reset = Body::new(StreamBody::new(futures::stream::iter(frames)));
         let reset = read_all(reset, usize::MAX).await.unwrap_err();
-        assert_eq!(reset.code(), tonic::Code::Cancelled);
+        assert!(
+            matches!(reset, Error::UploadCancelled { key: None }),
+            "{reset:?}"
+        );
+        assert_eq!(reset.code(), Code::Cancelled);
     }
 }

@@ -26,13 +26,10 @@ impl TableKey {
     pub fn try_new(name: impl Into<String>) -> Result<Self> {
         let name = name.into();
         if name.is_empty() {
-            return Err(invalid("the key is empty; name the table"));
+            return Err(invalid(KeyProblem::Empty));
         }
         if name.len() > MAX_KEY_BYTES {
-            return Err(invalid(format!(
-                "the key is {} bytes long; the limit is {MAX_KEY_BYTES}",
-                name.len()
-            )));
+            return Err(invalid(KeyProblem::TooLong { bytes: name.len() }));
         }
         Ok(Self(name))
     }
@@ -42,8 +39,11 @@ impl TableKey {
     /// # Errors
     /// [`Error::InvalidKey`] (InvalidArgument) if the bytes are not UTF-8 or the key is empty.
     pub fn try_from_bytes(bytes: &[u8]) -> Result<Self> {
-        let name = std::str::from_utf8(bytes)
-            .map_err(|e| invalid(format!("the key is not valid UTF-8 ({e})")))?;
+        let name = std::str::from_utf8(bytes).map_err(|e| {
+            invalid(KeyProblem::NotUtf8 {
+                valid_up_to: e.valid_up_to(),
+            })
+        })?;
         Self::try_new(name)
     }
 
@@ -57,13 +57,15 @@ impl TableKey {
             Ok(DescriptorType::Cmd) => Self::try_from_bytes(&descriptor.cmd),
             Ok(DescriptorType::Path) => {
                 if descriptor.path.iter().any(String::is_empty) {
-                    return Err(invalid("a descriptor path has an empty segment"));
+                    return Err(invalid(KeyProblem::EmptyPathSegment));
                 }
                 Self::try_new(descriptor.path.join("/"))
             }
-            Ok(DescriptorType::Unknown) | Err(_) => Err(invalid(
-                "the descriptor type is unknown; use a CMD or PATH descriptor",
-            )),
+            Ok(DescriptorType::Unknown) | Err(_) => {
+                Err(invalid(KeyProblem::UnknownDescriptorType {
+                    type_number: descriptor.r#type,
+                }))
+            }
         }
     }
 
@@ -97,10 +99,38 @@ impl fmt::Display for TableKey {
     }
 }
 
-fn invalid(reason: impl Into<String>) -> Error {
-    Error::InvalidKey {
-        reason: reason.into(),
-    }
+/// What is wrong with a key ([`Error::InvalidKey`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyProblem {
+    /// The key is empty.
+    #[error("the key is empty; name the table")]
+    Empty,
+    /// The key is longer than [`MAX_KEY_BYTES`].
+    #[error("the key is {bytes} bytes long; the limit is {MAX_KEY_BYTES}")]
+    TooLong {
+        /// Its length.
+        bytes: usize,
+    },
+    /// The key's bytes are not UTF-8.
+    #[error("the key is not valid UTF-8 (from byte {valid_up_to} on)")]
+    NotUtf8 {
+        /// How many leading bytes are valid.
+        valid_up_to: usize,
+    },
+    /// A PATH descriptor has an empty segment.
+    #[error("a descriptor path has an empty segment")]
+    EmptyPathSegment,
+    /// A descriptor is neither CMD nor PATH.
+    #[error("the descriptor type {type_number} is unknown; use a CMD or PATH descriptor")]
+    UnknownDescriptorType {
+        /// The type number sent.
+        type_number: i32,
+    },
+}
+
+fn invalid(problem: KeyProblem) -> Error {
+    Error::InvalidKey { problem }
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ impl FileFormat {
     /// The format a path's extension names.
     ///
     /// # Errors
-    /// [`Error::Io`] (InvalidInput) for an unknown or missing extension.
+    /// [`Error::UnknownFileFormat`] for an unknown or missing extension.
     pub fn from_path(path: &Path) -> Result<Self> {
         let ext = path
             .extension()
@@ -61,13 +61,9 @@ impl FileFormat {
             "parquet" | "pq" => Ok(FileFormat::Parquet),
             "arrow" | "feather" | "ipc" | "arrows" => Ok(FileFormat::ArrowIpc),
             "csv" => Ok(FileFormat::Csv),
-            _ => Err(Error::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!(
-                    "cannot tell the format of `{}` from its extension; use .parquet, .arrow, .feather or .csv",
-                    path.display()
-                ),
-            ))),
+            _ => Err(Error::UnknownFileFormat {
+                path: path.to_path_buf(),
+            }),
         }
     }
 }
@@ -321,10 +317,9 @@ impl TableSink {
             }
         }
         drop(tx);
-        let written = writer.await.map_err(|e| {
-            Error::Io(std::io::Error::other(format!(
-                "file writer task failed: {e}"
-            )))
+        let written = writer.await.map_err(|source| Error::TaskFailed {
+            task: "file writer",
+            source,
         })?;
         stream_result.and(written)
     }

@@ -74,7 +74,10 @@ async fn timed_blocking<T: Send + 'static>(
         work().map(|value| (value, start.elapsed()))
     })
     .await
-    .map_err(|e| Error::Io(std::io::Error::other(format!("JSON task failed: {e}"))))?
+    .map_err(|source| Error::TaskFailed {
+        task: "JSON",
+        source,
+    })?
 }
 
 /// Start a JSON baseline server: each connection keeps the last table it was sent and serves

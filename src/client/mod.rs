@@ -1,27 +1,31 @@
-//! `CacheClient`: a typed client for a flightcache server, over arrow-flight's `FlightClient`.
+//! `CacheClient`: a typed client for a flightcache server, over arrow-flight's `FlightClient`,
+//! and the streams it reads and writes tables with.
+//!
+//! - `stream`: [`TableStream`], a table being downloaded; the upload stream that cancels
+//!   itself when its input fails.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
+mod stream;
 
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{Criteria, FlightClient, FlightData, FlightInfo};
+use arrow_flight::{Criteria, FlightClient, FlightInfo};
 use futures::channel::oneshot;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, TryStreamExt};
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::actions::{CacheAction, ClearResult, DropResult};
-use crate::encode::encode_stream;
-use crate::error::{Error, Result};
-use crate::http2::Http2Settings;
-use crate::key::TableKey;
-use crate::server::DEFAULT_MAX_MESSAGE_BYTES;
-use crate::store::StoreStats;
-use crate::upload::PutSummary;
+pub use stream::TableStream;
+
+use crate::error::{AnswerProblem, ConnectProblem, Error, Result};
+use crate::protocol::actions::{CacheAction, ClearResult, DropResult, StoreStats};
+use crate::protocol::encode::encode_stream;
+use crate::protocol::key::TableKey;
+use crate::protocol::put::PutSummary;
+use crate::server::config::DEFAULT_MAX_MESSAGE_BYTES;
+use crate::transport::http2::Http2Settings;
+use stream::CancelOnError;
 
 /// The server a client talks to when none is named: `grpc://127.0.0.1:8815`.
 pub const DEFAULT_SERVER_URL: &str = "grpc://127.0.0.1:8815";
@@ -107,12 +111,13 @@ impl CacheClient {
     /// # Errors
     /// [`Error::Connect`] if the URL is unusable or the server cannot be reached.
     pub async fn connect_with(url: &str, config: &ClientConfig) -> Result<Self> {
-        let connect_error = |reason: String| Error::Connect {
+        let connect_error = |source: ConnectProblem| Error::Connect {
             addr: url.to_string(),
-            reason,
+            source,
         };
-        let endpoint = Endpoint::from_shared(transport_uri(url).map_err(connect_error)?)
-            .map_err(|e| connect_error(format!("bad server URL ({e})")))?
+        let uri = transport_uri(url).map_err(|e| connect_error(ConnectProblem::BadUrl(e)))?;
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| connect_error(e.into()))?
             .tcp_nodelay(true)
             .max_frame_size(config.http2.max_frame_bytes)
             .initial_stream_window_size(config.http2.stream_window_bytes)
@@ -120,7 +125,7 @@ impl CacheClient {
         let channel = endpoint
             .connect()
             .await
-            .map_err(|e| connect_error(error_chain(&e)))?;
+            .map_err(|e| connect_error(e.into()))?;
         Ok(Self::from_channel(channel, url, config))
     }
 
@@ -152,7 +157,7 @@ impl CacheClient {
     ///
     /// # Errors
     /// The first error of `batches`; [`Error::Rpc`] with InvalidArgument if the server refused
-    /// the data; [`Error::Protocol`] if its answer cannot be read.
+    /// the data; [`Error::UnexpectedAnswer`] if its answer cannot be read.
     pub async fn put<S>(
         &mut self,
         key: &TableKey,
@@ -184,8 +189,10 @@ impl CacheClient {
             result = call => result.map_err(|status| Error::from_status(status, Some(key)))?,
             Ok(err) = failure => return Err(flight_error(err, Some(key))),
         };
-        let result = last.ok_or_else(|| Error::Protocol("do_put answered no PutResult".into()))?;
-        parse_json(&result.app_metadata, "PutResult")
+        let result = last.ok_or(Error::UnexpectedAnswer {
+            problem: AnswerProblem::Missing { rpc: "do_put" },
+        })?;
+        PutSummary::from_app_metadata(&result.app_metadata)
     }
 
     /// Upload `batches` under `key`; see [`put`](Self::put).
@@ -209,8 +216,8 @@ impl CacheClient {
     /// Start streaming the table under `key`.
     ///
     /// # Errors
-    /// [`Error::TableNotFound`] if there is no such table; [`Error::Protocol`] if the server
-    /// sends no schema.
+    /// [`Error::TableNotFound`] if there is no such table; [`Error::UnexpectedAnswer`] if the
+    /// server sends no schema.
     pub async fn get(&mut self, key: &TableKey) -> Result<TableStream> {
         let decoder = self
             .flight
@@ -322,104 +329,15 @@ impl CacheClient {
             .try_collect()
             .await
             .map_err(|e| flight_error(e, key))?;
-        let body = bodies
-            .first()
-            .ok_or_else(|| Error::Protocol(format!("action `{name}` returned no result")))?;
+        let body = bodies.first().ok_or(Error::UnexpectedAnswer {
+            problem: AnswerProblem::Missing { rpc: "do_action" },
+        })?;
         parse_json(body, &name)
     }
 }
 
-/// A table being streamed from the server: its schema, then its batches in order.
-pub struct TableStream {
-    schema: SchemaRef,
-    decoder: FlightDataDecoder,
-    key: TableKey,
-}
-
-impl TableStream {
-    async fn start(mut decoder: FlightDataDecoder, key: TableKey) -> Result<Self> {
-        loop {
-            let message = decoder
-                .next()
-                .await
-                .transpose()
-                .map_err(|e| flight_error(e, Some(&key)))?;
-            match message.map(|m| m.payload) {
-                Some(DecodedPayload::Schema(schema)) => {
-                    return Ok(Self {
-                        schema,
-                        decoder,
-                        key,
-                    });
-                }
-                Some(DecodedPayload::None) => continue,
-                Some(DecodedPayload::RecordBatch(_)) => {
-                    return Err(Error::Protocol(
-                        "a record batch arrived before the schema".into(),
-                    ));
-                }
-                None => return Err(Error::Protocol("do_get ended without a schema".into())),
-            }
-        }
-    }
-
-    /// The table's schema.
-    pub fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-}
-
-impl Stream for TableStream {
-    type Item = Result<RecordBatch>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            let message = match futures::ready!(self.decoder.poll_next_unpin(cx)) {
-                None => return Poll::Ready(None),
-                Some(Err(e)) => return Poll::Ready(Some(Err(flight_error(e, Some(&self.key))))),
-                Some(Ok(message)) => message,
-            };
-            match message.payload {
-                DecodedPayload::RecordBatch(batch) => return Poll::Ready(Some(Ok(batch))),
-                DecodedPayload::None => continue,
-                DecodedPayload::Schema(_) => {
-                    let err = Error::Protocol("the schema changed mid-stream".into());
-                    return Poll::Ready(Some(Err(err)));
-                }
-            }
-        }
-    }
-}
-
-/// Passes `FlightData` through until the first error, which it hands to `failed` and then
-/// never yields again: the request neither ends nor continues, and the caller cancels it.
-struct CancelOnError {
-    inner: Pin<Box<dyn Stream<Item = Result<FlightData, FlightError>> + Send>>,
-    failed: Option<oneshot::Sender<FlightError>>,
-}
-
-impl Stream for CancelOnError {
-    type Item = FlightData;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<FlightData>> {
-        if self.failed.is_none() {
-            return Poll::Pending;
-        }
-        match futures::ready!(self.inner.poll_next_unpin(cx)) {
-            Some(Ok(data)) => Poll::Ready(Some(data)),
-            None => Poll::Ready(None),
-            Some(Err(err)) => {
-                if let Some(failed) = self.failed.take() {
-                    failed.send(err).ok();
-                }
-                Poll::Pending
-            }
-        }
-    }
-}
-
 /// The URI tonic connects to for a flightcache URL.
-fn transport_uri(url: &str) -> std::result::Result<String, String> {
+fn transport_uri(url: &str) -> std::result::Result<String, &'static str> {
     if let Some(rest) = url
         .strip_prefix("grpc://")
         .or_else(|| url.strip_prefix("grpc+tcp://"))
@@ -430,35 +348,29 @@ fn transport_uri(url: &str) -> std::result::Result<String, String> {
         return Ok(url.to_string());
     }
     if url.starts_with("grpc+tls://") || url.starts_with("https://") {
-        return Err("TLS is not supported; use grpc://HOST:PORT".into());
+        return Err("TLS is not supported; use grpc://HOST:PORT");
     }
     if url.contains("://") {
-        return Err("unknown URL scheme; use grpc://HOST:PORT".into());
+        return Err("unknown URL scheme; use grpc://HOST:PORT");
     }
     Ok(format!("http://{url}"))
 }
 
-/// An error and its sources on one line ("transport error: connection refused").
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-fn flight_error(err: FlightError, key: Option<&TableKey>) -> Error {
+/// The [`Error`] for an arrow-flight client error about `key`: a status from the server maps
+/// as [`Error::from_status`], our own errors passed through arrow-flight come back unchanged.
+pub(crate) fn flight_error(err: FlightError, key: Option<&TableKey>) -> Error {
     match err {
         FlightError::Tonic(status) => Error::from_status(*status, key),
         FlightError::Arrow(e) => Error::Arrow(e),
         FlightError::ExternalError(e) => match e.downcast::<Error>() {
             Ok(ours) => *ours,
-            Err(other) => Error::Protocol(other.to_string()),
+            Err(other) => Error::UnexpectedAnswer {
+                problem: AnswerProblem::Flight(Box::new(FlightError::ExternalError(other))),
+            },
         },
-        other => Error::Protocol(other.to_string()),
+        other => Error::UnexpectedAnswer {
+            problem: AnswerProblem::Flight(Box::new(other)),
+        },
     }
 }
 
@@ -466,7 +378,9 @@ fn table_info(info: FlightInfo) -> Result<TableInfo> {
     let descriptor = info
         .flight_descriptor
         .as_ref()
-        .ok_or_else(|| Error::Protocol("a FlightInfo has no descriptor".into()))?;
+        .ok_or(Error::UnexpectedAnswer {
+            problem: AnswerProblem::NoDescriptor,
+        })?;
     let key = TableKey::try_from_descriptor(descriptor)?;
     let schema = info.clone().try_decode_schema()?;
     Ok(TableInfo {
@@ -478,8 +392,12 @@ fn table_info(info: FlightInfo) -> Result<TableInfo> {
 }
 
 fn parse_json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T> {
-    serde_json::from_slice(body)
-        .map_err(|e| Error::Protocol(format!("cannot read the `{what}` answer as JSON ({e})")))
+    serde_json::from_slice(body).map_err(|source| Error::UnexpectedAnswer {
+        problem: AnswerProblem::NotJson {
+            what: what.to_string(),
+            source,
+        },
+    })
 }
 
 #[cfg(test)]

@@ -8,23 +8,29 @@
 //!   4 KiB ones (1 GiB in 0.105 s against 0.41 s), and few, large mappings stay far below the
 //!   kernel's `vm.max_map_count`.
 //! - **One copy.** A received body is written into its final place, 64-byte aligned, where the
-//!   upload then validates it in place: straight from HTTP/2's buffers
-//!   ([`SlabWriter::reserve`], see [`receive`](crate::receive)), or copied whole
-//!   ([`SlabWriter::copy`]) from a message tonic decoded.
+//!   upload then validates it in place: straight from HTTP/2's buffers as they arrive
+//!   ([`SlabWriter::reserve`]), or copied whole ([`SlabWriter::copy`]).
 //! - **Reuse for ten seconds.** Filling fresh memory is most of what a large put costs: the
 //!   kernel zeroes every page first, and on a VM that reports freed pages to its host (this
 //!   project's does), the host must fault them in again, up to 2-3 s per GiB. So a slab freed
-//!   by a dropped or replaced table waits in the pool for the next upload, by default
-//!   [`DEFAULT_REUSE_WINDOW`] (`serve --keep-freed-secs`), before it is unmapped. So does the
+//!   by a dropped or replaced table waits in the pool for the next upload, by default 10 s
+//!   ([`ServerConfig::keep_freed`](crate::ServerConfig::keep_freed)), before it is unmapped. So does the
 //!   mapping of its own that a body over [`OWN_MAPPING_ABOVE_BYTES`] gets, such as pyarrow's
 //!   one giant message, kept only until it is re-split and then reused by the next upload of
 //!   the same table. Allocators keep freed memory for a while in the same way; ten seconds is
 //!   jemalloc's default. A server that keeps replacing tables reuses warm memory, even when a
-//!   put of gigabytes comes only every few seconds; an idle one gives it all back.
+//!   put of gigabytes comes only every few seconds; an idle one gives it all back. The window
+//!   runs on tokio's clock, so tests advance it instead of sleeping.
+//!
+//! The one module of the crate with unsafe code: it reads and writes raw mappings, and each
+//! block says why that is sound.
+#![allow(unsafe_code)]
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use arrow::buffer::{Buffer, MutableBuffer};
 use bytes::Bytes;
@@ -40,18 +46,15 @@ pub const MAPPED_MIN_BYTES: usize = 1 << 20;
 pub const OWN_MAPPING_ABOVE_BYTES: usize = SLAB_BYTES / 4;
 /// Each body starts at a multiple of this, as Arrow buffers want.
 pub const BODY_ALIGNMENT: usize = 64;
-/// How long a freed slab is kept for reuse before [`SlabPool::release_expired`] unmaps it,
-/// unless the pool is made with another window.
-pub const DEFAULT_REUSE_WINDOW: Duration = Duration::from_secs(10);
 /// [`SlabPool::release_expired_periodically`] checks at least this often.
 const LONGEST_RELEASE_PERIOD: Duration = Duration::from_millis(500);
 /// Unused slab memory at the end of a table is returned from this boundary on (a huge page).
 const TRIM_ALIGNMENT: usize = 2 << 20;
 
-/// Slabs (and large bodies' own mappings) freed by dropped tables, kept for a reuse window
-/// ([`DEFAULT_REUSE_WINDOW`] unless told otherwise) to be reused by uploads.
+/// Slabs (and large bodies' own mappings) freed by dropped tables, kept for a reuse window to
+/// be reused by uploads.
 ///
-/// Shared by a server's uploads (the [`TableStore`](crate::TableStore) owns one); call
+/// Shared by a server's uploads (the store owns one); call
 /// [`release_expired`](Self::release_expired) periodically so that an idle server gives the
 /// memory back.
 #[derive(Debug)]
@@ -64,12 +67,6 @@ pub struct SlabPool {
 struct IdleSlab {
     freed_at: Instant,
     map: MmapRaw,
-}
-
-impl Default for SlabPool {
-    fn default() -> Self {
-        Self::new(DEFAULT_REUSE_WINDOW)
-    }
 }
 
 impl SlabPool {
@@ -219,7 +216,7 @@ impl SlabWriter {
         }
     }
 
-    /// A copy of `body` in table memory, starting at a multiple of [`BODY_ALIGNMENT`].
+    /// A copy of `body` in table memory, starting at a multiple of `BODY_ALIGNMENT` (64 bytes).
     pub fn copy(&mut self, body: &[u8]) -> Bytes {
         let mut fill = self.reserve(body.len());
         fill.write(body);
@@ -236,7 +233,7 @@ impl SlabWriter {
         self.copy(&body)
     }
 
-    /// Table memory for a body of `len` bytes, starting at a multiple of [`BODY_ALIGNMENT`],
+    /// Table memory for a body of `len` bytes, starting at a multiple of `BODY_ALIGNMENT` (64 bytes),
     /// to be written in pieces as the body arrives.
     pub fn reserve(&mut self, len: usize) -> BodyFill {
         let place = self.place(len);
@@ -423,7 +420,7 @@ mod tests {
 
     #[test]
     fn copies_keep_their_contents_and_alignment_across_slabs() {
-        let pool = Arc::new(SlabPool::default());
+        let pool = Arc::new(SlabPool::new(Duration::from_secs(10)));
         let mut writer = writer(&pool);
         let sizes = [0, 700 << 10, 5 << 20, 100, 7 << 20, 3 << 20, 9 << 20, 3];
         let copies: Vec<Bytes> = sizes
@@ -444,7 +441,7 @@ mod tests {
 
     #[test]
     fn a_small_table_stays_on_the_heap_and_a_large_body_gets_its_own_mapping() {
-        let pool = Arc::new(SlabPool::default());
+        let pool = Arc::new(SlabPool::new(Duration::from_secs(10)));
         let mut writer = writer(&pool);
         let small = writer.copy(&body(1000, 1));
         let first_in_slab = writer.copy(&body(MAPPED_MIN_BYTES, 2));
@@ -463,9 +460,10 @@ mod tests {
         assert_eq!(pool.idle_bytes(), 0, "nothing freed yet");
     }
 
-    #[test]
-    fn a_freed_slab_is_reused_within_the_window_and_released_after_it() {
-        let pool = Arc::new(SlabPool::new(Duration::from_millis(200)));
+    #[tokio::test(start_paused = true)]
+    async fn a_freed_slab_is_reused_within_the_window_and_released_after_it() {
+        let window = Duration::from_secs(10);
+        let pool = Arc::new(SlabPool::new(window));
         let mut writer = writer(&pool);
         writer.copy(&body(100, 0)); // on the heap
         let first = writer.copy(&body(2 << 20, 1)); // the start of a slab
@@ -473,6 +471,7 @@ mod tests {
         writer.finish();
         drop(first);
         assert_eq!(pool.idle_bytes(), SLAB_BYTES, "back in the pool");
+        tokio::time::advance(window - Duration::from_millis(1)).await;
         assert_eq!(pool.release_expired(), 0, "still within the window");
 
         let mut writer = SlabWriter::new(Arc::clone(&pool));
@@ -486,14 +485,35 @@ mod tests {
         writer.finish();
         drop(reused);
 
-        std::thread::sleep(Duration::from_millis(250));
+        // The window starts again when the slab is freed again.
+        tokio::time::advance(window - Duration::from_millis(1)).await;
+        assert_eq!(pool.release_expired(), 0, "freed again just now");
+        tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(pool.release_expired(), SLAB_BYTES);
         assert_eq!(pool.idle_bytes(), 0);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_periodic_release_gives_freed_slabs_back_after_the_window() {
+        let window = Duration::from_secs(10);
+        let pool = Arc::new(SlabPool::new(window));
+        let releaser = tokio::spawn(Arc::clone(&pool).release_expired_periodically());
+        let mut writer = writer(&pool);
+        writer.copy(&body(MAPPED_MIN_BYTES, 0));
+        drop(writer.copy(&body(2 << 20, 1)));
+        writer.finish();
+        assert_eq!(pool.idle_bytes(), SLAB_BYTES);
+        tokio::time::sleep(window - Duration::from_millis(100)).await;
+        assert_eq!(pool.idle_bytes(), SLAB_BYTES, "kept for the window");
+        // The release runs at least every 500 ms.
+        tokio::time::sleep(LONGEST_RELEASE_PERIOD + Duration::from_millis(100)).await;
+        assert_eq!(pool.idle_bytes(), 0, "given back after it");
+        releaser.abort();
+    }
+
     #[test]
     fn a_large_body_reuses_a_freed_mapping_of_its_size() {
-        let pool = Arc::new(SlabPool::default());
+        let pool = Arc::new(SlabPool::new(Duration::from_secs(10)));
         let giant = 40 << 20;
         let mut writer = writer(&pool);
         writer.copy(&body(MAPPED_MIN_BYTES, 0));

@@ -1,0 +1,231 @@
+//! The command line: clap's types for every subcommand and its flags, and the parsers of
+//! sizes and durations.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use flightcache::bench;
+use flightcache::client::DEFAULT_SERVER_URL;
+use flightcache::server::config::{
+    DEFAULT_KEEP_FREED, DEFAULT_MAX_CONCURRENT_PUTS, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PORT,
+};
+
+/// An Apache Arrow Flight table cache: push tables in, stream them out, no serialization step.
+///
+/// Start a server with `flightcache serve`, then `push` Parquet, Arrow IPC or CSV files into it
+/// and `get` them back from any Flight client (this one, or pyarrow.flight).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a cache server until ctrl-c or SIGTERM.
+    ///
+    /// Prints `listening on grpc://HOST:PORT` as its first line on stdout.
+    Serve(ServeArgs),
+    /// Upload a Parquet, Arrow IPC (.arrow, .feather) or CSV file as a table.
+    Push(PushArgs),
+    /// Download a table into a file (by extension), or preview its first rows.
+    Get(GetArgs),
+    /// List the cached tables.
+    List(ListArgs),
+    /// Show a table's schema, rows and size.
+    Info(KeyArgs),
+    /// Remove a table.
+    Drop(KeyArgs),
+    /// Remove every table.
+    Clear(ServerArgs),
+    /// Time Flight put and get against JSON over a socket and a raw socket transfer.
+    ///
+    /// Without --server it starts its own server on 127.0.0.1 (real TCP loopback).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The server to talk to.
+    #[arg(long, env = "FLIGHTCACHE_SERVER", default_value = DEFAULT_SERVER_URL, value_name = "URL")]
+    pub server: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; 0.0.0.0 listens on every interface.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on; 0 picks a free one.
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Largest single Flight message accepted, in bytes (suffixes: KiB, MiB, GiB). pyarrow
+    /// sends a whole table chunk as one message, so keep it above your largest chunk.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value_t = DEFAULT_MAX_MESSAGE_BYTES as u64)]
+    pub max_message_size: u64,
+    /// Uploads accepted at once; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONCURRENT_PUTS)]
+    pub max_concurrent_puts: usize,
+    /// Keep the memory of dropped or replaced tables this long for the next uploads, then give
+    /// it back to the system. Filling fresh memory is most of what a large put costs (on a VM
+    /// up to 2-3 s per GiB); 0 gives memory back at once.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds,
+          default_value_t = DEFAULT_KEEP_FREED.as_secs_f64())]
+    pub keep_freed_secs: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The file to upload: .parquet, .arrow, .feather or .csv.
+    pub file: PathBuf,
+    /// The key to store it under [default: the file name without its extension].
+    #[arg(long)]
+    pub key: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The table's key.
+    pub key: String,
+    /// Write the table here: .parquet, .arrow, .feather or .csv. Without it, print a preview.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Rows shown in the preview.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub rows: usize,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only list keys that start with this.
+    #[arg(default_value = "")]
+    pub prefix: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// The table's key.
+    pub key: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Arrow size of the random float64 table (suffixes: KiB, MiB, GiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "128MiB")]
+    pub size: u64,
+    /// Number of float64 columns of the random table.
+    #[arg(long, default_value_t = bench::DEFAULT_BENCH_COLS)]
+    pub cols: usize,
+    /// Benchmark this file's table instead of random data.
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Timed rounds; medians are reported.
+    #[arg(long, default_value_t = bench::DEFAULT_BENCH_ROUNDS)]
+    pub repeat: usize,
+    /// Measure this server instead of starting one.
+    #[arg(long, value_name = "URL", conflicts_with = "in_process")]
+    pub server: Option<String>,
+    /// Run the server inside the benchmark process instead of as a child `flightcache serve`
+    /// (whose memory the report then shows on its own).
+    #[arg(long)]
+    pub in_process: bool,
+    /// Skip the JSON baseline, which takes most of the run's time.
+    #[arg(long)]
+    pub no_json: bool,
+    /// Also measure this many clients putting and getting at once, each on its own connection
+    /// and key.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub clients: usize,
+    /// Run the small-table latency benchmark instead: 1,000 rows x 8 columns, put and get one at
+    /// a time, with 1 and 16 clients (or --clients), reporting median and p99 latency and ops/s.
+    #[arg(long)]
+    pub small: bool,
+    /// Operations per client in the --small run.
+    #[arg(long, default_value_t = bench::latency::DEFAULT_SMALL_OPERATIONS, value_name = "N")]
+    pub operations: usize,
+    /// Print the results as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a bar chart of the results to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+/// Parse `1048576`, `512KiB`, `64MiB`, `1GiB` (also KB/MB/GB as powers of 1000, K/M/G as
+/// powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size; try 1048576, 64MiB or 1GiB"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => return Err(format!("unknown size unit `{other}`; use KiB, MiB or GiB")),
+    };
+    Ok((number * scale as f64) as u64)
+}
+
+/// Parse a non-negative number of seconds such as `10` or `0.5`.
+pub fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && (0.0..=1e9).contains(&seconds) => Ok(seconds),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds; try 10 or 0.5"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("1.5 GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn seconds_parse_as_non_negative_numbers() {
+        assert_eq!(parse_seconds("10"), Ok(10.0));
+        assert_eq!(parse_seconds("0.5"), Ok(0.5));
+        assert_eq!(parse_seconds("0"), Ok(0.0));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("ten").is_err());
+        assert!(parse_seconds("inf").is_err());
+    }
+}

@@ -1,0 +1,32 @@
+//! `Call`: one request as its door sees it, whoever read it off the wire.
+
+use std::net::SocketAddr;
+
+use tonic::codegen::http;
+use tonic::transport::server::TcpConnectInfo;
+
+use crate::error::Result;
+
+/// One request of one RPC: who sent it, and its message, or why the message could not be
+/// read.
+///
+/// The message is a `Result` so that a malformed request still enters its RPC's door, where
+/// every per-request rule (tracing, counters, and later authentication) applies to it too.
+#[derive(Debug)]
+pub(crate) struct Call<T> {
+    /// The peer's address, when the transport knows it.
+    pub peer: Option<SocketAddr>,
+    /// The request message, decoded, or why it could not be.
+    pub message: Result<T>,
+}
+
+impl<T> Call<T> {
+    /// A call from the HTTP/2 request `parts`, carrying `message`.
+    pub fn new(parts: &http::request::Parts, message: Result<T>) -> Self {
+        let peer = parts
+            .extensions
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr);
+        Self { peer, message }
+    }
+}

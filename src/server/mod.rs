@@ -1,0 +1,160 @@
+//! Running a server: [`ServerConfig`], [`serve`], and [`EmbeddedServer`] for tests and
+//! benchmarks. The Flight RPCs themselves are the doors of `service`.
+//!
+//! - [`config`]: [`ServerConfig`], every knob with its default.
+//! - `service`: the one door of each RPC (crate-private).
+//! - `call`: one request as a door sees it (crate-private).
+
+pub(crate) mod call;
+pub mod config;
+pub(crate) mod service;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+
+use futures::future::BoxFuture;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::body::Body;
+use tonic::codegen::{Service, http};
+use tonic::server::NamedService;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+pub use config::ServerConfig;
+
+use crate::error::{Error, Result};
+use crate::transport::router::FlightRouter;
+use service::FlightCacheService;
+
+/// The HTTP/2 service that serves Flight for `service`: every request enters its RPC's door
+/// through the router. Opaque on purpose: the transport is an implementation detail.
+fn make_server(
+    service: FlightCacheService,
+) -> impl Service<
+    http::Request<Body>,
+    Response = http::Response<Body>,
+    Error = Infallible,
+    Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>,
+> + NamedService
++ Clone
++ Send
++ 'static {
+    FlightRouter::new(service)
+}
+
+/// Serve a new, empty cache configured by `config` on `listener` until `shutdown` completes,
+/// then stop accepting and finish the calls in flight (mini-redis's `server::run`).
+///
+/// # Errors
+/// [`Error::Serve`] if the transport fails.
+///
+/// # Example
+/// ```no_run
+/// # async fn run() -> flightcache::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8815").await?;
+/// let config = flightcache::ServerConfig::default();
+/// flightcache::serve(listener, config, async {
+///     tokio::signal::ctrl_c().await.ok();
+/// })
+/// .await
+/// # }
+/// ```
+pub async fn serve(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let http2 = config.http2;
+    let service = FlightCacheService::new(config);
+    let _release_slabs = AbortOnDrop(tokio::spawn(
+        service.store().slab_pool().release_expired_periodically(),
+    ));
+    Server::builder()
+        .max_frame_size(http2.max_frame_bytes)
+        .initial_stream_window_size(http2.stream_window_bytes)
+        .initial_connection_window_size(http2.connection_window_bytes)
+        .add_service(make_server(service))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|source| Error::Serve { source })
+}
+
+/// Aborts a background task when dropped, however the future owning it ends.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A server running on a task of the current tokio runtime, on 127.0.0.1 and a free port.
+///
+/// Used by `flightcache bench`, the tests and the benches. Dropping it asks the server to stop;
+/// [`shutdown_and_wait`](Self::shutdown_and_wait) also waits and reports how it ended.
+#[derive(Debug)]
+pub struct EmbeddedServer {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<()>>>,
+}
+
+impl EmbeddedServer {
+    /// Bind 127.0.0.1:0 and start serving an empty cache configured by `config`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if no port can be bound.
+    pub async fn start(config: ServerConfig) -> Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        // Read the address before spawning, so a caller can connect at once (no sleeps).
+        let addr = listener.local_addr()?;
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, config, async {
+            stopped.await.ok();
+        }));
+        Ok(Self {
+            addr,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The URL clients connect to, `grpc://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("grpc://{}", self.addr)
+    }
+
+    /// Stop accepting, finish in-flight calls, and wait for the server to exit.
+    ///
+    /// # Errors
+    /// The server's own error if it failed; [`Error::TaskFailed`] if its task panicked.
+    pub async fn shutdown_and_wait(mut self) -> Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            shutdown.send(()).ok();
+        }
+        match self.task.take() {
+            Some(task) => task.await.map_err(|source| Error::TaskFailed {
+                task: "server",
+                source,
+            })?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for EmbeddedServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            shutdown.send(()).ok();
+        }
+    }
+}

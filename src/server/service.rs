@@ -1,0 +1,300 @@
+//! `FlightCacheService`: the one door of each Flight RPC.
+//!
+//! The transport ([`crate::transport`]) reads every request off the wire and hands it, as a
+//! [`Call`], to exactly one method here: one per RPC, whether the request is well formed or
+//! not. A per-request rule (authentication, a memory reservation, an LRU touch, a TTL check,
+//! tracing, counters) written in a door therefore applies to every request of its RPC, and no
+//! faster path can bypass it. Each door answers a value or the [`Status`] to send; the
+//! transport only encodes what it is given.
+
+use std::sync::Arc;
+
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightDescriptor, FlightInfo, PollInfo, PutResult,
+    SchemaResult, Ticket,
+};
+use tokio::sync::Semaphore;
+use tonic::Status;
+use tracing::instrument;
+
+use crate::error::{Error, Result};
+use crate::protocol::actions::{self, CacheAction, ClearResult, DropResult};
+use crate::protocol::key::{KeyProblem, TableKey};
+use crate::protocol::put::PutSummary;
+use crate::protocol::rpc::FlightRpc;
+use crate::server::call::Call;
+use crate::server::config::ServerConfig;
+use crate::store::TableStore;
+use crate::store::table::CachedTable;
+use crate::store::upload::TableUpload;
+use crate::transport::receive::MessageReader;
+
+/// The Flight service: a [`TableStore`] plus the limits that protect it.
+///
+/// Only the transport's router ([`crate::transport::router`]) calls it; it is crate-private so
+/// that it cannot be served without the transport it needs.
+#[derive(Debug, Clone)]
+pub(crate) struct FlightCacheService {
+    store: TableStore,
+    put_permits: Arc<Semaphore>,
+    config: Arc<ServerConfig>,
+}
+
+impl FlightCacheService {
+    /// A service over an empty store, limited by `config`.
+    pub fn new(config: ServerConfig) -> Self {
+        Self {
+            store: TableStore::new(config.keep_freed),
+            put_permits: Arc::new(Semaphore::new(config.max_concurrent_puts)),
+            config: Arc::new(config),
+        }
+    }
+
+    /// The store the service serves.
+    pub fn store(&self) -> &TableStore {
+        &self.store
+    }
+
+    /// The configuration the service was made with.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Count a failure and turn it into the status to send.
+    fn answer<T>(&self, result: Result<T>) -> Result<T, Status> {
+        result.map_err(|err| {
+            self.store.record_error();
+            Status::from(err)
+        })
+    }
+
+    /// The door of `Handshake`: flightcache has no authentication to negotiate.
+    #[instrument(skip_all, fields(peer = ?call.peer))]
+    pub fn handshake(&self, call: Call<()>) -> Result<(), Status> {
+        self.answer(call.message.and(Err(Error::Unimplemented {
+            rpc: FlightRpc::Handshake,
+        })))
+    }
+
+    /// The door of `ListFlights`: one `FlightInfo` per table whose key starts with the
+    /// criteria's expression (a UTF-8 key prefix; empty for all), sorted by key.
+    #[instrument(skip_all, fields(peer = ?call.peer))]
+    pub fn list_flights(&self, call: Call<Criteria>) -> Result<Vec<FlightInfo>, Status> {
+        self.answer(call.message.and_then(|criteria| {
+            let prefix =
+                std::str::from_utf8(&criteria.expression).map_err(|e| Error::InvalidKey {
+                    problem: KeyProblem::NotUtf8 {
+                        valid_up_to: e.valid_up_to(),
+                    },
+                })?;
+            Ok(self
+                .store
+                .list(prefix)
+                .into_iter()
+                .map(|(key, table)| table.flight_info(&key, key.to_descriptor()))
+                .collect())
+        }))
+    }
+
+    /// The door of `GetFlightInfo`: the table's schema, size and the one endpoint whose ticket
+    /// `do_get` takes.
+    #[instrument(skip_all, fields(peer = ?call.peer, key))]
+    pub fn get_flight_info(&self, call: Call<FlightDescriptor>) -> Result<FlightInfo, Status> {
+        self.answer(call.message.and_then(|descriptor| {
+            let (key, table) = self.table_for(&descriptor)?;
+            Ok(table.flight_info(&key, descriptor))
+        }))
+    }
+
+    /// The door of `PollFlightInfo`, which flightcache does not offer yet.
+    #[instrument(skip_all, fields(peer = ?call.peer))]
+    pub fn poll_flight_info(&self, call: Call<FlightDescriptor>) -> Result<PollInfo, Status> {
+        self.answer(call.message.and(Err(Error::Unimplemented {
+            rpc: FlightRpc::PollFlightInfo,
+        })))
+    }
+
+    /// The door of `GetSchema`: the table's schema, metadata included.
+    #[instrument(skip_all, fields(peer = ?call.peer, key))]
+    pub fn get_schema(&self, call: Call<FlightDescriptor>) -> Result<SchemaResult, Status> {
+        self.answer(
+            call.message
+                .and_then(|descriptor| Ok(self.table_for(&descriptor)?.1.schema_result())),
+        )
+    }
+
+    /// The door of `DoGet`: the table the ticket names, for the transport to stream.
+    #[instrument(skip_all, fields(peer = ?call.peer, key))]
+    pub fn do_get(&self, call: Call<Ticket>) -> Result<TableRead, Status> {
+        self.answer(call.message.and_then(|ticket| {
+            let key = TableKey::try_from_ticket(&ticket)?;
+            tracing::Span::current().record("key", key.as_str());
+            let table = self.store.get(&key).ok_or(Error::TableNotFound { key })?;
+            self.store.record_get();
+            tracing::debug!(
+                rows = table.rows(),
+                bytes = table.bytes(),
+                "streaming table"
+            );
+            Ok(TableRead {
+                table,
+                span: tracing::Span::current(),
+            })
+        }))
+    }
+
+    /// The door of `DoPut`: receive one upload and store it, or store nothing.
+    ///
+    /// The upload is counted as a failed request unless it ends well, including when this
+    /// future is dropped because the client went away.
+    #[instrument(skip_all, fields(peer = ?call.peer, key))]
+    pub async fn do_put(&self, call: Call<MessageReader>) -> Result<PutResult, Status> {
+        // A client that resets its stream makes hyper drop this future at an `.await`, so a
+        // guard, not the code after it, counts the failure.
+        let failed = FailedUploadGuard {
+            store: &self.store,
+            armed: true,
+        };
+        let result = match call.message {
+            Ok(messages) => self.put(messages).await,
+            Err(err) => Err(err),
+        };
+        failed.settle(result.is_ok());
+        let summary = result.map_err(Status::from)?;
+        Ok(PutResult {
+            app_metadata: summary.to_app_metadata(),
+        })
+    }
+
+    async fn put(&self, mut messages: MessageReader) -> Result<PutSummary> {
+        let _permit = Arc::clone(&self.put_permits)
+            .try_acquire_owned()
+            .map_err(|_| Error::TooManyUploads {
+                limit: self.config.max_concurrent_puts,
+            })?;
+        let first = messages
+            .next_message(None)
+            .await?
+            .ok_or(Error::MissingDescriptor)?;
+        let descriptor = first
+            .flight_descriptor
+            .as_ref()
+            .ok_or(Error::MissingDescriptor)?;
+        let key = TableKey::try_from_descriptor(descriptor)?;
+        tracing::Span::current().record("key", key.as_str());
+
+        let mut upload = TableUpload::new(key, self.store.slab_pool());
+        upload.push(first)?;
+        loop {
+            match messages.next_message(Some(upload.memory())).await {
+                Ok(Some(message)) => upload.push(message)?,
+                Ok(None) => break,
+                Err(Error::UploadCancelled { key: None }) => {
+                    return Err(Error::UploadCancelled {
+                        key: Some(upload.key().clone()),
+                    });
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        let key = upload.key().clone();
+        let table = Arc::new(upload.finish()?);
+        let summary = PutSummary {
+            key: key.to_string(),
+            rows: table.rows(),
+            bytes: table.bytes(),
+            batches: table.batches(),
+        };
+        self.store.insert(key, table);
+        tracing::info!(rows = summary.rows, bytes = summary.bytes, "table stored");
+        Ok(summary)
+    }
+
+    /// The door of `DoExchange`, which flightcache does not offer.
+    #[instrument(skip_all, fields(peer = ?call.peer))]
+    pub fn do_exchange(&self, call: Call<()>) -> Result<(), Status> {
+        self.answer(call.message.and(Err(Error::Unimplemented {
+            rpc: FlightRpc::DoExchange,
+        })))
+    }
+
+    /// The door of `DoAction`: run one action; its one result, JSON.
+    #[instrument(skip_all, fields(peer = ?call.peer, action, key))]
+    pub fn do_action(&self, call: Call<Action>) -> Result<Vec<arrow_flight::Result>, Status> {
+        self.answer(call.message.and_then(|action| {
+            tracing::Span::current().record("action", action.r#type.as_str());
+            let body = self.run_action(CacheAction::try_from(action)?)?;
+            Ok(vec![arrow_flight::Result { body: body.into() }])
+        }))
+    }
+
+    fn run_action(&self, action: CacheAction) -> Result<Vec<u8>> {
+        let body = match action {
+            CacheAction::Drop(key) => {
+                tracing::Span::current().record("key", key.as_str());
+                let table = self
+                    .store
+                    .remove(&key)
+                    .ok_or_else(|| Error::TableNotFound { key: key.clone() })?;
+                serde_json::to_vec(&DropResult {
+                    key: key.to_string(),
+                    rows: table.rows(),
+                    bytes: table.bytes(),
+                })
+            }
+            CacheAction::Clear => serde_json::to_vec(&ClearResult {
+                tables: self.store.clear(),
+            }),
+            CacheAction::Stats => serde_json::to_vec(&self.store.stats()),
+        };
+        Ok(body.expect("action results serialize"))
+    }
+
+    /// The door of `ListActions`: every action `do_action` handles.
+    #[instrument(skip_all, fields(peer = ?call.peer))]
+    pub fn list_actions(&self, call: Call<Empty>) -> Result<Vec<ActionType>, Status> {
+        self.answer(call.message.map(|Empty {}| actions::action_types()))
+    }
+
+    /// The key a descriptor names and the table under it.
+    fn table_for(&self, descriptor: &FlightDescriptor) -> Result<(TableKey, Arc<CachedTable>)> {
+        let key = TableKey::try_from_descriptor(descriptor)?;
+        tracing::Span::current().record("key", key.as_str());
+        match self.store.get(&key) {
+            Some(table) => Ok((key, table)),
+            None => Err(Error::TableNotFound { key }),
+        }
+    }
+}
+
+/// A table a `do_get` streams. The get holds an `Arc` of it, so a replace or drop meanwhile
+/// does not disturb it.
+#[derive(Debug)]
+pub(crate) struct TableRead {
+    /// The table.
+    pub table: Arc<CachedTable>,
+    /// The get's span, which the end of the stream is logged in.
+    pub span: tracing::Span,
+}
+
+/// Counts an upload as a failed request unless it ended well, including when its handler is
+/// dropped mid-upload because the client went away.
+struct FailedUploadGuard<'a> {
+    store: &'a TableStore,
+    armed: bool,
+}
+
+impl FailedUploadGuard<'_> {
+    fn settle(mut self, succeeded: bool) {
+        self.armed = !succeeded;
+    }
+}
+
+impl Drop for FailedUploadGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.store.record_error();
+            tracing::debug!("upload failed or abandoned; nothing stored");
+        }
+    }
+}

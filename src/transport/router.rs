@@ -1,0 +1,135 @@
+//! `FlightRouter`: the HTTP/2 service every Flight request enters. It reads each request's
+//! message off the wire, hands it to its RPC's one door in
+//! [`crate::server::service::FlightCacheService`], and writes the door's
+//! answer back as gRPC.
+//!
+//! Why not tonic's generated `FlightServiceServer`: the two RPCs that move tables need their
+//! own wire handling (`DoGet` hands stored bodies to h2 without a copy, `DoPut` receives bodies
+//! straight into table memory, see [`replay`](super::replay) and [`receive`](super::receive)),
+//! and with a generated server beside them every RPC would have two ways in, one of which a
+//! check could miss. tonic's generated decoding also answers malformed bytes with INTERNAL,
+//! which flightcache reserves for its own bugs. So every RPC is read here, in one way, and
+//! tonic provides the HTTP/2 server underneath (connections, TLS, limits).
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use prost::Message;
+use tonic::body::Body;
+use tonic::codegen::{Service, http};
+use tonic::server::NamedService;
+
+use crate::error::{ClientText, Error, Result};
+use crate::protocol::rpc::{FLIGHT_SERVICE, FlightRpc};
+use crate::server::call::Call;
+use crate::server::service::FlightCacheService;
+use crate::transport::grpc;
+use crate::transport::receive::MessageReader;
+use crate::transport::replay::replay_response;
+
+/// Routes every request of Flight's `FlightService` to its door.
+#[derive(Debug, Clone)]
+pub(crate) struct FlightRouter {
+    service: FlightCacheService,
+}
+
+impl FlightRouter {
+    /// Serve `service`'s doors.
+    pub fn new(service: FlightCacheService) -> Self {
+        Self { service }
+    }
+}
+
+impl NamedService for FlightRouter {
+    const NAME: &'static str = FLIGHT_SERVICE;
+}
+
+impl Service<http::Request<Body>> for FlightRouter {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let service = self.service.clone();
+        Box::pin(async move { Ok(route(service, request).await) })
+    }
+}
+
+/// Read `request`, call its RPC's door, and encode the answer.
+async fn route(service: FlightCacheService, request: http::Request<Body>) -> http::Response<Body> {
+    let (parts, body) = request.into_parts();
+    let Some(rpc) = FlightRpc::from_path(parts.uri.path()) else {
+        let err = Error::UnknownMethod {
+            path: ClientText::new(parts.uri.path().as_bytes()),
+        };
+        return grpc::status_response(err.into());
+    };
+    let readable = grpc::check_request(rpc, &parts.headers);
+    let limit = service.config().max_request_bytes;
+    match rpc {
+        FlightRpc::Handshake => answer_empty(service.handshake(Call::new(&parts, readable))),
+        FlightRpc::ListFlights => {
+            let criteria = unary(readable, rpc, body, limit).await;
+            grpc::messages_or_status(service.list_flights(Call::new(&parts, criteria)))
+        }
+        FlightRpc::GetFlightInfo => {
+            let descriptor = unary(readable, rpc, body, limit).await;
+            answer_one(service.get_flight_info(Call::new(&parts, descriptor)))
+        }
+        FlightRpc::PollFlightInfo => {
+            let descriptor = unary(readable, rpc, body, limit).await;
+            answer_one(service.poll_flight_info(Call::new(&parts, descriptor)))
+        }
+        FlightRpc::GetSchema => {
+            let descriptor = unary(readable, rpc, body, limit).await;
+            answer_one(service.get_schema(Call::new(&parts, descriptor)))
+        }
+        FlightRpc::DoGet => {
+            let ticket = unary(readable, rpc, body, limit).await;
+            match service.do_get(Call::new(&parts, ticket)) {
+                Ok(read) => replay_response(read.table, read.span),
+                Err(status) => grpc::status_response(status),
+            }
+        }
+        FlightRpc::DoPut => {
+            let max = service.config().max_message_bytes;
+            let messages = readable.map(|()| MessageReader::new(body, max));
+            answer_one(service.do_put(Call::new(&parts, messages)).await)
+        }
+        FlightRpc::DoExchange => answer_empty(service.do_exchange(Call::new(&parts, readable))),
+        FlightRpc::DoAction => {
+            let action = unary(readable, rpc, body, limit).await;
+            grpc::messages_or_status(service.do_action(Call::new(&parts, action)))
+        }
+        FlightRpc::ListActions => {
+            let empty = unary(readable, rpc, body, limit).await;
+            grpc::messages_or_status(service.list_actions(Call::new(&parts, empty)))
+        }
+    }
+}
+
+/// The message of a unary request, unless [`grpc::check_request`] found it unreadable.
+async fn unary<M: Message + Default>(
+    readable: Result<()>,
+    rpc: FlightRpc,
+    body: Body,
+    limit: usize,
+) -> Result<M> {
+    readable?;
+    grpc::read_unary(rpc, body, limit).await
+}
+
+/// The response for a door's one message or its error.
+fn answer_one<M: Message>(answer: Result<M, tonic::Status>) -> http::Response<Body> {
+    grpc::messages_or_status(answer.map(|message| [message]))
+}
+
+/// The response for a door that answers no message, only its status.
+fn answer_empty(answer: Result<(), tonic::Status>) -> http::Response<Body> {
+    grpc::messages_or_status(answer.map(|()| Vec::<arrow_flight::Empty>::new()))
+}
