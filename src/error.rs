@@ -64,6 +64,15 @@ pub enum Error {
         name: ClientText,
     },
 
+    /// An action's body is not what the action takes.
+    #[error("the body of action `{action}` is not {expected}")]
+    InvalidActionBody {
+        /// The action.
+        action: &'static str,
+        /// What its body must be.
+        expected: &'static str,
+    },
+
     /// The client cancelled a request before it was read whole (or its connection broke).
     #[error("the client cancelled its {rpc} request")]
     Cancelled {
@@ -102,8 +111,8 @@ pub enum Error {
 
     /// An RPC that flightcache does not offer.
     #[error(
-        "{rpc} is not offered by flightcache; use do_put, do_get, get_flight_info, get_schema, \
-         list_flights or do_action"
+        "{rpc} is not offered by flightcache; use do_put, do_get, get_flight_info, \
+         poll_flight_info, get_schema, list_flights or do_action"
     )]
     Unimplemented {
         /// The RPC.
@@ -366,7 +375,8 @@ impl Error {
             | Error::MalformedRequest { .. }
             | Error::MissingDescriptor
             | Error::InvalidUpload { .. }
-            | Error::UnknownAction { .. } => Code::InvalidArgument,
+            | Error::UnknownAction { .. }
+            | Error::InvalidActionBody { .. } => Code::InvalidArgument,
             Error::Cancelled { .. } | Error::UploadCancelled { .. } => Code::Cancelled,
             Error::MessageTooLarge { .. } | Error::TooManyUploads { .. } => Code::ResourceExhausted,
             Error::Unimplemented { .. }

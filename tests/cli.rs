@@ -27,8 +27,14 @@ struct ServeProcess {
 
 impl ServeProcess {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Start `flightcache serve --port 0` with `extra` flags.
+    fn start_with(extra: &[&str]) -> Self {
         let mut child = Command::new(BIN)
             .args(["serve", "--port", "0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -277,6 +283,8 @@ fn list_info_drop_and_clear_manage_tables() {
         "{info}"
     );
     assert!(info.contains("kind: Dictionary(Int32, Utf8)"), "{info}");
+    let location = server.url.replace("grpc://", "grpc+tcp://");
+    assert!(info.contains(&format!("at:      {location}\n")), "{info}");
 
     let dropped = server.ok(&["drop", "users"]);
     assert!(
@@ -288,6 +296,28 @@ fn list_info_drop_and_clear_manage_tables() {
     assert_eq!(server.ok(&["clear"]).trim(), "cleared 2 tables");
     assert!(server.ok(&["list"]).contains("no tables"));
     server.stop();
+}
+
+#[test]
+fn serve_advertises_the_location_it_is_given() {
+    let server = ServeProcess::start_with(&["--advertise", "grpc+tcp://cache.example.com:8815"]);
+    let dir = tempfile::tempdir().unwrap();
+    let input = parquet_file(&dir, "t.parquet", &sample_batches(1), 1000);
+    server.ok(&["push", input.to_str().unwrap()]);
+    let info = server.ok(&["info", "t"]);
+    assert!(
+        info.contains("at:      grpc+tcp://cache.example.com:8815\n"),
+        "{info}"
+    );
+    server.stop();
+
+    let refused = Command::new(BIN)
+        .args(["serve", "--advertise", "cache.example.com:8815"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("grpc+tcp://HOST:PORT"), "{stderr}");
 }
 
 #[test]

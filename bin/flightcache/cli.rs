@@ -78,6 +78,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds,
           default_value_t = DEFAULT_KEEP_FREED.as_secs_f64())]
     pub keep_freed_secs: f64,
+    /// The location every endpoint names, where clients that follow locations fetch a table
+    /// (grpc+tcp://HOST:PORT) [default: the bound address; with a wildcard --host such as
+    /// 0.0.0.0, arrow-flight-reuse-connection://?, Flight's "the connection you are on"].
+    #[arg(long, value_name = "URI", value_parser = parse_location)]
+    pub advertise: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +192,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         other => return Err(format!("unknown size unit `{other}`; use KiB, MiB or GiB")),
     };
     Ok((number * scale as f64) as u64)
+}
+
+/// Parse a Flight location to advertise, such as `grpc+tcp://cache.example.com:8815`.
+pub fn parse_location(text: &str) -> Result<String, String> {
+    flightcache::protocol::location::check_location(text).map(|()| text.to_string())
 }
 
 /// Parse a non-negative number of seconds such as `10` or `0.5`.

@@ -34,6 +34,7 @@ fn config(args: &ServeArgs) -> ServerConfig {
         max_message_bytes: usize::try_from(args.max_message_size).unwrap_or(usize::MAX),
         max_concurrent_puts: args.max_concurrent_puts,
         keep_freed: Duration::from_secs_f64(args.keep_freed_secs),
+        advertise: args.advertise.clone(),
         ..ServerConfig::default()
     }
 }

@@ -56,6 +56,9 @@ pub async fn info(args: KeyArgs) -> anyhow::Result<()> {
         HumanBytes(info.bytes),
         info.bytes
     )?;
+    for location in &info.locations {
+        writeln!(out, "at:      {location}")?;
+    }
     writeln!(out, "columns: {}", info.schema.fields().len())?;
     for field in info.schema.fields() {
         let null = if field.is_nullable() { "" } else { " not null" };

@@ -59,6 +59,8 @@ pub struct TableInfo {
     pub rows: u64,
     /// Arrow bytes held by the server.
     pub bytes: u64,
+    /// Where the table can be fetched: the locations of its endpoints.
+    pub locations: Vec<String>,
 }
 
 /// A client for one flightcache server.
@@ -383,11 +385,17 @@ fn table_info(info: FlightInfo) -> Result<TableInfo> {
         })?;
     let key = TableKey::try_from_descriptor(descriptor)?;
     let schema = info.clone().try_decode_schema()?;
+    let locations = info
+        .endpoint
+        .iter()
+        .flat_map(|endpoint| endpoint.location.iter().map(|l| l.uri.clone()))
+        .collect();
     Ok(TableInfo {
         key,
         schema: SchemaRef::new(schema),
         rows: u64::try_from(info.total_records).unwrap_or(0),
         bytes: u64::try_from(info.total_bytes).unwrap_or(0),
+        locations,
     })
 }
 

@@ -1,9 +1,11 @@
 //! The `do_action` vocabulary: action names, how an `Action` parses, and what each returns.
 //!
 //! `list_actions` and `do_action` both read [`ACTIONS`], so an advertised action is always one
-//! that is handled.
+//! that is handled. flightcache's own actions answer JSON; Flight's standard actions
+//! (`CancelFlightInfo`) answer the protobuf messages the Flight protocol defines.
 
-use arrow_flight::{Action, ActionType};
+use arrow_flight::{Action, ActionType, CancelFlightInfoRequest, FlightInfo};
+use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ClientText, Error, Result};
@@ -15,9 +17,13 @@ pub const DROP: &str = "drop";
 pub const CLEAR: &str = "clear";
 /// Report contents and counters. Body: empty. Result: a [`StoreStats`] as JSON.
 pub const STATS: &str = "stats";
+/// Flight's standard action to cancel the query behind a `FlightInfo`. Body: a serialized
+/// `CancelFlightInfoRequest`. Result: a serialized `CancelFlightInfoResult`: a cached table is
+/// no query in flight, so `NOT_CANCELLABLE`.
+pub const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 
 /// Every action, with the description `list_actions` gives.
-pub const ACTIONS: [(&str, &str); 3] = [
+pub const ACTIONS: [(&str, &str); 4] = [
     (
         DROP,
         "Remove one table. Body: the key (UTF-8). Result: JSON {\"key\", \"rows\", \"bytes\"}.",
@@ -29,6 +35,10 @@ pub const ACTIONS: [(&str, &str); 3] = [
     (
         STATS,
         "Report JSON {\"tables\", \"rows\", \"bytes\", \"puts\", \"gets\", \"errors\", \"freed_bytes\"}. Body: empty.",
+    ),
+    (
+        CANCEL_FLIGHT_INFO,
+        "Flight's CancelFlightInfo. Body: a serialized CancelFlightInfoRequest. Result: a serialized CancelFlightInfoResult, NOT_CANCELLABLE for a cached table (nothing is in flight).",
     ),
 ];
 
@@ -46,6 +56,8 @@ pub enum CacheAction {
     Clear,
     /// Report contents and counters.
     Stats,
+    /// Cancel the query behind the `FlightInfo` of this table.
+    CancelFlightInfo(TableKey),
 }
 
 impl TryFrom<Action> for CacheAction {
@@ -53,12 +65,14 @@ impl TryFrom<Action> for CacheAction {
 
     /// # Errors
     /// [`Error::UnknownAction`] (InvalidArgument) for an unknown action, whose message lists
-    /// the valid ones; [`Error::InvalidKey`] for a `drop` whose body is not a key.
+    /// the valid ones; [`Error::InvalidKey`] for a `drop` whose body is not a key;
+    /// [`Error::InvalidActionBody`] for a `CancelFlightInfo` whose body names no table.
     fn try_from(action: Action) -> Result<Self> {
         match action.r#type.as_str() {
             DROP => Ok(CacheAction::Drop(TableKey::try_from_bytes(&action.body)?)),
             CLEAR => Ok(CacheAction::Clear),
             STATS => Ok(CacheAction::Stats),
+            CANCEL_FLIGHT_INFO => Ok(CacheAction::CancelFlightInfo(cancelled_key(&action.body)?)),
             other => Err(Error::UnknownAction {
                 name: ClientText::new(other.as_bytes()),
             }),
@@ -73,8 +87,33 @@ impl CacheAction {
             CacheAction::Drop(key) => Action::new(DROP, key.as_str().as_bytes().to_vec()),
             CacheAction::Clear => Action::new(CLEAR, ""),
             CacheAction::Stats => Action::new(STATS, ""),
+            CacheAction::CancelFlightInfo(key) => {
+                let info = FlightInfo::new().with_descriptor(key.to_descriptor());
+                let request = CancelFlightInfoRequest::new(info);
+                Action::new(CANCEL_FLIGHT_INFO, request.encode_to_vec())
+            }
         }
     }
+}
+
+/// The table a `CancelFlightInfo` body's `FlightInfo` describes: its descriptor's key, or the
+/// key of its first endpoint's ticket.
+fn cancelled_key(body: &[u8]) -> Result<TableKey> {
+    let invalid = || Error::InvalidActionBody {
+        action: CANCEL_FLIGHT_INFO,
+        expected: "a serialized CancelFlightInfoRequest whose FlightInfo names a table",
+    };
+    let request = CancelFlightInfoRequest::decode(body).map_err(|_| invalid())?;
+    let info = request.info.ok_or_else(invalid)?;
+    if let Some(descriptor) = &info.flight_descriptor {
+        return TableKey::try_from_descriptor(descriptor);
+    }
+    let ticket = info
+        .endpoint
+        .iter()
+        .find_map(|endpoint| endpoint.ticket.as_ref())
+        .ok_or_else(invalid)?;
+    TableKey::try_from_ticket(ticket)
 }
 
 /// The `ActionType` list that `list_actions` returns.
@@ -133,8 +172,16 @@ mod tests {
 
     #[test]
     fn every_listed_action_parses() {
+        let key = TableKey::try_new("k").unwrap();
         for action_type in action_types() {
-            let body = if action_type.r#type == DROP { "k" } else { "" };
+            let body = match action_type.r#type.as_str() {
+                DROP => b"k".to_vec(),
+                CANCEL_FLIGHT_INFO => CacheAction::CancelFlightInfo(key.clone())
+                    .to_action()
+                    .body
+                    .to_vec(),
+                _ => Vec::new(),
+            };
             let action = Action::new(action_type.r#type.clone(), body);
             assert!(
                 CacheAction::try_from(action).is_ok(),
@@ -150,6 +197,7 @@ mod tests {
             CacheAction::Drop(TableKey::try_new("t").unwrap()),
             CacheAction::Clear,
             CacheAction::Stats,
+            CacheAction::CancelFlightInfo(TableKey::try_new("t").unwrap()),
         ] {
             assert_eq!(CacheAction::try_from(action.to_action()).unwrap(), action);
         }
@@ -160,7 +208,35 @@ mod tests {
         let err = CacheAction::try_from(Action::new("flush", "")).unwrap_err();
         let message = err.to_string();
         assert!(message.contains("`flush`"), "{message}");
-        assert!(message.contains("drop, clear, stats"), "{message}");
+        assert!(
+            message.contains("drop, clear, stats, CancelFlightInfo"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn cancel_flight_info_names_its_table_by_descriptor_or_ticket() {
+        let by_ticket = FlightInfo::new().with_endpoint(
+            arrow_flight::FlightEndpoint::new().with_ticket(arrow_flight::Ticket::new("t")),
+        );
+        let action = Action::new(
+            CANCEL_FLIGHT_INFO,
+            CancelFlightInfoRequest::new(by_ticket).encode_to_vec(),
+        );
+        assert_eq!(
+            CacheAction::try_from(action).unwrap(),
+            CacheAction::CancelFlightInfo(TableKey::try_new("t").unwrap())
+        );
+        for body in [
+            b"\xff\xff".to_vec(),
+            CancelFlightInfoRequest::default().encode_to_vec(),
+            CancelFlightInfoRequest::new(FlightInfo::new()).encode_to_vec(),
+        ] {
+            assert!(matches!(
+                CacheAction::try_from(Action::new(CANCEL_FLIGHT_INFO, body)),
+                Err(Error::InvalidActionBody { .. })
+            ));
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `TableKey`: the name a table is cached under, and how Flight descriptors and tickets carry it.
 //!
 //! A CMD descriptor's key is its command bytes; a PATH descriptor's key is its segments joined by
-//! `/`; a ticket's key is its bytes. All three address the same table space, so
-//! `FlightDescriptor.for_command("a/b")`, `for_path("a", "b")` and `Ticket("a/b")` name one table.
+//! `/`, empty segments included (`["", "x"]` is `/x`, `["a", "", "b"]` is `a//b`); a ticket's key
+//! is its bytes. All three address the same table space, so `FlightDescriptor.for_command("a/b")`,
+//! `for_path("a", "b")` and `Ticket("a/b")` name one table.
 
 use std::fmt;
 
@@ -47,20 +48,16 @@ impl TableKey {
         Self::try_new(name)
     }
 
-    /// The key a descriptor names: CMD bytes, or PATH segments joined by `/`.
+    /// The key a descriptor names: CMD bytes, or PATH segments joined by `/` (an empty segment
+    /// is an empty string between two slashes).
     ///
     /// # Errors
-    /// [`Error::InvalidKey`] (InvalidArgument) for an empty or non-UTF-8 key, an empty path
-    /// segment, or an unknown descriptor type.
+    /// [`Error::InvalidKey`] (InvalidArgument) for an empty or non-UTF-8 key, or an unknown
+    /// descriptor type.
     pub fn try_from_descriptor(descriptor: &FlightDescriptor) -> Result<Self> {
         match DescriptorType::try_from(descriptor.r#type) {
             Ok(DescriptorType::Cmd) => Self::try_from_bytes(&descriptor.cmd),
-            Ok(DescriptorType::Path) => {
-                if descriptor.path.iter().any(String::is_empty) {
-                    return Err(invalid(KeyProblem::EmptyPathSegment));
-                }
-                Self::try_new(descriptor.path.join("/"))
-            }
+            Ok(DescriptorType::Path) => Self::try_new(descriptor.path.join("/")),
             Ok(DescriptorType::Unknown) | Err(_) => {
                 Err(invalid(KeyProblem::UnknownDescriptorType {
                     type_number: descriptor.r#type,
@@ -118,9 +115,6 @@ pub enum KeyProblem {
         /// How many leading bytes are valid.
         valid_up_to: usize,
     },
-    /// A PATH descriptor has an empty segment.
-    #[error("a descriptor path has an empty segment")]
-    EmptyPathSegment,
     /// A descriptor is neither CMD nor PATH.
     #[error("the descriptor type {type_number} is unknown; use a CMD or PATH descriptor")]
     UnknownDescriptorType {
@@ -154,6 +148,25 @@ mod tests {
     }
 
     #[test]
+    fn empty_path_segments_are_part_of_the_key() {
+        let key = |segments: &[&str]| {
+            let path = segments.iter().map(|s| s.to_string()).collect();
+            TableKey::try_from_descriptor(&FlightDescriptor::new_path(path))
+        };
+        assert_eq!(key(&["", "x"]).unwrap().as_str(), "/x");
+        assert_eq!(key(&["a", "", "b"]).unwrap().as_str(), "a//b");
+        assert_eq!(key(&["a", ""]).unwrap().as_str(), "a/");
+        assert_eq!(key(&["", ""]).unwrap().as_str(), "/");
+        // Only a key that is empty altogether is invalid.
+        assert!(matches!(
+            key(&[""]),
+            Err(Error::InvalidKey {
+                problem: KeyProblem::Empty
+            })
+        ));
+    }
+
+    #[test]
     fn ticket_is_the_exact_utf8_bytes_of_the_key() {
         let key = TableKey::try_new("données/2024").unwrap();
         assert_eq!(&key.to_ticket().ticket[..], "données/2024".as_bytes());
@@ -172,10 +185,6 @@ mod tests {
         ));
         assert!(matches!(
             TableKey::try_from_descriptor(&FlightDescriptor::new_path(vec![])),
-            Err(Error::InvalidKey { .. })
-        ));
-        assert!(matches!(
-            TableKey::try_from_descriptor(&FlightDescriptor::new_path(vec!["a".into(), "".into()])),
             Err(Error::InvalidKey { .. })
         ));
     }

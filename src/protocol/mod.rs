@@ -1,8 +1,9 @@
 //! What flightcache puts on the wire, with no I/O: how keys travel in tickets and descriptors,
-//! the RPCs and their paths, the actions and the JSON bodies they answer, what `do_put`
+//! the location of its endpoints, the RPCs and their paths, the actions and the JSON bodies they answer, what `do_put`
 //! answers, and record batches as Flight messages.
 //!
 //! - [`key`]: [`TableKey`](key::TableKey), from descriptors and tickets and back.
+//! - [`location`]: the location every endpoint carries, and `--advertise`.
 //! - [`rpc`]: [`FlightRpc`](rpc::FlightRpc), the Flight RPCs and their HTTP/2 paths.
 //! - [`actions`]: the `do_action` vocabulary and the JSON each action answers.
 //! - [`put`]: [`PutSummary`](put::PutSummary), what a finished `do_put` answers.
@@ -11,5 +12,6 @@
 pub mod actions;
 pub mod encode;
 pub mod key;
+pub mod location;
 pub mod put;
 pub mod rpc;

@@ -42,6 +42,11 @@ pub struct ServerConfig {
     pub keep_freed: Duration,
     /// HTTP/2 frame and window sizes.
     pub http2: Http2Settings,
+    /// The location every `FlightEndpoint` names, for clients that connect to it to redeem
+    /// the ticket (`grpc+tcp://HOST:PORT`). `None` (the default): the bound address, or
+    /// `arrow-flight-reuse-connection://?` for a wildcard bind such as 0.0.0.0 (see
+    /// [`crate::protocol::location`]).
+    pub advertise: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +57,7 @@ impl Default for ServerConfig {
             max_concurrent_puts: DEFAULT_MAX_CONCURRENT_PUTS,
             keep_freed: DEFAULT_KEEP_FREED,
             http2: Http2Settings::default(),
+            advertise: None,
         }
     }
 }

@@ -26,6 +26,7 @@ use tonic::transport::server::TcpIncoming;
 pub use config::ServerConfig;
 
 use crate::error::{Error, Result};
+use crate::protocol::location::default_location;
 use crate::transport::router::FlightRouter;
 use service::FlightCacheService;
 
@@ -67,9 +68,13 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    let location = match &config.advertise {
+        Some(uri) => uri.clone(),
+        None => default_location(listener.local_addr()?),
+    };
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let http2 = config.http2;
-    let service = FlightCacheService::new(config);
+    let service = FlightCacheService::new(config, location);
     let _release_slabs = AbortOnDrop(tokio::spawn(
         service.store().slab_pool().release_expired_periodically(),
     ));
@@ -83,10 +88,11 @@ pub async fn serve(
         .map_err(|source| Error::Serve { source })
 }
 
-/// Aborts a background task when dropped, however the future owning it ends.
-struct AbortOnDrop(JoinHandle<()>);
+/// Aborts a task when dropped, however the future owning it ends.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop<T>(pub JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }

@@ -10,10 +10,11 @@
 use std::sync::Arc;
 
 use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightDescriptor, FlightInfo, PollInfo, PutResult,
-    SchemaResult, Ticket,
+    Action, ActionType, CancelFlightInfoResult, CancelStatus, Criteria, Empty, FlightDescriptor,
+    FlightInfo, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use tokio::sync::Semaphore;
+use prost::Message;
+use tokio::sync::{Semaphore, mpsc};
 use tonic::Status;
 use tracing::instrument;
 
@@ -38,15 +39,22 @@ pub(crate) struct FlightCacheService {
     store: TableStore,
     put_permits: Arc<Semaphore>,
     config: Arc<ServerConfig>,
+    /// The location every endpoint names (see [`crate::protocol::location`]).
+    location: Arc<str>,
 }
 
+/// Where the `do_put` door sends the `PutResult`s of an upload as it goes (see
+/// [`FlightCacheService::do_put`]); the transport streams them to the client.
+pub(crate) type PutResults = mpsc::Sender<PutResult>;
+
 impl FlightCacheService {
-    /// A service over an empty store, limited by `config`.
-    pub fn new(config: ServerConfig) -> Self {
+    /// A service over an empty store, limited by `config`, whose endpoints name `location`.
+    pub fn new(config: ServerConfig, location: String) -> Self {
         Self {
             store: TableStore::new(config.keep_freed),
             put_permits: Arc::new(Semaphore::new(config.max_concurrent_puts)),
             config: Arc::new(config),
+            location: location.into(),
         }
     }
 
@@ -91,7 +99,7 @@ impl FlightCacheService {
                 .store
                 .list(prefix)
                 .into_iter()
-                .map(|(key, table)| table.flight_info(&key, key.to_descriptor()))
+                .map(|(key, table)| table.flight_info(&key, key.to_descriptor(), &self.location))
                 .collect())
         }))
     }
@@ -102,16 +110,23 @@ impl FlightCacheService {
     pub fn get_flight_info(&self, call: Call<FlightDescriptor>) -> Result<FlightInfo, Status> {
         self.answer(call.message.and_then(|descriptor| {
             let (key, table) = self.table_for(&descriptor)?;
-            Ok(table.flight_info(&key, descriptor))
+            Ok(table.flight_info(&key, descriptor, &self.location))
         }))
     }
 
-    /// The door of `PollFlightInfo`, which flightcache does not offer yet.
-    #[instrument(skip_all, fields(peer = ?call.peer))]
+    /// The door of `PollFlightInfo`: a cached table is a query already complete, so the answer
+    /// is its whole `FlightInfo`, progress 1.0 and no descriptor to poll again with.
+    #[instrument(skip_all, fields(peer = ?call.peer, key))]
     pub fn poll_flight_info(&self, call: Call<FlightDescriptor>) -> Result<PollInfo, Status> {
-        self.answer(call.message.and(Err(Error::Unimplemented {
-            rpc: FlightRpc::PollFlightInfo,
-        })))
+        self.answer(call.message.and_then(|descriptor| {
+            let (key, table) = self.table_for(&descriptor)?;
+            Ok(PollInfo {
+                info: Some(table.flight_info(&key, descriptor, &self.location)),
+                flight_descriptor: None,
+                progress: Some(1.0),
+                expiration_time: None,
+            })
+        }))
     }
 
     /// The door of `GetSchema`: the table's schema, metadata included.
@@ -145,28 +160,36 @@ impl FlightCacheService {
 
     /// The door of `DoPut`: receive one upload and store it, or store nothing.
     ///
+    /// Every message that carries `app_metadata` is acknowledged, once received and validated,
+    /// by a `PutResult` echoing it on `results`, before the next message is read: clients that
+    /// wait for each echo before they send on (Arrow's integration clients, pyarrow's
+    /// `write_with_metadata` then `metadata_reader.read()`) can. An upload whose messages carry
+    /// no app_metadata is answered instead by one `PutResult` with its [`PutSummary`] as JSON,
+    /// once it is stored. Nothing is stored before the stream ends cleanly, echoes or not.
+    ///
     /// The upload is counted as a failed request unless it ends well, including when this
     /// future is dropped because the client went away.
     #[instrument(skip_all, fields(peer = ?call.peer, key))]
-    pub async fn do_put(&self, call: Call<MessageReader>) -> Result<PutResult, Status> {
-        // A client that resets its stream makes hyper drop this future at an `.await`, so a
-        // guard, not the code after it, counts the failure.
+    pub async fn do_put(
+        &self,
+        call: Call<MessageReader>,
+        results: PutResults,
+    ) -> Result<(), Status> {
+        // A client that resets its stream makes the transport drop this future at an `.await`,
+        // so a guard, not the code after it, counts the failure.
         let failed = FailedUploadGuard {
             store: &self.store,
             armed: true,
         };
         let result = match call.message {
-            Ok(messages) => self.put(messages).await,
+            Ok(messages) => self.put(messages, &results).await,
             Err(err) => Err(err),
         };
         failed.settle(result.is_ok());
-        let summary = result.map_err(Status::from)?;
-        Ok(PutResult {
-            app_metadata: summary.to_app_metadata(),
-        })
+        result.map_err(Status::from)
     }
 
-    async fn put(&self, mut messages: MessageReader) -> Result<PutSummary> {
+    async fn put(&self, mut messages: MessageReader, results: &PutResults) -> Result<()> {
         let _permit = Arc::clone(&self.put_permits)
             .try_acquire_owned()
             .map_err(|_| Error::TooManyUploads {
@@ -184,18 +207,30 @@ impl FlightCacheService {
         tracing::Span::current().record("key", key.as_str());
 
         let mut upload = TableUpload::new(key, self.store.slab_pool());
-        upload.push(first)?;
-        loop {
-            match messages.next_message(Some(upload.memory())).await {
-                Ok(Some(message)) => upload.push(message)?,
-                Ok(None) => break,
+        let mut echoed = false;
+        let mut next = Some(first);
+        while let Some(message) = next {
+            let tag = message.app_metadata.clone();
+            upload.push(message)?;
+            if !tag.is_empty() {
+                echoed = true;
+                let echo = PutResult { app_metadata: tag };
+                results
+                    .send(echo)
+                    .await
+                    .map_err(|_| Error::UploadCancelled {
+                        key: Some(upload.key().clone()),
+                    })?;
+            }
+            next = match messages.next_message(Some(upload.memory())).await {
+                Ok(message) => message,
                 Err(Error::UploadCancelled { key: None }) => {
                     return Err(Error::UploadCancelled {
                         key: Some(upload.key().clone()),
                     });
                 }
                 Err(err) => return Err(err),
-            }
+            };
         }
         let key = upload.key().clone();
         let table = Arc::new(upload.finish()?);
@@ -207,7 +242,14 @@ impl FlightCacheService {
         };
         self.store.insert(key, table);
         tracing::info!(rows = summary.rows, bytes = summary.bytes, "table stored");
-        Ok(summary)
+        if !echoed {
+            let summary = PutResult {
+                app_metadata: summary.to_app_metadata(),
+            };
+            // The table is stored; a client gone meanwhile just misses the summary.
+            results.send(summary).await.ok();
+        }
+        Ok(())
     }
 
     /// The door of `DoExchange`, which flightcache does not offer.
@@ -218,7 +260,8 @@ impl FlightCacheService {
         })))
     }
 
-    /// The door of `DoAction`: run one action; its one result, JSON.
+    /// The door of `DoAction`: run one action; its one result (JSON for flightcache's own
+    /// actions, protobuf for Flight's standard ones).
     #[instrument(skip_all, fields(peer = ?call.peer, action, key))]
     pub fn do_action(&self, call: Call<Action>) -> Result<Vec<arrow_flight::Result>, Status> {
         self.answer(call.message.and_then(|action| {
@@ -246,6 +289,14 @@ impl FlightCacheService {
                 tables: self.store.clear(),
             }),
             CacheAction::Stats => serde_json::to_vec(&self.store.stats()),
+            CacheAction::CancelFlightInfo(key) => {
+                tracing::Span::current().record("key", key.as_str());
+                if self.store.get(&key).is_none() {
+                    return Err(Error::TableNotFound { key });
+                }
+                let result = CancelFlightInfoResult::new(CancelStatus::NotCancellable);
+                return Ok(result.encode_to_vec());
+            }
         };
         Ok(body.expect("action results serialize"))
     }

@@ -4,7 +4,7 @@
 //! its upload carried, after [`TableUpload`](crate::store::upload::TableUpload) has decoded and
 //! validated every one of them. `do_get` replays those messages: nothing is re-encoded, so a get
 //! costs what the network costs, and what a client sent is what the next client receives
-//! (types, metadata and dictionaries included). The one change: a giant record batch without
+//! (types, metadata and dictionaries included, and each message's `app_metadata`). The one change: a giant record batch without
 //! dictionaries is stored re-split into smaller batches with the same rows
 //! ([`RESPLIT_ABOVE_BYTES`](crate::store::upload::RESPLIT_ABOVE_BYTES)).
 
@@ -31,7 +31,7 @@ pub struct CachedTable {
 impl CachedTable {
     /// Assemble a table from parts that [`TableUpload`](crate::store::upload::TableUpload) validated.
     ///
-    /// `messages[0]` must be the schema message; `schema_header` is its IPC flatbuffer.
+    /// `schema_header` is the IPC flatbuffer of the schema message among `messages`.
     pub(crate) fn from_validated(
         schema: SchemaRef,
         schema_header: &[u8],
@@ -71,8 +71,9 @@ impl CachedTable {
         self.batches
     }
 
-    /// The Flight messages to send for a `do_get`: the schema first, then dictionaries and
-    /// record batches in upload order. Cloning one clones reference counts, not data.
+    /// The Flight messages to send for a `do_get`, in upload order: the schema, dictionaries
+    /// and record batches, and messages of app_metadata alone where they were sent. Cloning
+    /// one clones reference counts, not data.
     pub fn flight_messages(&self) -> &[FlightData] {
         &self.messages
     }
@@ -85,12 +86,21 @@ impl CachedTable {
 
     /// The `FlightInfo` describing this table under `key`, reached through `descriptor`.
     ///
-    /// Its one endpoint's ticket is the key, which `do_get` accepts.
-    pub fn flight_info(&self, key: &TableKey, descriptor: FlightDescriptor) -> FlightInfo {
+    /// Its one endpoint's ticket is the key, which `do_get` accepts at `location` (see
+    /// [`location`](crate::protocol::location)).
+    pub fn flight_info(
+        &self,
+        key: &TableKey,
+        descriptor: FlightDescriptor,
+        location: &str,
+    ) -> FlightInfo {
+        let endpoint = FlightEndpoint::new()
+            .with_ticket(key.to_ticket())
+            .with_location(location);
         FlightInfo {
             schema: self.schema_ipc(),
             flight_descriptor: Some(descriptor),
-            endpoint: vec![FlightEndpoint::new().with_ticket(key.to_ticket())],
+            endpoint: vec![endpoint],
             total_records: i64::try_from(self.rows).unwrap_or(i64::MAX),
             total_bytes: i64::try_from(self.bytes).unwrap_or(i64::MAX),
             ordered: true,

@@ -2,16 +2,20 @@
 //! framing, reading a unary request, and the responses (messages, then `grpc-status`
 //! trailers; or an error status alone), in exactly the bytes tonic would send.
 
+use std::convert::Infallible;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use prost::Message;
+use tokio::sync::mpsc;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::codegen::http;
 
 use crate::error::{ClientText, Error, RequestProblem, Result};
 use crate::protocol::rpc::FlightRpc;
+use crate::server::AbortOnDrop;
 
 /// The prefix of every gRPC message: a compression flag and a big-endian length.
 pub const PREFIX_BYTES: usize = 5;
@@ -122,7 +126,7 @@ pub fn messages_response<M: Message>(
         put_message(&message, &mut framed);
     }
     let frames = [
-        Ok::<_, std::convert::Infallible>(Frame::data(framed.freeze())),
+        Ok::<_, Infallible>(Frame::data(framed.freeze())),
         Ok(Frame::trailers(ok_trailers())),
     ];
     response(Body::new(StreamBody::new(futures::stream::iter(frames))))
@@ -136,6 +140,51 @@ pub fn messages_or_status<M: Message>(
         Ok(messages) => messages_response(messages),
         Err(status) => status_response(status),
     }
+}
+
+/// A successful response streaming the messages `received` as they come, then the status
+/// `outcome` ends with, in the trailers (an error after some messages, or OK).
+pub fn streaming_response<M: Message + 'static>(
+    received: mpsc::Receiver<M>,
+    outcome: AbortOnDrop<Result<(), Status>>,
+) -> http::Response<Body> {
+    let frames = futures::stream::unfold(
+        (received, Some(outcome)),
+        |(mut received, outcome)| async move {
+            if let Some(message) = received.recv().await {
+                return Some((Ok(Frame::data(frame(&message))), (received, outcome)));
+            }
+            // Every sender is gone: the door has returned.
+            let mut task = outcome?;
+            let status = match (&mut task.0).await {
+                Ok(Ok(())) => None,
+                Ok(Err(status)) => Some(status),
+                Err(source) => Some(Status::from(Error::TaskFailed {
+                    task: "do_put",
+                    source,
+                })),
+            };
+            let trailers = Frame::trailers(trailers(status));
+            Some((Ok::<_, Infallible>(trailers), (received, None)))
+        },
+    );
+    response(Body::new(StreamBody::new(frames)))
+}
+
+/// The trailers that end a call: `grpc-status: 0`, or `status`'s code and message.
+fn trailers(status: Option<Status>) -> http::HeaderMap {
+    let Some(status) = status else {
+        return ok_trailers();
+    };
+    let mut trailers = http::HeaderMap::new();
+    if status.add_header(&mut trailers).is_err() {
+        // A message no header can carry: keep the code.
+        trailers.clear();
+        Status::new(status.code(), "")
+            .add_header(&mut trailers)
+            .ok();
+    }
+    trailers
 }
 
 /// The response for a call that failed: the status alone ("trailers-only").

@@ -16,17 +16,23 @@ use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use prost::Message;
+use tokio::sync::mpsc;
 use tonic::body::Body;
 use tonic::codegen::{Service, http};
 use tonic::server::NamedService;
 
 use crate::error::{ClientText, Error, Result};
 use crate::protocol::rpc::{FLIGHT_SERVICE, FlightRpc};
+use crate::server::AbortOnDrop;
 use crate::server::call::Call;
 use crate::server::service::FlightCacheService;
 use crate::transport::grpc;
 use crate::transport::receive::MessageReader;
 use crate::transport::replay::replay_response;
+
+/// `PutResult`s of one upload buffered for a client that is not reading them yet, before the
+/// upload waits for it to read (each is a few bytes: an echo of a batch's app_metadata).
+const PUT_RESULTS_BUFFERED: usize = 1024;
 
 /// Routes every request of Flight's `FlightService` to its door.
 #[derive(Debug, Clone)]
@@ -98,8 +104,14 @@ async fn route(service: FlightCacheService, request: http::Request<Body>) -> htt
         }
         FlightRpc::DoPut => {
             let max = service.config().max_message_bytes;
-            let messages = readable.map(|()| MessageReader::new(body, max));
-            answer_one(service.do_put(Call::new(&parts, messages)).await)
+            let call = Call::new(&parts, readable.map(|()| MessageReader::new(body, max)));
+            let (results, received) = mpsc::channel(PUT_RESULTS_BUFFERED);
+            // The upload runs as a task of its own: it reads the request whether or not the
+            // client is reading the response yet, and the response streams its results (the
+            // echoes of app_metadata) as they come. It is aborted if the response is dropped
+            // (the client reset the call).
+            let upload = tokio::spawn(async move { service.do_put(call, results).await });
+            grpc::streaming_response(received, AbortOnDrop(upload))
         }
         FlightRpc::DoExchange => answer_empty(service.do_exchange(Call::new(&parts, readable))),
         FlightRpc::DoAction => {

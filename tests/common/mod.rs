@@ -1,6 +1,7 @@
 //! Shared test fixture: a real server on 127.0.0.1:0, real clients, and table builders.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod arrow_client;
 pub mod types;
 
 use std::sync::Arc;

@@ -4,7 +4,9 @@
 mod common;
 
 mod concurrency;
+mod interop;
 mod roundtrip;
 mod rpc;
+mod spec;
 mod uploads;
 mod wire;
