@@ -103,7 +103,11 @@ fn encode_and_validate(c: &mut Criterion) {
 /// Validate an upload into table memory from `slabs`, shared across iterations as a server's
 /// uploads share it (so iterations reuse the slabs of the last one's dropped table).
 fn validate(messages: &[arrow_flight::FlightData], slabs: &Arc<SlabPool>) -> CachedTable {
-    let mut upload = TableUpload::new(TableKey::try_new("bench").unwrap(), Arc::clone(slabs));
+    let mut upload = TableUpload::new(
+        TableKey::try_new("bench").unwrap(),
+        Arc::clone(slabs),
+        usize::MAX,
+    );
     for message in messages {
         upload.push(message.clone()).unwrap();
     }
@@ -118,9 +122,13 @@ async fn receive(wire: &[Bytes], slabs: &Arc<SlabPool>) -> CachedTable {
         .map(|data| Ok::<_, tonic::Status>(Frame::data(data.clone())))
         .collect();
     let body = tonic::body::Body::new(StreamBody::new(futures::stream::iter(frames)));
-    let mut reader = MessageReader::new(body, usize::MAX);
+    let mut reader = MessageReader::new(body, usize::MAX, std::time::Duration::from_secs(30));
     let first = reader.next_message(None).await.unwrap().unwrap();
-    let mut upload = TableUpload::new(TableKey::try_new("bench").unwrap(), Arc::clone(slabs));
+    let mut upload = TableUpload::new(
+        TableKey::try_new("bench").unwrap(),
+        Arc::clone(slabs),
+        usize::MAX,
+    );
     upload.push(first).unwrap();
     while let Some(message) = reader.next_message(Some(upload.memory())).await.unwrap() {
         upload.push(message).unwrap();

@@ -18,7 +18,7 @@ use crate::store::upload::UploadProblem;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No table is cached under `key`.
-    #[error("no table named `{key}`; `flightcache list` shows the cached tables")]
+    #[error("no table named {}; `flightcache list` shows the cached tables", key.quoted())]
     TableNotFound {
         /// The key that was asked for.
         key: TableKey,
@@ -49,7 +49,7 @@ pub enum Error {
 
     /// An upload was not a valid Arrow IPC stream (bad messages, a schema change, batches that
     /// do not match the schema); nothing was stored.
-    #[error("upload for `{key}` rejected, nothing was stored: {problem}")]
+    #[error("upload for {} rejected, nothing was stored: {problem}", key.quoted())]
     InvalidUpload {
         /// The key the client tried to write.
         key: TableKey,
@@ -80,6 +80,20 @@ pub enum Error {
         rpc: FlightRpc,
     },
 
+    /// A request that sent nothing for the server's idle timeout; it was cancelled (an upload
+    /// stores nothing).
+    #[error(
+        "the {rpc} request sent nothing for {} s, the server's --upload-idle-timeout; it was \
+         cancelled and nothing was stored",
+        idle.as_secs_f64()
+    )]
+    RequestIdle {
+        /// The RPC.
+        rpc: FlightRpc,
+        /// How long it was idle.
+        idle: std::time::Duration,
+    },
+
     /// The client aborted its upload (or its connection broke); nothing was stored.
     #[error("the upload{} was cancelled by the client; nothing was stored", for_key(key.as_ref()))]
     UploadCancelled {
@@ -106,6 +120,16 @@ pub enum Error {
     )]
     TooManyUploads {
         /// The configured number of concurrent uploads.
+        limit: usize,
+    },
+
+    /// The connection runs as many uploads as one connection may.
+    #[error(
+        "this connection already runs {limit} uploads, the server's limit per connection \
+         (--max-puts-per-connection); wait for one to finish, or upload over another connection"
+    )]
+    TooManyUploadsOnConnection {
+        /// The configured number of uploads per connection.
         limit: usize,
     },
 
@@ -220,7 +244,8 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 fn for_key(key: Option<&TableKey>) -> String {
-    key.map(|key| format!(" for `{key}`")).unwrap_or_default()
+    key.map(|key| format!(" for {}", key.quoted()))
+        .unwrap_or_default()
 }
 
 /// What is wrong with a request's bytes ([`Error::MalformedRequest`]).
@@ -378,7 +403,10 @@ impl Error {
             | Error::UnknownAction { .. }
             | Error::InvalidActionBody { .. } => Code::InvalidArgument,
             Error::Cancelled { .. } | Error::UploadCancelled { .. } => Code::Cancelled,
-            Error::MessageTooLarge { .. } | Error::TooManyUploads { .. } => Code::ResourceExhausted,
+            Error::RequestIdle { .. } => Code::DeadlineExceeded,
+            Error::MessageTooLarge { .. }
+            | Error::TooManyUploads { .. }
+            | Error::TooManyUploadsOnConnection { .. } => Code::ResourceExhausted,
             Error::Unimplemented { .. }
             | Error::UnknownMethod { .. }
             | Error::UnsupportedEncoding { .. } => Code::Unimplemented,

@@ -7,8 +7,12 @@ use clap::{Args, Parser, Subcommand};
 
 use flightcache::bench;
 use flightcache::client::DEFAULT_SERVER_URL;
+use std::time::Duration;
+
 use flightcache::server::config::{
-    DEFAULT_KEEP_FREED, DEFAULT_MAX_CONCURRENT_PUTS, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PORT,
+    DEFAULT_IDLE_CONNECTION_TIMEOUT, DEFAULT_KEEP_FREED, DEFAULT_KEEPALIVE_INTERVAL,
+    DEFAULT_MAX_CONCURRENT_PUTS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_PUTS_PER_CONNECTION, DEFAULT_PORT, DEFAULT_UPLOAD_IDLE_TIMEOUT,
 };
 
 /// An Apache Arrow Flight table cache: push tables in, stream them out, no serialization step.
@@ -72,6 +76,25 @@ pub struct ServeArgs {
     /// Uploads accepted at once; more are refused with RESOURCE_EXHAUSTED.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONCURRENT_PUTS)]
     pub max_concurrent_puts: usize,
+    /// Uploads one connection may run at once, so that one client cannot take every upload
+    /// slot; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PUTS_PER_CONNECTION)]
+    pub max_puts_per_connection: usize,
+    /// Connections served at once; more are closed as soon as they are accepted.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Cancel an upload (or any request) that sends nothing, or leaves its acknowledgements
+    /// unread, for this long; it stores nothing and frees its slot (DEADLINE_EXCEEDED).
+    #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(DEFAULT_UPLOAD_IDLE_TIMEOUT))]
+    pub upload_idle_timeout: HumanDuration,
+    /// Close a connection that has had no request in flight for this long (clients
+    /// reconnect by themselves).
+    #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(DEFAULT_IDLE_CONNECTION_TIMEOUT))]
+    pub idle_connection_timeout: HumanDuration,
+    /// Ping every connection's peer over HTTP/2 this often, and close the connection if a
+    /// ping goes unanswered for 20 s: finds peers that vanished without closing. 0: never.
+    #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(DEFAULT_KEEPALIVE_INTERVAL))]
+    pub keepalive: HumanDuration,
     /// Keep the memory of dropped or replaced tables this long for the next uploads, then give
     /// it back to the system. Filling fresh memory is most of what a large put costs (on a VM
     /// up to 2-3 s per GiB); 0 gives memory back at once.
@@ -199,6 +222,67 @@ pub fn parse_location(text: &str) -> Result<String, String> {
     flightcache::protocol::location::check_location(text).map(|()| text.to_string())
 }
 
+/// Parse a duration: a number of seconds (`30`, `0.5`) or a number with a unit (`500ms`,
+/// `30s`, `10m`, `2h`, `1d`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration; try 30s, 10m or 2h"))?;
+    let seconds_per_unit = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}`; use ms, s, m, h or d"
+            ));
+        }
+    };
+    let seconds = number * seconds_per_unit;
+    if !seconds.is_finite() || seconds > 1e12 {
+        return Err(format!("`{text}` is too long a duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// A duration on the command line: parsed by [`parse_duration`], shown by
+/// [`format_duration`] (in `--help`'s defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl std::str::FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        parse_duration(text).map(HumanDuration)
+    }
+}
+
+impl std::fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&format_duration(self.0))
+    }
+}
+
+/// A duration as [`parse_duration`] reads it back, for defaults in `--help`.
+pub fn format_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    if seconds > 0 && seconds.is_multiple_of(3600) {
+        format!("{}h", seconds / 3600)
+    } else if seconds > 0 && seconds.is_multiple_of(60) {
+        format!("{}m", seconds / 60)
+    } else {
+        format!("{}s", duration.as_secs_f64())
+    }
+}
+
 /// Parse a non-negative number of seconds such as `10` or `0.5`.
 pub fn parse_seconds(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
@@ -227,6 +311,26 @@ mod tests {
         assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn durations_parse_with_units_and_read_back() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 fortnights").is_err());
+        assert!(parse_duration("-1").is_err());
+        for d in [
+            Duration::from_secs(30),
+            Duration::from_secs(300),
+            Duration::from_secs(7200),
+        ] {
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
     }
 
     #[test]

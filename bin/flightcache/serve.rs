@@ -33,6 +33,11 @@ fn config(args: &ServeArgs) -> ServerConfig {
     ServerConfig {
         max_message_bytes: usize::try_from(args.max_message_size).unwrap_or(usize::MAX),
         max_concurrent_puts: args.max_concurrent_puts,
+        max_puts_per_connection: args.max_puts_per_connection,
+        max_connections: args.max_connections,
+        upload_idle_timeout: args.upload_idle_timeout.0,
+        idle_connection_timeout: args.idle_connection_timeout.0,
+        keepalive_interval: (!args.keepalive.0.is_zero()).then_some(args.keepalive.0),
         keep_freed: Duration::from_secs_f64(args.keep_freed_secs),
         advertise: args.advertise.clone(),
         ..ServerConfig::default()

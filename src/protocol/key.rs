@@ -10,7 +10,7 @@ use std::fmt;
 use arrow_flight::{FlightDescriptor, Ticket, flight_descriptor::DescriptorType};
 use bytes::Bytes;
 
-use crate::error::{Error, Result};
+use crate::error::{ClientText, Error, Result};
 
 /// The longest key accepted, in bytes. Keys are names, not payloads.
 pub const MAX_KEY_BYTES: usize = 4096;
@@ -87,6 +87,11 @@ impl TableKey {
     /// The key as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The key as error messages quote it: in backticks, cut to a bounded prefix when long.
+    pub fn quoted(&self) -> ClientText {
+        ClientText::new(self.0.as_bytes())
     }
 }
 

@@ -1,11 +1,12 @@
 //! `Call`: one request as its door sees it, whoever read it off the wire.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tonic::codegen::http;
-use tonic::transport::server::TcpConnectInfo;
 
 use crate::error::Result;
+use crate::transport::connection::{ConnectionInfo, ConnectionState};
 
 /// One request of one RPC: who sent it, and its message, or why the message could not be
 /// read.
@@ -16,6 +17,8 @@ use crate::error::Result;
 pub(crate) struct Call<T> {
     /// The peer's address, when the transport knows it.
     pub peer: Option<SocketAddr>,
+    /// The connection the call came on, when the transport tracks it.
+    pub connection: Option<Arc<ConnectionState>>,
     /// The request message, decoded, or why it could not be.
     pub message: Result<T>,
 }
@@ -23,10 +26,11 @@ pub(crate) struct Call<T> {
 impl<T> Call<T> {
     /// A call from the HTTP/2 request `parts`, carrying `message`.
     pub fn new(parts: &http::request::Parts, message: Result<T>) -> Self {
-        let peer = parts
-            .extensions
-            .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr);
-        Self { peer, message }
+        let info = parts.extensions.get::<ConnectionInfo>();
+        Self {
+            peer: info.map(|info| info.remote),
+            connection: info.map(|info| Arc::clone(&info.state)),
+            message,
+        }
     }
 }

@@ -25,6 +25,28 @@ pub const DEFAULT_MAX_CONCURRENT_PUTS: usize = 64;
 /// 10 s, jemalloc's default decay.
 pub const DEFAULT_KEEP_FREED: Duration = Duration::from_secs(10);
 
+/// How long a request may send nothing before it is cancelled by default: 30 s. An upload
+/// holds an upload slot and memory while it waits, so a silent client must not keep them.
+pub const DEFAULT_UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a connection may have no request in flight before it is closed by default: 5
+/// minutes. Clients reconnect by themselves when they next need the server.
+pub const DEFAULT_IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Connections served at once by default; more are closed as soon as they are accepted.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// Uploads one connection may run at once by default, so that one client cannot take every
+/// upload slot ([`DEFAULT_MAX_CONCURRENT_PUTS`]) over one connection.
+pub const DEFAULT_MAX_PUTS_PER_CONNECTION: usize = 8;
+
+/// How often the server pings a connection's peer over HTTP/2 by default, to find peers that
+/// are gone without closing their connection: every 60 s.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long the server waits for a ping's answer before it closes the connection, by default.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Everything that tunes a server. Every limit has a documented default.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -36,6 +58,22 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Uploads accepted at once ([`DEFAULT_MAX_CONCURRENT_PUTS`]).
     pub max_concurrent_puts: usize,
+    /// Uploads one connection may run at once ([`DEFAULT_MAX_PUTS_PER_CONNECTION`]).
+    pub max_puts_per_connection: usize,
+    /// Connections served at once ([`DEFAULT_MAX_CONNECTIONS`]).
+    pub max_connections: usize,
+    /// How long a request (an upload above all) may send nothing, or leave its
+    /// acknowledgements unread, before it is cancelled ([`DEFAULT_UPLOAD_IDLE_TIMEOUT`]).
+    pub upload_idle_timeout: Duration,
+    /// How long a connection may have no request in flight before it is closed
+    /// ([`DEFAULT_IDLE_CONNECTION_TIMEOUT`]).
+    pub idle_connection_timeout: Duration,
+    /// How often an HTTP/2 ping checks that a connection's peer is alive
+    /// ([`DEFAULT_KEEPALIVE_INTERVAL`]); `None`: never.
+    pub keepalive_interval: Option<Duration>,
+    /// How long a ping may go unanswered before the connection is closed
+    /// ([`DEFAULT_KEEPALIVE_TIMEOUT`]).
+    pub keepalive_timeout: Duration,
     /// How long the memory of dropped or replaced tables is kept for the next uploads before
     /// it goes back to the system ([`DEFAULT_KEEP_FREED`]; zero gives it back at once).
     /// Filling fresh memory is most of what a large put costs.
@@ -55,6 +93,12 @@ impl Default for ServerConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_concurrent_puts: DEFAULT_MAX_CONCURRENT_PUTS,
+            max_puts_per_connection: DEFAULT_MAX_PUTS_PER_CONNECTION,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            upload_idle_timeout: DEFAULT_UPLOAD_IDLE_TIMEOUT,
+            idle_connection_timeout: DEFAULT_IDLE_CONNECTION_TIMEOUT,
+            keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             keep_freed: DEFAULT_KEEP_FREED,
             http2: Http2Settings::default(),
             advertise: None,

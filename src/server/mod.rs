@@ -21,12 +21,12 @@ use tonic::body::Body;
 use tonic::codegen::{Service, http};
 use tonic::server::NamedService;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 pub use config::ServerConfig;
 
 use crate::error::{Error, Result};
 use crate::protocol::location::default_location;
+use crate::transport::connection::{ConnectionLimits, incoming};
 use crate::transport::router::FlightRouter;
 use service::FlightCacheService;
 
@@ -72,16 +72,25 @@ pub async fn serve(
         Some(uri) => uri.clone(),
         None => default_location(listener.local_addr()?),
     };
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let http2 = config.http2;
+    let incoming = incoming(
+        listener,
+        ConnectionLimits {
+            max_connections: config.max_connections,
+            idle_timeout: config.idle_connection_timeout,
+        },
+    );
+    let builder = Server::builder()
+        .max_frame_size(config.http2.max_frame_bytes)
+        .initial_stream_window_size(config.http2.stream_window_bytes)
+        .initial_connection_window_size(config.http2.connection_window_bytes)
+        .http2_keepalive_interval(config.keepalive_interval)
+        .http2_keepalive_timeout(Some(config.keepalive_timeout));
     let service = FlightCacheService::new(config, location);
     let _release_slabs = AbortOnDrop(tokio::spawn(
         service.store().slab_pool().release_expired_periodically(),
     ));
-    Server::builder()
-        .max_frame_size(http2.max_frame_bytes)
-        .initial_stream_window_size(http2.stream_window_bytes)
-        .initial_connection_window_size(http2.connection_window_bytes)
+    let mut builder = builder;
+    builder
         .add_service(make_server(service))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

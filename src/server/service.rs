@@ -28,6 +28,7 @@ use crate::server::config::ServerConfig;
 use crate::store::TableStore;
 use crate::store::table::CachedTable;
 use crate::store::upload::TableUpload;
+use crate::transport::connection::ConnectionState;
 use crate::transport::receive::MessageReader;
 
 /// The Flight service: a [`TableStore`] plus the limits that protect it.
@@ -182,19 +183,34 @@ impl FlightCacheService {
             armed: true,
         };
         let result = match call.message {
-            Ok(messages) => self.put(messages, &results).await,
+            Ok(messages) => self.put(call.connection, messages, &results).await,
             Err(err) => Err(err),
         };
         failed.settle(result.is_ok());
         result.map_err(Status::from)
     }
 
-    async fn put(&self, mut messages: MessageReader, results: &PutResults) -> Result<()> {
+    async fn put(
+        &self,
+        connection: Option<Arc<ConnectionState>>,
+        mut messages: MessageReader,
+        results: &PutResults,
+    ) -> Result<()> {
+        let per_connection = self.config.max_puts_per_connection;
+        let _connection_slot = match &connection {
+            Some(connection) => Some(connection.try_start_upload(per_connection).ok_or(
+                Error::TooManyUploadsOnConnection {
+                    limit: per_connection,
+                },
+            )?),
+            None => None,
+        };
         let _permit = Arc::clone(&self.put_permits)
             .try_acquire_owned()
             .map_err(|_| Error::TooManyUploads {
                 limit: self.config.max_concurrent_puts,
             })?;
+        let idle = self.config.upload_idle_timeout;
         let first = messages
             .next_message(None)
             .await?
@@ -206,7 +222,8 @@ impl FlightCacheService {
         let key = TableKey::try_from_descriptor(descriptor)?;
         tracing::Span::current().record("key", key.as_str());
 
-        let mut upload = TableUpload::new(key, self.store.slab_pool());
+        let mut upload =
+            TableUpload::new(key, self.store.slab_pool(), self.config.max_message_bytes);
         let mut echoed = false;
         let mut next = Some(first);
         while let Some(message) = next {
@@ -214,13 +231,23 @@ impl FlightCacheService {
             upload.push(message)?;
             if !tag.is_empty() {
                 echoed = true;
+                // A client that does not read its acknowledgements stalls the upload; it gets
+                // the same time as one that sends nothing.
                 let echo = PutResult { app_metadata: tag };
-                results
-                    .send(echo)
-                    .await
-                    .map_err(|_| Error::UploadCancelled {
-                        key: Some(upload.key().clone()),
-                    })?;
+                match tokio::time::timeout(idle, results.send(echo)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => {
+                        return Err(Error::UploadCancelled {
+                            key: Some(upload.key().clone()),
+                        });
+                    }
+                    Err(_) => {
+                        return Err(Error::RequestIdle {
+                            rpc: FlightRpc::DoPut,
+                            idle,
+                        });
+                    }
+                }
             }
             next = match messages.next_message(Some(upload.memory())).await {
                 Ok(message) => message,

@@ -114,19 +114,26 @@ impl SlabPool {
     /// A mapping of `len` bytes to fill: the most recently freed one of that size, or a fresh
     /// one; `None` if mapping fails.
     fn take(self: &Arc<Self>, len: usize) -> Option<Slab> {
-        let reused = {
-            let mut idle = self.lock();
-            let newest_fit = idle.iter().rposition(|slab| slab.map.len() == len);
-            newest_fit.map(|i| idle.remove(i).map) // `remove` keeps the list oldest first
-        };
-        let map = match reused {
+        let map = match self.take_idle(len) {
             Some(map) => map,
             None => MmapRaw::from(huge_page_map(len)?),
         };
-        Some(Slab {
+        Some(self.slab(map))
+    }
+
+    /// The most recently freed mapping of `len` bytes, if one waits in the pool.
+    fn take_idle(&self, len: usize) -> Option<MmapRaw> {
+        let mut idle = self.lock();
+        let newest_fit = idle.iter().rposition(|slab| slab.map.len() == len);
+        newest_fit.map(|i| idle.remove(i).map) // `remove` keeps the list oldest first
+    }
+
+    /// `map` as a slab that comes back to this pool when dropped.
+    fn slab(self: &Arc<Self>, map: MmapRaw) -> Slab {
+        Slab {
             map: Some(map),
             pool: Arc::clone(self),
-        })
+        }
     }
 
     fn give_back(&self, map: MmapRaw) {
@@ -201,8 +208,9 @@ pub struct SlabWriter {
     /// The slab being filled, and the offset up to which it is reserved.
     current: Option<(Arc<Slab>, usize)>,
     heap_bytes: usize,
-    /// Address and length of the last reserved body, which [`store`](Self::store) keeps as is.
-    last_reserved: Option<(usize, usize)>,
+    /// Address and length of the last body filled in place, which [`store`](Self::store) keeps
+    /// as it is.
+    last_filled: Option<(usize, usize)>,
 }
 
 impl SlabWriter {
@@ -212,7 +220,7 @@ impl SlabWriter {
             pool,
             current: None,
             heap_bytes: 0,
-            last_reserved: None,
+            last_filled: None,
         }
     }
 
@@ -223,27 +231,41 @@ impl SlabWriter {
         fill.finish()
     }
 
-    /// `body` in table memory: `body` itself if it is the body last [`reserve`](Self::reserve)d
-    /// and filled here, otherwise a [`copy`](Self::copy).
+    /// `body` in table memory: `body` itself if it is the body last filled here by
+    /// [`finish_fill`](Self::finish_fill), otherwise a [`copy`](Self::copy).
     pub fn store(&mut self, body: Bytes) -> Bytes {
-        if self.last_reserved == Some((body.as_ptr() as usize, body.len())) && !body.is_empty() {
-            self.last_reserved = None;
+        if self.last_filled == Some((body.as_ptr() as usize, body.len())) && !body.is_empty() {
+            self.last_filled = None;
             return body;
         }
         self.copy(&body)
     }
 
-    /// Table memory for a body of `len` bytes, starting at a multiple of `BODY_ALIGNMENT` (64 bytes),
-    /// to be written in pieces as the body arrives.
+    /// Table memory for a body of `len` bytes, starting at a multiple of `BODY_ALIGNMENT` (64
+    /// bytes), to be written in pieces as the body arrives, then finished with
+    /// [`finish_fill`](Self::finish_fill).
+    ///
+    /// Declaring a length costs little before the bytes arrive: a body on the heap (under
+    /// `MAPPED_MIN_BYTES`, 1 MiB) or in the current slab (at most 8 MiB of a 32 MiB slab) has
+    /// bounded room reserved; a larger one reuses a freed mapping of its size, if one waits in
+    /// the pool, and otherwise gets a mapping that grows as the body is written.
     pub fn reserve(&mut self, len: usize) -> BodyFill {
-        let place = self.place(len);
-        let fill = BodyFill {
-            place,
+        BodyFill {
+            place: self.place(len),
             len,
             written: 0,
-        };
-        self.last_reserved = Some((fill.start_address(), len));
-        fill
+        }
+    }
+
+    /// The body `fill` holds, now that all of it is written; [`store`](Self::store) keeps it
+    /// where it is.
+    ///
+    /// # Panics
+    /// If some of it is not written.
+    pub fn finish_fill(&mut self, fill: BodyFill) -> Bytes {
+        let body = fill.finish();
+        self.last_filled = Some((body.as_ptr() as usize, body.len()));
+        body
     }
 
     fn place(&mut self, len: usize) -> Place {
@@ -257,10 +279,17 @@ impl SlabWriter {
         if len > OWN_MAPPING_ABOVE_BYTES {
             // A mapping of its own, rounded up to whole huge pages, so that a body of the same
             // size (such as the next upload of the same table) can reuse it.
-            return match self.pool.take(len.next_multiple_of(TRIM_ALIGNMENT)) {
-                Some(slab) => Place::Mapped {
-                    slab: Arc::new(slab),
+            let full = len.next_multiple_of(TRIM_ALIGNMENT);
+            if let Some(map) = self.pool.take_idle(full) {
+                return Place::Mapped {
+                    slab: Arc::new(self.pool.slab(map)),
                     range: 0..len,
+                };
+            }
+            return match GrowingMap::new(full) {
+                Some(map) => Place::Growing {
+                    map,
+                    pool: Arc::clone(&self.pool),
                 },
                 None => Place::heap(len),
             };
@@ -313,7 +342,7 @@ impl SlabWriter {
 }
 
 /// Table memory reserved for one body by [`SlabWriter::reserve`]: [`write`](Self::write) the
-/// body into it in order, then [`finish`](Self::finish) it.
+/// body into it in order, then [`SlabWriter::finish_fill`] it.
 #[derive(Debug)]
 pub struct BodyFill {
     place: Place,
@@ -325,18 +354,75 @@ pub struct BodyFill {
 #[derive(Debug)]
 enum Place {
     Empty,
-    /// 64-byte aligned, with capacity for the whole body (never reallocated).
+    /// 64-byte aligned; grows as the body is written (a `MutableBuffer` keeps its alignment).
     Heap(MutableBuffer),
     /// A range of a slab (or of a mapping of its own) that nothing else reads or writes.
     Mapped {
         slab: Arc<Slab>,
         range: Range<usize>,
     },
+    /// A large body's own mapping, growing as the body is written; it becomes a slab of
+    /// `pool` when the body is finished.
+    Growing {
+        map: GrowingMap,
+        pool: Arc<SlabPool>,
+    },
 }
 
 impl Place {
+    /// A heap body, with room for at most `MAPPED_MIN_BYTES` until more is written: a body
+    /// lands here when mapping fails, whatever its declared length.
     fn heap(len: usize) -> Self {
-        Place::Heap(MutableBuffer::with_capacity(len))
+        Place::Heap(MutableBuffer::with_capacity(len.min(MAPPED_MIN_BYTES)))
+    }
+}
+
+/// An anonymous mapping that grows, by remapping, to a final length known in advance.
+#[derive(Debug)]
+struct GrowingMap {
+    map: MmapRaw,
+    full: usize,
+}
+
+impl GrowingMap {
+    /// A mapping that will grow to `full` bytes; mapped at first up to one slab's size (on
+    /// Linux, which can grow a mapping; elsewhere, all of it at once).
+    fn new(full: usize) -> Option<Self> {
+        let first = if cfg!(target_os = "linux") {
+            full.min(SLAB_BYTES)
+        } else {
+            full
+        };
+        Some(Self {
+            map: MmapRaw::from(huge_page_map(first)?),
+            full,
+        })
+    }
+
+    /// Make room for `len` bytes, doubling the mapping at least; false if it cannot grow.
+    fn grow_to(&mut self, len: usize) -> bool {
+        if len <= self.map.len() {
+            return true;
+        }
+        let new_len = (self.map.len() * 2)
+            .max(len)
+            .next_multiple_of(TRIM_ALIGNMENT)
+            .min(self.full);
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: nothing points into the mapping while it is being filled: the body it
+            // holds becomes readable only when the fill is finished, so the mapping may move.
+            let grown = unsafe {
+                self.map
+                    .remap(new_len, memmap2::RemapOptions::new().may_move(true))
+            };
+            grown.is_ok()
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = new_len;
+            false
+        }
     }
 }
 
@@ -344,6 +430,16 @@ impl BodyFill {
     /// Bytes still to write.
     pub fn remaining(&self) -> usize {
         self.len - self.written
+    }
+
+    /// Bytes of memory held for the body so far: what its place has mapped or allocated.
+    pub fn held_bytes(&self) -> usize {
+        match &self.place {
+            Place::Empty => 0,
+            Place::Heap(buffer) => buffer.capacity(),
+            Place::Mapped { range, .. } => range.len(),
+            Place::Growing { map, .. } => map.map.len(),
+        }
     }
 
     /// Append `bytes` to the body.
@@ -357,6 +453,11 @@ impl BodyFill {
             bytes.len(),
             self.remaining()
         );
+        if let Place::Growing { map, .. } = &mut self.place
+            && !map.grow_to(self.written + bytes.len())
+        {
+            self.move_to_heap();
+        }
         match &mut self.place {
             Place::Empty => {}
             Place::Heap(buffer) => buffer.extend_from_slice(bytes),
@@ -372,28 +473,51 @@ impl BodyFill {
                     );
                 }
             }
+            Place::Growing { map, .. } => {
+                // SAFETY: the mapping holds at least `written + bytes.len()` bytes (`grow_to`
+                // above), the fill is its only user, and `bytes` cannot overlap it (nothing
+                // outside the fill points into it).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        bytes.as_ptr(),
+                        map.map.as_mut_ptr().add(self.written),
+                        bytes.len(),
+                    );
+                }
+            }
         }
         self.written += bytes.len();
     }
 
+    /// Continue on the heap, with what was written so far, when a mapping cannot grow.
+    fn move_to_heap(&mut self) {
+        let mut heap = MutableBuffer::with_capacity(self.len.min(self.written + MAPPED_MIN_BYTES));
+        if let Place::Growing { map, .. } = &self.place {
+            // SAFETY: the first `written` bytes of the mapping were written by this fill, and
+            // nothing else writes the mapping.
+            let written = unsafe { std::slice::from_raw_parts(map.map.as_ptr(), self.written) };
+            heap.extend_from_slice(written);
+        }
+        self.place = Place::Heap(heap);
+    }
+
     /// The body, now that all of it is written.
-    ///
-    /// # Panics
-    /// If some of it is not.
-    pub fn finish(self) -> Bytes {
+    fn finish(self) -> Bytes {
         assert_eq!(self.remaining(), 0, "a body finished before it was written");
         match self.place {
             Place::Empty => Bytes::new(),
             Place::Heap(buffer) => Bytes::from_owner(Buffer::from(buffer)),
             Place::Mapped { slab, range } => Bytes::from_owner(SlabSlice { slab, range }),
-        }
-    }
-
-    fn start_address(&self) -> usize {
-        match &self.place {
-            Place::Empty => 0,
-            Place::Heap(buffer) => buffer.as_ptr() as usize,
-            Place::Mapped { slab, range } => slab.map().as_ptr() as usize + range.start,
+            Place::Growing { map, pool } => {
+                // Whole huge pages past the body were never written: the mapping is `full`
+                // bytes long, the size a body of this length asks the pool for.
+                debug_assert_eq!(map.map.len(), map.full);
+                let slab = Arc::new(pool.slab(map.map));
+                Bytes::from_owner(SlabSlice {
+                    slab,
+                    range: 0..self.len,
+                })
+            }
         }
     }
 }
@@ -534,6 +658,46 @@ mod tests {
         let same_size = writer.copy(&body(giant - 100, 3));
         assert_eq!(same_size.as_ptr(), address);
         assert!(same_size.iter().all(|&b| b == 3));
+        writer.finish();
+    }
+
+    #[test]
+    fn a_declared_body_holds_memory_as_it_is_written_not_before() {
+        let pool = Arc::new(SlabPool::new(Duration::ZERO));
+        let mut writer = writer(&pool);
+        writer.copy(&body(MAPPED_MIN_BYTES, 0)); // past the heap
+        let declared = 1 << 30;
+        let mut fill = writer.reserve(declared);
+        assert!(
+            fill.held_bytes() <= SLAB_BYTES,
+            "a 1 GiB declaration holds {} bytes before anything arrives",
+            fill.held_bytes()
+        );
+        let chunk = body(16 << 20, 7);
+        fill.write(&chunk);
+        fill.write(&chunk);
+        fill.write(&chunk[..1]);
+        assert!(fill.held_bytes() > (32 << 20));
+        assert!(
+            fill.held_bytes() <= 2 * ((32 << 20) + TRIM_ALIGNMENT),
+            "grows with what arrived: {}",
+            fill.held_bytes()
+        );
+        // Written to the end, it is the body, whatever the moves while it grew.
+        let mut left = fill.remaining();
+        while left > 0 {
+            let n = left.min(chunk.len());
+            fill.write(&chunk[..n]);
+            left -= n;
+        }
+        let stored = writer.finish_fill(fill);
+        assert_eq!(stored.len(), declared);
+        assert!(stored[..32 << 20].iter().all(|&b| b == 7));
+        assert_eq!(
+            writer.store(stored.clone()).as_ptr(),
+            stored.as_ptr(),
+            "kept in place"
+        );
         writer.finish();
     }
 

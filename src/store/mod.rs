@@ -4,11 +4,13 @@
 //!
 //! - [`table`]: [`table::CachedTable`], one table as its validated IPC messages.
 //! - [`upload`]: [`upload::TableUpload`], a `do_put` validated message by message.
+//! - [`validate`]: what a strict Arrow reader checks, checked before a table is stored.
 //! - [`memory`]: table memory: bodies copied once into huge-page slabs, reused once freed.
 
 pub mod memory;
 pub mod table;
 pub mod upload;
+pub mod validate;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

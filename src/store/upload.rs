@@ -1,8 +1,10 @@
 //! `TableUpload`: validates the messages of one `do_put`, one at a time, into a `CachedTable`.
 //!
-//! Every message is decoded with arrow-ipc's full validation (buffer bounds, offsets, UTF-8,
-//! dictionary references) against the upload's schema, so a table that was accepted can always
-//! be served. The decoded arrays are dropped again: the table keeps the messages themselves,
+//! Every message is checked as a strict reader would (see [`validate`](super::validate)): its
+//! header before arrow-ipc reads the body, then the body by decoding it with arrow-ipc's full
+//! validation (buffer bounds, offsets, UTF-8, dictionary references) against the upload's
+//! schema, then the values that need a check of their own; so a table that was accepted can
+//! always be read back, by pyarrow as by arrow-rs. The decoded arrays are dropped again: the table keeps the messages themselves,
 //! which `do_get` replays (see [`CachedTable`]), except that a giant record batch is re-split
 //! into messages of a streaming size once, here.
 
@@ -22,12 +24,18 @@ use crate::protocol::encode::{FlightEncoder, TARGET_MESSAGE_BYTES};
 use crate::protocol::key::TableKey;
 use crate::store::memory::{SlabPool, SlabWriter};
 use crate::store::table::CachedTable;
+use crate::store::validate::{self, BatchLayout, Violation};
 
 /// Decoding state of an upload after its schema message arrived.
 struct Decoding {
     schema: SchemaRef,
     schema_header: Bytes,
     dictionaries_by_id: HashMap<i64, ArrayRef>,
+    /// The value type of each dictionary id the schema declares.
+    dictionary_types: HashMap<i64, DataType>,
+    /// Whether any column has values that are checked after decoding (see
+    /// [`validate::check_values`]).
+    needs_value_checks: bool,
     /// Re-encodes giant record batches as smaller ones; `None` for schemas with dictionaries,
     /// whose batches are kept as sent (their dictionary messages are interleaved with them).
     resplitter: Option<FlightEncoder>,
@@ -44,6 +52,8 @@ pub const RESPLIT_ABOVE_BYTES: usize = 2 * TARGET_MESSAGE_BYTES;
 pub struct TableUpload {
     key: TableKey,
     decoding: Option<Decoding>,
+    /// Most bytes a message's compressed buffers may decompress to, in all.
+    max_decompressed_bytes: usize,
     memory: SlabWriter,
     messages: Vec<FlightData>,
     rows: u64,
@@ -52,11 +62,13 @@ pub struct TableUpload {
 }
 
 impl TableUpload {
-    /// Start an upload for `key`, its table's memory taken from `slabs`.
-    pub fn new(key: TableKey, slabs: Arc<SlabPool>) -> Self {
+    /// Start an upload for `key`, its table's memory taken from `slabs`, whose compressed
+    /// messages may decompress to `max_message_bytes` each.
+    pub fn new(key: TableKey, slabs: Arc<SlabPool>, max_message_bytes: usize) -> Self {
         Self {
             key,
             decoding: None,
+            max_decompressed_bytes: max_message_bytes,
             memory: SlabWriter::new(slabs),
             messages: Vec::new(),
             rows: 0,
@@ -113,6 +125,8 @@ impl TableUpload {
         let body = Buffer::from(stored.clone()); // a zero-copy view for the decoder
         let message =
             ipc::root_as_message(&header).map_err(|e| self.invalid(UploadProblem::BadHeader(e)))?;
+        validate::check_message(&message, body.len())
+            .map_err(|violation| self.invalid(UploadProblem::Invalid(violation)))?;
         let resplit = match message.header_type() {
             MessageHeader::Schema => self.push_schema(message, &header).map(|()| None)?,
             MessageHeader::DictionaryBatch => {
@@ -159,15 +173,27 @@ impl TableUpload {
             .ok_or_else(|| self.invalid(UploadProblem::EmptyHeader { kind: "schema" }))?;
         let schema: Schema =
             try_fb_to_schema(fb_schema).map_err(|e| self.invalid(UploadProblem::BadSchema(e)))?;
+        validate::check_schema(fb_schema, &schema)
+            .map_err(|violation| self.invalid(UploadProblem::Invalid(violation)))?;
         let resplitter = (!schema
             .fields()
             .iter()
             .any(|f| contains_dictionary(f.data_type())))
         .then(|| FlightEncoder::new(TARGET_MESSAGE_BYTES));
+        let mut dictionary_types = HashMap::new();
+        for field in schema.fields() {
+            collect_dictionary_types(field, &mut dictionary_types);
+        }
+        let needs_value_checks = schema
+            .fields()
+            .iter()
+            .any(|f| validate::needs_value_checks(f.data_type()));
         self.decoding = Some(Decoding {
             schema: Arc::new(schema),
             schema_header: header.clone(),
             dictionaries_by_id: HashMap::new(),
+            dictionary_types,
+            needs_value_checks,
             resplitter,
         });
         Ok(())
@@ -175,16 +201,31 @@ impl TableUpload {
 
     fn push_dictionary(&mut self, message: ipc::Message<'_>, body: &Buffer) -> Result<()> {
         let version = message.version();
+        let (key, max_decompressed_bytes) = (&self.key, self.max_decompressed_bytes);
         let batch = message.header_as_dictionary_batch().ok_or_else(|| {
-            self.invalid(UploadProblem::EmptyHeader {
-                kind: "dictionary batch",
-            })
+            invalid(
+                key,
+                UploadProblem::EmptyHeader {
+                    kind: "dictionary batch",
+                },
+            )
         })?;
         let Some(decoding) = self.decoding.as_mut() else {
-            return Err(self.invalid(UploadProblem::BeforeSchema {
-                kind: "dictionary batch",
-            }));
+            return Err(invalid(
+                key,
+                UploadProblem::BeforeSchema {
+                    kind: "dictionary batch",
+                },
+            ));
         };
+        let id = batch.id();
+        // An id the schema does not declare is refused by the decoder below.
+        let value_type = decoding.dictionary_types.get(&id).cloned();
+        if let (Some(value_type), Some(data)) = (&value_type, batch.data()) {
+            BatchLayout::new(data, version, body, max_decompressed_bytes)
+                .check([value_type], data.length())
+                .map_err(|violation| invalid(key, UploadProblem::Invalid(violation)))?;
+        }
         let result = guard_decoder(|| {
             ipc::reader::read_dictionary(
                 body,
@@ -194,7 +235,16 @@ impl TableUpload {
                 &version,
             )
         });
-        result.map_err(|source| self.invalid(UploadProblem::BadDictionary { source }))
+        result.map_err(|source| invalid(key, UploadProblem::BadDictionary { source }))?;
+        if value_type
+            .as_ref()
+            .is_some_and(validate::needs_value_checks)
+            && let Some(values) = decoding.dictionaries_by_id.get(&id)
+        {
+            validate::check_values(&values.to_data())
+                .map_err(|violation| invalid(key, UploadProblem::Invalid(violation)))?;
+        }
+        Ok(())
     }
 
     /// Validate a record batch; for a giant one, also the smaller messages to keep instead.
@@ -214,6 +264,15 @@ impl TableUpload {
                 kind: "record batch",
             }));
         };
+        let columns = decoding.schema.fields().iter().map(|f| f.data_type());
+        BatchLayout::new(batch, version, body, self.max_decompressed_bytes)
+            .check(columns, batch.length())
+            .map_err(|violation| {
+                self.invalid(UploadProblem::BatchLayout {
+                    batch: self.batches,
+                    violation,
+                })
+            })?;
         let decoded = guard_decoder(|| {
             RecordBatchDecoder::try_new(
                 body,
@@ -230,6 +289,12 @@ impl TableUpload {
                 source,
             })
         })?;
+        if decoding.needs_value_checks {
+            for column in decoded.columns() {
+                validate::check_values(&column.to_data())
+                    .map_err(|violation| self.invalid(UploadProblem::Invalid(violation)))?;
+            }
+        }
         self.rows += decoded.num_rows() as u64;
         let resplitter = match self.decoding.as_mut() {
             Some(Decoding {
@@ -274,45 +339,101 @@ impl TableUpload {
     }
 
     fn invalid(&self, problem: UploadProblem) -> Error {
-        Error::InvalidUpload {
-            key: self.key.clone(),
-            problem: Box::new(problem),
-        }
+        invalid(&self.key, problem)
+    }
+}
+
+/// The error refusing the upload for `key`.
+fn invalid(key: &TableKey, problem: UploadProblem) -> Error {
+    Error::InvalidUpload {
+        key: key.clone(),
+        problem: Box::new(problem),
+    }
+}
+
+/// Record the value type of every dictionary in `field`, by the id the schema gives it.
+fn collect_dictionary_types(field: &arrow::datatypes::Field, types: &mut HashMap<i64, DataType>) {
+    #[allow(deprecated)] // arrow-ipc itself still reads dictionary ids from fields
+    if let (DataType::Dictionary(_, values), Some(id)) = (field.data_type(), field.dict_id()) {
+        types.insert(id, values.as_ref().clone());
+    }
+    for child in validate::nested_fields(field.data_type()) {
+        collect_dictionary_types(child, types);
     }
 }
 
 /// Whether a column of this type needs dictionary messages.
 fn contains_dictionary(data_type: &DataType) -> bool {
-    match data_type {
-        DataType::Dictionary(..) => true,
-        DataType::List(f)
-        | DataType::LargeList(f)
-        | DataType::FixedSizeList(f, _)
-        | DataType::ListView(f)
-        | DataType::LargeListView(f)
-        | DataType::Map(f, _) => contains_dictionary(f.data_type()),
-        DataType::Struct(fields) => fields.iter().any(|f| contains_dictionary(f.data_type())),
-        DataType::Union(fields, _) => fields
+    matches!(data_type, DataType::Dictionary(..))
+        || validate::nested_fields(data_type)
             .iter()
-            .any(|(_, f)| contains_dictionary(f.data_type())),
-        DataType::RunEndEncoded(_, values) => contains_dictionary(values.data_type()),
-        _ => false,
-    }
+            .any(|f| contains_dictionary(f.data_type()))
 }
 
 /// Run an arrow-ipc decode on untrusted input. Some malformed inputs make arrow-ipc panic
-/// instead of returning an error (apache/arrow-rs#7124); a panic here is a bad upload, not a
-/// reason to drop the connection.
+/// instead of returning an error (apache/arrow-rs#7124); the header checks of
+/// [`validate`](super::validate) keep the known ones from reaching it, and a panic that gets
+/// through is a bad upload, not a reason to drop the connection. It is logged as one line:
+/// the process's panic hook stays quiet for it (no message, no backtrace, which with
+/// `RUST_BACKTRACE=1` cost 35 KB of log and hundreds of MiB of symbols per panic).
 fn guard_decoder<T>(decode: impl FnOnce() -> Result<T, ArrowError>) -> Result<T, DecodeFailure> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)) {
+    match quiet_panics::catch(decode) {
         Ok(result) => result.map_err(DecodeFailure::Arrow),
-        Err(panic) => {
-            let what = panic
+        Err(what) => {
+            tracing::warn!(panic = %what, "arrow-ipc panicked on an upload; it was refused");
+            Err(DecodeFailure::Panic(what))
+        }
+    }
+}
+
+/// Catching a panic without the panic hook printing it.
+mod quiet_panics {
+    use std::cell::Cell;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::Once;
+
+    thread_local! {
+        /// Set while this thread runs a closure under [`catch`].
+        static CATCHING: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Run `f`; if it panics, the panic's message, with the hook silent for it. The hook
+    /// installed (once, process-wide) defers to the one before it for every other panic.
+    pub fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if !CATCHING.get() {
+                    previous(info);
+                }
+            }));
+        });
+        let was_catching = CATCHING.replace(true);
+        let result = catch_unwind(AssertUnwindSafe(f));
+        CATCHING.set(was_catching);
+        result.map_err(|panic| {
+            panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown decoder failure".into());
-            Err(DecodeFailure::Panic(what))
+                .unwrap_or_else(|| "a panic without a message".into())
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_caught_panic_is_its_message_and_the_hook_is_left_as_it_was() {
+            assert_eq!(catch(|| 7), Ok(7));
+            let caught = catch(|| -> u8 { panic!("index {} out of bounds", 9) });
+            assert_eq!(caught, Err("index 9 out of bounds".to_string()));
+            assert!(!CATCHING.get(), "only while catching");
+            // Outside `catch`, a panic still reaches the previous hook and unwinds as usual.
+            let outside = std::thread::spawn(|| panic!("not caught")).join();
+            assert!(outside.is_err());
         }
     }
 }
@@ -370,6 +491,18 @@ pub enum UploadProblem {
     /// The stream ended without a schema.
     #[error("the stream ended before a schema was sent")]
     NoSchema,
+    /// A record batch whose header does not lay out the schema's columns as Arrow readers
+    /// require (see [`Violation`]).
+    #[error("record batch {batch} does not match the schema's layout ({violation})")]
+    BatchLayout {
+        /// Its position among the stream's record batches, from 0.
+        batch: u64,
+        /// What is wrong.
+        violation: Violation,
+    },
+    /// A message breaks a rule Arrow readers enforce (see [`Violation`]).
+    #[error("{0}")]
+    Invalid(#[from] Violation),
 }
 
 /// Why arrow-ipc could not decode a message.

@@ -3,6 +3,7 @@
 //! trailers; or an error status alone), in exactly the bytes tonic would send.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body::Frame;
@@ -56,20 +57,30 @@ pub fn check_request(rpc: FlightRpc, headers: &http::HeaderMap) -> Result<()> {
 }
 
 /// Read the one message of a unary request, refusing one over `limit` bytes before buffering
-/// it.
+/// it, and giving up when nothing arrives for `idle_timeout`.
 ///
 /// # Errors
 /// [`Error::MessageTooLarge`] over the limit; [`Error::MalformedRequest`] unless the body is
 /// exactly one uncompressed message that decodes as `M`; [`Error::Cancelled`] if the client
-/// reset the request.
+/// reset the request; [`Error::RequestIdle`] if it went silent.
 pub async fn read_unary<M: Message + Default>(
     rpc: FlightRpc,
     mut body: Body,
     limit: usize,
+    idle_timeout: Duration,
 ) -> Result<M> {
     let malformed = |problem| Error::MalformedRequest { rpc, problem };
     let mut received = BytesMut::new();
-    while let Some(frame) = body.frame().await {
+    loop {
+        let next = tokio::time::timeout(idle_timeout, body.frame())
+            .await
+            .map_err(|_| Error::RequestIdle {
+                rpc,
+                idle: idle_timeout,
+            })?;
+        let Some(frame) = next else {
+            break;
+        };
         let frame = frame.map_err(|_| Error::Cancelled { rpc })?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers end the body
@@ -290,7 +301,8 @@ mod tests {
     }
 
     async fn read(bytes: &[u8], chunk: usize, limit: usize) -> Result<Ticket> {
-        read_unary(FlightRpc::DoGet, body_in_chunks(bytes, chunk), limit).await
+        let idle = Duration::from_secs(30);
+        read_unary(FlightRpc::DoGet, body_in_chunks(bytes, chunk), limit, idle).await
     }
 
     fn problem(result: Result<Ticket>) -> RequestProblem {

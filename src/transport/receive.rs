@@ -14,6 +14,8 @@
 //! Every `DoPut` is read this way (the router sends no upload to tonic); the upload itself
 //! (limits, validation, storing) is the `do_put` door's.
 
+use std::time::Duration;
+
 use arrow_flight::FlightData;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -27,6 +29,9 @@ use crate::transport::grpc;
 
 /// The longest protobuf varint.
 const MAX_VARINT_BYTES: usize = 10;
+/// Room reserved at once for a field buffered whole; more is reserved only as its bytes come,
+/// so that a declared length costs nothing before the bytes arrive.
+const FIELD_RESERVE_BYTES: usize = 1 << 20;
 
 /// Reads the Flight messages of one request body, writing each body into the upload's table
 /// memory as it arrives (see the module documentation).
@@ -35,15 +40,18 @@ pub struct MessageReader {
     /// What is left of the last data frame received.
     chunk: Bytes,
     max_message_bytes: usize,
+    idle_timeout: Duration,
 }
 
 impl MessageReader {
-    /// Read `body`, refusing messages over `max_message_bytes`.
-    pub fn new(body: Body, max_message_bytes: usize) -> Self {
+    /// Read `body`, refusing messages over `max_message_bytes`, and giving up when no bytes
+    /// arrive for `idle_timeout`.
+    pub fn new(body: Body, max_message_bytes: usize, idle_timeout: Duration) -> Self {
         Self {
             body,
             chunk: Bytes::new(),
             max_message_bytes,
+            idle_timeout,
         }
     }
 
@@ -53,8 +61,9 @@ impl MessageReader {
     ///
     /// # Errors
     /// [`Error::UploadCancelled`] (with no key) if the client reset the stream or the
-    /// connection broke; [`Error::MessageTooLarge`] for a message over the limit;
-    /// [`Error::MalformedRequest`] for bytes that are not a `FlightData` message.
+    /// connection broke; [`Error::RequestIdle`] if no bytes came for the idle timeout;
+    /// [`Error::MessageTooLarge`] for a message over the limit; [`Error::MalformedRequest`]
+    /// for bytes that are not a `FlightData` message.
     pub async fn next_message(
         &mut self,
         mut memory: Option<&mut SlabWriter>,
@@ -119,7 +128,8 @@ impl MessageReader {
         let mut message = FlightData::decode(fields.freeze())
             .map_err(|e| malformed(RequestProblem::Protobuf(e)))?;
         if let Some(fill) = body {
-            message.data_body = fill.finish();
+            let memory = memory.expect("a body is received in place only into memory");
+            message.data_body = memory.finish_fill(fill);
         }
         Ok(Some(message))
     }
@@ -127,7 +137,13 @@ impl MessageReader {
     /// Make `chunk` non-empty; false at the end of the body.
     async fn fill_chunk(&mut self) -> Result<bool> {
         while self.chunk.is_empty() {
-            match self.body.frame().await {
+            let frame = tokio::time::timeout(self.idle_timeout, self.body.frame())
+                .await
+                .map_err(|_| Error::RequestIdle {
+                    rpc: FlightRpc::DoPut,
+                    idle: self.idle_timeout,
+                })?;
+            match frame {
                 None => return Ok(false),
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
@@ -154,7 +170,7 @@ impl MessageReader {
 
     /// Append the next `len` bytes of the body to `out`.
     async fn read_into(&mut self, out: &mut BytesMut, mut len: usize) -> Result<()> {
-        out.reserve(len); // once: a large field arrives in many chunks
+        out.reserve(len.min(FIELD_RESERVE_BYTES));
         while len > 0 {
             self.fill_chunk_in_message().await?;
             let take = len.min(self.chunk.len());
@@ -206,6 +222,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use futures::StreamExt;
     use http_body::Frame;
     use http_body_util::StreamBody;
     use tonic::{Code, Status};
@@ -253,7 +270,7 @@ mod tests {
 
     /// Every message of `body`, and whether each one's body was received in table memory.
     async fn read_all(body: Body, max: usize) -> Result<Vec<(FlightData, bool)>> {
-        let mut reader = MessageReader::new(body, max);
+        let mut reader = MessageReader::new(body, max, Duration::from_secs(30));
         let mut memory = SlabWriter::new(Arc::new(SlabPool::new(Duration::from_secs(10))));
         let mut read = Vec::new();
         while let Some(message) = reader.next_message(Some(&mut memory)).await? {
@@ -302,6 +319,27 @@ mod tests {
         assert_eq!(message.data_header, Bytes::from_static(b"header"));
         assert_eq!(message.data_body, Bytes::from(vec![4u8; 100]));
         assert!(!in_place, "buffered whole, then copied");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_that_sends_nothing_gives_up_after_the_idle_timeout() {
+        // The first message, then nothing: a stream that never ends or sends again.
+        let first = framed(&messages()[..1]);
+        let frames = futures::stream::iter(vec![Ok::<_, Status>(Frame::data(Bytes::from(first)))])
+            .chain(futures::stream::pending());
+        let body = Body::new(StreamBody::new(frames));
+        let idle = Duration::from_secs(30);
+        let mut reader = MessageReader::new(body, usize::MAX, idle);
+        assert!(reader.next_message(None).await.unwrap().is_some());
+        let started = tokio::time::Instant::now();
+        let err = reader.next_message(None).await.unwrap_err();
+        assert!(
+            matches!(err, Error::RequestIdle { idle: waited, .. } if waited == idle),
+            "{err:?}"
+        );
+        assert_eq!(err.code(), Code::DeadlineExceeded);
+        assert!(err.to_string().contains("--upload-idle-timeout"), "{err}");
+        assert_eq!(started.elapsed(), idle, "gave up exactly at the timeout");
     }
 
     /// The problem of a malformed-request error; panics on any other result.

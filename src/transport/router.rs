@@ -13,6 +13,7 @@
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use prost::Message;
@@ -26,6 +27,7 @@ use crate::protocol::rpc::{FLIGHT_SERVICE, FlightRpc};
 use crate::server::AbortOnDrop;
 use crate::server::call::Call;
 use crate::server::service::FlightCacheService;
+use crate::transport::connection::{ConnectionInfo, RequestInFlight};
 use crate::transport::grpc;
 use crate::transport::receive::MessageReader;
 use crate::transport::replay::replay_response;
@@ -66,8 +68,29 @@ impl Service<http::Request<Body>> for FlightRouter {
     }
 }
 
-/// Read `request`, call its RPC's door, and encode the answer.
+/// Route `request`; the connection counts it in flight until its response is done.
 async fn route(service: FlightCacheService, request: http::Request<Body>) -> http::Response<Body> {
+    let in_flight = request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .map(|info| info.state.start_request());
+    let response = dispatch(service, request).await;
+    match in_flight {
+        Some(in_flight) => response.map(|body| {
+            Body::new(TrackedBody {
+                body,
+                _in_flight: in_flight,
+            })
+        }),
+        None => response,
+    }
+}
+
+/// Read `request`, call its RPC's door, and encode the answer.
+async fn dispatch(
+    service: FlightCacheService,
+    request: http::Request<Body>,
+) -> http::Response<Body> {
     let (parts, body) = request.into_parts();
     let Some(rpc) = FlightRpc::from_path(parts.uri.path()) else {
         let err = Error::UnknownMethod {
@@ -77,26 +100,27 @@ async fn route(service: FlightCacheService, request: http::Request<Body>) -> htt
     };
     let readable = grpc::check_request(rpc, &parts.headers);
     let limit = service.config().max_request_bytes;
+    let idle = service.config().upload_idle_timeout;
     match rpc {
         FlightRpc::Handshake => answer_empty(service.handshake(Call::new(&parts, readable))),
         FlightRpc::ListFlights => {
-            let criteria = unary(readable, rpc, body, limit).await;
+            let criteria = unary(readable, rpc, body, limit, idle).await;
             grpc::messages_or_status(service.list_flights(Call::new(&parts, criteria)))
         }
         FlightRpc::GetFlightInfo => {
-            let descriptor = unary(readable, rpc, body, limit).await;
+            let descriptor = unary(readable, rpc, body, limit, idle).await;
             answer_one(service.get_flight_info(Call::new(&parts, descriptor)))
         }
         FlightRpc::PollFlightInfo => {
-            let descriptor = unary(readable, rpc, body, limit).await;
+            let descriptor = unary(readable, rpc, body, limit, idle).await;
             answer_one(service.poll_flight_info(Call::new(&parts, descriptor)))
         }
         FlightRpc::GetSchema => {
-            let descriptor = unary(readable, rpc, body, limit).await;
+            let descriptor = unary(readable, rpc, body, limit, idle).await;
             answer_one(service.get_schema(Call::new(&parts, descriptor)))
         }
         FlightRpc::DoGet => {
-            let ticket = unary(readable, rpc, body, limit).await;
+            let ticket = unary(readable, rpc, body, limit, idle).await;
             match service.do_get(Call::new(&parts, ticket)) {
                 Ok(read) => replay_response(read.table, read.span),
                 Err(status) => grpc::status_response(status),
@@ -104,7 +128,8 @@ async fn route(service: FlightCacheService, request: http::Request<Body>) -> htt
         }
         FlightRpc::DoPut => {
             let max = service.config().max_message_bytes;
-            let call = Call::new(&parts, readable.map(|()| MessageReader::new(body, max)));
+            let messages = readable.map(|()| MessageReader::new(body, max, idle));
+            let call = Call::new(&parts, messages);
             let (results, received) = mpsc::channel(PUT_RESULTS_BUFFERED);
             // The upload runs as a task of its own: it reads the request whether or not the
             // client is reading the response yet, and the response streams its results (the
@@ -115,11 +140,11 @@ async fn route(service: FlightCacheService, request: http::Request<Body>) -> htt
         }
         FlightRpc::DoExchange => answer_empty(service.do_exchange(Call::new(&parts, readable))),
         FlightRpc::DoAction => {
-            let action = unary(readable, rpc, body, limit).await;
+            let action = unary(readable, rpc, body, limit, idle).await;
             grpc::messages_or_status(service.do_action(Call::new(&parts, action)))
         }
         FlightRpc::ListActions => {
-            let empty = unary(readable, rpc, body, limit).await;
+            let empty = unary(readable, rpc, body, limit, idle).await;
             grpc::messages_or_status(service.list_actions(Call::new(&parts, empty)))
         }
     }
@@ -131,9 +156,37 @@ async fn unary<M: Message + Default>(
     rpc: FlightRpc,
     body: Body,
     limit: usize,
+    idle: Duration,
 ) -> Result<M> {
     readable?;
-    grpc::read_unary(rpc, body, limit).await
+    grpc::read_unary(rpc, body, limit, idle).await
+}
+
+/// A response body that keeps its request counted in flight on its connection until it is
+/// done or dropped.
+struct TrackedBody {
+    body: Body,
+    _in_flight: RequestInFlight,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, tonic::Status>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The response for a door's one message or its error.

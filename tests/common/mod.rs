@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod arrow_client;
+pub mod ipc;
 pub mod types;
 
 use std::sync::Arc;

@@ -4,9 +4,12 @@
 mod common;
 
 mod concurrency;
+mod fuzz;
 mod interop;
+mod limits;
 mod roundtrip;
 mod rpc;
 mod spec;
 mod uploads;
+mod validation;
 mod wire;

@@ -176,3 +176,51 @@ async fn unknown_methods_are_unimplemented_and_named() {
     assert!(status.message().contains("DoMagic"), "{}", status.message());
     server.shutdown_and_wait().await;
 }
+
+#[tokio::test]
+async fn names_that_are_not_utf8_are_invalid_argument() {
+    let server = TestServer::start().await;
+    // Action.type (field 1) and FlightDescriptor.path (field 3) are protobuf strings.
+    let action = [&[0x0a, 2][..], &[0xff, 0xfe]].concat();
+    let path_descriptor = [&[0x08, 1, 0x1a, 2][..], &[0xff, 0xfe]].concat();
+    for (rpc, message) in [
+        ("DoAction", action),
+        ("GetFlightInfo", path_descriptor.clone()),
+        ("GetSchema", path_descriptor),
+    ] {
+        let (status, _) = raw_grpc_call(
+            server.addr(),
+            &format!("{SERVICE}/{rpc}"),
+            &[],
+            framed(&message),
+        )
+        .await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{rpc}: {status:?}");
+    }
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn a_huge_unknown_action_name_is_quoted_only_in_part() {
+    let server = TestServer::start().await;
+    let action = Action::new("x".repeat(1 << 20), "").encode_to_vec();
+    let (status, _) = raw_grpc_call(
+        server.addr(),
+        &format!("{SERVICE}/DoAction"),
+        &[],
+        framed(&action),
+    )
+    .await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().len() < 1000,
+        "{} bytes",
+        status.message().len()
+    );
+    assert!(
+        status.message().contains("1048576 bytes, cut"),
+        "{}",
+        status.message()
+    );
+    server.shutdown_and_wait().await;
+}

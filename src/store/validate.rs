@@ -1,0 +1,1121 @@
+//! Strict validation of uploaded Arrow IPC messages: the checks a conforming Arrow reader
+//! makes, so that no table is stored that Arrow C++ (pyarrow) or arrow-rs would refuse to read.
+//!
+//! arrow-ipc's decoder, with its full validation, covers most of what a reader checks: offsets,
+//! UTF-8, dictionary keys, union type ids, view buffers, run ends, declared null counts against
+//! bitmaps. This module adds what it does not check, or checks only by panicking:
+//!
+//! - **Before a body is decoded**, from the header alone ([`check_message`],
+//!   [`BatchLayout::check`]): the metadata version (V4 or V5, what Arrow C++ reads), the body
+//!   length the header declares, every node (length and null count non-negative, null count
+//!   at most the length, top-level lengths equal to the batch's), every buffer (8-byte
+//!   aligned, within the body), exactly as many nodes and buffers as the schema needs, and the
+//!   sizes compressed buffers declare. A body that passes cannot make arrow-ipc read out of
+//!   bounds, which it answers with a panic.
+//! - **In the schema** ([`check_schema`]): little-endian (a table is served as it was
+//!   uploaded, so bytes in another order cannot be), union type ids Arrow can represent,
+//!   decimal precisions within their width, maps whose entries and keys are not nullable,
+//!   metadata whose keys and values are all there, and canonical extension types (`arrow.uuid`
+//!   and the others) whose storage and parameters are theirs, as Arrow C++ requires when it
+//!   reads them.
+//! - **After decoding** ([`check_values`]): the value-level checks of Arrow C++'s full
+//!   validation that arrow-rs leaves out: decimals within their precision, times of day within
+//!   a day, `Date64` values in whole days, dense union offsets that never go back. Only the
+//!   types that need one are checked ([`needs_value_checks`]); other fixed-width data costs
+//!   only its sizes.
+
+use std::collections::VecDeque;
+
+use arrow::array::{ArrayData, make_array};
+use arrow::datatypes::{
+    DataType, Decimal32Type, Decimal64Type, Decimal128Type, Decimal256Type, Field, UnionMode,
+};
+use arrow::error::ArrowError;
+use arrow::ipc::{self, MetadataVersion};
+
+/// What a message, schema or batch breaks ([`UploadProblem::Invalid`](super::upload::UploadProblem)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Violation {
+    /// A metadata version Arrow C++ does not read.
+    #[error(
+        "metadata version {0} is not supported; Arrow readers read V4 and V5 (Arrow 1.0 and later)"
+    )]
+    MetadataVersion(i16),
+    /// The header's body length is not the body's.
+    #[error("the header declares a body of {declared} bytes, the body has {actual}")]
+    BodyLength {
+        /// What the header says.
+        declared: i64,
+        /// What arrived.
+        actual: usize,
+    },
+    /// A big-endian schema.
+    #[error(
+        "the schema is big-endian; flightcache serves tables as uploaded, so upload little-endian \
+         data (pyarrow and arrow-rs write it on every common machine)"
+    )]
+    BigEndian,
+    /// A union's type ids that Arrow cannot represent.
+    #[error(
+        "union field `{field}` has type ids {type_ids:?}; they must be distinct, in 0..=127, one per child"
+    )]
+    UnionTypeIds {
+        /// The field's name.
+        field: String,
+        /// The ids declared.
+        type_ids: Vec<i32>,
+    },
+    /// A decimal whose precision does not fit its width.
+    #[error("field `{field}` is {data_type}, whose precision must be 1..={max}")]
+    DecimalPrecision {
+        /// The field's name.
+        field: String,
+        /// Its type.
+        data_type: DataType,
+        /// The largest precision of its width.
+        max: u8,
+    },
+    /// A fixed-size type of negative size.
+    #[error("field `{field}` is {data_type}: a size cannot be negative")]
+    NegativeWidth {
+        /// The field's name.
+        field: String,
+        /// Its type.
+        data_type: DataType,
+    },
+    /// Custom metadata with a key or a value missing.
+    #[error("the {place} custom metadata has an entry without a key or a value")]
+    MetadataEntry {
+        /// Whose metadata: the message's, the schema's or a field's.
+        place: &'static str,
+    },
+    /// A map whose entries or keys may be null.
+    #[error(
+        "map field `{field}` must have non-nullable entries of two fields, the key non-nullable"
+    )]
+    MapLayout {
+        /// The field's name.
+        field: String,
+    },
+    /// A canonical extension type over the wrong storage or with bad parameters.
+    #[error("field `{field}` is not a valid `{name}` ({reason})")]
+    ExtensionType {
+        /// The field's name.
+        field: String,
+        /// The extension type's name.
+        name: String,
+        /// Why not.
+        reason: String,
+    },
+    /// A flatbuffer offset of zero, which points at itself: Arrow C++'s verifier refuses it
+    /// (flatbuffers' Rust verifier, which arrow-rs uses, does not).
+    #[error(
+        "the IPC header holds a flatbuffer offset of zero at byte {at}; it is not a valid flatbuffer"
+    )]
+    ZeroOffset {
+        /// Where in the header.
+        at: usize,
+    },
+    /// A negative row count.
+    #[error("the batch declares {0} rows")]
+    NegativeLength(i64),
+    /// A node whose length or null count is impossible.
+    #[error("node {node} declares length {length} and null count {null_count}")]
+    BadNode {
+        /// The node's position, depth first.
+        node: usize,
+        /// Its declared length.
+        length: i64,
+        /// Its declared null count.
+        null_count: i64,
+    },
+    /// A top-level column whose length is not the batch's.
+    #[error("column {column} has {length} rows, the batch {rows}")]
+    ColumnLength {
+        /// The column's position.
+        column: usize,
+        /// Its length.
+        length: i64,
+        /// The batch's row count.
+        rows: i64,
+    },
+    /// A struct child shorter than its struct.
+    #[error("a child of a struct of {parent} rows has {child}")]
+    ShortChild {
+        /// The struct's length.
+        parent: i64,
+        /// The child's length.
+        child: i64,
+    },
+    /// A node that may not have nulls declares some (unions, run-end encoded arrays).
+    #[error(
+        "node {node} of type {data_type} declares {null_count} nulls; it has no validity bitmap"
+    )]
+    NullsWithoutBitmap {
+        /// The node's position.
+        node: usize,
+        /// Its type.
+        data_type: DataType,
+        /// The null count declared.
+        null_count: i64,
+    },
+    /// A buffer outside the body, or not 8-byte aligned.
+    #[error(
+        "buffer {buffer} (offset {offset}, length {length}) is not an 8-byte aligned range of the \
+         {body}-byte body"
+    )]
+    BadBuffer {
+        /// The buffer's position.
+        buffer: usize,
+        /// Its declared offset.
+        offset: i64,
+        /// Its declared length.
+        length: i64,
+        /// The body's length.
+        body: usize,
+    },
+    /// A buffer too small for the array that reads it.
+    #[error(
+        "buffer {buffer} has {length} bytes; its {data_type} array of {rows} rows needs {needed}"
+    )]
+    ShortBuffer {
+        /// The buffer's position.
+        buffer: usize,
+        /// Its length.
+        length: i64,
+        /// The array's type.
+        data_type: DataType,
+        /// The array's length.
+        rows: i64,
+        /// The bytes needed.
+        needed: i64,
+        /// The size of its values.
+        unit: i64,
+    },
+    /// Fewer or more nodes, buffers or variadic counts than the schema calls for.
+    #[error("the batch has {found} {what}, its schema calls for {expected}")]
+    Count {
+        /// Nodes, buffers or variadic buffer counts.
+        what: &'static str,
+        /// How many the header has.
+        found: usize,
+        /// How many the schema needs.
+        expected: usize,
+    },
+    /// A compressed buffer whose declared size is impossible, or too large to decompress.
+    #[error("compressed buffer {buffer} declares {declared} uncompressed bytes{}", if *over_limit { "; a message may not decompress to more than --max-message-size" } else { "" })]
+    CompressedSize {
+        /// The buffer's position.
+        buffer: usize,
+        /// The size it declares.
+        declared: i64,
+        /// Whether it is refused for the limit rather than for being malformed.
+        over_limit: bool,
+    },
+    /// A decimal value that does not fit its column's precision.
+    #[error("a value of {data_type} does not fit its precision ({reason})")]
+    DecimalValue {
+        /// The column's type.
+        data_type: DataType,
+        /// Arrow's description of the value.
+        reason: String,
+    },
+    /// A value outside the range its type allows (a time of day, a date in milliseconds).
+    #[error("{data_type} value {value} at row {row} is out of range: {rule}")]
+    ValueOutOfRange {
+        /// The column's type.
+        data_type: DataType,
+        /// The value.
+        value: i64,
+        /// Its row.
+        row: usize,
+        /// What the type allows.
+        rule: &'static str,
+    },
+    /// A dense union offset below an earlier offset of the same child.
+    #[error("dense union offset {offset} at row {row} goes back from {previous} for its type id")]
+    UnionOffsetBack {
+        /// The row.
+        row: usize,
+        /// Its offset.
+        offset: i32,
+        /// The child's offset before it.
+        previous: i32,
+    },
+}
+
+/// Check what every message must: a header Arrow C++'s flatbuffer verifier accepts too, a
+/// supported metadata version, and a body of the declared length.
+///
+/// # Errors
+/// The first violation found.
+pub fn check_message(message: &ipc::Message<'_>, body_len: usize) -> Result<(), Violation> {
+    let version = message.version();
+    if version != MetadataVersion::V4 && version != MetadataVersion::V5 {
+        return Err(Violation::MetadataVersion(version.0));
+    }
+    check_metadata(message.custom_metadata(), "message")?;
+    offsets::check(message)?;
+    let declared = message.bodyLength();
+    if usize::try_from(declared).ok() != Some(body_len) {
+        return Err(Violation::BodyLength {
+            declared,
+            actual: body_len,
+        });
+    }
+    Ok(())
+}
+
+/// Check a schema message: its byte order, and the union type ids of its fields, which arrow-rs
+/// would otherwise truncate to `i8`. `schema` is the same schema as arrow-rs read it, whose
+/// decimal precisions are checked too.
+///
+/// # Errors
+/// The first violation found.
+pub fn check_schema(
+    fb_schema: ipc::Schema<'_>,
+    schema: &arrow::datatypes::Schema,
+) -> Result<(), Violation> {
+    if fb_schema.endianness() != ipc::Endianness::Little {
+        return Err(Violation::BigEndian);
+    }
+    check_metadata(fb_schema.custom_metadata(), "schema")?;
+    if let Some(fields) = fb_schema.fields() {
+        for field in fields.iter() {
+            check_fb_field(field)?;
+        }
+    }
+    for field in schema.fields() {
+        check_field(field)?;
+    }
+    Ok(())
+}
+
+/// Check that every entry of custom metadata has a key and a value (Arrow C++ refuses one
+/// without).
+fn check_metadata(
+    metadata: Option<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<ipc::KeyValue<'_>>>>,
+    place: &'static str,
+) -> Result<(), Violation> {
+    let complete = metadata.is_none_or(|entries| {
+        entries
+            .iter()
+            .all(|entry| entry.key().is_some() && entry.value().is_some())
+    });
+    if complete {
+        Ok(())
+    } else {
+        Err(Violation::MetadataEntry { place })
+    }
+}
+
+/// Check a field as arrow-rs read it: its type and the types nested in it, maps, and
+/// canonical extension types, at any depth.
+fn check_field(field: &Field) -> Result<(), Violation> {
+    check_type(field.name(), field.data_type())?;
+    if let Some(name) = field.extension_type_name()
+        && CANONICAL_EXTENSIONS.contains(&name)
+        && let Err(e) = field.try_canonical_extension_type()
+    {
+        return Err(Violation::ExtensionType {
+            field: field.name().clone(),
+            name: name.to_string(),
+            reason: e.to_string(),
+        });
+    }
+    if let DataType::Map(entries, _) = field.data_type() {
+        let sound = !entries.is_nullable()
+            && matches!(entries.data_type(), DataType::Struct(kv) if kv.len() == 2 && !kv[0].is_nullable());
+        if !sound {
+            return Err(Violation::MapLayout {
+                field: field.name().clone(),
+            });
+        }
+    }
+    nested_fields(field.data_type())
+        .into_iter()
+        .try_for_each(check_field)
+}
+
+/// The canonical extension types arrow-rs can check, which Arrow C++ checks as it reads them.
+const CANONICAL_EXTENSIONS: [&str; 6] = [
+    "arrow.fixed_shape_tensor",
+    "arrow.variable_shape_tensor",
+    "arrow.json",
+    "arrow.uuid",
+    "arrow.opaque",
+    "arrow.bool8",
+];
+
+/// The fields nested in a type, a dictionary's value type included.
+pub fn nested_fields(data_type: &DataType) -> Vec<&Field> {
+    match data_type {
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::FixedSizeList(f, _)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::Map(f, _) => vec![f.as_ref()],
+        DataType::Struct(fields) => fields.iter().map(|f| f.as_ref()).collect(),
+        DataType::Union(fields, _) => fields.iter().map(|(_, f)| f.as_ref()).collect(),
+        DataType::RunEndEncoded(run_ends, values) => vec![run_ends.as_ref(), values.as_ref()],
+        DataType::Dictionary(_, values) => nested_fields(values),
+        _ => Vec::new(),
+    }
+}
+
+fn check_fb_field(field: ipc::Field<'_>) -> Result<(), Violation> {
+    check_metadata(field.custom_metadata(), "field")?;
+    if let Some(union) = field.type_as_union() {
+        let children = field.children().map_or(0, |c| c.len());
+        if let Some(ids) = union.typeIds() {
+            let type_ids: Vec<i32> = ids.iter().collect();
+            let mut seen = [false; 128];
+            let distinct_in_range = type_ids.iter().all(|&id| {
+                let Ok(id) = usize::try_from(id) else {
+                    return false;
+                };
+                id < seen.len() && !std::mem::replace(&mut seen[id], true)
+            });
+            if !distinct_in_range || type_ids.len() != children {
+                return Err(Violation::UnionTypeIds {
+                    field: field.name().unwrap_or_default().to_string(),
+                    type_ids,
+                });
+            }
+        } else if children > 128 {
+            return Err(Violation::UnionTypeIds {
+                field: field.name().unwrap_or_default().to_string(),
+                type_ids: (0..children as i32).collect(),
+            });
+        }
+    }
+    if let Some(children) = field.children() {
+        for child in children.iter() {
+            check_fb_field(child)?;
+        }
+    }
+    Ok(())
+}
+
+/// Check a field's type, and the types nested in it, dictionary values included.
+fn check_type(name: &str, data_type: &DataType) -> Result<(), Violation> {
+    let max = match data_type {
+        DataType::Decimal32(p, _) => Some((*p, 9)),
+        DataType::Decimal64(p, _) => Some((*p, 18)),
+        DataType::Decimal128(p, _) => Some((*p, 38)),
+        DataType::Decimal256(p, _) => Some((*p, 76)),
+        _ => None,
+    };
+    if let Some((precision, max)) = max
+        && !(1..=max).contains(&precision)
+    {
+        return Err(Violation::DecimalPrecision {
+            field: name.to_string(),
+            data_type: data_type.clone(),
+            max,
+        });
+    }
+    if let DataType::FixedSizeBinary(width) | DataType::FixedSizeList(_, width) = data_type
+        && *width < 0
+    {
+        return Err(Violation::NegativeWidth {
+            field: name.to_string(),
+            data_type: data_type.clone(),
+        });
+    }
+    match data_type {
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::FixedSizeList(f, _)
+        | DataType::Map(f, _) => check_type(f.name(), f.data_type()),
+        DataType::Struct(fields) => fields
+            .iter()
+            .try_for_each(|f| check_type(f.name(), f.data_type())),
+        DataType::Union(fields, _) => fields
+            .iter()
+            .try_for_each(|(_, f)| check_type(f.name(), f.data_type())),
+        DataType::RunEndEncoded(run_ends, values) => {
+            check_type(run_ends.name(), run_ends.data_type())?;
+            check_type(values.name(), values.data_type())
+        }
+        DataType::Dictionary(_, values) => check_type(name, values),
+        _ => Ok(()),
+    }
+}
+
+/// The offsets of an IPC header, checked as Arrow C++'s flatbuffer verifier checks them.
+///
+/// Both verifiers check that every offset stays within the header, but C++'s also refuses an
+/// offset of zero (one that points at itself). This walks every offset of the tables an IPC
+/// message can hold, from the positions flatbuffers' Rust verifier has already checked.
+mod offsets {
+    use arrow::ipc;
+    use flatbuffers::VOffsetT;
+
+    use super::Violation;
+
+    /// The header's bytes, and the walk over them.
+    struct Header<'a>(&'a [u8]);
+
+    /// Check every offset of `message`.
+    pub fn check(message: &ipc::Message<'_>) -> Result<(), Violation> {
+        let table = message._tab;
+        let header = Header(table.buf());
+        let at = table.loc();
+        header.vector_of_tables(at, ipc::Message::VT_CUSTOM_METADATA, Header::key_value)?;
+        let Some(body) = header.table(at, ipc::Message::VT_HEADER)? else {
+            return Ok(());
+        };
+        match message.header_type() {
+            ipc::MessageHeader::Schema => header.schema(body),
+            ipc::MessageHeader::RecordBatch => header.record_batch(body),
+            ipc::MessageHeader::DictionaryBatch => {
+                match header.table(body, ipc::DictionaryBatch::VT_DATA)? {
+                    Some(batch) => header.record_batch(batch),
+                    None => Ok(()),
+                }
+            }
+            _ => Ok(()), // refused later as a message of another kind
+        }
+    }
+
+    impl Header<'_> {
+        fn u32_at(&self, at: usize) -> Option<u32> {
+            let bytes = self.0.get(at..at + 4)?;
+            Some(u32::from_le_bytes(bytes.try_into().ok()?))
+        }
+
+        /// Where the field in `slot` of the table at `table` is, if it is set.
+        fn field(&self, table: usize, slot: VOffsetT) -> Option<usize> {
+            let soffset = self.u32_at(table)? as i32;
+            let vtable = usize::try_from(table as i64 - i64::from(soffset)).ok()?;
+            let vtable_len = u16::from_le_bytes(self.0.get(vtable..vtable + 2)?.try_into().ok()?);
+            if usize::from(slot) + 2 > usize::from(vtable_len) {
+                return None;
+            }
+            let at = vtable + usize::from(slot);
+            let voffset = u16::from_le_bytes(self.0.get(at..at + 2)?.try_into().ok()?);
+            (voffset != 0).then_some(table + usize::from(voffset))
+        }
+
+        /// Follow the offset stored at `at`.
+        fn follow(&self, at: usize) -> Result<usize, Violation> {
+            match self.u32_at(at) {
+                Some(0) => Err(Violation::ZeroOffset { at }),
+                Some(offset) => Ok(at + offset as usize),
+                None => Ok(at), // out of the verified range: nothing of ours points here
+            }
+        }
+
+        /// The table, string or vector the offset in `slot` points at, if the slot is set.
+        fn table(&self, table: usize, slot: VOffsetT) -> Result<Option<usize>, Violation> {
+            self.field(table, slot)
+                .map(|at| self.follow(at))
+                .transpose()
+        }
+
+        /// Check each table of the vector in `slot`, with `check`.
+        fn vector_of_tables(
+            &self,
+            table: usize,
+            slot: VOffsetT,
+            check: fn(&Self, usize) -> Result<(), Violation>,
+        ) -> Result<(), Violation> {
+            let Some(vector) = self.table(table, slot)? else {
+                return Ok(());
+            };
+            let len = self.u32_at(vector).unwrap_or(0) as usize;
+            for i in 0..len.min(self.0.len() / 4) {
+                check(self, self.follow(vector + 4 + 4 * i)?)?;
+            }
+            Ok(())
+        }
+
+        fn key_value(&self, table: usize) -> Result<(), Violation> {
+            self.table(table, ipc::KeyValue::VT_KEY)?;
+            self.table(table, ipc::KeyValue::VT_VALUE)?;
+            Ok(())
+        }
+
+        fn schema(&self, table: usize) -> Result<(), Violation> {
+            self.vector_of_tables(table, ipc::Schema::VT_FIELDS, Self::field_table)?;
+            self.vector_of_tables(table, ipc::Schema::VT_CUSTOM_METADATA, Self::key_value)?;
+            self.table(table, ipc::Schema::VT_FEATURES)?;
+            Ok(())
+        }
+
+        fn field_table(&self, table: usize) -> Result<(), Violation> {
+            self.table(table, ipc::Field::VT_NAME)?;
+            if let Some(type_) = self.table(table, ipc::Field::VT_TYPE_)? {
+                // The type tables with offsets of their own.
+                let type_type = self
+                    .field(table, ipc::Field::VT_TYPE_TYPE)
+                    .and_then(|at| self.0.get(at).copied())
+                    .map(ipc::Type);
+                match type_type {
+                    Some(ipc::Type::Timestamp) => {
+                        self.table(type_, ipc::Timestamp::VT_TIMEZONE)?;
+                    }
+                    Some(ipc::Type::Union) => {
+                        self.table(type_, ipc::Union::VT_TYPEIDS)?;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(dictionary) = self.table(table, ipc::Field::VT_DICTIONARY)? {
+                self.table(dictionary, ipc::DictionaryEncoding::VT_INDEXTYPE)?;
+            }
+            self.vector_of_tables(table, ipc::Field::VT_CHILDREN, Self::field_table)?;
+            self.vector_of_tables(table, ipc::Field::VT_CUSTOM_METADATA, Self::key_value)
+        }
+
+        fn record_batch(&self, table: usize) -> Result<(), Violation> {
+            for slot in [
+                ipc::RecordBatch::VT_NODES,
+                ipc::RecordBatch::VT_BUFFERS,
+                ipc::RecordBatch::VT_COMPRESSION,
+                ipc::RecordBatch::VT_VARIADICBUFFERCOUNTS,
+            ] {
+                self.table(table, slot)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The layout of one record batch (or dictionary batch) header, checked against the fields it
+/// must hold before arrow-ipc reads its body.
+pub struct BatchLayout<'a> {
+    nodes: Vec<ipc::FieldNode>,
+    buffers: Vec<ipc::Buffer>,
+    variadic_counts: VecDeque<i64>,
+    version: MetadataVersion,
+    body: &'a [u8],
+    compressed: bool,
+    /// Uncompressed bytes the compressed buffers declare, so far.
+    decompressed_bytes: i64,
+    /// Most uncompressed bytes a message's buffers may declare in all.
+    max_decompressed_bytes: usize,
+    next_node: usize,
+    next_buffer: usize,
+}
+
+impl<'a> BatchLayout<'a> {
+    /// The layout of `batch`, whose body is `body`, in a message of `version`. Its compressed
+    /// buffers may declare `max_decompressed_bytes` in all.
+    pub fn new(
+        batch: ipc::RecordBatch<'_>,
+        version: MetadataVersion,
+        body: &'a [u8],
+        max_decompressed_bytes: usize,
+    ) -> Self {
+        Self {
+            nodes: batch
+                .nodes()
+                .map(|n| n.iter().copied().collect())
+                .unwrap_or_default(),
+            buffers: batch
+                .buffers()
+                .map(|b| b.iter().copied().collect())
+                .unwrap_or_default(),
+            variadic_counts: batch
+                .variadicBufferCounts()
+                .map(|v| v.iter().collect())
+                .unwrap_or_default(),
+            version,
+            body,
+            compressed: batch.compression().is_some(),
+            decompressed_bytes: 0,
+            max_decompressed_bytes,
+            next_node: 0,
+            next_buffer: 0,
+        }
+    }
+
+    /// Check the layout for columns of `fields` and `rows` rows: every node and buffer sound,
+    /// and exactly the ones the fields need.
+    ///
+    /// # Errors
+    /// The first violation found.
+    pub fn check<'f>(
+        mut self,
+        fields: impl IntoIterator<Item = &'f DataType>,
+        rows: i64,
+    ) -> Result<(), Violation> {
+        if rows < 0 {
+            return Err(Violation::NegativeLength(rows));
+        }
+        for (column, data_type) in fields.into_iter().enumerate() {
+            let length = self.column(data_type)?;
+            if length != rows {
+                return Err(Violation::ColumnLength {
+                    column,
+                    length,
+                    rows,
+                });
+            }
+        }
+        let counts = [
+            ("nodes", self.nodes.len(), self.next_node),
+            ("buffers", self.buffers.len(), self.next_buffer),
+            ("variadic buffer counts", self.variadic_counts.len(), 0),
+        ];
+        for (what, found, expected) in counts {
+            if found != expected {
+                return Err(Violation::Count {
+                    what,
+                    found,
+                    expected,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Check the next column (or child) of `data_type`; its length.
+    fn column(&mut self, data_type: &DataType) -> Result<i64, Violation> {
+        let (node, length, null_count) = self.node()?;
+        // Readers read a validity bitmap only when the array has nulls, and offsets only when
+        // it has rows.
+        let validity = if null_count > 0 { bitmap(length) } else { 0 };
+        let offsets = |width: i64| if length > 0 { (length + 1) * width } else { 0 };
+        let no_bitmap = matches!(data_type, DataType::Union(..) | DataType::RunEndEncoded(..));
+        if no_bitmap && null_count != 0 {
+            return Err(Violation::NullsWithoutBitmap {
+                node,
+                data_type: data_type.clone(),
+                null_count,
+            });
+        }
+        match data_type {
+            DataType::Null => {}
+            DataType::Utf8 | DataType::Binary => {
+                self.buffers(data_type, length, &[(validity, 1), (offsets(4), 4), (0, 1)])?
+            }
+            DataType::LargeUtf8 | DataType::LargeBinary => {
+                self.buffers(data_type, length, &[(validity, 1), (offsets(8), 8), (0, 1)])?
+            }
+            DataType::Utf8View | DataType::BinaryView => {
+                let count = self.variadic_counts.pop_front().ok_or(Violation::Count {
+                    what: "variadic buffer counts",
+                    found: 0,
+                    expected: 1,
+                })?;
+                let count = usize::try_from(count).map_err(|_| Violation::Count {
+                    what: "view data buffers",
+                    found: 0,
+                    expected: 0,
+                })?;
+                self.buffers(data_type, length, &[(validity, 1), (length * 16, 16)])?;
+                for _ in 0..count {
+                    self.buffer(data_type, length, (0, 1))?;
+                }
+            }
+            DataType::List(child) | DataType::Map(child, _) => {
+                self.buffers(data_type, length, &[(validity, 1), (offsets(4), 4)])?;
+                self.column(child.data_type())?;
+            }
+            DataType::LargeList(child) => {
+                self.buffers(data_type, length, &[(validity, 1), (offsets(8), 8)])?;
+                self.column(child.data_type())?;
+            }
+            DataType::ListView(child) => {
+                self.buffers(
+                    data_type,
+                    length,
+                    &[(validity, 1), (length * 4, 4), (length * 4, 4)],
+                )?;
+                self.column(child.data_type())?;
+            }
+            DataType::LargeListView(child) => {
+                self.buffers(
+                    data_type,
+                    length,
+                    &[(validity, 1), (length * 8, 8), (length * 8, 8)],
+                )?;
+                self.column(child.data_type())?;
+            }
+            DataType::FixedSizeList(child, _) => {
+                self.buffers(data_type, length, &[(validity, 1)])?;
+                self.column(child.data_type())?;
+            }
+            DataType::Struct(fields) => {
+                self.buffers(data_type, length, &[(validity, 1)])?;
+                for field in fields {
+                    let child = self.column(field.data_type())?;
+                    if child < length {
+                        return Err(Violation::ShortChild {
+                            parent: length,
+                            child,
+                        });
+                    }
+                }
+            }
+            DataType::Union(fields, mode) => {
+                if self.version < MetadataVersion::V5 {
+                    self.buffer(data_type, length, (0, 1))?; // a validity bitmap, unused
+                }
+                self.buffer(data_type, length, (length, 1))?; // type ids, one byte each
+                if *mode == UnionMode::Dense {
+                    self.buffer(data_type, length, (length * 4, 4))?;
+                }
+                for (_, field) in fields.iter() {
+                    self.column(field.data_type())?;
+                }
+            }
+            DataType::RunEndEncoded(run_ends, values) => {
+                self.column(run_ends.data_type())?;
+                self.column(values.data_type())?;
+            }
+            DataType::Dictionary(keys, _) => {
+                let width = keys.primitive_width().unwrap_or(1) as i64;
+                self.buffers(data_type, length, &[(validity, 1), (length * width, width)])?;
+            }
+            DataType::Boolean => {
+                self.buffers(data_type, length, &[(validity, 1), (bitmap(length), 1)])?
+            }
+            DataType::FixedSizeBinary(width) => self.buffers(
+                data_type,
+                length,
+                &[(validity, 1), (length * i64::from(*width), 1)],
+            )?,
+            other => {
+                let width = other.primitive_width().unwrap_or(1) as i64;
+                self.buffers(data_type, length, &[(validity, 1), (length * width, width)])?
+            }
+        }
+        Ok(length)
+    }
+
+    /// The next node: its position, length and null count.
+    fn node(&mut self) -> Result<(usize, i64, i64), Violation> {
+        let index = self.next_node;
+        let node = self.nodes.get(index).ok_or(Violation::Count {
+            what: "nodes",
+            found: self.nodes.len(),
+            expected: index + 1,
+        })?;
+        self.next_node += 1;
+        let (length, null_count) = (node.length(), node.null_count());
+        // Lengths beyond 2^53 are beyond any body, and keep the size arithmetic exact.
+        if !(0..1 << 53).contains(&length) || !(0..=length).contains(&null_count) {
+            return Err(Violation::BadNode {
+                node: index,
+                length,
+                null_count,
+            });
+        }
+        Ok((index, length, null_count))
+    }
+
+    /// Check the next buffers, each at least the bytes `needed` says (when uncompressed).
+    fn buffers(
+        &mut self,
+        data_type: &DataType,
+        rows: i64,
+        needed: &[(i64, i64)],
+    ) -> Result<(), Violation> {
+        needed
+            .iter()
+            .try_for_each(|&needed| self.buffer(data_type, rows, needed))
+    }
+
+    /// Check the next buffer: within the body, 8-byte aligned, and (uncompressed or once
+    /// decompressed) a whole number of `unit`-byte values, at least `needed` bytes (`needed`
+    /// is 0 where a buffer's size is not known from the header). Readers view a typed buffer
+    /// whole as values of its width, which arrow-rs asserts.
+    fn buffer(
+        &mut self,
+        data_type: &DataType,
+        rows: i64,
+        (needed, unit): (i64, i64),
+    ) -> Result<(), Violation> {
+        let index = self.next_buffer;
+        let buffer = *self.buffers.get(index).ok_or(Violation::Count {
+            what: "buffers",
+            found: self.buffers.len(),
+            expected: index + 1,
+        })?;
+        self.next_buffer += 1;
+        let (offset, length) = (buffer.offset(), buffer.length());
+        let end = offset.checked_add(length);
+        let in_body = offset >= 0
+            && length >= 0
+            && offset % 8 == 0
+            && end.is_some_and(|end| end <= self.body.len() as i64);
+        if !in_body {
+            return Err(Violation::BadBuffer {
+                buffer: index,
+                offset,
+                length,
+                body: self.body.len(),
+            });
+        }
+        let length = if self.compressed {
+            self.compressed_buffer(index, offset as usize, length as usize)?
+        } else {
+            length
+        };
+        if length < needed || length % unit != 0 {
+            return Err(Violation::ShortBuffer {
+                buffer: index,
+                length,
+                data_type: data_type.clone(),
+                rows,
+                needed,
+                unit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Check a compressed buffer's prefix: the uncompressed length it declares (-1: stored
+    /// uncompressed) must be possible and keep the message under its decompression limit.
+    /// Returns the buffer's length once decompressed.
+    fn compressed_buffer(
+        &mut self,
+        index: usize,
+        offset: usize,
+        length: usize,
+    ) -> Result<i64, Violation> {
+        if length == 0 {
+            return Ok(0);
+        }
+        let Some(prefix) = self.body.get(offset..offset + 8) else {
+            return Err(Violation::CompressedSize {
+                buffer: index,
+                declared: -2,
+                over_limit: false,
+            });
+        };
+        let declared = i64::from_le_bytes(prefix.try_into().expect("eight bytes"));
+        if declared < -1 {
+            return Err(Violation::CompressedSize {
+                buffer: index,
+                declared,
+                over_limit: false,
+            });
+        }
+        self.decompressed_bytes = self.decompressed_bytes.saturating_add(declared.max(0));
+        if self.decompressed_bytes > self.max_decompressed_bytes as i64 {
+            return Err(Violation::CompressedSize {
+                buffer: index,
+                declared,
+                over_limit: true,
+            });
+        }
+        // -1: the rest of the buffer is stored as it is.
+        Ok(if declared == -1 {
+            length as i64 - 8
+        } else {
+            declared
+        })
+    }
+}
+
+/// Bytes of a validity bitmap of `rows` rows.
+fn bitmap(rows: i64) -> i64 {
+    (rows + 7) / 8
+}
+
+/// Whether arrays of `data_type` (or of the types nested in it) need [`check_values`].
+pub fn needs_value_checks(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..)
+        | DataType::Date64
+        | DataType::Time32(_)
+        | DataType::Time64(_)
+        | DataType::Union(_, UnionMode::Dense) => true,
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::FixedSizeList(f, _)
+        | DataType::Map(f, _) => needs_value_checks(f.data_type()),
+        DataType::Struct(fields) => fields.iter().any(|f| needs_value_checks(f.data_type())),
+        DataType::Union(fields, _) => fields
+            .iter()
+            .any(|(_, f)| needs_value_checks(f.data_type())),
+        DataType::RunEndEncoded(_, values) => needs_value_checks(values.data_type()),
+        DataType::Dictionary(_, values) => needs_value_checks(values),
+        _ => false,
+    }
+}
+
+/// Check the values of a decoded array that need a value-level check, at any depth (in lists,
+/// structs, unions, dictionaries, runs): see the module documentation.
+///
+/// # Errors
+/// The first violation found.
+pub fn check_values(data: &ArrayData) -> Result<(), Violation> {
+    let data_type = data.data_type();
+    let decimals = match data_type {
+        DataType::Decimal32(p, _) => precision::<Decimal32Type>(data, *p),
+        DataType::Decimal64(p, _) => precision::<Decimal64Type>(data, *p),
+        DataType::Decimal128(p, _) => precision::<Decimal128Type>(data, *p),
+        DataType::Decimal256(p, _) => precision::<Decimal256Type>(data, *p),
+        _ => Ok(()),
+    };
+    decimals.map_err(|e| Violation::DecimalValue {
+        data_type: data_type.clone(),
+        reason: e.to_string(),
+    })?;
+    match data_type {
+        DataType::Date64 => in_range::<i64>(data, "a whole number of days in milliseconds", |v| {
+            v % 86_400_000 == 0
+        })?,
+        DataType::Time32(unit) => {
+            let day = day_in(*unit);
+            in_range::<i32>(data, "a time of day, from 0 up to one day", |v| {
+                (0..day).contains(&i64::from(v))
+            })?
+        }
+        DataType::Time64(unit) => {
+            let day = day_in(*unit);
+            in_range::<i64>(data, "a time of day, from 0 up to one day", |v| {
+                (0..day).contains(&v)
+            })?
+        }
+        DataType::Union(_, UnionMode::Dense) => dense_offsets_go_forward(data)?,
+        _ => {}
+    }
+    data.child_data().iter().try_for_each(check_values)
+}
+
+/// One day in `unit`.
+fn day_in(unit: arrow::datatypes::TimeUnit) -> i64 {
+    use arrow::datatypes::TimeUnit;
+    let seconds = 86_400;
+    match unit {
+        TimeUnit::Second => seconds,
+        TimeUnit::Millisecond => seconds * 1_000,
+        TimeUnit::Microsecond => seconds * 1_000_000,
+        TimeUnit::Nanosecond => seconds * 1_000_000_000,
+    }
+}
+
+/// Check that every valid value of a primitive array passes `allowed`.
+fn in_range<T: arrow::datatypes::ArrowNativeType + Into<i64>>(
+    data: &ArrayData,
+    rule: &'static str,
+    allowed: impl Fn(T) -> bool,
+) -> Result<(), Violation> {
+    let values = data.buffer::<T>(0);
+    for (row, &value) in values.iter().take(data.len()).enumerate() {
+        if data.is_valid(row) && !allowed(value) {
+            return Err(Violation::ValueOutOfRange {
+                data_type: data.data_type().clone(),
+                value: value.into(),
+                row,
+                rule,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Check that a dense union's offsets into each child never go back, as Arrow C++ requires.
+fn dense_offsets_go_forward(data: &ArrayData) -> Result<(), Violation> {
+    let type_ids = data.buffer::<i8>(0);
+    let offsets = data.buffer::<i32>(1);
+    let mut last = [0i32; 128];
+    for (row, (&type_id, &offset)) in type_ids.iter().zip(offsets).take(data.len()).enumerate() {
+        // The decoder checked that type ids name children, so they are in 0..=127.
+        let previous = &mut last[type_id.clamp(0, 127) as usize];
+        if offset < *previous {
+            return Err(Violation::UnionOffsetBack {
+                row,
+                offset,
+                previous: *previous,
+            });
+        }
+        *previous = offset;
+    }
+    Ok(())
+}
+
+fn precision<T: arrow::datatypes::DecimalType>(
+    data: &ArrayData,
+    precision: u8,
+) -> Result<(), ArrowError> {
+    let array = make_array(data.clone());
+    let array = array
+        .as_any()
+        .downcast_ref::<arrow::array::PrimitiveArray<T>>()
+        .expect("a decimal array of its own type");
+    array.validate_decimal_precision(precision)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Array, Decimal128Array, Int32Array, ListArray};
+    use arrow::buffer::OffsetBuffer;
+
+    use super::*;
+
+    #[test]
+    fn decimals_must_fit_their_precision_at_any_depth() {
+        let fits = Decimal128Array::from(vec![Some(99_999), None])
+            .with_precision_and_scale(5, 2)
+            .unwrap();
+        assert!(check_values(&fits.to_data()).is_ok());
+
+        let overflows = Decimal128Array::from(vec![Some(100_000), None])
+            .with_precision_and_scale(5, 2)
+            .unwrap();
+        assert!(matches!(
+            check_values(&overflows.to_data()),
+            Err(Violation::DecimalValue { .. })
+        ));
+
+        let field = Arc::new(Field::new("item", overflows.data_type().clone(), true));
+        let list = ListArray::new(
+            field,
+            OffsetBuffer::from_lengths([2]),
+            Arc::new(overflows),
+            None,
+        );
+        assert!(check_values(&list.to_data()).is_err(), "inside a list");
+
+        // A null slot may hold anything.
+        let null_overflow =
+            Decimal128Array::new(vec![100_000i128].into(), Some(vec![false].into()))
+                .with_precision_and_scale(5, 2)
+                .unwrap();
+        assert!(check_values(&null_overflow.to_data()).is_ok());
+        assert!(check_values(&Int32Array::from(vec![i32::MAX]).to_data()).is_ok());
+    }
+
+    #[test]
+    fn decimal_precisions_must_fit_their_width() {
+        for (data_type, ok) in [
+            (DataType::Decimal128(38, 2), true),
+            (DataType::Decimal128(0, 0), false),
+            (DataType::Decimal128(39, 0), false),
+            (DataType::Decimal32(10, 0), false),
+            (DataType::Decimal256(76, 0), true),
+            (DataType::FixedSizeBinary(-3), false),
+            (DataType::FixedSizeBinary(0), true),
+        ] {
+            assert_eq!(check_type("d", &data_type).is_ok(), ok, "{data_type}");
+            let list = DataType::new_list(data_type.clone(), true);
+            assert_eq!(check_type("l", &list).is_ok(), ok, "list of {data_type}");
+            let dictionary =
+                DataType::Dictionary(Box::new(DataType::Int8), Box::new(data_type.clone()));
+            assert_eq!(
+                check_type("d", &dictionary).is_ok(),
+                ok,
+                "dictionary of {data_type}"
+            );
+        }
+    }
+}
