@@ -74,6 +74,7 @@ fn encode_and_validate(c: &mut Criterion) {
     group.bench_function("receive_and_validate_upload_16MiB", |b| {
         b.to_async(
             tokio::runtime::Builder::new_current_thread()
+                .enable_time() // uploads time out when idle
                 .build()
                 .unwrap(),
         )
@@ -82,6 +83,7 @@ fn encode_and_validate(c: &mut Criterion) {
     group.bench_function("decode_16MiB", |b| {
         b.to_async(
             tokio::runtime::Builder::new_current_thread()
+                .enable_time() // uploads time out when idle
                 .build()
                 .unwrap(),
         )
