@@ -25,6 +25,32 @@ fn table() -> (arrow::datatypes::SchemaRef, Vec<RecordBatch>) {
     random_table(TABLE_BYTES, 64, 7)
 }
 
+/// 16 MiB of decimal128 and time64 columns, in 1 MiB batches: the types whose values the
+/// validator checks one by one.
+fn value_checked_table() -> (arrow::datatypes::SchemaRef, Vec<RecordBatch>) {
+    use arrow::array::{ArrayRef, Decimal128Array, Time64MicrosecondArray};
+    let rows_per_batch = (1 << 20) / (16 + 8);
+    let batches: Vec<RecordBatch> = (0..16)
+        .map(|b| {
+            let start = b * rows_per_batch as i64;
+            let decimals = Decimal128Array::from_iter_values(
+                (start..start + rows_per_batch as i64).map(|i| i128::from(i) * 1_000_003),
+            )
+            .with_precision_and_scale(38, 10)
+            .unwrap();
+            let times = Time64MicrosecondArray::from_iter_values(
+                (start..start + rows_per_batch as i64).map(|i| i * 7919 % 86_400_000_000),
+            );
+            RecordBatch::try_from_iter([
+                ("amount", Arc::new(decimals) as ArrayRef),
+                ("at", Arc::new(times) as ArrayRef),
+            ])
+            .unwrap()
+        })
+        .collect();
+    (batches[0].schema(), batches)
+}
+
 fn encode_all(
     schema: &arrow::datatypes::Schema,
     batches: &[RecordBatch],
@@ -56,6 +82,13 @@ fn encode_and_validate(c: &mut Criterion) {
     let slabs = Arc::new(SlabPool::new(std::time::Duration::from_secs(10)));
     group.bench_function("validate_upload_16MiB", |b| {
         b.iter(|| validate(&messages, &slabs))
+    });
+    // The same size of columns whose values are checked one by one (decimals, times of day),
+    // against the float columns above, which are checked by their sizes alone.
+    let (checked_schema, checked_batches) = value_checked_table();
+    let checked = encode_all(&checked_schema, &checked_batches);
+    group.bench_function("validate_upload_16MiB_decimals_and_times", |b| {
+        b.iter(|| validate(&checked, &slabs))
     });
     // One 16 MiB message, as pyarrow sends a one-chunk table: validated, then re-split.
     let whole = arrow::compute::concat_batches(&schema, &batches).unwrap();

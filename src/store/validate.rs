@@ -26,11 +26,8 @@
 
 use std::collections::VecDeque;
 
-use arrow::array::{ArrayData, make_array};
-use arrow::datatypes::{
-    DataType, Decimal32Type, Decimal64Type, Decimal128Type, Decimal256Type, Field, UnionMode,
-};
-use arrow::error::ArrowError;
+use arrow::array::ArrayData;
+use arrow::datatypes::{DataType, Field, UnionMode};
 use arrow::ipc::{self, MetadataVersion};
 
 /// What a message, schema or batch breaks ([`UploadProblem::Invalid`](super::upload::UploadProblem)).
@@ -213,15 +210,8 @@ pub enum Violation {
         /// Whether it is refused for the limit rather than for being malformed.
         over_limit: bool,
     },
-    /// A decimal value that does not fit its column's precision.
-    #[error("a value of {data_type} does not fit its precision ({reason})")]
-    DecimalValue {
-        /// The column's type.
-        data_type: DataType,
-        /// Arrow's description of the value.
-        reason: String,
-    },
-    /// A value outside the range its type allows (a time of day, a date in milliseconds).
+    /// A value outside the range its type allows (a decimal beyond its precision, a time of
+    /// day, a date in milliseconds).
     #[error("{data_type} value {value} at row {row} is out of range: {rule}")]
     ValueOutOfRange {
         /// The column's type.
@@ -955,33 +945,63 @@ pub fn needs_value_checks(data_type: &DataType) -> bool {
 /// # Errors
 /// The first violation found.
 pub fn check_values(data: &ArrayData) -> Result<(), Violation> {
-    let data_type = data.data_type();
-    let decimals = match data_type {
-        DataType::Decimal32(p, _) => precision::<Decimal32Type>(data, *p),
-        DataType::Decimal64(p, _) => precision::<Decimal64Type>(data, *p),
-        DataType::Decimal128(p, _) => precision::<Decimal128Type>(data, *p),
-        DataType::Decimal256(p, _) => precision::<Decimal256Type>(data, *p),
-        _ => Ok(()),
+    use arrow::datatypes::{
+        MAX_DECIMAL32_FOR_EACH_PRECISION, MAX_DECIMAL64_FOR_EACH_PRECISION,
+        MAX_DECIMAL128_FOR_EACH_PRECISION, MAX_DECIMAL256_FOR_EACH_PRECISION, i256,
     };
-    decimals.map_err(|e| Violation::DecimalValue {
-        data_type: data_type.clone(),
-        reason: e.to_string(),
-    })?;
-    match data_type {
-        DataType::Date64 => in_range::<i64>(data, "a whole number of days in milliseconds", |v| {
-            v % 86_400_000 == 0
-        })?,
+    const FITS: &str = "within the column's precision";
+    const TIME: &str = "a time of day, from 0 up to one day";
+    // Precisions were checked against their widths with the schema, so the tables cover them.
+    match *data.data_type() {
+        DataType::Decimal32(p, _) => {
+            let max = MAX_DECIMAL32_FOR_EACH_PRECISION[usize::from(p)];
+            in_range::<i32, _>(data, FITS, |v| (-max..=max).contains(&v), |v| v.into())?;
+        }
+        DataType::Decimal64(p, _) => {
+            let max = MAX_DECIMAL64_FOR_EACH_PRECISION[usize::from(p)];
+            in_range::<i64, _>(data, FITS, |v| (-max..=max).contains(&v), |v| v)?;
+        }
+        DataType::Decimal128(p, _) => {
+            let max = MAX_DECIMAL128_FOR_EACH_PRECISION[usize::from(p)];
+            in_range::<i128, _>(
+                data,
+                FITS,
+                |v| (-max..=max).contains(&v),
+                |v| v.clamp(i64::MIN.into(), i64::MAX.into()) as i64,
+            )?;
+        }
+        DataType::Decimal256(p, _) => {
+            let max = MAX_DECIMAL256_FOR_EACH_PRECISION[usize::from(p)];
+            let min = i256::ZERO.wrapping_sub(max);
+            in_range::<i256, _>(
+                data,
+                FITS,
+                |v| v >= min && v <= max,
+                |v| {
+                    v.to_i128().map_or(i64::MAX, |v| {
+                        v.clamp(i64::MIN.into(), i64::MAX.into()) as i64
+                    })
+                },
+            )?;
+        }
+        DataType::Date64 => in_range::<i64, _>(
+            data,
+            "a whole number of days in milliseconds",
+            |v| v % 86_400_000 == 0,
+            |v| v,
+        )?,
         DataType::Time32(unit) => {
-            let day = day_in(*unit);
-            in_range::<i32>(data, "a time of day, from 0 up to one day", |v| {
-                (0..day).contains(&i64::from(v))
-            })?
+            let day = day_in(unit);
+            in_range::<i32, _>(
+                data,
+                TIME,
+                |v| (0..day).contains(&i64::from(v)),
+                |v| v.into(),
+            )?
         }
         DataType::Time64(unit) => {
-            let day = day_in(*unit);
-            in_range::<i64>(data, "a time of day, from 0 up to one day", |v| {
-                (0..day).contains(&v)
-            })?
+            let day = day_in(unit);
+            in_range::<i64, _>(data, TIME, |v| (0..day).contains(&v), |v| v)?
         }
         DataType::Union(_, UnionMode::Dense) => dense_offsets_go_forward(data)?,
         _ => {}
@@ -1001,24 +1021,28 @@ fn day_in(unit: arrow::datatypes::TimeUnit) -> i64 {
     }
 }
 
-/// Check that every valid value of a primitive array passes `allowed`.
-fn in_range<T: arrow::datatypes::ArrowNativeType + Into<i64>>(
+/// Check that every valid value of a primitive array passes `allowed`; `shown` gives the value
+/// an error quotes. Without nulls the values are checked in one tight pass.
+fn in_range<T: arrow::datatypes::ArrowNativeType, A: Fn(T) -> bool>(
     data: &ArrayData,
     rule: &'static str,
-    allowed: impl Fn(T) -> bool,
+    allowed: A,
+    shown: impl Fn(T) -> i64,
 ) -> Result<(), Violation> {
-    let values = data.buffer::<T>(0);
-    for (row, &value) in values.iter().take(data.len()).enumerate() {
-        if data.is_valid(row) && !allowed(value) {
-            return Err(Violation::ValueOutOfRange {
-                data_type: data.data_type().clone(),
-                value: value.into(),
-                row,
-                rule,
-            });
-        }
+    let values = &data.buffer::<T>(0)[..data.len()];
+    let bad = match data.nulls() {
+        None => values.iter().position(|&v| !allowed(v)),
+        Some(nulls) => (0..values.len()).find(|&row| nulls.is_valid(row) && !allowed(values[row])),
+    };
+    match bad {
+        None => Ok(()),
+        Some(row) => Err(Violation::ValueOutOfRange {
+            data_type: data.data_type().clone(),
+            value: shown(values[row]),
+            row,
+            rule,
+        }),
     }
-    Ok(())
 }
 
 /// Check that a dense union's offsets into each child never go back, as Arrow C++ requires.
@@ -1039,18 +1063,6 @@ fn dense_offsets_go_forward(data: &ArrayData) -> Result<(), Violation> {
         *previous = offset;
     }
     Ok(())
-}
-
-fn precision<T: arrow::datatypes::DecimalType>(
-    data: &ArrayData,
-    precision: u8,
-) -> Result<(), ArrowError> {
-    let array = make_array(data.clone());
-    let array = array
-        .as_any()
-        .downcast_ref::<arrow::array::PrimitiveArray<T>>()
-        .expect("a decimal array of its own type");
-    array.validate_decimal_precision(precision)
 }
 
 #[cfg(test)]
@@ -1074,7 +1086,11 @@ mod tests {
             .unwrap();
         assert!(matches!(
             check_values(&overflows.to_data()),
-            Err(Violation::DecimalValue { .. })
+            Err(Violation::ValueOutOfRange {
+                value: 100_000,
+                row: 0,
+                ..
+            })
         ));
 
         let field = Arc::new(Field::new("item", overflows.data_type().clone(), true));
@@ -1093,6 +1109,76 @@ mod tests {
                 .unwrap();
         assert!(check_values(&null_overflow.to_data()).is_ok());
         assert!(check_values(&Int32Array::from(vec![i32::MAX]).to_data()).is_ok());
+    }
+
+    #[test]
+    fn decimals_of_every_width_are_checked_to_their_last_digit() {
+        use arrow::array::{Decimal32Array, Decimal64Array, Decimal256Array};
+        use arrow::datatypes::i256;
+        let fits = Decimal32Array::from(vec![999_999_999]).with_precision_and_scale(9, 0);
+        assert!(check_values(&fits.unwrap().to_data()).is_ok());
+        let over = Decimal32Array::from(vec![-1_000]).with_precision_and_scale(3, 0);
+        assert!(check_values(&over.unwrap().to_data()).is_err());
+        let over = Decimal64Array::from(vec![10_i64.pow(18)]).with_precision_and_scale(18, 0);
+        assert!(check_values(&over.unwrap().to_data()).is_err());
+        let max = i256::from_i128(10_i128.pow(38)) * i256::from_i128(10_i128.pow(38))
+            - i256::from_i128(1);
+        let fits =
+            Decimal256Array::from(vec![max, i256::ZERO - max]).with_precision_and_scale(76, 0);
+        assert!(check_values(&fits.unwrap().to_data()).is_ok());
+        let over =
+            Decimal256Array::from(vec![max + i256::from_i128(1)]).with_precision_and_scale(76, 0);
+        assert!(check_values(&over.unwrap().to_data()).is_err());
+    }
+
+    #[test]
+    fn times_of_day_and_dates_in_milliseconds_must_be_in_range() {
+        use arrow::array::{Date64Array, Time32SecondArray, Time64NanosecondArray};
+        let day_ns = 86_400_000_000_000;
+        let fits = Time64NanosecondArray::from(vec![0, day_ns - 1]);
+        assert!(check_values(&fits.to_data()).is_ok());
+        assert!(check_values(&Time64NanosecondArray::from(vec![day_ns]).to_data()).is_err());
+        assert!(check_values(&Time32SecondArray::from(vec![-1]).to_data()).is_err());
+        let with_null = Time32SecondArray::from(vec![None, Some(86_399)]);
+        assert!(check_values(&with_null.to_data()).is_ok());
+        assert!(check_values(&Date64Array::from(vec![86_400_000 * 3]).to_data()).is_ok());
+        assert!(matches!(
+            check_values(&Date64Array::from(vec![0, 1]).to_data()),
+            Err(Violation::ValueOutOfRange {
+                row: 1,
+                value: 1,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn dense_union_offsets_must_not_go_back() {
+        use arrow::array::{ArrayRef, UnionArray};
+        use arrow::datatypes::UnionFields;
+        let fields = UnionFields::try_new(
+            [0, 1],
+            [
+                Field::new("a", DataType::Int32, true),
+                Field::new("b", DataType::Int32, true),
+            ],
+        )
+        .unwrap();
+        let union = |offsets: Vec<i32>| {
+            let children: Vec<ArrayRef> = vec![
+                Arc::new(Int32Array::from(vec![1, 2])),
+                Arc::new(Int32Array::from(vec![3])),
+            ];
+            let type_ids = vec![0i8, 1, 0].into();
+            UnionArray::try_new(fields.clone(), type_ids, Some(offsets.into()), children).unwrap()
+        };
+        assert!(check_values(&union(vec![0, 0, 1]).to_data()).is_ok());
+        assert!(matches!(
+            check_values(&union(vec![1, 0, 0]).to_data()),
+            Err(Violation::UnionOffsetBack { row: 2, .. })
+        ));
+        assert!(needs_value_checks(union(vec![0, 0, 1]).data_type()));
+        assert!(!needs_value_checks(&DataType::Int64));
     }
 
     #[test]
