@@ -580,8 +580,8 @@ mod offsets {
 /// The layout of one record batch (or dictionary batch) header, checked against the fields it
 /// must hold before arrow-ipc reads its body.
 pub struct BatchLayout<'a> {
-    nodes: Vec<ipc::FieldNode>,
-    buffers: Vec<ipc::Buffer>,
+    nodes: Option<flatbuffers::Vector<'a, ipc::FieldNode>>,
+    buffers: Option<flatbuffers::Vector<'a, ipc::Buffer>>,
     variadic_counts: VecDeque<i64>,
     version: MetadataVersion,
     body: &'a [u8],
@@ -598,20 +598,14 @@ impl<'a> BatchLayout<'a> {
     /// The layout of `batch`, whose body is `body`, in a message of `version`. Its compressed
     /// buffers may declare `max_decompressed_bytes` in all.
     pub fn new(
-        batch: ipc::RecordBatch<'_>,
+        batch: ipc::RecordBatch<'a>,
         version: MetadataVersion,
         body: &'a [u8],
         max_decompressed_bytes: usize,
     ) -> Self {
         Self {
-            nodes: batch
-                .nodes()
-                .map(|n| n.iter().copied().collect())
-                .unwrap_or_default(),
-            buffers: batch
-                .buffers()
-                .map(|b| b.iter().copied().collect())
-                .unwrap_or_default(),
+            nodes: batch.nodes(),
+            buffers: batch.buffers(),
             variadic_counts: batch
                 .variadicBufferCounts()
                 .map(|v| v.iter().collect())
@@ -650,8 +644,8 @@ impl<'a> BatchLayout<'a> {
             }
         }
         let counts = [
-            ("nodes", self.nodes.len(), self.next_node),
-            ("buffers", self.buffers.len(), self.next_buffer),
+            ("nodes", self.node_count(), self.next_node),
+            ("buffers", self.buffer_count(), self.next_buffer),
             ("variadic buffer counts", self.variadic_counts.len(), 0),
         ];
         for (what, found, expected) in counts {
@@ -690,11 +684,14 @@ impl<'a> BatchLayout<'a> {
                 self.buffers(data_type, length, &[(validity, 1), (offsets(8), 8), (0, 1)])?
             }
             DataType::Utf8View | DataType::BinaryView => {
-                let count = self.variadic_counts.pop_front().ok_or(Violation::Count {
-                    what: "variadic buffer counts",
-                    found: 0,
-                    expected: 1,
-                })?;
+                let count = self
+                    .variadic_counts
+                    .pop_front()
+                    .ok_or_else(|| Violation::Count {
+                        what: "variadic buffer counts",
+                        found: 0,
+                        expected: 1,
+                    })?;
                 let count = usize::try_from(count).map_err(|_| Violation::Count {
                     what: "view data buffers",
                     found: 0,
@@ -781,14 +778,25 @@ impl<'a> BatchLayout<'a> {
         Ok(length)
     }
 
+    fn node_count(&self) -> usize {
+        self.nodes.map_or(0, |nodes| nodes.len())
+    }
+
+    fn buffer_count(&self) -> usize {
+        self.buffers.map_or(0, |buffers| buffers.len())
+    }
+
     /// The next node: its position, length and null count.
     fn node(&mut self) -> Result<(usize, i64, i64), Violation> {
         let index = self.next_node;
-        let node = self.nodes.get(index).ok_or(Violation::Count {
-            what: "nodes",
-            found: self.nodes.len(),
-            expected: index + 1,
-        })?;
+        if index >= self.node_count() {
+            return Err(Violation::Count {
+                what: "nodes",
+                found: self.node_count(),
+                expected: index + 1,
+            });
+        }
+        let node = self.nodes.expect("a node count above zero").get(index);
         self.next_node += 1;
         let (length, null_count) = (node.length(), node.null_count());
         // Lengths beyond 2^53 are beyond any body, and keep the size arithmetic exact.
@@ -825,11 +833,14 @@ impl<'a> BatchLayout<'a> {
         (needed, unit): (i64, i64),
     ) -> Result<(), Violation> {
         let index = self.next_buffer;
-        let buffer = *self.buffers.get(index).ok_or(Violation::Count {
-            what: "buffers",
-            found: self.buffers.len(),
-            expected: index + 1,
-        })?;
+        if index >= self.buffer_count() {
+            return Err(Violation::Count {
+                what: "buffers",
+                found: self.buffer_count(),
+                expected: index + 1,
+            });
+        }
+        let buffer = self.buffers.expect("a buffer count above zero").get(index);
         self.next_buffer += 1;
         let (offset, length) = (buffer.offset(), buffer.length());
         let end = offset.checked_add(length);
