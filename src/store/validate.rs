@@ -684,14 +684,11 @@ impl<'a> BatchLayout<'a> {
                 self.buffers(data_type, length, &[(validity, 1), (offsets(8), 8), (0, 1)])?
             }
             DataType::Utf8View | DataType::BinaryView => {
-                let count = self
-                    .variadic_counts
-                    .pop_front()
-                    .ok_or_else(|| Violation::Count {
-                        what: "variadic buffer counts",
-                        found: 0,
-                        expected: 1,
-                    })?;
+                let count = self.variadic_counts.pop_front().ok_or(Violation::Count {
+                    what: "variadic buffer counts",
+                    found: 0,
+                    expected: 1,
+                })?;
                 let count = usize::try_from(count).map_err(|_| Violation::Count {
                     what: "view data buffers",
                     found: 0,
