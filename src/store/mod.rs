@@ -5,9 +5,11 @@
 //! - [`table`]: [`table::CachedTable`], one table as its validated IPC messages.
 //! - [`upload`]: [`upload::TableUpload`], a `do_put` validated message by message.
 //! - [`validate`]: what a strict Arrow reader checks, checked before a table is stored.
+//! - [`resplit`]: a giant record batch as streaming-size pieces over its own memory.
 //! - [`memory`]: table memory: bodies copied once into huge-page slabs, reused once freed.
 
 pub mod memory;
+pub mod resplit;
 pub mod table;
 pub mod upload;
 pub mod validate;

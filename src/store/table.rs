@@ -5,14 +5,55 @@
 //! validated every one of them. `do_get` replays those messages: nothing is re-encoded, so a get
 //! costs what the network costs, and what a client sent is what the next client receives
 //! (types, metadata and dictionaries included, and each message's `app_metadata`). The one change: a giant record batch without
-//! dictionaries is stored re-split into smaller batches with the same rows
-//! ([`RESPLIT_ABOVE_BYTES`](crate::store::upload::RESPLIT_ABOVE_BYTES)).
+//! dictionaries is stored as smaller batches with the same rows, over the same memory
+//! ([`resplit`](crate::store::resplit)).
 
 use arrow::datatypes::SchemaRef;
 use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, SchemaResult};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::protocol::key::TableKey;
+
+/// One stored Flight message: its IPC header, its `app_metadata`, and its body, in one or more
+/// segments that follow each other on the wire (a re-split piece is slices of the giant body it
+/// came from, with padding between them).
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    /// The IPC message flatbuffer.
+    pub header: Bytes,
+    /// The message's `app_metadata`, as uploaded.
+    pub app_metadata: Bytes,
+    /// The body, in order.
+    pub body: Vec<Bytes>,
+}
+
+impl StoredMessage {
+    /// The body's length.
+    pub fn body_len(&self) -> usize {
+        self.body.iter().map(Bytes::len).sum()
+    }
+
+    /// The message as one `FlightData`, its body in one piece (copied if it has several).
+    pub fn to_flight_data(&self) -> FlightData {
+        let data_body = match self.body.as_slice() {
+            [] => Bytes::new(),
+            [only] => only.clone(),
+            segments => {
+                let mut body = BytesMut::with_capacity(self.body_len());
+                for segment in segments {
+                    body.extend_from_slice(segment);
+                }
+                body.freeze()
+            }
+        };
+        FlightData {
+            flight_descriptor: None,
+            data_header: self.header.clone(),
+            app_metadata: self.app_metadata.clone(),
+            data_body,
+        }
+    }
+}
 
 /// A cached table: its schema, its IPC messages in upload order, and its size.
 ///
@@ -22,7 +63,7 @@ use crate::protocol::key::TableKey;
 pub struct CachedTable {
     schema: SchemaRef,
     schema_ipc: Bytes,
-    messages: Vec<FlightData>,
+    messages: Vec<StoredMessage>,
     rows: u64,
     bytes: u64,
     batches: u64,
@@ -35,7 +76,7 @@ impl CachedTable {
     pub(crate) fn from_validated(
         schema: SchemaRef,
         schema_header: &[u8],
-        messages: Vec<FlightData>,
+        messages: Vec<StoredMessage>,
         rows: u64,
         bytes: u64,
         batches: u64,
@@ -71,10 +112,9 @@ impl CachedTable {
         self.batches
     }
 
-    /// The Flight messages to send for a `do_get`, in upload order: the schema, dictionaries
-    /// and record batches, and messages of app_metadata alone where they were sent. Cloning
-    /// one clones reference counts, not data.
-    pub fn flight_messages(&self) -> &[FlightData] {
+    /// The messages to send for a `do_get`, in upload order: the schema, dictionaries and
+    /// record batches. Cloning one clones reference counts, not data.
+    pub fn messages(&self) -> &[StoredMessage] {
         &self.messages
     }
 

@@ -4,9 +4,10 @@
 //! header before arrow-ipc reads the body, then the body by decoding it with arrow-ipc's full
 //! validation (buffer bounds, offsets, UTF-8, dictionary references) against the upload's
 //! schema, then the values that need a check of their own; so a table that was accepted can
-//! always be read back, by pyarrow as by arrow-rs. The decoded arrays are dropped again: the table keeps the messages themselves,
-//! which `do_get` replays (see [`CachedTable`]), except that a giant record batch is re-split
-//! into messages of a streaming size once, here.
+//! always be read back, by pyarrow as by arrow-rs. The decoded arrays are dropped again: the
+//! table keeps the messages themselves, which `do_get` replays (see [`CachedTable`]), except
+//! that a giant record batch is kept as streaming-size pieces over its own memory (see
+//! [`resplit`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,10 +21,10 @@ use arrow_flight::FlightData;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::protocol::encode::{FlightEncoder, TARGET_MESSAGE_BYTES};
 use crate::protocol::key::TableKey;
 use crate::store::memory::{SlabPool, SlabWriter};
-use crate::store::table::CachedTable;
+use crate::store::resplit;
+use crate::store::table::{CachedTable, StoredMessage};
 use crate::store::validate::{self, BatchLayout, Violation};
 
 /// Decoding state of an upload after its schema message arrived.
@@ -36,16 +37,7 @@ struct Decoding {
     /// Whether any column has values that are checked after decoding (see
     /// [`validate::check_values`]).
     needs_value_checks: bool,
-    /// Re-encodes giant record batches as smaller ones; `None` for schemas with dictionaries,
-    /// whose batches are kept as sent (their dictionary messages are interleaved with them).
-    resplitter: Option<FlightEncoder>,
 }
-
-/// Record batches whose body is larger than this are stored re-split into messages of about
-/// [`TARGET_MESSAGE_BYTES`]. pyarrow sends a table chunk as one message however large it is
-/// (`pa.table(numpy_arrays)` is one chunk); split once at put time, every later get streams in
-/// small messages instead of one giant one that both ends must buffer whole.
-pub const RESPLIT_ABOVE_BYTES: usize = 2 * TARGET_MESSAGE_BYTES;
 
 /// An upload in progress. Feed it each Flight message with [`push`](Self::push), then
 /// [`finish`](Self::finish) it into a table once the stream ended cleanly.
@@ -55,7 +47,7 @@ pub struct TableUpload {
     /// Most bytes a message's compressed buffers may decompress to, in all.
     max_decompressed_bytes: usize,
     memory: SlabWriter,
-    messages: Vec<FlightData>,
+    messages: Vec<StoredMessage>,
     rows: u64,
     bytes: u64,
     batches: u64,
@@ -127,41 +119,47 @@ impl TableUpload {
             ipc::root_as_message(&header).map_err(|e| self.invalid(UploadProblem::BadHeader(e)))?;
         validate::check_message(&message, body.len())
             .map_err(|violation| self.invalid(UploadProblem::Invalid(violation)))?;
-        let resplit = match message.header_type() {
-            MessageHeader::Schema => self.push_schema(message, &header).map(|()| None)?,
-            MessageHeader::DictionaryBatch => {
-                self.push_dictionary(message, &body).map(|()| None)?
+        match message.header_type() {
+            MessageHeader::Schema => self.push_schema(message, &header)?,
+            MessageHeader::DictionaryBatch => self.push_dictionary(message, &body)?,
+            MessageHeader::RecordBatch => {
+                self.push_record_batch(message, &body)?;
+                let schema = &self
+                    .decoding
+                    .as_ref()
+                    .expect("a batch follows its schema")
+                    .schema;
+                let batch = message
+                    .header_as_record_batch()
+                    .expect("checked by its push");
+                let version = message.version();
+                if let Some(pieces) = resplit::split(schema, batch, version, &stored, &app_metadata)
+                {
+                    // Streaming-size pieces over the same memory: see `resplit`.
+                    self.batches += pieces.len() as u64;
+                    for piece in pieces {
+                        self.keep(piece);
+                    }
+                    return Ok(());
+                }
+                self.batches += 1;
             }
-            MessageHeader::RecordBatch => self.push_record_batch(message, &body)?,
             other => {
                 let kind = other.variant_name().unwrap_or("unknown");
                 return Err(self.invalid(UploadProblem::UnexpectedMessage { kind }));
             }
-        };
-        match resplit {
-            Some(pieces) => {
-                drop((body, stored)); // the giant original, replaced by the pieces
-                // The first piece carries the original's app_metadata, the others none.
-                let mut app_metadata = Some(app_metadata);
-                for piece in pieces {
-                    let body = self.memory.copy(&piece.data_body);
-                    let app_metadata = app_metadata.take().unwrap_or_default();
-                    self.keep(piece.data_header, body, app_metadata);
-                }
-            }
-            None => self.keep(header, stored, app_metadata),
         }
+        self.keep(StoredMessage {
+            header,
+            app_metadata,
+            body: vec![stored],
+        });
         Ok(())
     }
 
-    fn keep(&mut self, header: Bytes, body: Bytes, app_metadata: Bytes) {
-        self.bytes += body.len() as u64;
-        self.messages.push(FlightData {
-            flight_descriptor: None,
-            data_header: header,
-            data_body: body,
-            app_metadata,
-        });
+    fn keep(&mut self, message: StoredMessage) {
+        self.bytes += message.body_len() as u64;
+        self.messages.push(message);
     }
 
     fn push_schema(&mut self, message: ipc::Message<'_>, header: &Bytes) -> Result<()> {
@@ -175,11 +173,6 @@ impl TableUpload {
             try_fb_to_schema(fb_schema).map_err(|e| self.invalid(UploadProblem::BadSchema(e)))?;
         validate::check_schema(fb_schema, &schema)
             .map_err(|violation| self.invalid(UploadProblem::Invalid(violation)))?;
-        let resplitter = (!schema
-            .fields()
-            .iter()
-            .any(|f| contains_dictionary(f.data_type())))
-        .then(|| FlightEncoder::new(TARGET_MESSAGE_BYTES));
         let mut dictionary_types = HashMap::new();
         for field in schema.fields() {
             collect_dictionary_types(field, &mut dictionary_types);
@@ -194,7 +187,6 @@ impl TableUpload {
             dictionaries_by_id: HashMap::new(),
             dictionary_types,
             needs_value_checks,
-            resplitter,
         });
         Ok(())
     }
@@ -247,12 +239,8 @@ impl TableUpload {
         Ok(())
     }
 
-    /// Validate a record batch; for a giant one, also the smaller messages to keep instead.
-    fn push_record_batch(
-        &mut self,
-        message: ipc::Message<'_>,
-        body: &Buffer,
-    ) -> Result<Option<Vec<FlightData>>> {
+    /// Validate a record batch.
+    fn push_record_batch(&mut self, message: ipc::Message<'_>, body: &Buffer) -> Result<()> {
         let version = message.version();
         let batch = message.header_as_record_batch().ok_or_else(|| {
             self.invalid(UploadProblem::EmptyHeader {
@@ -296,24 +284,7 @@ impl TableUpload {
             }
         }
         self.rows += decoded.num_rows() as u64;
-        let resplitter = match self.decoding.as_mut() {
-            Some(Decoding {
-                resplitter: Some(encoder),
-                ..
-            }) if body.len() > RESPLIT_ABOVE_BYTES => encoder,
-            _ => {
-                self.batches += 1;
-                return Ok(None);
-            }
-        };
-        let pieces = resplitter
-            .encode_batch(&decoded)
-            .map_err(|source| Error::Internal {
-                context: "re-splitting a giant record batch",
-                source: Box::new(source),
-            })?;
-        self.batches += pieces.len() as u64;
-        Ok(Some(pieces))
+        Ok(())
     }
 
     /// Finish a cleanly ended upload into the table to publish.
@@ -360,14 +331,6 @@ fn collect_dictionary_types(field: &arrow::datatypes::Field, types: &mut HashMap
     for child in validate::nested_fields(field.data_type()) {
         collect_dictionary_types(child, types);
     }
-}
-
-/// Whether a column of this type needs dictionary messages.
-fn contains_dictionary(data_type: &DataType) -> bool {
-    matches!(data_type, DataType::Dictionary(..))
-        || validate::nested_fields(data_type)
-            .iter()
-            .any(|f| contains_dictionary(f.data_type()))
 }
 
 /// Run an arrow-ipc decode on untrusted input. Some malformed inputs make arrow-ipc panic

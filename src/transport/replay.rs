@@ -21,7 +21,7 @@ use tonic::body::Body;
 use tonic::codegen::http;
 use tracing::Span;
 
-use crate::store::table::CachedTable;
+use crate::store::table::{CachedTable, StoredMessage};
 use crate::transport::grpc;
 
 /// A successful gRPC response streaming `table`'s messages. `span` is the get's span (its
@@ -30,7 +30,7 @@ pub fn replay_response(table: Arc<CachedTable>, span: Span) -> http::Response<Bo
     grpc::response(Body::new(ReplayBody {
         table,
         next: 0,
-        pending_body: None,
+        in_body: None,
         ended: false,
         span,
         started: Instant::now(),
@@ -41,8 +41,10 @@ pub fn replay_response(table: Arc<CachedTable>, span: Span) -> http::Response<Bo
 /// `grpc-status: 0` trailers.
 struct ReplayBody {
     table: Arc<CachedTable>,
+    /// The next message to send.
     next: usize,
-    pending_body: Option<Bytes>,
+    /// The message whose body is being sent, and its next segment.
+    in_body: Option<(usize, usize)>,
     ended: bool,
     span: Span,
     started: Instant,
@@ -56,13 +58,19 @@ impl HttpBody for ReplayBody {
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if let Some(body) = self.pending_body.take() {
-            return Poll::Ready(Some(Ok(Frame::data(body))));
+        if let Some((message, segment)) = self.in_body {
+            let body = &self.table.messages()[message].body;
+            if let Some(bytes) = body.get(segment) {
+                let bytes = bytes.clone();
+                self.in_body = Some((message, segment + 1));
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
+            self.in_body = None;
         }
-        if let Some(message) = self.table.flight_messages().get(self.next) {
-            let (head, body) = frame_message(message);
+        if let Some(message) = self.table.messages().get(self.next) {
+            let head = frame_head(message);
+            self.in_body = Some((self.next, 0));
             self.next += 1;
-            self.pending_body = (!body.is_empty()).then_some(body);
             return Poll::Ready(Some(Ok(Frame::data(head))));
         }
         if self.ended {
@@ -79,7 +87,7 @@ impl HttpBody for ReplayBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended && self.pending_body.is_none()
+        self.ended
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -87,32 +95,35 @@ impl HttpBody for ReplayBody {
     }
 }
 
-/// One message as gRPC frames it: the prefix and every protobuf field but the body, then the
-/// body itself (a reference, not a copy), together the bytes prost would encode.
-fn frame_message(message: &FlightData) -> (Bytes, Bytes) {
-    let body = message.data_body.clone();
+/// The start of one message as gRPC frames it: the prefix and every protobuf field but the
+/// body, then the body field's key and length; the body's segments follow it as they are (a
+/// reference, not a copy). Together, the bytes prost would encode.
+fn frame_head(message: &StoredMessage) -> Bytes {
+    let body_len = message.body_len();
     let fields = FlightData {
+        flight_descriptor: None,
+        data_header: message.header.clone(),
+        app_metadata: message.app_metadata.clone(),
         data_body: Bytes::new(),
-        ..message.clone()
     };
-    let body_field_head = if body.is_empty() {
+    let body_field_head = if body_len == 0 {
         0
     } else {
-        key_len(grpc::DATA_BODY_FIELD) + encoded_len_varint(body.len() as u64)
+        key_len(grpc::DATA_BODY_FIELD) + encoded_len_varint(body_len as u64)
     };
     let fields_len = fields.encoded_len();
-    let message_len = fields_len + body_field_head + body.len();
+    let message_len = fields_len + body_field_head + body_len;
     let mut head = BytesMut::with_capacity(grpc::PREFIX_BYTES + fields_len + body_field_head);
     // Stored messages passed the server's message size limit on the way in, below 4 GiB.
     grpc::put_prefix(message_len, &mut head);
     fields
         .encode(&mut head)
         .expect("the buffer was sized for the message");
-    if !body.is_empty() {
+    if body_len > 0 {
         encode_key(grpc::DATA_BODY_FIELD, WireType::LengthDelimited, &mut head);
-        encode_varint(body.len() as u64, &mut head);
+        encode_varint(body_len as u64, &mut head);
     }
-    (head.freeze(), body)
+    head.freeze()
 }
 
 #[cfg(test)]
@@ -130,31 +141,34 @@ mod tests {
 
     #[test]
     fn framing_is_byte_for_byte_what_tonic_sends() {
+        let stored =
+            |header: &'static [u8], app_metadata: &'static [u8], body: Vec<Bytes>| StoredMessage {
+                header: Bytes::from_static(header),
+                app_metadata: Bytes::from_static(app_metadata),
+                body,
+            };
         let messages = [
-            FlightData {
-                data_header: Bytes::from_static(b"header"),
-                data_body: Bytes::from(vec![7u8; 300]),
-                ..Default::default()
-            },
-            FlightData {
-                data_header: Bytes::from_static(b"schema, no body"),
-                ..Default::default()
-            },
-            FlightData {
-                data_header: Bytes::from(vec![1u8; 200]),
-                app_metadata: Bytes::from_static(b"meta"),
-                data_body: Bytes::from(vec![9u8; 1 << 20]),
-                ..Default::default()
-            },
+            stored(b"header", b"", vec![Bytes::from(vec![7u8; 300])]),
+            stored(b"schema, no body", b"", vec![]),
+            stored(b"header", b"meta", vec![Bytes::from(vec![9u8; 1 << 20])]),
+            // A re-split piece: slices and padding, one body on the wire.
+            stored(
+                b"piece",
+                b"tag",
+                vec![
+                    Bytes::from(vec![1u8; 13]),
+                    Bytes::from_static(&[0; 3]),
+                    Bytes::from(vec![2u8; 40]),
+                ],
+            ),
         ];
         for message in &messages {
-            let (head, body) = frame_message(message);
-            assert_eq!(
-                body.as_ptr(),
-                message.data_body.as_ptr(),
-                "the body is not copied"
-            );
-            assert_eq!([&head[..], &body[..]].concat(), tonic_framing(message));
+            let head = frame_head(message);
+            let mut wire = head.to_vec();
+            for segment in &message.body {
+                wire.extend_from_slice(segment);
+            }
+            assert_eq!(wire, tonic_framing(&message.to_flight_data()));
         }
     }
 }

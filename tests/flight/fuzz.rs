@@ -209,7 +209,8 @@ fn validate(messages: Vec<FlightData>, pool: &Arc<SlabPool>) -> Result<CachedTab
 /// fully; the reason if anything fails.
 fn read_back(table: &CachedTable) -> Result<usize, String> {
     let mut stream = Vec::new();
-    for message in table.flight_messages() {
+    for message in table.messages() {
+        let message = message.to_flight_data();
         let header = &message.data_header;
         let padded = header.len().next_multiple_of(8);
         stream.extend_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
