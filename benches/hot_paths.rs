@@ -7,7 +7,9 @@ use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flightcache::bench::data::{arrow_bytes, random_table};
-use flightcache::internals::{CachedTable, MessageReader, SlabPool, TableUpload};
+use flightcache::internals::{
+    CachedTable, MessageReader, SlabPool, SlabWriter, TableUpload, UploadAccount,
+};
 use flightcache::protocol::encode::{FlightEncoder, TARGET_MESSAGE_BYTES};
 use flightcache::{CacheClient, EmbeddedServer, ServerConfig, TableKey};
 use futures::TryStreamExt;
@@ -79,7 +81,7 @@ fn encode_and_validate(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("encode_16MiB", |b| b.iter(|| encode_all(&schema, &batches)));
     let messages = encode_all(&schema, &batches);
-    let slabs = Arc::new(SlabPool::new(std::time::Duration::from_secs(10)));
+    let slabs = Arc::new(SlabPool::unlimited(std::time::Duration::from_secs(10)));
     group.bench_function("validate_upload_16MiB", |b| {
         b.iter(|| validate(&messages, &slabs))
     });
@@ -135,12 +137,17 @@ fn encode_and_validate(c: &mut Criterion) {
     group.finish();
 }
 
+/// Memory for one upload from `slabs`.
+fn memory(slabs: &Arc<SlabPool>) -> SlabWriter {
+    SlabWriter::new(Arc::clone(slabs), UploadAccount::new(slabs.budget()))
+}
+
 /// Validate an upload into table memory from `slabs`, shared across iterations as a server's
 /// uploads share it (so iterations reuse the slabs of the last one's dropped table).
 fn validate(messages: &[arrow_flight::FlightData], slabs: &Arc<SlabPool>) -> CachedTable {
     let mut upload = TableUpload::new(
         TableKey::try_new("bench").unwrap(),
-        Arc::clone(slabs),
+        memory(slabs),
         usize::MAX,
     );
     for message in messages {
@@ -158,14 +165,11 @@ async fn receive(wire: &[Bytes], slabs: &Arc<SlabPool>) -> CachedTable {
         .collect();
     let body = tonic::body::Body::new(StreamBody::new(futures::stream::iter(frames)));
     let mut reader = MessageReader::new(body, usize::MAX, std::time::Duration::from_secs(30));
-    let first = reader.next_message(None).await.unwrap().unwrap();
-    let mut upload = TableUpload::new(
-        TableKey::try_new("bench").unwrap(),
-        Arc::clone(slabs),
-        usize::MAX,
-    );
+    let mut memory = memory(slabs);
+    let first = reader.next_message(&mut memory).await.unwrap().unwrap();
+    let mut upload = TableUpload::new(TableKey::try_new("bench").unwrap(), memory, usize::MAX);
     upload.push(first).unwrap();
-    while let Some(message) = reader.next_message(Some(upload.memory())).await.unwrap() {
+    while let Some(message) = reader.next_message(upload.memory()).await.unwrap() {
         upload.push(message).unwrap();
     }
     upload.finish().unwrap()

@@ -6,8 +6,11 @@ use std::path::PathBuf;
 use arrow::error::ArrowError;
 use tonic::{Code, Status};
 
+use indicatif::HumanBytes;
+
 use crate::protocol::key::{KeyProblem, TableKey};
 use crate::protocol::rpc::FlightRpc;
+use crate::store::budget::{OverBudget, RefusalReason};
 use crate::store::upload::UploadProblem;
 
 /// What can go wrong in the server, the client or the file readers.
@@ -62,6 +65,16 @@ pub enum Error {
     UnknownAction {
         /// The action's name as the client sent it, cut to a bounded prefix.
         name: ClientText,
+    },
+
+    /// A time to live that is not a number of seconds over 0 (and at most 100 years).
+    #[error(
+        "invalid time to live {given}: give a number of seconds over 0, such as \
+         `x-flightcache-ttl: 600` on a put or {{\"key\": \"k\", \"seconds\": 600}} for `expire`"
+    )]
+    InvalidTtl {
+        /// What the client gave, cut to a bounded prefix.
+        given: ClientText,
     },
 
     /// An action's body is not what the action takes.
@@ -121,6 +134,16 @@ pub enum Error {
     TooManyUploads {
         /// The configured number of concurrent uploads.
         limit: usize,
+    },
+
+    /// The memory budget has no room for an upload, even after making room; nothing was
+    /// stored, and the table the upload would have replaced is untouched.
+    #[error("{}", over_budget_message(key.as_ref(), refusal))]
+    OverBudget {
+        /// The key being uploaded, once known.
+        key: Option<TableKey>,
+        /// What the budget could not make room for.
+        refusal: OverBudget,
     },
 
     /// The connection runs as many uploads as one connection may.
@@ -242,6 +265,36 @@ pub enum Error {
 
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The message of [`Error::OverBudget`]: the budget, what is used, what was needed, and what
+/// to do.
+fn over_budget_message(key: Option<&TableKey>, refusal: &OverBudget) -> String {
+    let budget = HumanBytes(refusal.limit as u64);
+    let needed = HumanBytes(refusal.needed as u64);
+    match refusal.reason {
+        RefusalReason::LargerThanBudget => format!(
+            "the upload{} does not fit in the server's memory budget of {budget} (--max-memory) \
+             even with nothing else cached: it holds {} and needed {needed} more; nothing was \
+             stored. Upload a smaller table or raise --max-memory",
+            for_key(key),
+            HumanBytes(refusal.upload_bytes as u64),
+        ),
+        RefusalReason::NothingToFree => format!(
+            "the server's memory budget of {budget} (--max-memory) is full: {} is in use and the \
+             upload{} needed {needed} more, and nothing more may be evicted (--eviction \
+             noeviction, or what is left is held by uploads in progress and tables being read); \
+             nothing was stored. Drop tables, retry later or raise --max-memory",
+            HumanBytes(refusal.used as u64),
+            for_key(key),
+        ),
+    }
+}
+
+impl From<OverBudget> for Error {
+    fn from(refusal: OverBudget) -> Self {
+        Error::OverBudget { key: None, refusal }
+    }
+}
 
 fn for_key(key: Option<&TableKey>) -> String {
     key.map(|key| format!(" for {}", key.quoted()))
@@ -401,11 +454,13 @@ impl Error {
             | Error::MissingDescriptor
             | Error::InvalidUpload { .. }
             | Error::UnknownAction { .. }
+            | Error::InvalidTtl { .. }
             | Error::InvalidActionBody { .. } => Code::InvalidArgument,
             Error::Cancelled { .. } | Error::UploadCancelled { .. } => Code::Cancelled,
             Error::RequestIdle { .. } => Code::DeadlineExceeded,
             Error::MessageTooLarge { .. }
             | Error::TooManyUploads { .. }
+            | Error::OverBudget { .. }
             | Error::TooManyUploadsOnConnection { .. } => Code::ResourceExhausted,
             Error::Unimplemented { .. }
             | Error::UnknownMethod { .. }

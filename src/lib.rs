@@ -41,6 +41,7 @@ pub use transport::http2::Http2Settings;
 /// one. Not a public API: anything here may change without notice.
 #[doc(hidden)]
 pub mod internals {
+    pub use crate::store::budget::{MemoryBudget, UploadAccount};
     pub use crate::store::memory::{SlabPool, SlabWriter};
     pub use crate::store::table::CachedTable;
     pub use crate::store::upload::TableUpload;

@@ -4,12 +4,18 @@
 //! that is handled. flightcache's own actions answer JSON; Flight's standard actions
 //! (`CancelFlightInfo`) answer the protobuf messages the Flight protocol defines.
 
-use arrow_flight::{Action, ActionType, CancelFlightInfoRequest, FlightInfo};
+use std::time::Duration;
+
+use arrow_flight::{
+    Action, ActionType, CancelFlightInfoRequest, FlightEndpoint, FlightInfo,
+    RenewFlightEndpointRequest,
+};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ClientText, Error, Result};
 use crate::protocol::key::TableKey;
+use crate::protocol::ttl::{ExpireRequest, ttl_from_seconds};
 
 /// Remove one table. Body: the key as UTF-8. Result: a [`DropResult`] as JSON.
 pub const DROP: &str = "drop";
@@ -17,13 +23,26 @@ pub const DROP: &str = "drop";
 pub const CLEAR: &str = "clear";
 /// Report contents and counters. Body: empty. Result: a [`StoreStats`] as JSON.
 pub const STATS: &str = "stats";
+/// Give a table a time to live. Body: JSON `{"key": "k", "seconds": 600}`. Result: a
+/// [`TtlResult`](crate::protocol::ttl::TtlResult) as JSON.
+pub const EXPIRE: &str = "expire";
+/// Remove a table's time to live. Body: the key as UTF-8. Result: a
+/// [`PersistResult`](crate::protocol::ttl::PersistResult) as JSON.
+pub const PERSIST: &str = "persist";
+/// A table's time to live. Body: the key as UTF-8. Result: a
+/// [`TtlResult`](crate::protocol::ttl::TtlResult) as JSON.
+pub const TTL: &str = "ttl";
 /// Flight's standard action to cancel the query behind a `FlightInfo`. Body: a serialized
 /// `CancelFlightInfoRequest`. Result: a serialized `CancelFlightInfoResult`: a cached table is
 /// no query in flight, so `NOT_CANCELLABLE`.
 pub const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
+/// Flight's standard action to extend an endpoint's expiration. Body: a serialized
+/// `RenewFlightEndpointRequest`. Result: the serialized `FlightEndpoint` with its new
+/// `expiration_time`: the table's time to live starts again from now.
+pub const RENEW_FLIGHT_ENDPOINT: &str = "RenewFlightEndpoint";
 
 /// Every action, with the description `list_actions` gives.
-pub const ACTIONS: [(&str, &str); 4] = [
+pub const ACTIONS: [(&str, &str); 8] = [
     (
         DROP,
         "Remove one table. Body: the key (UTF-8). Result: JSON {\"key\", \"rows\", \"bytes\"}.",
@@ -34,11 +53,27 @@ pub const ACTIONS: [(&str, &str); 4] = [
     ),
     (
         STATS,
-        "Report JSON {\"tables\", \"rows\", \"bytes\", \"puts\", \"gets\", \"errors\", \"freed_bytes\"}. Body: empty.",
+        "Report the cache's contents, memory and counters as JSON (tables, rows, bytes, puts, gets, errors, memory_budget, memory_used, memory_tables, memory_uploads, freed_bytes, evictions, expirations, rejected_uploads). Body: empty.",
+    ),
+    (
+        EXPIRE,
+        "Give a table a time to live. Body: JSON {\"key\", \"seconds\"}. Result: JSON {\"key\", \"ttl_seconds\"}.",
+    ),
+    (
+        PERSIST,
+        "Remove a table's time to live. Body: the key (UTF-8). Result: JSON {\"key\", \"had_ttl\"}.",
+    ),
+    (
+        TTL,
+        "A table's time to live. Body: the key (UTF-8). Result: JSON {\"key\", \"ttl_seconds\"}, null if it never expires.",
     ),
     (
         CANCEL_FLIGHT_INFO,
         "Flight's CancelFlightInfo. Body: a serialized CancelFlightInfoRequest. Result: a serialized CancelFlightInfoResult, NOT_CANCELLABLE for a cached table (nothing is in flight).",
+    ),
+    (
+        RENEW_FLIGHT_ENDPOINT,
+        "Flight's RenewFlightEndpoint. Body: a serialized RenewFlightEndpointRequest. Result: the serialized FlightEndpoint with its new expiration_time; the table's time to live starts again from now.",
     ),
 ];
 
@@ -48,7 +83,7 @@ pub fn action_names() -> Vec<&'static str> {
 }
 
 /// A parsed `do_action` request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum CacheAction {
     /// Remove the table under this key.
     Drop(TableKey),
@@ -56,8 +91,26 @@ pub enum CacheAction {
     Clear,
     /// Report contents and counters.
     Stats,
+    /// Give the table under `key` a time to live of `ttl` from now.
+    Expire {
+        /// The table's key.
+        key: TableKey,
+        /// Its new time to live.
+        ttl: Duration,
+    },
+    /// Remove this table's time to live.
+    Persist(TableKey),
+    /// Report this table's time to live.
+    Ttl(TableKey),
     /// Cancel the query behind the `FlightInfo` of this table.
     CancelFlightInfo(TableKey),
+    /// Extend the expiration of this endpoint, whose ticket names `key`.
+    RenewFlightEndpoint {
+        /// The table its ticket names.
+        key: TableKey,
+        /// The endpoint, as the client sent it.
+        endpoint: FlightEndpoint,
+    },
 }
 
 impl TryFrom<Action> for CacheAction {
@@ -65,14 +118,45 @@ impl TryFrom<Action> for CacheAction {
 
     /// # Errors
     /// [`Error::UnknownAction`] (InvalidArgument) for an unknown action, whose message lists
-    /// the valid ones; [`Error::InvalidKey`] for a `drop` whose body is not a key;
-    /// [`Error::InvalidActionBody`] for a `CancelFlightInfo` whose body names no table.
+    /// the valid ones; [`Error::InvalidKey`] for a body that should be a key and is not;
+    /// [`Error::InvalidActionBody`] for an `expire`, `CancelFlightInfo` or
+    /// `RenewFlightEndpoint` body that is not what the action takes; [`Error::InvalidTtl`] for
+    /// an `expire` of no positive number of seconds.
     fn try_from(action: Action) -> Result<Self> {
         match action.r#type.as_str() {
             DROP => Ok(CacheAction::Drop(TableKey::try_from_bytes(&action.body)?)),
             CLEAR => Ok(CacheAction::Clear),
             STATS => Ok(CacheAction::Stats),
+            EXPIRE => {
+                let request: ExpireRequest =
+                    serde_json::from_slice(&action.body).map_err(|_| Error::InvalidActionBody {
+                        action: EXPIRE,
+                        expected: "JSON {\"key\": \"k\", \"seconds\": 600}",
+                    })?;
+                Ok(CacheAction::Expire {
+                    key: TableKey::try_new(request.key.as_str())?,
+                    ttl: ttl_from_seconds(request.seconds)?,
+                })
+            }
+            PERSIST => Ok(CacheAction::Persist(TableKey::try_from_bytes(
+                &action.body,
+            )?)),
+            TTL => Ok(CacheAction::Ttl(TableKey::try_from_bytes(&action.body)?)),
             CANCEL_FLIGHT_INFO => Ok(CacheAction::CancelFlightInfo(cancelled_key(&action.body)?)),
+            RENEW_FLIGHT_ENDPOINT => {
+                let invalid = || Error::InvalidActionBody {
+                    action: RENEW_FLIGHT_ENDPOINT,
+                    expected: "a serialized RenewFlightEndpointRequest whose endpoint has a ticket",
+                };
+                let request =
+                    RenewFlightEndpointRequest::decode(&action.body[..]).map_err(|_| invalid())?;
+                let endpoint = request.endpoint.ok_or_else(invalid)?;
+                let ticket = endpoint.ticket.as_ref().ok_or_else(invalid)?;
+                Ok(CacheAction::RenewFlightEndpoint {
+                    key: TableKey::try_from_ticket(ticket)?,
+                    endpoint,
+                })
+            }
             other => Err(Error::UnknownAction {
                 name: ClientText::new(other.as_bytes()),
             }),
@@ -87,10 +171,26 @@ impl CacheAction {
             CacheAction::Drop(key) => Action::new(DROP, key.as_str().as_bytes().to_vec()),
             CacheAction::Clear => Action::new(CLEAR, ""),
             CacheAction::Stats => Action::new(STATS, ""),
+            CacheAction::Expire { key, ttl } => {
+                let request = ExpireRequest {
+                    key: key.to_string(),
+                    seconds: ttl.as_secs_f64(),
+                };
+                let body = serde_json::to_vec(&request).expect("an ExpireRequest serializes");
+                Action::new(EXPIRE, body)
+            }
+            CacheAction::Persist(key) => Action::new(PERSIST, key.as_str().as_bytes().to_vec()),
+            CacheAction::Ttl(key) => Action::new(TTL, key.as_str().as_bytes().to_vec()),
             CacheAction::CancelFlightInfo(key) => {
                 let info = FlightInfo::new().with_descriptor(key.to_descriptor());
                 let request = CancelFlightInfoRequest::new(info);
                 Action::new(CANCEL_FLIGHT_INFO, request.encode_to_vec())
+            }
+            CacheAction::RenewFlightEndpoint { endpoint, .. } => {
+                let request = RenewFlightEndpointRequest {
+                    endpoint: Some(endpoint.clone()),
+                };
+                Action::new(RENEW_FLIGHT_ENDPOINT, request.encode_to_vec())
             }
         }
     }
@@ -161,9 +261,33 @@ pub struct StoreStats {
     /// Requests that failed since the server started.
     pub errors: u64,
     /// Memory freed by dropped or replaced tables that the server keeps for the next uploads;
-    /// it goes back to the system once it has waited the reuse window.
+    /// it goes back to the system once it has waited the reuse window, or at once when the
+    /// budget needs room. Part of `memory_used`.
     #[serde(default)]
     pub freed_bytes: u64,
+    /// The memory budget in bytes (`serve --max-memory`); 0 when there is none.
+    #[serde(default)]
+    pub memory_budget: u64,
+    /// Memory charged to the budget now: tables, uploads in progress and freed memory kept
+    /// for reuse (`freed_bytes`).
+    #[serde(default)]
+    pub memory_used: u64,
+    /// Of `memory_used`, what cached tables hold, including tables evicted or dropped while a
+    /// get still streams them.
+    #[serde(default)]
+    pub memory_tables: u64,
+    /// Of `memory_used`, what uploads in progress hold.
+    #[serde(default)]
+    pub memory_uploads: u64,
+    /// Tables evicted to make room since the server started.
+    #[serde(default)]
+    pub evictions: u64,
+    /// Keys removed because their time to live ran out since the server started.
+    #[serde(default)]
+    pub expirations: u64,
+    /// Uploads refused because the memory budget had no room, since the server started.
+    #[serde(default)]
+    pub rejected_uploads: u64,
 }
 
 #[cfg(test)]
@@ -175,11 +299,19 @@ mod tests {
         let key = TableKey::try_new("k").unwrap();
         for action_type in action_types() {
             let body = match action_type.r#type.as_str() {
-                DROP => b"k".to_vec(),
+                DROP | PERSIST | TTL => b"k".to_vec(),
+                EXPIRE => br#"{"key": "k", "seconds": 60}"#.to_vec(),
                 CANCEL_FLIGHT_INFO => CacheAction::CancelFlightInfo(key.clone())
                     .to_action()
                     .body
                     .to_vec(),
+                RENEW_FLIGHT_ENDPOINT => CacheAction::RenewFlightEndpoint {
+                    key: key.clone(),
+                    endpoint: FlightEndpoint::new().with_ticket(key.to_ticket()),
+                }
+                .to_action()
+                .body
+                .to_vec(),
                 _ => Vec::new(),
             };
             let action = Action::new(action_type.r#type.clone(), body);
@@ -198,6 +330,18 @@ mod tests {
             CacheAction::Clear,
             CacheAction::Stats,
             CacheAction::CancelFlightInfo(TableKey::try_new("t").unwrap()),
+            CacheAction::Expire {
+                key: TableKey::try_new("t").unwrap(),
+                ttl: Duration::from_millis(1500),
+            },
+            CacheAction::Persist(TableKey::try_new("t").unwrap()),
+            CacheAction::Ttl(TableKey::try_new("t").unwrap()),
+            CacheAction::RenewFlightEndpoint {
+                key: TableKey::try_new("t").unwrap(),
+                endpoint: FlightEndpoint::new()
+                    .with_ticket(TableKey::try_new("t").unwrap().to_ticket())
+                    .with_location("grpc+tcp://h:1"),
+            },
         ] {
             assert_eq!(CacheAction::try_from(action.to_action()).unwrap(), action);
         }
@@ -209,7 +353,9 @@ mod tests {
         let message = err.to_string();
         assert!(message.contains("`flush`"), "{message}");
         assert!(
-            message.contains("drop, clear, stats, CancelFlightInfo"),
+            message.contains(
+                "drop, clear, stats, expire, persist, ttl, CancelFlightInfo, RenewFlightEndpoint"
+            ),
             "{message}"
         );
     }
@@ -234,6 +380,43 @@ mod tests {
         ] {
             assert!(matches!(
                 CacheAction::try_from(Action::new(CANCEL_FLIGHT_INFO, body)),
+                Err(Error::InvalidActionBody { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn expire_takes_a_key_and_positive_seconds() {
+        for (body, code) in [
+            (&br#"{"key": "k", "seconds": 0}"#[..], "ttl"),
+            (br#"{"key": "k", "seconds": -1}"#, "ttl"),
+            (br#"{"key": "", "seconds": 5}"#, "key"),
+            (br#"{"key": "k"}"#, "body"),
+            (b"k 5", "body"),
+        ] {
+            let err = CacheAction::try_from(Action::new(EXPIRE, body.to_vec())).unwrap_err();
+            let kind = match err {
+                Error::InvalidTtl { .. } => "ttl",
+                Error::InvalidKey { .. } => "key",
+                Error::InvalidActionBody { .. } => "body",
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(kind, code, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn renew_needs_an_endpoint_with_a_ticket() {
+        for body in [
+            b"\xff".to_vec(),
+            RenewFlightEndpointRequest::default().encode_to_vec(),
+            RenewFlightEndpointRequest {
+                endpoint: Some(FlightEndpoint::new()),
+            }
+            .encode_to_vec(),
+        ] {
+            assert!(matches!(
+                CacheAction::try_from(Action::new(RENEW_FLIGHT_ENDPOINT, body)),
                 Err(Error::InvalidActionBody { .. })
             ));
         }

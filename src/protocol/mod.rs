@@ -7,6 +7,7 @@
 //! - [`rpc`]: [`FlightRpc`](rpc::FlightRpc), the Flight RPCs and their HTTP/2 paths.
 //! - [`actions`]: the `do_action` vocabulary and the JSON each action answers.
 //! - [`put`]: [`PutSummary`](put::PutSummary), what a finished `do_put` answers.
+//! - [`ttl`]: times to live: the `do_put` header, and what the TTL actions answer.
 //! - [`encode`]: record batches into Flight messages, the schema exactly as given.
 
 pub mod actions;
@@ -15,3 +16,4 @@ pub mod key;
 pub mod location;
 pub mod put;
 pub mod rpc;
+pub mod ttl;

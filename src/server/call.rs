@@ -19,6 +19,8 @@ pub(crate) struct Call<T> {
     pub peer: Option<SocketAddr>,
     /// The connection the call came on, when the transport tracks it.
     pub connection: Option<Arc<ConnectionState>>,
+    /// The request's headers (gRPC's request metadata).
+    pub headers: http::HeaderMap,
     /// The request message, decoded, or why it could not be.
     pub message: Result<T>,
 }
@@ -30,6 +32,7 @@ impl<T> Call<T> {
         Self {
             peer: info.map(|info| info.remote),
             connection: info.map(|info| Arc::clone(&info.state)),
+            headers: parts.headers.clone(),
             message,
         }
     }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::store::Eviction;
 use crate::transport::http2::Http2Settings;
 
 /// The port `flightcache serve` listens on by default, the one pyarrow's examples use.
@@ -47,6 +48,11 @@ pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 /// How long the server waits for a ping's answer before it closes the connection, by default.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The share of the memory the process may use that the memory budget takes by default:
+/// 75%, leaving room for what the budget does not count (HTTP/2 buffers, the index, the
+/// allocator's own overhead) and for the rest of the machine.
+pub const DEFAULT_MEMORY_SHARE: f64 = 0.75;
+
 /// Everything that tunes a server. Every limit has a documented default.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -78,6 +84,13 @@ pub struct ServerConfig {
     /// it goes back to the system ([`DEFAULT_KEEP_FREED`]; zero gives it back at once).
     /// Filling fresh memory is most of what a large put costs.
     pub keep_freed: Duration,
+    /// The memory budget, in bytes, for everything held for tables (see
+    /// [`budget`](crate::store::budget)); `None`: no limit. By default
+    /// [`DEFAULT_MEMORY_SHARE`] of the memory the process may use ([`default_max_memory`]).
+    pub max_memory: Option<u64>,
+    /// What an upload that does not fit in the budget does ([`Eviction::Lru`] by default:
+    /// evict the least recently used tables).
+    pub eviction: Eviction,
     /// HTTP/2 frame and window sizes.
     pub http2: Http2Settings,
     /// The location every `FlightEndpoint` names, for clients that connect to it to redeem
@@ -100,8 +113,162 @@ impl Default for ServerConfig {
             keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             keep_freed: DEFAULT_KEEP_FREED,
+            max_memory: default_max_memory().map(|limit| limit.budget),
+            eviction: Eviction::default(),
             http2: Http2Settings::default(),
             advertise: None,
         }
+    }
+}
+
+/// The memory the process may use, and where that figure comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimit {
+    /// The budget this gives: [`DEFAULT_MEMORY_SHARE`] of `available`.
+    pub budget: u64,
+    /// The memory the process may use, in bytes.
+    pub available: u64,
+    /// Where `available` was read.
+    pub source: MemoryLimitSource,
+}
+
+/// Where [`MemoryLimit::available`] was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryLimitSource {
+    /// The process's cgroup v2 `memory.max`.
+    CgroupV2,
+    /// The process's cgroup v1 `memory.limit_in_bytes`.
+    CgroupV1,
+    /// The machine's total memory (`MemTotal` in /proc/meminfo).
+    TotalMemory,
+}
+
+impl std::fmt::Display for MemoryLimitSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MemoryLimitSource::CgroupV2 => "the cgroup's memory.max",
+            MemoryLimitSource::CgroupV1 => "the cgroup's memory.limit_in_bytes",
+            MemoryLimitSource::TotalMemory => "the total memory",
+        })
+    }
+}
+
+/// The default memory budget: [`DEFAULT_MEMORY_SHARE`] of the memory the process may use,
+/// read from its cgroup's limit when one is set (v2 `memory.max`, v1
+/// `memory.limit_in_bytes`), else from the total memory; `None` where neither can be read
+/// (not Linux).
+pub fn default_max_memory() -> Option<MemoryLimit> {
+    let total = read_total_memory();
+    let (available, source) = match read_cgroup_limit() {
+        // A cgroup limit above the machine's memory is no limit.
+        Some((limit, source)) if total.is_none_or(|total| limit < total) => (limit, source),
+        _ => (total?, MemoryLimitSource::TotalMemory),
+    };
+    Some(MemoryLimit {
+        budget: (available as f64 * DEFAULT_MEMORY_SHARE) as u64,
+        available,
+        source,
+    })
+}
+
+/// `MemTotal` from /proc/meminfo, in bytes.
+fn read_total_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// The memory limit of this process's cgroup, if one is set.
+fn read_cgroup_limit() -> Option<(u64, MemoryLimitSource)> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    cgroup_limit_from(&cgroups, |path| std::fs::read_to_string(path).ok())
+}
+
+/// The memory limit that the cgroup membership `cgroups` (the text of /proc/self/cgroup)
+/// gives, reading control files with `read`.
+fn cgroup_limit_from(
+    cgroups: &str,
+    read: impl Fn(&str) -> Option<String>,
+) -> Option<(u64, MemoryLimitSource)> {
+    for line in cgroups.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let path = path.trim_end_matches('/');
+        if controllers.is_empty() {
+            // cgroup v2: one unified hierarchy.
+            let text = read(&format!("/sys/fs/cgroup{path}/memory.max"))?;
+            return match text.trim() {
+                "max" => None,
+                limit => Some((limit.parse().ok()?, MemoryLimitSource::CgroupV2)),
+            };
+        }
+        if controllers.split(',').any(|c| c == "memory") {
+            let text = read(&format!(
+                "/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"
+            ))?;
+            // v1 reports "no limit" as a huge number (a page-rounded i64::MAX).
+            let limit: u64 = text.trim().parse().ok()?;
+            return (limit < 1 << 60).then_some((limit, MemoryLimitSource::CgroupV1));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(files: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let files: Vec<(String, String)> = files
+            .iter()
+            .map(|(p, t)| (p.to_string(), t.to_string()))
+            .collect();
+        move |path| {
+            files
+                .iter()
+                .find(|(p, _)| p == path)
+                .map(|(_, t)| t.clone())
+        }
+    }
+
+    #[test]
+    fn cgroup_limits_are_read_from_v2_and_v1() {
+        let v2 = files(&[("/sys/fs/cgroup/app/memory.max", "4294967296\n")]);
+        assert_eq!(
+            cgroup_limit_from("0::/app\n", &v2),
+            Some((4 << 30, MemoryLimitSource::CgroupV2))
+        );
+        let unlimited = files(&[("/sys/fs/cgroup/memory.max", "max\n")]);
+        assert_eq!(cgroup_limit_from("0::/\n", &unlimited), None);
+
+        let v1 = files(&[(
+            "/sys/fs/cgroup/memory/box/memory.limit_in_bytes",
+            "2147483648\n",
+        )]);
+        let membership = "12:cpu,cpuacct:/box\n4:memory:/box\n";
+        assert_eq!(
+            cgroup_limit_from(membership, &v1),
+            Some((2 << 30, MemoryLimitSource::CgroupV1))
+        );
+        let v1_unlimited = files(&[(
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "9223372036854771712\n",
+        )]);
+        assert_eq!(cgroup_limit_from("4:memory:/\n", &v1_unlimited), None);
+    }
+
+    #[test]
+    fn the_default_budget_is_a_share_of_what_the_process_may_use() {
+        let limit = default_max_memory().expect("Linux has /proc/meminfo");
+        assert!(limit.available > 0);
+        assert_eq!(
+            limit.budget,
+            (limit.available as f64 * DEFAULT_MEMORY_SHARE) as u64
+        );
     }
 }

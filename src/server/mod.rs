@@ -89,6 +89,7 @@ pub async fn serve(
     let _release_slabs = AbortOnDrop(tokio::spawn(
         service.store().slab_pool().release_expired_periodically(),
     ));
+    let _expire_keys = AbortOnDrop(tokio::spawn(service.store().clone().expire_periodically()));
     let mut builder = builder;
     builder
         .add_service(make_server(service))

@@ -8,6 +8,7 @@
 //! transport only encodes what it is given.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use arrow_flight::{
     Action, ActionType, CancelFlightInfoResult, CancelStatus, Criteria, Empty, FlightDescriptor,
@@ -15,6 +16,7 @@ use arrow_flight::{
 };
 use prost::Message;
 use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
 use tonic::Status;
 use tracing::instrument;
 
@@ -23,11 +25,14 @@ use crate::protocol::actions::{self, CacheAction, ClearResult, DropResult};
 use crate::protocol::key::{KeyProblem, TableKey};
 use crate::protocol::put::PutSummary;
 use crate::protocol::rpc::FlightRpc;
+use crate::protocol::ttl::{PersistResult, TTL_HEADER, TableMetadata, TtlResult, parse_ttl_header};
 use crate::server::call::Call;
 use crate::server::config::ServerConfig;
-use crate::store::TableStore;
+use crate::store::budget::{MemoryBudget, UploadAccount};
+use crate::store::memory::SlabWriter;
 use crate::store::table::CachedTable;
 use crate::store::upload::TableUpload;
+use crate::store::{Expiry, StoredTable, TableStore};
 use crate::transport::connection::ConnectionState;
 use crate::transport::receive::MessageReader;
 
@@ -51,8 +56,11 @@ pub(crate) type PutResults = mpsc::Sender<PutResult>;
 impl FlightCacheService {
     /// A service over an empty store, limited by `config`, whose endpoints name `location`.
     pub fn new(config: ServerConfig, location: String) -> Self {
+        let limit = config
+            .max_memory
+            .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX));
         Self {
-            store: TableStore::new(config.keep_freed),
+            store: TableStore::new(MemoryBudget::new(limit), config.eviction, config.keep_freed),
             put_permits: Arc::new(Semaphore::new(config.max_concurrent_puts)),
             config: Arc::new(config),
             location: location.into(),
@@ -100,7 +108,7 @@ impl FlightCacheService {
                 .store
                 .list(prefix)
                 .into_iter()
-                .map(|(key, table)| table.flight_info(&key, key.to_descriptor(), &self.location))
+                .map(|(key, stored)| self.flight_info(&key, key.to_descriptor(), &stored))
                 .collect())
         }))
     }
@@ -110,8 +118,8 @@ impl FlightCacheService {
     #[instrument(skip_all, fields(peer = ?call.peer, key))]
     pub fn get_flight_info(&self, call: Call<FlightDescriptor>) -> Result<FlightInfo, Status> {
         self.answer(call.message.and_then(|descriptor| {
-            let (key, table) = self.table_for(&descriptor)?;
-            Ok(table.flight_info(&key, descriptor, &self.location))
+            let (key, stored) = self.table_for(&descriptor)?;
+            Ok(self.flight_info(&key, descriptor, &stored))
         }))
     }
 
@@ -120,9 +128,9 @@ impl FlightCacheService {
     #[instrument(skip_all, fields(peer = ?call.peer, key))]
     pub fn poll_flight_info(&self, call: Call<FlightDescriptor>) -> Result<PollInfo, Status> {
         self.answer(call.message.and_then(|descriptor| {
-            let (key, table) = self.table_for(&descriptor)?;
+            let (key, stored) = self.table_for(&descriptor)?;
             Ok(PollInfo {
-                info: Some(table.flight_info(&key, descriptor, &self.location)),
+                info: Some(self.flight_info(&key, descriptor, &stored)),
                 flight_descriptor: None,
                 progress: Some(1.0),
                 expiration_time: None,
@@ -135,7 +143,7 @@ impl FlightCacheService {
     pub fn get_schema(&self, call: Call<FlightDescriptor>) -> Result<SchemaResult, Status> {
         self.answer(
             call.message
-                .and_then(|descriptor| Ok(self.table_for(&descriptor)?.1.schema_result())),
+                .and_then(|descriptor| Ok(self.table_for(&descriptor)?.1.table.schema_result())),
         )
     }
 
@@ -145,7 +153,11 @@ impl FlightCacheService {
         self.answer(call.message.and_then(|ticket| {
             let key = TableKey::try_from_ticket(&ticket)?;
             tracing::Span::current().record("key", key.as_str());
-            let table = self.store.get(&key).ok_or(Error::TableNotFound { key })?;
+            let table = self
+                .store
+                .read(&key)
+                .ok_or(Error::TableNotFound { key })?
+                .table;
             self.store.record_get();
             tracing::debug!(
                 rows = table.rows(),
@@ -168,6 +180,11 @@ impl FlightCacheService {
     /// no app_metadata is answered instead by one `PutResult` with its [`PutSummary`] as JSON,
     /// once it is stored. Nothing is stored before the stream ends cleanly, echoes or not.
     ///
+    /// The request header [`TTL_HEADER`] (`x-flightcache-ttl: SECONDS`) gives the table a time
+    /// to live; without it, the table never expires. Every byte the upload holds is charged to
+    /// the memory budget as it arrives; a charge the budget cannot make room for fails the
+    /// upload at once with RESOURCE_EXHAUSTED, and the table under the key stays as it was.
+    ///
     /// The upload is counted as a failed request unless it ends well, including when this
     /// future is dropped because the client went away.
     #[instrument(skip_all, fields(peer = ?call.peer, key))]
@@ -182,9 +199,14 @@ impl FlightCacheService {
             store: &self.store,
             armed: true,
         };
-        let result = match call.message {
-            Ok(messages) => self.put(call.connection, messages, &results).await,
-            Err(err) => Err(err),
+        let ttl = call
+            .headers
+            .get(TTL_HEADER)
+            .map(|value| parse_ttl_header(value.as_bytes()))
+            .transpose();
+        let result = match (call.message, ttl) {
+            (Ok(messages), Ok(ttl)) => self.put(call.connection, messages, ttl, &results).await,
+            (Err(err), _) | (_, Err(err)) => Err(err),
         };
         failed.settle(result.is_ok());
         result.map_err(Status::from)
@@ -194,6 +216,7 @@ impl FlightCacheService {
         &self,
         connection: Option<Arc<ConnectionState>>,
         mut messages: MessageReader,
+        ttl: Option<Duration>,
         results: &PutResults,
     ) -> Result<()> {
         let per_connection = self.config.max_puts_per_connection;
@@ -211,8 +234,10 @@ impl FlightCacheService {
                 limit: self.config.max_concurrent_puts,
             })?;
         let idle = self.config.upload_idle_timeout;
+        let account = UploadAccount::new(self.store.budget());
+        let mut memory = SlabWriter::new(self.store.slab_pool(), account);
         let first = messages
-            .next_message(None)
+            .next_message(&mut memory)
             .await?
             .ok_or(Error::MissingDescriptor)?;
         let descriptor = first
@@ -222,8 +247,7 @@ impl FlightCacheService {
         let key = TableKey::try_from_descriptor(descriptor)?;
         tracing::Span::current().record("key", key.as_str());
 
-        let mut upload =
-            TableUpload::new(key, self.store.slab_pool(), self.config.max_message_bytes);
+        let mut upload = TableUpload::new(key, memory, self.config.max_message_bytes);
         let mut echoed = false;
         let mut next = Some(first);
         while let Some(message) = next {
@@ -249,11 +273,17 @@ impl FlightCacheService {
                     }
                 }
             }
-            next = match messages.next_message(Some(upload.memory())).await {
+            next = match messages.next_message(upload.memory()).await {
                 Ok(message) => message,
                 Err(Error::UploadCancelled { key: None }) => {
                     return Err(Error::UploadCancelled {
                         key: Some(upload.key().clone()),
+                    });
+                }
+                Err(Error::OverBudget { key: None, refusal }) => {
+                    return Err(Error::OverBudget {
+                        key: Some(upload.key().clone()),
+                        refusal,
                     });
                 }
                 Err(err) => return Err(err),
@@ -267,8 +297,13 @@ impl FlightCacheService {
             bytes: table.bytes(),
             batches: table.batches(),
         };
-        self.store.insert(key, table);
-        tracing::info!(rows = summary.rows, bytes = summary.bytes, "table stored");
+        self.store.insert(key, table, ttl);
+        tracing::info!(
+            rows = summary.rows,
+            bytes = summary.bytes,
+            ?ttl,
+            "table stored"
+        );
         if !echoed {
             let summary = PutResult {
                 app_metadata: summary.to_app_metadata(),
@@ -306,16 +341,45 @@ impl FlightCacheService {
                     .store
                     .remove(&key)
                     .ok_or_else(|| Error::TableNotFound { key: key.clone() })?;
+                let (rows, bytes) = (table.rows(), table.bytes());
+                drop(table); // freed (or pooled) before answering, unless a get still reads it
                 serde_json::to_vec(&DropResult {
                     key: key.to_string(),
-                    rows: table.rows(),
-                    bytes: table.bytes(),
+                    rows,
+                    bytes,
                 })
             }
             CacheAction::Clear => serde_json::to_vec(&ClearResult {
                 tables: self.store.clear(),
             }),
             CacheAction::Stats => serde_json::to_vec(&self.store.stats()),
+            CacheAction::Expire { key, ttl } => {
+                tracing::Span::current().record("key", key.as_str());
+                let expiry = self
+                    .store
+                    .expire(&key, ttl)
+                    .ok_or_else(|| Error::TableNotFound { key: key.clone() })?;
+                serde_json::to_vec(&ttl_result(&key, Some(expiry)))
+            }
+            CacheAction::Persist(key) => {
+                tracing::Span::current().record("key", key.as_str());
+                let had_ttl = self
+                    .store
+                    .persist(&key)
+                    .ok_or_else(|| Error::TableNotFound { key: key.clone() })?;
+                serde_json::to_vec(&PersistResult {
+                    key: key.to_string(),
+                    had_ttl,
+                })
+            }
+            CacheAction::Ttl(key) => {
+                tracing::Span::current().record("key", key.as_str());
+                let stored = self
+                    .store
+                    .get(&key)
+                    .ok_or_else(|| Error::TableNotFound { key: key.clone() })?;
+                serde_json::to_vec(&ttl_result(&key, stored.expiry))
+            }
             CacheAction::CancelFlightInfo(key) => {
                 tracing::Span::current().record("key", key.as_str());
                 if self.store.get(&key).is_none() {
@@ -323,6 +387,12 @@ impl FlightCacheService {
                 }
                 let result = CancelFlightInfoResult::new(CancelStatus::NotCancellable);
                 return Ok(result.encode_to_vec());
+            }
+            CacheAction::RenewFlightEndpoint { key, mut endpoint } => {
+                tracing::Span::current().record("key", key.as_str());
+                let expiry = self.store.renew(&key).ok_or(Error::TableNotFound { key })?;
+                endpoint.expiration_time = expiry.map(|expiry| wall_clock(expiry, Instant::now()));
+                return Ok(endpoint.encode_to_vec());
             }
         };
         Ok(body.expect("action results serialize"))
@@ -334,8 +404,35 @@ impl FlightCacheService {
         self.answer(call.message.map(|Empty {}| actions::action_types()))
     }
 
+    /// The `FlightInfo` of `stored` under `key`, reached through `descriptor`: its endpoint
+    /// carries the table's expiry as `expiration_time`, and `app_metadata` its
+    /// [`TableMetadata`] as JSON.
+    fn flight_info(
+        &self,
+        key: &TableKey,
+        descriptor: FlightDescriptor,
+        stored: &StoredTable,
+    ) -> FlightInfo {
+        let now = Instant::now();
+        let mut info = stored.table.flight_info(key, descriptor, &self.location);
+        let expiration = stored.expiry.map(|expiry| wall_clock(expiry, now));
+        for endpoint in &mut info.endpoint {
+            endpoint.expiration_time = expiration;
+        }
+        let metadata = TableMetadata {
+            ttl_seconds: stored.expiry.map(|e| e.remaining(now).as_secs_f64()),
+            idle_seconds: now
+                .saturating_duration_since(stored.last_used)
+                .as_secs_f64(),
+        };
+        info.app_metadata = serde_json::to_vec(&metadata)
+            .expect("table metadata serializes")
+            .into();
+        info
+    }
+
     /// The key a descriptor names and the table under it.
-    fn table_for(&self, descriptor: &FlightDescriptor) -> Result<(TableKey, Arc<CachedTable>)> {
+    fn table_for(&self, descriptor: &FlightDescriptor) -> Result<(TableKey, StoredTable)> {
         let key = TableKey::try_from_descriptor(descriptor)?;
         tracing::Span::current().record("key", key.as_str());
         match self.store.get(&key) {
@@ -343,6 +440,20 @@ impl FlightCacheService {
             None => Err(Error::TableNotFound { key }),
         }
     }
+}
+
+/// What `expire` and `ttl` answer for `key` with `expiry`.
+fn ttl_result(key: &TableKey, expiry: Option<Expiry>) -> TtlResult {
+    TtlResult {
+        key: key.to_string(),
+        ttl_seconds: expiry.map(|e| e.remaining(Instant::now()).as_secs_f64()),
+    }
+}
+
+/// When `expiry`'s deadline (on tokio's clock) falls on the wall clock, as Flight's timestamps
+/// give it.
+fn wall_clock(expiry: Expiry, now: Instant) -> prost_types::Timestamp {
+    (SystemTime::now() + expiry.remaining(now)).into()
 }
 
 /// A table a `do_get` streams. The get holds an `Arc` of it, so a replace or drop meanwhile

@@ -36,6 +36,8 @@ use arrow::buffer::{Buffer, MutableBuffer};
 use bytes::Bytes;
 use memmap2::{MmapOptions, MmapRaw, UncheckedAdvice};
 
+use crate::store::budget::{Charge, MemoryBudget, OverBudget, UploadAccount};
+
 /// Size of a slab.
 pub const SLAB_BYTES: usize = 32 << 20;
 /// An upload's bodies stay on the heap until they add up to this: a small table does not get
@@ -57,9 +59,13 @@ const TRIM_ALIGNMENT: usize = 2 << 20;
 /// Shared by a server's uploads (the store owns one); call
 /// [`release_expired`](Self::release_expired) periodically so that an idle server gives the
 /// memory back.
+///
+/// Every mapping is charged to the pool's [`MemoryBudget`] while it exists, whether a table
+/// uses it or it waits here (see [`budget`](crate::store::budget)).
 #[derive(Debug)]
 pub struct SlabPool {
     reuse_window: Duration,
+    budget: Arc<MemoryBudget>,
     idle: Mutex<Vec<IdleSlab>>,
 }
 
@@ -67,20 +73,41 @@ pub struct SlabPool {
 struct IdleSlab {
     freed_at: Instant,
     map: MmapRaw,
+    /// The pages of `map` that may still be in memory (a trimmed slab's end is not).
+    charge: Charge,
 }
 
 impl SlabPool {
-    /// A pool keeping freed slabs for `reuse_window` (zero: unmap them at once).
-    pub fn new(reuse_window: Duration) -> Self {
+    /// A pool keeping freed slabs for `reuse_window` (zero: unmap them at once), charging
+    /// every mapping to `budget`.
+    pub fn new(reuse_window: Duration, budget: Arc<MemoryBudget>) -> Self {
         Self {
             reuse_window,
+            budget,
             idle: Mutex::new(Vec::new()),
         }
     }
 
-    /// Bytes of freed slabs waiting for reuse.
+    /// A pool with no memory limit, for tests and tools.
+    pub fn unlimited(reuse_window: Duration) -> Self {
+        Self::new(reuse_window, MemoryBudget::unlimited())
+    }
+
+    /// The budget the pool's memory is charged to.
+    pub fn budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
+    }
+
+    /// Bytes of freed slabs waiting for reuse, as charged.
     pub fn idle_bytes(&self) -> usize {
-        self.lock().iter().map(|slab| slab.map.len()).sum()
+        self.lock().iter().map(|slab| slab.charge.bytes()).sum()
+    }
+
+    /// Unmap every slab waiting for reuse, now (to make room in the budget); returns the bytes
+    /// released.
+    pub fn release_all(&self) -> usize {
+        let released = std::mem::take(&mut *self.lock());
+        released.iter().map(|slab| slab.charge.bytes()).sum()
     }
 
     /// Unmap the slabs that waited longer than the reuse window; returns the bytes released.
@@ -95,7 +122,7 @@ impl SlabPool {
             expired
         };
         // Unmapped after the lock is released: unmapping gigabytes takes a while.
-        expired.iter().map(|slab| slab.map.len()).sum()
+        expired.iter().map(|slab| slab.charge.bytes()).sum()
     }
 
     /// Run [`release_expired`](Self::release_expired) four times per reuse window and at least
@@ -111,38 +138,62 @@ impl SlabPool {
         }
     }
 
-    /// A mapping of `len` bytes to fill: the most recently freed one of that size, or a fresh
-    /// one; `None` if mapping fails.
-    fn take(self: &Arc<Self>, len: usize) -> Option<Slab> {
-        let map = match self.take_idle(len) {
-            Some(map) => map,
-            None => MmapRaw::from(huge_page_map(len)?),
+    /// A mapping of `len` bytes to fill for `account`'s upload, charged whole: the most
+    /// recently freed one of that size, or a fresh one; `None` if mapping fails.
+    fn take(
+        self: &Arc<Self>,
+        len: usize,
+        account: &Arc<UploadAccount>,
+    ) -> Result<Option<Slab>, OverBudget> {
+        if let Some(slab) = self.take_idle(len, account)? {
+            return Ok(Some(slab));
+        }
+        let charge = self.budget.charge(len, Some(account))?;
+        Ok(huge_page_map(len).map(|map| self.slab(MmapRaw::from(map), charge)))
+    }
+
+    /// The most recently freed mapping of `len` bytes, charged whole to `account`'s upload,
+    /// if one waits in the pool.
+    fn take_idle(
+        self: &Arc<Self>,
+        len: usize,
+        account: &Arc<UploadAccount>,
+    ) -> Result<Option<Slab>, OverBudget> {
+        let taken = {
+            let mut idle = self.lock();
+            let newest_fit = idle.iter().rposition(|slab| slab.map.len() == len);
+            newest_fit.map(|i| idle.remove(i)) // `remove` keeps the list oldest first
         };
-        Some(self.slab(map))
+        let Some(IdleSlab {
+            map, mut charge, ..
+        }) = taken
+        else {
+            return Ok(None);
+        };
+        // Its trimmed end is filled again: charge all of it (if that fails, it is unmapped).
+        charge.attach_to_upload(account);
+        charge.resize(len)?;
+        Ok(Some(self.slab(map, charge)))
     }
 
-    /// The most recently freed mapping of `len` bytes, if one waits in the pool.
-    fn take_idle(&self, len: usize) -> Option<MmapRaw> {
-        let mut idle = self.lock();
-        let newest_fit = idle.iter().rposition(|slab| slab.map.len() == len);
-        newest_fit.map(|i| idle.remove(i).map) // `remove` keeps the list oldest first
-    }
-
-    /// `map` as a slab that comes back to this pool when dropped.
-    fn slab(self: &Arc<Self>, map: MmapRaw) -> Slab {
+    /// `map`, charged by `charge`, as a slab that comes back to this pool when dropped.
+    fn slab(self: &Arc<Self>, map: MmapRaw, charge: Charge) -> Slab {
         Slab {
             map: Some(map),
+            charge: Some(charge),
             pool: Arc::clone(self),
         }
     }
 
-    fn give_back(&self, map: MmapRaw) {
+    fn give_back(&self, map: MmapRaw, mut charge: Charge) {
         if self.reuse_window.is_zero() {
             return;
         }
+        charge.detach_from_upload();
         self.lock().push(IdleSlab {
             freed_at: Instant::now(),
             map,
+            charge,
         });
     }
 
@@ -157,6 +208,8 @@ impl SlabPool {
 #[derive(Debug)]
 struct Slab {
     map: Option<MmapRaw>,
+    /// The budget's charge for the mapping's pages that may be in memory.
+    charge: Option<Charge>,
     pool: Arc<SlabPool>,
 }
 
@@ -170,8 +223,8 @@ impl Slab {
 
 impl Drop for Slab {
     fn drop(&mut self) {
-        if let Some(map) = self.map.take() {
-            self.pool.give_back(map);
+        if let (Some(map), Some(charge)) = (self.map.take(), self.charge.take()) {
+            self.pool.give_back(map, charge);
         }
     }
 }
@@ -201,10 +254,13 @@ impl AsRef<[u8]> for SlabSlice {
 /// small, then slabs from a [`SlabPool`], and a mapping of its own for a large body.
 ///
 /// A body is either copied in whole ([`copy`](Self::copy)), or written in pieces as it arrives
-/// into memory [`reserve`](Self::reserve)d for it.
+/// into memory [`reserve`](Self::reserve)d for it. Every allocation is charged to the pool's
+/// budget, for the writer's upload, before it is made; a charge that does not fit fails the
+/// write with [`OverBudget`].
 #[derive(Debug)]
 pub struct SlabWriter {
     pool: Arc<SlabPool>,
+    account: Arc<UploadAccount>,
     /// The slab being filled, and the offset up to which it is reserved.
     current: Option<(Arc<Slab>, usize)>,
     heap_bytes: usize,
@@ -214,29 +270,41 @@ pub struct SlabWriter {
 }
 
 impl SlabWriter {
-    /// A writer taking its slabs from `pool`.
-    pub fn new(pool: Arc<SlabPool>) -> Self {
+    /// A writer for `account`'s upload, taking its slabs from `pool`.
+    pub fn new(pool: Arc<SlabPool>, account: Arc<UploadAccount>) -> Self {
         Self {
             pool,
+            account,
             current: None,
             heap_bytes: 0,
             last_filled: None,
         }
     }
 
+    /// The upload this writer charges its memory to.
+    pub fn account(&self) -> &Arc<UploadAccount> {
+        &self.account
+    }
+
     /// A copy of `body` in table memory, starting at a multiple of `BODY_ALIGNMENT` (64 bytes).
-    pub fn copy(&mut self, body: &[u8]) -> Bytes {
-        let mut fill = self.reserve(body.len());
-        fill.write(body);
-        fill.finish()
+    ///
+    /// # Errors
+    /// [`OverBudget`] if its memory does not fit in the budget.
+    pub fn copy(&mut self, body: &[u8]) -> Result<Bytes, OverBudget> {
+        let mut fill = self.reserve(body.len())?;
+        fill.write(body)?;
+        Ok(fill.finish())
     }
 
     /// `body` in table memory: `body` itself if it is the body last filled here by
     /// [`finish_fill`](Self::finish_fill), otherwise a [`copy`](Self::copy).
-    pub fn store(&mut self, body: Bytes) -> Bytes {
+    ///
+    /// # Errors
+    /// [`OverBudget`] if a copy does not fit in the budget.
+    pub fn store(&mut self, body: Bytes) -> Result<Bytes, OverBudget> {
         if self.last_filled == Some((body.as_ptr() as usize, body.len())) && !body.is_empty() {
             self.last_filled = None;
-            return body;
+            return Ok(body);
         }
         self.copy(&body)
     }
@@ -248,13 +316,17 @@ impl SlabWriter {
     /// Declaring a length costs little before the bytes arrive: a body on the heap (under
     /// `MAPPED_MIN_BYTES`, 1 MiB) or in the current slab (at most 8 MiB of a 32 MiB slab) has
     /// bounded room reserved; a larger one reuses a freed mapping of its size, if one waits in
-    /// the pool, and otherwise gets a mapping that grows as the body is written.
-    pub fn reserve(&mut self, len: usize) -> BodyFill {
-        BodyFill {
-            place: self.place(len),
+    /// the pool, and otherwise gets a mapping that grows (and is charged) as the body is
+    /// written.
+    ///
+    /// # Errors
+    /// [`OverBudget`] if the room reserved does not fit in the budget.
+    pub fn reserve(&mut self, len: usize) -> Result<BodyFill, OverBudget> {
+        Ok(BodyFill {
+            place: self.place(len)?,
             len,
             written: 0,
-        }
+        })
     }
 
     /// The body `fill` holds, now that all of it is written; [`store`](Self::store) keeps it
@@ -268,41 +340,38 @@ impl SlabWriter {
         body
     }
 
-    fn place(&mut self, len: usize) -> Place {
+    fn place(&mut self, len: usize) -> Result<Place, OverBudget> {
         if len == 0 {
-            return Place::Empty;
+            return Ok(Place::Empty);
         }
         if self.current.is_none() && self.heap_bytes + len < MAPPED_MIN_BYTES {
             self.heap_bytes += len;
-            return Place::heap(len);
+            return self.heap(len);
         }
         if len > OWN_MAPPING_ABOVE_BYTES {
             // A mapping of its own, rounded up to whole huge pages, so that a body of the same
             // size (such as the next upload of the same table) can reuse it.
             let full = len.next_multiple_of(TRIM_ALIGNMENT);
-            if let Some(map) = self.pool.take_idle(full) {
-                return Place::Mapped {
-                    slab: Arc::new(self.pool.slab(map)),
+            if let Some(slab) = self.pool.take_idle(full, &self.account)? {
+                return Ok(Place::Mapped {
+                    slab: Arc::new(slab),
                     range: 0..len,
-                };
+                });
             }
-            return match GrowingMap::new(full) {
-                Some(map) => Place::Growing {
+            return match GrowingMap::new(full, &self.pool, &self.account)? {
+                Some(map) => Ok(Place::Growing {
                     map,
                     pool: Arc::clone(&self.pool),
-                },
-                None => Place::heap(len),
+                }),
+                None => self.heap(len),
             };
         }
         let fits = matches!(&self.current, Some((_, used)) if used + len <= SLAB_BYTES);
         if !fits {
             self.trim_current();
-            match self.pool.take(SLAB_BYTES) {
+            match self.pool.take(SLAB_BYTES, &self.account)? {
                 Some(slab) => self.current = Some((Arc::new(slab), 0)),
-                None => {
-                    self.current = None;
-                    return Place::heap(len);
-                }
+                None => return self.heap(len),
             }
         }
         let (slab, used) = self.current.as_mut().expect("a slab was just ensured");
@@ -310,10 +379,21 @@ impl SlabWriter {
         // `len <= OWN_MAPPING_ABOVE_BYTES`. No other place covers it: `used` only grows.
         let range = *used..*used + len;
         *used = range.end.next_multiple_of(BODY_ALIGNMENT);
-        Place::Mapped {
+        Ok(Place::Mapped {
             slab: Arc::clone(slab),
             range,
-        }
+        })
+    }
+
+    /// A heap body, with room (charged) for at most `MAPPED_MIN_BYTES` until more is written:
+    /// a body lands here when mapping fails, whatever its declared length.
+    fn heap(&self, len: usize) -> Result<Place, OverBudget> {
+        let capacity = len.min(MAPPED_MIN_BYTES).next_multiple_of(BODY_ALIGNMENT);
+        let charge = self.pool.budget().charge(capacity, Some(&self.account))?;
+        Ok(Place::Heap {
+            buffer: MutableBuffer::with_capacity(capacity),
+            charge,
+        })
     }
 
     /// Done with this table: give back the unused end of the last slab.
@@ -321,8 +401,9 @@ impl SlabWriter {
         self.trim_current();
     }
 
-    /// Return the pages past the written part of the current slab to the system: a reused
-    /// slab has them all in memory, and a table keeps its last slab however little it uses.
+    /// Return the pages past the written part of the current slab to the system (and to the
+    /// budget): a reused slab has them all in memory, and a table keeps its last slab however
+    /// little it uses.
     fn trim_current(&mut self) {
         let Some((slab, used)) = self.current.take() else {
             return;
@@ -332,10 +413,17 @@ impl SlabWriter {
             // SAFETY: nothing reads or writes the range after `used`: no slice covers it and
             // this writer, its only writer, is done with the slab. Its pages read as zeros
             // afterwards, which is fine for memory that is only ever written before it is read.
-            unsafe {
-                slab.map()
-                    .unchecked_advise_range(UncheckedAdvice::DontNeed, start, SLAB_BYTES - start)
-                    .ok();
+            let trimmed = unsafe {
+                slab.map().unchecked_advise_range(
+                    UncheckedAdvice::DontNeed,
+                    start,
+                    SLAB_BYTES - start,
+                )
+            };
+            if trimmed.is_ok()
+                && let Some(charge) = &slab.charge
+            {
+                charge.shrink(charge.bytes().saturating_sub(start));
             }
         }
     }
@@ -354,8 +442,12 @@ pub struct BodyFill {
 #[derive(Debug)]
 enum Place {
     Empty,
-    /// 64-byte aligned; grows as the body is written (a `MutableBuffer` keeps its alignment).
-    Heap(MutableBuffer),
+    /// 64-byte aligned; grows as the body is written (a `MutableBuffer` keeps its alignment),
+    /// its capacity charged.
+    Heap {
+        buffer: MutableBuffer,
+        charge: Charge,
+    },
     /// A range of a slab (or of a mapping of its own) that nothing else reads or writes.
     Mapped {
         slab: Arc<Slab>,
@@ -369,45 +461,56 @@ enum Place {
     },
 }
 
-impl Place {
-    /// A heap body, with room for at most `MAPPED_MIN_BYTES` until more is written: a body
-    /// lands here when mapping fails, whatever its declared length.
-    fn heap(len: usize) -> Self {
-        Place::Heap(MutableBuffer::with_capacity(len.min(MAPPED_MIN_BYTES)))
-    }
-}
-
-/// An anonymous mapping that grows, by remapping, to a final length known in advance.
+/// An anonymous mapping that grows, by remapping, to a final length known in advance; what is
+/// mapped is charged.
 #[derive(Debug)]
 struct GrowingMap {
     map: MmapRaw,
+    charge: Charge,
     full: usize,
 }
 
 impl GrowingMap {
     /// A mapping that will grow to `full` bytes; mapped at first up to one slab's size (on
-    /// Linux, which can grow a mapping; elsewhere, all of it at once).
-    fn new(full: usize) -> Option<Self> {
+    /// Linux, which can grow a mapping; elsewhere, all of it at once). `None` if mapping
+    /// fails.
+    fn new(
+        full: usize,
+        pool: &SlabPool,
+        account: &Arc<UploadAccount>,
+    ) -> Result<Option<Self>, OverBudget> {
         let first = if cfg!(target_os = "linux") {
             full.min(SLAB_BYTES)
         } else {
             full
         };
-        Some(Self {
-            map: MmapRaw::from(huge_page_map(first)?),
+        let charge = pool.budget().charge(first, Some(account))?;
+        Ok(huge_page_map(first).map(|map| Self {
+            map: MmapRaw::from(map),
+            charge,
             full,
-        })
+        }))
     }
 
-    /// Make room for `len` bytes, doubling the mapping at least; false if it cannot grow.
-    fn grow_to(&mut self, len: usize) -> bool {
+    /// Make room for `len` bytes, doubling the mapping at least; `Ok(false)` if it cannot grow.
+    fn grow_to(&mut self, len: usize) -> Result<bool, OverBudget> {
         if len <= self.map.len() {
-            return true;
+            return Ok(true);
         }
         let new_len = (self.map.len() * 2)
             .max(len)
             .next_multiple_of(TRIM_ALIGNMENT)
             .min(self.full);
+        // Doubling, the mapping could take twice what arrived: grow only to what is needed
+        // when the budget has no room for more.
+        let new_len = match self.charge.resize(new_len) {
+            Ok(()) => new_len,
+            Err(_) => {
+                let needed = len.next_multiple_of(TRIM_ALIGNMENT).min(self.full);
+                self.charge.resize(needed)?;
+                needed
+            }
+        };
         #[cfg(target_os = "linux")]
         {
             // SAFETY: nothing points into the mapping while it is being filled: the body it
@@ -416,12 +519,15 @@ impl GrowingMap {
                 self.map
                     .remap(new_len, memmap2::RemapOptions::new().may_move(true))
             };
-            grown.is_ok()
+            if grown.is_err() {
+                self.charge.shrink(new_len - self.map.len());
+            }
+            Ok(grown.is_ok())
         }
         #[cfg(not(target_os = "linux"))]
         {
-            let _ = new_len;
-            false
+            self.charge.shrink(new_len - self.map.len());
+            Ok(false)
         }
     }
 }
@@ -436,7 +542,7 @@ impl BodyFill {
     pub fn held_bytes(&self) -> usize {
         match &self.place {
             Place::Empty => 0,
-            Place::Heap(buffer) => buffer.capacity(),
+            Place::Heap { buffer, .. } => buffer.capacity(),
             Place::Mapped { range, .. } => range.len(),
             Place::Growing { map, .. } => map.map.len(),
         }
@@ -444,9 +550,13 @@ impl BodyFill {
 
     /// Append `bytes` to the body.
     ///
+    /// # Errors
+    /// [`OverBudget`] if the memory the body grows into does not fit in the budget; the fill
+    /// is then unusable.
+    ///
     /// # Panics
     /// If that is more than [`remaining`](Self::remaining).
-    pub fn write(&mut self, bytes: &[u8]) {
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), OverBudget> {
         assert!(
             bytes.len() <= self.remaining(),
             "{} bytes written to a body with {} left",
@@ -454,13 +564,24 @@ impl BodyFill {
             self.remaining()
         );
         if let Place::Growing { map, .. } = &mut self.place
-            && !map.grow_to(self.written + bytes.len())
+            && !map.grow_to(self.written + bytes.len())?
         {
-            self.move_to_heap();
+            self.move_to_heap()?;
         }
         match &mut self.place {
             Place::Empty => {}
-            Place::Heap(buffer) => buffer.extend_from_slice(bytes),
+            Place::Heap { buffer, charge } => {
+                let needed = buffer.len() + bytes.len();
+                if needed > buffer.capacity() {
+                    // What `MutableBuffer::reserve` grows to, charged before it allocates.
+                    let capacity = needed
+                        .next_multiple_of(BODY_ALIGNMENT)
+                        .max(buffer.capacity() * 2);
+                    charge.resize(capacity)?;
+                    buffer.reserve(bytes.len());
+                }
+                buffer.extend_from_slice(bytes);
+            }
             Place::Mapped { slab, range } => {
                 // SAFETY: the destination lies within `range` (checked above), which lies within
                 // the mapping; nothing else reads or writes `range` before `finish` (see
@@ -487,18 +608,29 @@ impl BodyFill {
             }
         }
         self.written += bytes.len();
+        Ok(())
     }
 
     /// Continue on the heap, with what was written so far, when a mapping cannot grow.
-    fn move_to_heap(&mut self) {
-        let mut heap = MutableBuffer::with_capacity(self.len.min(self.written + MAPPED_MIN_BYTES));
-        if let Place::Growing { map, .. } = &self.place {
-            // SAFETY: the first `written` bytes of the mapping were written by this fill, and
-            // nothing else writes the mapping.
-            let written = unsafe { std::slice::from_raw_parts(map.map.as_ptr(), self.written) };
-            heap.extend_from_slice(written);
-        }
-        self.place = Place::Heap(heap);
+    fn move_to_heap(&mut self) -> Result<(), OverBudget> {
+        let Place::Growing { map, .. } = &self.place else {
+            return Ok(());
+        };
+        let capacity = self
+            .len
+            .min(self.written + MAPPED_MIN_BYTES)
+            .next_multiple_of(BODY_ALIGNMENT);
+        let charge = map.charge.another(capacity)?;
+        let mut heap = MutableBuffer::with_capacity(capacity);
+        // SAFETY: the first `written` bytes of the mapping were written by this fill, and
+        // nothing else writes the mapping.
+        let written = unsafe { std::slice::from_raw_parts(map.map.as_ptr(), self.written) };
+        heap.extend_from_slice(written);
+        self.place = Place::Heap {
+            buffer: heap,
+            charge,
+        };
+        Ok(())
     }
 
     /// The body, now that all of it is written.
@@ -506,19 +638,34 @@ impl BodyFill {
         assert_eq!(self.remaining(), 0, "a body finished before it was written");
         match self.place {
             Place::Empty => Bytes::new(),
-            Place::Heap(buffer) => Bytes::from_owner(Buffer::from(buffer)),
+            Place::Heap { buffer, charge } => Bytes::from_owner(HeapBody {
+                buffer: Buffer::from(buffer),
+                _charge: charge,
+            }),
             Place::Mapped { slab, range } => Bytes::from_owner(SlabSlice { slab, range }),
             Place::Growing { map, pool } => {
                 // Whole huge pages past the body were never written: the mapping is `full`
                 // bytes long, the size a body of this length asks the pool for.
                 debug_assert_eq!(map.map.len(), map.full);
-                let slab = Arc::new(pool.slab(map.map));
+                let slab = Arc::new(pool.slab(map.map, map.charge));
                 Bytes::from_owner(SlabSlice {
                     slab,
                     range: 0..self.len,
                 })
             }
         }
+    }
+}
+
+/// A body on the heap, with its charge.
+struct HeapBody {
+    buffer: Buffer,
+    _charge: Charge,
+}
+
+impl AsRef<[u8]> for HeapBody {
+    fn as_ref(&self) -> &[u8] {
+        self.buffer.as_slice()
     }
 }
 
@@ -538,19 +685,19 @@ mod tests {
         vec![fill; len]
     }
 
-    fn writer(pool: &Arc<SlabPool>) -> SlabWriter {
-        SlabWriter::new(Arc::clone(pool))
+    fn new_writer(pool: &Arc<SlabPool>) -> SlabWriter {
+        SlabWriter::new(Arc::clone(pool), UploadAccount::new(pool.budget()))
     }
 
     #[test]
     fn copies_keep_their_contents_and_alignment_across_slabs() {
-        let pool = Arc::new(SlabPool::new(Duration::from_secs(10)));
-        let mut writer = writer(&pool);
+        let pool = Arc::new(SlabPool::unlimited(Duration::from_secs(10)));
+        let mut writer = new_writer(&pool);
         let sizes = [0, 700 << 10, 5 << 20, 100, 7 << 20, 3 << 20, 9 << 20, 3];
         let copies: Vec<Bytes> = sizes
             .iter()
             .enumerate()
-            .map(|(i, &len)| writer.copy(&body(len, i as u8)))
+            .map(|(i, &len)| writer.copy(&body(len, i as u8)).unwrap())
             .collect();
         writer.finish();
         for (i, (copy, &len)) in copies.iter().zip(&sizes).enumerate() {
@@ -565,12 +712,12 @@ mod tests {
 
     #[test]
     fn a_small_table_stays_on_the_heap_and_a_large_body_gets_its_own_mapping() {
-        let pool = Arc::new(SlabPool::new(Duration::from_secs(10)));
-        let mut writer = writer(&pool);
-        let small = writer.copy(&body(1000, 1));
-        let first_in_slab = writer.copy(&body(MAPPED_MIN_BYTES, 2));
-        let second_in_slab = writer.copy(&body(100, 3));
-        let large = writer.copy(&body(OWN_MAPPING_ABOVE_BYTES + 1, 4));
+        let pool = Arc::new(SlabPool::unlimited(Duration::from_secs(10)));
+        let mut writer = new_writer(&pool);
+        let small = writer.copy(&body(1000, 1)).unwrap();
+        let first_in_slab = writer.copy(&body(MAPPED_MIN_BYTES, 2)).unwrap();
+        let second_in_slab = writer.copy(&body(100, 3)).unwrap();
+        let large = writer.copy(&body(OWN_MAPPING_ABOVE_BYTES + 1, 4)).unwrap();
         writer.finish();
         let slab_start = first_in_slab.as_ptr() as usize;
         assert_eq!(
@@ -587,48 +734,65 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_freed_slab_is_reused_within_the_window_and_released_after_it() {
         let window = Duration::from_secs(10);
-        let pool = Arc::new(SlabPool::new(window));
-        let mut writer = writer(&pool);
-        writer.copy(&body(100, 0)); // on the heap
-        let first = writer.copy(&body(2 << 20, 1)); // the start of a slab
+        let pool = Arc::new(SlabPool::unlimited(window));
+        let mut writer = new_writer(&pool);
+        writer.copy(&body(100, 0)).unwrap(); // on the heap
+        let first = writer.copy(&body(2 << 20, 1)).unwrap(); // the start of a slab
         let address = first.as_ptr();
         writer.finish();
         drop(first);
-        assert_eq!(pool.idle_bytes(), SLAB_BYTES, "back in the pool");
+        // Back in the pool, charged for its written 2 MiB: the rest was trimmed.
+        assert_eq!(pool.idle_bytes(), 2 << 20, "back in the pool");
+        assert_eq!(pool.budget().used(), 2 << 20, "the heap body is freed");
         tokio::time::advance(window - Duration::from_millis(1)).await;
         assert_eq!(pool.release_expired(), 0, "still within the window");
 
-        let mut writer = SlabWriter::new(Arc::clone(&pool));
-        writer.copy(&body(100, 0));
-        let reused = writer.copy(&body(3 << 20, 2));
+        let mut second = new_writer(&pool);
+        second.copy(&body(100, 0)).unwrap();
+        let reused = second.copy(&body(3 << 20, 2)).unwrap();
         assert_eq!(reused.as_ptr(), address, "the freed slab was reused");
         assert!(
             reused.iter().all(|&b| b == 2),
             "old contents were overwritten"
         );
-        writer.finish();
+        assert_eq!(
+            pool.budget().used(),
+            SLAB_BYTES,
+            "reused, the whole slab is charged again"
+        );
+        second.finish();
         drop(reused);
 
         // The window starts again when the slab is freed again.
         tokio::time::advance(window - Duration::from_millis(1)).await;
         assert_eq!(pool.release_expired(), 0, "freed again just now");
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert_eq!(pool.release_expired(), SLAB_BYTES);
+        assert_eq!(
+            pool.release_expired(),
+            4 << 20,
+            "3 MiB written, trimmed at 4"
+        );
         assert_eq!(pool.idle_bytes(), 0);
+        assert_eq!(pool.budget().used(), 0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_periodic_release_gives_freed_slabs_back_after_the_window() {
         let window = Duration::from_secs(10);
-        let pool = Arc::new(SlabPool::new(window));
+        let pool = Arc::new(SlabPool::unlimited(window));
         let releaser = tokio::spawn(Arc::clone(&pool).release_expired_periodically());
-        let mut writer = writer(&pool);
-        writer.copy(&body(MAPPED_MIN_BYTES, 0));
-        drop(writer.copy(&body(2 << 20, 1)));
+        let mut writer = new_writer(&pool);
+        writer.copy(&body(MAPPED_MIN_BYTES, 0)).unwrap();
+        drop(writer.copy(&body(2 << 20, 1)).unwrap());
         writer.finish();
-        assert_eq!(pool.idle_bytes(), SLAB_BYTES);
+        let written = 3 << 20; // trimmed at the next huge page, 4 MiB
+        assert_eq!(pool.idle_bytes(), written + (1 << 20));
         tokio::time::sleep(window - Duration::from_millis(100)).await;
-        assert_eq!(pool.idle_bytes(), SLAB_BYTES, "kept for the window");
+        assert_eq!(
+            pool.idle_bytes(),
+            written + (1 << 20),
+            "kept for the window"
+        );
         // The release runs at least every 500 ms.
         tokio::time::sleep(LONGEST_RELEASE_PERIOD + Duration::from_millis(100)).await;
         assert_eq!(pool.idle_bytes(), 0, "given back after it");
@@ -637,11 +801,11 @@ mod tests {
 
     #[test]
     fn a_large_body_reuses_a_freed_mapping_of_its_size() {
-        let pool = Arc::new(SlabPool::new(Duration::from_secs(10)));
+        let pool = Arc::new(SlabPool::unlimited(Duration::from_secs(10)));
         let giant = 40 << 20;
-        let mut writer = writer(&pool);
-        writer.copy(&body(MAPPED_MIN_BYTES, 0));
-        let first = writer.copy(&body(giant, 1));
+        let mut writer = new_writer(&pool);
+        writer.copy(&body(MAPPED_MIN_BYTES, 0)).unwrap();
+        let first = writer.copy(&body(giant, 1)).unwrap();
         let address = first.as_ptr();
         drop(first);
         assert_eq!(
@@ -649,13 +813,13 @@ mod tests {
             giant,
             "a whole number of huge pages: no rounding"
         );
-        let other_size = writer.copy(&body(giant + (4 << 20), 2));
+        let other_size = writer.copy(&body(giant + (4 << 20), 2)).unwrap();
         assert_ne!(
             other_size.as_ptr(),
             address,
             "only a mapping of the same size is reused"
         );
-        let same_size = writer.copy(&body(giant - 100, 3));
+        let same_size = writer.copy(&body(giant - 100, 3)).unwrap();
         assert_eq!(same_size.as_ptr(), address);
         assert!(same_size.iter().all(|&b| b == 3));
         writer.finish();
@@ -663,20 +827,20 @@ mod tests {
 
     #[test]
     fn a_declared_body_holds_memory_as_it_is_written_not_before() {
-        let pool = Arc::new(SlabPool::new(Duration::ZERO));
-        let mut writer = writer(&pool);
-        writer.copy(&body(MAPPED_MIN_BYTES, 0)); // past the heap
+        let pool = Arc::new(SlabPool::unlimited(Duration::ZERO));
+        let mut writer = new_writer(&pool);
+        writer.copy(&body(MAPPED_MIN_BYTES, 0)).unwrap(); // past the heap
         let declared = 1 << 30;
-        let mut fill = writer.reserve(declared);
+        let mut fill = writer.reserve(declared).unwrap();
         assert!(
             fill.held_bytes() <= SLAB_BYTES,
             "a 1 GiB declaration holds {} bytes before anything arrives",
             fill.held_bytes()
         );
         let chunk = body(16 << 20, 7);
-        fill.write(&chunk);
-        fill.write(&chunk);
-        fill.write(&chunk[..1]);
+        fill.write(&chunk).unwrap();
+        fill.write(&chunk).unwrap();
+        fill.write(&chunk[..1]).unwrap();
         assert!(fill.held_bytes() > (32 << 20));
         assert!(
             fill.held_bytes() <= 2 * ((32 << 20) + TRIM_ALIGNMENT),
@@ -687,14 +851,14 @@ mod tests {
         let mut left = fill.remaining();
         while left > 0 {
             let n = left.min(chunk.len());
-            fill.write(&chunk[..n]);
+            fill.write(&chunk[..n]).unwrap();
             left -= n;
         }
         let stored = writer.finish_fill(fill);
         assert_eq!(stored.len(), declared);
         assert!(stored[..32 << 20].iter().all(|&b| b == 7));
         assert_eq!(
-            writer.store(stored.clone()).as_ptr(),
+            writer.store(stored.clone()).unwrap().as_ptr(),
             stored.as_ptr(),
             "kept in place"
         );
@@ -703,10 +867,10 @@ mod tests {
 
     #[test]
     fn without_a_window_freed_slabs_are_unmapped_at_once() {
-        let pool = Arc::new(SlabPool::new(Duration::ZERO));
-        let mut writer = writer(&pool);
-        writer.copy(&body(MAPPED_MIN_BYTES, 0));
-        drop(writer.copy(&body(2 << 20, 1)));
+        let pool = Arc::new(SlabPool::unlimited(Duration::ZERO));
+        let mut writer = new_writer(&pool);
+        writer.copy(&body(MAPPED_MIN_BYTES, 0)).unwrap();
+        drop(writer.copy(&body(2 << 20, 1)).unwrap());
         writer.finish();
         assert_eq!(pool.idle_bytes(), 0);
     }

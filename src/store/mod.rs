@@ -1,35 +1,90 @@
-//! The cache: the key → table map ([`TableStore`]), the tables it holds, how an upload becomes a
-//! table, and the memory tables live in. Nothing here is async and no map guard ever leaves a
-//! method.
+//! The cache: the key → table map ([`TableStore`]) with its LRU order and expiry deadlines, the
+//! tables it holds, how an upload becomes a table, and the memory tables live in. Nothing here
+//! is async but the expiry sweep, and no map guard ever leaves a method.
 //!
 //! - [`table`]: [`table::CachedTable`], one table as its validated IPC messages.
 //! - [`upload`]: [`upload::TableUpload`], a `do_put` validated message by message.
 //! - [`validate`]: what a strict Arrow reader checks, checked before a table is stored.
 //! - [`resplit`]: a giant record batch as streaming-size pieces over its own memory.
 //! - [`memory`]: table memory: bodies copied once into huge-page slabs, reused once freed.
+//! - [`budget`]: the memory budget every allocation of table memory is charged to.
 
+pub mod budget;
 pub mod memory;
 pub mod resplit;
 pub mod table;
 pub mod upload;
 pub mod validate;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use dashmap::DashMap;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::protocol::actions::StoreStats;
 use crate::protocol::key::TableKey;
+use budget::{MemoryBudget, Relieve};
 use memory::SlabPool;
 use table::CachedTable;
 
-/// The cache: tables by key, the pool of table memory, and request counters. Clone it freely;
-/// clones share state (a cheap handle over `Arc`, as mini-redis's `Db`).
+/// What the cache does when an upload needs memory the budget does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Eviction {
+    /// Evict the least recently used tables (by their last get or put) until it fits.
+    #[default]
+    Lru,
+    /// Evict nothing: the upload fails with RESOURCE_EXHAUSTED.
+    NoEviction,
+}
+
+/// A key's time to live: it expires at `deadline`, `ttl` after it was set (or renewed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    /// When the key expires, on tokio's clock.
+    pub deadline: Instant,
+    /// The time to live it was given, by which a renewal extends it.
+    pub ttl: Duration,
+}
+
+impl Expiry {
+    /// Expiry `ttl` from `now`; `None` if that is past what the clock can represent.
+    fn after(now: Instant, ttl: Duration) -> Option<Self> {
+        Some(Self {
+            deadline: now.checked_add(ttl)?,
+            ttl,
+        })
+    }
+
+    /// Time left at `now` (zero once expired).
+    pub fn remaining(&self, now: Instant) -> Duration {
+        self.deadline.saturating_duration_since(now)
+    }
+}
+
+/// A cached table as the store holds it: the table, and when it was last used and expires.
+#[derive(Debug, Clone)]
+pub struct StoredTable {
+    /// The table. Holding it keeps it readable, even once it is replaced, evicted or dropped.
+    pub table: Arc<CachedTable>,
+    /// When it was last read by a get or written by a put.
+    pub last_used: Instant,
+    /// Its time to live, if it has one.
+    pub expiry: Option<Expiry>,
+}
+
+/// The cache: tables by key, their LRU order and expiry deadlines, the memory budget and pool
+/// of table memory, and request counters. Clone it freely; clones share state (a cheap handle
+/// over `Arc`, as mini-redis's `Db`).
 ///
 /// Callers get an `Arc<CachedTable>` they can hold across `.await` without blocking writers:
 /// holding a dashmap guard across `.await` can deadlock (xacrimon/dashmap#79).
+///
+/// An expired key is gone for every method from its deadline on, whether or not the sweep
+/// ([`expire_periodically`](Self::expire_periodically)) has removed it yet.
 #[derive(Debug, Clone)]
 pub struct TableStore {
     shared: Arc<Shared>,
@@ -37,26 +92,97 @@ pub struct TableStore {
 
 #[derive(Debug)]
 struct Shared {
-    tables: DashMap<TableKey, Arc<CachedTable>>,
+    tables: DashMap<TableKey, Entry>,
+    /// The LRU order and the deadlines. Every change to `tables` is made while holding it
+    /// (taken before any map guard), so the two always agree; lookups need only the map.
+    index: Mutex<Index>,
     slabs: Arc<SlabPool>,
+    budget: Arc<MemoryBudget>,
+    eviction: Eviction,
+    /// Wakes the expiry sweep when a deadline earlier than the ones it waits for is set.
+    deadline_set: Notify,
     puts: AtomicU64,
     gets: AtomicU64,
     errors: AtomicU64,
+    evictions: AtomicU64,
+    expirations: AtomicU64,
+}
+
+/// One key's table and its places in the indexes.
+#[derive(Debug, Clone)]
+struct Entry {
+    table: Arc<CachedTable>,
+    /// Unique to this put: names the entry in `Index::deadlines`.
+    id: u64,
+    /// Its place in `Index::lru`: the sequence number of its last use.
+    used_seq: u64,
+    last_used: Instant,
+    expiry: Option<Expiry>,
+}
+
+impl Entry {
+    fn is_expired(&self, now: Instant) -> bool {
+        self.expiry.is_some_and(|expiry| expiry.deadline <= now)
+    }
+
+    fn stored(&self) -> StoredTable {
+        StoredTable {
+            table: Arc::clone(&self.table),
+            last_used: self.last_used,
+            expiry: self.expiry,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    /// Keys by last use, least recent first.
+    lru: BTreeMap<u64, TableKey>,
+    /// Keys with a time to live, by deadline (and entry id, to keep equal deadlines apart).
+    deadlines: BTreeMap<(Instant, u64), TableKey>,
+    next_seq: u64,
+}
+
+impl Index {
+    fn next_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    /// Forget `entry` (of `key`'s) in both indexes.
+    fn forget(&mut self, entry: &Entry) {
+        self.lru.remove(&entry.used_seq);
+        if let Some(expiry) = entry.expiry {
+            self.deadlines.remove(&(expiry.deadline, entry.id));
+        }
+    }
+
+    fn earliest_deadline(&self) -> Option<Instant> {
+        self.deadlines.keys().next().map(|(deadline, _)| *deadline)
+    }
 }
 
 impl TableStore {
-    /// An empty store that keeps the memory of dropped or replaced tables for `reuse_window`
-    /// for the next uploads, then gives it back (zero: at once).
-    pub fn new(reuse_window: Duration) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                tables: DashMap::new(),
-                slabs: Arc::new(SlabPool::new(reuse_window)),
-                puts: AtomicU64::new(0),
-                gets: AtomicU64::new(0),
-                errors: AtomicU64::new(0),
-            }),
-        }
+    /// An empty store holding at most `budget`'s memory, making room by `eviction`, and keeping
+    /// the memory of dropped or replaced tables for `reuse_window` for the next uploads before
+    /// it gives it back (zero: at once).
+    pub fn new(budget: Arc<MemoryBudget>, eviction: Eviction, reuse_window: Duration) -> Self {
+        let shared = Arc::new(Shared {
+            tables: DashMap::new(),
+            index: Mutex::new(Index::default()),
+            slabs: Arc::new(SlabPool::new(reuse_window, Arc::clone(&budget))),
+            budget,
+            eviction,
+            deadline_set: Notify::new(),
+            puts: AtomicU64::new(0),
+            gets: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            expirations: AtomicU64::new(0),
+        });
+        let relief: std::sync::Weak<dyn Relieve> = Arc::downgrade(&shared) as _;
+        shared.budget.set_relief(relief);
+        Self { shared }
     }
 
     /// The pool that uploads take table memory from and dropped tables give it back to.
@@ -66,50 +192,205 @@ impl TableStore {
         Arc::clone(&self.shared.slabs)
     }
 
-    /// The table under `key`, if any.
-    pub fn get(&self, key: &TableKey) -> Option<Arc<CachedTable>> {
-        self.shared
-            .tables
-            .get(key)
-            .map(|entry| Arc::clone(entry.value()))
+    /// The memory budget.
+    pub fn budget(&self) -> &Arc<MemoryBudget> {
+        &self.shared.budget
     }
 
-    /// Publish `table` under `key` in one step, replacing any table there; returns the old one.
+    /// The table under `key`, unless there is none or it expired.
+    pub fn get(&self, key: &TableKey) -> Option<StoredTable> {
+        let now = Instant::now();
+        let entry = self.shared.tables.get(key)?;
+        (!entry.is_expired(now)).then(|| entry.stored())
+    }
+
+    /// The table under `key` for a get to stream: like [`get`](Self::get), and it becomes the
+    /// most recently used table.
+    pub fn read(&self, key: &TableKey) -> Option<StoredTable> {
+        let now = Instant::now();
+        let stored = self.get(key)?;
+        let mut index = self.shared.lock_index();
+        if let Some(mut entry) = self.shared.tables.get_mut(key)
+            && Arc::ptr_eq(&entry.table, &stored.table)
+        {
+            index.lru.remove(&entry.used_seq);
+            entry.used_seq = index.next_seq();
+            entry.last_used = now;
+            index.lru.insert(entry.used_seq, key.clone());
+        }
+        Some(stored)
+    }
+
+    /// Publish `table` under `key` in one step, replacing any table there (and its time to
+    /// live) with this one, expiring after `ttl` if given; returns the old table.
     ///
     /// A reader that already holds the old table keeps it; every later reader sees the new one.
-    pub fn insert(&self, key: TableKey, table: Arc<CachedTable>) -> Option<Arc<CachedTable>> {
+    pub fn insert(
+        &self,
+        key: TableKey,
+        table: Arc<CachedTable>,
+        ttl: Option<Duration>,
+    ) -> Option<Arc<CachedTable>> {
+        let now = Instant::now();
         self.shared.puts.fetch_add(1, Ordering::Relaxed);
-        self.shared.tables.insert(key, table)
+        let mut index = self.shared.lock_index();
+        let id = index.next_seq();
+        let used_seq = index.next_seq();
+        let expiry = ttl.and_then(|ttl| Expiry::after(now, ttl));
+        index.lru.insert(used_seq, key.clone());
+        if let Some(expiry) = expiry {
+            index.deadlines.insert((expiry.deadline, id), key.clone());
+        }
+        let entry = Entry {
+            table,
+            id,
+            used_seq,
+            last_used: now,
+            expiry,
+        };
+        let old = self.shared.tables.insert(key, entry);
+        if let Some(old) = &old {
+            index.forget(old);
+        }
+        self.shared.wake_sweep_for(&index, expiry);
+        drop(index);
+        let old = old?;
+        if old.is_expired(now) {
+            self.shared.expirations.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(old.table)
     }
 
-    /// Remove the table under `key`; returns it if there was one.
+    /// Remove the table under `key`; returns it unless there was none (or it had expired).
     pub fn remove(&self, key: &TableKey) -> Option<Arc<CachedTable>> {
-        self.shared.tables.remove(key).map(|(_, table)| table)
+        let now = Instant::now();
+        let removed = {
+            let mut index = self.shared.lock_index();
+            let (_, entry) = self.shared.tables.remove(key)?;
+            index.forget(&entry);
+            entry
+        };
+        if removed.is_expired(now) {
+            self.shared.expirations.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(removed.table)
     }
 
-    /// Remove every table; returns how many there were.
+    /// Remove every table; returns how many there were (expired ones not counted).
     pub fn clear(&self) -> u64 {
-        // Keep the removed tables until the map's locks are released: freeing a large table
-        // unmaps its memory, which should not block readers of the same shard.
+        let now = Instant::now();
+        // Keep the removed tables until the locks are released: freeing a large table unmaps
+        // its memory, which should not block readers of the same shard.
         let mut removed = Vec::new();
-        self.shared.tables.retain(|_, table| {
-            removed.push(Arc::clone(table));
-            false
-        });
-        removed.len() as u64
+        {
+            let mut index = self.shared.lock_index();
+            self.shared.tables.retain(|_, entry| {
+                removed.push(entry.clone());
+                false
+            });
+            *index = Index {
+                next_seq: index.next_seq,
+                ..Index::default()
+            };
+        }
+        let expired = removed.iter().filter(|e| e.is_expired(now)).count() as u64;
+        self.shared
+            .expirations
+            .fetch_add(expired, Ordering::Relaxed);
+        removed.len() as u64 - expired
     }
 
     /// The tables whose key starts with `prefix`, sorted by key.
-    pub fn list(&self, prefix: &str) -> Vec<(TableKey, Arc<CachedTable>)> {
+    pub fn list(&self, prefix: &str) -> Vec<(TableKey, StoredTable)> {
+        let now = Instant::now();
         let mut tables: Vec<_> = self
             .shared
             .tables
             .iter()
-            .filter(|entry| entry.key().as_str().starts_with(prefix))
-            .map(|entry| (entry.key().clone(), Arc::clone(entry.value())))
+            .filter(|entry| entry.key().as_str().starts_with(prefix) && !entry.is_expired(now))
+            .map(|entry| (entry.key().clone(), entry.stored()))
             .collect();
         tables.sort_by(|a, b| a.0.cmp(&b.0));
         tables
+    }
+
+    /// Give `key` a time to live of `ttl` from now (replacing any it had); the new expiry, or
+    /// `None` if there is no such key.
+    pub fn expire(&self, key: &TableKey, ttl: Duration) -> Option<Expiry> {
+        let now = Instant::now();
+        let expiry = Expiry::after(now, ttl);
+        self.shared.update_expiry(key, now, |_| expiry)?;
+        expiry
+    }
+
+    /// Extend `key`'s time to live by the one it was given, from now (Flight's
+    /// `RenewFlightEndpoint`): its new expiry, `Some(None)` for a key that never expires, or
+    /// `None` if there is no such key.
+    pub fn renew(&self, key: &TableKey) -> Option<Option<Expiry>> {
+        let now = Instant::now();
+        self.shared.update_expiry(key, now, |old| {
+            old.and_then(|old| Expiry::after(now, old.ttl))
+        })
+    }
+
+    /// Remove `key`'s time to live: whether it had one, or `None` if there is no such key.
+    pub fn persist(&self, key: &TableKey) -> Option<bool> {
+        let mut had = false;
+        self.shared.update_expiry(key, Instant::now(), |old| {
+            had = old.is_some();
+            None
+        })?;
+        Some(had)
+    }
+
+    /// Remove every key whose deadline has passed; returns how many.
+    pub fn sweep_expired(&self) -> usize {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        {
+            let mut index = self.shared.lock_index();
+            while let Some(entry) = index.deadlines.first_entry() {
+                if entry.key().0 > now {
+                    break;
+                }
+                let ((_, id), key) = entry.remove_entry();
+                if let Some((_, removed)) = self.shared.tables.remove_if(&key, |_, e| e.id == id) {
+                    index.lru.remove(&removed.used_seq);
+                    expired.push(removed);
+                }
+            }
+        }
+        self.shared
+            .expirations
+            .fetch_add(expired.len() as u64, Ordering::Relaxed);
+        expired.len()
+    }
+
+    /// Remove each key as its deadline passes, until the task running this is dropped or
+    /// aborted: sleeps until the earliest deadline (or until an earlier one is set), so memory
+    /// goes back to the budget as soon as a key expires.
+    pub async fn expire_periodically(self) {
+        loop {
+            // Registered before the deadline is read, so a deadline set in between wakes it.
+            let deadline_set = self.shared.deadline_set.notified();
+            tokio::pin!(deadline_set);
+            deadline_set.as_mut().enable();
+            let earliest = self.shared.lock_index().earliest_deadline();
+            match earliest {
+                Some(deadline) if deadline <= Instant::now() => {
+                    self.sweep_expired();
+                }
+                Some(deadline) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(deadline) => { self.sweep_expired(); }
+                        () = &mut deadline_set => {}
+                    }
+                }
+                None => deadline_set.await,
+            }
+        }
     }
 
     /// Count a get.
@@ -122,14 +403,22 @@ impl TableStore {
         self.shared.errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The current contents and counters.
+    /// The current contents, memory and counters.
     pub fn stats(&self) -> StoreStats {
+        let now = Instant::now();
         let (mut tables, mut rows, mut bytes) = (0, 0, 0);
         for entry in self.shared.tables.iter() {
+            if entry.is_expired(now) {
+                continue;
+            }
             tables += 1;
-            rows += entry.rows();
-            bytes += entry.bytes();
+            rows += entry.table.rows();
+            bytes += entry.table.bytes();
         }
+        let budget = &self.shared.budget;
+        let used = budget.used() as u64;
+        let uploads = budget.uploading() as u64;
+        let pool = self.shared.slabs.idle_bytes() as u64;
         StoreStats {
             tables,
             rows,
@@ -137,7 +426,102 @@ impl TableStore {
             puts: self.shared.puts.load(Ordering::Relaxed),
             gets: self.shared.gets.load(Ordering::Relaxed),
             errors: self.shared.errors.load(Ordering::Relaxed),
-            freed_bytes: self.shared.slabs.idle_bytes() as u64,
+            freed_bytes: pool,
+            memory_budget: budget.limit().map_or(0, |limit| limit as u64),
+            memory_used: used,
+            memory_tables: used.saturating_sub(uploads).saturating_sub(pool),
+            memory_uploads: uploads,
+            evictions: self.shared.evictions.load(Ordering::Relaxed),
+            expirations: self.shared.expirations.load(Ordering::Relaxed),
+            rejected_uploads: budget.refused(),
+        }
+    }
+}
+
+impl Shared {
+    fn lock_index(&self) -> MutexGuard<'_, Index> {
+        // The index is changed together with the map under this lock, never across a call that
+        // can panic between the two.
+        self.index.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Replace the expiry of `key`'s live entry by `update(old)`; the new one, or `None` if
+    /// there is no such key.
+    fn update_expiry(
+        &self,
+        key: &TableKey,
+        now: Instant,
+        update: impl FnOnce(Option<Expiry>) -> Option<Expiry>,
+    ) -> Option<Option<Expiry>> {
+        let mut index = self.lock_index();
+        let mut entry = self.tables.get_mut(key)?;
+        if entry.is_expired(now) {
+            return None; // the sweep removes it
+        }
+        if let Some(old) = entry.expiry {
+            index.deadlines.remove(&(old.deadline, entry.id));
+        }
+        let expiry = update(entry.expiry);
+        entry.expiry = expiry;
+        if let Some(expiry) = expiry {
+            index
+                .deadlines
+                .insert((expiry.deadline, entry.id), key.clone());
+        }
+        drop(entry);
+        self.wake_sweep_for(&index, expiry);
+        Some(expiry)
+    }
+
+    /// Wake the sweep if `expiry` is now the earliest deadline.
+    fn wake_sweep_for(&self, index: &Index, expiry: Option<Expiry>) {
+        if let Some(expiry) = expiry
+            && index.earliest_deadline() == Some(expiry.deadline)
+        {
+            self.deadline_set.notify_one();
+        }
+    }
+
+    /// Remove the least recently used table other than `protected`'s; false if there is none.
+    fn evict_one(&self, protected: Option<&TableKey>) -> bool {
+        let victim = {
+            let mut index = self.lock_index();
+            let Some((&seq, key)) = index.lru.iter().find(|(_, key)| Some(*key) != protected)
+            else {
+                return false;
+            };
+            let key = key.clone();
+            index.lru.remove(&seq);
+            let Some((_, entry)) = self.tables.remove(&key) else {
+                return true; // cannot happen: the index and the map agree
+            };
+            index.forget(&entry);
+            tracing::debug!(key = key.as_str(), bytes = entry.table.bytes(), "evicted");
+            entry
+        };
+        let counter = if victim.is_expired(Instant::now()) {
+            &self.expirations
+        } else {
+            &self.evictions
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        // Dropped here, outside the lock: its memory goes to the pool (or is unmapped), or, if
+        // a get still streams it, when that get ends.
+        drop(victim);
+        true
+    }
+}
+
+impl Relieve for Shared {
+    /// Give back the pool of freed memory first (it holds no table), then evict the least
+    /// recently used table if the policy allows.
+    fn relieve(&self, protected: Option<&TableKey>) -> bool {
+        if self.slabs.release_all() > 0 {
+            return true;
+        }
+        match self.eviction {
+            Eviction::Lru => self.evict_one(protected),
+            Eviction::NoEviction => false,
         }
     }
 }

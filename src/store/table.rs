@@ -13,6 +13,7 @@ use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, Sch
 use bytes::{Bytes, BytesMut};
 
 use crate::protocol::key::TableKey;
+use crate::store::budget::Charge;
 
 /// One stored Flight message: its IPC header, its `app_metadata`, and its body, in one or more
 /// segments that follow each other on the wire (a re-split piece is slices of the giant body it
@@ -64,30 +65,38 @@ pub struct CachedTable {
     schema: SchemaRef,
     schema_ipc: Bytes,
     messages: Vec<StoredMessage>,
-    rows: u64,
-    bytes: u64,
-    batches: u64,
+    /// The memory budget's charge for the headers and the message list (the bodies' memory
+    /// carries charges of its own).
+    _metadata: Charge,
+    counts: TableCounts,
+}
+
+/// A table's rows, Arrow bytes and record batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TableCounts {
+    pub rows: u64,
+    pub bytes: u64,
+    pub batches: u64,
 }
 
 impl CachedTable {
     /// Assemble a table from parts that [`TableUpload`](crate::store::upload::TableUpload) validated.
     ///
-    /// `schema_header` is the IPC flatbuffer of the schema message among `messages`.
+    /// `schema_header` is the IPC flatbuffer of the schema message among `messages`;
+    /// `metadata` charges what the messages hold besides their bodies.
     pub(crate) fn from_validated(
         schema: SchemaRef,
         schema_header: &[u8],
         messages: Vec<StoredMessage>,
-        rows: u64,
-        bytes: u64,
-        batches: u64,
+        metadata: Charge,
+        counts: TableCounts,
     ) -> Self {
         Self {
             schema,
             schema_ipc: encapsulate_ipc_message(schema_header),
             messages,
-            rows,
-            bytes,
-            batches,
+            _metadata: metadata,
+            counts,
         }
     }
 
@@ -98,18 +107,18 @@ impl CachedTable {
 
     /// Number of rows.
     pub fn rows(&self) -> u64 {
-        self.rows
+        self.counts.rows
     }
 
     /// Bytes of Arrow data held: the sum of the IPC message bodies (the Arrow buffers, with
     /// the format's padding), the same figure as `FlightInfo.total_bytes`.
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.counts.bytes
     }
 
     /// Number of record batches.
     pub fn batches(&self) -> u64 {
-        self.batches
+        self.counts.batches
     }
 
     /// The messages to send for a `do_get`, in upload order: the schema, dictionaries and
@@ -141,8 +150,8 @@ impl CachedTable {
             schema: self.schema_ipc(),
             flight_descriptor: Some(descriptor),
             endpoint: vec![endpoint],
-            total_records: i64::try_from(self.rows).unwrap_or(i64::MAX),
-            total_bytes: i64::try_from(self.bytes).unwrap_or(i64::MAX),
+            total_records: i64::try_from(self.rows()).unwrap_or(i64::MAX),
+            total_bytes: i64::try_from(self.bytes()).unwrap_or(i64::MAX),
             ordered: true,
             app_metadata: Bytes::new(),
         }

@@ -22,9 +22,10 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::protocol::key::TableKey;
-use crate::store::memory::{SlabPool, SlabWriter};
+use crate::store::budget::Charge;
+use crate::store::memory::SlabWriter;
 use crate::store::resplit;
-use crate::store::table::{CachedTable, StoredMessage};
+use crate::store::table::{CachedTable, StoredMessage, TableCounts};
 use crate::store::validate::{self, BatchLayout, Violation};
 
 /// Decoding state of an upload after its schema message arrived.
@@ -47,6 +48,9 @@ pub struct TableUpload {
     /// Most bytes a message's compressed buffers may decompress to, in all.
     max_decompressed_bytes: usize,
     memory: SlabWriter,
+    /// The budget's charge for what the table keeps besides bodies: headers, app_metadata,
+    /// and the list of messages.
+    metadata: Charge,
     messages: Vec<StoredMessage>,
     rows: u64,
     bytes: u64,
@@ -54,14 +58,19 @@ pub struct TableUpload {
 }
 
 impl TableUpload {
-    /// Start an upload for `key`, its table's memory taken from `slabs`, whose compressed
-    /// messages may decompress to `max_message_bytes` each.
-    pub fn new(key: TableKey, slabs: Arc<SlabPool>, max_message_bytes: usize) -> Self {
+    /// Start an upload for `key`, its table's memory written by `memory` (and charged to its
+    /// upload's account), whose compressed messages may decompress to `max_message_bytes`
+    /// each.
+    pub fn new(key: TableKey, memory: SlabWriter, max_message_bytes: usize) -> Self {
+        let account = memory.account();
+        account.set_key(key.clone());
+        let metadata = account.budget().empty_charge(Some(account));
         Self {
             key,
             decoding: None,
             max_decompressed_bytes: max_message_bytes,
-            memory: SlabWriter::new(slabs),
+            memory,
+            metadata,
             messages: Vec::new(),
             rows: 0,
             bytes: 0,
@@ -89,7 +98,8 @@ impl TableUpload {
     ///
     /// # Errors
     /// [`Error::InvalidUpload`] (InvalidArgument) if the message is not valid Arrow IPC, comes
-    /// before the schema, changes the schema, or does not match the schema.
+    /// before the schema, changes the schema, or does not match the schema;
+    /// [`Error::OverBudget`] (ResourceExhausted) if the memory budget has no room for it.
     pub fn push(&mut self, data: FlightData) -> Result<()> {
         if data.data_header.is_empty() {
             if data.data_body.is_empty() {
@@ -113,7 +123,10 @@ impl TableUpload {
         } = data;
         let header = Bytes::copy_from_slice(&data_header);
         drop(data_header);
-        let stored = self.memory.store(data_body);
+        let stored = self
+            .memory
+            .store(data_body)
+            .map_err(|e| self.over_budget(e))?;
         let body = Buffer::from(stored.clone()); // a zero-copy view for the decoder
         let message =
             ipc::root_as_message(&header).map_err(|e| self.invalid(UploadProblem::BadHeader(e)))?;
@@ -138,7 +151,7 @@ impl TableUpload {
                     // Streaming-size pieces over the same memory: see `resplit`.
                     self.batches += pieces.len() as u64;
                     for piece in pieces {
-                        self.keep(piece);
+                        self.keep(piece)?;
                     }
                     return Ok(());
                 }
@@ -153,13 +166,29 @@ impl TableUpload {
             header,
             app_metadata,
             body: vec![stored],
-        });
+        })
+    }
+
+    /// Keep `message`, charging what it holds besides its body.
+    fn keep(&mut self, message: StoredMessage) -> Result<()> {
+        let held = message.header.len()
+            + message.app_metadata.len()
+            + std::mem::size_of::<StoredMessage>()
+            + message.body.len() * std::mem::size_of::<Bytes>();
+        self.metadata
+            .grow(held)
+            .map_err(|refusal| self.over_budget(refusal))?;
+        self.bytes += message.body_len() as u64;
+        self.messages.push(message);
         Ok(())
     }
 
-    fn keep(&mut self, message: StoredMessage) {
-        self.bytes += message.body_len() as u64;
-        self.messages.push(message);
+    /// The error refusing this upload for want of memory.
+    fn over_budget(&self, refusal: crate::store::budget::OverBudget) -> Error {
+        Error::OverBudget {
+            key: Some(self.key.clone()),
+            refusal,
+        }
     }
 
     fn push_schema(&mut self, message: ipc::Message<'_>, header: &Bytes) -> Result<()> {
@@ -298,14 +327,19 @@ impl TableUpload {
                 problem: Box::new(UploadProblem::NoSchema),
             });
         };
+        // What the upload holds now belongs to its table.
+        self.memory.account().end();
         self.memory.finish();
         Ok(CachedTable::from_validated(
             decoding.schema,
             &decoding.schema_header,
             self.messages,
-            self.rows,
-            self.bytes,
-            self.batches,
+            self.metadata,
+            TableCounts {
+                rows: self.rows,
+                bytes: self.bytes,
+                batches: self.batches,
+            },
         ))
     }
 

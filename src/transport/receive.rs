@@ -24,6 +24,7 @@ use tonic::body::Body;
 
 use crate::error::{Error, RequestProblem, Result};
 use crate::protocol::rpc::FlightRpc;
+use crate::store::budget::Charge;
 use crate::store::memory::{BodyFill, SlabWriter};
 use crate::transport::grpc;
 
@@ -41,6 +42,9 @@ pub struct MessageReader {
     chunk: Bytes,
     max_message_bytes: usize,
     idle_timeout: Duration,
+    /// The memory budget's charge for the fields of the message being read, which are
+    /// buffered (all of them but a body received in place), held until the next message.
+    buffered: Option<Charge>,
 }
 
 impl MessageReader {
@@ -52,22 +56,24 @@ impl MessageReader {
             chunk: Bytes::new(),
             max_message_bytes,
             idle_timeout,
+            buffered: None,
         }
     }
 
     /// The next message, or `None` once the client ended the stream cleanly. Its body is
-    /// received into `memory`, if given, when the body is the message's last field: it is then
-    /// the body [`SlabWriter::store`] keeps without a copy.
+    /// received into `memory` when the body is the message's last field: it is then the body
+    /// [`SlabWriter::store`] keeps without a copy. The other fields are buffered, charged to
+    /// `memory`'s upload until the next call.
     ///
     /// # Errors
     /// [`Error::UploadCancelled`] (with no key) if the client reset the stream or the
     /// connection broke; [`Error::RequestIdle`] if no bytes came for the idle timeout;
     /// [`Error::MessageTooLarge`] for a message over the limit; [`Error::MalformedRequest`]
-    /// for bytes that are not a `FlightData` message.
-    pub async fn next_message(
-        &mut self,
-        mut memory: Option<&mut SlabWriter>,
-    ) -> Result<Option<FlightData>> {
+    /// for bytes that are not a `FlightData` message; [`Error::OverBudget`] if the memory
+    /// budget has no room for the message.
+    pub async fn next_message(&mut self, memory: &mut SlabWriter) -> Result<Option<FlightData>> {
+        let account = memory.account();
+        self.buffered = Some(account.budget().empty_charge(Some(account)));
         if !self.fill_chunk().await? {
             return Ok(None); // the clean end of the stream, between messages
         }
@@ -103,11 +109,8 @@ impl MessageReader {
                     let value_len = usize::try_from(value_len).unwrap_or(usize::MAX);
                     let is_body = tag >> 3 == u64::from(grpc::DATA_BODY_FIELD);
                     let is_last = value_len == len - fields.len();
-                    if is_body
-                        && is_last
-                        && let Some(memory) = memory.as_deref_mut()
-                    {
-                        let mut fill = memory.reserve(value_len);
+                    if is_body && is_last {
+                        let mut fill = memory.reserve(value_len)?;
                         self.read_body(&mut fill).await?;
                         body = Some(fill);
                         fields.truncate(field_start);
@@ -128,7 +131,6 @@ impl MessageReader {
         let mut message = FlightData::decode(fields.freeze())
             .map_err(|e| malformed(RequestProblem::Protobuf(e)))?;
         if let Some(fill) = body {
-            let memory = memory.expect("a body is received in place only into memory");
             message.data_body = memory.finish_fill(fill);
         }
         Ok(Some(message))
@@ -170,6 +172,13 @@ impl MessageReader {
 
     /// Append the next `len` bytes of the body to `out`.
     async fn read_into(&mut self, out: &mut BytesMut, mut len: usize) -> Result<()> {
+        if let Some(charge) = &self.buffered {
+            // `out` grows by doubling: charge the size it may reach, before it allocates.
+            let reach = (out.len() + len).next_power_of_two();
+            if reach > charge.bytes() {
+                charge.resize(reach)?;
+            }
+        }
         out.reserve(len.min(FIELD_RESERVE_BYTES));
         while len > 0 {
             self.fill_chunk_in_message().await?;
@@ -186,7 +195,7 @@ impl MessageReader {
         while fill.remaining() > 0 {
             self.fill_chunk_in_message().await?;
             let take = fill.remaining().min(self.chunk.len());
-            fill.write(&self.chunk[..take]);
+            fill.write(&self.chunk[..take])?;
             self.chunk.advance(take);
         }
         Ok(())
@@ -228,6 +237,7 @@ mod tests {
     use tonic::{Code, Status};
 
     use super::*;
+    use crate::store::budget::UploadAccount;
     use crate::store::memory::SlabPool;
 
     /// A request body that arrives in `chunk`-byte data frames.
@@ -268,14 +278,22 @@ mod tests {
             .collect()
     }
 
+    /// Table memory for one upload, without a limit.
+    fn memory() -> SlabWriter {
+        let pool = Arc::new(SlabPool::unlimited(Duration::from_secs(10)));
+        let account = UploadAccount::new(pool.budget());
+        SlabWriter::new(pool, account)
+    }
+
     /// Every message of `body`, and whether each one's body was received in table memory.
     async fn read_all(body: Body, max: usize) -> Result<Vec<(FlightData, bool)>> {
         let mut reader = MessageReader::new(body, max, Duration::from_secs(30));
-        let mut memory = SlabWriter::new(Arc::new(SlabPool::new(Duration::from_secs(10))));
+        let mut memory = memory();
         let mut read = Vec::new();
-        while let Some(message) = reader.next_message(Some(&mut memory)).await? {
+        while let Some(message) = reader.next_message(&mut memory).await? {
             let body = message.data_body.clone();
-            let in_place = !body.is_empty() && memory.store(body.clone()).as_ptr() == body.as_ptr();
+            let in_place =
+                !body.is_empty() && memory.store(body.clone()).unwrap().as_ptr() == body.as_ptr();
             read.push((message, in_place));
         }
         Ok(read)
@@ -330,9 +348,10 @@ mod tests {
         let body = Body::new(StreamBody::new(frames));
         let idle = Duration::from_secs(30);
         let mut reader = MessageReader::new(body, usize::MAX, idle);
-        assert!(reader.next_message(None).await.unwrap().is_some());
+        let mut memory = memory();
+        assert!(reader.next_message(&mut memory).await.unwrap().is_some());
         let started = tokio::time::Instant::now();
-        let err = reader.next_message(None).await.unwrap_err();
+        let err = reader.next_message(&mut memory).await.unwrap_err();
         assert!(
             matches!(err, Error::RequestIdle { idle: waited, .. } if waited == idle),
             "{err:?}"

@@ -24,7 +24,7 @@ use arrow::array::{ArrayRef, Decimal128Array, DictionaryArray, RecordBatch, Stri
 use arrow::datatypes::Int32Type;
 use arrow::ipc::MetadataVersion;
 use arrow_flight::{FlightData, FlightDescriptor};
-use flightcache::internals::{CachedTable, SlabPool, TableUpload};
+use flightcache::internals::{CachedTable, SlabPool, SlabWriter, TableUpload, UploadAccount};
 use flightcache::{Error, TableKey};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -198,7 +198,8 @@ fn mutate(rng: &mut SmallRng, mut messages: Vec<FlightData>) -> Vec<FlightData> 
 /// Feed `messages` to the validator, as `do_put` does.
 fn validate(messages: Vec<FlightData>, pool: &Arc<SlabPool>) -> Result<CachedTable, Error> {
     let key = TableKey::try_new("fuzz").unwrap();
-    let mut upload = TableUpload::new(key, Arc::clone(pool), 64 << 20);
+    let memory = SlabWriter::new(Arc::clone(pool), UploadAccount::new(pool.budget()));
+    let mut upload = TableUpload::new(key, memory, 64 << 20);
     for message in messages {
         upload.push(message)?;
     }
@@ -247,7 +248,7 @@ fn mutated_uploads_are_refused_or_read_back_valid() {
         .unwrap_or(DEFAULT_SEED);
     let mut rng = SmallRng::seed_from_u64(seed);
     let seeds = seeds();
-    let pool = Arc::new(SlabPool::new(Duration::ZERO));
+    let pool = Arc::new(SlabPool::unlimited(Duration::ZERO));
     let (mut accepted, mut refused, mut panicked) = (0, 0, 0);
     for case in 0..cases {
         let mut messages = seeds[rng.random_range(0..seeds.len())].clone();
@@ -302,7 +303,7 @@ fn mutated_uploads_are_refused_or_read_back_valid() {
 
 #[test]
 fn seeds_are_accepted_unmutated() {
-    let pool = Arc::new(SlabPool::new(Duration::ZERO));
+    let pool = Arc::new(SlabPool::unlimited(Duration::ZERO));
     for (i, messages) in seeds().into_iter().enumerate() {
         let table = validate(messages, &pool).unwrap_or_else(|e| panic!("seed {i}: {e}"));
         read_back(&table).unwrap_or_else(|e| panic!("seed {i}: {e}"));

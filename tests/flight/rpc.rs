@@ -219,6 +219,11 @@ async fn stats_count_tables_rows_and_requests() {
     client.get_all(&key("a")).await.unwrap();
     assert!(client.get(&key("missing")).await.is_err());
     let stats = client.stats().await.unwrap();
+    assert!(
+        stats.memory_tables >= a.bytes + b.bytes,
+        "the tables' memory is counted: {stats:?}"
+    );
+    assert_eq!(stats.memory_used, stats.memory_tables);
     assert_eq!(
         stats,
         StoreStats {
@@ -229,6 +234,13 @@ async fn stats_count_tables_rows_and_requests() {
             gets: 1,
             errors: 1,
             freed_bytes: 0,
+            memory_budget: ServerConfig::default().max_memory.unwrap(),
+            memory_used: stats.memory_used,
+            memory_tables: stats.memory_tables,
+            memory_uploads: 0,
+            evictions: 0,
+            expirations: 0,
+            rejected_uploads: 0,
         }
     );
     server.shutdown_and_wait().await;
@@ -312,11 +324,33 @@ async fn list_actions_names_what_do_action_handles() {
         .await
         .unwrap();
     let names: Vec<_> = actions.iter().map(|a| a.r#type.as_str()).collect();
-    assert_eq!(names, ["drop", "clear", "stats", "CancelFlightInfo"]);
+    assert_eq!(
+        names,
+        [
+            "drop",
+            "clear",
+            "stats",
+            "expire",
+            "persist",
+            "ttl",
+            "CancelFlightInfo",
+            "RenewFlightEndpoint"
+        ]
+    );
     assert!(actions.iter().all(|a| !a.description.is_empty()));
     for action in actions {
         let body = match action.r#type.as_str() {
-            "drop" => Bytes::from_static(b"absent"),
+            "drop" | "persist" | "ttl" => Bytes::from_static(b"absent"),
+            "expire" => Bytes::from_static(br#"{"key": "absent", "seconds": 5}"#),
+            "RenewFlightEndpoint" => {
+                CacheAction::RenewFlightEndpoint {
+                    key: key("absent"),
+                    endpoint: arrow_flight::FlightEndpoint::new()
+                        .with_ticket(key("absent").to_ticket()),
+                }
+                .to_action()
+                .body
+            }
             "CancelFlightInfo" => {
                 CacheAction::CancelFlightInfo(key("absent"))
                     .to_action()

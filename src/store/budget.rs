@@ -1,0 +1,478 @@
+//! `MemoryBudget`: the memory the cache may hold, charged as it is allocated.
+//!
+//! Every allocation that holds table data takes a [`Charge`] before it is made: slabs and
+//! large bodies' own mappings (as they grow), heap bodies, IPC headers, and the request bytes
+//! an upload buffers. A charge is given back when its memory is freed, so the budget counts
+//! what is held, wherever it is: in a cached table, in an upload in progress, in the pool of
+//! freed memory waiting for reuse, or in a table that was evicted or dropped while a `do_get`
+//! still streams it.
+//!
+//! A charge that does not fit makes room first (see [`Relieve`]): the store gives back the
+//! freed-memory pool, then evicts the least recently used tables if its policy allows. If that
+//! is not enough, or if the upload alone is larger than the budget, the charge is refused with
+//! an [`OverBudget`] that names what was needed: the upload fails at once, before it reads more.
+//!
+//! Uploads charge as their bytes arrive, never for a length a client only declared, so eight
+//! concurrent uploads cannot overshoot the budget together, and a client that declares a huge
+//! message holds nothing until it sends it.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+
+use crate::protocol::key::TableKey;
+
+/// Frees memory so that a charge can fit; the store implements it.
+pub trait Relieve: Send + Sync {
+    /// Free some memory held for the cache without touching the table under `protected` (the
+    /// key being uploaded, whose old table must survive a failed upload). False once there is
+    /// nothing left it may free.
+    fn relieve(&self, protected: Option<&TableKey>) -> bool;
+}
+
+/// The memory budget of one server: its limit, what is charged against it, and what makes
+/// room when a charge does not fit. Shared as `Arc<MemoryBudget>`.
+pub struct MemoryBudget {
+    /// The limit in bytes; `usize::MAX` when there is none.
+    limit: usize,
+    used: AtomicUsize,
+    /// Bytes charged by uploads in progress (part of `used`).
+    uploading: AtomicUsize,
+    /// Charges refused.
+    refused: AtomicU64,
+    relief: OnceLock<Weak<dyn Relieve>>,
+    /// Held while a charge makes room, so that concurrent charges do not each evict for
+    /// themselves what one eviction would have made room for.
+    making_room: Mutex<()>,
+}
+
+impl fmt::Debug for MemoryBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryBudget")
+            .field("limit", &self.limit())
+            .field("used", &self.used())
+            .field("uploading", &self.uploading())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryBudget {
+    /// A budget of `limit` bytes (`None`: no limit; charges are still counted).
+    pub fn new(limit: Option<usize>) -> Arc<Self> {
+        Arc::new(Self {
+            limit: limit.unwrap_or(usize::MAX),
+            used: AtomicUsize::new(0),
+            uploading: AtomicUsize::new(0),
+            refused: AtomicU64::new(0),
+            relief: OnceLock::new(),
+            making_room: Mutex::new(()),
+        })
+    }
+
+    /// A budget without a limit, for memory used outside a server (tests, tools).
+    pub fn unlimited() -> Arc<Self> {
+        Self::new(None)
+    }
+
+    /// Make room with `relief` when a charge does not fit. Set once, by the store.
+    pub fn set_relief(&self, relief: Weak<dyn Relieve>) {
+        self.relief.set(relief).ok();
+    }
+
+    /// The limit in bytes, if there is one.
+    pub fn limit(&self) -> Option<usize> {
+        (self.limit != usize::MAX).then_some(self.limit)
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Bytes charged now by uploads in progress.
+    pub fn uploading(&self) -> usize {
+        self.uploading.load(Ordering::Relaxed)
+    }
+
+    /// Charges refused since the budget was made: each one failed an upload.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// A charge of nothing, to [`grow`](Charge::grow) later.
+    pub fn empty_charge(self: &Arc<Self>, account: Option<&Arc<UploadAccount>>) -> Charge {
+        Charge {
+            budget: Arc::clone(self),
+            account: account.cloned(),
+            bytes: AtomicUsize::new(0),
+        }
+    }
+
+    /// Charge `bytes` for `account`'s upload, making room if they do not fit.
+    ///
+    /// # Errors
+    /// [`OverBudget`] if they do not fit even after making room, or if the upload would then
+    /// hold more than the whole budget by itself.
+    pub fn charge(
+        self: &Arc<Self>,
+        bytes: usize,
+        account: Option<&Arc<UploadAccount>>,
+    ) -> Result<Charge, OverBudget> {
+        let charge = self.empty_charge(account);
+        charge.grow(bytes)?;
+        Ok(charge)
+    }
+
+    /// Add `bytes` to `used` if they fit under the limit.
+    fn try_add(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Add `bytes` to `used`, making room for them if need be.
+    fn reserve(&self, bytes: usize, account: Option<&UploadAccount>) -> Result<(), OverBudget> {
+        if self.try_add(bytes) {
+            return Ok(());
+        }
+        let upload_bytes = account.map_or(0, UploadAccount::bytes);
+        let refuse = |reason| {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            Err(OverBudget {
+                limit: self.limit,
+                used: self.used(),
+                needed: bytes,
+                upload_bytes,
+                reason,
+            })
+        };
+        if upload_bytes.saturating_add(bytes) > self.limit {
+            return refuse(RefusalReason::LargerThanBudget);
+        }
+        let protected = account.and_then(UploadAccount::key);
+        let _making_room = self
+            .making_room
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let relief = self.relief.get().and_then(Weak::upgrade);
+        loop {
+            if self.try_add(bytes) {
+                return Ok(());
+            }
+            let relieved = relief
+                .as_ref()
+                .is_some_and(|relief| relief.relieve(protected));
+            if !relieved {
+                return refuse(RefusalReason::NothingToFree);
+            }
+        }
+    }
+
+    fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// Bytes charged against a [`MemoryBudget`], given back when the charge is dropped (or
+/// [`shrink`](Self::shrink)s). Held by what holds the memory: a slab, a heap body, a table's
+/// headers, an upload's buffered request bytes.
+pub struct Charge {
+    budget: Arc<MemoryBudget>,
+    /// The upload whose memory this is, while it counts as an upload's.
+    account: Option<Arc<UploadAccount>>,
+    bytes: AtomicUsize,
+}
+
+impl fmt::Debug for Charge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Charge")
+            .field("bytes", &self.bytes())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Charge {
+    /// Bytes charged.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Charge `more` bytes too, making room if they do not fit.
+    ///
+    /// # Errors
+    /// [`OverBudget`], and the charge is unchanged.
+    pub fn grow(&self, more: usize) -> Result<(), OverBudget> {
+        if more == 0 {
+            return Ok(());
+        }
+        self.budget.reserve(more, self.account.as_deref())?;
+        self.bytes.fetch_add(more, Ordering::AcqRel);
+        if let Some(account) = &self.account {
+            account.add(more);
+        }
+        Ok(())
+    }
+
+    /// A new charge of `bytes` on the same budget, for the same upload.
+    ///
+    /// # Errors
+    /// [`OverBudget`] if they do not fit.
+    pub fn another(&self, bytes: usize) -> Result<Charge, OverBudget> {
+        self.budget.charge(bytes, self.account.as_ref())
+    }
+
+    /// Grow or shrink the charge to `bytes`.
+    ///
+    /// # Errors
+    /// [`OverBudget`] if growing does not fit; the charge is unchanged.
+    pub fn resize(&self, bytes: usize) -> Result<(), OverBudget> {
+        let now = self.bytes();
+        if bytes > now {
+            self.grow(bytes - now)
+        } else {
+            self.shrink(now - bytes);
+            Ok(())
+        }
+    }
+
+    /// Give back `less` bytes of the charge (at most all of it).
+    pub fn shrink(&self, less: usize) {
+        let less = less.min(self.bytes());
+        if less == 0 {
+            return;
+        }
+        self.bytes.fetch_sub(less, Ordering::AcqRel);
+        if let Some(account) = &self.account {
+            account.remove(less);
+        }
+        self.budget.release(less);
+    }
+
+    /// The charge counts as `account`'s upload's from now on (reused pool memory).
+    pub fn attach_to_upload(&mut self, account: &Arc<UploadAccount>) {
+        self.detach_from_upload();
+        account.add(self.bytes());
+        self.account = Some(Arc::clone(account));
+    }
+
+    /// The charge no longer counts as an upload's (its memory went to the freed pool).
+    pub fn detach_from_upload(&mut self) {
+        if let Some(account) = self.account.take() {
+            account.remove(self.bytes());
+        }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        let bytes = *self.bytes.get_mut();
+        if let Some(account) = &self.account {
+            account.remove(bytes);
+        }
+        self.budget.release(bytes);
+    }
+}
+
+/// The memory one upload has charged, counted as "uploads in progress" until the upload
+/// ends (stored or failed), and the key it writes, whose old table relief must not evict.
+pub struct UploadAccount {
+    budget: Arc<MemoryBudget>,
+    key: OnceLock<TableKey>,
+    /// Bytes charged under this account and not yet given back, and whether the upload is
+    /// still in progress.
+    state: Mutex<(usize, bool)>,
+}
+
+impl fmt::Debug for UploadAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UploadAccount")
+            .field("key", &self.key.get())
+            .field("bytes", &self.bytes())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UploadAccount {
+    /// The account of a new upload charging `budget`.
+    pub fn new(budget: &Arc<MemoryBudget>) -> Arc<Self> {
+        Arc::new(Self {
+            budget: Arc::clone(budget),
+            key: OnceLock::new(),
+            state: Mutex::new((0, true)),
+        })
+    }
+
+    /// The budget the upload charges.
+    pub fn budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
+    }
+
+    /// The upload writes `key`: its current table is not evicted to make room for it.
+    pub fn set_key(&self, key: TableKey) {
+        self.key.set(key).ok();
+    }
+
+    fn key(&self) -> Option<&TableKey> {
+        self.key.get()
+    }
+
+    /// Bytes the upload holds.
+    pub fn bytes(&self) -> usize {
+        self.lock().0
+    }
+
+    /// The upload ended: what it holds now belongs to its table (or is being freed).
+    pub fn end(&self) {
+        let mut state = self.lock();
+        if std::mem::replace(&mut state.1, false) {
+            self.budget.uploading.fetch_sub(state.0, Ordering::AcqRel);
+        }
+    }
+
+    fn add(&self, bytes: usize) {
+        let mut state = self.lock();
+        state.0 += bytes;
+        if state.1 {
+            self.budget.uploading.fetch_add(bytes, Ordering::AcqRel);
+        }
+    }
+
+    fn remove(&self, bytes: usize) {
+        let mut state = self.lock();
+        state.0 = state.0.saturating_sub(bytes);
+        if state.1 {
+            self.budget.uploading.fetch_sub(bytes, Ordering::AcqRel);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, bool)> {
+        // Every change is one field update under the lock; a panicking holder leaves it whole.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for UploadAccount {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// Why a charge was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// The upload alone would hold more than the whole budget.
+    LargerThanBudget,
+    /// Nothing more could be freed: the eviction policy forbids it, or what is left is held
+    /// by uploads in progress, by the upload's own key, or by tables still being read.
+    NothingToFree,
+}
+
+/// A charge the budget could not make room for ([`crate::Error::OverBudget`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverBudget {
+    /// The budget in bytes.
+    pub limit: usize,
+    /// Bytes charged when the charge was refused.
+    pub used: usize,
+    /// Bytes the charge asked for.
+    pub needed: usize,
+    /// Bytes the upload already held.
+    pub upload_bytes: usize,
+    /// Why it was refused.
+    pub reason: RefusalReason,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frees `step` bytes of `held` per call, as the store's relief would by evicting.
+    struct Freeing {
+        held: Mutex<Vec<Charge>>,
+    }
+
+    impl Relieve for Freeing {
+        fn relieve(&self, _protected: Option<&TableKey>) -> bool {
+            self.held.lock().unwrap().pop().is_some()
+        }
+    }
+
+    #[test]
+    fn charges_fit_under_the_limit_and_come_back_when_dropped() {
+        let budget = MemoryBudget::new(Some(100));
+        let a = budget.charge(60, None).unwrap();
+        let refused = budget.charge(41, None).unwrap_err();
+        assert_eq!(refused.reason, RefusalReason::NothingToFree);
+        assert_eq!((refused.limit, refused.used, refused.needed), (100, 60, 41));
+        assert_eq!(budget.refused(), 1);
+        let b = budget.charge(40, None).unwrap();
+        assert_eq!(budget.used(), 100);
+        drop(a);
+        b.grow(30).unwrap();
+        b.shrink(50);
+        assert_eq!((b.bytes(), budget.used()), (20, 20));
+        drop(b);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn relief_frees_until_the_charge_fits_or_nothing_is_left() {
+        let budget = MemoryBudget::new(Some(100));
+        let relief = Arc::new(Freeing {
+            held: Mutex::new(vec![
+                budget.charge(30, None).unwrap(),
+                budget.charge(30, None).unwrap(),
+                budget.charge(30, None).unwrap(),
+            ]),
+        });
+        let weak = Arc::downgrade(&relief);
+        budget.set_relief(weak);
+        let fits_after_two = budget.charge(70, None).unwrap();
+        assert_eq!(relief.held.lock().unwrap().len(), 1, "freed two of three");
+        assert_eq!(budget.used(), 100);
+        let err = budget.charge(40, None).unwrap_err();
+        assert_eq!(err.reason, RefusalReason::NothingToFree);
+        assert!(
+            relief.held.lock().unwrap().is_empty(),
+            "freed everything first"
+        );
+        drop(fits_after_two);
+    }
+
+    #[test]
+    fn an_upload_larger_than_the_budget_is_refused_without_freeing_anything() {
+        let budget = MemoryBudget::new(Some(100));
+        let relief = Arc::new(Freeing {
+            held: Mutex::new(vec![budget.charge(50, None).unwrap()]),
+        });
+        let weak = Arc::downgrade(&relief);
+        budget.set_relief(weak);
+        let account = UploadAccount::new(&budget);
+        let first = budget.charge(40, Some(&account)).unwrap();
+        assert_eq!(budget.uploading(), 40);
+        let err = first.grow(61).unwrap_err();
+        assert_eq!(err.reason, RefusalReason::LargerThanBudget);
+        assert_eq!(err.upload_bytes, 40);
+        assert_eq!(relief.held.lock().unwrap().len(), 1, "nothing evicted");
+        assert_eq!(first.bytes(), 40, "unchanged");
+    }
+
+    #[test]
+    fn an_upload_counts_as_uploading_until_it_ends() {
+        let budget = MemoryBudget::unlimited();
+        let account = UploadAccount::new(&budget);
+        let body = budget.charge(1000, Some(&account)).unwrap();
+        let mut pooled = budget.charge(24, Some(&account)).unwrap();
+        assert_eq!((budget.uploading(), account.bytes()), (1024, 1024));
+        pooled.detach_from_upload();
+        assert_eq!(budget.uploading(), 1000);
+        account.end();
+        assert_eq!(budget.uploading(), 0);
+        assert_eq!(budget.used(), 1024, "still held, by a table now");
+        drop(body);
+        assert_eq!((budget.uploading(), budget.used()), (0, 24));
+        assert_eq!(budget.limit(), None);
+    }
+}
