@@ -282,8 +282,9 @@ fn over_budget_message(key: Option<&TableKey>, refusal: &OverBudget) -> String {
         RefusalReason::NothingToFree => format!(
             "the server's memory budget of {budget} (--max-memory) is full: {} is in use and the \
              upload{} needed {needed} more, and nothing more may be evicted (--eviction \
-             noeviction, or what is left is held by uploads in progress and tables being read); \
-             nothing was stored. Drop tables, retry later or raise --max-memory",
+             noeviction, or what is left is held by uploads in progress, by tables being read, \
+             or by the table the upload would replace); nothing was stored. Drop tables, retry \
+             later or raise --max-memory",
             HumanBytes(refusal.used as u64),
             for_key(key),
         ),

@@ -31,10 +31,11 @@ pub mod server;
 pub(crate) mod store;
 pub(crate) mod transport;
 
-pub use client::{CacheClient, ClientConfig, TableInfo, TableStream};
+pub use client::{CacheClient, ClientConfig, PutOptions, TableInfo, TableStream};
 pub use error::{Error, Result};
 pub use protocol::key::TableKey;
-pub use server::{EmbeddedServer, ServerConfig, serve};
+pub use server::{EmbeddedServer, ServerConfig, serve, serve_with_metrics};
+pub use store::Eviction;
 pub use transport::http2::Http2Settings;
 
 /// Internals for this crate's own benchmarks (`benches/`), which time the hot paths one by

@@ -23,6 +23,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_flightcache");
 struct ServeProcess {
     child: Child,
     url: String,
+    /// The rest of serve's stdout, kept open: the memory budget line, and more.
+    stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl ServeProcess {
@@ -40,7 +42,8 @@ impl ServeProcess {
             .spawn()
             .expect("flightcache serve starts");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout
             .read_line(&mut line)
             .expect("serve prints its address");
         let url = line
@@ -49,7 +52,14 @@ impl ServeProcess {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
         assert!(url.starts_with("grpc://127.0.0.1:"), "{url}");
-        Self { child, url }
+        Self { child, url, stdout }
+    }
+
+    /// The next line serve printed.
+    fn next_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("serve prints");
+        line.trim_end().to_string()
     }
 
     /// Run `flightcache ARGS` against this server.
@@ -296,6 +306,94 @@ fn list_info_drop_and_clear_manage_tables() {
     assert_eq!(server.ok(&["clear"]).trim(), "cleared 2 tables");
     assert!(server.ok(&["list"]).contains("no tables"));
     server.stop();
+}
+
+#[test]
+fn push_ttl_and_the_ttl_commands_show_and_change_a_time_to_live() {
+    let server = ServeProcess::start();
+    let dir = tempfile::tempdir().unwrap();
+    let input = parquet_file(&dir, "t.parquet", &sample_batches(1), 1000);
+    let input = input.to_str().unwrap();
+    let pushed = server.ok(&["push", input, "--key", "brief", "--ttl", "10m"]);
+    assert!(pushed.trim_end().ends_with("; expires in 10m"), "{pushed}");
+    server.ok(&["push", input, "--key", "kept"]);
+
+    let listing = server.ok(&["list"]);
+    let header = listing.lines().next().unwrap();
+    assert!(
+        header.contains("TTL") && header.contains("LAST USE"),
+        "{listing}"
+    );
+    let brief = listing.lines().find(|l| l.starts_with("brief")).unwrap();
+    assert!(
+        brief.contains(" 10m ") && brief.trim_end().ends_with(" ago"),
+        "{listing}"
+    );
+    let kept = listing.lines().find(|l| l.starts_with("kept")).unwrap();
+    assert!(kept.contains(" - "), "no ttl: {listing}");
+
+    let info = server.ok(&["info", "brief"]);
+    assert!(info.contains("ttl:     expires in 10m\n"), "{info}");
+    assert!(info.contains("used:    "), "{info}");
+    assert_eq!(
+        server.ok(&["ttl", "brief"]).trim(),
+        "`brief` expires in 10m"
+    );
+    assert_eq!(
+        server.ok(&["expire", "kept", "2h"]).trim(),
+        "`kept` expires in 2h"
+    );
+    assert_eq!(
+        server.ok(&["persist", "kept"]).trim(),
+        "`kept` no longer expires"
+    );
+    assert_eq!(server.ok(&["ttl", "kept"]).trim(), "`kept` never expires");
+    assert!(
+        server
+            .ok(&["info", "kept"])
+            .contains("ttl:     never expires\n")
+    );
+
+    let bad = server.run(&["push", input, "--ttl", "soon"]);
+    assert_eq!(bad.status.code(), Some(2), "a usage error");
+    let missing = server.run(&["expire", "missing", "1m"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no table named `missing`"));
+    server.stop();
+}
+
+#[test]
+fn serve_prints_its_memory_budget_and_stats_shows_the_memory() {
+    let mut server =
+        ServeProcess::start_with(&["--max-memory", "256MiB", "--eviction", "noeviction"]);
+    assert_eq!(
+        server.next_line(),
+        "memory budget: 256.00 MiB (--max-memory), refusing uploads when full (--eviction noeviction)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let input = parquet_file(&dir, "t.parquet", &sample_batches(2), 1000);
+    server.ok(&["push", input.to_str().unwrap()]);
+    let stats = server.ok(&["stats"]);
+    for line in [
+        "tables:           1",
+        "memory budget:    256.00 MiB",
+        "evictions:        0",
+    ] {
+        assert!(stats.lines().any(|l| l == line), "no `{line}` in:\n{stats}");
+    }
+    assert!(stats.contains("  by tables:      "), "{stats}");
+    server.stop();
+
+    let mut default = ServeProcess::start();
+    let line = default.next_line();
+    assert!(
+        line.starts_with("memory budget: ") && line.contains("75% of "),
+        "the default is a share of the memory the process may use: {line}"
+    );
+    default.stop();
+    let mut unlimited = ServeProcess::start_with(&["--max-memory", "0"]);
+    assert!(unlimited.next_line().starts_with("memory budget: none"));
+    unlimited.stop();
 }
 
 #[test]

@@ -3,11 +3,14 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::time::Duration;
 
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use flightcache::Eviction;
 use flightcache::bench;
 use flightcache::client::DEFAULT_SERVER_URL;
-use std::time::Duration;
 
 use flightcache::server::config::{
     DEFAULT_IDLE_CONNECTION_TIMEOUT, DEFAULT_KEEP_FREED, DEFAULT_KEEPALIVE_INTERVAL,
@@ -48,6 +51,14 @@ pub enum Command {
     Drop(KeyArgs),
     /// Remove every table.
     Clear(ServerArgs),
+    /// Make a table expire after DURATION from now (replacing any time to live it had).
+    Expire(ExpireArgs),
+    /// Make a table never expire.
+    Persist(KeyArgs),
+    /// Show how long a table has to live.
+    Ttl(KeyArgs),
+    /// Show the server's tables, memory and counters.
+    Stats(ServerArgs),
     /// Time Flight put and get against JSON over a socket and a raw socket transfer.
     ///
     /// Without --server it starts its own server on 127.0.0.1 (real TCP loopback).
@@ -106,6 +117,38 @@ pub struct ServeArgs {
     /// 0.0.0.0, arrow-flight-reuse-connection://?, Flight's "the connection you are on"].
     #[arg(long, value_name = "URI", value_parser = parse_location)]
     pub advertise: Option<String>,
+    /// The memory budget for everything held for tables: cached tables, uploads in progress,
+    /// freed memory kept for reuse (suffixes: KiB, MiB, GiB); 0: no budget. An upload that
+    /// does not fit evicts tables (see --eviction) or fails with RESOURCE_EXHAUSTED.
+    /// [default: 75% of the memory the process may use: its cgroup's limit if one is set,
+    /// else the total memory; printed on startup]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
+    /// What an upload that does not fit in the memory budget does.
+    #[arg(long, value_enum, default_value_t = EvictionPolicy::Lru)]
+    pub eviction: EvictionPolicy,
+    /// Serve metrics in the Prometheus text format over HTTP on this address (such as
+    /// 127.0.0.1:9815).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<SocketAddr>,
+}
+
+/// `--eviction`'s choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EvictionPolicy {
+    /// Evict the least recently used tables (by last get or put) until the upload fits.
+    Lru,
+    /// Evict nothing: the upload fails with RESOURCE_EXHAUSTED and the cache is unchanged.
+    Noeviction,
+}
+
+impl From<EvictionPolicy> for Eviction {
+    fn from(policy: EvictionPolicy) -> Self {
+        match policy {
+            EvictionPolicy::Lru => Eviction::Lru,
+            EvictionPolicy::Noeviction => Eviction::NoEviction,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +158,19 @@ pub struct PushArgs {
     /// The key to store it under [default: the file name without its extension].
     #[arg(long)]
     pub key: Option<String>,
+    /// Expire the table this long after it is stored (30s, 10m, 2h, 1d) [default: never].
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<HumanDuration>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExpireArgs {
+    /// The table's key.
+    pub key: String,
+    /// How long from now it expires (30s, 10m, 2h, 1d).
+    pub ttl: HumanDuration,
     #[command(flatten)]
     pub server: ServerArgs,
 }

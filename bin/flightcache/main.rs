@@ -1,7 +1,8 @@
 //! `flightcache`: run a cache server, move table files in and out of one, and benchmark it.
 //!
 //! `main` parses the command line ([`cli`]) and runs one subcommand, each in a file of its own
-//! ([`serve`], [`push`], [`get`], [`tables`] for list/info/drop/clear, [`bench`]); errors are
+//! ([`serve`], [`push`], [`get`], [`tables`] for list/info/drop/clear/expire/persist/ttl/stats,
+//! [`bench`]); errors are
 //! one `error:` line on stderr and exit code 1.
 
 use std::process::ExitCode;
@@ -53,6 +54,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info(args) => tables::info(args).await,
         Command::Drop(args) => tables::drop_table(args).await,
         Command::Clear(args) => tables::clear(args).await,
+        Command::Expire(args) => tables::expire(args).await,
+        Command::Persist(args) => tables::persist(args).await,
+        Command::Ttl(args) => tables::ttl(args).await,
+        Command::Stats(args) => tables::stats(args).await,
         Command::Bench(args) => bench::run_bench(args).await,
     }
 }

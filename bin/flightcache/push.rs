@@ -7,11 +7,11 @@ use std::time::Instant;
 use anyhow::Context;
 use futures::TryStreamExt;
 
-use flightcache::TableKey;
 use flightcache::bench::data::arrow_bytes;
 use flightcache::formats::TableSource;
+use flightcache::{PutOptions, TableKey};
 
-use crate::cli::PushArgs;
+use crate::cli::{PushArgs, format_duration};
 use crate::output::{byte_bar, connect, file_stem, summary_line};
 
 /// `flightcache push`: stream a table file into the cache, a batch at a time.
@@ -40,12 +40,22 @@ pub async fn push(args: PushArgs) -> anyhow::Result<()> {
         counter.inc(bytes);
     });
     let start = Instant::now();
+    let options = PutOptions {
+        ttl: args.ttl.map(|ttl| ttl.0),
+    };
     let summary = client
-        .put(&key, schema, batches)
+        .put_with(&key, schema, batches, &options)
         .await
         .with_context(|| format!("pushing `{}` as `{key}`", path.display()))?;
     bar.finish_and_clear();
     let line = summary_line("pushed", &key, summary.rows, summary.bytes, start);
-    writeln!(std::io::stdout(), "{line}")?;
+    match options.ttl {
+        Some(ttl) => writeln!(
+            std::io::stdout(),
+            "{line}; expires in {}",
+            format_duration(ttl)
+        )?,
+        None => writeln!(std::io::stdout(), "{line}")?,
+    }
     Ok(())
 }

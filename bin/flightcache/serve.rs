@@ -4,7 +4,10 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
+use flightcache::Eviction;
 use flightcache::ServerConfig;
+use flightcache::server::config::{DEFAULT_MEMORY_SHARE, default_max_memory};
+use indicatif::HumanBytes;
 
 use crate::allocator;
 use crate::cli::ServeArgs;
@@ -16,12 +19,30 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}:{}", args.host, args.port))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    let metrics = match args.metrics {
+        Some(metrics_addr) => Some(
+            tokio::net::TcpListener::bind(metrics_addr)
+                .await
+                .with_context(|| format!("serving metrics on {metrics_addr}"))?,
+        ),
+        None => None,
+    };
+    let config = config(&args);
+    // One write, so that a reader of the first line alone (a script) has all of it at once.
+    let mut startup = format!(
+        "listening on grpc://{addr}\n{}\n",
+        budget_line(&args, &config)
+    );
+    if let Some(metrics) = &metrics {
+        startup += &format!("metrics on http://{}/metrics\n", metrics.local_addr()?);
+    }
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening on grpc://{addr}")?;
+    stdout.write_all(startup.as_bytes())?;
     stdout.flush()?;
     drop(stdout);
     let release = tokio::spawn(allocator::release_freed_memory(allocator::RELEASE_INTERVAL));
-    let served = flightcache::serve(listener, config(&args), shutdown_signal()).await;
+    let served =
+        flightcache::serve_with_metrics(listener, metrics, config, shutdown_signal()).await;
     release.abort();
     served?;
     tracing::info!("server stopped");
@@ -40,7 +61,46 @@ fn config(args: &ServeArgs) -> ServerConfig {
         keepalive_interval: (!args.keepalive.0.is_zero()).then_some(args.keepalive.0),
         keep_freed: Duration::from_secs_f64(args.keep_freed_secs),
         advertise: args.advertise.clone(),
+        max_memory: match args.max_memory {
+            Some(0) => None,
+            Some(bytes) => Some(bytes),
+            None => default_max_memory().map(|limit| limit.budget),
+        },
+        eviction: args.eviction.into(),
         ..ServerConfig::default()
+    }
+}
+
+/// The startup line that tells the operator the memory budget and where it comes from.
+fn budget_line(args: &ServeArgs, config: &ServerConfig) -> String {
+    let eviction = match config.eviction {
+        Eviction::Lru => "evicting least recently used tables when full",
+        Eviction::NoEviction => "refusing uploads when full (--eviction noeviction)",
+    };
+    match (config.max_memory, args.max_memory) {
+        (None, _) => "memory budget: none (--max-memory 0); memory is not limited".to_string(),
+        (Some(budget), Some(_)) => {
+            format!(
+                "memory budget: {} (--max-memory), {eviction}",
+                HumanBytes(budget)
+            )
+        }
+        (Some(budget), None) => {
+            let source = default_max_memory()
+                .map(|limit| {
+                    format!(
+                        "{:.0}% of {}, {}",
+                        DEFAULT_MEMORY_SHARE * 100.0,
+                        HumanBytes(limit.available),
+                        limit.source
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "memory budget: {} ({source}), {eviction}",
+                HumanBytes(budget)
+            )
+        }
     }
 }
 

@@ -1,12 +1,14 @@
-//! The subcommands that manage the cached tables: `list`, `info`, `drop`, `clear`.
+//! The subcommands that manage the cached tables: `list`, `info`, `drop`, `clear`, `expire`,
+//! `persist`, `ttl`, `stats`.
 
 use std::io::Write;
+use std::time::Duration;
 
 use indicatif::HumanBytes;
 
 use flightcache::TableKey;
 
-use crate::cli::{KeyArgs, ListArgs, ServerArgs};
+use crate::cli::{ExpireArgs, KeyArgs, ListArgs, ServerArgs, format_duration};
 use crate::output::{connect, truncate};
 
 /// `flightcache list`: one line per table.
@@ -26,17 +28,19 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
         .max(3);
     writeln!(
         out,
-        "{:<width$}  {:>12}  {:>10}  {:>7}",
-        "KEY", "ROWS", "SIZE", "COLUMNS"
+        "{:<width$}  {:>12}  {:>10}  {:>7}  {:>8}  {:>10}",
+        "KEY", "ROWS", "SIZE", "COLUMNS", "TTL", "LAST USE"
     )?;
     for table in tables {
         writeln!(
             out,
-            "{:<width$}  {:>12}  {:>10}  {:>7}",
+            "{:<width$}  {:>12}  {:>10}  {:>7}  {:>8}  {:>10}",
             table.key.as_str(),
             table.rows,
             HumanBytes(table.bytes).to_string(),
-            table.schema.fields().len()
+            table.schema.fields().len(),
+            ttl_column(table.ttl),
+            idle_column(table.idle),
         )?;
     }
     Ok(())
@@ -59,6 +63,11 @@ pub async fn info(args: KeyArgs) -> anyhow::Result<()> {
     for location in &info.locations {
         writeln!(out, "at:      {location}")?;
     }
+    match info.ttl {
+        Some(ttl) => writeln!(out, "ttl:     expires in {}", ttl_column(Some(ttl)))?,
+        None => writeln!(out, "ttl:     never expires")?,
+    }
+    writeln!(out, "used:    {}", idle_column(info.idle))?;
     writeln!(out, "columns: {}", info.schema.fields().len())?;
     for field in info.schema.fields() {
         let null = if field.is_nullable() { "" } else { " not null" };
@@ -93,4 +102,100 @@ pub async fn clear(args: ServerArgs) -> anyhow::Result<()> {
     let cleared = client.clear().await?;
     writeln!(std::io::stdout(), "cleared {} tables", cleared.tables)?;
     Ok(())
+}
+
+/// `flightcache expire`: give a table a time to live.
+pub async fn expire(args: ExpireArgs) -> anyhow::Result<()> {
+    let key = TableKey::try_new(args.key.as_str())?;
+    let mut client = connect(&args.server).await?;
+    let result = client.expire(&key, args.ttl.0).await?;
+    let left = result
+        .ttl_seconds
+        .map_or(args.ttl.0, Duration::from_secs_f64);
+    writeln!(
+        std::io::stdout(),
+        "`{key}` expires in {}",
+        ttl_column(Some(left))
+    )?;
+    Ok(())
+}
+
+/// `flightcache persist`: remove a table's time to live.
+pub async fn persist(args: KeyArgs) -> anyhow::Result<()> {
+    let key = TableKey::try_new(args.key.as_str())?;
+    let mut client = connect(&args.server).await?;
+    let result = client.persist(&key).await?;
+    let line = match result.had_ttl {
+        true => format!("`{key}` no longer expires"),
+        false => format!("`{key}` had no time to live; it never expires"),
+    };
+    writeln!(std::io::stdout(), "{line}")?;
+    Ok(())
+}
+
+/// `flightcache ttl`: how long a table has to live.
+pub async fn ttl(args: KeyArgs) -> anyhow::Result<()> {
+    let key = TableKey::try_new(args.key.as_str())?;
+    let mut client = connect(&args.server).await?;
+    let result = client.ttl(&key).await?;
+    let line = match result.ttl_seconds {
+        Some(seconds) => format!(
+            "`{key}` expires in {}",
+            ttl_column(Some(Duration::from_secs_f64(seconds)))
+        ),
+        None => format!("`{key}` never expires"),
+    };
+    writeln!(std::io::stdout(), "{line}")?;
+    Ok(())
+}
+
+/// `flightcache stats`: the server's tables, memory and counters.
+pub async fn stats(args: ServerArgs) -> anyhow::Result<()> {
+    let mut client = connect(&args).await?;
+    let stats = client.stats().await?;
+    let mut out = std::io::stdout().lock();
+    let budget = match stats.memory_budget {
+        0 => "none".to_string(),
+        bytes => HumanBytes(bytes).to_string(),
+    };
+    writeln!(out, "tables:           {}", stats.tables)?;
+    writeln!(out, "rows:             {}", stats.rows)?;
+    writeln!(out, "arrow bytes:      {}", HumanBytes(stats.bytes))?;
+    writeln!(out, "memory budget:    {budget}")?;
+    writeln!(out, "memory used:      {}", HumanBytes(stats.memory_used))?;
+    writeln!(out, "  by tables:      {}", HumanBytes(stats.memory_tables))?;
+    writeln!(
+        out,
+        "  by uploads:     {}",
+        HumanBytes(stats.memory_uploads)
+    )?;
+    writeln!(out, "  kept for reuse: {}", HumanBytes(stats.freed_bytes))?;
+    writeln!(out, "puts:             {}", stats.puts)?;
+    writeln!(out, "gets:             {}", stats.gets)?;
+    writeln!(out, "errors:           {}", stats.errors)?;
+    writeln!(out, "evictions:        {}", stats.evictions)?;
+    writeln!(out, "expirations:      {}", stats.expirations)?;
+    writeln!(out, "rejected uploads: {}", stats.rejected_uploads)?;
+    Ok(())
+}
+
+/// A time to live as a column: `-` when there is none.
+fn ttl_column(ttl: Option<Duration>) -> String {
+    ttl.map_or_else(
+        || "-".to_string(),
+        |ttl| format_duration(whole_seconds(ttl)),
+    )
+}
+
+/// Time since last use as a column, in whole seconds: `-` when unknown.
+fn idle_column(idle: Option<Duration>) -> String {
+    idle.map_or_else(
+        || "-".to_string(),
+        |idle| format!("{} ago", format_duration(whole_seconds(idle))),
+    )
+}
+
+/// `duration` rounded up to whole seconds, as people read times to live.
+fn whole_seconds(duration: Duration) -> Duration {
+    Duration::from_secs(duration.as_secs_f64().ceil() as u64)
 }

@@ -18,17 +18,24 @@ def _binary():
 
 
 class Server:
-    """A running `flightcache serve --port 0`."""
+    """A running `flightcache serve --port 0`, with any more flags in `args`."""
 
-    def __init__(self):
+    def __init__(self, *args):
         self.process = subprocess.Popen(
-            [_binary(), "serve", "--port", "0"],
+            [_binary(), "serve", "--port", "0", *args],
             stdout=subprocess.PIPE,
             text=True,
         )
         line = self.process.stdout.readline().strip()
         assert line.startswith("listening on grpc://"), f"unexpected first line {line!r}"
         self.url = line.removeprefix("listening on ")
+        self.budget_line = self.process.stdout.readline().strip()
+        assert self.budget_line.startswith("memory budget: "), self.budget_line
+        self.metrics_url = None
+        if "--metrics" in args:
+            line = self.process.stdout.readline().strip()
+            assert line.startswith("metrics on "), line
+            self.metrics_url = line.removeprefix("metrics on ")
 
     def stop(self):
         self.process.terminate()
@@ -50,3 +57,19 @@ def client(server):
     client = flight.connect(server.url)
     yield client
     client.close()
+
+
+@pytest.fixture
+def start_server():
+    """Start servers with flags of the test's choosing; each is stopped after the test."""
+    started = []
+
+    def start(*args):
+        server = Server(*args)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        if server.process.poll() is None:
+            server.stop()

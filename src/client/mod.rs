@@ -6,6 +6,8 @@
 
 mod stream;
 
+use std::time::{Duration, SystemTime};
+
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow_flight::error::FlightError;
@@ -23,6 +25,7 @@ use crate::protocol::actions::{CacheAction, ClearResult, DropResult, StoreStats}
 use crate::protocol::encode::encode_stream;
 use crate::protocol::key::TableKey;
 use crate::protocol::put::PutSummary;
+use crate::protocol::ttl::{PersistResult, TTL_HEADER, TableMetadata, TtlResult};
 use crate::server::config::DEFAULT_MAX_MESSAGE_BYTES;
 use crate::transport::http2::Http2Settings;
 use stream::CancelOnError;
@@ -61,6 +64,20 @@ pub struct TableInfo {
     pub bytes: u64,
     /// Where the table can be fetched: the locations of its endpoints.
     pub locations: Vec<String>,
+    /// Time left until the table expires, when it has a time to live.
+    pub ttl: Option<Duration>,
+    /// When it expires, on the server's clock (its endpoints' `expiration_time`).
+    pub expires_at: Option<SystemTime>,
+    /// Time since its last get or put, when the server reports it.
+    pub idle: Option<Duration>,
+}
+
+/// How to store a table ([`CacheClient::put_with`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Expire the table this long after it is stored (sent as the `x-flightcache-ttl`
+    /// header); `None`: it never expires.
+    pub ttl: Option<Duration>,
 }
 
 /// A client for one flightcache server.
@@ -169,13 +186,37 @@ impl CacheClient {
     where
         S: Stream<Item = Result<RecordBatch>> + Send + 'static,
     {
+        self.put_with(key, schema, batches, &PutOptions::default())
+            .await
+    }
+
+    /// Upload a stream of batches under `key` as [`put`](Self::put) does, stored as `options`
+    /// say (with a time to live, say).
+    ///
+    /// # Errors
+    /// As [`put`](Self::put).
+    pub async fn put_with<S>(
+        &mut self,
+        key: &TableKey,
+        schema: SchemaRef,
+        batches: S,
+        options: &PutOptions,
+    ) -> Result<PutSummary>
+    where
+        S: Stream<Item = Result<RecordBatch>> + Send + 'static,
+    {
         let messages = encode_stream(&schema, key.to_descriptor(), batches)
             .map_err(|e| FlightError::ExternalError(Box::new(e)));
         let (failed, failure) = oneshot::channel();
-        let request = CancelOnError {
+        let mut request = tonic::Request::new(CancelOnError {
             inner: Box::pin(messages),
             failed: Some(failed),
-        };
+        });
+        if let Some(ttl) = options.ttl {
+            let seconds = ttl.as_secs_f64().to_string();
+            let value = seconds.parse().expect("a number is a valid header value");
+            request.metadata_mut().insert(TTL_HEADER, value);
+        }
         let mut inner = self.flight.inner().clone();
         let call = async move {
             let mut results = inner.do_put(request).await?.into_inner();
@@ -309,12 +350,41 @@ impl CacheClient {
         self.action(CacheAction::Clear, None).await
     }
 
-    /// The server's contents and counters.
+    /// The server's contents, memory and counters.
     ///
     /// # Errors
     /// [`Error::Rpc`] if the server refuses the call.
     pub async fn stats(&mut self) -> Result<StoreStats> {
         self.action(CacheAction::Stats, None).await
+    }
+
+    /// Make the table under `key` expire `ttl` from now (the `expire` action).
+    ///
+    /// # Errors
+    /// [`Error::TableNotFound`] if there is no such table.
+    pub async fn expire(&mut self, key: &TableKey, ttl: Duration) -> Result<TtlResult> {
+        let action = CacheAction::Expire {
+            key: key.clone(),
+            ttl,
+        };
+        self.action(action, Some(key)).await
+    }
+
+    /// Make the table under `key` never expire (the `persist` action).
+    ///
+    /// # Errors
+    /// [`Error::TableNotFound`] if there is no such table.
+    pub async fn persist(&mut self, key: &TableKey) -> Result<PersistResult> {
+        self.action(CacheAction::Persist(key.clone()), Some(key))
+            .await
+    }
+
+    /// The time to live of the table under `key` (the `ttl` action).
+    ///
+    /// # Errors
+    /// [`Error::TableNotFound`] if there is no such table.
+    pub async fn ttl(&mut self, key: &TableKey) -> Result<TtlResult> {
+        self.action(CacheAction::Ttl(key.clone()), Some(key)).await
     }
 
     async fn action<T: DeserializeOwned>(
@@ -390,12 +460,25 @@ fn table_info(info: FlightInfo) -> Result<TableInfo> {
         .iter()
         .flat_map(|endpoint| endpoint.location.iter().map(|l| l.uri.clone()))
         .collect();
+    let expires_at = info
+        .endpoint
+        .iter()
+        .find_map(|endpoint| endpoint.expiration_time)
+        .and_then(|timestamp| SystemTime::try_from(timestamp).ok());
+    // Another server's metadata, or none, is no error: only what it does not say is missing.
+    let metadata: Option<TableMetadata> = serde_json::from_slice(&info.app_metadata).ok();
     Ok(TableInfo {
         key,
         schema: SchemaRef::new(schema),
         rows: u64::try_from(info.total_records).unwrap_or(0),
         bytes: u64::try_from(info.total_bytes).unwrap_or(0),
         locations,
+        ttl: metadata
+            .as_ref()
+            .and_then(|m| m.ttl_seconds)
+            .and_then(|s| Duration::try_from_secs_f64(s).ok()),
+        expires_at,
+        idle: metadata.and_then(|m| Duration::try_from_secs_f64(m.idle_seconds).ok()),
     })
 }
 

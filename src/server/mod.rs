@@ -4,9 +4,11 @@
 //! - [`config`]: [`ServerConfig`], every knob with its default.
 //! - `service`: the one door of each RPC (crate-private).
 //! - `call`: one request as a door sees it (crate-private).
+//! - `metrics`: `serve --metrics`, the numbers in the Prometheus text format (crate-private).
 
 pub(crate) mod call;
 pub mod config;
+pub(crate) mod metrics;
 pub(crate) mod service;
 
 use std::convert::Infallible;
@@ -68,6 +70,20 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    serve_with_metrics(listener, None, config, shutdown).await
+}
+
+/// [`serve`], and serve the cache's metrics in the Prometheus text format over HTTP on
+/// `metrics`, if given (`serve --metrics`).
+///
+/// # Errors
+/// [`Error::Serve`] if the transport fails.
+pub async fn serve_with_metrics(
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let location = match &config.advertise {
         Some(uri) => uri.clone(),
         None => default_location(listener.local_addr()?),
@@ -90,6 +106,12 @@ pub async fn serve(
         service.store().slab_pool().release_expired_periodically(),
     ));
     let _expire_keys = AbortOnDrop(tokio::spawn(service.store().clone().expire_periodically()));
+    let _metrics = metrics.map(|listener| {
+        AbortOnDrop(tokio::spawn(metrics::serve_metrics(
+            listener,
+            service.store().clone(),
+        )))
+    });
     let mut builder = builder;
     builder
         .add_service(make_server(service))
@@ -115,6 +137,7 @@ impl<T> Drop for AbortOnDrop<T> {
 #[derive(Debug)]
 pub struct EmbeddedServer {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<()>>>,
 }
@@ -125,18 +148,43 @@ impl EmbeddedServer {
     /// # Errors
     /// [`Error::Io`] if no port can be bound.
     pub async fn start(config: ServerConfig) -> Result<Self> {
+        Self::start_serving(config, false).await
+    }
+
+    /// [`start`](Self::start), also serving metrics on another free port of 127.0.0.1
+    /// ([`metrics_addr`](Self::metrics_addr)).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if no port can be bound.
+    pub async fn start_with_metrics(config: ServerConfig) -> Result<Self> {
+        Self::start_serving(config, true).await
+    }
+
+    async fn start_serving(config: ServerConfig, with_metrics: bool) -> Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-        // Read the address before spawning, so a caller can connect at once (no sleeps).
+        // Read the addresses before spawning, so a caller can connect at once (no sleeps).
         let addr = listener.local_addr()?;
+        let metrics = match with_metrics {
+            true => Some(TcpListener::bind(("127.0.0.1", 0)).await?),
+            false => None,
+        };
+        let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
         let (shutdown, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, config, async {
+        let task = tokio::spawn(serve_with_metrics(listener, metrics, config, async {
             stopped.await.ok();
         }));
         Ok(Self {
             addr,
+            metrics_addr,
             shutdown: Some(shutdown),
             task: Some(task),
         })
+    }
+
+    /// Where metrics are served, if the server was started
+    /// [`with metrics`](Self::start_with_metrics).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The bound address.

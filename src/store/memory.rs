@@ -138,42 +138,45 @@ impl SlabPool {
         }
     }
 
-    /// A mapping of `len` bytes to fill for `account`'s upload, charged whole: the most
-    /// recently freed one of that size, or a fresh one; `None` if mapping fails.
-    fn take(
-        self: &Arc<Self>,
-        len: usize,
-        account: &Arc<UploadAccount>,
-    ) -> Result<Option<Slab>, OverBudget> {
-        if let Some(slab) = self.take_idle(len, account)? {
-            return Ok(Some(slab));
+    /// A slab of [`SLAB_BYTES`] to fill for `account`'s upload: the most recently freed one,
+    /// still charged for the pages it has in memory, or a fresh one, charged for nothing yet
+    /// (its pages are charged as they are filled, see [`SlabWriter::place`]); `None` if
+    /// mapping fails.
+    fn take_slab(self: &Arc<Self>, account: &Arc<UploadAccount>) -> Option<Slab> {
+        if let Some(IdleSlab {
+            map, mut charge, ..
+        }) = self.take_idle(SLAB_BYTES)
+        {
+            charge.attach_to_upload(account);
+            return Some(self.slab(map, charge));
         }
-        let charge = self.budget.charge(len, Some(account))?;
-        Ok(huge_page_map(len).map(|map| self.slab(MmapRaw::from(map), charge)))
+        let charge = self.budget.empty_charge(Some(account));
+        huge_page_map(SLAB_BYTES).map(|map| self.slab(MmapRaw::from(map), charge))
     }
 
-    /// The most recently freed mapping of `len` bytes, charged whole to `account`'s upload,
-    /// if one waits in the pool.
-    fn take_idle(
+    /// A freed mapping of `len` bytes for one body of `account`'s upload, charged whole (the
+    /// body fills it), if one waits in the pool.
+    fn take_for_body(
         self: &Arc<Self>,
         len: usize,
         account: &Arc<UploadAccount>,
     ) -> Result<Option<Slab>, OverBudget> {
-        let taken = {
-            let mut idle = self.lock();
-            let newest_fit = idle.iter().rposition(|slab| slab.map.len() == len);
-            newest_fit.map(|i| idle.remove(i)) // `remove` keeps the list oldest first
-        };
         let Some(IdleSlab {
             map, mut charge, ..
-        }) = taken
+        }) = self.take_idle(len)
         else {
             return Ok(None);
         };
-        // Its trimmed end is filled again: charge all of it (if that fails, it is unmapped).
         charge.attach_to_upload(account);
-        charge.resize(len)?;
+        charge.resize(len)?; // if that fails, the mapping is unmapped
         Ok(Some(self.slab(map, charge)))
+    }
+
+    /// The most recently freed mapping of `len` bytes, if one waits in the pool.
+    fn take_idle(&self, len: usize) -> Option<IdleSlab> {
+        let mut idle = self.lock();
+        let newest_fit = idle.iter().rposition(|slab| slab.map.len() == len);
+        newest_fit.map(|i| idle.remove(i)) // `remove` keeps the list oldest first
     }
 
     /// `map`, charged by `charge`, as a slab that comes back to this pool when dropped.
@@ -352,13 +355,13 @@ impl SlabWriter {
             // A mapping of its own, rounded up to whole huge pages, so that a body of the same
             // size (such as the next upload of the same table) can reuse it.
             let full = len.next_multiple_of(TRIM_ALIGNMENT);
-            if let Some(slab) = self.pool.take_idle(full, &self.account)? {
+            if let Some(slab) = self.pool.take_for_body(full, &self.account)? {
                 return Ok(Place::Mapped {
                     slab: Arc::new(slab),
                     range: 0..len,
                 });
             }
-            return match GrowingMap::new(full, &self.pool, &self.account)? {
+            return match GrowingMap::new(full, &self.pool, &self.account) {
                 Some(map) => Ok(Place::Growing {
                     map,
                     pool: Arc::clone(&self.pool),
@@ -369,7 +372,7 @@ impl SlabWriter {
         let fits = matches!(&self.current, Some((_, used)) if used + len <= SLAB_BYTES);
         if !fits {
             self.trim_current();
-            match self.pool.take(SLAB_BYTES, &self.account)? {
+            match self.pool.take_slab(&self.account) {
                 Some(slab) => self.current = Some((Arc::new(slab), 0)),
                 None => return self.heap(len),
             }
@@ -378,6 +381,15 @@ impl SlabWriter {
         // Within the mapping: `fits`, or a fresh slab of SLAB_BYTES and
         // `len <= OWN_MAPPING_ABOVE_BYTES`. No other place covers it: `used` only grows.
         let range = *used..*used + len;
+        // The slab's pages are charged as bodies reach them, whole huge pages at a time.
+        let charge = slab
+            .charge
+            .as_ref()
+            .expect("a slab has its charge until dropped");
+        let reached = range.end.next_multiple_of(TRIM_ALIGNMENT).min(SLAB_BYTES);
+        if reached > charge.bytes() {
+            charge.resize(reached)?;
+        }
         *used = range.end.next_multiple_of(BODY_ALIGNMENT);
         Ok(Place::Mapped {
             slab: Arc::clone(slab),
@@ -461,8 +473,9 @@ enum Place {
     },
 }
 
-/// An anonymous mapping that grows, by remapping, to a final length known in advance; what is
-/// mapped is charged.
+/// An anonymous mapping that grows, by remapping, to a final length known in advance. Its
+/// pages are charged as they are written, whole huge pages at a time: mapped pages that were
+/// never written take no memory.
 #[derive(Debug)]
 struct GrowingMap {
     map: MmapRaw,
@@ -474,43 +487,37 @@ impl GrowingMap {
     /// A mapping that will grow to `full` bytes; mapped at first up to one slab's size (on
     /// Linux, which can grow a mapping; elsewhere, all of it at once). `None` if mapping
     /// fails.
-    fn new(
-        full: usize,
-        pool: &SlabPool,
-        account: &Arc<UploadAccount>,
-    ) -> Result<Option<Self>, OverBudget> {
+    fn new(full: usize, pool: &SlabPool, account: &Arc<UploadAccount>) -> Option<Self> {
         let first = if cfg!(target_os = "linux") {
             full.min(SLAB_BYTES)
         } else {
             full
         };
-        let charge = pool.budget().charge(first, Some(account))?;
-        Ok(huge_page_map(first).map(|map| Self {
-            map: MmapRaw::from(map),
-            charge,
+        Some(Self {
+            map: MmapRaw::from(huge_page_map(first)?),
+            charge: pool.budget().empty_charge(Some(account)),
             full,
-        }))
+        })
     }
 
-    /// Make room for `len` bytes, doubling the mapping at least; `Ok(false)` if it cannot grow.
-    fn grow_to(&mut self, len: usize) -> Result<bool, OverBudget> {
+    /// Charge the pages that writing up to `len` bytes reaches.
+    fn charge_to(&self, len: usize) -> Result<(), OverBudget> {
+        let reached = len.next_multiple_of(TRIM_ALIGNMENT).min(self.full);
+        if reached > self.charge.bytes() {
+            self.charge.resize(reached)?;
+        }
+        Ok(())
+    }
+
+    /// Make room for `len` bytes, doubling the mapping at least; false if it cannot grow.
+    fn grow_to(&mut self, len: usize) -> bool {
         if len <= self.map.len() {
-            return Ok(true);
+            return true;
         }
         let new_len = (self.map.len() * 2)
             .max(len)
             .next_multiple_of(TRIM_ALIGNMENT)
             .min(self.full);
-        // Doubling, the mapping could take twice what arrived: grow only to what is needed
-        // when the budget has no room for more.
-        let new_len = match self.charge.resize(new_len) {
-            Ok(()) => new_len,
-            Err(_) => {
-                let needed = len.next_multiple_of(TRIM_ALIGNMENT).min(self.full);
-                self.charge.resize(needed)?;
-                needed
-            }
-        };
         #[cfg(target_os = "linux")]
         {
             // SAFETY: nothing points into the mapping while it is being filled: the body it
@@ -519,15 +526,12 @@ impl GrowingMap {
                 self.map
                     .remap(new_len, memmap2::RemapOptions::new().may_move(true))
             };
-            if grown.is_err() {
-                self.charge.shrink(new_len - self.map.len());
-            }
-            Ok(grown.is_ok())
+            grown.is_ok()
         }
         #[cfg(not(target_os = "linux"))]
         {
-            self.charge.shrink(new_len - self.map.len());
-            Ok(false)
+            let _ = new_len;
+            false
         }
     }
 }
@@ -563,10 +567,11 @@ impl BodyFill {
             bytes.len(),
             self.remaining()
         );
-        if let Place::Growing { map, .. } = &mut self.place
-            && !map.grow_to(self.written + bytes.len())?
-        {
-            self.move_to_heap()?;
+        if let Place::Growing { map, .. } = &mut self.place {
+            map.charge_to(self.written + bytes.len())?;
+            if !map.grow_to(self.written + bytes.len()) {
+                self.move_to_heap()?;
+            }
         }
         match &mut self.place {
             Place::Empty => {}
@@ -757,8 +762,8 @@ mod tests {
         );
         assert_eq!(
             pool.budget().used(),
-            SLAB_BYTES,
-            "reused, the whole slab is charged again"
+            4 << 20,
+            "reused, charged for the huge pages its bodies reach: 3 MiB written, 4 MiB"
         );
         second.finish();
         drop(reused);
@@ -863,6 +868,44 @@ mod tests {
             "kept in place"
         );
         writer.finish();
+    }
+
+    #[test]
+    fn memory_is_charged_as_bodies_reach_it_and_refused_past_the_budget() {
+        let budget = MemoryBudget::new(Some(10 << 20));
+        let pool = Arc::new(SlabPool::new(Duration::ZERO, Arc::clone(&budget)));
+        let mut writer = new_writer(&pool);
+        let mut kept = vec![writer.copy(&body(MAPPED_MIN_BYTES, 0)).unwrap()];
+        assert_eq!(
+            budget.used(),
+            2 << 20,
+            "a slab is charged by the huge pages its bodies reach, not whole"
+        );
+        for i in 1..8 {
+            kept.push(writer.copy(&body(1 << 20, i)).unwrap());
+        }
+        assert_eq!(budget.used(), 8 << 20);
+        assert_eq!(budget.uploading(), 8 << 20);
+        let refused = writer.copy(&body(3 << 20, 9)).unwrap_err();
+        assert_eq!((refused.limit, refused.needed), (10 << 20, 4 << 20));
+        assert_eq!(budget.used(), 8 << 20, "a refused charge takes nothing");
+
+        // A large body's own mapping: declaring it costs nothing, writing it is charged.
+        let mut fill = writer.reserve(1 << 30).unwrap();
+        assert_eq!(budget.used(), 8 << 20);
+        fill.write(&body(2 << 20, 1)).unwrap();
+        assert_eq!(budget.used(), 10 << 20);
+        let refused = fill.write(&body(1 << 20, 1)).unwrap_err();
+        assert_eq!(refused.needed, 2 << 20);
+        drop(fill);
+        assert_eq!(
+            budget.used(),
+            8 << 20,
+            "an abandoned body gives its memory back"
+        );
+        writer.finish();
+        drop(kept);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

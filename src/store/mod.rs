@@ -525,3 +525,246 @@ impl Relieve for Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Float64Array, RecordBatch};
+
+    use super::*;
+    use crate::protocol::encode::{FlightEncoder, TARGET_MESSAGE_BYTES};
+    use crate::store::budget::UploadAccount;
+    use crate::store::memory::SlabWriter;
+    use crate::store::upload::TableUpload;
+
+    const MIB: usize = 1 << 20;
+
+    fn key(name: &str) -> TableKey {
+        TableKey::try_new(name).unwrap()
+    }
+
+    /// Upload a table of about `mib` MiB of float64 into `store`'s memory, as a put would;
+    /// the error if the budget refuses it.
+    fn upload(store: &TableStore, name: &str, mib: usize) -> crate::Result<Arc<CachedTable>> {
+        let rows = mib * MIB / 8;
+        let batch = RecordBatch::try_from_iter([(
+            "x",
+            Arc::new(Float64Array::from_iter_values((0..rows).map(|i| i as f64))) as _,
+        )])
+        .unwrap();
+        let mut encoder = FlightEncoder::new(TARGET_MESSAGE_BYTES);
+        let mut messages = vec![encoder.encode_schema(&batch.schema(), None)];
+        messages.extend(encoder.encode_batch(&batch).unwrap());
+        let account = UploadAccount::new(store.budget());
+        let memory = SlabWriter::new(store.slab_pool(), account);
+        let mut upload = TableUpload::new(key(name), memory, usize::MAX);
+        for message in messages {
+            upload.push(message)?;
+        }
+        Ok(Arc::new(upload.finish()?))
+    }
+
+    fn put(store: &TableStore, name: &str, mib: usize, ttl: Option<Duration>) {
+        let table = upload(store, name, mib).unwrap();
+        store.insert(key(name), table, ttl);
+    }
+
+    fn keys(store: &TableStore) -> Vec<String> {
+        store
+            .list("")
+            .into_iter()
+            .map(|(key, _)| key.to_string())
+            .collect()
+    }
+
+    fn store_with(budget_mib: usize, eviction: Eviction) -> TableStore {
+        TableStore::new(
+            MemoryBudget::new(Some(budget_mib * MIB)),
+            eviction,
+            Duration::from_secs(10),
+        )
+    }
+
+    #[test]
+    fn a_full_budget_evicts_the_least_recently_used_tables_first() {
+        let store = store_with(40, Eviction::Lru);
+        put(&store, "a", 10, None);
+        put(&store, "b", 10, None);
+        put(&store, "c", 10, None);
+        assert!(
+            store.read(&key("a")).is_some(),
+            "a is now the most recently used"
+        );
+        put(&store, "d", 10, None);
+        assert_eq!(
+            keys(&store),
+            ["a", "c", "d"],
+            "b was the least recently used"
+        );
+        put(&store, "e", 10, None);
+        assert_eq!(keys(&store), ["a", "d", "e"]);
+        let stats = store.stats();
+        assert_eq!(stats.evictions, 2);
+        assert!(stats.memory_used <= 40 * MIB as u64, "{stats:?}");
+        assert!(stats.memory_tables >= stats.bytes, "{stats:?}");
+    }
+
+    #[test]
+    fn noeviction_refuses_what_does_not_fit_and_keeps_every_table() {
+        let store = store_with(40, Eviction::NoEviction);
+        put(&store, "a", 10, None);
+        put(&store, "b", 10, None);
+        put(&store, "c", 10, None);
+        let err = upload(&store, "a", 12).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        let message = err.to_string();
+        assert!(
+            message.contains("--max-memory") && message.contains("`a`"),
+            "{message}"
+        );
+        assert_eq!(keys(&store), ["a", "b", "c"]);
+        assert_eq!(
+            store.get(&key("a")).unwrap().table.rows(),
+            (10 * MIB / 8) as u64
+        );
+        let stats = store.stats();
+        assert_eq!((stats.evictions, stats.rejected_uploads), (0, 1));
+        assert_eq!(
+            stats.memory_uploads, 0,
+            "the refused upload's memory is back"
+        );
+    }
+
+    #[test]
+    fn an_upload_larger_than_the_budget_fails_and_the_old_table_under_its_key_survives() {
+        let reason = |err: &crate::Error| match err {
+            crate::Error::OverBudget { refusal, .. } => refusal.reason,
+            other => panic!("{other:?}"),
+        };
+        let store = store_with(40, Eviction::Lru);
+        let err = upload(&store, "alone", 48).unwrap_err();
+        assert_eq!(reason(&err), budget::RefusalReason::LargerThanBudget);
+        assert!(
+            err.to_string().contains("even with nothing else cached"),
+            "{err}"
+        );
+
+        put(&store, "t", 4, None);
+        put(&store, "other", 4, None);
+        let err = upload(&store, "t", 48).unwrap_err();
+        assert_eq!(reason(&err), budget::RefusalReason::NothingToFree);
+        assert!(
+            err.to_string()
+                .contains("the table the upload would replace"),
+            "{err}"
+        );
+        assert_eq!(
+            keys(&store),
+            ["t"],
+            "others were evicted for it, never its own old table"
+        );
+        assert_eq!(
+            store.get(&key("t")).unwrap().table.rows(),
+            (4 * MIB / 8) as u64
+        );
+        assert_eq!(store.stats().memory_uploads, 0);
+    }
+
+    #[test]
+    fn a_table_evicted_while_read_stays_whole_and_charged_until_the_reader_lets_go() {
+        let store = store_with(40, Eviction::Lru);
+        put(&store, "a", 16, None);
+        let reader = store.read(&key("a")).unwrap().table;
+        put(&store, "b", 16, None);
+        put(&store, "c", 16, None); // evicts a, then b: a's memory is still held
+        assert_eq!(keys(&store), ["c"]);
+        let stats = store.stats();
+        assert_eq!(stats.evictions, 2);
+        assert!(stats.memory_tables >= 32 * MIB as u64, "a and c: {stats:?}");
+        assert_eq!(
+            reader.rows(),
+            (16 * MIB / 8) as u64,
+            "the reader's table is whole"
+        );
+        let bodies: usize = reader.messages().iter().map(|m| m.body_len()).sum();
+        assert_eq!(bodies as u64, reader.bytes());
+        drop(reader);
+        assert!(
+            store.stats().memory_tables < 20 * MIB as u64,
+            "freed with its last reader"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_key_is_gone_from_its_deadline_and_swept_at_once() {
+        let store = store_with(100, Eviction::Lru);
+        let sweep = tokio::spawn(store.clone().expire_periodically());
+        let ttl = Duration::from_secs(10);
+        put(&store, "short", 4, Some(ttl));
+        put(&store, "kept", 4, None);
+        tokio::time::sleep(ttl - Duration::from_millis(1)).await;
+        assert!(store.get(&key("short")).is_some());
+        let left = store.get(&key("short")).unwrap().expiry.unwrap();
+        assert_eq!(left.remaining(Instant::now()), Duration::from_millis(1));
+        let used_before = store.stats().memory_tables;
+
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(
+            store.get(&key("short")).is_none(),
+            "not served at its deadline"
+        );
+        assert!(store.read(&key("short")).is_none());
+        assert!(store.expire(&key("short"), ttl).is_none());
+        assert_eq!(keys(&store), ["kept"]);
+        tokio::task::yield_now().await; // the sweep runs at the deadline
+        let stats = store.stats();
+        assert_eq!(stats.expirations, 1);
+        assert!(
+            stats.memory_tables < used_before,
+            "its memory is back: {stats:?}"
+        );
+        assert!(store.remove(&key("short")).is_none());
+        sweep.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sweep_wakes_for_an_earlier_deadline_set_while_it_sleeps() {
+        let store = store_with(100, Eviction::Lru);
+        let sweep = tokio::spawn(store.clone().expire_periodically());
+        put(&store, "late", 1, Some(Duration::from_secs(3600)));
+        tokio::task::yield_now().await; // the sweep now sleeps until the late deadline
+        put(&store, "early", 1, None);
+        store.expire(&key("early"), Duration::from_secs(5)).unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(store.stats().expirations, 1, "swept at 5 s, not at 3600 s");
+        assert_eq!(keys(&store), ["late"]);
+        sweep.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn persist_renew_and_expire_change_a_keys_deadline() {
+        let store = store_with(100, Eviction::Lru);
+        put(&store, "k", 1, Some(Duration::from_secs(60)));
+        tokio::time::advance(Duration::from_secs(50)).await;
+        let renewed = store.renew(&key("k")).unwrap().unwrap();
+        assert_eq!(renewed.remaining(Instant::now()), Duration::from_secs(60));
+        assert_eq!(store.persist(&key("k")), Some(true));
+        assert_eq!(store.persist(&key("k")), Some(false));
+        assert_eq!(store.renew(&key("k")), Some(None), "nothing to renew");
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(store.sweep_expired(), 0);
+        assert!(store.get(&key("k")).is_some(), "persisted keys stay");
+        store.expire(&key("k"), Duration::from_secs(1)).unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(store.sweep_expired(), 1);
+        assert_eq!(store.persist(&key("k")), None);
+        // A put replaces the key's time to live with its own, or none.
+        put(&store, "k", 1, Some(Duration::from_secs(5)));
+        put(&store, "k", 1, None);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(store.sweep_expired(), 0);
+        assert!(store.get(&key("k")).unwrap().expiry.is_none());
+    }
+}

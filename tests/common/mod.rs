@@ -30,6 +30,19 @@ impl TestServer {
         Self { server }
     }
 
+    /// Start a server with `config` that also serves metrics ([`metrics_addr`](Self::metrics_addr)).
+    pub async fn start_with_metrics(config: ServerConfig) -> Self {
+        let server = EmbeddedServer::start_with_metrics(config)
+            .await
+            .expect("server starts");
+        Self { server }
+    }
+
+    /// Where the server serves metrics, if it was started with them.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.server.metrics_addr()
+    }
+
     /// The server's address.
     pub fn addr(&self) -> std::net::SocketAddr {
         self.server.addr()

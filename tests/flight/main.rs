@@ -7,6 +7,7 @@ mod concurrency;
 mod fuzz;
 mod interop;
 mod limits;
+mod memory;
 mod roundtrip;
 mod rpc;
 mod spec;

@@ -1,0 +1,114 @@
+//! `serve --metrics`: the cache's numbers in the Prometheus text format, over HTTP.
+//!
+//! Every scrape reads the store's [`stats`](crate::store::TableStore::stats) and renders them
+//! with `metrics-exporter-prometheus`, so the page is never staler than the request. Any path
+//! answers (Prometheus asks for `/metrics`); the numbers are those of the `stats` action.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use tokio::net::TcpListener;
+
+use crate::store::TableStore;
+
+/// The content type of the Prometheus text format.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Serve `store`'s metrics on `listener` until the task running this is dropped.
+pub async fn serve_metrics(listener: TcpListener, store: TableStore) {
+    let recorder = std::sync::Arc::new(PrometheusBuilder::new().build_recorder());
+    metrics::with_local_recorder(recorder.as_ref(), describe);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue; // out of file descriptors, say: try the next connection
+        };
+        let (store, recorder) = (store.clone(), std::sync::Arc::clone(&recorder));
+        tokio::spawn(async move {
+            let page = service_fn(move |_: Request<Incoming>| {
+                let body = render(&store, &recorder);
+                async move {
+                    let response = Response::builder()
+                        .header(hyper::header::CONTENT_TYPE, CONTENT_TYPE)
+                        .body(Full::new(Bytes::from(body)))
+                        .expect("a static header is valid");
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), page);
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "metrics connection ended");
+            }
+        });
+    }
+}
+
+/// The metrics page for `store` now.
+fn render(store: &TableStore, recorder: &PrometheusRecorder) -> String {
+    let stats = store.stats();
+    metrics::with_local_recorder(recorder, || {
+        metrics::gauge!("flightcache_tables").set(stats.tables as f64);
+        metrics::gauge!("flightcache_rows").set(stats.rows as f64);
+        metrics::gauge!("flightcache_table_bytes").set(stats.bytes as f64);
+        metrics::gauge!("flightcache_memory_budget_bytes").set(stats.memory_budget as f64);
+        metrics::gauge!("flightcache_memory_used_bytes").set(stats.memory_used as f64);
+        for (held_by, bytes) in [
+            ("tables", stats.memory_tables),
+            ("uploads", stats.memory_uploads),
+            ("freed_pool", stats.freed_bytes),
+        ] {
+            metrics::gauge!("flightcache_memory_held_bytes", "by" => held_by).set(bytes as f64);
+        }
+        metrics::counter!("flightcache_puts_total").absolute(stats.puts);
+        metrics::counter!("flightcache_gets_total").absolute(stats.gets);
+        metrics::counter!("flightcache_errors_total").absolute(stats.errors);
+        metrics::counter!("flightcache_evictions_total").absolute(stats.evictions);
+        metrics::counter!("flightcache_expirations_total").absolute(stats.expirations);
+        metrics::counter!("flightcache_rejected_uploads_total").absolute(stats.rejected_uploads);
+    });
+    recorder.handle().render()
+}
+
+/// The help text of every metric.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!("flightcache_tables", "Tables cached now.");
+    describe_gauge!("flightcache_rows", "Rows in all cached tables.");
+    describe_gauge!(
+        "flightcache_table_bytes",
+        "Arrow bytes held by all cached tables."
+    );
+    describe_gauge!(
+        "flightcache_memory_budget_bytes",
+        "The memory budget (serve --max-memory); 0 when there is none."
+    );
+    describe_gauge!(
+        "flightcache_memory_used_bytes",
+        "Memory charged to the budget: tables, uploads in progress, freed memory kept for reuse."
+    );
+    describe_gauge!(
+        "flightcache_memory_held_bytes",
+        "Memory charged to the budget, by what holds it."
+    );
+    describe_counter!("flightcache_puts_total", "Completed puts.");
+    describe_counter!("flightcache_gets_total", "Gets started.");
+    describe_counter!("flightcache_errors_total", "Failed requests.");
+    describe_counter!(
+        "flightcache_evictions_total",
+        "Tables evicted to make room in the memory budget."
+    );
+    describe_counter!(
+        "flightcache_expirations_total",
+        "Keys removed when their time to live ran out."
+    );
+    describe_counter!(
+        "flightcache_rejected_uploads_total",
+        "Uploads refused because the memory budget had no room."
+    );
+}
