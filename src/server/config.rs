@@ -85,7 +85,7 @@ pub struct ServerConfig {
     /// Filling fresh memory is most of what a large put costs.
     pub keep_freed: Duration,
     /// The memory budget, in bytes, for everything held for tables (see
-    /// [`budget`](crate::store::budget)); `None`: no limit. By default
+    /// the store's `budget` module); `None`: no limit. By default
     /// [`DEFAULT_MEMORY_SHARE`] of the memory the process may use ([`default_max_memory`]).
     pub max_memory: Option<u64>,
     /// What an upload that does not fit in the budget does ([`Eviction::Lru`] by default:

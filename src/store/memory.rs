@@ -61,7 +61,7 @@ const TRIM_ALIGNMENT: usize = 2 << 20;
 /// memory back.
 ///
 /// Every mapping is charged to the pool's [`MemoryBudget`] while it exists, whether a table
-/// uses it or it waits here (see [`budget`](crate::store::budget)).
+/// uses it or it waits here (see the `budget` module).
 #[derive(Debug)]
 pub struct SlabPool {
     reuse_window: Duration,
@@ -259,7 +259,7 @@ impl AsRef<[u8]> for SlabSlice {
 /// A body is either copied in whole ([`copy`](Self::copy)), or written in pieces as it arrives
 /// into memory [`reserve`](Self::reserve)d for it. Every allocation is charged to the pool's
 /// budget, for the writer's upload, before it is made; a charge that does not fit fails the
-/// write with [`OverBudget`].
+/// write with `OverBudget`.
 #[derive(Debug)]
 pub struct SlabWriter {
     pool: Arc<SlabPool>,
