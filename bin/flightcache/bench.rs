@@ -15,8 +15,13 @@ use crate::cli::BenchArgs;
 pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     // Like a long-running client, reuse the memory of the last table received for the next one.
     allocator::keep_freed_memory(allocator::BENCH_KEEP_FREED);
+    if args.pressure {
+        return pressure(&args).await;
+    }
     let local = match (&args.server, args.in_process) {
-        (None, false) => Some(LocalServer::spawn().context("starting a local flightcache server")?),
+        (None, false) => {
+            Some(LocalServer::spawn(&[]).context("starting a local flightcache server")?)
+        }
         _ => None,
     };
     let server = local
@@ -79,6 +84,47 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `flightcache bench --pressure`: the budgeted phase (in `--cgroup`, if given), then the
+/// phase without a budget, each against a fresh server.
+async fn pressure(args: &BenchArgs) -> anyhow::Result<()> {
+    use flightcache::bench::pressure::{PressureConfig, PressureReport, run_phase};
+    let config = PressureConfig {
+        budget_bytes: args.budget,
+        duration: args.duration.0,
+        ..PressureConfig::default()
+    };
+    let budget = args.budget.to_string();
+    let mut phases = Vec::new();
+    for (label, max_memory) in [("budget", budget.as_str()), ("no budget", "0")] {
+        eprintln!(
+            "pressure phase `{label}`: {} s",
+            config.duration.as_secs_f64()
+        );
+        let mut server = LocalServer::spawn(&["--max-memory", max_memory])
+            .context("starting a local flightcache server")?;
+        if let (Some(cgroup), "budget") = (&args.cgroup, label) {
+            let procs = cgroup.join("cgroup.procs");
+            std::fs::write(&procs, server.child.id().to_string())
+                .with_context(|| format!("moving the server into `{}`", procs.display()))?;
+        }
+        let budget = (max_memory != "0").then_some(args.budget);
+        let mut report = run_phase(&server.url, Some(server.child.id()), label, budget, &config)
+            .await
+            .with_context(|| format!("pressure phase `{label}`"))?;
+        report.label = format!("{label} ({})", server.alive_or_exit_status());
+        phases.push(report);
+    }
+    let report = PressureReport { config, phases };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", report.to_text())?;
+    }
+    Ok(())
+}
+
 /// A `flightcache serve --port 0` child process that the benchmark measures; killed on drop.
 struct LocalServer {
     child: std::process::Child,
@@ -86,11 +132,13 @@ struct LocalServer {
 }
 
 impl LocalServer {
-    fn spawn() -> anyhow::Result<Self> {
+    /// Start `flightcache serve` on a free port of 127.0.0.1, with `extra` flags.
+    fn spawn(extra: &[&str]) -> anyhow::Result<Self> {
         use std::io::BufRead;
         let exe = std::env::current_exe().context("finding the flightcache executable")?;
         let mut child = std::process::Command::new(exe)
             .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+            .args(extra)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .context("running `flightcache serve`")?;
@@ -105,6 +153,15 @@ impl LocalServer {
             }
         };
         Ok(Self { child, url })
+    }
+
+    /// `server alive`, or how the server ended (killed by the kernel's OOM killer, say).
+    fn alive_or_exit_status(&mut self) -> String {
+        match self.child.try_wait() {
+            Ok(None) => "server alive at the end".to_string(),
+            Ok(Some(status)) => format!("SERVER DIED: {status}"),
+            Err(err) => format!("server status unknown: {err}"),
+        }
     }
 }
 

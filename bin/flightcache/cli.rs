@@ -238,6 +238,23 @@ pub struct BenchArgs {
     /// a time, with 1 and 16 clients (or --clients), reporting median and p99 latency and ops/s.
     #[arg(long)]
     pub small: bool,
+    /// Run the memory-pressure benchmark instead: 8 uploaders offering 4x a server's memory
+    /// budget (tables of 64 KiB to 256 MiB) with readers checking every table they get, first
+    /// against a server with --budget, then against one without; reports puts/s, GB/s,
+    /// evictions, rejections and the server's RSS (sampled every 100 ms) against the budget.
+    #[arg(long, conflicts_with_all = ["small", "server", "in_process"])]
+    pub pressure: bool,
+    /// The memory budget of the --pressure run's server.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1GiB")]
+    pub budget: u64,
+    /// How long each phase of the --pressure run lasts.
+    #[arg(long, value_name = "DURATION", default_value = "25s")]
+    pub duration: HumanDuration,
+    /// Run the --pressure run's budgeted server inside this cgroup v1 memory cgroup (a
+    /// directory such as /sys/fs/cgroup/memory/flightcache; needs root; see
+    /// scripts/pressure_cgroup.sh).
+    #[arg(long, value_name = "DIR", requires = "pressure")]
+    pub cgroup: Option<PathBuf>,
     /// Operations per client in the --small run.
     #[arg(long, default_value_t = bench::latency::DEFAULT_SMALL_OPERATIONS, value_name = "N")]
     pub operations: usize,

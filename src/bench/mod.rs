@@ -5,12 +5,14 @@
 //! - [`report`]: medians, GB/s, ratios, and the text, JSON and SVG renderings.
 //! - [`latency`]: the small-table latency run (`--small`).
 //! - [`memory`]: server RSS from `/proc`.
+//! - [`pressure`]: the memory-pressure run (`--pressure`): uploads offering 4x a budget.
 //! - [`baseline`]: the JSON-over-TCP and raw-socket transfers Flight is compared with.
 
 pub mod baseline;
 pub mod data;
 pub mod latency;
 pub mod memory;
+pub mod pressure;
 pub mod report;
 
 use std::path::PathBuf;
