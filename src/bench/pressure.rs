@@ -171,7 +171,7 @@ pub async fn run_phase(
     for i in 0..config.uploaders {
         let client = CacheClient::connect(url).await?;
         let (template, config) = (Arc::clone(&template), config.clone());
-        let seed = config.seed ^ (i as u64 + 1) * 0x9E37_79B9;
+        let seed = config.seed ^ ((i as u64 + 1) * 0x9E37_79B9);
         let stopped = stopped.clone();
         tasks.push(tokio::spawn(async move {
             upload_until(client, template, config, keys, seed, i as u64, stopped).await
@@ -180,7 +180,7 @@ pub async fn run_phase(
     for i in 0..config.readers {
         let client = CacheClient::connect(url).await?;
         let template = Arc::clone(&template);
-        let seed = config.seed ^ (i as u64 + 101) * 0x85EB_CA6B;
+        let seed = config.seed ^ ((i as u64 + 101) * 0x85EB_CA6B);
         let stopped = stopped.clone();
         tasks.push(tokio::spawn(async move {
             read_until(client, template, keys, seed, stopped).await

@@ -32,37 +32,27 @@ pub struct SocketServer {
 }
 
 impl SocketServer {
-    /// Bind 127.0.0.1:0 and serve each connection with `handle` until dropped.
+    /// Bind 127.0.0.1:0 and serve each connection with `handle` until dropped, on a thread
+    /// and runtime of its own: like the Flight server, which runs in a process of its own, it
+    /// does not share the benchmark client's runtime threads.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) if no port can be bound or no thread started.
     pub(crate) async fn start<H, F>(handle: H) -> Result<Self>
     where
         H: Fn(TcpStream) -> F + Send + Sync + 'static,
         F: Future<Output = Result<()>> + Send + 'static,
     {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let (shutdown, mut stopped) = watch::channel(false);
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    accepted = listener.accept() => accepted,
-                    _ = stopped.changed() => return,
-                };
-                let Ok((socket, _)) = accepted else { continue };
-                socket.set_nodelay(true).ok();
-                let connection = handle(socket);
-                let mut stopped = stopped.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        result = connection => {
-                            if let Err(err) = result {
-                                tracing::debug!(error = %err, "baseline connection ended");
-                            }
-                        }
-                        _ = stopped.changed() => {}
-                    }
-                });
-            }
-        });
+        let (shutdown, stopped) = watch::channel(false);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("bench-baseline".into())
+            .spawn(move || runtime.block_on(accept_until_stopped(listener, handle, stopped)))?;
         Ok(Self { addr, shutdown })
     }
 
@@ -75,6 +65,40 @@ impl SocketServer {
 impl Drop for SocketServer {
     fn drop(&mut self) {
         self.shutdown.send(true).ok();
+    }
+}
+
+/// Serve each connection accepted on `listener` with `handle` until `stopped` changes.
+async fn accept_until_stopped<H, F>(
+    listener: std::net::TcpListener,
+    handle: H,
+    mut stopped: watch::Receiver<bool>,
+) where
+    H: Fn(TcpStream) -> F,
+    F: Future<Output = Result<()>> + Send + 'static,
+{
+    let Ok(listener) = TcpListener::from_std(listener) else {
+        return;
+    };
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.changed() => return,
+        };
+        let Ok((socket, _)) = accepted else { continue };
+        socket.set_nodelay(true).ok();
+        let connection = handle(socket);
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                result = connection => {
+                    if let Err(err) = result {
+                        tracing::debug!(error = %err, "baseline connection ended");
+                    }
+                }
+                _ = stopped.changed() => {}
+            }
+        });
     }
 }
 
