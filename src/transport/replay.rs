@@ -58,14 +58,19 @@ impl HttpBody for ReplayBody {
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if let Some((message, segment)) = self.in_body {
+        while let Some((message, segment)) = self.in_body {
             let body = &self.table.messages()[message].body;
-            if let Some(bytes) = body.get(segment) {
-                let bytes = bytes.clone();
-                self.in_body = Some((message, segment + 1));
+            let Some(bytes) = body.get(segment) else {
+                self.in_body = None;
+                break;
+            };
+            let bytes = bytes.clone();
+            self.in_body = Some((message, segment + 1));
+            // Never an empty DATA frame: h2 clients close a connection with ENHANCE_YOUR_CALM
+            // after 100 of them (a schema message has an empty body).
+            if !bytes.is_empty() {
                 return Poll::Ready(Some(Ok(Frame::data(bytes))));
             }
-            self.in_body = None;
         }
         if let Some(message) = self.table.messages().get(self.next) {
             let head = frame_head(message);

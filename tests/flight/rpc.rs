@@ -443,3 +443,32 @@ async fn shutdown_waits_for_a_get_in_flight() {
     assert_eq!(got, batches);
     shutdown.await.unwrap();
 }
+
+#[tokio::test]
+async fn many_gets_on_one_connection_send_no_empty_data_frames() {
+    // h2 (0.4.20 on) closes a connection with ENHANCE_YOUR_CALM after 100 empty, non-final
+    // DATA frames from its peer; a get that sent one per message (a schema has no body)
+    // broke a client's connection on its 100th get of a table.
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    client
+        .put_batches(&key("t"), numbered_schema(), numbered_batches(2, 5))
+        .await
+        .unwrap();
+    for _ in 0..150 {
+        let (_, batches) = client.get_all(&key("t")).await.unwrap();
+        assert_eq!(batches.len(), 2);
+    }
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn many_empty_answers_on_one_connection_keep_it_open() {
+    // An empty listing is trailers alone, not an empty DATA frame (see above).
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    for _ in 0..150 {
+        assert!(client.list("").await.unwrap().is_empty());
+    }
+    server.shutdown_and_wait().await;
+}
