@@ -274,8 +274,9 @@ fn over_budget_message(key: Option<&TableKey>, refusal: &OverBudget) -> String {
     match refusal.reason {
         RefusalReason::LargerThanBudget => format!(
             "the upload{} does not fit in the server's memory budget of {budget} (--max-memory) \
-             even with nothing else cached: it holds {} and needed {needed} more; nothing was \
-             stored. Upload a smaller table or raise --max-memory",
+             even with nothing else cached: it holds {} and needed {needed} more (and the \
+             server process itself takes some); nothing was stored. Upload a smaller table or \
+             raise --max-memory",
             for_key(key),
             HumanBytes(refusal.upload_bytes as u64),
         ),

@@ -67,6 +67,8 @@ fn config(args: &ServeArgs) -> ServerConfig {
             None => default_max_memory().map(|limit| limit.budget),
         },
         eviction: args.eviction.into(),
+        // The process is only a server: the budget bounds all of its memory.
+        count_process_memory: true,
         ..ServerConfig::default()
     }
 }

@@ -170,6 +170,11 @@ pub async fn stats(args: ServerArgs) -> anyhow::Result<()> {
         HumanBytes(stats.memory_uploads)
     )?;
     writeln!(out, "  kept for reuse: {}", HumanBytes(stats.freed_bytes))?;
+    writeln!(
+        out,
+        "process overhead: {}",
+        HumanBytes(stats.memory_overhead)
+    )?;
     writeln!(out, "puts:             {}", stats.puts)?;
     writeln!(out, "gets:             {}", stats.gets)?;
     writeln!(out, "errors:           {}", stats.errors)?;

@@ -116,6 +116,11 @@ pub struct PhaseReport {
     pub rss_max: u64,
     /// Median RSS sampled.
     pub rss_median: u64,
+    /// Most memory the budget counted (`stats`' `memory_used`), sampled with RSS.
+    pub charged_max: u64,
+    /// Largest gap between a RSS sample and the memory charged at the same moment: what the
+    /// budget does not count (the process itself, HTTP/2 buffers, the allocator's free lists).
+    pub uncounted_max: u64,
     /// The check of expiring keys after the load, on the budgeted server.
     pub expiry: Option<ExpiryCheck>,
 }
@@ -165,7 +170,11 @@ pub async fn run_phase(
     let mut control = CacheClient::connect(url).await?;
     let evictions_before = control.stats().await?.evictions;
     let (stop, stopped) = watch::channel(false);
-    let sampler = tokio::spawn(sample_rss(server_pid, stopped.clone()));
+    let sampler = tokio::spawn(sample_rss(
+        CacheClient::connect(url).await?,
+        server_pid,
+        stopped.clone(),
+    ));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..config.uploaders {
@@ -201,10 +210,17 @@ pub async fn run_phase(
         counts.add_to(&mut report);
     }
     report.elapsed = start.elapsed();
-    let mut rss = sampler.await.map_err(|source| Error::TaskFailed {
+    let samples = sampler.await.map_err(|source| Error::TaskFailed {
         task: "RSS sampler",
         source,
     })?;
+    report.charged_max = samples.iter().map(|s| s.charged).max().unwrap_or(0);
+    report.uncounted_max = samples
+        .iter()
+        .map(|s| s.rss.saturating_sub(s.charged))
+        .max()
+        .unwrap_or(0);
+    let mut rss: Vec<u64> = samples.iter().map(|s| s.rss).collect();
     rss.sort_unstable();
     report.rss_samples = rss.len();
     report.rss_max = rss.last().copied().unwrap_or(0);
@@ -317,8 +333,22 @@ async fn read_until(
     counts
 }
 
-/// RSS of `pid` every [`RSS_PERIOD`] until `stopped`.
-async fn sample_rss(pid: Option<u32>, mut stopped: watch::Receiver<bool>) -> Vec<u64> {
+/// One sample of the server's memory.
+#[derive(Debug, Clone, Copy)]
+struct MemorySample {
+    /// Its resident set size.
+    rss: u64,
+    /// What its budget counted, read just before.
+    charged: u64,
+}
+
+/// The RSS of `pid`, and the memory its budget counts (through `client`), every
+/// [`RSS_PERIOD`] until `stopped`.
+async fn sample_rss(
+    mut client: CacheClient,
+    pid: Option<u32>,
+    mut stopped: watch::Receiver<bool>,
+) -> Vec<MemorySample> {
     let Some(pid) = pid else {
         return Vec::new();
     };
@@ -326,7 +356,12 @@ async fn sample_rss(pid: Option<u32>, mut stopped: watch::Receiver<bool>) -> Vec
     let mut ticks = tokio::time::interval(RSS_PERIOD);
     loop {
         tokio::select! {
-            _ = ticks.tick() => samples.extend(rss_bytes(pid)),
+            _ = ticks.tick() => {
+                let charged = client.stats().await.map_or(0, |stats| stats.memory_used);
+                if let Some(rss) = rss_bytes(pid) {
+                    samples.push(MemorySample { rss, charged });
+                }
+            }
             _ = stopped.changed() => return samples,
         }
     }
@@ -495,10 +530,13 @@ impl PressureReport {
             if phase.rss_samples > 0 {
                 write!(
                     out,
-                    "  server RSS over {} samples: max {:.2} GiB, median {:.2} GiB",
+                    "  server RSS over {} samples: max {:.2} GiB, median {:.2} GiB; charged to the \
+                     budget at most {:.2} GiB, RSS above the charge at most {:.0} MiB",
                     phase.rss_samples,
                     gib(phase.rss_max),
-                    gib(phase.rss_median)
+                    gib(phase.rss_median),
+                    gib(phase.charged_max),
+                    phase.uncounted_max as f64 / f64::from(1 << 20),
                 )
                 .ok();
                 match phase.budget_bytes {

@@ -279,6 +279,11 @@ pub struct StoreStats {
     /// Of `memory_used`, what uploads in progress hold.
     #[serde(default)]
     pub memory_uploads: u64,
+    /// Memory the server process holds beyond `memory_used` (the process itself, HTTP/2
+    /// buffers, the allocator's free memory), as last measured; it counts against the budget
+    /// too. 0 where it is not measured (a server embedded in another program).
+    #[serde(default)]
+    pub memory_overhead: u64,
     /// Tables evicted to make room since the server started.
     #[serde(default)]
     pub evictions: u64,

@@ -53,6 +53,10 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// allocator's own overhead) and for the rest of the machine.
 pub const DEFAULT_MEMORY_SHARE: f64 = 0.75;
 
+/// How often a server that counts its process's memory
+/// ([`ServerConfig::count_process_memory`]) measures it.
+pub const OVERHEAD_PERIOD: Duration = Duration::from_millis(100);
+
 /// Everything that tunes a server. Every limit has a documented default.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -91,6 +95,13 @@ pub struct ServerConfig {
     /// What an upload that does not fit in the budget does ([`Eviction::Lru`] by default:
     /// evict the least recently used tables).
     pub eviction: Eviction,
+    /// Count the process's resident memory that no charge covers (the server itself, HTTP/2
+    /// buffers, the allocator's free memory) against the budget too, read from
+    /// `/proc/self/status` every [`OVERHEAD_PERIOD`], so that the budget bounds the whole
+    /// process. Right for a process that is only a server (`flightcache serve` sets it);
+    /// wrong for one that embeds a server beside memory of its own, which would count. False
+    /// by default.
+    pub count_process_memory: bool,
     /// HTTP/2 frame and window sizes.
     pub http2: Http2Settings,
     /// The location every `FlightEndpoint` names, for clients that connect to it to redeem
@@ -115,6 +126,7 @@ impl Default for ServerConfig {
             keep_freed: DEFAULT_KEEP_FREED,
             max_memory: default_max_memory().map(|limit| limit.budget),
             eviction: Eviction::default(),
+            count_process_memory: false,
             http2: Http2Settings::default(),
             advertise: None,
         }

@@ -62,6 +62,7 @@ fn render(store: &TableStore, recorder: &PrometheusRecorder) -> String {
             ("tables", stats.memory_tables),
             ("uploads", stats.memory_uploads),
             ("freed_pool", stats.freed_bytes),
+            ("process_overhead", stats.memory_overhead),
         ] {
             metrics::gauge!("flightcache_memory_held_bytes", "by" => held_by).set(bytes as f64);
         }

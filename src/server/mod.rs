@@ -106,6 +106,11 @@ pub async fn serve_with_metrics(
         service.store().slab_pool().release_expired_periodically(),
     ));
     let _expire_keys = AbortOnDrop(tokio::spawn(service.store().clone().expire_periodically()));
+    let _measure_overhead = service.config().count_process_memory.then(|| {
+        AbortOnDrop(tokio::spawn(measure_overhead_periodically(
+            std::sync::Arc::clone(service.store().budget()),
+        )))
+    });
     let _metrics = metrics.map(|listener| {
         AbortOnDrop(tokio::spawn(metrics::serve_metrics(
             listener,
@@ -118,6 +123,20 @@ pub async fn serve_with_metrics(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|source| Error::Serve { source })
+}
+
+/// Every [`OVERHEAD_PERIOD`](config::OVERHEAD_PERIOD), set `budget`'s overhead to the process's
+/// resident memory that its charges do not cover, until the task running this is aborted.
+async fn measure_overhead_periodically(budget: std::sync::Arc<crate::store::budget::MemoryBudget>) {
+    let mut ticks = tokio::time::interval(config::OVERHEAD_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Some(rss) = crate::bench::memory::rss_bytes(std::process::id()) {
+            let rss = usize::try_from(rss).unwrap_or(usize::MAX);
+            budget.set_overhead(rss.saturating_sub(budget.used()));
+        }
+    }
 }
 
 /// Aborts a task when dropped, however the future owning it ends.

@@ -36,6 +36,9 @@ pub struct MemoryBudget {
     /// The limit in bytes; `usize::MAX` when there is none.
     limit: usize,
     used: AtomicUsize,
+    /// Memory the process holds that no charge covers, as last measured (see
+    /// [`set_overhead`](Self::set_overhead)); counted against the limit with `used`.
+    overhead: AtomicUsize,
     /// Bytes charged by uploads in progress (part of `used`).
     uploading: AtomicUsize,
     /// Charges refused.
@@ -62,6 +65,7 @@ impl MemoryBudget {
         Arc::new(Self {
             limit: limit.unwrap_or(usize::MAX),
             used: AtomicUsize::new(0),
+            overhead: AtomicUsize::new(0),
             uploading: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
             relief: OnceLock::new(),
@@ -87,6 +91,19 @@ impl MemoryBudget {
     /// Bytes charged now.
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
+    }
+
+    /// Memory the process holds beyond the charges, as last measured.
+    pub fn overhead(&self) -> usize {
+        self.overhead.load(Ordering::Relaxed)
+    }
+
+    /// Count `bytes` the process holds beyond the charges against the limit too: the server
+    /// itself, HTTP/2 buffers, the allocator's free memory. Whoever measures the process's
+    /// resident memory sets it, periodically, to that minus [`used`](Self::used), so that the
+    /// budget bounds the whole process.
+    pub fn set_overhead(&self, bytes: usize) {
+        self.overhead.store(bytes, Ordering::Relaxed);
     }
 
     /// Bytes charged now by uploads in progress.
@@ -123,11 +140,17 @@ impl MemoryBudget {
         Ok(charge)
     }
 
+    /// The limit left for charges once the measured overhead is set aside.
+    fn limit_for_charges(&self) -> usize {
+        self.limit.saturating_sub(self.overhead())
+    }
+
     /// Add `bytes` to `used` if they fit under the limit.
     fn try_add(&self, bytes: usize) -> bool {
+        let limit = self.limit_for_charges();
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|&total| total <= self.limit)
+                used.checked_add(bytes).filter(|&total| total <= limit)
             })
             .is_ok()
     }
@@ -142,13 +165,13 @@ impl MemoryBudget {
             self.refused.fetch_add(1, Ordering::Relaxed);
             Err(OverBudget {
                 limit: self.limit,
-                used: self.used(),
+                used: self.used() + self.overhead(),
                 needed: bytes,
                 upload_bytes,
                 reason,
             })
         };
-        if upload_bytes.saturating_add(bytes) > self.limit {
+        if upload_bytes.saturating_add(bytes) > self.limit_for_charges() {
             return refuse(RefusalReason::LargerThanBudget);
         }
         let protected = account.and_then(UploadAccount::key);
@@ -374,7 +397,7 @@ pub enum RefusalReason {
 pub struct OverBudget {
     /// The budget in bytes.
     pub limit: usize,
-    /// Bytes charged when the charge was refused.
+    /// Bytes in use when the charge was refused: charged, and the measured overhead.
     pub used: usize,
     /// Bytes the charge asked for.
     pub needed: usize,
@@ -457,6 +480,25 @@ mod tests {
         assert_eq!(err.upload_bytes, 40);
         assert_eq!(relief.held.lock().unwrap().len(), 1, "nothing evicted");
         assert_eq!(first.bytes(), 40, "unchanged");
+    }
+
+    #[test]
+    fn measured_overhead_counts_against_the_limit() {
+        let budget = MemoryBudget::new(Some(100));
+        budget.set_overhead(30);
+        let a = budget.charge(70, None).unwrap();
+        let err = budget.charge(1, None).unwrap_err();
+        assert_eq!(err.used, 100, "charges and overhead");
+        budget.set_overhead(0);
+        a.grow(30).unwrap();
+        let account = UploadAccount::new(&budget);
+        budget.set_overhead(90);
+        let err = budget.charge(20, Some(&account)).unwrap_err();
+        assert_eq!(
+            err.reason,
+            RefusalReason::LargerThanBudget,
+            "only 10 left for charges"
+        );
     }
 
     #[test]

@@ -431,6 +431,7 @@ impl TableStore {
             memory_used: used,
             memory_tables: used.saturating_sub(uploads).saturating_sub(pool),
             memory_uploads: uploads,
+            memory_overhead: budget.overhead() as u64,
             evictions: self.shared.evictions.load(Ordering::Relaxed),
             expirations: self.shared.expirations.load(Ordering::Relaxed),
             rejected_uploads: budget.refused(),

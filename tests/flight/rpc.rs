@@ -238,6 +238,7 @@ async fn stats_count_tables_rows_and_requests() {
             memory_used: stats.memory_used,
             memory_tables: stats.memory_tables,
             memory_uploads: 0,
+            memory_overhead: 0,
             evictions: 0,
             expirations: 0,
             rejected_uploads: 0,
