@@ -274,11 +274,12 @@ fn over_budget_message(key: Option<&TableKey>, refusal: &OverBudget) -> String {
     match refusal.reason {
         RefusalReason::LargerThanBudget => format!(
             "the upload{} does not fit in the server's memory budget of {budget} (--max-memory) \
-             even with nothing else cached: it holds {} and needed {needed} more (and the \
-             server process itself takes some); nothing was stored. Upload a smaller table or \
+             even with nothing else cached: it holds {} and needed {needed} more, beside the \
+             {} the server process itself holds; nothing was stored. Upload a smaller table or \
              raise --max-memory",
             for_key(key),
             HumanBytes(refusal.upload_bytes as u64),
+            HumanBytes(refusal.overhead as u64),
         ),
         RefusalReason::NothingToFree => format!(
             "the server's memory budget of {budget} (--max-memory) is full: {} is in use and the \

@@ -66,6 +66,14 @@ pub fn collect_when_parking() {
 /// How often a parking worker thread collects at most ([`collect_when_parking`]).
 pub const PARK_COLLECT_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Return every free page of the allocator to the system now, as far as this thread can (its
+/// own heap and memory other threads abandoned): the memory budget's last resort before it
+/// evicts a table.
+pub fn release_free_memory_now() {
+    // SAFETY: mi_collect has no preconditions; forcing it only makes it thorough.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
 /// mimalloc's current purge delay.
 #[cfg(test)]
 fn purge_delay() -> Duration {

@@ -69,6 +69,7 @@ fn config(args: &ServeArgs) -> ServerConfig {
         eviction: args.eviction.into(),
         // The process is only a server: the budget bounds all of its memory.
         count_process_memory: true,
+        release_free_memory: Some(allocator::release_free_memory_now),
         ..ServerConfig::default()
     }
 }

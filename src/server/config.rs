@@ -102,6 +102,11 @@ pub struct ServerConfig {
     /// wrong for one that embeds a server beside memory of its own, which would count. False
     /// by default.
     pub count_process_memory: bool,
+    /// Makes the process's allocator give its free memory back to the system (`serve`:
+    /// mimalloc's collect). With [`count_process_memory`](Self::count_process_memory), the
+    /// budget calls it before it evicts a table, so that free allocator memory does not cost
+    /// tables. `None` by default.
+    pub release_free_memory: Option<fn()>,
     /// HTTP/2 frame and window sizes.
     pub http2: Http2Settings,
     /// The location every `FlightEndpoint` names, for clients that connect to it to redeem
@@ -127,6 +132,7 @@ impl Default for ServerConfig {
             max_memory: default_max_memory().map(|limit| limit.budget),
             eviction: Eviction::default(),
             count_process_memory: false,
+            release_free_memory: None,
             http2: Http2Settings::default(),
             advertise: None,
         }

@@ -107,9 +107,9 @@ pub async fn serve_with_metrics(
     ));
     let _expire_keys = AbortOnDrop(tokio::spawn(service.store().clone().expire_periodically()));
     let _measure_overhead = service.config().count_process_memory.then(|| {
-        AbortOnDrop(tokio::spawn(measure_overhead_periodically(
-            std::sync::Arc::clone(service.store().budget()),
-        )))
+        let budget = std::sync::Arc::clone(service.store().budget());
+        budget.count_process_memory(service.config().release_free_memory);
+        AbortOnDrop(tokio::spawn(measure_overhead_periodically(budget)))
     });
     let _metrics = metrics.map(|listener| {
         AbortOnDrop(tokio::spawn(metrics::serve_metrics(
@@ -132,10 +132,7 @@ async fn measure_overhead_periodically(budget: std::sync::Arc<crate::store::budg
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if let Some(rss) = crate::bench::memory::rss_bytes(std::process::id()) {
-            let rss = usize::try_from(rss).unwrap_or(usize::MAX);
-            budget.set_overhead(rss.saturating_sub(budget.used()));
-        }
+        budget.measure_overhead();
     }
 }
 

@@ -44,6 +44,9 @@ pub struct MemoryBudget {
     /// Charges refused.
     refused: AtomicU64,
     relief: OnceLock<Weak<dyn Relieve>>,
+    /// Set when the process's memory beyond the charges is measured (see
+    /// [`count_process_memory`](Self::count_process_memory)).
+    process: OnceLock<ProcessMemory>,
     /// Held while a charge makes room, so that concurrent charges do not each evict for
     /// themselves what one eviction would have made room for.
     making_room: Mutex<()>,
@@ -69,6 +72,7 @@ impl MemoryBudget {
             uploading: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
             relief: OnceLock::new(),
+            process: OnceLock::new(),
             making_room: Mutex::new(()),
         })
     }
@@ -104,6 +108,58 @@ impl MemoryBudget {
     /// budget bounds the whole process.
     pub fn set_overhead(&self, bytes: usize) {
         self.overhead.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Count the process's resident memory beyond the charges against the limit, from now on
+    /// measured by [`measure_overhead`](Self::measure_overhead) (call it periodically), so
+    /// that the budget bounds the whole process. `release_free_memory`, if given, makes the
+    /// allocator give its free memory back to the system: the budget calls it, at most every
+    /// [`RELEASE_FREE_MEMORY_EVERY`], before it evicts a table to make room.
+    pub fn count_process_memory(&self, release_free_memory: Option<fn()>) {
+        self.process
+            .set(ProcessMemory {
+                release_free_memory,
+                last_release: Mutex::new(None),
+            })
+            .ok();
+        self.measure_overhead();
+    }
+
+    /// Measure the process's resident memory and count what the charges do not cover (if
+    /// [`count_process_memory`](Self::count_process_memory) was called).
+    pub fn measure_overhead(&self) {
+        if self.process.get().is_some()
+            && let Some(rss) = process_rss()
+        {
+            self.set_overhead(rss.saturating_sub(self.used()));
+        }
+    }
+
+    /// Make the allocator give back its free memory, and measure again: whether that lowered
+    /// the overhead. At most every [`RELEASE_FREE_MEMORY_EVERY`]: it costs a pass over the
+    /// allocator's memory.
+    pub fn release_free_memory(&self) -> bool {
+        let Some(process) = self.process.get() else {
+            return false;
+        };
+        let Some(release) = process.release_free_memory else {
+            return false;
+        };
+        {
+            let mut last = process
+                .last_release
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            if last.is_some_and(|last| now.duration_since(last) < RELEASE_FREE_MEMORY_EVERY) {
+                return false;
+            }
+            *last = Some(now);
+        }
+        let before = self.overhead();
+        release();
+        self.measure_overhead();
+        self.overhead() + (1 << 20) <= before
     }
 
     /// Bytes charged now by uploads in progress.
@@ -166,6 +222,7 @@ impl MemoryBudget {
             Err(OverBudget {
                 limit: self.limit,
                 used: self.used() + self.overhead(),
+                overhead: self.overhead(),
                 needed: bytes,
                 upload_bytes,
                 reason,
@@ -196,6 +253,23 @@ impl MemoryBudget {
     fn release(&self, bytes: usize) {
         self.used.fetch_sub(bytes, Ordering::AcqRel);
     }
+}
+
+/// How often [`MemoryBudget::release_free_memory`] may run at most.
+pub const RELEASE_FREE_MEMORY_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How the process's own memory is measured and given back.
+struct ProcessMemory {
+    release_free_memory: Option<fn()>,
+    last_release: Mutex<Option<std::time::Instant>>,
+}
+
+/// This process's resident memory (`VmRSS` of /proc/self/status), where it can be read.
+fn process_rss() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// Bytes charged against a [`MemoryBudget`], given back when the charge is dropped (or
@@ -399,6 +473,8 @@ pub struct OverBudget {
     pub limit: usize,
     /// Bytes in use when the charge was refused: charged, and the measured overhead.
     pub used: usize,
+    /// Of `used`, what the process holds beyond the charges, as last measured.
+    pub overhead: usize,
     /// Bytes the charge asked for.
     pub needed: usize,
     /// Bytes the upload already held.
@@ -499,6 +575,27 @@ mod tests {
             RefusalReason::LargerThanBudget,
             "only 10 left for charges"
         );
+    }
+
+    #[test]
+    fn the_process_overhead_is_measured_and_released_on_demand() {
+        static RELEASED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        fn release() {
+            RELEASED.fetch_add(1, Ordering::Relaxed);
+        }
+        let budget = MemoryBudget::new(Some(1 << 40));
+        assert!(
+            !budget.release_free_memory(),
+            "not measured: nothing to release"
+        );
+        budget.count_process_memory(Some(release));
+        assert!(
+            budget.overhead() > 0,
+            "a running process has resident memory"
+        );
+        budget.release_free_memory();
+        budget.release_free_memory(); // within RELEASE_FREE_MEMORY_EVERY: skipped
+        assert_eq!(RELEASED.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -514,10 +514,14 @@ impl Shared {
 }
 
 impl Relieve for Shared {
-    /// Give back the pool of freed memory first (it holds no table), then evict the least
-    /// recently used table if the policy allows.
+    /// Give back the pool of freed memory first (it holds no table), then the allocator's
+    /// free memory (when the process's memory is counted), then evict the least recently used
+    /// table if the policy allows.
     fn relieve(&self, protected: Option<&TableKey>) -> bool {
         if self.slabs.release_all() > 0 {
+            return true;
+        }
+        if self.budget.release_free_memory() {
             return true;
         }
         match self.eviction {
