@@ -618,7 +618,7 @@ fn bench_pressure_runs_both_phases_and_every_read_is_whole() {
             "bench",
             "--pressure",
             "--budget",
-            "96MiB",
+            "256MiB",
             "--duration",
             "2s",
             "--json",
@@ -634,7 +634,7 @@ fn bench_pressure_runs_both_phases_and_every_read_is_whole() {
         serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report.phases.len(), 2);
     let (budgeted, unlimited) = (&report.phases[0], &report.phases[1]);
-    assert_eq!(budgeted.budget_bytes, Some(96 << 20));
+    assert_eq!(budgeted.budget_bytes, Some(256 << 20));
     assert_eq!(unlimited.budget_bytes, None);
     for phase in &report.phases {
         assert!(phase.label.contains("server alive"), "{}", phase.label);

@@ -228,9 +228,6 @@ impl MemoryBudget {
                 reason,
             })
         };
-        if upload_bytes.saturating_add(bytes) > self.limit_for_charges() {
-            return refuse(RefusalReason::LargerThanBudget);
-        }
         let protected = account.and_then(UploadAccount::key);
         let _making_room = self
             .making_room
@@ -240,6 +237,13 @@ impl MemoryBudget {
         loop {
             if self.try_add(bytes) {
                 return Ok(());
+            }
+            if upload_bytes.saturating_add(bytes) > self.limit_for_charges() {
+                // Evicting cannot help: only the process's own memory could shrink.
+                if self.release_free_memory() {
+                    continue;
+                }
+                return refuse(RefusalReason::LargerThanBudget);
             }
             let relieved = relief
                 .as_ref()
