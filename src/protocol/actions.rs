@@ -280,8 +280,9 @@ pub struct StoreStats {
     #[serde(default)]
     pub memory_uploads: u64,
     /// Memory the server process holds beyond `memory_used` (the process itself, HTTP/2
-    /// buffers, the allocator's free memory), as last measured; it counts against the budget
-    /// too. 0 where it is not measured (a server embedded in another program).
+    /// buffers, the allocator's free memory), as last measured; what exceeds 64 MiB of it
+    /// counts against the budget too. 0 where it is not measured (a server embedded in
+    /// another program).
     #[serde(default)]
     pub memory_overhead: u64,
     /// Tables evicted to make room since the server started.

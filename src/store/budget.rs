@@ -102,10 +102,11 @@ impl MemoryBudget {
         self.overhead.load(Ordering::Relaxed)
     }
 
-    /// Count `bytes` the process holds beyond the charges against the limit too: the server
-    /// itself, HTTP/2 buffers, the allocator's free memory. Whoever measures the process's
-    /// resident memory sets it, periodically, to that minus [`used`](Self::used), so that the
-    /// budget bounds the whole process.
+    /// Count `bytes` the process holds beyond the charges against the limit too, beyond the
+    /// first [`PROCESS_ALLOWANCE`]: the server itself, HTTP/2 buffers, the allocator's free
+    /// memory. Whoever measures the process's resident memory sets it, periodically, to that
+    /// minus [`used`](Self::used), so that the budget bounds the whole process to the limit
+    /// plus the allowance.
     pub fn set_overhead(&self, bytes: usize) {
         self.overhead.store(bytes, Ordering::Relaxed);
     }
@@ -196,9 +197,11 @@ impl MemoryBudget {
         Ok(charge)
     }
 
-    /// The limit left for charges once the measured overhead is set aside.
+    /// The limit left for charges once the measured overhead beyond
+    /// [`PROCESS_ALLOWANCE`] is set aside.
     fn limit_for_charges(&self) -> usize {
-        self.limit.saturating_sub(self.overhead())
+        let counted = self.overhead().saturating_sub(PROCESS_ALLOWANCE);
+        self.limit.saturating_sub(counted)
     }
 
     /// Add `bytes` to `used` if they fit under the limit.
@@ -258,6 +261,11 @@ impl MemoryBudget {
         self.used.fetch_sub(bytes, Ordering::AcqRel);
     }
 }
+
+/// The process's own memory the budget does not count: a server at rest (its code, runtime and
+/// buffers) takes 15-40 MiB, which a small budget should not have to hold. Measured overhead
+/// beyond it counts against the limit, so a process's RSS stays within its budget plus this.
+pub const PROCESS_ALLOWANCE: usize = 64 << 20;
 
 /// How often [`MemoryBudget::release_free_memory`] may run at most.
 pub const RELEASE_FREE_MEMORY_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
@@ -565,14 +573,17 @@ mod tests {
     #[test]
     fn measured_overhead_counts_against_the_limit() {
         let budget = MemoryBudget::new(Some(100));
-        budget.set_overhead(30);
-        let a = budget.charge(70, None).unwrap();
+        budget.set_overhead(PROCESS_ALLOWANCE);
+        let a = budget.charge(100, None).unwrap();
+        a.shrink(100);
+        budget.set_overhead(PROCESS_ALLOWANCE + 30);
+        a.grow(70).unwrap();
         let err = budget.charge(1, None).unwrap_err();
-        assert_eq!(err.used, 100, "charges and overhead");
+        assert_eq!(err.used, 70 + PROCESS_ALLOWANCE + 30, "charges and overhead");
         budget.set_overhead(0);
         a.grow(30).unwrap();
         let account = UploadAccount::new(&budget);
-        budget.set_overhead(90);
+        budget.set_overhead(PROCESS_ALLOWANCE + 90);
         let err = budget.charge(20, Some(&account)).unwrap_err();
         assert_eq!(
             err.reason,
