@@ -579,7 +579,11 @@ mod tests {
         budget.set_overhead(PROCESS_ALLOWANCE + 30);
         a.grow(70).unwrap();
         let err = budget.charge(1, None).unwrap_err();
-        assert_eq!(err.used, 70 + PROCESS_ALLOWANCE + 30, "charges and overhead");
+        assert_eq!(
+            err.used,
+            70 + PROCESS_ALLOWANCE + 30,
+            "charges and overhead"
+        );
         budget.set_overhead(0);
         a.grow(30).unwrap();
         let account = UploadAccount::new(&budget);
