@@ -8,6 +8,8 @@ use tonic::{Code, Status};
 
 use indicatif::HumanBytes;
 
+use crate::auth::users::Right;
+use crate::protocol::auth::AuthProblem;
 use crate::protocol::key::{KeyProblem, TableKey};
 use crate::protocol::rpc::FlightRpc;
 use crate::store::budget::{OverBudget, RefusalReason};
@@ -65,6 +67,30 @@ pub enum Error {
     UnknownAction {
         /// The action's name as the client sent it, cut to a bounded prefix.
         name: ClientText,
+    },
+
+    /// A request without valid credentials, on a server with users.
+    #[error("not authenticated: {problem}")]
+    Unauthenticated {
+        /// What is missing or wrong.
+        problem: AuthProblem,
+    },
+
+    /// An authenticated user without the right the request needs.
+    #[error(
+        "user `{user}` may not {right} {}{}; ask an administrator to grant it in the users file",
+        key.as_ref().map_or_else(|| "the cache".to_string(), |key| format!("`{key}`")),
+        if patterns.is_empty() { String::new() } else { format!(" (its {right} keys: {patterns})") }
+    )]
+    PermissionDenied {
+        /// The user.
+        user: String,
+        /// The right it lacks.
+        right: Right,
+        /// The key it asked about, if any.
+        key: Option<TableKey>,
+        /// The user's patterns for that right, joined.
+        patterns: String,
     },
 
     /// A time to live that is not a number of seconds over 0 (and at most 100 years).
@@ -469,6 +495,8 @@ impl Error {
             | Error::UnknownMethod { .. }
             | Error::UnsupportedEncoding { .. } => Code::Unimplemented,
             Error::Connect { .. } => Code::Unavailable,
+            Error::Unauthenticated { .. } => Code::Unauthenticated,
+            Error::PermissionDenied { .. } => Code::PermissionDenied,
             Error::Rpc { code, .. } => *code,
             Error::UnknownFileFormat { .. } => Code::InvalidArgument,
             Error::Internal { .. }

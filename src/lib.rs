@@ -22,6 +22,7 @@
 //! - [`error`]: [`Error`], and its mapping to gRPC status codes.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod error;
@@ -31,7 +32,7 @@ pub mod server;
 pub(crate) mod store;
 pub(crate) mod transport;
 
-pub use client::{CacheClient, ClientConfig, PutOptions, TableInfo, TableStream};
+pub use client::{CacheClient, ClientConfig, ClientTls, PutOptions, TableInfo, TableStream};
 pub use error::{Error, Result};
 pub use protocol::key::TableKey;
 pub use server::{EmbeddedServer, ServerConfig, serve, serve_with_metrics};

@@ -15,7 +15,7 @@ use flightcache::client::DEFAULT_SERVER_URL;
 use flightcache::server::config::{
     DEFAULT_IDLE_CONNECTION_TIMEOUT, DEFAULT_KEEP_FREED, DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_MAX_CONCURRENT_PUTS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_MAX_PUTS_PER_CONNECTION, DEFAULT_PORT, DEFAULT_UPLOAD_IDLE_TIMEOUT,
+    DEFAULT_MAX_PUTS_PER_CONNECTION, DEFAULT_PORT, DEFAULT_TOKEN_TTL, DEFAULT_UPLOAD_IDLE_TIMEOUT,
 };
 
 /// An Apache Arrow Flight table cache: push tables in, stream them out, no serialization step.
@@ -59,6 +59,12 @@ pub enum Command {
     Ttl(KeyArgs),
     /// Show the server's tables, memory and counters.
     Stats(ServerArgs),
+    /// Show who the server takes you for, and what you may do.
+    Whoami(ServerArgs),
+    /// Hash a password for the users file (read from FLIGHTCACHE_PASSWORD, or prompted).
+    HashPassword,
+    /// Make a new random API token, and print the line for the users file.
+    NewToken,
     /// Time Flight put and get against JSON over a socket and a raw socket transfer.
     ///
     /// Without --server it starts its own server on 127.0.0.1 (real TCP loopback).
@@ -67,9 +73,41 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
-    /// The server to talk to.
+    /// The server to talk to (grpc://HOST:PORT, or grpc+tls://HOST:PORT for TLS).
     #[arg(long, env = "FLIGHTCACHE_SERVER", default_value = DEFAULT_SERVER_URL, value_name = "URL")]
     pub server: String,
+    /// Authenticate with this API token (from the users file's owner).
+    #[arg(
+        long,
+        env = "FLIGHTCACHE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        conflicts_with = "user"
+    )]
+    pub token: Option<String>,
+    /// Authenticate as this user; the password comes from FLIGHTCACHE_PASSWORD, or is
+    /// prompted for (never from the command line).
+    #[arg(long, env = "FLIGHTCACHE_USER", value_name = "NAME")]
+    pub user: Option<String>,
+    /// The CA certificate (PEM) that signed a grpc+tls:// server's certificate.
+    #[arg(long, env = "FLIGHTCACHE_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM), for a server that requires client certificates.
+    #[arg(
+        long,
+        env = "FLIGHTCACHE_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// This client's private key (PEM), with --tls-cert.
+    #[arg(
+        long,
+        env = "FLIGHTCACHE_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +169,28 @@ pub struct ServeArgs {
     /// 127.0.0.1:9815).
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics: Option<SocketAddr>,
+    /// The users who may connect and what each may do (a TOML file; see the README's Security
+    /// section). Without it, every caller may do everything, so serve only listens on
+    /// loopback unless --no-auth says otherwise. Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub users: Option<PathBuf>,
+    /// How long a session token from the Handshake (a user name and password) is valid.
+    #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(DEFAULT_TOKEN_TTL))]
+    pub token_ttl: HumanDuration,
+    /// Serve without users on a non-loopback address: anyone who can reach the port can read,
+    /// overwrite and drop every table. Only for a network you trust entirely.
+    #[arg(long, conflicts_with = "users")]
+    pub no_auth: bool,
+    /// Serve TLS (grpc+tls://) with this certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS. A certificate whose
+    /// subject's common name is a user's name authenticates as that user.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// `--eviction`'s choices.
@@ -250,6 +310,10 @@ pub struct BenchArgs {
     /// How long each phase of the --pressure run lasts.
     #[arg(long, value_name = "DURATION", default_value = "25s")]
     pub duration: HumanDuration,
+    /// Also measure Flight over TLS: a second local server with a certificate made for the
+    /// run, its put and get timed beside the plaintext ones, round by round.
+    #[arg(long, conflicts_with_all = ["server", "in_process", "small", "pressure"])]
+    pub tls: bool,
     /// Run the --pressure run's budgeted server inside this cgroup v1 memory cgroup (a
     /// directory such as /sys/fs/cgroup/memory/flightcache; needs root; see
     /// scripts/pressure_cgroup.sh).

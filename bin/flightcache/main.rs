@@ -2,7 +2,8 @@
 //!
 //! `main` parses the command line ([`cli`]) and runs one subcommand, each in a file of its own
 //! ([`serve`], [`push`], [`get`], [`tables`] for list/info/drop/clear/expire/persist/ttl/stats,
-//! [`bench`]); errors are
+//! [`auth`] for whoami/hash-password/new-token and the client's credentials, [`bench`]);
+//! errors are
 //! one `error:` line on stderr and exit code 1.
 
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 mod allocator;
+mod auth;
 mod bench;
 mod cli;
 mod get;
@@ -58,6 +60,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Persist(args) => tables::persist(args).await,
         Command::Ttl(args) => tables::ttl(args).await,
         Command::Stats(args) => tables::stats(args).await,
+        Command::Whoami(args) => auth::whoami(args).await,
+        Command::HashPassword => auth::hash_password_command(),
+        Command::NewToken => auth::new_token_command(),
         Command::Bench(args) => bench::run_bench(args).await,
     }
 }

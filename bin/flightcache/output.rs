@@ -11,9 +11,10 @@ use flightcache::{CacheClient, TableKey};
 
 use crate::cli::ServerArgs;
 
-/// A client of the server `args` name.
+/// A client of the server `args` name, with the TLS settings and credentials they give.
 pub async fn connect(args: &ServerArgs) -> anyhow::Result<CacheClient> {
-    Ok(CacheClient::connect(&args.server).await?)
+    let config = crate::auth::client_config(args)?;
+    Ok(CacheClient::connect_with(&args.server, &config).await?)
 }
 
 /// A progress bar in bytes on stderr, drawn only when stderr is a terminal.

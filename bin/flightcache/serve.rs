@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::Context;
 use flightcache::Eviction;
 use flightcache::ServerConfig;
+use flightcache::auth::users::Users;
 use flightcache::server::config::{DEFAULT_MEMORY_SHARE, default_max_memory};
+use flightcache::server::tls::ServerTls;
 use indicatif::HumanBytes;
 
 use crate::allocator;
@@ -19,6 +21,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}:{}", args.host, args.port))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    protected_mode(&args, addr)?;
     let metrics = match args.metrics {
         Some(metrics_addr) => Some(
             tokio::net::TcpListener::bind(metrics_addr)
@@ -27,10 +30,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let config = config(&args);
+    let config = config(&args)?;
     // One write, so that a reader of the first line alone (a script) has all of it at once.
+    let scheme = if config.tls.is_some() {
+        "grpc+tls"
+    } else {
+        "grpc"
+    };
     let mut startup = format!(
-        "listening on grpc://{addr}\n{}\n",
+        "listening on {scheme}://{addr}\n{}\n",
         budget_line(&args, &config)
     );
     if let Some(metrics) = &metrics {
@@ -49,9 +57,46 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Redis's protected mode: a server without users answers only on loopback, unless
+/// `--no-auth` says to expose it.
+fn protected_mode(args: &ServeArgs, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if args.users.is_none() && !args.no_auth {
+        anyhow::bail!(
+            "refusing to serve on {addr} without users: anyone who can reach it could read, \
+             overwrite and drop every table. Give users with --users FILE (see the README's \
+             Security section; `flightcache hash-password` makes password hashes), listen on \
+             127.0.0.1, or pass --no-auth to serve everyone on purpose"
+        );
+    }
+    if args.users.is_some() && args.tls_cert.is_none() {
+        tracing::warn!(
+            %addr,
+            "serving users without TLS: passwords and tokens cross the network in clear text; \
+             add --tls-cert and --tls-key"
+        );
+    }
+    Ok(())
+}
+
 /// The server configuration `serve`'s flags ask for: each flag sets one field.
-fn config(args: &ServeArgs) -> ServerConfig {
-    ServerConfig {
+fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
+    let users = args
+        .users
+        .as_deref()
+        .map(Users::load)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            ServerTls::from_files(cert, key, args.tls_client_ca.as_deref())
+                .map_err(anyhow::Error::msg)?,
+        ),
+        _ => None,
+    };
+    Ok(ServerConfig {
         max_message_bytes: usize::try_from(args.max_message_size).unwrap_or(usize::MAX),
         max_concurrent_puts: args.max_concurrent_puts,
         max_puts_per_connection: args.max_puts_per_connection,
@@ -70,8 +115,12 @@ fn config(args: &ServeArgs) -> ServerConfig {
         // The process is only a server: the budget bounds all of its memory.
         count_process_memory: true,
         release_free_memory: Some(allocator::release_free_memory_now),
+        users,
+        users_file: args.users.clone(),
+        token_ttl: args.token_ttl.0,
+        tls,
         ..ServerConfig::default()
-    }
+    })
 }
 
 /// The startup line that tells the operator the memory budget and where it comes from.

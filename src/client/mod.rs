@@ -10,18 +10,21 @@ use std::time::{Duration, SystemTime};
 
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use arrow_flight::HandshakeRequest;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{Criteria, FlightClient, FlightInfo};
 use futures::channel::oneshot;
 use futures::{Stream, TryStreamExt};
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 pub use stream::TableStream;
 
 use crate::error::{AnswerProblem, ConnectProblem, Error, Result};
 use crate::protocol::actions::{CacheAction, ClearResult, DropResult, StoreStats};
+use crate::protocol::auth::{AUTHORIZATION, AuthProblem, Credentials, WhoAmI};
 use crate::protocol::encode::encode_stream;
 use crate::protocol::key::TableKey;
 use crate::protocol::put::PutSummary;
@@ -33,13 +36,17 @@ use stream::CancelOnError;
 /// The server a client talks to when none is named: `grpc://127.0.0.1:8815`.
 pub const DEFAULT_SERVER_URL: &str = "grpc://127.0.0.1:8815";
 
-/// Client-side transport settings.
+/// Client-side settings: transport, TLS and credentials.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// Largest single message sent or accepted, in bytes.
     pub max_message_bytes: usize,
     /// HTTP/2 frame and window sizes.
     pub http2: Http2Settings,
+    /// TLS settings for `grpc+tls://` URLs.
+    pub tls: ClientTls,
+    /// Who to authenticate as; `None` for a server without users.
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for ClientConfig {
@@ -47,7 +54,35 @@ impl Default for ClientConfig {
         Self {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             http2: Http2Settings::default(),
+            tls: ClientTls::default(),
+            credentials: None,
         }
+    }
+}
+
+/// TLS for a `grpc+tls://` server, as PEM.
+#[derive(Clone, Default)]
+pub struct ClientTls {
+    /// The CA that signed the server's certificate; `None`: the system's trusted roots are not
+    /// consulted, so a CA is needed for any server.
+    pub ca_pem: Option<Vec<u8>>,
+    /// This client's certificate chain and private key, for a server that requires client
+    /// certificates (mutual TLS).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name to check the server's certificate against, when it is not the URL's host.
+    pub domain: Option<String>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("ca", &self.ca_pem.is_some())
+            .field(
+                "identity",
+                &self.identity.as_ref().map(|_| "<certificate and key>"),
+            )
+            .field("domain", &self.domain)
+            .finish()
     }
 }
 
@@ -103,15 +138,23 @@ pub struct PutOptions {
 pub struct CacheClient {
     flight: FlightClient,
     url: String,
+    /// The `authorization` header every call carries, once authenticated.
+    authorization: Option<MetadataValue<Ascii>>,
 }
 
 impl Clone for CacheClient {
-    /// Another client over the same connection (HTTP/2 multiplexes their calls).
+    /// Another client over the same connection (HTTP/2 multiplexes their calls), with the
+    /// same credentials.
     fn clone(&self) -> Self {
-        Self {
+        let mut clone = Self {
             flight: FlightClient::new_from_inner(self.flight.inner().clone()),
             url: self.url.clone(),
+            authorization: None,
+        };
+        if let Some(value) = &self.authorization {
+            clone.set_authorization(value.clone());
         }
+        clone
     }
 }
 
@@ -134,18 +177,32 @@ impl CacheClient {
             addr: url.to_string(),
             source,
         };
-        let uri = transport_uri(url).map_err(|e| connect_error(ConnectProblem::BadUrl(e)))?;
-        let endpoint = Endpoint::from_shared(uri)
+        let (uri, tls) =
+            transport_uri(url).map_err(|e| connect_error(ConnectProblem::BadUrl(e)))?;
+        let mut endpoint = Endpoint::from_shared(uri)
             .map_err(|e| connect_error(e.into()))?
             .tcp_nodelay(true)
             .max_frame_size(config.http2.max_frame_bytes)
             .initial_stream_window_size(config.http2.stream_window_bytes)
             .initial_connection_window_size(config.http2.connection_window_bytes);
+        if tls {
+            endpoint = endpoint
+                .tls_config(tls_config(&config.tls))
+                .map_err(|e| connect_error(e.into()))?;
+        }
         let channel = endpoint
             .connect()
             .await
             .map_err(|e| connect_error(e.into()))?;
-        Ok(Self::from_channel(channel, url, config))
+        let mut client = Self::from_channel(channel, url, config);
+        match &config.credentials {
+            Some(Credentials::Bearer(token)) => {
+                client.set_authorization(bearer_header(token)?);
+            }
+            Some(basic @ Credentials::Basic { .. }) => client.log_in(basic).await?,
+            None => {}
+        }
+        Ok(client)
     }
 
     fn from_channel(channel: Channel, url: &str, config: &ClientConfig) -> Self {
@@ -155,7 +212,60 @@ impl CacheClient {
         Self {
             flight: FlightClient::new_from_inner(inner),
             url: url.to_string(),
+            authorization: None,
         }
+    }
+
+    /// Send `value` as the `authorization` header of every call from now on.
+    fn set_authorization(&mut self, value: MetadataValue<Ascii>) {
+        if let Ok(text) = value.to_str() {
+            // FlightClient keeps its own headers for the calls it makes itself.
+            self.flight.add_header(AUTHORIZATION, text).ok();
+        }
+        self.authorization = Some(value);
+    }
+
+    /// Authenticate with `basic` credentials through the Handshake, as pyarrow's
+    /// `authenticate_basic_token` does, and present the bearer token it answers from then on.
+    ///
+    /// # Errors
+    /// [`Error::Rpc`] with UNAUTHENTICATED for wrong credentials.
+    async fn log_in(&mut self, basic: &Credentials) -> Result<()> {
+        let mut request = tonic::Request::new(futures::stream::empty::<HandshakeRequest>());
+        let header =
+            MetadataValue::try_from(basic.to_header()).map_err(|_| Error::Unauthenticated {
+                problem: AuthProblem::MalformedHeader,
+            })?;
+        request.metadata_mut().insert(AUTHORIZATION, header);
+        let response = self
+            .flight
+            .inner()
+            .clone()
+            .handshake(request)
+            .await
+            .map_err(|s| Error::from_status(s, None))?;
+        // A server without users issues no token: calls need none.
+        if let Some(value) = response.metadata().get(AUTHORIZATION) {
+            self.set_authorization(value.clone());
+        }
+        Ok(())
+    }
+
+    /// `request` with this client's credentials.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(value) = &self.authorization {
+            request.metadata_mut().insert(AUTHORIZATION, value.clone());
+        }
+        request
+    }
+
+    /// Who the server takes this client for, and what it may do (the `whoami` action).
+    ///
+    /// # Errors
+    /// [`Error::Rpc`] with UNAUTHENTICATED without valid credentials.
+    pub async fn whoami(&mut self) -> Result<WhoAmI> {
+        self.action(CacheAction::WhoAmI, None).await
     }
 
     /// The URL this client was connected with.
@@ -208,7 +318,7 @@ impl CacheClient {
         let messages = encode_stream(&schema, key.to_descriptor(), batches)
             .map_err(|e| FlightError::ExternalError(Box::new(e)));
         let (failed, failure) = oneshot::channel();
-        let mut request = tonic::Request::new(CancelOnError {
+        let mut request = self.request(CancelOnError {
             inner: Box::pin(messages),
             failed: Some(failed),
         });
@@ -316,10 +426,11 @@ impl CacheClient {
         let criteria = Criteria {
             expression: prefix.as_bytes().to_vec().into(),
         };
+        let request = self.request(criteria);
         let mut infos = self
             .flight
             .inner_mut()
-            .list_flights(criteria)
+            .list_flights(request)
             .await
             .map_err(|s| Error::from_status(s, None))?
             .into_inner();
@@ -408,24 +519,51 @@ impl CacheClient {
     }
 }
 
-/// The URI tonic connects to for a flightcache URL.
-fn transport_uri(url: &str) -> std::result::Result<String, &'static str> {
+/// The URI tonic connects to for a flightcache URL, and whether it is TLS.
+fn transport_uri(url: &str) -> std::result::Result<(String, bool), &'static str> {
     if let Some(rest) = url
         .strip_prefix("grpc://")
         .or_else(|| url.strip_prefix("grpc+tcp://"))
     {
-        return Ok(format!("http://{rest}"));
+        return Ok((format!("http://{rest}"), false));
+    }
+    if let Some(rest) = url.strip_prefix("grpc+tls://") {
+        return Ok((format!("https://{rest}"), true));
     }
     if url.starts_with("http://") {
-        return Ok(url.to_string());
+        return Ok((url.to_string(), false));
     }
-    if url.starts_with("grpc+tls://") || url.starts_with("https://") {
-        return Err("TLS is not supported; use grpc://HOST:PORT");
+    if url.starts_with("https://") {
+        return Ok((url.to_string(), true));
     }
     if url.contains("://") {
-        return Err("unknown URL scheme; use grpc://HOST:PORT");
+        return Err("unknown URL scheme; use grpc://HOST:PORT or grpc+tls://HOST:PORT");
     }
-    Ok(format!("http://{url}"))
+    Ok((format!("http://{url}"), false))
+}
+
+/// tonic's TLS settings for `tls`.
+fn tls_config(tls: &ClientTls) -> ClientTlsConfig {
+    let mut config = ClientTlsConfig::new();
+    if let Some(ca) = &tls.ca_pem {
+        config = config.ca_certificate(Certificate::from_pem(ca));
+    }
+    if let Some((cert, key)) = &tls.identity {
+        config = config.identity(Identity::from_pem(cert, key));
+    }
+    if let Some(domain) = &tls.domain {
+        config = config.domain_name(domain.clone());
+    }
+    config
+}
+
+/// The `authorization` header value for the bearer `token`.
+fn bearer_header(token: &str) -> Result<MetadataValue<Ascii>> {
+    MetadataValue::try_from(Credentials::Bearer(token.to_string()).to_header()).map_err(|_| {
+        Error::Unauthenticated {
+            problem: AuthProblem::MalformedHeader,
+        }
+    })
 }
 
 /// The [`Error`] for an arrow-flight client error about `key`: a status from the server maps
@@ -497,13 +635,18 @@ mod tests {
 
     #[test]
     fn grpc_urls_become_http_uris() {
+        let uri = |url: &str| transport_uri(url).unwrap();
         assert_eq!(
-            transport_uri("grpc://127.0.0.1:8815").unwrap(),
-            "http://127.0.0.1:8815"
+            uri("grpc://127.0.0.1:8815"),
+            ("http://127.0.0.1:8815".to_string(), false)
         );
-        assert_eq!(transport_uri("grpc+tcp://h:1").unwrap(), "http://h:1");
-        assert_eq!(transport_uri("localhost:1").unwrap(), "http://localhost:1");
-        assert!(transport_uri("grpc+tls://h:1").unwrap_err().contains("TLS"));
+        assert_eq!(uri("grpc+tcp://h:1"), ("http://h:1".to_string(), false));
+        assert_eq!(
+            uri("localhost:1"),
+            ("http://localhost:1".to_string(), false)
+        );
+        assert_eq!(uri("grpc+tls://h:1"), ("https://h:1".to_string(), true));
+        assert_eq!(uri("https://h:1"), ("https://h:1".to_string(), true));
         assert!(transport_uri("ftp://h:1").is_err());
     }
 }

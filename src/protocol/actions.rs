@@ -13,6 +13,7 @@ use arrow_flight::{
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::users::Right;
 use crate::error::{ClientText, Error, Result};
 use crate::protocol::key::TableKey;
 use crate::protocol::ttl::{ExpireRequest, ttl_from_seconds};
@@ -32,6 +33,9 @@ pub const PERSIST: &str = "persist";
 /// A table's time to live. Body: the key as UTF-8. Result: a
 /// [`TtlResult`](crate::protocol::ttl::TtlResult) as JSON.
 pub const TTL: &str = "ttl";
+/// Who the caller is and what it may do. Body: empty. Result: a
+/// [`WhoAmI`](crate::protocol::auth::WhoAmI) as JSON.
+pub const WHOAMI: &str = "whoami";
 /// Flight's standard action to cancel the query behind a `FlightInfo`. Body: a serialized
 /// `CancelFlightInfoRequest`. Result: a serialized `CancelFlightInfoResult`: a cached table is
 /// no query in flight, so `NOT_CANCELLABLE`.
@@ -42,7 +46,7 @@ pub const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 pub const RENEW_FLIGHT_ENDPOINT: &str = "RenewFlightEndpoint";
 
 /// Every action, with the description `list_actions` gives.
-pub const ACTIONS: [(&str, &str); 8] = [
+pub const ACTIONS: [(&str, &str); 9] = [
     (
         DROP,
         "Remove one table. Body: the key (UTF-8). Result: JSON {\"key\", \"rows\", \"bytes\"}.",
@@ -66,6 +70,10 @@ pub const ACTIONS: [(&str, &str); 8] = [
     (
         TTL,
         "A table's time to live. Body: the key (UTF-8). Result: JSON {\"key\", \"ttl_seconds\"}, null if it never expires.",
+    ),
+    (
+        WHOAMI,
+        "Who the caller is and what it may do. Body: empty. Result: JSON {\"user\", \"proof\", \"read\", \"write\", \"admin\"}.",
     ),
     (
         CANCEL_FLIGHT_INFO,
@@ -102,6 +110,8 @@ pub enum CacheAction {
     Persist(TableKey),
     /// Report this table's time to live.
     Ttl(TableKey),
+    /// Report who the caller is and what it may do.
+    WhoAmI,
     /// Cancel the query behind the `FlightInfo` of this table.
     CancelFlightInfo(TableKey),
     /// Extend the expiration of this endpoint, whose ticket names `key`.
@@ -142,6 +152,7 @@ impl TryFrom<Action> for CacheAction {
                 &action.body,
             )?)),
             TTL => Ok(CacheAction::Ttl(TableKey::try_from_bytes(&action.body)?)),
+            WHOAMI => Ok(CacheAction::WhoAmI),
             CANCEL_FLIGHT_INFO => Ok(CacheAction::CancelFlightInfo(cancelled_key(&action.body)?)),
             RENEW_FLIGHT_ENDPOINT => {
                 let invalid = || Error::InvalidActionBody {
@@ -181,6 +192,7 @@ impl CacheAction {
             }
             CacheAction::Persist(key) => Action::new(PERSIST, key.as_str().as_bytes().to_vec()),
             CacheAction::Ttl(key) => Action::new(TTL, key.as_str().as_bytes().to_vec()),
+            CacheAction::WhoAmI => Action::new(WHOAMI, ""),
             CacheAction::CancelFlightInfo(key) => {
                 let info = FlightInfo::new().with_descriptor(key.to_descriptor());
                 let request = CancelFlightInfoRequest::new(info);
@@ -192,6 +204,25 @@ impl CacheAction {
                 };
                 Action::new(RENEW_FLIGHT_ENDPOINT, request.encode_to_vec())
             }
+        }
+    }
+}
+
+impl CacheAction {
+    /// The right the action needs, and over which key (none for the cache as a whole):
+    /// reading a key's time to live or cancelling its query needs read; dropping, expiring,
+    /// persisting or renewing it needs write; clear and stats need admin; whoami needs none.
+    pub fn needs(&self) -> (Option<Right>, Option<&TableKey>) {
+        match self {
+            CacheAction::Drop(key)
+            | CacheAction::Persist(key)
+            | CacheAction::Expire { key, .. }
+            | CacheAction::RenewFlightEndpoint { key, .. } => (Some(Right::Write), Some(key)),
+            CacheAction::Ttl(key) | CacheAction::CancelFlightInfo(key) => {
+                (Some(Right::Read), Some(key))
+            }
+            CacheAction::Clear | CacheAction::Stats => (Some(Right::Admin), None),
+            CacheAction::WhoAmI => (None, None),
         }
     }
 }
@@ -342,6 +373,7 @@ mod tests {
             },
             CacheAction::Persist(TableKey::try_new("t").unwrap()),
             CacheAction::Ttl(TableKey::try_new("t").unwrap()),
+            CacheAction::WhoAmI,
             CacheAction::RenewFlightEndpoint {
                 key: TableKey::try_new("t").unwrap(),
                 endpoint: FlightEndpoint::new()
@@ -360,7 +392,7 @@ mod tests {
         assert!(message.contains("`flush`"), "{message}");
         assert!(
             message.contains(
-                "drop, clear, stats, expire, persist, ttl, CancelFlightInfo, RenewFlightEndpoint"
+                "drop, clear, stats, expire, persist, ttl, whoami, CancelFlightInfo, RenewFlightEndpoint"
             ),
             "{message}"
         );

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use tonic::codegen::http;
 
 use crate::error::Result;
-use crate::transport::connection::{ConnectionInfo, ConnectionState};
+use crate::server::tls::certificate_user;
+use crate::transport::connection::{ConnectionState, client_certificates, connection_info};
 
 /// One request of one RPC: who sent it, and its message, or why the message could not be
 /// read.
@@ -21,6 +22,9 @@ pub(crate) struct Call<T> {
     pub connection: Option<Arc<ConnectionState>>,
     /// The request's headers (gRPC's request metadata).
     pub headers: http::HeaderMap,
+    /// The user the client's TLS certificate names (its subject's common name), if the
+    /// connection is mutual TLS.
+    pub certificate_user: Option<String>,
     /// The request message, decoded, or why it could not be.
     pub message: Result<T>,
 }
@@ -28,11 +32,13 @@ pub(crate) struct Call<T> {
 impl<T> Call<T> {
     /// A call from the HTTP/2 request `parts`, carrying `message`.
     pub fn new(parts: &http::request::Parts, message: Result<T>) -> Self {
-        let info = parts.extensions.get::<ConnectionInfo>();
+        let info = connection_info(&parts.extensions);
         Self {
             peer: info.map(|info| info.remote),
             connection: info.map(|info| Arc::clone(&info.state)),
             headers: parts.headers.clone(),
+            certificate_user: client_certificates(&parts.extensions)
+                .and_then(|chain| certificate_user(&chain)),
             message,
         }
     }

@@ -3,8 +3,14 @@
 
 use std::time::Duration;
 
+use std::path::PathBuf;
+
+use crate::auth::users::Users;
+use crate::server::tls::ServerTls;
 use crate::store::Eviction;
 use crate::transport::http2::Http2Settings;
+
+pub use crate::auth::DEFAULT_TOKEN_TTL;
 
 /// The port `flightcache serve` listens on by default, the one pyarrow's examples use.
 pub const DEFAULT_PORT: u16 = 8815;
@@ -107,6 +113,15 @@ pub struct ServerConfig {
     /// budget calls it before it evicts a table, so that free allocator memory does not cost
     /// tables. `None` by default.
     pub release_free_memory: Option<fn()>,
+    /// The users who may connect, and their rights (`serve --users`); `None`: no users, every
+    /// caller has every right (keep such a server on loopback).
+    pub users: Option<Users>,
+    /// The file `users` was read from, read again on SIGHUP (Unix).
+    pub users_file: Option<PathBuf>,
+    /// How long a session token from the Handshake is valid ([`DEFAULT_TOKEN_TTL`]).
+    pub token_ttl: Duration,
+    /// TLS, and mutual TLS (`serve --tls-cert --tls-key --tls-client-ca`); `None`: plaintext.
+    pub tls: Option<ServerTls>,
     /// HTTP/2 frame and window sizes.
     pub http2: Http2Settings,
     /// The location every `FlightEndpoint` names, for clients that connect to it to redeem
@@ -133,6 +148,10 @@ impl Default for ServerConfig {
             eviction: Eviction::default(),
             count_process_memory: false,
             release_free_memory: None,
+            users: None,
+            users_file: None,
+            token_ttl: DEFAULT_TOKEN_TTL,
+            tls: None,
             http2: Http2Settings::default(),
             advertise: None,
         }

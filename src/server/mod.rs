@@ -5,11 +5,13 @@
 //! - `service`: the one door of each RPC (crate-private).
 //! - `call`: one request as a door sees it (crate-private).
 //! - `metrics`: `serve --metrics`, the numbers in the Prometheus text format (crate-private).
+//! - [`tls`]: TLS and mutual TLS, and the user a client certificate names.
 
 pub(crate) mod call;
 pub mod config;
 pub(crate) mod metrics;
 pub(crate) mod service;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -95,13 +97,24 @@ pub async fn serve_with_metrics(
             idle_timeout: config.idle_connection_timeout,
         },
     );
-    let builder = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder
+            .tls_config(tls.to_config())
+            .map_err(|source| Error::Serve { source })?;
+    }
+    let builder = builder
         .max_frame_size(config.http2.max_frame_bytes)
         .initial_stream_window_size(config.http2.stream_window_bytes)
         .initial_connection_window_size(config.http2.connection_window_bytes)
         .http2_keepalive_interval(config.keepalive_interval)
         .http2_keepalive_timeout(Some(config.keepalive_timeout));
     let service = FlightCacheService::new(config, location);
+    #[cfg(unix)]
+    let _reload_users = service
+        .authenticator()
+        .filter(|_| service.config().users_file.is_some())
+        .map(|auth| AbortOnDrop(tokio::spawn(reload_users_on_sighup(auth))));
     let _release_slabs = AbortOnDrop(tokio::spawn(
         service.store().slab_pool().release_expired_periodically(),
     ));
@@ -123,6 +136,24 @@ pub async fn serve_with_metrics(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|source| Error::Serve { source })
+}
+
+/// Read the users file again on every SIGHUP, until the task running this is aborted.
+#[cfg(unix)]
+async fn reload_users_on_sighup(auth: std::sync::Arc<crate::auth::Authenticator>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: the users file will not be reloaded");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match auth.reload() {
+            Ok(users) => tracing::info!(users, "users file reloaded"),
+            Err(err) => {
+                tracing::error!(error = %err, "users file not reloaded; the users in force stay")
+            }
+        }
+    }
 }
 
 /// Every [`OVERHEAD_PERIOD`](config::OVERHEAD_PERIOD), set `budget`'s overhead to the process's
@@ -153,6 +184,7 @@ impl<T> Drop for AbortOnDrop<T> {
 #[derive(Debug)]
 pub struct EmbeddedServer {
     addr: SocketAddr,
+    tls: bool,
     metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<()>>>,
@@ -185,12 +217,14 @@ impl EmbeddedServer {
             false => None,
         };
         let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
+        let tls = config.tls.is_some();
         let (shutdown, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve_with_metrics(listener, metrics, config, async {
             stopped.await.ok();
         }));
         Ok(Self {
             addr,
+            tls,
             metrics_addr,
             shutdown: Some(shutdown),
             task: Some(task),
@@ -208,9 +242,10 @@ impl EmbeddedServer {
         self.addr
     }
 
-    /// The URL clients connect to, `grpc://127.0.0.1:PORT`.
+    /// The URL clients connect to, `grpc://127.0.0.1:PORT` (`grpc+tls://` with TLS).
     pub fn url(&self) -> String {
-        format!("grpc://{}", self.addr)
+        let scheme = if self.tls { "grpc+tls" } else { "grpc" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stop accepting, finish in-flight calls, and wait for the server to exit.

@@ -7,6 +7,7 @@
 //! faster path can bypass it. Each door answers a value or the [`Status`] to send; the
 //! transport only encodes what it is given.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,10 +19,14 @@ use prost::Message;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tonic::Status;
+use tonic::codegen::http;
 use tracing::instrument;
 
+use crate::auth::users::{Right, Users};
+use crate::auth::{Authenticator, Caller};
 use crate::error::{Error, Result};
 use crate::protocol::actions::{self, CacheAction, ClearResult, DropResult};
+use crate::protocol::auth::{AUTHORIZATION, AuthProblem, Credentials, WhoAmI};
 use crate::protocol::key::{KeyProblem, TableKey};
 use crate::protocol::put::PutSummary;
 use crate::protocol::rpc::FlightRpc;
@@ -47,6 +52,8 @@ pub(crate) struct FlightCacheService {
     config: Arc<ServerConfig>,
     /// The location every endpoint names (see [`crate::protocol::location`]).
     location: Arc<str>,
+    /// Who may do what; `None`: a server without users, open to every caller.
+    auth: Option<Arc<Authenticator>>,
 }
 
 /// Where the `do_put` door sends the `PutResult`s of an upload as it goes (see
@@ -59,12 +66,57 @@ impl FlightCacheService {
         let limit = config
             .max_memory
             .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX));
+        let auth = config.users.clone().map(|users: Users| {
+            Arc::new(Authenticator::new(
+                users,
+                config.users_file.clone(),
+                config.token_ttl,
+            ))
+        });
         Self {
             store: TableStore::new(MemoryBudget::new(limit), config.eviction, config.keep_freed),
             put_permits: Arc::new(Semaphore::new(config.max_concurrent_puts)),
             config: Arc::new(config),
             location: location.into(),
+            auth,
         }
+    }
+
+    /// The authenticator, on a server with users.
+    pub fn authenticator(&self) -> Option<Arc<Authenticator>> {
+        self.auth.clone()
+    }
+
+    /// How long to wait before answering a failed authentication from `peer`: failures from
+    /// one address are answered ever more slowly, so passwords cannot be guessed at speed.
+    pub fn failure_delay(&self, peer: Option<SocketAddr>) -> Duration {
+        self.auth.as_ref().map_or(Duration::ZERO, |auth| {
+            auth.failure_delay(peer.map(|p| p.ip()))
+        })
+    }
+
+    /// Who sent `call`, and its message: every door starts here. A server without users
+    /// admits everyone with every right; one with users needs a valid bearer token (a session
+    /// token from the Handshake or an API token) or a client certificate naming a user.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] before the message is even looked at; then the message's
+    /// own error, if it could not be read.
+    fn admit<T>(&self, call: Call<T>) -> Result<(Caller, T)> {
+        let caller = self.caller(&call.headers, call.certificate_user.as_deref())?;
+        Ok((caller, call.message?))
+    }
+
+    fn caller(&self, headers: &http::HeaderMap, certificate_user: Option<&str>) -> Result<Caller> {
+        let Some(auth) = &self.auth else {
+            return Ok(Caller::open());
+        };
+        let credentials = headers
+            .get(AUTHORIZATION)
+            .map(|value| Credentials::from_header(value.as_bytes()))
+            .transpose()
+            .map_err(|problem| Error::Unauthenticated { problem })?;
+        auth.authenticate(credentials, certificate_user)
     }
 
     /// The store the service serves.
@@ -77,98 +129,166 @@ impl FlightCacheService {
         &self.config
     }
 
-    /// Count a failure and turn it into the status to send.
-    fn answer<T>(&self, result: Result<T>) -> Result<T, Status> {
+    /// Count a failure and turn it into the status to send; a failed authentication is also
+    /// logged with its peer and counted against that peer's address (see
+    /// [`failure_delay`](Self::failure_delay)).
+    fn answer<T>(&self, peer: Option<SocketAddr>, result: Result<T>) -> Result<T, Status> {
         result.map_err(|err| {
             self.store.record_error();
+            if let (Error::Unauthenticated { problem }, Some(auth)) = (&err, &self.auth) {
+                tracing::warn!(?peer, %problem, "authentication failed");
+                auth.record_failure(peer.map(|p| p.ip()));
+            }
             Status::from(err)
         })
     }
 
-    /// The door of `Handshake`: flightcache has no authentication to negotiate.
-    #[instrument(skip_all, fields(peer = ?call.peer))]
-    pub fn handshake(&self, call: Call<()>) -> Result<(), Status> {
-        self.answer(call.message.and(Err(Error::Unimplemented {
-            rpc: FlightRpc::Handshake,
-        })))
+    /// The door of `Handshake`: HTTP basic credentials in, a session token out (pyarrow's
+    /// `authenticate_basic_token`). The token goes back in the response's `authorization:
+    /// Bearer TOKEN` header; every later call presents it, until the server's token lifetime
+    /// (`--token-ttl`) runs out. A server without users has nothing to check: the Handshake
+    /// succeeds and issues no token. A failed attempt is answered only after a delay that
+    /// doubles with each failure from the same address.
+    #[instrument(skip_all, fields(peer = ?call.peer, user))]
+    pub async fn handshake(&self, call: Call<()>) -> Result<Option<String>, Status> {
+        let peer = call.peer;
+        let result = self.log_in(call).await;
+        if let Err(Error::Unauthenticated { .. }) = &result {
+            let answer = self.answer(peer, result);
+            tokio::time::sleep(self.failure_delay(peer)).await;
+            return answer;
+        }
+        self.answer(peer, result)
+    }
+
+    async fn log_in(&self, call: Call<()>) -> Result<Option<String>> {
+        call.message?;
+        let Some(auth) = self.auth.clone() else {
+            return Ok(None);
+        };
+        let credentials = call
+            .headers
+            .get(AUTHORIZATION)
+            .map(|value| Credentials::from_header(value.as_bytes()))
+            .transpose()
+            .map_err(|problem| Error::Unauthenticated { problem })?;
+        let Some(Credentials::Basic { user, password }) = credentials else {
+            return Err(Error::Unauthenticated {
+                problem: AuthProblem::HandshakeWithoutBasic,
+            });
+        };
+        tracing::Span::current().record("user", user.as_str());
+        // argon2 takes tens of milliseconds of CPU on purpose: not on the runtime's threads.
+        let token = tokio::task::spawn_blocking(move || auth.log_in(&user, &password))
+            .await
+            .map_err(|source| Error::TaskFailed {
+                task: "password check",
+                source,
+            })??;
+        if let Some(auth) = &self.auth {
+            auth.record_success(call.peer.map(|p| p.ip()));
+        }
+        tracing::info!("authenticated");
+        Ok(Some(token))
     }
 
     /// The door of `ListFlights`: one `FlightInfo` per table whose key starts with the
     /// criteria's expression (a UTF-8 key prefix; empty for all), sorted by key.
     #[instrument(skip_all, fields(peer = ?call.peer))]
+    /// Only the tables the caller may read are listed.
     pub fn list_flights(&self, call: Call<Criteria>) -> Result<Vec<FlightInfo>, Status> {
-        self.answer(call.message.and_then(|criteria| {
-            let prefix =
-                std::str::from_utf8(&criteria.expression).map_err(|e| Error::InvalidKey {
-                    problem: KeyProblem::NotUtf8 {
-                        valid_up_to: e.valid_up_to(),
-                    },
-                })?;
-            Ok(self
-                .store
-                .list(prefix)
-                .into_iter()
-                .map(|(key, stored)| self.flight_info(&key, key.to_descriptor(), &stored))
-                .collect())
-        }))
+        self.answer(
+            call.peer,
+            self.admit(call).and_then(|(caller, criteria)| {
+                let prefix =
+                    std::str::from_utf8(&criteria.expression).map_err(|e| Error::InvalidKey {
+                        problem: KeyProblem::NotUtf8 {
+                            valid_up_to: e.valid_up_to(),
+                        },
+                    })?;
+                Ok(self
+                    .store
+                    .list(prefix)
+                    .into_iter()
+                    .filter(|(key, _)| caller.may(Right::Read, key))
+                    .map(|(key, stored)| self.flight_info(&key, key.to_descriptor(), &stored))
+                    .collect())
+            }),
+        )
     }
 
     /// The door of `GetFlightInfo`: the table's schema, size and the one endpoint whose ticket
     /// `do_get` takes.
     #[instrument(skip_all, fields(peer = ?call.peer, key))]
     pub fn get_flight_info(&self, call: Call<FlightDescriptor>) -> Result<FlightInfo, Status> {
-        self.answer(call.message.and_then(|descriptor| {
-            let (key, stored) = self.table_for(&descriptor)?;
-            Ok(self.flight_info(&key, descriptor, &stored))
-        }))
+        self.answer(
+            call.peer,
+            self.admit(call).and_then(|(caller, descriptor)| {
+                let (key, stored) = self.table_for(&caller, &descriptor)?;
+                Ok(self.flight_info(&key, descriptor, &stored))
+            }),
+        )
     }
 
     /// The door of `PollFlightInfo`: a cached table is a query already complete, so the answer
     /// is its whole `FlightInfo`, progress 1.0 and no descriptor to poll again with.
     #[instrument(skip_all, fields(peer = ?call.peer, key))]
     pub fn poll_flight_info(&self, call: Call<FlightDescriptor>) -> Result<PollInfo, Status> {
-        self.answer(call.message.and_then(|descriptor| {
-            let (key, stored) = self.table_for(&descriptor)?;
-            Ok(PollInfo {
-                info: Some(self.flight_info(&key, descriptor, &stored)),
-                flight_descriptor: None,
-                progress: Some(1.0),
-                expiration_time: None,
-            })
-        }))
+        self.answer(
+            call.peer,
+            self.admit(call).and_then(|(caller, descriptor)| {
+                let (key, stored) = self.table_for(&caller, &descriptor)?;
+                Ok(PollInfo {
+                    info: Some(self.flight_info(&key, descriptor, &stored)),
+                    flight_descriptor: None,
+                    progress: Some(1.0),
+                    expiration_time: None,
+                })
+            }),
+        )
     }
 
     /// The door of `GetSchema`: the table's schema, metadata included.
     #[instrument(skip_all, fields(peer = ?call.peer, key))]
     pub fn get_schema(&self, call: Call<FlightDescriptor>) -> Result<SchemaResult, Status> {
         self.answer(
-            call.message
-                .and_then(|descriptor| Ok(self.table_for(&descriptor)?.1.table.schema_result())),
+            call.peer,
+            self.admit(call).and_then(|(caller, descriptor)| {
+                Ok(self
+                    .table_for(&caller, &descriptor)?
+                    .1
+                    .table
+                    .schema_result())
+            }),
         )
     }
 
     /// The door of `DoGet`: the table the ticket names, for the transport to stream.
     #[instrument(skip_all, fields(peer = ?call.peer, key))]
     pub fn do_get(&self, call: Call<Ticket>) -> Result<TableRead, Status> {
-        self.answer(call.message.and_then(|ticket| {
-            let key = TableKey::try_from_ticket(&ticket)?;
-            tracing::Span::current().record("key", key.as_str());
-            let table = self
-                .store
-                .read(&key)
-                .ok_or(Error::TableNotFound { key })?
-                .table;
-            self.store.record_get();
-            tracing::debug!(
-                rows = table.rows(),
-                bytes = table.bytes(),
-                "streaming table"
-            );
-            Ok(TableRead {
-                table,
-                span: tracing::Span::current(),
-            })
-        }))
+        self.answer(
+            call.peer,
+            self.admit(call).and_then(|(caller, ticket)| {
+                let key = TableKey::try_from_ticket(&ticket)?;
+                tracing::Span::current().record("key", key.as_str());
+                caller.require(Right::Read, Some(&key))?;
+                let table = self
+                    .store
+                    .read(&key)
+                    .ok_or(Error::TableNotFound { key })?
+                    .table;
+                self.store.record_get();
+                tracing::debug!(
+                    rows = table.rows(),
+                    bytes = table.bytes(),
+                    "streaming table"
+                );
+                Ok(TableRead {
+                    table,
+                    span: tracing::Span::current(),
+                })
+            }),
+        )
     }
 
     /// The door of `DoPut`: receive one upload and store it, or store nothing.
@@ -199,21 +319,33 @@ impl FlightCacheService {
             store: &self.store,
             armed: true,
         };
+        let peer = call.peer;
         let ttl = call
             .headers
             .get(TTL_HEADER)
             .map(|value| parse_ttl_header(value.as_bytes()))
             .transpose();
-        let result = match (call.message, ttl) {
-            (Ok(messages), Ok(ttl)) => self.put(call.connection, messages, ttl, &results).await,
+        let connection = call.connection.clone();
+        let result = match (self.admit(call), ttl) {
+            (Ok((caller, messages)), Ok(ttl)) => {
+                self.put(&caller, connection, messages, ttl, &results).await
+            }
             (Err(err), _) | (_, Err(err)) => Err(err),
         };
         failed.settle(result.is_ok());
+        if let Err(Error::Unauthenticated { problem }) = &result
+            && let Some(auth) = &self.auth
+        {
+            tracing::warn!(?peer, %problem, "authentication failed");
+            auth.record_failure(peer.map(|p| p.ip()));
+            tokio::time::sleep(self.failure_delay(peer)).await;
+        }
         result.map_err(Status::from)
     }
 
     async fn put(
         &self,
+        caller: &Caller,
         connection: Option<Arc<ConnectionState>>,
         mut messages: MessageReader,
         ttl: Option<Duration>,
@@ -246,6 +378,7 @@ impl FlightCacheService {
             .ok_or(Error::MissingDescriptor)?;
         let key = TableKey::try_from_descriptor(descriptor)?;
         tracing::Span::current().record("key", key.as_str());
+        caller.require(Right::Write, Some(&key))?;
 
         let mut upload = TableUpload::new(key, memory, self.config.max_message_bytes);
         let mut echoed = false;
@@ -317,24 +450,53 @@ impl FlightCacheService {
     /// The door of `DoExchange`, which flightcache does not offer.
     #[instrument(skip_all, fields(peer = ?call.peer))]
     pub fn do_exchange(&self, call: Call<()>) -> Result<(), Status> {
-        self.answer(call.message.and(Err(Error::Unimplemented {
-            rpc: FlightRpc::DoExchange,
-        })))
+        self.answer(
+            call.peer,
+            self.admit(call).and(Err(Error::Unimplemented {
+                rpc: FlightRpc::DoExchange,
+            })),
+        )
     }
 
     /// The door of `DoAction`: run one action; its one result (JSON for flightcache's own
     /// actions, protobuf for Flight's standard ones).
     #[instrument(skip_all, fields(peer = ?call.peer, action, key))]
     pub fn do_action(&self, call: Call<Action>) -> Result<Vec<arrow_flight::Result>, Status> {
-        self.answer(call.message.and_then(|action| {
-            tracing::Span::current().record("action", action.r#type.as_str());
-            let body = self.run_action(CacheAction::try_from(action)?)?;
-            Ok(vec![arrow_flight::Result { body: body.into() }])
-        }))
+        self.answer(
+            call.peer,
+            self.admit(call).and_then(|(caller, action)| {
+                tracing::Span::current().record("action", action.r#type.as_str());
+                let action = CacheAction::try_from(action)?;
+                let (right, key) = action.needs();
+                if let Some(right) = right {
+                    caller.require(right, key)?;
+                }
+                let body = self.run_action(&caller, action)?;
+                Ok(vec![arrow_flight::Result { body: body.into() }])
+            }),
+        )
     }
 
-    fn run_action(&self, action: CacheAction) -> Result<Vec<u8>> {
+    /// Run `action` for `caller`, who holds the right it [needs](CacheAction::needs).
+    fn run_action(&self, caller: &Caller, action: CacheAction) -> Result<Vec<u8>> {
         let body = match action {
+            CacheAction::WhoAmI => serde_json::to_vec(&WhoAmI {
+                user: caller.user.clone(),
+                proof: caller.proof.as_str().to_string(),
+                read: caller
+                    .rights
+                    .patterns(Right::Read)
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect(),
+                write: caller
+                    .rights
+                    .patterns(Right::Write)
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect(),
+                admin: caller.rights.admin,
+            }),
             CacheAction::Drop(key) => {
                 tracing::Span::current().record("key", key.as_str());
                 let table = self
@@ -401,7 +563,11 @@ impl FlightCacheService {
     /// The door of `ListActions`: every action `do_action` handles.
     #[instrument(skip_all, fields(peer = ?call.peer))]
     pub fn list_actions(&self, call: Call<Empty>) -> Result<Vec<ActionType>, Status> {
-        self.answer(call.message.map(|Empty {}| actions::action_types()))
+        self.answer(
+            call.peer,
+            self.admit(call)
+                .map(|(_, Empty {})| actions::action_types()),
+        )
     }
 
     /// The `FlightInfo` of `stored` under `key`, reached through `descriptor`: its endpoint
@@ -431,10 +597,16 @@ impl FlightCacheService {
         info
     }
 
-    /// The key a descriptor names and the table under it.
-    fn table_for(&self, descriptor: &FlightDescriptor) -> Result<(TableKey, StoredTable)> {
+    /// The key a descriptor names and the table under it, if `caller` may read it (checked
+    /// first: a refusal says nothing about whether the key exists).
+    fn table_for(
+        &self,
+        caller: &Caller,
+        descriptor: &FlightDescriptor,
+    ) -> Result<(TableKey, StoredTable)> {
         let key = TableKey::try_from_descriptor(descriptor)?;
         tracing::Span::current().record("key", key.as_str());
+        caller.require(Right::Read, Some(&key))?;
         match self.store.get(&key) {
             Some(table) => Ok((key, table)),
             None => Err(Error::TableNotFound { key }),

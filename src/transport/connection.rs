@@ -22,7 +22,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
-use tonic::transport::server::Connected;
+use tonic::codegen::http;
+use tonic::transport::server::{Connected, TlsConnectInfo};
 
 /// How long accepting waits after an error (out of file descriptors, say) before it tries
 /// again, rather than spinning.
@@ -83,6 +84,25 @@ pub struct ConnectionInfo {
     pub remote: SocketAddr,
     /// The connection's requests and uploads in flight.
     pub state: Arc<ConnectionState>,
+}
+
+/// The [`ConnectionInfo`] of a request's connection, with or without TLS (tonic wraps it in
+/// `TlsConnectInfo` under TLS).
+pub fn connection_info(extensions: &http::Extensions) -> Option<&ConnectionInfo> {
+    extensions.get::<ConnectionInfo>().or_else(|| {
+        extensions
+            .get::<TlsConnectInfo<ConnectionInfo>>()
+            .map(TlsConnectInfo::get_ref)
+    })
+}
+
+/// The certificate chain the client presented over TLS, leaf first, if any.
+pub fn client_certificates(
+    extensions: &http::Extensions,
+) -> Option<Arc<Vec<tonic::transport::CertificateDer<'static>>>> {
+    extensions
+        .get::<TlsConnectInfo<ConnectionInfo>>()
+        .and_then(TlsConnectInfo::peer_certs)
 }
 
 /// The requests and uploads in flight on one connection.

@@ -15,6 +15,7 @@ use tonic::body::Body;
 use tonic::codegen::http;
 
 use crate::error::{ClientText, Error, RequestProblem, Result};
+use crate::protocol::auth::{AUTHORIZATION, Credentials};
 use crate::protocol::rpc::FlightRpc;
 use crate::server::AbortOnDrop;
 
@@ -200,6 +201,38 @@ fn trailers(status: Option<Status>) -> http::HeaderMap {
 /// The response for a call that failed: the status alone ("trailers-only").
 pub fn status_response(status: Status) -> http::Response<Body> {
     status.into_http()
+}
+
+/// The gRPC status code of a response that carries it in its headers (a trailers-only
+/// response: an error before any message).
+pub fn status_of(response: &http::Response<Body>) -> Option<tonic::Code> {
+    let code: i32 = response
+        .headers()
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(tonic::Code::from_i32(code))
+}
+
+/// The response to a Handshake: no messages, and the session token, if one was issued, in
+/// the `authorization: Bearer TOKEN` header, where Flight clients (pyarrow's
+/// `authenticate_basic_token`) read it.
+pub fn handshake_response(answer: Result<Option<String>, Status>) -> http::Response<Body> {
+    match answer {
+        Ok(token) => {
+            let mut response = messages_response(Vec::<arrow_flight::HandshakeResponse>::new());
+            let header = token
+                .map(|token| Credentials::Bearer(token).to_header())
+                .and_then(|value| http::HeaderValue::from_str(&value).ok());
+            if let Some(value) = header {
+                response.headers_mut().insert(AUTHORIZATION, value);
+            }
+            response
+        }
+        Err(status) => status_response(status),
+    }
 }
 
 /// The trailers that end a successful call: `grpc-status: 0`.

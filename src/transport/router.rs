@@ -27,7 +27,7 @@ use crate::protocol::rpc::{FLIGHT_SERVICE, FlightRpc};
 use crate::server::AbortOnDrop;
 use crate::server::call::Call;
 use crate::server::service::FlightCacheService;
-use crate::transport::connection::{ConnectionInfo, RequestInFlight};
+use crate::transport::connection::{RequestInFlight, connection_info};
 use crate::transport::grpc;
 use crate::transport::receive::MessageReader;
 use crate::transport::replay::replay_response;
@@ -70,10 +70,7 @@ impl Service<http::Request<Body>> for FlightRouter {
 
 /// Route `request`; the connection counts it in flight until its response is done.
 async fn route(service: FlightCacheService, request: http::Request<Body>) -> http::Response<Body> {
-    let in_flight = request
-        .extensions()
-        .get::<ConnectionInfo>()
-        .map(|info| info.state.start_request());
+    let in_flight = connection_info(request.extensions()).map(|info| info.state.start_request());
     let response = dispatch(service, request).await;
     match in_flight {
         Some(in_flight) => response.map(|body| {
@@ -101,29 +98,53 @@ async fn dispatch(
     let readable = grpc::check_request(rpc, &parts.headers);
     let limit = service.config().max_request_bytes;
     let idle = service.config().upload_idle_timeout;
+    let peer = connection_info(&parts.extensions).map(|info| info.remote);
+    // A failed authentication is answered late, later with each failure from its address.
+    let slowed = async |answer: http::Response<Body>| {
+        if grpc::status_of(&answer) == Some(tonic::Code::Unauthenticated) {
+            tokio::time::sleep(service.failure_delay(peer)).await;
+        }
+        answer
+    };
     match rpc {
-        FlightRpc::Handshake => answer_empty(service.handshake(Call::new(&parts, readable))),
+        FlightRpc::Handshake => {
+            // The door waits out a failure's delay itself.
+            let token = service.handshake(Call::new(&parts, readable)).await;
+            grpc::handshake_response(token)
+        }
         FlightRpc::ListFlights => {
             let criteria = unary(readable, rpc, body, limit, idle).await;
-            grpc::messages_or_status(service.list_flights(Call::new(&parts, criteria)))
+            slowed(grpc::messages_or_status(
+                service.list_flights(Call::new(&parts, criteria)),
+            ))
+            .await
         }
         FlightRpc::GetFlightInfo => {
             let descriptor = unary(readable, rpc, body, limit, idle).await;
-            answer_one(service.get_flight_info(Call::new(&parts, descriptor)))
+            slowed(answer_one(
+                service.get_flight_info(Call::new(&parts, descriptor)),
+            ))
+            .await
         }
         FlightRpc::PollFlightInfo => {
             let descriptor = unary(readable, rpc, body, limit, idle).await;
-            answer_one(service.poll_flight_info(Call::new(&parts, descriptor)))
+            slowed(answer_one(
+                service.poll_flight_info(Call::new(&parts, descriptor)),
+            ))
+            .await
         }
         FlightRpc::GetSchema => {
             let descriptor = unary(readable, rpc, body, limit, idle).await;
-            answer_one(service.get_schema(Call::new(&parts, descriptor)))
+            slowed(answer_one(
+                service.get_schema(Call::new(&parts, descriptor)),
+            ))
+            .await
         }
         FlightRpc::DoGet => {
             let ticket = unary(readable, rpc, body, limit, idle).await;
             match service.do_get(Call::new(&parts, ticket)) {
                 Ok(read) => replay_response(read.table, read.span),
-                Err(status) => grpc::status_response(status),
+                Err(status) => slowed(grpc::status_response(status)).await,
             }
         }
         FlightRpc::DoPut => {
@@ -134,18 +155,29 @@ async fn dispatch(
             // The upload runs as a task of its own: it reads the request whether or not the
             // client is reading the response yet, and the response streams its results (the
             // echoes of app_metadata) as they come. It is aborted if the response is dropped
-            // (the client reset the call).
+            // (the client reset the call). It waits out a failed authentication's delay itself.
             let upload = tokio::spawn(async move { service.do_put(call, results).await });
             grpc::streaming_response(received, AbortOnDrop(upload))
         }
-        FlightRpc::DoExchange => answer_empty(service.do_exchange(Call::new(&parts, readable))),
+        FlightRpc::DoExchange => {
+            slowed(answer_empty(
+                service.do_exchange(Call::new(&parts, readable)),
+            ))
+            .await
+        }
         FlightRpc::DoAction => {
             let action = unary(readable, rpc, body, limit, idle).await;
-            grpc::messages_or_status(service.do_action(Call::new(&parts, action)))
+            slowed(grpc::messages_or_status(
+                service.do_action(Call::new(&parts, action)),
+            ))
+            .await
         }
         FlightRpc::ListActions => {
             let empty = unary(readable, rpc, body, limit, idle).await;
-            grpc::messages_or_status(service.list_actions(Call::new(&parts, empty)))
+            slowed(grpc::messages_or_status(
+                service.list_actions(Call::new(&parts, empty)),
+            ))
+            .await
         }
     }
 }
