@@ -57,6 +57,12 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    // `--tls`: a second local server, serving TLS with a certificate made for this run.
+    let certificates = tempfile::tempdir().context("making a directory for the certificates")?;
+    let tls_server = match args.tls {
+        true => Some(TlsServer::spawn(certificates.path())?),
+        false => None,
+    };
     let config = BenchConfig {
         size_bytes: args.size,
         cols: args.cols,
@@ -66,6 +72,10 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         server,
         json: !args.no_json,
         clients: args.clients.max(1),
+        tls: tls_server.as_ref().map(|tls| bench::TlsTarget {
+            url: tls.server.url.clone(),
+            ca_pem: tls.ca_pem.clone(),
+        }),
         ..BenchConfig::default()
     };
     let progress = |step: &str| spinner.set_message(step.to_string());
@@ -123,6 +133,35 @@ async fn pressure(args: &BenchArgs) -> anyhow::Result<()> {
         write!(out, "{}", report.to_text())?;
     }
     Ok(())
+}
+
+/// A local server serving TLS with a certificate signed by a CA made for the run.
+struct TlsServer {
+    server: LocalServer,
+    ca_pem: Vec<u8>,
+}
+
+impl TlsServer {
+    /// Make a CA and a certificate for 127.0.0.1 in `dir`, and start a server with them.
+    fn spawn(dir: &std::path::Path) -> anyhow::Result<Self> {
+        use flightcache::bench::certificates::CertificateAuthority;
+        let ca = CertificateAuthority::new("flightcache bench CA")?;
+        let server = ca.issue_server(&["127.0.0.1", "localhost"])?;
+        let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+        std::fs::write(&cert, &server.cert_pem)?;
+        std::fs::write(&key, &server.key_pem)?;
+        let server = LocalServer::spawn(&[
+            "--tls-cert",
+            &cert.to_string_lossy(),
+            "--tls-key",
+            &key.to_string_lossy(),
+        ])
+        .context("starting a local TLS flightcache server")?;
+        Ok(Self {
+            server,
+            ca_pem: ca.cert_pem().into_bytes(),
+        })
+    }
 }
 
 /// A `flightcache serve --port 0` child process that the benchmark measures; killed on drop.

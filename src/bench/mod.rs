@@ -7,8 +7,10 @@
 //! - [`memory`]: server RSS from `/proc`.
 //! - [`pressure`]: the memory-pressure run (`--pressure`): uploads offering 4x a budget.
 //! - [`baseline`]: the JSON-over-TCP and raw-socket transfers Flight is compared with.
+//! - [`certificates`]: a CA and certificates made on the spot, for `--tls` and the tests.
 
 pub mod baseline;
+pub mod certificates;
 pub mod data;
 pub mod latency;
 pub mod memory;
@@ -63,6 +65,18 @@ pub struct BenchConfig {
     pub json: bool,
     /// Also measure this many clients putting and getting concurrently (when above 1).
     pub clients: usize,
+    /// Also measure Flight put and get against this TLS server, round by round beside the
+    /// plaintext ones.
+    pub tls: Option<TlsTarget>,
+}
+
+/// A TLS server for `bench --tls`: its `grpc+tls://` URL and the CA that signed it (PEM).
+#[derive(Debug, Clone)]
+pub struct TlsTarget {
+    /// The server's URL.
+    pub url: String,
+    /// The CA certificate to trust.
+    pub ca_pem: Vec<u8>,
 }
 
 impl Default for BenchConfig {
@@ -77,6 +91,7 @@ impl Default for BenchConfig {
             seed: 42,
             json: true,
             clients: 1,
+            tls: None,
         }
     }
 }
@@ -104,6 +119,8 @@ struct Samples {
     raw_get: Vec<Duration>,
     concurrent_put: Vec<Duration>,
     concurrent_get: Vec<Duration>,
+    tls_put: Vec<Duration>,
+    tls_get: Vec<Duration>,
 }
 
 /// The benchmark's table, shared by every transfer.
@@ -195,6 +212,19 @@ pub async fn run(config: &BenchConfig, progress: &dyn Progress) -> Result<BenchR
         Some(server) => Some(json::JsonClient::connect(server.addr()).await?),
         None => None,
     };
+    let mut tls_flight = match &config.tls {
+        Some(target) => {
+            let client_config = ClientConfig {
+                tls: crate::client::ClientTls {
+                    ca_pem: Some(target.ca_pem.clone()),
+                    ..Default::default()
+                },
+                ..ClientConfig::default()
+            };
+            Some(CacheClient::connect_with(&target.url, &client_config).await?)
+        }
+        None => None,
+    };
     let raw_server = raw::start_server().await?;
     let mut raw_client = raw::RawClient::connect(raw_server.addr()).await?;
     let key = TableKey::try_new(BENCH_KEY)?;
@@ -212,6 +242,15 @@ pub async fn run(config: &BenchConfig, progress: &dyn Progress) -> Result<BenchR
     drop(got);
     raw_client.put(bytes as usize).await?;
     raw_client.get(bytes as usize).await?;
+    if let Some(tls) = tls_flight.as_mut() {
+        table.put(tls, &key).await?;
+        let (_, got) = timed_get(tls, &key).await?;
+        if !data::tables_equal(&table.batches, &got) {
+            return Err(Error::UnexpectedAnswer {
+                problem: AnswerProblem::TableDiffers,
+            });
+        }
+    }
 
     // Flight and the raw-socket ceiling alternate round by round. The JSON baseline runs in a
     // block of its own afterwards: its gigabytes of text and parsed values, freed only after the
@@ -230,6 +269,15 @@ pub async fn run(config: &BenchConfig, progress: &dyn Progress) -> Result<BenchR
         samples.raw_put.push(raw_client.put(bytes as usize).await?);
         step("raw socket get");
         samples.raw_get.push(raw_client.get(bytes as usize).await?);
+        if let Some(tls) = tls_flight.as_mut() {
+            step("flight put over TLS");
+            samples.tls_put.push(table.put(tls, &key).await?);
+            step("flight get over TLS");
+            samples.tls_get.push(timed_get(tls, &key).await?.0);
+        }
+    }
+    if let Some(tls) = tls_flight.as_mut() {
+        tls.drop_table(&key).await?;
     }
     // Both readings wait until the server gave back the memory it keeps for reuse: the slabs
     // of the tables the rounds replaced, then those of the dropped table.

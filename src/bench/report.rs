@@ -43,6 +43,12 @@ pub struct Ratios {
     pub concurrent_get_scaling: Option<f64>,
     /// Aggregate put throughput of the concurrent clients over one client's.
     pub concurrent_put_scaling: Option<f64>,
+    /// Flight put throughput over TLS as a fraction of plaintext (absent without `--tls`).
+    #[serde(default)]
+    pub tls_put_fraction_of_plaintext: Option<f64>,
+    /// Flight get throughput over TLS as a fraction of plaintext.
+    #[serde(default)]
+    pub tls_get_fraction_of_plaintext: Option<f64>,
 }
 
 /// The shape of the benchmark table.
@@ -152,6 +158,10 @@ pub(super) fn summarize(
     }
     measurements.push(measurement("raw_put", samples.raw_put, bytes));
     measurements.push(measurement("raw_get", samples.raw_get, bytes));
+    if !samples.tls_put.is_empty() {
+        measurements.push(measurement("flight_put_tls", samples.tls_put, bytes));
+        measurements.push(measurement("flight_get_tls", samples.tls_get, bytes));
+    }
     if !samples.concurrent_get.is_empty() {
         let total = bytes * clients as u64;
         measurements.push(measurement(
@@ -181,6 +191,8 @@ pub(super) fn summarize(
             flight_get_fraction_of_raw: 0.0,
             concurrent_get_scaling: None,
             concurrent_put_scaling: None,
+            tls_put_fraction_of_plaintext: None,
+            tls_get_fraction_of_plaintext: None,
         },
         server_memory,
     };
@@ -198,6 +210,8 @@ pub(super) fn summarize(
             .map(|g| ratio(g, gbps("flight_get").unwrap_or(0.0))),
         concurrent_put_scaling: gbps("flight_put_clients")
             .map(|g| ratio(g, gbps("flight_put").unwrap_or(0.0))),
+        tls_put_fraction_of_plaintext: time("flight_put_tls").map(|t| ratio(flight_put, t)),
+        tls_get_fraction_of_plaintext: time("flight_get_tls").map(|t| ratio(flight_get, t)),
     };
     report
 }
@@ -233,9 +247,11 @@ fn ratio(numerator: f64, denominator: f64) -> f64 {
 }
 
 /// Rows of the text table and chart, in order: operation, label.
-const SHOWN: [(&str, &str); 8] = [
+const SHOWN: [(&str, &str); 10] = [
     ("flight_put", "flight put"),
     ("flight_get", "flight get"),
+    ("flight_put_tls", "flight put, TLS"),
+    ("flight_get_tls", "flight get, TLS"),
     ("flight_put_clients", "flight put xN"),
     ("flight_get_clients", "flight get xN"),
     ("json_put", "json put"),
@@ -321,6 +337,17 @@ impl BenchReport {
             "flight vs raw socket:  {}",
             against_ceiling(r.flight_put_fraction_of_raw, r.flight_get_fraction_of_raw)
         );
+        if let (Some(put), Some(get)) = (
+            r.tls_put_fraction_of_plaintext,
+            r.tls_get_fraction_of_plaintext,
+        ) {
+            let _ = writeln!(
+                out,
+                "flight over TLS:       put at {:.0}%, get at {:.0}% of plaintext",
+                100.0 * put,
+                100.0 * get
+            );
+        }
         if let (Some(put), Some(get)) = (r.concurrent_put_scaling, r.concurrent_get_scaling) {
             let _ = writeln!(
                 out,
@@ -449,6 +476,8 @@ mod tests {
             raw_get: secs(&[90, 80, 85]),
             concurrent_put: secs(&[400, 400, 400]),
             concurrent_get: secs(&[100, 100, 200]),
+            tls_put: secs(&[250, 250, 250]),
+            tls_get: secs(&[125, 125, 125]),
         };
         let config = BenchConfig {
             clients: 4,
@@ -464,6 +493,14 @@ mod tests {
         assert_eq!(report.ratios.flight_get_speedup_over_json, Some(10.0));
         assert_eq!(report.ratios.concurrent_get_scaling, Some(4.0));
         assert_eq!(report.ratios.concurrent_put_scaling, Some(2.0));
+        // Flight medians 200 / 100 ms; over TLS 250 / 125 ms.
+        assert_eq!(report.ratios.tls_put_fraction_of_plaintext, Some(0.8));
+        assert_eq!(report.ratios.tls_get_fraction_of_plaintext, Some(0.8));
+        assert!(
+            report
+                .to_text()
+                .contains("flight over TLS:       put at 80%, get at 80%")
+        );
         assert!(report.to_text().contains("flight get x4"));
         assert!((report.ratios.flight_put_fraction_of_raw - 0.25).abs() < 1e-9);
         assert!((report.ratios.flight_get_fraction_of_raw - 0.8).abs() < 1e-9);
