@@ -95,7 +95,7 @@ def test_get_schema_returns_the_schema_with_metadata(client):
 def test_actions_drop_clear_and_stats(client):
     names = sorted(a.type for a in client.list_actions())
     assert names == [
-        "CancelFlightInfo", "RenewFlightEndpoint", "clear", "drop", "expire", "persist", "stats", "ttl"
+        "CancelFlightInfo", "RenewFlightEndpoint", "clear", "drop", "expire", "persist", "stats", "ttl", "whoami"
     ]
     put(client, "a", pa.table({"x": [1, 2, 3]}))
     put(client, "b", pa.table({"x": [4]}))

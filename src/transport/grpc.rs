@@ -216,13 +216,20 @@ pub fn status_of(response: &http::Response<Body>) -> Option<tonic::Code> {
     Some(tonic::Code::from_i32(code))
 }
 
-/// The response to a Handshake: no messages, and the session token, if one was issued, in
-/// the `authorization: Bearer TOKEN` header, where Flight clients (pyarrow's
-/// `authenticate_basic_token`) read it.
+/// The response to a Handshake: one `HandshakeResponse` whose payload is the session token
+/// (empty when the server is open), and the same token in the `authorization: Bearer TOKEN`
+/// header, where pyarrow's `authenticate_basic_token` reads it.
 pub fn handshake_response(answer: Result<Option<String>, Status>) -> http::Response<Body> {
     match answer {
         Ok(token) => {
-            let mut response = messages_response(Vec::<arrow_flight::HandshakeResponse>::new());
+            // One message, as Flight clients expect: its payload is the token (empty on an open
+            // server), and the `authorization` header carries it too, which is where pyarrow's
+            // `authenticate_basic_token` looks.
+            let payload = token.clone().map(Bytes::from).unwrap_or_default();
+            let mut response = messages_response(vec![arrow_flight::HandshakeResponse {
+                protocol_version: 0,
+                payload,
+            }]);
             let header = token
                 .map(|token| Credentials::Bearer(token).to_header())
                 .and_then(|value| http::HeaderValue::from_str(&value).ok());

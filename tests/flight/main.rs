@@ -10,6 +10,7 @@ mod limits;
 mod memory;
 mod roundtrip;
 mod rpc;
+mod security;
 mod spec;
 mod uploads;
 mod validation;

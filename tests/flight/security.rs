@@ -1,0 +1,464 @@
+//! Users, tokens, rights and TLS over real gRPC, through `CacheClient` and a plain
+//! arrow-flight client: every door refuses a caller without credentials (UNAUTHENTICATED) or
+//! without the right (PERMISSION_DENIED), before it looks the key up.
+
+use std::time::Duration;
+
+use arrow_flight::{Action, FlightDescriptor, Ticket};
+use bytes::Bytes;
+use flightcache::auth::users::{Users, hash_password, new_token};
+use flightcache::bench::certificates::CertificateAuthority;
+use flightcache::client::ClientTls;
+use flightcache::protocol::auth::Credentials;
+use flightcache::server::tls::ServerTls;
+use flightcache::{CacheClient, ClientConfig, Error, ServerConfig};
+use futures::TryStreamExt;
+use tonic::Code;
+
+use crate::common::{TestServer, key, numbered_batches, numbered_schema};
+
+/// Users for these tests, and the API token of `ci`.
+struct Fixture {
+    users: Users,
+    ci_token: String,
+}
+
+fn fixture() -> Fixture {
+    let (ci_token, ci_digest) = new_token();
+    let hash = |password: &str| hash_password(password).unwrap();
+    let text = format!(
+        r#"
+        [users.admin]
+        password = "{admin}"
+        read = ["*"]
+        write = ["*"]
+        admin = true
+
+        [users.alice]
+        password = "{alice}"
+        read = ["team-a/*", "shared/*"]
+        write = ["team-a/*"]
+
+        [users.reader]
+        password = "{reader}"
+        read = ["*"]
+
+        [users.ci]
+        tokens = ["{ci_digest}"]
+        read = ["shared/*"]
+        "#,
+        admin = hash("admin-pw"),
+        alice = hash("alice-pw"),
+        reader = hash("reader-pw"),
+    );
+    Fixture {
+        users: Users::parse(&text).unwrap(),
+        ci_token,
+    }
+}
+
+fn config(users: Users) -> ServerConfig {
+    ServerConfig {
+        users: Some(users),
+        ..ServerConfig::default()
+    }
+}
+
+async fn login(server: &TestServer, user: &str, password: &str) -> Result<CacheClient, Error> {
+    let config = ClientConfig {
+        credentials: Some(Credentials::Basic {
+            user: user.into(),
+            password: password.into(),
+        }),
+        ..ClientConfig::default()
+    };
+    CacheClient::connect_with(&server.url(), &config).await
+}
+
+async fn with_token(server: &TestServer, token: &str) -> CacheClient {
+    let config = ClientConfig {
+        credentials: Some(Credentials::Bearer(token.into())),
+        ..ClientConfig::default()
+    };
+    CacheClient::connect_with(&server.url(), &config)
+        .await
+        .unwrap()
+}
+
+async fn put(client: &mut CacheClient, name: &str) -> Result<(), Error> {
+    client
+        .put_batches(&key(name), numbered_schema(), numbered_batches(1, 3))
+        .await
+        .map(|_| ())
+}
+
+fn code<T: std::fmt::Debug>(result: Result<T, Error>) -> Code {
+    result.unwrap_err().code()
+}
+
+#[tokio::test]
+async fn every_rpc_without_credentials_is_unauthenticated() {
+    let server = TestServer::start_with(config(fixture().users)).await;
+    let mut flight = server.flight_client().await;
+    let status = |err: arrow_flight::error::FlightError| match err {
+        arrow_flight::error::FlightError::Tonic(status) => status.code(),
+        other => panic!("{other}"),
+    };
+    let descriptor = FlightDescriptor::new_cmd("t");
+    assert_eq!(
+        status(
+            flight
+                .get_flight_info(descriptor.clone())
+                .await
+                .unwrap_err()
+        ),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        status(
+            flight
+                .poll_flight_info(descriptor.clone())
+                .await
+                .unwrap_err()
+        ),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        status(flight.get_schema(descriptor).await.unwrap_err()),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        status(flight.do_get(Ticket::new("t")).await.unwrap_err()),
+        Code::Unauthenticated
+    );
+    let Err(err) = flight.do_action(Action::new("stats", "")).await else {
+        panic!()
+    };
+    assert_eq!(status(err), Code::Unauthenticated);
+    let Err(err) = flight.list_actions().await else {
+        panic!()
+    };
+    assert_eq!(status(err), Code::Unauthenticated);
+    let Err(err) = flight.list_flights(Bytes::new()).await else {
+        panic!()
+    };
+    assert_eq!(status(err), Code::Unauthenticated);
+    let mut anonymous = server.client().await;
+    let err = put(&mut anonymous, "t").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(
+        err.to_string().contains("authenticate_basic_token"),
+        "{err}"
+    );
+    // A forged bearer token is no better.
+    let mut forged = with_token(&server, "fct_not-a-real-token").await;
+    let err = forged.list("").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.to_string().contains("unknown or expired"), "{err}");
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn a_password_login_gets_a_bearer_token_and_a_wrong_one_is_refused() {
+    let server = TestServer::start_with(config(fixture().users)).await;
+    let mut alice = login(&server, "alice", "alice-pw").await.unwrap();
+    put(&mut alice, "team-a/t").await.unwrap();
+    let (_, batches) = alice.get_all(&key("team-a/t")).await.unwrap();
+    assert_eq!(batches.len(), 1);
+    let me = alice.whoami().await.unwrap();
+    assert_eq!(
+        (me.user.as_deref(), me.proof.as_str()),
+        (Some("alice"), "password")
+    );
+    assert_eq!(me.write, ["team-a/*"]);
+    assert!(!me.admin);
+    for (user, password) in [("alice", "wrong"), ("nobody", "alice-pw"), ("ci", "")] {
+        let err = login(&server, user, password).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{user}");
+        assert!(
+            err.to_string().contains("wrong user name or password"),
+            "{err}"
+        );
+    }
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn rights_limit_each_user_to_its_keys_without_revealing_others() {
+    let f = fixture();
+    let server = TestServer::start_with(config(f.users)).await;
+    let mut admin = login(&server, "admin", "admin-pw").await.unwrap();
+    for name in ["team-a/1", "team-b/secret", "shared/s"] {
+        put(&mut admin, name).await.unwrap();
+    }
+    let mut alice = login(&server, "alice", "alice-pw").await.unwrap();
+    let listed: Vec<_> = alice
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.key.to_string())
+        .collect();
+    assert_eq!(listed, ["shared/s", "team-a/1"], "only what she may read");
+    // Outside her patterns: PERMISSION_DENIED whether the key exists or not.
+    for name in ["team-b/secret", "team-b/absent"] {
+        assert_eq!(
+            code(alice.get_all(&key(name)).await),
+            Code::PermissionDenied,
+            "{name}"
+        );
+        assert_eq!(
+            code(alice.info(&key(name)).await),
+            Code::PermissionDenied,
+            "{name}"
+        );
+        assert_eq!(
+            code(alice.schema(&key(name)).await),
+            Code::PermissionDenied,
+            "{name}"
+        );
+        assert_eq!(
+            code(alice.drop_table(&key(name)).await),
+            Code::PermissionDenied,
+            "{name}"
+        );
+        assert_eq!(
+            code(alice.ttl(&key(name)).await),
+            Code::PermissionDenied,
+            "{name}"
+        );
+    }
+    // A handcrafted ticket is still a key she may not read.
+    let mut raw = alice.clone();
+    let Err(err) = raw
+        .flight_client()
+        .do_get(Ticket::new("team-b/secret"))
+        .await
+    else {
+        panic!()
+    };
+    assert!(
+        err.to_string().contains("PermissionDenied") || err.to_string().contains("may not read"),
+        "{err}"
+    );
+    // She reads shared keys but may not write them, nor clear or read stats.
+    alice.get_all(&key("shared/s")).await.unwrap();
+    let err = put(&mut alice, "shared/s").await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.to_string().contains("may not write `shared/s`"),
+        "{err}"
+    );
+    assert_eq!(code(alice.clear().await), Code::PermissionDenied);
+    assert_eq!(code(alice.stats().await), Code::PermissionDenied);
+    assert_eq!(
+        code(alice.expire(&key("shared/s"), Duration::from_secs(5)).await),
+        Code::PermissionDenied
+    );
+
+    let mut reader = login(&server, "reader", "reader-pw").await.unwrap();
+    assert_eq!(reader.list("").await.unwrap().len(), 3);
+    assert_eq!(
+        code(put(&mut reader, "team-a/x").await),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        code(reader.drop_table(&key("team-a/1")).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(code(reader.clear().await), Code::PermissionDenied);
+
+    let mut ci = with_token(&server, &f.ci_token).await;
+    assert_eq!(ci.whoami().await.unwrap().proof, "token");
+    ci.get_all(&key("shared/s")).await.unwrap();
+    assert_eq!(
+        code(ci.get_all(&key("team-a/1")).await),
+        Code::PermissionDenied
+    );
+
+    assert_eq!(admin.clear().await.unwrap().tables, 3);
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn session_tokens_expire_after_the_token_ttl() {
+    let server = TestServer::start_with(ServerConfig {
+        token_ttl: Duration::from_secs(600),
+        // The clock jumps past the TTL: keep the connection itself alive across the jump.
+        idle_connection_timeout: Duration::from_secs(3600),
+        keepalive_interval: None,
+        ..config(fixture().users)
+    })
+    .await;
+    let mut alice = login(&server, "alice", "alice-pw").await.unwrap();
+    alice.list("").await.unwrap();
+    tokio::time::advance(Duration::from_secs(601)).await;
+    let err = alice.list("").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    assert!(err.to_string().contains("expired"), "{err}");
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_logins_are_answered_ever_more_slowly() {
+    let server = TestServer::start_with(config(fixture().users)).await;
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        let start = tokio::time::Instant::now();
+        assert!(login(&server, "alice", "guess").await.is_err());
+        waits.push(start.elapsed());
+    }
+    for (wait, at_least) in waits.iter().zip([100, 200, 400, 800]) {
+        assert!(*wait >= Duration::from_millis(at_least), "{waits:?}");
+    }
+    login(&server, "alice", "alice-pw").await.unwrap();
+    let start = tokio::time::Instant::now();
+    assert!(login(&server, "alice", "guess").await.is_err());
+    assert!(
+        start.elapsed() < Duration::from_millis(200),
+        "a success resets the count"
+    );
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn a_server_without_users_lets_everyone_do_everything() {
+    let server = TestServer::start().await;
+    let mut client = login(&server, "anyone", "anything").await.unwrap();
+    put(&mut client, "t").await.unwrap();
+    let me = client.whoami().await.unwrap();
+    assert_eq!((me.user, me.proof.as_str(), me.admin), (None, "open", true));
+    server.shutdown_and_wait().await;
+}
+
+/// A CA, a server certificate for 127.0.0.1, and a TLS server with `client_ca` (mutual TLS).
+struct Tls {
+    ca: CertificateAuthority,
+    server: TestServer,
+}
+
+async fn tls_server(mutual: bool, users: Option<Users>) -> Tls {
+    let ca = CertificateAuthority::new("test CA").unwrap();
+    let cert = ca.issue_server(&["127.0.0.1", "localhost"]).unwrap();
+    let tls = ServerTls {
+        cert_pem: cert.cert_pem.into_bytes(),
+        key_pem: cert.key_pem.into_bytes(),
+        client_ca_pem: mutual.then(|| ca.cert_pem().into_bytes()),
+    };
+    let server = TestServer::start_with(ServerConfig {
+        tls: Some(tls),
+        users,
+        ..ServerConfig::default()
+    })
+    .await;
+    assert!(server.url().starts_with("grpc+tls://"));
+    Tls { ca, server }
+}
+
+fn tls_client(ca: &CertificateAuthority, identity: Option<(String, String)>) -> ClientConfig {
+    ClientConfig {
+        tls: ClientTls {
+            ca_pem: Some(ca.cert_pem().into_bytes()),
+            identity: identity.map(|(c, k)| (c.into_bytes(), k.into_bytes())),
+            domain: None,
+        },
+        ..ClientConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn tls_round_trips_with_the_servers_ca_and_refuses_without_it() {
+    let Tls { ca, server } = tls_server(false, None).await;
+    let mut client = CacheClient::connect_with(&server.url(), &tls_client(&ca, None))
+        .await
+        .unwrap();
+    put(&mut client, "t").await.unwrap();
+    let (_, batches) = client.get_all(&key("t")).await.unwrap();
+    assert_eq!(batches[0].num_rows(), 3);
+    // Another CA's trust does not reach this server; plaintext does not either.
+    let stranger = CertificateAuthority::new("other CA").unwrap();
+    let untrusted = CacheClient::connect_with(&server.url(), &tls_client(&stranger, None)).await;
+    assert!(
+        untrusted.is_err(),
+        "a server signed by an unknown CA is refused"
+    );
+    let plain = server.url().replace("grpc+tls://", "grpc://");
+    match CacheClient::connect(&plain).await {
+        Err(_) => {}
+        Ok(mut client) => assert!(client.list("").await.is_err(), "plaintext to a TLS port"),
+    }
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn mutual_tls_needs_a_client_certificate_from_the_ca_and_it_names_the_user() {
+    let Tls { ca, server } = tls_server(true, Some(fixture().users)).await;
+    let alice_cert = ca.issue_client("alice").unwrap();
+    let mut alice = CacheClient::connect_with(
+        &server.url(),
+        &tls_client(&ca, Some((alice_cert.cert_pem, alice_cert.key_pem))),
+    )
+    .await
+    .unwrap();
+    let me = alice.whoami().await.unwrap();
+    assert_eq!(
+        (me.user.as_deref(), me.proof.as_str()),
+        (Some("alice"), "certificate")
+    );
+    put(&mut alice, "team-a/t").await.unwrap();
+    assert_eq!(
+        code(put(&mut alice, "team-b/t").await),
+        Code::PermissionDenied
+    );
+
+    // No client certificate: the TLS handshake fails, nothing is served.
+    let without = match CacheClient::connect_with(&server.url(), &tls_client(&ca, None)).await {
+        Err(err) => Err(err),
+        Ok(mut client) => client.list("").await.map(|_| ()),
+    };
+    assert!(without.is_err(), "mutual TLS without a certificate");
+    // A certificate from another CA, naming a real user: refused all the same.
+    let stranger = CertificateAuthority::new("other CA").unwrap();
+    let forged = stranger.issue_client("admin").unwrap();
+    let wrong = match CacheClient::connect_with(
+        &server.url(),
+        &tls_client(&ca, Some((forged.cert_pem, forged.key_pem))),
+    )
+    .await
+    {
+        Err(err) => Err(err),
+        Ok(mut client) => client.stats().await.map(|_| ()),
+    };
+    assert!(wrong.is_err(), "a certificate of another CA");
+    // A certificate naming no user authenticates no one.
+    let nobody = ca.issue_client("nobody").unwrap();
+    let mut nobody = CacheClient::connect_with(
+        &server.url(),
+        &tls_client(&ca, Some((nobody.cert_pem, nobody.key_pem))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code(nobody.list("").await), Code::Unauthenticated);
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn list_flights_filters_criteria_and_rights_together() {
+    let server = TestServer::start_with(config(fixture().users)).await;
+    let mut admin = login(&server, "admin", "admin-pw").await.unwrap();
+    for name in ["team-a/1", "team-a/2", "team-b/1"] {
+        put(&mut admin, name).await.unwrap();
+    }
+    let alice = login(&server, "alice", "alice-pw").await.unwrap();
+    let mut flight = alice.clone();
+    let infos: Vec<_> = flight
+        .flight_client()
+        .list_flights(Bytes::from_static(b"team-"))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(infos.len(), 2);
+    server.shutdown_and_wait().await;
+}
