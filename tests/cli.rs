@@ -51,7 +51,10 @@ impl ServeProcess {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
-        assert!(url.starts_with("grpc://127.0.0.1:"), "{url}");
+        assert!(
+            url.starts_with("grpc://127.0.0.1:") || url.starts_with("grpc+tls://127.0.0.1:"),
+            "{url}"
+        );
         Self { child, url, stdout }
     }
 
@@ -69,6 +72,40 @@ impl ServeProcess {
             .env("FLIGHTCACHE_SERVER", &self.url)
             .output()
             .expect("flightcache runs")
+    }
+
+    /// Run `flightcache ARGS` against this server with `env` set (and no credentials or TLS
+    /// settings inherited from the test's own environment).
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = Command::new(BIN);
+        for name in [
+            "FLIGHTCACHE_TOKEN",
+            "FLIGHTCACHE_USER",
+            "FLIGHTCACHE_PASSWORD",
+            "FLIGHTCACHE_TLS_CA",
+            "FLIGHTCACHE_TLS_CERT",
+            "FLIGHTCACHE_TLS_KEY",
+        ] {
+            command.env_remove(name);
+        }
+        command
+            .args(args)
+            .env("FLIGHTCACHE_SERVER", &self.url)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("flightcache runs")
+    }
+
+    /// Run with `env` and assert success; its stdout.
+    fn ok_env(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let out = self.run_env(args, env);
+        assert!(
+            out.status.success(),
+            "flightcache {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
     }
 
     /// Run and assert success; its stdout.
@@ -803,4 +840,184 @@ fn serve_gives_memory_back_after_drop() {
         idle >> 20
     );
     server.stop();
+}
+
+/// `flightcache ARGS` with `env`, outside any server; its output.
+fn run_bin(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("FLIGHTCACHE_PASSWORD")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("flightcache runs")
+}
+
+/// The line of `out` that starts with `prefix`, without the prefix.
+fn line_after<'a>(out: &'a str, prefix: &str) -> &'a str {
+    out.lines()
+        .find_map(|line| line.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no line starting `{prefix}` in:\n{out}"))
+}
+
+#[test]
+fn users_sign_in_with_user_or_token_and_are_held_to_their_rights() {
+    // The users file, made with the CLI's own helpers.
+    let hashed = run_bin(&["hash-password"], &[("FLIGHTCACHE_PASSWORD", "alice-pw")]);
+    assert!(hashed.status.success());
+    let hashed = String::from_utf8(hashed.stdout).unwrap();
+    assert!(hashed.starts_with("password = \"$argon2id$"), "{hashed}");
+    let no_password = run_bin(&["hash-password"], &[]);
+    assert_eq!(no_password.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no_password.stderr).contains("FLIGHTCACHE_PASSWORD"));
+    let minted = String::from_utf8(run_bin(&["new-token"], &[]).stdout).unwrap();
+    let token = line_after(&minted, "token: ").to_string();
+    assert!(token.starts_with("fct_"), "{minted}");
+    let tokens_line = line_after(&minted, "users file: ");
+    assert!(
+        !tokens_line.contains(&token),
+        "only the digest goes in the file"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let users = temp_path(&dir, "users.toml");
+    std::fs::write(
+        &users,
+        format!(
+            "[users.alice]\n{hashed}read = [\"team-a/*\"]\nwrite = [\"team-a/*\"]\n\n\
+             [users.ci]\n{tokens_line}\nread = [\"*\"]\n"
+        ),
+    )
+    .unwrap();
+    let server = ServeProcess::start_with(&["--users", users.to_str().unwrap()]);
+    let input = parquet_file(&dir, "t.parquet", &sample_batches(2), 1000);
+    let input = input.to_str().unwrap();
+
+    // No credentials: refused, and told how to sign in.
+    let out = server.run_env(&["list"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--user NAME"), "{stderr}");
+
+    // --user with the password from FLIGHTCACHE_PASSWORD.
+    let alice = [("FLIGHTCACHE_PASSWORD", "alice-pw")];
+    server.ok_env(
+        &["push", input, "--key", "team-a/t", "--user", "alice"],
+        &alice,
+    );
+    let me = server.ok_env(&["whoami", "--user", "alice"], &alice);
+    assert!(me.contains("user:  alice (by password)"), "{me}");
+    let out = server.run_env(
+        &["push", input, "--key", "team-b/t", "--user", "alice"],
+        &alice,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("may not write `team-b/t`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = server.run_env(
+        &["list", "--user", "alice"],
+        &[("FLIGHTCACHE_PASSWORD", "guess")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong user name or password"));
+
+    // --token, and the same token from FLIGHTCACHE_TOKEN.
+    let output = temp_path(&dir, "back.parquet");
+    server.ok_env(
+        &[
+            "get",
+            "team-a/t",
+            "-o",
+            output.to_str().unwrap(),
+            "--token",
+            &token,
+        ],
+        &[],
+    );
+    assert!(tables_equal(&read_table(&output), &sample_batches(2)));
+    let listed = server.ok_env(&["list"], &[("FLIGHTCACHE_TOKEN", &token)]);
+    assert!(listed.contains("team-a/t"), "{listed}");
+    let out = server.run_env(&["drop", "team-a/t"], &[("FLIGHTCACHE_TOKEN", &token)]);
+    assert_eq!(out.status.code(), Some(1), "ci may only read");
+    let forged = server.run_env(&["list", "--token", "fct_forged"], &[]);
+    assert_eq!(forged.status.code(), Some(1));
+    server.stop();
+}
+
+#[test]
+fn tls_servers_are_reached_with_tls_ca_and_mutual_tls_with_a_client_certificate() {
+    use flightcache::bench::certificates::CertificateAuthority;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CertificateAuthority::new("cli test CA").unwrap();
+    let server_cert = ca.issue_server(&["127.0.0.1", "localhost"]).unwrap();
+    let client_cert = ca.issue_client("anyone").unwrap();
+    let write = |name: &str, pem: &str| {
+        let path = temp_path(&dir, name);
+        std::fs::write(&path, pem).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let ca_file = write("ca.pem", &ca.cert_pem());
+    let cert = write("server.pem", &server_cert.cert_pem);
+    let key = write("server.key", &server_cert.key_pem);
+    let client_file = write("client.pem", &client_cert.cert_pem);
+    let client_key = write("client.key", &client_cert.key_pem);
+    let input = parquet_file(&dir, "t.parquet", &sample_batches(1), 1000);
+    let input = input.to_str().unwrap();
+
+    let server = ServeProcess::start_with(&["--tls-cert", &cert, "--tls-key", &key]);
+    assert!(server.url.starts_with("grpc+tls://"), "{}", server.url);
+    server.ok_env(&["push", input, "--key", "t", "--tls-ca", &ca_file], &[]);
+    let listed = server.ok_env(&["list"], &[("FLIGHTCACHE_TLS_CA", &ca_file)]);
+    assert!(listed.contains('t'), "{listed}");
+    let out = server.run_env(&["list"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a server it cannot verify is refused"
+    );
+    server.stop();
+
+    let mutual = ServeProcess::start_with(&[
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-client-ca",
+        &ca_file,
+        "--no-auth",
+    ]);
+    let out = mutual.run_env(&["list", "--tls-ca", &ca_file], &[]);
+    assert_eq!(out.status.code(), Some(1), "no client certificate");
+    mutual.ok_env(
+        &[
+            "push",
+            input,
+            "--key",
+            "t",
+            "--tls-ca",
+            &ca_file,
+            "--tls-cert",
+            &client_file,
+            "--tls-key",
+            &client_key,
+        ],
+        &[],
+    );
+    mutual.stop();
+}
+
+#[test]
+fn protected_mode_refuses_every_interface_without_users() {
+    let out = run_bin(&["serve", "--host", "0.0.0.0", "--port", "0"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--users") && stderr.contains("--no-auth"),
+        "says how to fix it: {stderr}"
+    );
+    let help = String::from_utf8(run_bin(&["serve", "--help"], &[]).stdout).unwrap();
+    assert!(help.contains("--no-auth"), "{help}");
+    assert!(help.contains("anyone who can reach the port"), "{help}");
 }

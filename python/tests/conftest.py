@@ -27,7 +27,9 @@ class Server:
             text=True,
         )
         line = self.process.stdout.readline().strip()
-        assert line.startswith("listening on grpc://"), f"unexpected first line {line!r}"
+        assert line.startswith(("listening on grpc://", "listening on grpc+tls://")), (
+            f"unexpected first line {line!r}"
+        )
         self.url = line.removeprefix("listening on ")
         self.budget_line = self.process.stdout.readline().strip()
         assert self.budget_line.startswith("memory budget: "), self.budget_line

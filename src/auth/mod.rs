@@ -253,9 +253,10 @@ impl Authenticator {
         (FIRST_FAILURE_DELAY * 2u32.pow(doublings)).min(MAX_FAILURE_DELAY)
     }
 
-    /// How long to wait before answering `peer`'s last failed authentication: the first is
-    /// answered after 100 ms, each further one (within 10 minutes) after twice as long as the
-    /// one before, up to 5 s.
+    /// How long to wait before answering `peer`'s failed authentication: the first guess
+    /// (see [`AuthProblem::is_guess`]) is answered after 100 ms, each further one (within 10
+    /// minutes) after twice as long as the one before, up to 5 s. A peer that never guessed
+    /// wrong is answered at once, even when it forgot its credentials.
     pub fn failure_delay(&self, peer: Option<IpAddr>) -> Duration {
         let count = match peer {
             Some(peer) => self
@@ -263,10 +264,13 @@ impl Authenticator {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .get(&peer)
-                .map_or(1, |f| f.count.max(1)),
+                .map_or(0, |f| f.count),
             None => 1,
         };
-        (FIRST_FAILURE_DELAY * 2u32.pow((count - 1).min(16))).min(MAX_FAILURE_DELAY)
+        match count {
+            0 => Duration::ZERO,
+            n => (FIRST_FAILURE_DELAY * 2u32.pow((n - 1).min(16))).min(MAX_FAILURE_DELAY),
+        }
     }
 
     /// Forget `peer`'s failures once it authenticates.

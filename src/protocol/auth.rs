@@ -112,6 +112,15 @@ pub enum AuthProblem {
     HandshakeWithoutBasic,
 }
 
+impl AuthProblem {
+    /// Whether the client presented credentials that turned out wrong (a password or a token
+    /// guess), as opposed to none or a malformed header. Only guesses are counted against the
+    /// peer and slowed down.
+    pub fn is_guess(&self) -> bool {
+        matches!(self, AuthProblem::WrongPassword | AuthProblem::UnknownToken)
+    }
+}
+
 /// What the `whoami` action answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WhoAmI {

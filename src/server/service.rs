@@ -87,8 +87,9 @@ impl FlightCacheService {
         self.auth.clone()
     }
 
-    /// How long to wait before answering a failed authentication from `peer`: failures from
-    /// one address are answered ever more slowly, so passwords cannot be guessed at speed.
+    /// How long to wait before answering a failed authentication from `peer`: wrong guesses
+    /// from one address are answered ever more slowly, so passwords and tokens cannot be
+    /// guessed at speed.
     pub fn failure_delay(&self, peer: Option<SocketAddr>) -> Duration {
         self.auth.as_ref().map_or(Duration::ZERO, |auth| {
             auth.failure_delay(peer.map(|p| p.ip()))
@@ -135,12 +136,24 @@ impl FlightCacheService {
     fn answer<T>(&self, peer: Option<SocketAddr>, result: Result<T>) -> Result<T, Status> {
         result.map_err(|err| {
             self.store.record_error();
-            if let (Error::Unauthenticated { problem }, Some(auth)) = (&err, &self.auth) {
-                tracing::warn!(?peer, %problem, "authentication failed");
-                auth.record_failure(peer.map(|p| p.ip()));
+            if let Error::Unauthenticated { problem } = &err {
+                self.record_failed_authentication(peer, problem);
             }
             Status::from(err)
         })
+    }
+
+    /// Log a failed authentication with its peer; count it against the peer's address if it
+    /// was a guess (see [`failure_delay`](Self::failure_delay)).
+    fn record_failed_authentication(&self, peer: Option<SocketAddr>, problem: &AuthProblem) {
+        if !problem.is_guess() {
+            tracing::info!(?peer, %problem, "not authenticated");
+            return;
+        }
+        tracing::warn!(?peer, %problem, "authentication failed");
+        if let Some(auth) = &self.auth {
+            auth.record_failure(peer.map(|p| p.ip()));
+        }
     }
 
     /// The door of `Handshake`: HTTP basic credentials in, a session token out (pyarrow's
@@ -333,11 +346,8 @@ impl FlightCacheService {
             (Err(err), _) | (_, Err(err)) => Err(err),
         };
         failed.settle(result.is_ok());
-        if let Err(Error::Unauthenticated { problem }) = &result
-            && let Some(auth) = &self.auth
-        {
-            tracing::warn!(?peer, %problem, "authentication failed");
-            auth.record_failure(peer.map(|p| p.ip()));
+        if let Err(Error::Unauthenticated { problem }) = &result {
+            self.record_failed_authentication(peer, problem);
             tokio::time::sleep(self.failure_delay(peer)).await;
         }
         result.map_err(Status::from)
