@@ -7,11 +7,14 @@
 //! # Layout
 //! - [`protocol`]: what is on the wire, with no I/O: [`TableKey`] and how tickets and
 //!   descriptors carry it, the RPCs, the actions and their JSON answers, `do_put`'s answer,
-//!   record batches as Flight messages.
+//!   record batches as Flight messages, times to live, credentials in the authorization header.
+//! - [`auth`]: who may do what: the users file, sign-in, session tokens, callers' rights.
 //! - `store` (crate-private): the cache: the key → table map, cached tables, uploads and
-//!   their validation, table memory (slabs and their reuse).
-//! - [`server`]: [`ServerConfig`], [`serve`], [`EmbeddedServer`]; and (crate-private) the
-//!   Flight service, whose one door per RPC every request enters.
+//!   their validation, table memory (slabs and their reuse), the memory budget, LRU eviction
+//!   and expiry.
+//! - [`server`]: [`ServerConfig`], [`serve`], [`EmbeddedServer`], TLS, the metrics page; and
+//!   (crate-private) the Flight service, whose one door per RPC every request enters and
+//!   which authenticates every caller first.
 //! - `transport` (crate-private): gRPC over HTTP/2: the router that hands each request to its
 //!   door, framing, `do_put` bodies received straight into table memory, `do_get` bodies sent
 //!   without a copy, HTTP/2 settings.
