@@ -79,7 +79,11 @@ pub enum Error {
     /// An authenticated user without the right the request needs.
     #[error(
         "user `{user}` may not {right} {}{}; ask an administrator to grant it in the users file",
-        key.as_ref().map_or_else(|| "the cache".to_string(), |key| format!("`{key}`")),
+        match (key, right) {
+            (Some(key), _) => format!("`{key}`"),
+            (None, Right::Admin) => "the cache".to_string(),
+            (None, _) => "any key".to_string(),
+        },
         if patterns.is_empty() { String::new() } else { format!(" (its {right} keys: {patterns})") }
     )]
     PermissionDenied {

@@ -85,7 +85,8 @@ impl Caller {
         self.rights.allow(right, key.as_str())
     }
 
-    /// Allow `right` over `key` (or over the cache, for [`Right::Admin`]), or refuse it.
+    /// Allow `right` over `key` (without a key: over at least one key, or over the cache for
+    /// [`Right::Admin`]), or refuse it.
     ///
     /// # Errors
     /// [`Error::PermissionDenied`] if the caller lacks it: checked before the key is looked
@@ -93,7 +94,7 @@ impl Caller {
     pub fn require(&self, right: Right, key: Option<&TableKey>) -> Result<()> {
         let allowed = match key {
             Some(key) => self.may(right, key),
-            None => self.rights.allow(right, ""),
+            None => self.rights.allow_any(right),
         };
         if allowed {
             return Ok(());

@@ -142,6 +142,16 @@ impl Rights {
         }
     }
 
+    /// Whether these rights allow `right` over at least one key (for [`Right::Admin`], the
+    /// admin right).
+    pub fn allow_any(&self, right: Right) -> bool {
+        match right {
+            Right::Read => !self.read.is_empty(),
+            Right::Write => !self.write.is_empty(),
+            Right::Admin => self.admin,
+        }
+    }
+
     /// The patterns of `right`, as written, for messages.
     pub fn patterns(&self, right: Right) -> Vec<&str> {
         let patterns = match right {

@@ -361,6 +361,8 @@ impl FlightCacheService {
         ttl: Option<Duration>,
         results: &PutResults,
     ) -> Result<()> {
+        // A caller who may write no key at all takes no upload slot.
+        caller.require(Right::Write, None)?;
         let per_connection = self.config.max_puts_per_connection;
         let _connection_slot = match &connection {
             Some(connection) => Some(connection.try_start_upload(per_connection).ok_or(
@@ -378,8 +380,16 @@ impl FlightCacheService {
         let idle = self.config.upload_idle_timeout;
         let account = UploadAccount::new(self.store.budget());
         let mut memory = SlabWriter::new(self.store.slab_pool(), account);
+        // The write right on the key is checked as soon as the descriptor is read, before
+        // the first message's body is received or charged to the budget.
         let first = messages
-            .next_message(&mut memory)
+            .next_message_checked(&mut memory, |head| match &head.flight_descriptor {
+                Some(descriptor) => caller.require(
+                    Right::Write,
+                    Some(&TableKey::try_from_descriptor(descriptor)?),
+                ),
+                None => Ok(()),
+            })
             .await?
             .ok_or(Error::MissingDescriptor)?;
         let descriptor = first

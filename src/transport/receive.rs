@@ -72,6 +72,22 @@ impl MessageReader {
     /// for bytes that are not a `FlightData` message; [`Error::OverBudget`] if the memory
     /// budget has no room for the message.
     pub async fn next_message(&mut self, memory: &mut SlabWriter) -> Result<Option<FlightData>> {
+        self.next_message_checked(memory, |_| Ok(())).await
+    }
+
+    /// [`next_message`](Self::next_message), with `check` run on the fields that come before
+    /// the body (the descriptor among them, as Flight clients write them) before a byte of
+    /// the body is received or charged to the budget: the door of `DoPut` checks the caller's
+    /// write right there, so a caller without it cannot make the cache evict anything.
+    ///
+    /// # Errors
+    /// As `next_message`, and `check`'s error.
+    pub async fn next_message_checked(
+        &mut self,
+        memory: &mut SlabWriter,
+        check: impl FnOnce(&FlightData) -> Result<()>,
+    ) -> Result<Option<FlightData>> {
+        let mut check = Some(check);
         let account = memory.account();
         self.buffered = Some(account.budget().empty_charge(Some(account)));
         if !self.fill_chunk().await? {
@@ -109,6 +125,11 @@ impl MessageReader {
                     let value_len = usize::try_from(value_len).unwrap_or(usize::MAX);
                     let is_body = tag >> 3 == u64::from(grpc::DATA_BODY_FIELD);
                     let is_last = value_len == len - fields.len();
+                    if let Some(check) = check.take_if(|_| is_body) {
+                        let head = FlightData::decode(&fields[..field_start])
+                            .map_err(|e| malformed(RequestProblem::Protobuf(e)))?;
+                        check(&head)?;
+                    }
                     if is_body && is_last {
                         let mut fill = memory.reserve(value_len)?;
                         self.read_body(&mut fill).await?;
@@ -130,6 +151,9 @@ impl MessageReader {
         }
         let mut message = FlightData::decode(fields.freeze())
             .map_err(|e| malformed(RequestProblem::Protobuf(e)))?;
+        if let Some(check) = check {
+            check(&message)?; // a message without a body
+        }
         if let Some(fill) = body {
             message.data_body = memory.finish_fill(fill);
         }

@@ -280,6 +280,57 @@ async fn rights_limit_each_user_to_its_keys_without_revealing_others() {
     server.shutdown_and_wait().await;
 }
 
+#[tokio::test]
+async fn an_upload_without_the_write_right_charges_and_evicts_nothing() {
+    const MIB: usize = 1 << 20;
+    let server = TestServer::start_with(ServerConfig {
+        max_memory: Some(32 * MIB as u64),
+        ..config(fixture().users)
+    })
+    .await;
+    let mut admin = login(&server, "admin", "admin-pw").await.unwrap();
+    let batch = |mib: usize| {
+        let values = arrow::array::Float64Array::from(vec![1.0; mib * MIB / 8]);
+        arrow::array::RecordBatch::try_from_iter([("v", std::sync::Arc::new(values) as _)]).unwrap()
+    };
+    let kept = (0..20).map(|_| batch(1)).collect::<Vec<_>>();
+    admin
+        .put_batches(&key("team-b/kept"), kept[0].schema(), kept)
+        .await
+        .unwrap();
+    // A first message that carries a 24 MiB body under someone else's key: refused before the
+    // body is received, so the budget never has to make room for it.
+    for (user, password, expected) in [
+        ("alice", "alice-pw", "may not write `team-b/x`"),
+        ("reader", "reader-pw", "may not write any key"),
+    ] {
+        let mut caller = login(&server, user, password).await.unwrap();
+        let message = arrow_flight::FlightData {
+            flight_descriptor: Some(FlightDescriptor::new_cmd("team-b/x")),
+            data_header: Bytes::from_static(b"not even a header"),
+            data_body: Bytes::from(vec![7u8; 24 * MIB]),
+            ..Default::default()
+        };
+        let result = caller
+            .flight_client()
+            .do_put(futures::stream::iter([Ok(message)]))
+            .await;
+        let err = match result {
+            Err(err) => err.to_string(),
+            Ok(stream) => stream
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap_err()
+                .to_string(),
+        };
+        assert!(err.contains(expected), "{user}: {err}");
+    }
+    let stats = admin.stats().await.unwrap();
+    assert_eq!(stats.evictions, 0);
+    assert_eq!(stats.tables, 1);
+    server.shutdown_and_wait().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn session_tokens_expire_after_the_token_ttl() {
     let server = TestServer::start_with(ServerConfig {
