@@ -1020,4 +1020,43 @@ fn protected_mode_refuses_every_interface_without_users() {
     let help = String::from_utf8(run_bin(&["serve", "--help"], &[]).stdout).unwrap();
     assert!(help.contains("--no-auth"), "{help}");
     assert!(help.contains("anyone who can reach the port"), "{help}");
+
+    // Mutual TLS admits only holders of the CA's certificates: allowed without users.
+    let ca = flightcache::bench::certificates::CertificateAuthority::new("cli test CA").unwrap();
+    let server_cert = ca.issue_server(&["127.0.0.1"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, pem: &str| {
+        let path = temp_path(&dir, name);
+        std::fs::write(&path, pem).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let (ca_file, cert, key) = (
+        write("ca.pem", &ca.cert_pem()),
+        write("server.pem", &server_cert.cert_pem),
+        write("server.key", &server_cert.key_pem),
+    );
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--tls-cert",
+            &cert,
+        ])
+        .args(["--tls-key", &key, "--tls-client-ca", &ca_file])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    child.kill().ok();
+    child.wait().ok();
+    assert!(
+        line.starts_with("listening on grpc+tls://0.0.0.0:"),
+        "{line}"
+    );
 }

@@ -76,7 +76,8 @@ pub struct ServerArgs {
     /// The server to talk to (grpc://HOST:PORT, or grpc+tls://HOST:PORT for TLS).
     #[arg(long, env = "FLIGHTCACHE_SERVER", default_value = DEFAULT_SERVER_URL, value_name = "URL")]
     pub server: String,
-    /// Authenticate with this API token (from the users file's owner).
+    /// Authenticate with this API token (from the users file's owner). Prefer the
+    /// FLIGHTCACHE_TOKEN variable: a flag's value shows in `ps` and in shell history.
     #[arg(
         long,
         env = "FLIGHTCACHE_TOKEN",
@@ -188,7 +189,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Require client certificates signed by this CA (PEM): mutual TLS. A certificate whose
-    /// subject's common name is a user's name authenticates as that user.
+    /// subject's common name is a user's name authenticates as that user; without --users,
+    /// every client holding a certificate from this CA may do everything.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 }

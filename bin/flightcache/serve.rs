@@ -58,17 +58,28 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Redis's protected mode: a server without users answers only on loopback, unless
-/// `--no-auth` says to expose it.
+/// `--no-auth` says to expose it, or mutual TLS (`--tls-client-ca`) admits only clients
+/// holding a certificate from that CA (each with every right).
 fn protected_mode(args: &ServeArgs, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    if let Some(metrics) = args.metrics
+        && !metrics.ip().is_loopback()
+    {
+        tracing::warn!(
+            %metrics,
+            "the metrics page has no authentication: anyone who reaches it sees the cache's \
+             counters and memory (no keys or data); serve it on a private interface"
+        );
+    }
     if addr.ip().is_loopback() {
         return Ok(());
     }
-    if args.users.is_none() && !args.no_auth {
+    if args.users.is_none() && !args.no_auth && args.tls_client_ca.is_none() {
         anyhow::bail!(
             "refusing to serve on {addr} without users: anyone who can reach it could read, \
              overwrite and drop every table. Give users with --users FILE (see the README's \
-             Security section; `flightcache hash-password` makes password hashes), listen on \
-             127.0.0.1, or pass --no-auth to serve everyone on purpose"
+             Security section; `flightcache hash-password` makes password hashes), require \
+             client certificates with --tls-client-ca, listen on 127.0.0.1, or pass --no-auth \
+             to serve everyone on purpose"
         );
     }
     if args.users.is_some() && args.tls_cert.is_none() {

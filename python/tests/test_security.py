@@ -233,7 +233,7 @@ def test_a_wrong_password_and_an_unknown_user_are_refused_alike(start_server, us
 def test_forged_and_expired_tokens_are_unauthenticated(start_server, users):
     server = start_server("--users", users[0], "--token-ttl", "500ms")
     client = flight.connect(server.url)
-    with pytest.raises(flight.FlightUnauthenticatedError, match="unknown or expired"):
+    with pytest.raises(flight.FlightUnauthenticatedError, match="bearer token is unknown"):
         list(client.list_flights(options=bearer("fct_forged-by-a-stranger")))
     options = log_in(client, "reader", "reader-pw")
     list(client.list_flights(options=options))
@@ -244,7 +244,7 @@ def test_forged_and_expired_tokens_are_unauthenticated(start_server, users):
         try:
             list(client.list_flights(options=options))
         except flight.FlightUnauthenticatedError as err:
-            assert "expired" in str(err)
+            assert "session token has expired" in str(err)
             break
         assert time.monotonic() < deadline, "the session outlived its 500 ms TTL by 10 s"
         time.sleep(0.1)
@@ -274,7 +274,7 @@ def test_a_read_only_user_may_not_put_drop_or_clear(start_server, users):
     put(client, "k", options=log_in(client, "admin", "admin-pw"))
     reader = log_in(client, "reader", "reader-pw")
     assert get(client, "k", reader).equals(TABLE)
-    with pytest.raises(flight.FlightUnauthorizedError, match="may not write `k`"):
+    with pytest.raises(flight.FlightUnauthorizedError, match="may not write any key"):
         put(client, "k", options=reader)
     with pytest.raises(flight.FlightUnauthorizedError, match="may not write `k`"):
         action(client, "drop", b"k", options=reader)

@@ -33,6 +33,10 @@ const FIRST_FAILURE_DELAY: Duration = Duration::from_millis(100);
 const MAX_FAILURE_DELAY: Duration = Duration::from_secs(5);
 /// An address's failures are forgotten this long after its last one.
 const FAILURES_FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
+/// Addresses whose failures are remembered at most; past it, the quietest is forgotten.
+const MAX_FAILING_ADDRESSES: usize = 65_536;
+/// Sessions one user may hold at once; a new sign-in past it ends the user's oldest session.
+const MAX_SESSIONS_PER_USER: usize = 1024;
 
 /// How a caller proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,11 +123,55 @@ pub struct Authenticator {
     sessions: Mutex<HashMap<[u8; 32], Session>>,
     /// Failed authentications by peer address.
     failures: Mutex<HashMap<IpAddr, Failures>>,
+    /// The turn of each address with sign-ins in progress or waiting: one address's
+    /// passwords are checked one at a time (see [`Authenticator::sign_in_turn`]).
+    turns: Mutex<HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>>,
+    /// [`MAX_SESSIONS_PER_USER`] and [`MAX_FAILING_ADDRESSES`] (smaller in tests).
+    max_sessions_per_user: usize,
+    max_failing_addresses: usize,
+}
+
+/// An address's turn to have a password checked; [`fail`](Self::fail) records a wrong one
+/// before the next sign-in from the address may start.
+#[derive(Debug)]
+pub struct SignInTurn {
+    auth: Arc<Authenticator>,
+    address: Option<IpAddr>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl SignInTurn {
+    /// The password was wrong: count it against the address, within this turn.
+    pub fn fail(&self) {
+        self.auth.record_failure_of(self.address);
+    }
+}
+
+impl Drop for SignInTurn {
+    fn drop(&mut self) {
+        let Some(address) = self.address else {
+            return;
+        };
+        let mut turns = self
+            .auth
+            .turns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Held by the map and by this turn only: nobody waits, so forget the address.
+        if turns
+            .get(&address)
+            .is_some_and(|turn| Arc::strong_count(turn) <= 2)
+        {
+            turns.remove(&address);
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 struct Session {
     user: String,
+    /// The password hash the session was opened with: a changed password ends it.
+    password_hash: String,
     expires: Instant,
 }
 
@@ -131,6 +179,31 @@ struct Session {
 struct Failures {
     count: u32,
     last: Instant,
+    /// No sign-in from the address is checked before this: guesses sent in parallel wait
+    /// like guesses sent one after the other.
+    blocked_until: Instant,
+}
+
+/// The address failures are counted against: an IPv4 address, or an IPv6 address's /64
+/// network (one host usually holds a whole /64).
+fn failing_address(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+        v4 => v4,
+    }
+}
+
+/// How long the `count`th failure in a row waits: 100 ms, doubling, up to 5 s.
+fn delay_after(count: u32) -> Duration {
+    match count {
+        0 => Duration::ZERO,
+        n => (FIRST_FAILURE_DELAY * 2u32.pow((n - 1).min(16))).min(MAX_FAILURE_DELAY),
+    }
 }
 
 impl Authenticator {
@@ -143,6 +216,9 @@ impl Authenticator {
             token_ttl,
             sessions: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            turns: Mutex::new(HashMap::new()),
+            max_sessions_per_user: MAX_SESSIONS_PER_USER,
+            max_failing_addresses: MAX_FAILING_ADDRESSES,
         }
     }
 
@@ -155,8 +231,8 @@ impl Authenticator {
         Arc::clone(&self.users.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Read the users file again; existing sessions keep working for users who remain, with
-    /// their new rights.
+    /// Read the users file again; existing sessions keep working for users who remain with
+    /// the same password, with their new rights.
     ///
     /// # Errors
     /// A message saying what is wrong with the file; the users in force stay as they were.
@@ -179,19 +255,37 @@ impl Authenticator {
     pub fn log_in(&self, user: &str, password: &str) -> Result<String> {
         let users = self.users();
         let known = users.get(user);
-        if !known.is_some_and(|u| u.verify_password(password)) {
-            return Err(Error::Unauthenticated {
-                problem: AuthProblem::WrongPassword,
-            });
-        }
+        let password_hash = match known.and_then(|u| u.password_hash()) {
+            Some(hash) if users::verify_password_of(known, password) => hash.to_string(),
+            _ => {
+                if known.is_none() || known.is_some_and(|u| u.password_hash().is_none()) {
+                    users::verify_password_of(None, password); // as slow as a real check
+                }
+                return Err(Error::Unauthenticated {
+                    problem: AuthProblem::WrongPassword,
+                });
+            }
+        };
         let token = random_token();
+        let now = Instant::now();
         let session = Session {
             user: user.to_string(),
-            expires: Instant::now() + self.token_ttl,
+            password_hash,
+            expires: now + self.token_ttl,
         };
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
         sessions.retain(|_, s| s.expires > now); // forget expired sessions as new ones come
+        let mut own: Vec<_> = sessions
+            .iter()
+            .filter(|(_, s)| s.user == user)
+            .map(|(digest, s)| (s.expires, *digest))
+            .collect();
+        if own.len() >= self.max_sessions_per_user {
+            own.sort_unstable();
+            for (_, digest) in &own[..=own.len() - self.max_sessions_per_user] {
+                sessions.remove(digest);
+            }
+        }
         sessions.insert(token_digest(&token), session);
         Ok(token)
     }
@@ -210,17 +304,22 @@ impl Authenticator {
         let unauthenticated = |problem| Err(Error::Unauthenticated { problem });
         match credentials {
             Some(Credentials::Bearer(token)) => {
-                let session_user = {
-                    let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
-                    sessions
-                        .get(&token_digest(&token))
-                        .filter(|s| s.expires > Instant::now())
-                        .map(|s| s.user.clone())
-                };
-                if let Some(name) = session_user {
-                    return match users.get(&name) {
-                        Some(user) => Ok(caller(user, Proof::Password)),
-                        None => unauthenticated(AuthProblem::UnknownToken),
+                let session = self
+                    .sessions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&token_digest(&token))
+                    .cloned();
+                if let Some(session) = session {
+                    if session.expires <= Instant::now() {
+                        return unauthenticated(AuthProblem::ExpiredToken);
+                    }
+                    // A user removed from the file, or whose password changed, is signed out.
+                    return match users.get(&session.user) {
+                        Some(user) if user.password_hash() == Some(&session.password_hash) => {
+                            Ok(caller(user, Proof::Password))
+                        }
+                        _ => unauthenticated(AuthProblem::ExpiredToken),
                     };
                 }
                 match users.by_token(&token) {
@@ -236,52 +335,89 @@ impl Authenticator {
         }
     }
 
-    /// Record a failed authentication from `peer`; how long to wait before answering it.
-    pub fn record_failure(&self, peer: Option<IpAddr>) -> Duration {
-        let Some(peer) = peer else {
-            return FIRST_FAILURE_DELAY;
+    /// Wait for `peer`'s turn to have a password checked: sign-ins from one address are
+    /// checked one at a time, each after the delay of the address's last wrong guess, so
+    /// guesses sent in parallel are checked no faster than guesses sent in turn.
+    pub async fn sign_in_turn(self: &Arc<Self>, peer: Option<IpAddr>) -> SignInTurn {
+        let address = peer.map(failing_address);
+        let mut turn = None;
+        if let Some(address) = address {
+            let queue = Arc::clone(
+                self.turns
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry(address)
+                    .or_default(),
+            );
+            turn = Some(queue.lock_owned().await);
+            let blocked_until = self
+                .failures
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&address)
+                .map(|f| f.blocked_until);
+            if let Some(blocked_until) = blocked_until {
+                tokio::time::sleep_until(blocked_until).await;
+            }
+        }
+        SignInTurn {
+            auth: Arc::clone(self),
+            address,
+            _turn: turn,
+        }
+    }
+
+    /// Record a wrong token from `peer`: its answer waits
+    /// [`failure_delay`](Self::failure_delay). (Wrong passwords are recorded by
+    /// [`SignInTurn::fail`].)
+    pub fn record_failure(&self, peer: Option<IpAddr>) {
+        self.record_failure_of(peer.map(failing_address));
+    }
+
+    fn record_failure_of(&self, address: Option<IpAddr>) {
+        let Some(peer) = address else {
+            return;
         };
         let now = Instant::now();
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        failures.retain(|_, f| now.duration_since(f.last) < FAILURES_FORGOTTEN_AFTER);
+        if !failures.contains_key(&peer) && failures.len() >= self.max_failing_addresses {
+            failures.retain(|_, f| now.duration_since(f.last) < FAILURES_FORGOTTEN_AFTER);
+            if failures.len() >= self.max_failing_addresses
+                && let Some(quietest) = failures.iter().min_by_key(|(_, f)| f.last).map(|(a, _)| *a)
+            {
+                failures.remove(&quietest);
+            }
+        }
         let entry = failures.entry(peer).or_insert(Failures {
             count: 0,
             last: now,
+            blocked_until: now,
         });
+        if now.duration_since(entry.last) >= FAILURES_FORGOTTEN_AFTER {
+            entry.count = 0;
+        }
         entry.count = entry.count.saturating_add(1);
         entry.last = now;
-        let doublings = entry.count.saturating_sub(1).min(16);
-        (FIRST_FAILURE_DELAY * 2u32.pow(doublings)).min(MAX_FAILURE_DELAY)
+        entry.blocked_until = now + delay_after(entry.count);
     }
 
     /// How long to wait before answering `peer`'s failed authentication: the first guess
     /// (see [`AuthProblem::is_guess`]) is answered after 100 ms, each further one (within 10
     /// minutes) after twice as long as the one before, up to 5 s. A peer that never guessed
-    /// wrong is answered at once, even when it forgot its credentials.
+    /// wrong is answered at once, even when it forgot its credentials. A successful sign-in
+    /// does not reset the count (an attacker could reset it with an account of its own):
+    /// failures are forgotten 10 minutes after the last one.
     pub fn failure_delay(&self, peer: Option<IpAddr>) -> Duration {
-        let count = match peer {
-            Some(peer) => self
-                .failures
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(&peer)
-                .map_or(0, |f| f.count),
-            None => 1,
+        let Some(peer) = peer.map(failing_address) else {
+            return Duration::ZERO;
         };
-        match count {
-            0 => Duration::ZERO,
-            n => (FIRST_FAILURE_DELAY * 2u32.pow((n - 1).min(16))).min(MAX_FAILURE_DELAY),
-        }
-    }
-
-    /// Forget `peer`'s failures once it authenticates.
-    pub fn record_success(&self, peer: Option<IpAddr>) {
-        if let Some(peer) = peer {
-            self.failures
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&peer);
-        }
+        let now = Instant::now();
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&peer)
+            .filter(|f| now.duration_since(f.last) < FAILURES_FORGOTTEN_AFTER)
+            .map_or(Duration::ZERO, |f| delay_after(f.count))
     }
 }
 
@@ -331,10 +467,88 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         let expired = auth.authenticate(bearer(&token), None).unwrap_err();
         assert_eq!(expired.code(), tonic::Code::Unauthenticated);
-        assert!(
-            expired.to_string().contains("unknown or expired"),
-            "{expired}"
+        assert!(expired.to_string().contains("has expired"), "{expired}");
+    }
+
+    #[tokio::test]
+    async fn a_changed_password_or_a_removed_user_ends_sessions_on_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        let user = |password: &str| {
+            format!(
+                "[users.alice]\npassword = \"{}\"\nread = [\"*\"]\n",
+                hash_password(password).unwrap()
+            )
+        };
+        let one = user("one");
+        std::fs::write(&path, &one).unwrap();
+        let auth = Authenticator::new(
+            Users::load(&path).unwrap(),
+            Some(path.clone()),
+            Duration::from_secs(60),
         );
+        let token = auth.log_in("alice", "one").unwrap();
+        std::fs::write(&path, one + "write = [\"*\"]\n").unwrap();
+        auth.reload().unwrap();
+        let caller = auth.authenticate(bearer(&token), None).unwrap();
+        assert!(
+            caller.may(Right::Write, &TableKey::try_new("k").unwrap()),
+            "new rights"
+        );
+        std::fs::write(&path, user("two")).unwrap();
+        auth.reload().unwrap();
+        let err = auth.authenticate(bearer(&token), None).unwrap_err();
+        assert!(err.to_string().contains("has expired"), "{err}");
+        let token = auth.log_in("alice", "two").unwrap();
+        std::fs::write(&path, "[users.bob]\ntokens = []\n").unwrap();
+        auth.reload().unwrap();
+        assert!(auth.authenticate(bearer(&token), None).is_err(), "removed");
+    }
+
+    #[test]
+    fn sessions_and_failing_addresses_are_bounded() {
+        let (mut auth, _) = authenticator();
+        auth.max_sessions_per_user = 2;
+        auth.max_failing_addresses = 2;
+        let tokens: Vec<_> = (0..3)
+            .map(|_| auth.log_in("alice", "pw").unwrap())
+            .collect();
+        assert!(
+            auth.authenticate(bearer(&tokens[0]), None).is_err(),
+            "the oldest ended"
+        );
+        assert!(auth.authenticate(bearer(&tokens[1]), None).is_ok());
+        assert!(auth.authenticate(bearer(&tokens[2]), None).is_ok());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for last in 1..=3u8 {
+                auth.record_failure(Some(IpAddr::from([10, 0, 0, last])));
+            }
+        });
+        let failures = auth.failures.lock().unwrap();
+        assert_eq!(failures.len(), 2);
+        assert!(
+            !failures.contains_key(&IpAddr::from([10, 0, 0, 1])),
+            "the quietest went"
+        );
+    }
+
+    #[test]
+    fn failures_count_against_ipv4_addresses_and_ipv6_networks() {
+        let v6 = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            failing_address(v6("2001:db8:1:2:aaaa::1")),
+            failing_address(v6("2001:db8:1:2:bbbb::9"))
+        );
+        assert_ne!(
+            failing_address(v6("2001:db8:1:2::1")),
+            failing_address(v6("2001:db8:1:3::1"))
+        );
+        assert_eq!(failing_address(v6("::ffff:10.0.0.1")), v6("10.0.0.1"));
+        assert_eq!(failing_address(v6("10.0.0.1")), v6("10.0.0.1"));
     }
 
     #[test]
@@ -371,16 +585,58 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn failures_slow_down_exponentially_per_address() {
+    async fn failures_slow_down_exponentially_per_address_and_are_forgotten() {
         let (auth, _) = authenticator();
         let peer = Some("10.0.0.1".parse().unwrap());
-        let delays: Vec<_> = (0..8).map(|_| auth.record_failure(peer)).collect();
+        let delays: Vec<_> = (0..8)
+            .map(|_| {
+                auth.record_failure(peer);
+                auth.failure_delay(peer)
+            })
+            .collect();
         assert_eq!(delays[0], Duration::from_millis(100));
         assert_eq!(delays[1], Duration::from_millis(200));
         assert_eq!(delays[7], MAX_FAILURE_DELAY);
         let other = Some("10.0.0.2".parse().unwrap());
-        assert_eq!(auth.record_failure(other), Duration::from_millis(100));
-        auth.record_success(peer);
-        assert_eq!(auth.record_failure(peer), Duration::from_millis(100));
+        assert_eq!(
+            auth.failure_delay(other),
+            Duration::ZERO,
+            "a clean address waits not"
+        );
+        auth.record_failure(other);
+        assert_eq!(auth.failure_delay(other), Duration::from_millis(100));
+        tokio::time::advance(FAILURES_FORGOTTEN_AFTER).await;
+        assert_eq!(auth.failure_delay(peer), Duration::ZERO);
+        auth.record_failure(peer);
+        assert_eq!(auth.failure_delay(peer), Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_address_signs_in_one_at_a_time_after_its_last_failures_delay() {
+        let (auth, _) = authenticator();
+        let auth = Arc::new(auth);
+        let peer = Some("10.0.0.1".parse().unwrap());
+        let first = auth.sign_in_turn(peer).await;
+        let start = Instant::now();
+        let second = tokio::spawn({
+            let auth = Arc::clone(&auth);
+            async move {
+                let _turn = auth.sign_in_turn(peer).await;
+                Instant::now()
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!second.is_finished(), "waits for the first turn");
+        first.fail();
+        drop(first);
+        let started = second.await.unwrap();
+        assert_eq!(
+            started - start,
+            Duration::from_secs(1) + Duration::from_millis(100)
+        );
+        assert!(
+            auth.turns.lock().unwrap().is_empty(),
+            "nothing kept once nobody waits"
+        );
     }
 }

@@ -28,6 +28,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
@@ -196,6 +197,29 @@ impl User {
                 .verify_password(password.as_bytes(), &hash)
                 .is_ok()
         })
+    }
+
+    /// The user's password hash, if any: a session remembers it, so that a password changed
+    /// in the users file ends the sessions opened with the old one.
+    pub fn password_hash(&self) -> Option<&str> {
+        self.password_hash.as_deref()
+    }
+}
+
+/// Whether `password` is the password of `user`, taking as long when there is no such user
+/// (or it has no password) as when there is: the answer's timing does not tell which user
+/// names exist.
+pub fn verify_password_of(user: Option<&User>, password: &str) -> bool {
+    match user.filter(|user| user.password_hash.is_some()) {
+        Some(user) => user.verify_password(password),
+        None => {
+            static DECOY: OnceLock<Option<String>> = OnceLock::new();
+            let decoy = DECOY.get_or_init(|| hash_password("no user has this password").ok());
+            if let Some(hash) = decoy.as_deref().and_then(|h| PasswordHash::new(h).ok()) {
+                let _ = Argon2::default().verify_password(password.as_bytes(), &hash);
+            }
+            false
+        }
     }
 }
 

@@ -89,12 +89,20 @@ pub enum AuthProblem {
     /// An unknown user, or a wrong password: never said which.
     #[error("wrong user name or password")]
     WrongPassword,
-    /// A bearer token the server does not know, or whose session expired.
+    /// A bearer token the server does not know.
     #[error(
-        "the bearer token is unknown or expired: authenticate again with the Handshake \
-         (session tokens last the server's --token-ttl), or check the API token"
+        "the bearer token is unknown: sign in again with the Handshake (pyarrow: \
+         client.authenticate_basic_token(user, password); flightcache: --user NAME), or check \
+         the API token"
     )]
     UnknownToken,
+    /// A session token whose time is up, or whose user was removed or changed password.
+    #[error(
+        "the session token has expired (sessions last the server's --token-ttl, and end when \
+         the user's password changes): sign in again with the Handshake"
+    )]
+    ExpiredToken,
+
     /// An `authorization` header that is neither basic nor bearer credentials.
     #[error("the authorization header is neither `Basic base64(user:password)` nor `Bearer TOKEN`")]
     MalformedHeader,

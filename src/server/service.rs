@@ -49,6 +49,9 @@ use crate::transport::receive::MessageReader;
 pub(crate) struct FlightCacheService {
     store: TableStore,
     put_permits: Arc<Semaphore>,
+    /// Password checks (argon2: tens of milliseconds of CPU and 19 MiB each) run at once: one
+    /// per core, so a flood of sign-ins cannot take the memory or every blocking thread.
+    password_checks: Arc<Semaphore>,
     config: Arc<ServerConfig>,
     /// The location every endpoint names (see [`crate::protocol::location`]).
     location: Arc<str>,
@@ -76,6 +79,9 @@ impl FlightCacheService {
         Self {
             store: TableStore::new(MemoryBudget::new(limit), config.eviction, config.keep_freed),
             put_permits: Arc::new(Semaphore::new(config.max_concurrent_puts)),
+            password_checks: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            )),
             config: Arc::new(config),
             location: location.into(),
             auth,
@@ -151,7 +157,10 @@ impl FlightCacheService {
             return;
         }
         tracing::warn!(?peer, %problem, "authentication failed");
-        if let Some(auth) = &self.auth {
+        // A wrong password was already counted, within its sign-in turn.
+        if let Some(auth) = &self.auth
+            && *problem == AuthProblem::UnknownToken
+        {
             auth.record_failure(peer.map(|p| p.ip()));
         }
     }
@@ -191,16 +200,22 @@ impl FlightCacheService {
             });
         };
         tracing::Span::current().record("user", user.as_str());
-        // argon2 takes tens of milliseconds of CPU on purpose: not on the runtime's threads.
-        let token = tokio::task::spawn_blocking(move || auth.log_in(&user, &password))
+        // One address's passwords are checked one at a time, after its last failure's delay.
+        let turn = auth.sign_in_turn(call.peer.map(|p| p.ip())).await;
+        // argon2 takes tens of milliseconds of CPU and 19 MiB on purpose: a few at a time,
+        // off the runtime's threads. (The semaphore is never closed: the result always holds
+        // a permit.)
+        let _check = self.password_checks.acquire().await;
+        let checked = tokio::task::spawn_blocking(move || auth.log_in(&user, &password))
             .await
             .map_err(|source| Error::TaskFailed {
                 task: "password check",
                 source,
-            })??;
-        if let Some(auth) = &self.auth {
-            auth.record_success(call.peer.map(|p| p.ip()));
+            })?;
+        if checked.is_err() {
+            turn.fail();
         }
+        let token = checked?;
         tracing::info!("authenticated");
         Ok(Some(token))
     }
