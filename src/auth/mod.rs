@@ -37,6 +37,10 @@ const FAILURES_FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
 const MAX_FAILING_ADDRESSES: usize = 65_536;
 /// Sessions one user may hold at once; a new sign-in past it ends the user's oldest session.
 const MAX_SESSIONS_PER_USER: usize = 1024;
+/// Sign-ins from one address that may be in line at once (one checked, the others waiting);
+/// more are refused at once, so a guesser cannot queue enough to lock the address's real
+/// users out for long.
+pub const MAX_WAITING_SIGN_INS: usize = 8;
 
 /// How a caller proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,19 +129,30 @@ pub struct Authenticator {
     failures: Mutex<HashMap<IpAddr, Failures>>,
     /// The turn of each address with sign-ins in progress or waiting: one address's
     /// passwords are checked one at a time (see [`Authenticator::sign_in_turn`]).
-    turns: Mutex<HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>>,
+    turns: Mutex<HashMap<IpAddr, Line>>,
     /// [`MAX_SESSIONS_PER_USER`] and [`MAX_FAILING_ADDRESSES`] (smaller in tests).
     max_sessions_per_user: usize,
     max_failing_addresses: usize,
 }
 
+/// The sign-ins of one address: how many are in line, and the lock the one being checked
+/// holds.
+#[derive(Debug, Default)]
+struct Line {
+    in_line: usize,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
 /// An address's turn to have a password checked; [`fail`](Self::fail) records a wrong one
-/// before the next sign-in from the address may start.
+/// before the next sign-in from the address may start. Dropping it, however early (a client
+/// that hangs up while it waits), gives the turn up and forgets an address nobody waits for.
 #[derive(Debug)]
 pub struct SignInTurn {
     auth: Arc<Authenticator>,
     address: Option<IpAddr>,
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// Whether this turn is counted in its address's line.
+    in_line: bool,
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl SignInTurn {
@@ -149,7 +164,8 @@ impl SignInTurn {
 
 impl Drop for SignInTurn {
     fn drop(&mut self) {
-        let Some(address) = self.address else {
+        self.held.take();
+        let (Some(address), true) = (self.address, self.in_line) else {
             return;
         };
         let mut turns = self
@@ -157,12 +173,11 @@ impl Drop for SignInTurn {
             .turns
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        // Held by the map and by this turn only: nobody waits, so forget the address.
-        if turns
-            .get(&address)
-            .is_some_and(|turn| Arc::strong_count(turn) <= 2)
-        {
-            turns.remove(&address);
+        if let Some(line) = turns.get_mut(&address) {
+            line.in_line -= 1;
+            if line.in_line == 0 {
+                turns.remove(&address); // nobody else in line: forget the address
+            }
         }
     }
 }
@@ -254,17 +269,14 @@ impl Authenticator {
     /// which.
     pub fn log_in(&self, user: &str, password: &str) -> Result<String> {
         let users = self.users();
-        let known = users.get(user);
-        let password_hash = match known.and_then(|u| u.password_hash()) {
-            Some(hash) if users::verify_password_of(known, password) => hash.to_string(),
-            _ => {
-                if known.is_none() || known.is_some_and(|u| u.password_hash().is_none()) {
-                    users::verify_password_of(None, password); // as slow as a real check
-                }
-                return Err(Error::Unauthenticated {
-                    problem: AuthProblem::WrongPassword,
-                });
-            }
+        let Some(password_hash) = users
+            .verify_password(user, password)
+            .and_then(|user| user.password_hash())
+            .map(str::to_string)
+        else {
+            return Err(Error::Unauthenticated {
+                problem: AuthProblem::WrongPassword,
+            });
         };
         let token = random_token();
         let now = Instant::now();
@@ -338,33 +350,45 @@ impl Authenticator {
     /// Wait for `peer`'s turn to have a password checked: sign-ins from one address are
     /// checked one at a time, each after the delay of the address's last wrong guess, so
     /// guesses sent in parallel are checked no faster than guesses sent in turn.
-    pub async fn sign_in_turn(self: &Arc<Self>, peer: Option<IpAddr>) -> SignInTurn {
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] at once if [`MAX_WAITING_SIGN_INS`] sign-ins from the
+    /// address are already in line.
+    pub async fn sign_in_turn(self: &Arc<Self>, peer: Option<IpAddr>) -> Result<SignInTurn> {
         let address = peer.map(failing_address);
-        let mut turn = None;
-        if let Some(address) = address {
-            let queue = Arc::clone(
-                self.turns
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .entry(address)
-                    .or_default(),
-            );
-            turn = Some(queue.lock_owned().await);
-            let blocked_until = self
-                .failures
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(&address)
-                .map(|f| f.blocked_until);
-            if let Some(blocked_until) = blocked_until {
-                tokio::time::sleep_until(blocked_until).await;
-            }
-        }
-        SignInTurn {
+        // Made before the first await, so that its drop cleans up whenever the caller goes.
+        let mut turn = SignInTurn {
             auth: Arc::clone(self),
             address,
-            _turn: turn,
+            in_line: false,
+            held: None,
+        };
+        let Some(address) = address else {
+            return Ok(turn);
+        };
+        let queue = {
+            let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+            let line = turns.entry(address).or_default();
+            if line.in_line >= MAX_WAITING_SIGN_INS {
+                return Err(Error::Unauthenticated {
+                    problem: AuthProblem::TooManySignIns,
+                });
+            }
+            line.in_line += 1;
+            turn.in_line = true;
+            Arc::clone(&line.turn)
+        };
+        turn.held = Some(queue.lock_owned().await);
+        let blocked_until = self
+            .failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&address)
+            .map(|f| f.blocked_until);
+        if let Some(blocked_until) = blocked_until {
+            tokio::time::sleep_until(blocked_until).await;
         }
+        Ok(turn)
     }
 
     /// Record a wrong token from `peer`: its answer waits
@@ -521,11 +545,13 @@ mod tests {
         assert!(auth.authenticate(bearer(&tokens[2]), None).is_ok());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
+            .start_paused(true)
             .build()
             .unwrap();
         rt.block_on(async {
             for last in 1..=3u8 {
                 auth.record_failure(Some(IpAddr::from([10, 0, 0, last])));
+                tokio::time::advance(Duration::from_secs(1)).await;
             }
         });
         let failures = auth.failures.lock().unwrap();
@@ -616,12 +642,12 @@ mod tests {
         let (auth, _) = authenticator();
         let auth = Arc::new(auth);
         let peer = Some("10.0.0.1".parse().unwrap());
-        let first = auth.sign_in_turn(peer).await;
+        let first = auth.sign_in_turn(peer).await.unwrap();
         let start = Instant::now();
         let second = tokio::spawn({
             let auth = Arc::clone(&auth);
             async move {
-                let _turn = auth.sign_in_turn(peer).await;
+                let _turn = auth.sign_in_turn(peer).await.unwrap();
                 Instant::now()
             }
         });
@@ -638,5 +664,44 @@ mod tests {
             auth.turns.lock().unwrap().is_empty(),
             "nothing kept once nobody waits"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sign_ins_in_line_are_bounded_and_leave_nothing_when_given_up() {
+        let (auth, _) = authenticator();
+        let auth = Arc::new(auth);
+        let peer = Some("10.0.0.1".parse().unwrap());
+        let first = auth.sign_in_turn(peer).await.unwrap();
+        let waiting: Vec<_> = (1..MAX_WAITING_SIGN_INS)
+            .map(|_| {
+                let auth = Arc::clone(&auth);
+                tokio::spawn(async move { auth.sign_in_turn(peer).await.map(drop) })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        let refused = auth.sign_in_turn(peer).await.unwrap_err();
+        assert!(
+            refused.to_string().contains("too many sign-ins"),
+            "{refused}"
+        );
+        // Clients that hang up while they wait, then the one being checked.
+        for task in &waiting {
+            task.abort();
+        }
+        for task in waiting {
+            assert!(task.await.unwrap_err().is_cancelled());
+        }
+        drop(first);
+        assert!(auth.turns.lock().unwrap().is_empty());
+        // And one that hangs up while it waits out a failure's delay.
+        auth.record_failure(peer);
+        let delayed = tokio::spawn({
+            let auth = Arc::clone(&auth);
+            async move { auth.sign_in_turn(peer).await.map(drop) }
+        });
+        tokio::task::yield_now().await;
+        delayed.abort();
+        assert!(delayed.await.unwrap_err().is_cancelled());
+        assert!(auth.turns.lock().unwrap().is_empty());
     }
 }

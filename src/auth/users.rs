@@ -28,7 +28,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
-use std::sync::OnceLock;
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
@@ -206,31 +205,39 @@ impl User {
     }
 }
 
-/// Whether `password` is the password of `user`, taking as long when there is no such user
-/// (or it has no password) as when there is: the answer's timing does not tell which user
-/// names exist.
-pub fn verify_password_of(user: Option<&User>, password: &str) -> bool {
-    match user.filter(|user| user.password_hash.is_some()) {
-        Some(user) => user.verify_password(password),
-        None => {
-            static DECOY: OnceLock<Option<String>> = OnceLock::new();
-            let decoy = DECOY.get_or_init(|| hash_password("no user has this password").ok());
-            if let Some(hash) = decoy.as_deref().and_then(|h| PasswordHash::new(h).ok()) {
-                let _ = Argon2::default().verify_password(password.as_bytes(), &hash);
-            }
-            false
-        }
-    }
-}
-
 /// Every user, by name and by token digest.
 #[derive(Debug, Clone, Default)]
 pub struct Users {
     by_name: HashMap<String, User>,
     by_token: HashMap<[u8; 32], String>,
+    /// A real user's password hash, checked (and the answer thrown away) when a sign-in
+    /// names no user with a password, so that it takes as long as a real check with the
+    /// file's own argon2 settings.
+    decoy_hash: Option<String>,
 }
 
 impl Users {
+    /// The user named `name` if `password` is its password. Slow on purpose (argon2), and as
+    /// slow for a name with no user (or a user without a password) as for a wrong password,
+    /// so the answer's timing does not tell which names exist: run it off the async
+    /// runtime's threads.
+    pub fn verify_password(&self, name: &str, password: &str) -> Option<&User> {
+        match self.get(name).filter(|user| user.password_hash.is_some()) {
+            Some(user) => user.verify_password(password).then_some(user),
+            None => {
+                if let Some(hash) = self
+                    .decoy_hash
+                    .as_deref()
+                    .and_then(|h| PasswordHash::new(h).ok())
+                {
+                    // The answer is thrown away: only the time it takes matters.
+                    let _ = Argon2::default().verify_password(password.as_bytes(), &hash);
+                }
+                None
+            }
+        }
+    }
+
     /// Read the users file at `path`.
     ///
     /// # Errors
@@ -287,6 +294,9 @@ impl Users {
                 write: patterns(&entry.write)?,
                 admin: entry.admin,
             };
+            if users.decoy_hash.is_none() {
+                users.decoy_hash.clone_from(&entry.password);
+            }
             let user = User {
                 name: name.clone(),
                 password_hash: entry.password,

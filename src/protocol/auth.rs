@@ -102,6 +102,12 @@ pub enum AuthProblem {
          the user's password changes): sign in again with the Handshake"
     )]
     ExpiredToken,
+    /// Too many sign-ins from one address wait for their turn.
+    #[error(
+        "too many sign-ins from this address are waiting for their turn: passwords from one \
+         address are checked one at a time, slower after each wrong one; try again shortly"
+    )]
+    TooManySignIns,
 
     /// An `authorization` header that is neither basic nor bearer credentials.
     #[error("the authorization header is neither `Basic base64(user:password)` nor `Bearer TOKEN`")]

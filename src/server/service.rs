@@ -201,21 +201,27 @@ impl FlightCacheService {
         };
         tracing::Span::current().record("user", user.as_str());
         // One address's passwords are checked one at a time, after its last failure's delay.
-        let turn = auth.sign_in_turn(call.peer.map(|p| p.ip())).await;
+        let turn = auth.sign_in_turn(call.peer.map(|p| p.ip())).await?;
         // argon2 takes tens of milliseconds of CPU and 19 MiB on purpose: a few at a time,
-        // off the runtime's threads. (The semaphore is never closed: the result always holds
-        // a permit.)
-        let _check = self.password_checks.acquire().await;
-        let checked = tokio::task::spawn_blocking(move || auth.log_in(&user, &password))
-            .await
-            .map_err(|source| Error::TaskFailed {
-                task: "password check",
-                source,
-            })?;
-        if checked.is_err() {
-            turn.fail();
-        }
-        let token = checked?;
+        // off the runtime's threads. The permit goes with the check, so a client that hangs
+        // up cannot leave checks running beyond the limit. (The semaphore is never closed: the
+        // result always holds a permit.)
+        // The turn goes with the check too: a wrong password is counted even if the client
+        // hangs up before its answer, and the address's next sign-in waits for it.
+        let permit = Arc::clone(&self.password_checks).acquire_owned().await;
+        let token = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let checked = auth.log_in(&user, &password);
+            if checked.is_err() {
+                turn.fail();
+            }
+            checked
+        })
+        .await
+        .map_err(|source| Error::TaskFailed {
+            task: "password check",
+            source,
+        })??;
         tracing::info!("authenticated");
         Ok(Some(token))
     }
@@ -403,7 +409,9 @@ impl FlightCacheService {
                     Right::Write,
                     Some(&TableKey::try_from_descriptor(descriptor)?),
                 ),
-                None => Ok(()),
+                // The first message names its key before its body (as every Flight client
+                // writes it), or it is refused before the body is read.
+                None => Err(Error::MissingDescriptor),
             })
             .await?
             .ok_or(Error::MissingDescriptor)?;
