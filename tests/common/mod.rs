@@ -84,6 +84,17 @@ pub fn key(name: &str) -> TableKey {
     TableKey::try_new(name).unwrap()
 }
 
+/// The keys `client` lists under `prefix`, in order.
+pub async fn listed_keys(client: &mut flightcache::CacheClient, prefix: &str) -> Vec<String> {
+    client
+        .list(prefix)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.key.to_string())
+        .collect()
+}
+
 /// Schema of [`numbered_batches`].
 pub fn numbered_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![

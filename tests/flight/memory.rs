@@ -14,7 +14,7 @@ use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::Code;
 
-use crate::common::{TestServer, key, numbered_batches, numbered_schema};
+use crate::common::{TestServer, key, listed_keys, numbered_batches, numbered_schema};
 
 const MIB: u64 = 1 << 20;
 
@@ -95,14 +95,7 @@ async fn noeviction_refuses_a_put_that_does_not_fit_and_keeps_every_table() {
     let err = put_version(&mut client, "a", 2.0, 12).await.unwrap_err();
     assert_eq!(code(&err), Code::ResourceExhausted, "{err}");
     assert!(err.to_string().contains("noeviction"), "{err}");
-    let keys: Vec<_> = client
-        .list("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.key.to_string())
-        .collect();
-    assert_eq!(keys, ["a", "b"]);
+    assert_eq!(listed_keys(&mut client, "").await, ["a", "b"]);
     let (_, a) = client.get_all(&key("a")).await.unwrap();
     assert_eq!(
         a.iter().map(RecordBatch::num_rows).sum::<usize>(),

@@ -15,7 +15,7 @@ use flightcache::{CacheClient, ClientConfig, Error, ServerConfig};
 use futures::TryStreamExt;
 use tonic::Code;
 
-use crate::common::{TestServer, key, numbered_batches, numbered_schema};
+use crate::common::{TestServer, key, listed_keys, numbered_batches, numbered_schema};
 
 /// Users for these tests, and the API token of `ci`.
 struct Fixture {
@@ -192,14 +192,11 @@ async fn rights_limit_each_user_to_its_keys_without_revealing_others() {
         put(&mut admin, name).await.unwrap();
     }
     let mut alice = login(&server, "alice", "alice-pw").await.unwrap();
-    let listed: Vec<_> = alice
-        .list("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.key.to_string())
-        .collect();
-    assert_eq!(listed, ["shared/s", "team-a/1"], "only what she may read");
+    assert_eq!(
+        listed_keys(&mut alice, "").await,
+        ["shared/s", "team-a/1"],
+        "only what she may read"
+    );
     // Outside her patterns: PERMISSION_DENIED whether the key exists or not.
     for name in ["team-b/secret", "team-b/absent"] {
         assert_eq!(
