@@ -33,12 +33,13 @@ use crate::protocol::rpc::FlightRpc;
 use crate::protocol::ttl::{PersistResult, TTL_HEADER, TableMetadata, TtlResult, parse_ttl_header};
 use crate::server::call::Call;
 use crate::server::config::ServerConfig;
+use crate::server::tls::certificate_user;
 use crate::store::budget::{MemoryBudget, UploadAccount};
 use crate::store::memory::SlabWriter;
 use crate::store::table::CachedTable;
 use crate::store::upload::TableUpload;
 use crate::store::{Expiry, StoredTable, TableStore};
-use crate::transport::connection::ConnectionState;
+use crate::transport::connection::{ConnectionState, client_certificates};
 use crate::transport::receive::MessageReader;
 
 /// The Flight service: a [`TableStore`] plus the limits that protect it.
@@ -112,6 +113,22 @@ impl FlightCacheService {
     fn admit<T>(&self, call: Call<T>) -> Result<(Caller, T)> {
         let caller = self.caller(&call.headers, call.certificate_user.as_deref())?;
         Ok((caller, call.message?))
+    }
+
+    /// Whether a request's credentials would be admitted, judged from its headers and
+    /// connection alone: the router asks before it reads a request's body, so that a stranger
+    /// costs no buffering. The door itself checks them again, first thing, and answers.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`], as the door's [`admit`](Self::admit) would answer.
+    pub fn check_credentials(&self, parts: &http::request::Parts) -> Result<()> {
+        if self.auth.is_none() {
+            return Ok(());
+        }
+        let certificate_user =
+            client_certificates(&parts.extensions).and_then(|chain| certificate_user(&chain));
+        self.caller(&parts.headers, certificate_user.as_deref())
+            .map(drop)
     }
 
     fn caller(&self, headers: &http::HeaderMap, certificate_user: Option<&str>) -> Result<Caller> {

@@ -95,7 +95,12 @@ async fn dispatch(
         };
         return grpc::status_response(err.into());
     };
-    let readable = grpc::check_request(rpc, &parts.headers);
+    let mut readable = grpc::check_request(rpc, &parts.headers);
+    if rpc != FlightRpc::Handshake {
+        // A request whose credentials its door will refuse is not read: its door is called
+        // with the refusal instead of the message, and answers UNAUTHENTICATED.
+        readable = readable.and_then(|()| service.check_credentials(&parts));
+    }
     let limit = service.config().max_request_bytes;
     let idle = service.config().upload_idle_timeout;
     let peer = connection_info(&parts.extensions).map(|info| info.remote);

@@ -57,6 +57,19 @@ fn fixture() -> Fixture {
     }
 }
 
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// `config` without timers that a paused clock could jump to while real sockets are busy
+/// (keep-alive pings, idle timeouts): time passes in these tests only when the server waits.
+fn quiet(config: ServerConfig) -> ServerConfig {
+    ServerConfig {
+        keepalive_interval: None,
+        idle_connection_timeout: 2 * HOUR,
+        upload_idle_timeout: HOUR,
+        ..config
+    }
+}
+
 fn config(users: Users) -> ServerConfig {
     ServerConfig {
         users: Some(users),
@@ -328,14 +341,55 @@ async fn an_upload_without_the_write_right_charges_and_evicts_nothing() {
     server.shutdown_and_wait().await;
 }
 
+/// A stranger's request is refused from its headers, before its body is read: one that
+/// declares a 4 MiB message and never sends it is answered UNAUTHENTICATED at once, not after
+/// the server waited out its idle timeout (an hour here, on the paused clock) for the body.
+#[tokio::test(start_paused = true)]
+async fn a_strangers_request_is_refused_before_its_body_is_read() {
+    use tonic::codegen::http;
+    let server = TestServer::start_with(quiet(config(fixture().users))).await;
+    for rpc in ["GetFlightInfo", "DoAction", "DoGet", "DoPut"] {
+        let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        let (mut h2, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(connection);
+        let path = format!("/arrow.flight.protocol.FlightService/{rpc}");
+        let mut request = http::Request::post(format!("http://{}{path}", server.addr()))
+            .body(())
+            .unwrap();
+        let headers = request.headers_mut();
+        headers.insert("content-type", "application/grpc".parse().unwrap());
+        headers.insert("te", "trailers".parse().unwrap());
+        let start = tokio::time::Instant::now();
+        let (response, mut send) = h2.send_request(request, false).unwrap();
+        let mut prefix = vec![0u8];
+        prefix.extend_from_slice(&((4u32 << 20) - 1).to_be_bytes());
+        send.send_data(prefix.into(), false).unwrap();
+        let (parts, mut body) = response.await.unwrap().into_parts();
+        let status = match tonic::Status::from_header_map(&parts.headers) {
+            Some(status) => status, // trailers-only
+            None => {
+                while body.data().await.is_some() {}
+                let trailers = body.trailers().await.unwrap().unwrap();
+                tonic::Status::from_header_map(&trailers).unwrap()
+            }
+        };
+        assert_eq!(status.code(), Code::Unauthenticated, "{rpc}: {status:?}");
+        assert!(
+            start.elapsed() < HOUR,
+            "{rpc} waited {:?} for a body",
+            start.elapsed()
+        );
+        drop(send);
+    }
+    server.shutdown_and_wait().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn session_tokens_expire_after_the_token_ttl() {
     let server = TestServer::start_with(ServerConfig {
         token_ttl: Duration::from_secs(600),
-        // The clock jumps past the TTL: keep the connection itself alive across the jump.
-        idle_connection_timeout: Duration::from_secs(3600),
-        keepalive_interval: None,
-        ..config(fixture().users)
+        // The clock jumps past the TTL: the connection itself stays open across the jump.
+        ..quiet(config(fixture().users))
     })
     .await;
     let mut alice = login(&server, "alice", "alice-pw").await.unwrap();
@@ -349,7 +403,7 @@ async fn session_tokens_expire_after_the_token_ttl() {
 
 #[tokio::test(start_paused = true)]
 async fn failed_logins_are_answered_ever_more_slowly() {
-    let server = TestServer::start_with(config(fixture().users)).await;
+    let server = TestServer::start_with(quiet(config(fixture().users))).await;
     // Forgetting credentials is not a guess: answered at once, however often.
     let mut anonymous = server.client().await;
     for _ in 0..3 {
