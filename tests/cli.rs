@@ -1060,3 +1060,45 @@ fn protected_mode_refuses_every_interface_without_users() {
         "{line}"
     );
 }
+
+#[test]
+fn sighup_reloads_the_users_file() {
+    let hash = |password: &str| {
+        let out = run_bin(&["hash-password"], &[("FLIGHTCACHE_PASSWORD", password)]);
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let users = temp_path(&dir, "users.toml");
+    let alice = format!("[users.alice]\n{}read = [\"*\"]\n", hash("alice-pw"));
+    std::fs::write(&users, &alice).unwrap();
+    let server = ServeProcess::start_with(&["--users", users.to_str().unwrap()]);
+    let bob = [("FLIGHTCACHE_PASSWORD", "bob-pw")];
+    assert_eq!(
+        server
+            .run_env(&["whoami", "--user", "bob"], &bob)
+            .status
+            .code(),
+        Some(1)
+    );
+
+    std::fs::write(
+        &users,
+        format!("{alice}\n[users.bob]\n{}read = [\"*\"]\n", hash("bob-pw")),
+    )
+    .unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The reload happens on the server's own time: ask until it has (bounded).
+    let signed_in = (0..100).any(|_| {
+        let out = server.run_env(&["whoami", "--user", "bob"], &bob);
+        out.status.success() || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            false
+        }
+    });
+    assert!(signed_in, "bob can sign in once the file is reloaded");
+    server.stop();
+}

@@ -524,6 +524,10 @@ mod tests {
         let err = auth.authenticate(bearer(&token), None).unwrap_err();
         assert!(err.to_string().contains("has expired"), "{err}");
         let token = auth.log_in("alice", "two").unwrap();
+        // A file that does not parse leaves the users in force.
+        std::fs::write(&path, "this is not toml [").unwrap();
+        assert!(auth.reload().is_err());
+        assert!(auth.authenticate(bearer(&token), None).is_ok());
         std::fs::write(&path, "[users.bob]\ntokens = []\n").unwrap();
         auth.reload().unwrap();
         assert!(auth.authenticate(bearer(&token), None).is_err(), "removed");
