@@ -17,6 +17,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use tokio::net::TcpListener;
 
 use crate::store::TableStore;
+use crate::transport::connection::ACCEPT_ERROR_PAUSE;
 
 /// The content type of the Prometheus text format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -27,7 +28,10 @@ pub async fn serve_metrics(listener: TcpListener, store: TableStore) {
     metrics::with_local_recorder(recorder.as_ref(), describe);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
-            continue; // out of file descriptors, say: try the next connection
+            // Out of file descriptors, say: pause as the Flight listener does, or this loop
+            // would spin on the same error.
+            tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+            continue;
         };
         let (store, recorder) = (store.clone(), std::sync::Arc::clone(&recorder));
         tokio::spawn(async move {

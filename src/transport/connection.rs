@@ -27,7 +27,7 @@ use tonic::transport::server::{Connected, TlsConnectInfo};
 
 /// How long accepting waits after an error (out of file descriptors, say) before it tries
 /// again, rather than spinning.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+pub(crate) const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// The limits on connections, from the server's configuration.
 #[derive(Debug, Clone, Copy)]
