@@ -970,7 +970,7 @@ fn tls_servers_are_reached_with_tls_ca_and_mutual_tls_with_a_client_certificate(
     assert!(server.url.starts_with("grpc+tls://"), "{}", server.url);
     server.ok_env(&["push", input, "--key", "t", "--tls-ca", &ca_file], &[]);
     let listed = server.ok_env(&["list"], &[("FLIGHTCACHE_TLS_CA", &ca_file)]);
-    assert!(listed.contains('t'), "{listed}");
+    assert!(listed.lines().any(|l| l.starts_with("t ")), "{listed}");
     let out = server.run_env(&["list"], &[]);
     assert_eq!(
         out.status.code(),

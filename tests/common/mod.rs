@@ -95,6 +95,35 @@ pub async fn listed_keys(client: &mut flightcache::CacheClient, prefix: &str) ->
         .collect()
 }
 
+/// The gRPC status a Flight call failed with (panics on any other failure).
+pub fn status(err: arrow_flight::error::FlightError) -> tonic::Status {
+    match err {
+        arrow_flight::error::FlightError::Tonic(status) => *status,
+        other => panic!("expected a gRPC status, got {other}"),
+    }
+}
+
+/// Send `messages` as one do_put and return the status the server refused it with (panics if
+/// the upload succeeds).
+pub async fn put_raw(
+    server: &TestServer,
+    messages: Vec<arrow_flight::FlightData>,
+) -> tonic::Status {
+    use futures::TryStreamExt;
+    let mut flight = server.flight_client().await;
+    let result = match flight
+        .do_put(futures::stream::iter(messages.into_iter().map(Ok)))
+        .await
+    {
+        Ok(results) => results.try_collect::<Vec<_>>().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(err) => status(err),
+        Ok(()) => panic!("expected the put to be refused, but it succeeded"),
+    }
+}
+
 /// Schema of [`numbered_batches`].
 pub fn numbered_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![

@@ -14,7 +14,7 @@ use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::Code;
 
-use crate::common::{TestServer, key, listed_keys, numbered_batches, numbered_schema};
+use crate::common::{TestServer, key, listed_keys, numbered_batches, numbered_schema, status};
 
 const MIB: u64 = 1 << 20;
 
@@ -51,10 +51,6 @@ async fn put_version(
         .map(|_| ())
 }
 
-fn code(err: &Error) -> Code {
-    err.code()
-}
-
 #[tokio::test]
 async fn an_upload_that_never_fits_fails_with_resource_exhausted_before_it_ends() {
     let server = TestServer::start_with(budget(32, Eviction::Lru)).await;
@@ -67,7 +63,7 @@ async fn an_upload_that_never_fits_fails_with_resource_exhausted_before_it_ends(
         .put(&key("endless"), schema, endless)
         .await
         .unwrap_err();
-    assert_eq!(code(&err), Code::ResourceExhausted, "{err}");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
     let message = err.to_string();
     assert!(
         message.contains("--max-memory") && message.contains("32.00 MiB"),
@@ -93,7 +89,7 @@ async fn noeviction_refuses_a_put_that_does_not_fit_and_keeps_every_table() {
     put_version(&mut client, "a", 1.0, 8).await.unwrap();
     put_version(&mut client, "b", 1.0, 8).await.unwrap();
     let err = put_version(&mut client, "a", 2.0, 12).await.unwrap_err();
-    assert_eq!(code(&err), Code::ResourceExhausted, "{err}");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
     assert!(err.to_string().contains("noeviction"), "{err}");
     assert_eq!(listed_keys(&mut client, "").await, ["a", "b"]);
     let (_, a) = client.get_all(&key("a")).await.unwrap();
@@ -120,7 +116,7 @@ async fn concurrent_uploads_stay_within_the_budget_and_every_read_is_one_whole_v
                 outcomes.push(
                     put_version(&mut client, &name, version, 6)
                         .await
-                        .map_err(|e| code(&e)),
+                        .map_err(|e| e.code()),
                 );
             }
             outcomes
@@ -291,9 +287,7 @@ async fn a_bad_ttl_header_is_refused_before_anything_is_stored() {
             Ok(results) => results.try_collect::<Vec<_>>().await.unwrap_err(),
             Err(err) => err,
         };
-        let arrow_flight::error::FlightError::Tonic(status) = err else {
-            panic!("{err}")
-        };
+        let status = status(err);
         assert_eq!(status.code(), Code::InvalidArgument, "{bad}");
         assert!(
             status.message().contains("x-flightcache-ttl"),
@@ -364,9 +358,7 @@ async fn renew_flight_endpoint_extends_a_key_by_its_ttl() {
     let Err(err) = flight.do_action(absent.to_action()).await else {
         panic!("renewing an absent key succeeded")
     };
-    let arrow_flight::error::FlightError::Tonic(status) = err else {
-        panic!("{err}")
-    };
+    let status = status(err);
     assert_eq!(status.code(), Code::NotFound);
     server.shutdown_and_wait().await;
 }

@@ -10,14 +10,7 @@ use flightcache::{Error, ServerConfig};
 use futures::{StreamExt, TryStreamExt};
 use tonic::Code;
 
-use crate::common::{TestServer, key, listed_keys, numbered_batches, numbered_schema};
-
-fn status(err: arrow_flight::error::FlightError) -> tonic::Status {
-    match err {
-        arrow_flight::error::FlightError::Tonic(status) => *status,
-        other => panic!("expected a gRPC status, got {other}"),
-    }
-}
+use crate::common::{TestServer, key, listed_keys, numbered_batches, numbered_schema, status};
 
 #[tokio::test]
 async fn get_unknown_key_is_not_found_naming_the_key() {

@@ -13,7 +13,7 @@ use flightcache::{CacheClient, Error};
 use futures::{SinkExt, TryStreamExt};
 use tonic::Code;
 
-use crate::common::{TestServer, key, numbered_batches, numbered_schema};
+use crate::common::{TestServer, key, numbered_batches, numbered_schema, put_raw};
 
 /// The Flight messages a well-behaved client sends for `batches` under `name`.
 async fn encode(name: &str, batches: Vec<RecordBatch>) -> Vec<FlightData> {
@@ -25,22 +25,6 @@ async fn encode(name: &str, batches: Vec<RecordBatch>) -> Vec<FlightData> {
         .try_collect()
         .await
         .unwrap()
-}
-
-/// Send `messages` as one do_put and return the status the server answered with.
-async fn put_raw(server: &TestServer, messages: Vec<FlightData>) -> tonic::Status {
-    let mut flight = server.flight_client().await;
-    let result = match flight
-        .do_put(futures::stream::iter(messages.into_iter().map(Ok)))
-        .await
-    {
-        Ok(results) => results.try_collect::<Vec<_>>().await.map(|_| ()),
-        Err(e) => Err(e),
-    };
-    match result {
-        Err(arrow_flight::error::FlightError::Tonic(status)) => *status,
-        other => panic!("expected the put to fail with a status, got {other:?}"),
-    }
 }
 
 /// A server holding the table `t` (3 batches), and a client.

@@ -12,14 +12,13 @@ use arrow::datatypes::{DataType, Field, UnionFields};
 use arrow::ipc::{self, MetadataVersion};
 use arrow_flight::{FlightData, FlightDescriptor};
 use bytes::Bytes;
-use futures::TryStreamExt;
 use tonic::Code;
 
 use crate::common::ipc::{
     BatchHeader, decimal128_type, encode, int64_type, one_column_schema, schema_message,
     union_schema,
 };
-use crate::common::{TestServer, key, numbered_batches, numbered_schema};
+use crate::common::{TestServer, key, numbered_batches, numbered_schema, put_raw};
 
 /// Upload `messages` under `t` on a server that holds a valid table there; assert the upload is
 /// refused as INVALID_ARGUMENT with a message containing `says`, and the old table survives.
@@ -31,18 +30,7 @@ async fn assert_refused(case: &str, messages: Vec<FlightData>, says: &str) {
         .put_batches(&key("t"), numbered_schema(), old.clone())
         .await
         .unwrap();
-    let mut flight = server.flight_client().await;
-    let result = match flight
-        .do_put(futures::stream::iter(messages.into_iter().map(Ok)))
-        .await
-    {
-        Ok(results) => results.try_collect::<Vec<_>>().await.map(|_| ()),
-        Err(e) => Err(e),
-    };
-    let status = match result {
-        Err(arrow_flight::error::FlightError::Tonic(status)) => *status,
-        other => panic!("{case}: expected the upload to be refused, got {other:?}"),
-    };
+    let status = put_raw(&server, messages).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{case}: {status:?}");
     assert!(
         status.message().contains(says),
