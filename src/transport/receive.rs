@@ -72,7 +72,8 @@ impl MessageReader {
     /// for bytes that are not a `FlightData` message; [`Error::OverBudget`] if the memory
     /// budget has no room for the message.
     pub async fn next_message(&mut self, memory: &mut SlabWriter) -> Result<Option<FlightData>> {
-        self.next_message_checked(memory, |_| Ok(())).await
+        self.read_message(memory, None::<fn(&FlightData) -> Result<()>>)
+            .await
     }
 
     /// [`next_message`](Self::next_message), with `check` run on the fields that come before
@@ -87,7 +88,16 @@ impl MessageReader {
         memory: &mut SlabWriter,
         check: impl FnOnce(&FlightData) -> Result<()>,
     ) -> Result<Option<FlightData>> {
-        let mut check = Some(check);
+        self.read_message(memory, Some(check)).await
+    }
+
+    /// The next message, with `check` (if any) run on the fields before its body: without
+    /// one, the fields are decoded once, at the end.
+    async fn read_message(
+        &mut self,
+        memory: &mut SlabWriter,
+        mut check: Option<impl FnOnce(&FlightData) -> Result<()>>,
+    ) -> Result<Option<FlightData>> {
         let account = memory.account();
         self.buffered = Some(account.budget().empty_charge(Some(account)));
         if !self.fill_chunk().await? {
@@ -160,6 +170,24 @@ impl MessageReader {
         Ok(Some(message))
     }
 
+    /// Charge the buffered fields for what `out` may hold once `extra` more bytes are added:
+    /// its capacity, or, if it must grow, what `BytesMut` grows it to (at least double).
+    fn charge_growth(&self, out: &BytesMut, extra: usize) -> Result<()> {
+        let Some(charge) = &self.buffered else {
+            return Ok(());
+        };
+        let needed = out.len() + extra;
+        let reach = if needed <= out.capacity() {
+            out.capacity()
+        } else {
+            needed.max(out.capacity() * 2)
+        };
+        if reach > charge.bytes() {
+            charge.resize(reach)?;
+        }
+        Ok(())
+    }
+
     /// Make `chunk` non-empty; false at the end of the body.
     async fn fill_chunk(&mut self) -> Result<bool> {
         while self.chunk.is_empty() {
@@ -196,17 +224,15 @@ impl MessageReader {
 
     /// Append the next `len` bytes of the body to `out`.
     async fn read_into(&mut self, out: &mut BytesMut, mut len: usize) -> Result<()> {
-        if let Some(charge) = &self.buffered {
-            // `out` grows by doubling: charge the size it may reach, before it allocates.
-            let reach = (out.len() + len).next_power_of_two();
-            if reach > charge.bytes() {
-                charge.resize(reach)?;
-            }
-        }
-        out.reserve(len.min(FIELD_RESERVE_BYTES));
+        let first = len.min(FIELD_RESERVE_BYTES);
+        self.charge_growth(out, first)?;
+        out.reserve(first);
         while len > 0 {
             self.fill_chunk_in_message().await?;
             let take = len.min(self.chunk.len());
+            // Charged as the bytes come, not as the field declares: a field that claims a
+            // gigabyte and sends a few bytes costs a few bytes.
+            self.charge_growth(out, take)?;
             out.extend_from_slice(&self.chunk[..take]);
             self.chunk.advance(take);
             len -= take;

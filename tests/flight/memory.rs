@@ -51,6 +51,39 @@ async fn put_version(
         .map(|_| ())
 }
 
+/// A field is charged as its bytes arrive, not as it is declared: a message whose metadata
+/// field claims 500 MiB and brings 1 KiB costs 1 KiB, evicts nothing, and fails as truncated.
+#[tokio::test]
+async fn a_declared_field_length_costs_nothing_before_its_bytes_arrive() {
+    let server = TestServer::start_with(budget(32, Eviction::Lru)).await;
+    let mut client = server.client().await;
+    put_version(&mut client, "kept", 1.0, 20).await.unwrap();
+    let descriptor = arrow_flight::FlightDescriptor::new_cmd("liar").encode_to_vec();
+    let claimed: usize = 500 << 20;
+    let mut message = vec![0x0a]; // field 1: the descriptor
+    prost::encoding::encode_varint(descriptor.len() as u64, &mut message);
+    message.extend_from_slice(&descriptor);
+    message.push(0x1a); // field 3: app_metadata, claiming 500 MiB
+    prost::encoding::encode_varint(claimed as u64, &mut message);
+    let declared = message.len() + claimed;
+    message.extend_from_slice(&[7u8; 1024]);
+    let mut body = vec![0];
+    body.extend_from_slice(&(declared as u32).to_be_bytes());
+    body.extend_from_slice(&message);
+    let (status, _) = crate::common::raw_grpc_call(
+        server.addr(),
+        "/arrow.flight.protocol.FlightService/DoPut",
+        &[],
+        body,
+    )
+    .await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let stats = client.stats().await.unwrap();
+    assert_eq!(stats.evictions, 0);
+    assert_eq!(listed_keys(&mut client, "").await, ["kept"]);
+    server.shutdown_and_wait().await;
+}
+
 #[tokio::test]
 async fn an_upload_that_never_fits_fails_with_resource_exhausted_before_it_ends() {
     let server = TestServer::start_with(budget(32, Eviction::Lru)).await;
