@@ -108,30 +108,45 @@ pub fn client_certificates(
 /// The requests and uploads in flight on one connection.
 #[derive(Debug)]
 pub struct ConnectionState {
-    requests: AtomicUsize,
+    /// Requests in flight and since when there are none, changed together under one lock, so
+    /// that a request's end and the next one's start cannot leave the connection marked idle
+    /// with a request in flight.
+    activity: Mutex<Activity>,
     uploads: AtomicUsize,
-    /// Since when the connection has had no request in flight (`None` while it has some).
-    idle_since: Mutex<Option<Instant>>,
     /// The connection's reader, to wake when it becomes idle so that it arms its timer.
     reader: AtomicWaker,
+}
+
+#[derive(Debug)]
+struct Activity {
+    requests: usize,
+    /// Since when the connection has had no request in flight (`None` while it has some).
+    idle_since: Option<Instant>,
 }
 
 impl ConnectionState {
     fn new() -> Self {
         Self {
-            requests: AtomicUsize::new(0),
+            activity: Mutex::new(Activity {
+                requests: 0,
+                idle_since: Some(Instant::now()),
+            }),
             uploads: AtomicUsize::new(0),
-            idle_since: Mutex::new(Some(Instant::now())),
             reader: AtomicWaker::new(),
         }
     }
 
     /// A request starts; it is in flight until the guard is dropped.
     pub fn start_request(self: &Arc<Self>) -> RequestInFlight {
-        if self.requests.fetch_add(1, Ordering::AcqRel) == 0 {
-            *self.lock_idle() = None;
-        }
+        let mut activity = self.lock_activity();
+        activity.requests += 1;
+        activity.idle_since = None;
         RequestInFlight(Arc::clone(self))
+    }
+
+    /// Since when the connection has had no request in flight (`None` while it has some).
+    fn idle_since(&self) -> Option<Instant> {
+        self.lock_activity().idle_since
     }
 
     /// An upload starts, unless `limit` uploads are in flight on this connection already.
@@ -144,11 +159,9 @@ impl ConnectionState {
         started.ok().map(|_| UploadInFlight(Arc::clone(self)))
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        // A single `Option` replaced whole: consistent even after a panic.
-        self.idle_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn lock_activity(&self) -> std::sync::MutexGuard<'_, Activity> {
+        // Nothing panics while it is held: consistent even if poisoned.
+        self.activity.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -159,8 +172,15 @@ pub struct RequestInFlight(Arc<ConnectionState>);
 impl Drop for RequestInFlight {
     fn drop(&mut self) {
         let state = &self.0;
-        if state.requests.fetch_sub(1, Ordering::AcqRel) == 1 {
-            *state.lock_idle() = Some(Instant::now());
+        let now_idle = {
+            let mut activity = state.lock_activity();
+            activity.requests -= 1;
+            if activity.requests == 0 {
+                activity.idle_since = Some(Instant::now());
+            }
+            activity.requests == 0
+        };
+        if now_idle {
             state.reader.wake();
         }
     }
@@ -210,7 +230,7 @@ impl ManagedConnection {
     fn poll_idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
         let state = &self.info.state;
         state.reader.register(cx.waker());
-        let Some(idle_since) = *state.lock_idle() else {
+        let Some(idle_since) = state.idle_since() else {
             return false; // requests in flight; the last one's end wakes this reader
         };
         let deadline = idle_since + self.idle_timeout;
@@ -295,16 +315,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_connection_is_idle_only_without_requests_in_flight() {
         let state = Arc::new(ConnectionState::new());
-        assert!(state.lock_idle().is_some(), "idle from the start");
+        assert!(state.idle_since().is_some(), "idle from the start");
         let request = state.start_request();
         let other = state.start_request();
-        assert!(state.lock_idle().is_none());
+        assert!(state.idle_since().is_none());
         drop(request);
-        assert!(state.lock_idle().is_none(), "one still in flight");
+        assert!(state.idle_since().is_none(), "one still in flight");
         tokio::time::advance(Duration::from_secs(5)).await;
         drop(other);
         assert_eq!(
-            *state.lock_idle(),
+            state.idle_since(),
             Some(Instant::now()),
             "idle from the last one's end"
         );
