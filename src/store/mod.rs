@@ -592,6 +592,39 @@ mod tests {
     }
 
     #[test]
+    fn a_resplit_giant_batch_is_charged_for_its_rebased_offsets() {
+        let store = store_with(1024, Eviction::NoEviction);
+        let rows = 2_000_000;
+        let batch = RecordBatch::try_from_iter([(
+            "s",
+            Arc::new(arrow::array::StringArray::from_iter_values(
+                (0..rows).map(|i| format!("{:08}", i % 100_000_000)),
+            )) as _,
+        )])
+        .unwrap();
+        let mut encoder = FlightEncoder::new(usize::MAX); // one giant message, as pyarrow sends
+        let mut messages = vec![encoder.encode_schema(&batch.schema(), None)];
+        messages.extend(encoder.encode_batch(&batch).unwrap());
+        assert_eq!(messages.len(), 2);
+        let received = messages[1].data_body.len();
+        let account = UploadAccount::new(store.budget());
+        let memory = SlabWriter::new(store.slab_pool(), account);
+        let mut upload = TableUpload::new(key("s"), memory, usize::MAX);
+        for message in messages {
+            upload.push(message).unwrap();
+        }
+        let table = upload.finish().unwrap();
+        assert!(table.batches() > 1, "re-split");
+        // The body once, plus 4 bytes of rebased offset per row (and one per piece).
+        assert!(
+            store.budget().used() >= received + rows * 4,
+            "charged {} for a body of {received} and {} bytes of offsets",
+            store.budget().used(),
+            rows * 4
+        );
+    }
+
+    #[test]
     fn a_full_budget_evicts_the_least_recently_used_tables_first() {
         let store = store_with(40, Eviction::Lru);
         put(&store, "a", 10, None);

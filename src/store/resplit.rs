@@ -54,6 +54,15 @@ fn is_flat(data_type: &DataType) -> bool {
         )
 }
 
+/// One piece of a split batch, and the bytes of its body that are its own (rebased offsets)
+/// rather than slices of the original body: the upload charges them to the budget.
+pub struct SplitPiece {
+    /// The piece, as stored.
+    pub message: StoredMessage,
+    /// Bytes of `message`'s body allocated for this piece.
+    pub owned_bytes: usize,
+}
+
 /// The pieces of a record batch of `schema` whose validated header is `batch` and body is
 /// `body`, or `None` to keep it whole (small, compressed, or not [`can_split`]). The first
 /// piece carries `app_metadata`.
@@ -63,7 +72,7 @@ pub fn split(
     version: MetadataVersion,
     body: &Bytes,
     app_metadata: &Bytes,
-) -> Option<Vec<StoredMessage>> {
+) -> Option<Vec<SplitPiece>> {
     if body.len() <= RESPLIT_ABOVE_BYTES || batch.compression().is_some() || !can_split(schema) {
         return None;
     }
@@ -87,7 +96,11 @@ pub fn split(
         } else {
             Bytes::new()
         };
-        pieces.push(piece.finish(version, len, app_metadata));
+        let owned_bytes = piece.owned_bytes;
+        pieces.push(SplitPiece {
+            message: piece.finish(version, len, app_metadata),
+            owned_bytes,
+        });
     }
     Some(pieces)
 }
@@ -99,6 +112,8 @@ struct Piece {
     buffers: Vec<ipc::Buffer>,
     segments: Vec<Bytes>,
     body_len: usize,
+    /// Bytes of `segments` allocated here (rebased offsets), not sliced from the body.
+    owned_bytes: usize,
 }
 
 impl Piece {
@@ -182,6 +197,7 @@ impl Piece {
                 _ => rebased.extend_from_slice(&offset.to_le_bytes()),
             }
         }
+        self.owned_bytes += rebased.capacity();
         self.push(Bytes::from(rebased));
         self.push(data.slice(usize::try_from(first).ok()?..usize::try_from(last).ok()?));
         Some(())

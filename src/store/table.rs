@@ -4,9 +4,9 @@
 //! its upload carried, after [`TableUpload`](crate::store::upload::TableUpload) has decoded and
 //! validated every one of them. `do_get` replays those messages: nothing is re-encoded, so a get
 //! costs what the network costs, and what a client sent is what the next client receives
-//! (types, metadata and dictionaries included, and each message's `app_metadata`). The one change: a giant record batch without
-//! dictionaries is stored as smaller batches with the same rows, over the same memory
-//! ([`resplit`](crate::store::resplit)).
+//! (types, metadata and dictionaries included, and each message's `app_metadata`). The one
+//! change: a giant uncompressed record batch of flat columns is stored as smaller batches with
+//! the same rows, over the same memory ([`resplit`](crate::store::resplit)).
 
 use arrow::datatypes::SchemaRef;
 use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, SchemaResult};

@@ -110,9 +110,9 @@ impl TableUpload {
         // A copy, small and owned: the received bytes may share a buffer with the rest of the
         // message.
         let app_metadata = Bytes::copy_from_slice(&data.app_metadata);
-        // Keep copies, not the received `Bytes`: those are slices of the transport's receive
-        // buffers, and a kept slice pins its whole buffer (measured: 2.8-3.6x the table's size
-        // held). The body is copied once, to where the table keeps it (see `SlabWriter`),
+        // Keep copies, not the received `Bytes`: those are slices of a buffer that holds the
+        // whole message (the receiver's fields, charged only until the next message), and a
+        // kept slice pins its whole buffer (measured: 2.8-3.6x the table's size held). The body is copied once, to where the table keeps it (see `SlabWriter`),
         // 64-byte aligned, and decoded there in place; arrow-ipc needs the alignment, as parts
         // of its reader (union type ids and offsets) panic on unaligned buffers. A body that
         // was received straight into this upload's memory (`memory()`) is kept as it is.
@@ -151,7 +151,7 @@ impl TableUpload {
                     // Streaming-size pieces over the same memory: see `resplit`.
                     self.batches += pieces.len() as u64;
                     for piece in pieces {
-                        self.keep(piece)?;
+                        self.keep(piece.message, piece.owned_bytes)?;
                     }
                     return Ok(());
                 }
@@ -162,16 +162,22 @@ impl TableUpload {
                 return Err(self.invalid(UploadProblem::UnexpectedMessage { kind }));
             }
         }
-        self.keep(StoredMessage {
-            header,
-            app_metadata,
-            body: vec![stored],
-        })
+        self.keep(
+            StoredMessage {
+                header,
+                app_metadata,
+                body: vec![stored],
+            },
+            0,
+        )
     }
 
-    /// Keep `message`, charging what it holds besides its body.
-    fn keep(&mut self, message: StoredMessage) -> Result<()> {
+    /// Keep `message`, charging what it holds besides the received body: its header,
+    /// app_metadata and segment list, and `owned_body_bytes` of body allocated for it (a
+    /// re-split piece's rebased offsets).
+    fn keep(&mut self, message: StoredMessage, owned_body_bytes: usize) -> Result<()> {
         let held = message.header.len()
+            + owned_body_bytes
             + message.app_metadata.len()
             + std::mem::size_of::<StoredMessage>()
             + message.body.len() * std::mem::size_of::<Bytes>();
