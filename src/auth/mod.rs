@@ -5,7 +5,8 @@
 //! A server without users is open: every caller has every right (protected mode keeps such a
 //! server on loopback, see `flightcache serve`). A server with users answers a request without
 //! valid credentials with UNAUTHENTICATED, and one whose user lacks the right with
-//! PERMISSION_DENIED, in the door of its RPC (see `server::service`).
+//! PERMISSION_DENIED, in the door of its RPC (see `server::service`, where each request's
+//! caller is judged once).
 //!
 //! - [`users`]: the users file, key patterns, password hashes and token digests.
 
@@ -79,11 +80,13 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The caller of a server without users: every right.
+    /// The caller of a server without users: every right (one shared set of them, so that
+    /// an open server allocates nothing per request for it).
     pub fn open() -> Self {
+        static ALL: std::sync::OnceLock<Arc<Rights>> = std::sync::OnceLock::new();
         Self {
             user: None,
-            rights: Arc::new(Rights::all()),
+            rights: Arc::clone(ALL.get_or_init(|| Arc::new(Rights::all()))),
             proof: Proof::Open,
         }
     }
@@ -235,11 +238,6 @@ impl Authenticator {
             max_sessions_per_user: MAX_SESSIONS_PER_USER,
             max_failing_addresses: MAX_FAILING_ADDRESSES,
         }
-    }
-
-    /// How long session tokens last.
-    pub fn token_ttl(&self) -> Duration {
-        self.token_ttl
     }
 
     fn users(&self) -> Arc<Users> {

@@ -4,8 +4,11 @@
 //! [`Call`], to exactly one method here: one per RPC, whether the request is well formed or
 //! not. A per-request rule (authentication, a memory reservation, an LRU touch, a TTL check,
 //! tracing, counters) written in a door therefore applies to every request of its RPC, and no
-//! faster path can bypass it. Each door answers a value or the [`Status`] to send; the
-//! transport only encodes what it is given.
+//! faster path can bypass it. Each door answers a value or the [`Status`] to send. The
+//! transport encodes what it is given; two things it does around the doors, on the doors'
+//! terms: it leaves unread the body of a request whose caller [`FlightCacheService::call`]
+//! refused (the door answers the refusal), and it waits out the delay of a failed
+//! authentication before it answers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -111,36 +114,23 @@ impl FlightCacheService {
     /// [`Error::Unauthenticated`] before the message is even looked at; then the message's
     /// own error, if it could not be read.
     fn admit<T>(&self, call: Call<T>) -> Result<(Caller, T)> {
-        let caller = self.caller(&call.headers, call.certificate_user.as_deref())?;
-        Ok((caller, call.message?))
+        Ok((call.caller?, call.message?))
     }
 
-    /// Whether a request's credentials would be admitted, judged from its headers and
-    /// connection alone: the router asks before it reads a request's body, so that a stranger
-    /// costs no buffering. The door itself checks them again, first thing, and answers.
-    ///
-    /// # Errors
-    /// [`Error::Unauthenticated`], as the door's [`admit`](Self::admit) would answer.
-    pub fn check_credentials(&self, parts: &http::request::Parts) -> Result<()> {
-        if self.auth.is_none() {
-            return Ok(());
-        }
-        let certificate_user =
-            client_certificates(&parts.extensions).and_then(|chain| certificate_user(&chain));
-        self.caller(&parts.headers, certificate_user.as_deref())
-            .map(drop)
-    }
-
-    fn caller(&self, headers: &http::HeaderMap, certificate_user: Option<&str>) -> Result<Caller> {
-        let Some(auth) = &self.auth else {
-            return Ok(Caller::open());
+    /// The call the HTTP/2 request `parts` makes, carrying `message`, with its caller judged
+    /// once from its headers and its connection's client certificate: the router builds
+    /// every call here, so that it can leave a refused caller's request unread, and the door
+    /// admits or refuses the call on the same judgement.
+    pub fn call<T>(&self, parts: &http::request::Parts, message: Result<T>) -> Call<T> {
+        let caller = match &self.auth {
+            None => Ok(Caller::open()),
+            Some(auth) => credentials(&parts.headers).and_then(|credentials| {
+                let certificate_user = client_certificates(&parts.extensions)
+                    .and_then(|chain| certificate_user(&chain));
+                auth.authenticate(credentials, certificate_user.as_deref())
+            }),
         };
-        let credentials = headers
-            .get(AUTHORIZATION)
-            .map(|value| Credentials::from_header(value.as_bytes()))
-            .transpose()
-            .map_err(|problem| Error::Unauthenticated { problem })?;
-        auth.authenticate(credentials, certificate_user)
+        Call::new(parts, caller, message)
     }
 
     /// The store the service serves.
@@ -187,16 +177,11 @@ impl FlightCacheService {
     /// Bearer TOKEN` header; every later call presents it, until the server's token lifetime
     /// (`--token-ttl`) runs out. A server without users has nothing to check: the Handshake
     /// succeeds and issues no token. A failed attempt is answered only after a delay that
-    /// doubles with each failure from the same address.
+    /// doubles with each failure from the same address (the router waits it out).
     #[instrument(skip_all, fields(peer = ?call.peer, user))]
     pub async fn handshake(&self, call: Call<()>) -> Result<Option<String>, Status> {
         let peer = call.peer;
         let result = self.log_in(call).await;
-        if let Err(Error::Unauthenticated { .. }) = &result {
-            let answer = self.answer(peer, result);
-            tokio::time::sleep(self.failure_delay(peer)).await;
-            return answer;
-        }
         self.answer(peer, result)
     }
 
@@ -205,13 +190,7 @@ impl FlightCacheService {
         let Some(auth) = self.auth.clone() else {
             return Ok(None);
         };
-        let credentials = call
-            .headers
-            .get(AUTHORIZATION)
-            .map(|value| Credentials::from_header(value.as_bytes()))
-            .transpose()
-            .map_err(|problem| Error::Unauthenticated { problem })?;
-        let Some(Credentials::Basic { user, password }) = credentials else {
+        let Some(Credentials::Basic { user, password }) = credentials(&call.headers)? else {
             return Err(Error::Unauthenticated {
                 problem: AuthProblem::HandshakeWithoutBasic,
             });
@@ -718,4 +697,16 @@ impl Drop for FailedUploadGuard<'_> {
             tracing::debug!("upload failed or abandoned; nothing stored");
         }
     }
+}
+
+/// The credentials in a request's `authorization` header, if it has one.
+///
+/// # Errors
+/// [`Error::Unauthenticated`] for a header that is neither basic nor bearer credentials.
+fn credentials(headers: &http::HeaderMap) -> Result<Option<Credentials>> {
+    headers
+        .get(AUTHORIZATION)
+        .map(|value| Credentials::from_header(value.as_bytes()))
+        .transpose()
+        .map_err(|problem| Error::Unauthenticated { problem })
 }

@@ -95,16 +95,11 @@ async fn dispatch(
         };
         return grpc::status_response(err.into());
     };
-    let mut readable = grpc::check_request(rpc, &parts.headers);
-    if rpc != FlightRpc::Handshake {
-        // A request whose credentials its door will refuse is not read: its door is called
-        // with the refusal instead of the message, and answers UNAUTHENTICATED.
-        readable = readable.and_then(|()| service.check_credentials(&parts));
-    }
     let limit = service.config().max_request_bytes;
     let idle = service.config().upload_idle_timeout;
-    let peer = connection_info(&parts.extensions).map(|info| info.remote);
-    // A failed authentication is answered late, later with each failure from its address.
+    let call = service.call(&parts, grpc::check_request(rpc, &parts.headers));
+    let peer = call.peer;
+    // A failed authentication is answered late, later with each wrong guess from its address.
     let slowed = async |answer: http::Response<Body>| {
         if grpc::status_of(&answer) == Some(tonic::Code::Unauthenticated) {
             tokio::time::sleep(service.failure_delay(peer)).await;
@@ -113,49 +108,36 @@ async fn dispatch(
     };
     match rpc {
         FlightRpc::Handshake => {
-            // The door waits out a failure's delay itself.
-            let token = service.handshake(Call::new(&parts, readable)).await;
-            grpc::handshake_response(token)
+            slowed(grpc::handshake_response(service.handshake(call).await)).await
         }
         FlightRpc::ListFlights => {
-            let criteria = unary(readable, rpc, body, limit, idle).await;
-            slowed(grpc::messages_or_status(
-                service.list_flights(Call::new(&parts, criteria)),
-            ))
-            .await
+            let call = unary(call, rpc, body, limit, idle).await;
+            slowed(grpc::messages_or_status(service.list_flights(call))).await
         }
         FlightRpc::GetFlightInfo => {
-            let descriptor = unary(readable, rpc, body, limit, idle).await;
-            slowed(answer_one(
-                service.get_flight_info(Call::new(&parts, descriptor)),
-            ))
-            .await
+            let call = unary(call, rpc, body, limit, idle).await;
+            slowed(answer_one(service.get_flight_info(call))).await
         }
         FlightRpc::PollFlightInfo => {
-            let descriptor = unary(readable, rpc, body, limit, idle).await;
-            slowed(answer_one(
-                service.poll_flight_info(Call::new(&parts, descriptor)),
-            ))
-            .await
+            let call = unary(call, rpc, body, limit, idle).await;
+            slowed(answer_one(service.poll_flight_info(call))).await
         }
         FlightRpc::GetSchema => {
-            let descriptor = unary(readable, rpc, body, limit, idle).await;
-            slowed(answer_one(
-                service.get_schema(Call::new(&parts, descriptor)),
-            ))
-            .await
+            let call = unary(call, rpc, body, limit, idle).await;
+            slowed(answer_one(service.get_schema(call))).await
         }
         FlightRpc::DoGet => {
-            let ticket = unary(readable, rpc, body, limit, idle).await;
-            match service.do_get(Call::new(&parts, ticket)) {
+            let call = unary(call, rpc, body, limit, idle).await;
+            match service.do_get(call) {
                 Ok(read) => replay_response(read.table, read.span),
                 Err(status) => slowed(grpc::status_response(status)).await,
             }
         }
         FlightRpc::DoPut => {
             let max = service.config().max_message_bytes;
-            let messages = readable.map(|()| MessageReader::new(body, max, idle));
-            let call = Call::new(&parts, messages);
+            // The messages are read by the door as it goes, only once it admitted the caller.
+            let call =
+                call.map_message(|readable| readable.map(|()| MessageReader::new(body, max, idle)));
             let (results, received) = mpsc::channel(PUT_RESULTS_BUFFERED);
             // The upload runs as a task of its own: it reads the request whether or not the
             // client is reading the response yet, and the response streams its results (the
@@ -164,39 +146,36 @@ async fn dispatch(
             let upload = tokio::spawn(async move { service.do_put(call, results).await });
             grpc::streaming_response(received, AbortOnDrop(upload))
         }
-        FlightRpc::DoExchange => {
-            slowed(answer_empty(
-                service.do_exchange(Call::new(&parts, readable)),
-            ))
-            .await
-        }
+        FlightRpc::DoExchange => slowed(answer_empty(service.do_exchange(call))).await,
         FlightRpc::DoAction => {
-            let action = unary(readable, rpc, body, limit, idle).await;
-            slowed(grpc::messages_or_status(
-                service.do_action(Call::new(&parts, action)),
-            ))
-            .await
+            let call = unary(call, rpc, body, limit, idle).await;
+            slowed(grpc::messages_or_status(service.do_action(call))).await
         }
         FlightRpc::ListActions => {
-            let empty = unary(readable, rpc, body, limit, idle).await;
-            slowed(grpc::messages_or_status(
-                service.list_actions(Call::new(&parts, empty)),
-            ))
-            .await
+            let call = unary(call, rpc, body, limit, idle).await;
+            slowed(grpc::messages_or_status(service.list_actions(call))).await
         }
     }
 }
 
-/// The message of a unary request, unless [`grpc::check_request`] found it unreadable.
+/// `call` carrying the message of its unary request: read unless [`grpc::check_request`]
+/// found it unreadable, or the caller is refused (a stranger's request costs no buffering;
+/// its door answers UNAUTHENTICATED from the caller alone).
 async fn unary<M: Message + Default>(
-    readable: Result<()>,
+    call: Call<()>,
     rpc: FlightRpc,
     body: Body,
     limit: usize,
     idle: Duration,
-) -> Result<M> {
-    readable?;
-    grpc::read_unary(rpc, body, limit, idle).await
+) -> Call<M> {
+    let refusal = call.refusal();
+    let (call, readable) = call.with_message(Ok(()));
+    let message = match (refusal, readable) {
+        (Some(refusal), _) => Err(refusal),
+        (None, Err(unreadable)) => Err(unreadable),
+        (None, Ok(())) => grpc::read_unary(rpc, body, limit, idle).await,
+    };
+    call.with_message(message).0
 }
 
 /// A response body that keeps its request counted in flight on its connection until it is
