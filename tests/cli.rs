@@ -531,7 +531,10 @@ fn usage_errors_exit_2_and_help_explains() {
     let serve_help = String::from_utf8(serve_help.stdout).unwrap();
     assert!(serve_help.contains("8815"), "{serve_help}");
     assert!(serve_help.contains("--max-message-size"), "{serve_help}");
-    assert!(serve_help.contains("FLIGHTCACHE_SERVER") || !serve_help.contains("--server"));
+    assert!(
+        !serve_help.contains("FLIGHTCACHE_SERVER"),
+        "serve listens; only the clients take --server"
+    );
     let push_help = Command::new(BIN).args(["push", "--help"]).output().unwrap();
     assert!(
         String::from_utf8(push_help.stdout)

@@ -79,6 +79,21 @@ impl TestServer {
     }
 }
 
+/// An hour: the idle timeouts of a [`quiet`] server.
+pub const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `config` without timers that a paused clock could jump to while real sockets are busy
+/// (keep-alive pings, and idle timeouts of an hour or more): in tests on tokio's paused clock,
+/// time then passes only when the test advances it or the server waits on purpose.
+pub fn quiet(config: ServerConfig) -> ServerConfig {
+    ServerConfig {
+        keepalive_interval: None,
+        idle_connection_timeout: 2 * HOUR,
+        upload_idle_timeout: HOUR,
+        ..config
+    }
+}
+
 /// A key, for tests.
 pub fn key(name: &str) -> TableKey {
     TableKey::try_new(name).unwrap()

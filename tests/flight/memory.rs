@@ -14,7 +14,9 @@ use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::Code;
 
-use crate::common::{TestServer, key, listed_keys, numbered_batches, numbered_schema, status};
+use crate::common::{
+    TestServer, key, listed_keys, numbered_batches, numbered_schema, quiet, status,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -92,10 +94,14 @@ async fn an_upload_that_never_fits_fails_with_resource_exhausted_before_it_ends(
     // An upload that would never end: the budget refuses it while it is still sending.
     let (schema, batches) = versioned(2.0, 1);
     let endless = futures::stream::iter(batches).cycle().map(Ok);
-    let err = client
-        .put(&key("endless"), schema, endless)
-        .await
-        .unwrap_err();
+    // Bounded, so that a regression fails instead of uploading forever.
+    let err = tokio::time::timeout(
+        Duration::from_secs(120),
+        client.put(&key("endless"), schema, endless),
+    )
+    .await
+    .expect("refused while it is still sending")
+    .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
     let message = err.to_string();
     assert!(
@@ -333,9 +339,9 @@ async fn a_bad_ttl_header_is_refused_before_anything_is_stored() {
     server.shutdown_and_wait().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn renew_flight_endpoint_extends_a_key_by_its_ttl() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(quiet(ServerConfig::default())).await;
     let mut client = server.client().await;
     let options = PutOptions {
         ttl: Some(Duration::from_secs(100)),
@@ -360,7 +366,9 @@ async fn renew_flight_endpoint_extends_a_key_by_its_ttl() {
         .unwrap();
     let endpoint = info.endpoint[0].clone();
     let before = SystemTime::try_from(endpoint.expiration_time.unwrap()).unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await; // the wall clock moves on
+    tokio::time::advance(Duration::from_secs(50)).await;
+    let left = client.ttl(&key("t")).await.unwrap().ttl_seconds.unwrap();
+    assert!(left <= 50.0, "half the time to live is gone: {left}");
     let request = RenewFlightEndpointRequest {
         endpoint: Some(endpoint.clone()),
     };
@@ -376,11 +384,10 @@ async fn renew_flight_endpoint_extends_a_key_by_its_ttl() {
         (&renewed.ticket, &renewed.location),
         (&endpoint.ticket, &endpoint.location)
     );
+    // The endpoint's expiration is wall-clock time, which the paused clock does not move: the
+    // renewed one is no earlier than the first, and the time left is whole again.
     let after = SystemTime::try_from(renewed.expiration_time.unwrap()).unwrap();
-    assert!(
-        after.duration_since(before).unwrap() >= Duration::from_secs(1),
-        "{before:?} -> {after:?}"
-    );
+    assert!(after >= before, "{before:?} -> {after:?}");
     let ttl = client.ttl(&key("t")).await.unwrap().ttl_seconds.unwrap();
     assert!(ttl > 99.0, "the full time to live again: {ttl}");
 

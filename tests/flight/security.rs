@@ -15,7 +15,9 @@ use flightcache::{CacheClient, ClientConfig, Error, ServerConfig};
 use futures::TryStreamExt;
 use tonic::Code;
 
-use crate::common::{TestServer, key, listed_keys, numbered_batches, numbered_schema, status};
+use crate::common::{
+    HOUR, TestServer, key, listed_keys, numbered_batches, numbered_schema, quiet, status,
+};
 
 /// Users for these tests, and the API token of `ci`.
 struct Fixture {
@@ -54,19 +56,6 @@ fn fixture() -> Fixture {
     Fixture {
         users: Users::parse(&text).unwrap(),
         ci_token,
-    }
-}
-
-const HOUR: Duration = Duration::from_secs(3600);
-
-/// `config` without timers that a paused clock could jump to while real sockets are busy
-/// (keep-alive pings, idle timeouts): time passes in these tests only when the server waits.
-fn quiet(config: ServerConfig) -> ServerConfig {
-    ServerConfig {
-        keepalive_interval: None,
-        idle_connection_timeout: 2 * HOUR,
-        upload_idle_timeout: HOUR,
-        ..config
     }
 }
 
