@@ -313,6 +313,9 @@ def test_tls_with_the_servers_ca_and_refused_without_it(start_server, pki):
     client = flight.connect(server.url, tls_root_certs=ca.pem)
     put(client, "k")
     assert get(client, "k").equals(TABLE)
+    # A wildcard bind without --advertise names Flight's "this same connection" location.
+    info = client.get_flight_info(flight.FlightDescriptor.for_command("k"))
+    assert [loc.uri for loc in info.endpoints[0].locations] == [b"arrow-flight-reuse-connection://?"]
     stranger = Authority("not the server's CA")
     with pytest.raises(flight.FlightUnavailableError):
         list(flight.connect(server.url, tls_root_certs=stranger.pem).list_flights())
@@ -361,3 +364,6 @@ def test_protected_mode_refuses_a_wildcard_bind_without_users(start_server):
     client = flight.connect(f"grpc://127.0.0.1:{port}")
     put(client, "k")
     assert get(client, "k").equals(TABLE)
+    # A wildcard bind without --advertise names Flight's "this same connection" location.
+    info = client.get_flight_info(flight.FlightDescriptor.for_command("k"))
+    assert [loc.uri for loc in info.endpoints[0].locations] == [b"arrow-flight-reuse-connection://?"]

@@ -253,6 +253,78 @@ async fn a_get_started_before_its_table_is_evicted_receives_all_of_it() {
     server.shutdown_and_wait().await;
 }
 
+/// From its deadline on, an expired key is served by no RPC and no action, and is listed by
+/// none (on the paused clock: one second after its 10 s time to live).
+#[tokio::test(start_paused = true)]
+async fn an_expired_key_is_served_by_no_rpc() {
+    let server = TestServer::start_with(quiet(ServerConfig::default())).await;
+    let mut client = server.client().await;
+    let options = PutOptions {
+        ttl: Some(Duration::from_secs(10)),
+    };
+    client
+        .put_with(
+            &key("t"),
+            numbered_schema(),
+            futures::stream::iter(numbered_batches(1, 5)).map(Ok),
+            &options,
+        )
+        .await
+        .unwrap();
+    let mut flight = server.flight_client().await;
+    let endpoint = flight
+        .get_flight_info(key("t").to_descriptor())
+        .await
+        .unwrap()
+        .endpoint[0]
+        .clone();
+    tokio::time::advance(Duration::from_secs(11)).await;
+
+    let descriptor = key("t").to_descriptor();
+    let not_found = |err: arrow_flight::error::FlightError| status(err).code() == Code::NotFound;
+    assert!(not_found(
+        flight.do_get(key("t").to_ticket()).await.unwrap_err()
+    ));
+    assert!(not_found(
+        flight
+            .get_flight_info(descriptor.clone())
+            .await
+            .unwrap_err()
+    ));
+    assert!(not_found(
+        flight.get_schema(descriptor.clone()).await.unwrap_err()
+    ));
+    assert!(not_found(
+        flight.poll_flight_info(descriptor).await.unwrap_err()
+    ));
+    let renew = RenewFlightEndpointRequest {
+        endpoint: Some(endpoint),
+    };
+    let renewed = flight
+        .do_action(Action::new("RenewFlightEndpoint", renew.encode_to_vec()))
+        .await;
+    assert!(not_found(
+        renewed.err().expect("renewing an expired key fails")
+    ));
+    for action in [
+        CacheAction::Ttl(key("t")),
+        CacheAction::Persist(key("t")),
+        CacheAction::Drop(key("t")),
+        CacheAction::Expire {
+            key: key("t"),
+            ttl: Duration::from_secs(5),
+        },
+    ] {
+        let answer = flight.do_action(action.to_action()).await;
+        let err = answer
+            .err()
+            .unwrap_or_else(|| panic!("{action:?} succeeded"));
+        assert!(not_found(err), "{action:?}");
+    }
+    assert!(listed_keys(&mut client, "").await.is_empty());
+    server.shutdown_and_wait().await;
+}
+
 #[tokio::test]
 async fn a_put_with_a_ttl_header_expires_and_info_says_when() {
     let server = TestServer::start().await;
