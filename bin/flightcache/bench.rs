@@ -48,21 +48,11 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         };
         let report = bench::latency::run(&url, args.operations.max(1), &counts).await?;
         spinner.finish_and_clear();
-        if args.json {
-            serde_json::to_writer_pretty(&mut out, &report)?;
-            writeln!(out)?;
-        } else {
-            write!(out, "{}", report.to_text())?;
-        }
-        return Ok(());
+        return print_report(&mut out, args.json, &report, || report.to_text());
     }
 
     // `--tls`: a second local server, serving TLS with a certificate made for this run.
-    let certificates = tempfile::tempdir().context("making a directory for the certificates")?;
-    let tls_server = match args.tls {
-        true => Some(TlsServer::spawn(certificates.path())?),
-        false => None,
-    };
+    let tls_server = args.tls.then(TlsServer::spawn).transpose()?;
     let config = BenchConfig {
         size_bytes: args.size,
         cols: args.cols,
@@ -85,13 +75,7 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         std::fs::write(path, report.to_svg())
             .with_context(|| format!("writing `{}`", path.display()))?;
     }
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
-        writeln!(out)?;
-    } else {
-        write!(out, "{}", report.to_text())?;
-    }
-    Ok(())
+    print_report(&mut out, args.json, &report, || report.to_text())
 }
 
 /// `flightcache bench --pressure`: the budgeted phase (in `--cgroup`, if given), then the
@@ -126,11 +110,21 @@ async fn pressure(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let report = PressureReport { config, phases };
     let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
+    print_report(&mut out, args.json, &report, || report.to_text())
+}
+
+/// Write `report` to `out`: as JSON with `--json`, else as its `text()`.
+fn print_report(
+    out: &mut impl Write,
+    json: bool,
+    report: &impl serde::Serialize,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, report)?;
         writeln!(out)?;
     } else {
-        write!(out, "{}", report.to_text())?;
+        write!(out, "{}", text())?;
     }
     Ok(())
 }
@@ -139,12 +133,17 @@ async fn pressure(args: &BenchArgs) -> anyhow::Result<()> {
 struct TlsServer {
     server: LocalServer,
     ca_pem: Vec<u8>,
+    /// Where the server's certificate and key are, until the run ends.
+    _files: tempfile::TempDir,
 }
 
 impl TlsServer {
-    /// Make a CA and a certificate for 127.0.0.1 in `dir`, and start a server with them.
-    fn spawn(dir: &std::path::Path) -> anyhow::Result<Self> {
+    /// Make a CA and a certificate for 127.0.0.1 in a directory of their own, and start a
+    /// server with them.
+    fn spawn() -> anyhow::Result<Self> {
         use flightcache::bench::certificates::CertificateAuthority;
+        let files = tempfile::tempdir().context("making a directory for the certificates")?;
+        let dir = files.path();
         let ca = CertificateAuthority::new("flightcache bench CA")?;
         let server = ca.issue_server(&["127.0.0.1", "localhost"])?;
         let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
@@ -160,6 +159,7 @@ impl TlsServer {
         Ok(Self {
             server,
             ca_pem: ca.cert_pem().into_bytes(),
+            _files: files,
         })
     }
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use flightcache::Eviction;
 use flightcache::ServerConfig;
 use flightcache::auth::users::Users;
-use flightcache::server::config::{DEFAULT_MEMORY_SHARE, default_max_memory};
+use flightcache::server::config::{DEFAULT_MEMORY_SHARE, MemoryLimit, default_max_memory};
 use flightcache::server::tls::ServerTls;
 use indicatif::HumanBytes;
 
@@ -30,7 +30,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let config = config(&args)?;
+    // Read once: the default budget and the startup line that explains it.
+    let default_memory = args.max_memory.is_none().then(default_max_memory).flatten();
+    let config = config(&args, default_memory.as_ref())?;
     // One write, so that a reader of the first line alone (a script) has all of it at once.
     let scheme = if config.tls.is_some() {
         "grpc+tls"
@@ -39,7 +41,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut startup = format!(
         "listening on {scheme}://{addr}\n{}\n",
-        budget_line(&args, &config)
+        budget_line(&config, default_memory.as_ref())
     );
     if let Some(metrics) = &metrics {
         startup += &format!("metrics on http://{}/metrics\n", metrics.local_addr()?);
@@ -93,7 +95,7 @@ fn protected_mode(args: &ServeArgs, addr: std::net::SocketAddr) -> anyhow::Resul
 }
 
 /// The server configuration `serve`'s flags ask for: each flag sets one field.
-fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
+fn config(args: &ServeArgs, default_memory: Option<&MemoryLimit>) -> anyhow::Result<ServerConfig> {
     let users = args
         .users
         .as_deref()
@@ -120,7 +122,7 @@ fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
         max_memory: match args.max_memory {
             Some(0) => None,
             Some(bytes) => Some(bytes),
-            None => default_max_memory().map(|limit| limit.budget),
+            None => default_memory.map(|limit| limit.budget),
         },
         eviction: args.eviction.into(),
         // The process is only a server: the budget bounds all of its memory.
@@ -134,36 +136,28 @@ fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     })
 }
 
-/// The startup line that tells the operator the memory budget and where it comes from.
-fn budget_line(args: &ServeArgs, config: &ServerConfig) -> String {
+/// The startup line that tells the operator the memory budget and where it comes from
+/// (`default_memory` when --max-memory was not given).
+fn budget_line(config: &ServerConfig, default_memory: Option<&MemoryLimit>) -> String {
     let eviction = match config.eviction {
         Eviction::Lru => "evicting least recently used tables when full",
         Eviction::NoEviction => "refusing uploads when full (--eviction noeviction)",
     };
-    match (config.max_memory, args.max_memory) {
+    match (config.max_memory, default_memory) {
         (None, _) => "memory budget: none (--max-memory 0); memory is not limited".to_string(),
-        (Some(budget), Some(_)) => {
+        (Some(budget), None) => {
             format!(
                 "memory budget: {} (--max-memory), {eviction}",
                 HumanBytes(budget)
             )
         }
-        (Some(budget), None) => {
-            let source = default_max_memory()
-                .map(|limit| {
-                    format!(
-                        "{:.0}% of {}, {}",
-                        DEFAULT_MEMORY_SHARE * 100.0,
-                        HumanBytes(limit.available),
-                        limit.source
-                    )
-                })
-                .unwrap_or_default();
-            format!(
-                "memory budget: {} ({source}), {eviction}",
-                HumanBytes(budget)
-            )
-        }
+        (Some(budget), Some(limit)) => format!(
+            "memory budget: {} ({:.0}% of {}, {}), {eviction}",
+            HumanBytes(budget),
+            DEFAULT_MEMORY_SHARE * 100.0,
+            HumanBytes(limit.available),
+            limit.source
+        ),
     }
 }
 

@@ -367,13 +367,17 @@ async fn sample_rss(
     }
 }
 
+/// The time to live of the keys of the expiry check.
+const EXPIRY_TTL: Duration = Duration::from_secs(2);
+
 /// Put a few keys with a short time to live on a quiet server, then check that none is served
 /// after its deadline and how soon `stats` shows their memory back.
 async fn check_expiry(client: &mut CacheClient, template: &Float64Array) -> Result<ExpiryCheck> {
     const KEYS: usize = 5;
-    const TTL: Duration = Duration::from_secs(2);
     let before = client.stats().await?;
-    let options = PutOptions { ttl: Some(TTL) };
+    let options = PutOptions {
+        ttl: Some(EXPIRY_TTL),
+    };
     let mut last_put = Instant::now();
     let mut keys = Vec::new();
     for i in 0..KEYS {
@@ -384,8 +388,8 @@ async fn check_expiry(client: &mut CacheClient, template: &Float64Array) -> Resu
         last_put = Instant::now();
         keys.push(key);
     }
-    // The server's deadline for each key is at the latest TTL after its put was answered.
-    let last_deadline = last_put + TTL;
+    // The server's deadline for each key is at the latest EXPIRY_TTL after its put was answered.
+    let last_deadline = last_put + EXPIRY_TTL;
     tokio::time::sleep_until(last_deadline.into()).await;
     let mut check = ExpiryCheck {
         keys: KEYS,
@@ -563,9 +567,10 @@ impl PressureReport {
             if let Some(expiry) = &phase.expiry {
                 writeln!(
                     out,
-                    "  expiry: {} keys with a 2 s ttl, {} served after their deadline, memory \
+                    "  expiry: {} keys with a {} s ttl, {} served after their deadline, memory \
                      back in stats {:.0} ms after the last deadline (target 100 ms: {})",
                     expiry.keys,
+                    EXPIRY_TTL.as_secs(),
                     expiry.served_after_deadline,
                     expiry.memory_back_after.as_secs_f64() * 1000.0,
                     if expiry.memory_back_after <= Duration::from_millis(100)
