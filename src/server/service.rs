@@ -69,11 +69,13 @@ pub(crate) type PutResults = mpsc::Sender<PutResult>;
 
 impl FlightCacheService {
     /// A service over an empty store, limited by `config`, whose endpoints name `location`.
-    pub fn new(config: ServerConfig, location: String) -> Self {
+    pub fn new(mut config: ServerConfig, location: String) -> Self {
         let limit = config
             .max_memory
             .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX));
-        let auth = config.users.clone().map(|users: Users| {
+        // The users move to the authenticator, which reloads them: the configuration keeps
+        // no copy that a reload would leave stale.
+        let auth = config.users.take().map(|users: Users| {
             Arc::new(Authenticator::new(
                 users,
                 config.users_file.clone(),
