@@ -389,13 +389,18 @@ fn check_fb_field(field: ipc::Field<'_>) -> Result<(), Violation> {
     Ok(())
 }
 
-/// Check a field's type, and the types nested in it, dictionary values included.
+/// Check a field's own type, and a dictionary's value type: the fields nested in it are
+/// checked by [`check_field`] as it walks them, each once.
 fn check_type(name: &str, data_type: &DataType) -> Result<(), Violation> {
+    use arrow::datatypes::{
+        DECIMAL32_MAX_PRECISION, DECIMAL64_MAX_PRECISION, DECIMAL128_MAX_PRECISION,
+        DECIMAL256_MAX_PRECISION,
+    };
     let max = match data_type {
-        DataType::Decimal32(p, _) => Some((*p, 9)),
-        DataType::Decimal64(p, _) => Some((*p, 18)),
-        DataType::Decimal128(p, _) => Some((*p, 38)),
-        DataType::Decimal256(p, _) => Some((*p, 76)),
+        DataType::Decimal32(p, _) => Some((*p, DECIMAL32_MAX_PRECISION)),
+        DataType::Decimal64(p, _) => Some((*p, DECIMAL64_MAX_PRECISION)),
+        DataType::Decimal128(p, _) => Some((*p, DECIMAL128_MAX_PRECISION)),
+        DataType::Decimal256(p, _) => Some((*p, DECIMAL256_MAX_PRECISION)),
         _ => None,
     };
     if let Some((precision, max)) = max
@@ -416,22 +421,6 @@ fn check_type(name: &str, data_type: &DataType) -> Result<(), Violation> {
         });
     }
     match data_type {
-        DataType::List(f)
-        | DataType::LargeList(f)
-        | DataType::ListView(f)
-        | DataType::LargeListView(f)
-        | DataType::FixedSizeList(f, _)
-        | DataType::Map(f, _) => check_type(f.name(), f.data_type()),
-        DataType::Struct(fields) => fields
-            .iter()
-            .try_for_each(|f| check_type(f.name(), f.data_type())),
-        DataType::Union(fields, _) => fields
-            .iter()
-            .try_for_each(|(_, f)| check_type(f.name(), f.data_type())),
-        DataType::RunEndEncoded(run_ends, values) => {
-            check_type(run_ends.name(), run_ends.data_type())?;
-            check_type(values.name(), values.data_type())
-        }
         DataType::Dictionary(_, values) => check_type(name, values),
         _ => Ok(()),
     }
@@ -1201,8 +1190,19 @@ mod tests {
             (DataType::FixedSizeBinary(0), true),
         ] {
             assert_eq!(check_type("d", &data_type).is_ok(), ok, "{data_type}");
-            let list = DataType::new_list(data_type.clone(), true);
-            assert_eq!(check_type("l", &list).is_ok(), ok, "list of {data_type}");
+            // Nested types are checked as check_field walks the nested fields.
+            let list = Field::new("l", DataType::new_list(data_type.clone(), true), true);
+            assert_eq!(check_field(&list).is_ok(), ok, "list of {data_type}");
+            let deeper = Field::new(
+                "s",
+                DataType::Struct(vec![Field::new("l", list.data_type().clone(), true)].into()),
+                true,
+            );
+            assert_eq!(
+                check_field(&deeper).is_ok(),
+                ok,
+                "struct of a list of {data_type}"
+            );
             let dictionary =
                 DataType::Dictionary(Box::new(DataType::Int8), Box::new(data_type.clone()));
             assert_eq!(
