@@ -208,17 +208,17 @@ impl TableStore {
     /// most recently used table.
     pub fn read(&self, key: &TableKey) -> Option<StoredTable> {
         let now = Instant::now();
-        let stored = self.get(key)?;
+        // The index before the entry, as every writer locks them.
         let mut index = self.shared.lock_index();
-        if let Some(mut entry) = self.shared.tables.get_mut(key)
-            && Arc::ptr_eq(&entry.table, &stored.table)
-        {
-            index.lru.remove(&entry.used_seq);
-            entry.used_seq = index.next_seq();
-            entry.last_used = now;
-            index.lru.insert(entry.used_seq, key.clone());
+        let mut entry = self.shared.tables.get_mut(key)?;
+        if entry.is_expired(now) {
+            return None;
         }
-        Some(stored)
+        index.lru.remove(&entry.used_seq);
+        entry.used_seq = index.next_seq();
+        entry.last_used = now;
+        index.lru.insert(entry.used_seq, key.clone());
+        Some(entry.stored())
     }
 
     /// Publish `table` under `key` in one step, replacing any table there (and its time to
