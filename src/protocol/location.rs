@@ -3,7 +3,7 @@
 //! A Flight endpoint names the servers its ticket can be redeemed at. flightcache's endpoints
 //! name flightcache itself: the URI it was told to advertise (`serve --advertise`), else the
 //! address it is bound to in Arrow's canonical form `grpc+tcp://HOST:PORT` (what pyarrow's
-//! `Location.for_grpc_tcp` builds). A server bound to a wildcard address (0.0.0.0, ::) cannot
+//! `Location.for_grpc_tcp` builds), or `grpc+tls://HOST:PORT` when it serves TLS. A server bound to a wildcard address (0.0.0.0, ::) cannot
 //! know which of its addresses a client reached, so it advertises Flight's
 //! [`REUSE_CONNECTION`] location instead, which tells a client to use the connection it
 //! already has.
@@ -22,10 +22,13 @@ pub const LOCATION_SCHEMES: [&str; 5] = [
     "arrow-flight-reuse-connection",
 ];
 
-/// The location a server bound to `addr` advertises when it is told none.
-pub fn default_location(addr: SocketAddr) -> String {
+/// The location a server bound to `addr`, serving TLS or not, advertises when it is told
+/// none.
+pub fn default_location(addr: SocketAddr, tls: bool) -> String {
     if addr.ip().is_unspecified() {
         REUSE_CONNECTION.to_string()
+    } else if tls {
+        format!("grpc+tls://{addr}")
     } else {
         format!("grpc+tcp://{addr}")
     }
@@ -62,23 +65,28 @@ mod tests {
     #[test]
     fn a_bound_address_is_advertised_in_canonical_form() {
         assert_eq!(
-            default_location("127.0.0.1:8815".parse().unwrap()),
+            default_location("127.0.0.1:8815".parse().unwrap(), false),
             "grpc+tcp://127.0.0.1:8815"
         );
         assert_eq!(
-            default_location("[::1]:9000".parse().unwrap()),
+            default_location("[::1]:9000".parse().unwrap(), false),
             "grpc+tcp://[::1]:9000"
+        );
+        assert_eq!(
+            default_location("127.0.0.1:8815".parse().unwrap(), true),
+            "grpc+tls://127.0.0.1:8815",
+            "a TLS server is reached over TLS"
         );
     }
 
     #[test]
     fn a_wildcard_bind_advertises_the_connection_itself() {
         assert_eq!(
-            default_location("0.0.0.0:8815".parse().unwrap()),
+            default_location("0.0.0.0:8815".parse().unwrap(), true),
             REUSE_CONNECTION
         );
         assert_eq!(
-            default_location("[::]:8815".parse().unwrap()),
+            default_location("[::]:8815".parse().unwrap(), false),
             REUSE_CONNECTION
         );
     }

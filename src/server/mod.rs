@@ -88,7 +88,7 @@ pub async fn serve_with_metrics(
 ) -> Result<()> {
     let location = match &config.advertise {
         Some(uri) => uri.clone(),
-        None => default_location(listener.local_addr()?),
+        None => default_location(listener.local_addr()?, config.tls.is_some()),
     };
     let incoming = incoming(
         listener,
