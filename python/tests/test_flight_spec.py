@@ -8,6 +8,7 @@ import pytest
 
 from arrow_types import every_type_table
 from compare import assert_same_table
+from flight_helpers import field
 
 # Every call gets a deadline, so that a server that never answers fails a test instead of
 # hanging it (the acknowledgement pattern waits for the server between batches).
@@ -85,15 +86,7 @@ def test_path_descriptors_join_every_segment(client, segments, key):
 
 def encode_cancel_request(info):
     """CancelFlightInfoRequest { info = 1 } serialized by hand: pyarrow has no helper for it."""
-    body = info.serialize()
-    length = bytearray()
-    n = len(body)
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        length.append(byte | (0x80 if n else 0))
-        if not n:
-            break
-    return b"\x0a" + bytes(length) + body
+    return field(1, info.serialize())
 
 
 def test_cancel_flight_info_of_a_cached_table_is_not_cancellable(client):

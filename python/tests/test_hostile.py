@@ -12,25 +12,12 @@ import pyarrow.flight as flight
 import pytest
 
 from arrow_types import every_type_table
+from flight_helpers import field, varint
 
 DO_PUT = "/arrow.flight.protocol.FlightService/DoPut"
 DO_ACTION = "/arrow.flight.protocol.FlightService/DoAction"
 GET_FLIGHT_INFO = "/arrow.flight.protocol.FlightService/GetFlightInfo"
 DEADLINE_S = 30
-
-
-def varint(n):
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def field(number, payload):
-    """A length-delimited protobuf field."""
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def flight_data(header=b"", body=b"", key=None):

@@ -9,16 +9,7 @@ import pytest
 
 from arrow_types import every_type_table
 from compare import assert_same_table
-
-
-def put(client, name, table):
-    writer, _ = client.do_put(pa.flight.FlightDescriptor.for_command(name), table.schema)
-    writer.write_table(table)
-    writer.close()
-
-
-def get(client, name):
-    return client.do_get(pa.flight.Ticket(name)).read_all()
+from flight_helpers import get, put
 
 
 def test_blog_client_code_works_unchanged(server):

@@ -10,18 +10,9 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
+from flight_helpers import action, field, put
+
 TTL_HEADER = b"x-flightcache-ttl"
-
-
-def put(client, key, table, options=None):
-    writer, _ = client.do_put(flight.FlightDescriptor.for_command(key), table.schema, options=options)
-    writer.write_table(table)
-    writer.close()
-
-
-def action(client, name, body=b""):
-    results = list(client.do_action(flight.Action(name, body)))
-    return results[0].body.to_pybytes()
 
 
 def mib_table(mib, value=1.0):
@@ -37,14 +28,7 @@ def seconds_since_epoch(timestamp):
 def renew_request(endpoint):
     """A serialized RenewFlightEndpointRequest: field 1, the serialized endpoint (pyarrow has no
     class for it; the README shows the same helper)."""
-    serialized = endpoint.serialize()
-    length, varint = len(serialized), b""
-    while True:
-        byte = length & 0x7F
-        length >>= 7
-        varint += bytes([byte | (0x80 if length else 0)])
-        if not length:
-            return b"\x0a" + varint + serialized
+    return field(1, endpoint.serialize())
 
 
 def test_a_ttl_header_sets_a_time_to_live_in_the_same_call(client):

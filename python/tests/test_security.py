@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from conftest import _binary
+from flight_helpers import action, get, put
 
 TABLE = pa.table({"x": pa.array([1, 2, 3], pa.int64()), "s": ["a", "b", None]})
 
@@ -161,20 +162,6 @@ def pki(tmp_path_factory):
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def put(client, key, table=TABLE, options=None):
-    writer, _ = client.do_put(flight.FlightDescriptor.for_command(key), table.schema, options=options)
-    writer.write_table(table)
-    writer.close()
-
-
-def get(client, key, options=None):
-    return client.do_get(flight.Ticket(key), options=options).read_all()
-
-
-def action(client, name, body=b"", options=None):
-    return [r.body.to_pybytes() for r in client.do_action(flight.Action(name, body), options=options)]
-
-
 def log_in(client, user, password):
     """pyarrow's documented login: Handshake with basic credentials, then the bearer header."""
     header = client.authenticate_basic_token(user, password)
@@ -194,9 +181,9 @@ def test_basic_login_then_put_and_get_with_the_returned_header(start_server, use
     key, value = client.authenticate_basic_token("alice", "alice-pw")
     assert key == b"authorization" and value.startswith(b"Bearer fct_")
     options = flight.FlightCallOptions(headers=[(key, value)])
-    put(client, "team-a/t", options=options)
+    put(client, "team-a/t", TABLE, options=options)
     assert get(client, "team-a/t", options).equals(TABLE)
-    me = json.loads(action(client, "whoami", options=options)[0])
+    me = json.loads(action(client, "whoami", options=options))
     assert me["user"] == "alice" and me["proof"] == "password"
     assert me["read"] == ["team-a/*", "shared/*"] and me["write"] == ["team-a/*"]
     assert me["admin"] is False
@@ -207,7 +194,7 @@ def test_without_credentials_every_rpc_is_unauthenticated(start_server, users):
     client = flight.connect(server.url)
     calls = [
         lambda: get(client, "k"),
-        lambda: put(client, "k"),
+        lambda: put(client, "k", TABLE),
         lambda: list(client.list_flights()),
         lambda: client.get_flight_info(flight.FlightDescriptor.for_command("k")),
         lambda: client.get_schema(flight.FlightDescriptor.for_command("k")),
@@ -257,12 +244,12 @@ def test_static_tokens_are_bearer_tokens(start_server, users):
     server = start_server("--users", path)
     client = flight.connect(server.url)
     admin = log_in(client, "admin", "admin-pw")
-    put(client, "shared/s", options=admin)
+    put(client, "shared/s", TABLE, options=admin)
     assert get(client, "shared/s", bearer(token)).equals(TABLE)
-    me = json.loads(action(client, "whoami", options=bearer(token))[0])
+    me = json.loads(action(client, "whoami", options=bearer(token)))
     assert me["user"] == "ci" and me["proof"] == "token"
     with pytest.raises(flight.FlightUnauthorizedError):
-        put(client, "shared/s", options=bearer(token))
+        put(client, "shared/s", TABLE, options=bearer(token))
 
 
 # --- rights -----------------------------------------------------------------------------------
@@ -271,11 +258,11 @@ def test_static_tokens_are_bearer_tokens(start_server, users):
 def test_a_read_only_user_may_not_put_drop_or_clear(start_server, users):
     server = start_server("--users", users[0])
     client = flight.connect(server.url)
-    put(client, "k", options=log_in(client, "admin", "admin-pw"))
+    put(client, "k", TABLE, options=log_in(client, "admin", "admin-pw"))
     reader = log_in(client, "reader", "reader-pw")
     assert get(client, "k", reader).equals(TABLE)
     with pytest.raises(flight.FlightUnauthorizedError, match="may not write any key"):
-        put(client, "k", options=reader)
+        put(client, "k", TABLE, options=reader)
     with pytest.raises(flight.FlightUnauthorizedError, match="may not write `k`"):
         action(client, "drop", b"k", options=reader)
     with pytest.raises(flight.FlightUnauthorizedError, match="admin"):
@@ -288,7 +275,7 @@ def test_a_prefix_user_cannot_see_read_or_drop_outside_it(start_server, users):
     client = flight.connect(server.url)
     admin = log_in(client, "admin", "admin-pw")
     for key in ["team-a/1", "team-b/secret", "shared/s"]:
-        put(client, key, options=admin)
+        put(client, key, TABLE, options=admin)
     alice = log_in(client, "alice", "alice-pw")
     listed = sorted(info.descriptor.command.decode() for info in client.list_flights(options=alice))
     assert listed == ["shared/s", "team-a/1"]
@@ -311,11 +298,13 @@ def test_tls_with_the_servers_ca_and_refused_without_it(start_server, pki):
     server = start_server("--tls-cert", files["cert"], "--tls-key", files["key"])
     assert server.url.startswith("grpc+tls://127.0.0.1:")
     client = flight.connect(server.url, tls_root_certs=ca.pem)
-    put(client, "k")
+    put(client, "k", TABLE)
     assert get(client, "k").equals(TABLE)
-    # A wildcard bind without --advertise names Flight's "this same connection" location.
+    # Its endpoints name it as a TLS location, which pyarrow connects to with the same CA.
     info = client.get_flight_info(flight.FlightDescriptor.for_command("k"))
-    assert [loc.uri for loc in info.endpoints[0].locations] == [b"arrow-flight-reuse-connection://?"]
+    [location] = info.endpoints[0].locations
+    assert location.uri.decode() == server.url
+    assert get(flight.connect(location, tls_root_certs=ca.pem), "k").equals(TABLE)
     stranger = Authority("not the server's CA")
     with pytest.raises(flight.FlightUnavailableError):
         list(flight.connect(server.url, tls_root_certs=stranger.pem).list_flights())
@@ -331,12 +320,12 @@ def test_mutual_tls_needs_a_certificate_from_the_client_ca_and_it_names_the_user
     )
     cert, key = ca.issue("alice", server=False)
     client = flight.connect(server.url, tls_root_certs=ca.pem, cert_chain=cert, private_key=key)
-    me = json.loads(action(client, "whoami")[0])
+    me = json.loads(action(client, "whoami"))
     assert me["user"] == "alice" and me["proof"] == "certificate"
-    put(client, "team-a/t")
+    put(client, "team-a/t", TABLE)
     assert get(client, "team-a/t").equals(TABLE)
     with pytest.raises(flight.FlightUnauthorizedError):
-        put(client, "team-b/t")
+        put(client, "team-b/t", TABLE)
 
     # No client certificate, or one from another CA: the TLS handshake itself fails.
     bare = flight.connect(server.url, tls_root_certs=ca.pem)
@@ -362,7 +351,7 @@ def test_protected_mode_refuses_a_wildcard_bind_without_users(start_server):
     server = start_server("--host", "0.0.0.0", "--no-auth")
     port = server.url.rsplit(":", 1)[1]
     client = flight.connect(f"grpc://127.0.0.1:{port}")
-    put(client, "k")
+    put(client, "k", TABLE)
     assert get(client, "k").equals(TABLE)
     # A wildcard bind without --advertise names Flight's "this same connection" location.
     info = client.get_flight_info(flight.FlightDescriptor.for_command("k"))

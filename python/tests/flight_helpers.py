@@ -1,0 +1,38 @@
+"""What several test files do with a plain pyarrow.flight client, once: put and get a table,
+run an action, and the two protobuf pieces pyarrow has no helper for."""
+
+import pyarrow.flight as flight
+
+
+def put(client, key, table, options=None):
+    """Upload `table` under `key` as the classic client does: for_command, write, close."""
+    writer, _ = client.do_put(flight.FlightDescriptor.for_command(key), table.schema, options=options)
+    writer.write_table(table)
+    writer.close()
+
+
+def get(client, key, options=None):
+    """The table under `key`, read whole."""
+    return client.do_get(flight.Ticket(key), options=options).read_all()
+
+
+def action(client, name, body=b"", options=None):
+    """The one result of action `name`, as bytes."""
+    [result] = client.do_action(flight.Action(name, body), options=options)
+    return result.body.to_pybytes()
+
+
+def varint(n):
+    """`n` as a protobuf base-128 varint."""
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def field(number, payload):
+    """A length-delimited protobuf field: how the Flight requests pyarrow cannot build
+    (RenewFlightEndpointRequest, CancelFlightInfoRequest) wrap the message they carry."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
