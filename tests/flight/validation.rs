@@ -238,3 +238,64 @@ async fn a_compressed_buffer_declaring_a_huge_size_is_refused_before_it_is_decom
     message.data_body = body.into();
     assert_refused("1 TiB", vec![schema, message], "--max-message-size").await;
 }
+
+/// A valid upload of `batch` (its record batch the last message), with the bytes at `at` of
+/// its `buffer`th body buffer replaced by `bytes`.
+fn with_body(batch: &RecordBatch, buffer: usize, at: usize, bytes: &[u8]) -> Vec<FlightData> {
+    let mut messages = encode(descriptor(), std::slice::from_ref(batch));
+    let last = messages.last_mut().unwrap();
+    let header = BatchHeader::parse(&last.data_header);
+    let start = header.buffers[buffer].0 as usize + at;
+    let mut body = last.data_body.to_vec();
+    body[start..start + bytes.len()].copy_from_slice(bytes);
+    last.data_body = Bytes::from(body);
+    messages
+}
+
+fn batch_of(array: ArrayRef) -> RecordBatch {
+    RecordBatch::try_from_iter([("c", array)]).unwrap()
+}
+
+#[tokio::test]
+async fn values_a_strict_reader_checks_are_refused() {
+    use arrow::array::{DictionaryArray, ListArray, RunArray};
+    use arrow::datatypes::{Int8Type, Int32Type};
+    let strings = batch_of(Arc::new(StringArray::from(vec!["a", "bb", "ccc"])));
+    // Buffers: validity, offsets, values.
+    let messages = with_body(&strings, 2, 0, &[0xff]);
+    assert_refused("a string that is not UTF-8", messages, "Invalid UTF8").await;
+    let messages = with_body(&strings, 1, 4, &9i32.to_le_bytes());
+    assert_refused("offsets that go back", messages, "Offset invariant").await;
+
+    let dictionary: DictionaryArray<Int8Type> = vec!["x", "y", "x"].into_iter().collect();
+    // The record batch's buffers: validity, keys.
+    let messages = with_body(&batch_of(Arc::new(dictionary)), 1, 1, &[7]);
+    assert_refused(
+        "a dictionary key past the values",
+        messages,
+        "out of bounds",
+    )
+    .await;
+
+    let runs = RunArray::<Int32Type>::try_new(
+        &Int32Array::from(vec![2, 4]),
+        &Int32Array::from(vec![10, 20]),
+    )
+    .unwrap();
+    // Buffers: run ends' validity and values, then the values' validity and values.
+    let messages = with_body(&batch_of(Arc::new(runs)), 1, 4, &1i32.to_le_bytes());
+    assert_refused("run ends that go back", messages, "strictly increasing").await;
+
+    let lists = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+        Some(vec![Some(1)]),
+        Some(vec![Some(2), Some(3)]),
+    ]);
+    // Buffers: the list's validity and offsets, then the child's validity and values.
+    let messages = with_body(&batch_of(Arc::new(lists)), 1, 8, &99i32.to_le_bytes());
+    assert_refused(
+        "a list past its child",
+        messages,
+        "larger than values length",
+    )
+    .await;
+}
