@@ -20,6 +20,20 @@ use crate::common::{
 
 const MIB: u64 = 1 << 20;
 
+/// Put a small table under `name` that expires `ttl` after it is stored.
+async fn put_with_ttl(client: &mut CacheClient, name: &str, ttl: Duration) {
+    let options = PutOptions { ttl: Some(ttl) };
+    client
+        .put_with(
+            &key(name),
+            numbered_schema(),
+            futures::stream::iter(numbered_batches(1, 5)).map(Ok),
+            &options,
+        )
+        .await
+        .unwrap();
+}
+
 fn budget(mib: u64, eviction: Eviction) -> ServerConfig {
     ServerConfig {
         max_memory: Some(mib * MIB),
@@ -259,18 +273,7 @@ async fn a_get_started_before_its_table_is_evicted_receives_all_of_it() {
 async fn an_expired_key_is_served_by_no_rpc() {
     let server = TestServer::start_with(quiet(ServerConfig::default())).await;
     let mut client = server.client().await;
-    let options = PutOptions {
-        ttl: Some(Duration::from_secs(10)),
-    };
-    client
-        .put_with(
-            &key("t"),
-            numbered_schema(),
-            futures::stream::iter(numbered_batches(1, 5)).map(Ok),
-            &options,
-        )
-        .await
-        .unwrap();
+    put_with_ttl(&mut client, "t", Duration::from_secs(10)).await;
     let mut flight = server.flight_client().await;
     let endpoint = flight
         .get_flight_info(key("t").to_descriptor())
@@ -329,19 +332,8 @@ async fn an_expired_key_is_served_by_no_rpc() {
 async fn a_put_with_a_ttl_header_expires_and_info_says_when() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
-    let options = PutOptions {
-        ttl: Some(Duration::from_secs(600)),
-    };
     let before = SystemTime::now();
-    client
-        .put_with(
-            &key("t"),
-            numbered_schema(),
-            futures::stream::iter(numbered_batches(1, 5)).map(Ok),
-            &options,
-        )
-        .await
-        .unwrap();
+    put_with_ttl(&mut client, "t", Duration::from_secs(600)).await;
     let info = client.info(&key("t")).await.unwrap();
     let ttl = info.ttl.expect("a time to live");
     assert!(
@@ -415,18 +407,7 @@ async fn a_bad_ttl_header_is_refused_before_anything_is_stored() {
 async fn renew_flight_endpoint_extends_a_key_by_its_ttl() {
     let server = TestServer::start_with(quiet(ServerConfig::default())).await;
     let mut client = server.client().await;
-    let options = PutOptions {
-        ttl: Some(Duration::from_secs(100)),
-    };
-    client
-        .put_with(
-            &key("t"),
-            numbered_schema(),
-            futures::stream::iter(numbered_batches(1, 5)).map(Ok),
-            &options,
-        )
-        .await
-        .unwrap();
+    put_with_ttl(&mut client, "t", Duration::from_secs(100)).await;
     client
         .expire(&key("t"), Duration::from_secs(100))
         .await
