@@ -631,6 +631,55 @@ fn bench_json_is_consistent() {
 }
 
 #[test]
+fn bench_tls_times_flight_and_the_raw_socket_over_tls_beside_plaintext() {
+    let report: BenchReport = run_json(&[
+        "bench",
+        "--tls",
+        "--no-json",
+        "--size",
+        "2MiB",
+        "--cols",
+        "4",
+        "--repeat",
+        "2",
+        "--json",
+    ]);
+    for op in [
+        "flight_put_tls",
+        "flight_get_tls",
+        "raw_put_tls",
+        "raw_get_tls",
+    ] {
+        let m = report
+            .measurement(op)
+            .unwrap_or_else(|| panic!("{op} missing"));
+        assert_eq!(m.samples_s.len(), 2, "{op}");
+        assert!(m.samples_s.iter().all(|s| *s > 0.0), "{op}: {m:?}");
+    }
+    let t = |op: &str| report.measurement(op).unwrap().median_s;
+    let best = |op: &str| report.measurement(op).unwrap().best_s;
+    let r = report.ratios;
+    let close = |a: Option<f64>, b: f64| (a.expect("reported") - b).abs() < 1e-9;
+    assert!(close(
+        r.tls_put_fraction_of_plaintext,
+        t("flight_put") / t("flight_put_tls")
+    ));
+    assert!(close(
+        r.tls_get_fraction_of_plaintext,
+        t("flight_get") / t("flight_get_tls")
+    ));
+    // TLS alone: plaintext Flight against the raw TLS socket's best round.
+    assert!(close(
+        r.tls_put_fraction_ceiling,
+        t("flight_put") / best("raw_put_tls")
+    ));
+    assert!(close(
+        r.tls_get_fraction_ceiling,
+        t("flight_get") / best("raw_get_tls")
+    ));
+}
+
+#[test]
 fn bench_without_json_benchmarks_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let input = parquet_file(&dir, "t.parquet", &sample_batches(3), 1000);

@@ -313,7 +313,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DURATION", default_value = "25s")]
     pub duration: HumanDuration,
     /// Also measure Flight over TLS: a second local server with a certificate made for the
-    /// run, its put and get timed beside the plaintext ones, round by round.
+    /// run, its put and get timed beside the plaintext ones, round by round, and the same
+    /// bytes over a raw TLS socket (TLS alone: the most Flight over TLS could reach here).
     #[arg(long, conflicts_with_all = ["server", "in_process", "small", "pressure"])]
     pub tls: bool,
     /// Run the --pressure run's budgeted server inside this cgroup v1 memory cgroup (a

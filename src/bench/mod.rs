@@ -70,13 +70,16 @@ pub struct BenchConfig {
     pub tls: Option<TlsTarget>,
 }
 
-/// A TLS server for `bench --tls`: its `grpc+tls://` URL and the CA that signed it (PEM).
+/// A TLS server for `bench --tls`: its `grpc+tls://` URL and the CA that signed it (PEM),
+/// and the certificate it serves, which the raw TLS socket serves too.
 #[derive(Debug, Clone)]
 pub struct TlsTarget {
     /// The server's URL.
     pub url: String,
     /// The CA certificate to trust.
     pub ca_pem: Vec<u8>,
+    /// The server's certificate and key, signed by that CA for 127.0.0.1.
+    pub server_identity: certificates::CertifiedKey,
 }
 
 impl Default for BenchConfig {
@@ -121,6 +124,35 @@ struct Samples {
     concurrent_get: Vec<Duration>,
     tls_put: Vec<Duration>,
     tls_get: Vec<Duration>,
+    raw_tls_put: Vec<Duration>,
+    raw_tls_get: Vec<Duration>,
+}
+
+/// The `--tls` transfers: a Flight client of the TLS server, and the raw TLS socket (its
+/// server runs as long as this lives).
+struct TlsClients {
+    flight: CacheClient,
+    raw: raw::RawClient<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    _raw_server: baseline::SocketServer,
+}
+
+impl TlsClients {
+    /// Connect to `target`, and start a raw TLS socket with its certificate.
+    async fn connect(target: &TlsTarget) -> Result<Self> {
+        let client_config = ClientConfig {
+            tls: crate::client::ClientTls {
+                ca_pem: Some(target.ca_pem.clone()),
+                ..Default::default()
+            },
+            ..ClientConfig::default()
+        };
+        let raw_server = raw::start_tls_server(&target.server_identity).await?;
+        Ok(Self {
+            flight: CacheClient::connect_with(&target.url, &client_config).await?,
+            raw: raw::RawClient::connect_tls(raw_server.addr(), &target.ca_pem).await?,
+            _raw_server: raw_server,
+        })
+    }
 }
 
 /// The benchmark's table, shared by every transfer.
@@ -212,17 +244,8 @@ pub async fn run(config: &BenchConfig, progress: &dyn Progress) -> Result<BenchR
         Some(server) => Some(json::JsonClient::connect(server.addr()).await?),
         None => None,
     };
-    let mut tls_flight = match &config.tls {
-        Some(target) => {
-            let client_config = ClientConfig {
-                tls: crate::client::ClientTls {
-                    ca_pem: Some(target.ca_pem.clone()),
-                    ..Default::default()
-                },
-                ..ClientConfig::default()
-            };
-            Some(CacheClient::connect_with(&target.url, &client_config).await?)
-        }
+    let mut tls = match &config.tls {
+        Some(target) => Some(TlsClients::connect(target).await?),
         None => None,
     };
     let raw_server = raw::start_server().await?;
@@ -242,14 +265,16 @@ pub async fn run(config: &BenchConfig, progress: &dyn Progress) -> Result<BenchR
     drop(got);
     raw_client.put(bytes as usize).await?;
     raw_client.get(bytes as usize).await?;
-    if let Some(tls) = tls_flight.as_mut() {
-        table.put(tls, &key).await?;
-        let (_, got) = timed_get(tls, &key).await?;
+    if let Some(tls) = tls.as_mut() {
+        table.put(&mut tls.flight, &key).await?;
+        let (_, got) = timed_get(&mut tls.flight, &key).await?;
         if !data::tables_equal(&table.batches, &got) {
             return Err(Error::UnexpectedAnswer {
                 problem: AnswerProblem::TableDiffers,
             });
         }
+        tls.raw.put(bytes as usize).await?;
+        tls.raw.get(bytes as usize).await?;
     }
 
     // Flight and the raw-socket ceiling alternate round by round. The JSON baseline runs in a
@@ -269,15 +294,23 @@ pub async fn run(config: &BenchConfig, progress: &dyn Progress) -> Result<BenchR
         samples.raw_put.push(raw_client.put(bytes as usize).await?);
         step("raw socket get");
         samples.raw_get.push(raw_client.get(bytes as usize).await?);
-        if let Some(tls) = tls_flight.as_mut() {
+        if let Some(tls) = tls.as_mut() {
             step("flight put over TLS");
-            samples.tls_put.push(table.put(tls, &key).await?);
+            samples
+                .tls_put
+                .push(table.put(&mut tls.flight, &key).await?);
             step("flight get over TLS");
-            samples.tls_get.push(timed_get(tls, &key).await?.0);
+            samples
+                .tls_get
+                .push(timed_get(&mut tls.flight, &key).await?.0);
+            step("raw TLS socket put");
+            samples.raw_tls_put.push(tls.raw.put(bytes as usize).await?);
+            step("raw TLS socket get");
+            samples.raw_tls_get.push(tls.raw.get(bytes as usize).await?);
         }
     }
-    if let Some(tls) = tls_flight.as_mut() {
-        tls.drop_table(&key).await?;
+    if let Some(mut tls) = tls {
+        tls.flight.drop_table(&key).await?;
     }
     // Both readings wait until the server gave back the memory it keeps for reuse: the slabs
     // of the tables the rounds replaced, then those of the dropped table.

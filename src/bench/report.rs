@@ -49,6 +49,14 @@ pub struct Ratios {
     /// Flight get throughput over TLS as a fraction of plaintext.
     #[serde(default)]
     pub tls_get_fraction_of_plaintext: Option<f64>,
+    /// The most `tls_put_fraction_of_plaintext` could be on this machine: the plaintext Flight
+    /// put's median over the raw TLS socket's best put round, TLS alone with nothing of Flight
+    /// around it (absent without `--tls`).
+    #[serde(default)]
+    pub tls_put_fraction_ceiling: Option<f64>,
+    /// The most `tls_get_fraction_of_plaintext` could be on this machine, likewise.
+    #[serde(default)]
+    pub tls_get_fraction_ceiling: Option<f64>,
 }
 
 /// The shape of the benchmark table.
@@ -161,6 +169,8 @@ pub(super) fn summarize(
     if !samples.tls_put.is_empty() {
         measurements.push(measurement("flight_put_tls", samples.tls_put, bytes));
         measurements.push(measurement("flight_get_tls", samples.tls_get, bytes));
+        measurements.push(measurement("raw_put_tls", samples.raw_tls_put, bytes));
+        measurements.push(measurement("raw_get_tls", samples.raw_tls_get, bytes));
     }
     if !samples.concurrent_get.is_empty() {
         let total = bytes * clients as u64;
@@ -193,6 +203,8 @@ pub(super) fn summarize(
             concurrent_put_scaling: None,
             tls_put_fraction_of_plaintext: None,
             tls_get_fraction_of_plaintext: None,
+            tls_put_fraction_ceiling: None,
+            tls_get_fraction_ceiling: None,
         },
         server_memory,
     };
@@ -212,6 +224,8 @@ pub(super) fn summarize(
             .map(|g| ratio(g, gbps("flight_put").unwrap_or(0.0))),
         tls_put_fraction_of_plaintext: time("flight_put_tls").map(|t| ratio(flight_put, t)),
         tls_get_fraction_of_plaintext: time("flight_get_tls").map(|t| ratio(flight_get, t)),
+        tls_put_fraction_ceiling: best("raw_put_tls").map(|t| ratio(flight_put, t)),
+        tls_get_fraction_ceiling: best("raw_get_tls").map(|t| ratio(flight_get, t)),
     };
     report
 }
@@ -238,6 +252,23 @@ fn against_ceiling(put: f64, get: f64) -> String {
     )
 }
 
+/// The most Flight over TLS could reach, as shares of plaintext Flight: where the raw TLS
+/// socket was faster than plaintext Flight, TLS set no limit this run.
+fn tls_ceiling(put: f64, get: f64) -> String {
+    let one = |op: &str, fraction: f64| {
+        if fraction > 1.0 {
+            format!("{op} without limit (the raw TLS socket beat plaintext flight)")
+        } else {
+            format!("{op} at {:.0}%", 100.0 * fraction)
+        }
+    };
+    format!(
+        "{}, {} of plaintext flight at most (the raw TLS socket's best round)",
+        one("put", put),
+        one("get", get)
+    )
+}
+
 fn ratio(numerator: f64, denominator: f64) -> f64 {
     if denominator > 0.0 {
         numerator / denominator
@@ -247,7 +278,7 @@ fn ratio(numerator: f64, denominator: f64) -> f64 {
 }
 
 /// Rows of the text table and chart, in order: operation, label.
-const SHOWN: [(&str, &str); 10] = [
+const SHOWN: [(&str, &str); 12] = [
     ("flight_put", "flight put"),
     ("flight_get", "flight get"),
     ("flight_put_tls", "flight put, TLS"),
@@ -258,6 +289,8 @@ const SHOWN: [(&str, &str); 10] = [
     ("json_get", "json get"),
     ("raw_put", "raw socket put"),
     ("raw_get", "raw socket get"),
+    ("raw_put_tls", "raw TLS put"),
+    ("raw_get_tls", "raw TLS get"),
 ];
 
 impl BenchReport {
@@ -347,6 +380,9 @@ impl BenchReport {
                 100.0 * put,
                 100.0 * get
             );
+        }
+        if let (Some(put), Some(get)) = (r.tls_put_fraction_ceiling, r.tls_get_fraction_ceiling) {
+            let _ = writeln!(out, "TLS alone allows:      {}", tls_ceiling(put, get));
         }
         if let (Some(put), Some(get)) = (r.concurrent_put_scaling, r.concurrent_get_scaling) {
             let _ = writeln!(
@@ -448,6 +484,20 @@ mod tests {
     }
 
     #[test]
+    fn a_tls_ceiling_above_plaintext_is_no_limit() {
+        assert_eq!(
+            tls_ceiling(0.7, 0.5),
+            "put at 70%, get at 50% of plaintext flight at most (the raw TLS socket's best round)"
+        );
+        let beat = tls_ceiling(1.3, 0.5);
+        assert!(
+            beat.starts_with("put without limit (the raw TLS socket beat plaintext flight)"),
+            "{beat}"
+        );
+        assert!(!beat.contains("130%"), "never a share above 100%: {beat}");
+    }
+
+    #[test]
     fn median_of_odd_and_even_counts() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
@@ -478,6 +528,9 @@ mod tests {
             concurrent_get: secs(&[100, 100, 200]),
             tls_put: secs(&[250, 250, 250]),
             tls_get: secs(&[125, 125, 125]),
+            // The TLS ceiling is the raw TLS socket's best round too.
+            raw_tls_put: secs(&[260, 160, 250]),
+            raw_tls_get: secs(&[90, 200, 200]),
         };
         let config = BenchConfig {
             clients: 4,
@@ -501,6 +554,10 @@ mod tests {
                 .to_text()
                 .contains("flight over TLS:       put at 80%, get at 80%")
         );
+        // Plaintext medians 200 / 100 ms over the raw TLS socket's best rounds 160 / 90 ms.
+        assert_eq!(report.ratios.tls_put_fraction_ceiling, Some(1.25));
+        assert_eq!(report.ratios.tls_get_fraction_ceiling, Some(100.0 / 90.0));
+        assert!(report.to_text().contains("raw TLS get"));
         assert!(report.to_text().contains("flight get x4"));
         assert!((report.ratios.flight_put_fraction_of_raw - 0.25).abs() < 1e-9);
         assert!((report.ratios.flight_get_fraction_of_raw - 0.8).abs() < 1e-9);

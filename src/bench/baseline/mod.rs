@@ -1,5 +1,6 @@
 //! The baselines `flightcache bench` measures Flight against: a JSON-over-TCP table transfer
-//! ([`json`]) and a raw-bytes TCP transfer ([`raw`]), each a small socket server plus client.
+//! ([`json`]) and a raw-bytes transfer ([`raw`]) over TCP or TLS, each a small socket server
+//! plus client.
 //!
 //! Both speak one framing, kept deliberately plain: a request is `[op: u8][len: u64 LE][len
 //! bytes]`, a response is `[server_nanos: u64 LE][len: u64 LE][len bytes]`, where
@@ -12,7 +13,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -103,7 +104,9 @@ async fn accept_until_stopped<H, F>(
 }
 
 /// Read one request header; `None` when the peer closed the connection.
-pub(crate) async fn read_request(socket: &mut TcpStream) -> Result<Option<(u8, u64)>> {
+pub(crate) async fn read_request(
+    socket: &mut (impl AsyncRead + Unpin),
+) -> Result<Option<(u8, u64)>> {
     let op = match socket.read_u8().await {
         Ok(op) => op,
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
@@ -113,16 +116,22 @@ pub(crate) async fn read_request(socket: &mut TcpStream) -> Result<Option<(u8, u
     Ok(Some((op, len)))
 }
 
-/// Write a request header.
-pub(crate) async fn write_request(socket: &mut TcpStream, op: u8, len: u64) -> Result<()> {
-    socket.write_u8(op).await?;
-    socket.write_u64_le(len).await?;
+/// Write a request header (not flushed: a payload may follow).
+pub(crate) async fn write_request(
+    socket: &mut (impl AsyncWrite + Unpin),
+    op: u8,
+    len: u64,
+) -> Result<()> {
+    let mut header = [0u8; 9];
+    header[0] = op;
+    header[1..].copy_from_slice(&len.to_le_bytes());
+    socket.write_all(&header).await?;
     Ok(())
 }
 
-/// Write a response header.
+/// Write a response header (not flushed: a payload may follow).
 pub(crate) async fn write_response(
-    socket: &mut TcpStream,
+    socket: &mut (impl AsyncWrite + Unpin),
     server_time: Duration,
     len: u64,
 ) -> Result<()> {
@@ -134,7 +143,9 @@ pub(crate) async fn write_response(
 }
 
 /// Read a response header: the server's own time and the payload length.
-pub(crate) async fn read_response(socket: &mut TcpStream) -> Result<(Duration, u64)> {
+pub(crate) async fn read_response(
+    socket: &mut (impl AsyncRead + Unpin),
+) -> Result<(Duration, u64)> {
     let nanos = socket.read_u64_le().await?;
     let len = socket.read_u64_le().await?;
     Ok((Duration::from_nanos(nanos), len))
