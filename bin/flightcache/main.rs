@@ -3,8 +3,8 @@
 //! `main` parses the command line ([`cli`]) and runs one subcommand, each in a file of its own
 //! ([`serve`], [`push`], [`get`], [`tables`] for list/info/drop/clear/expire/persist/ttl/stats,
 //! [`auth`] for whoami/hash-password/new-token and the client's credentials, [`bench`]);
-//! errors are
-//! one `error:` line on stderr and exit code 1.
+//! errors are one `error:` line on stderr and exit code 1. Before all that, on AMD CPUs,
+//! [`memcpy`] starts the program again with glibc's slow `rep movsb` copies turned off.
 
 use std::process::ExitCode;
 
@@ -17,14 +17,17 @@ mod auth;
 mod bench;
 mod cli;
 mod get;
+mod memcpy;
 mod output;
 mod push;
 mod serve;
 mod tables;
 
 fn main() -> ExitCode {
+    memcpy::reexec_without_rep_movsb();
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    memcpy::log_tunables();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if matches!(cli.command, Command::Serve(_)) {
@@ -76,9 +79,12 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only on a terminal: not in log files or the journal.
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colours)
         .init();
 }
 
