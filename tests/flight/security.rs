@@ -592,3 +592,54 @@ async fn list_flights_filters_criteria_and_rights_together() {
     assert_eq!(keys, ["team-a/1", "team-a/2"]);
     server.shutdown_and_wait().await;
 }
+
+#[tokio::test]
+async fn unusable_tls_material_is_refused_with_the_file_it_is_in() {
+    let ca = CertificateAuthority::new("test CA").unwrap();
+    let cert = ca.issue_server(&["127.0.0.1"]).unwrap();
+    let other = ca.issue_server(&["127.0.0.1"]).unwrap();
+    let not_a_key = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_vec();
+    let serve_with = |key_pem: Vec<u8>, client_ca_pem: Option<Vec<u8>>| {
+        let config = ServerConfig {
+            tls: Some(ServerTls {
+                cert_pem: cert.cert_pem.clone().into_bytes(),
+                key_pem,
+                client_ca_pem,
+            }),
+            ..ServerConfig::default()
+        };
+        async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            flightcache::serve(listener, config, std::future::pending())
+                .await
+                .unwrap_err()
+                .to_string()
+        }
+    };
+    let no_key = serve_with(not_a_key.clone(), None).await;
+    assert!(no_key.contains("the private key"), "{no_key}");
+    let mismatched = serve_with(other.key_pem.clone().into_bytes(), None).await;
+    assert!(
+        mismatched.contains("the certificate and key"),
+        "{mismatched}"
+    );
+    let no_ca = serve_with(cert.key_pem.clone().into_bytes(), Some(not_a_key.clone())).await;
+    assert!(no_ca.contains("the client CA"), "{no_ca}");
+
+    // A client whose CA file holds no certificate is told so before it dials.
+    let config = ClientConfig {
+        tls: ClientTls {
+            ca_pem: Some(not_a_key),
+            ..ClientTls::default()
+        },
+        ..ClientConfig::default()
+    };
+    let refused = CacheClient::connect_with("grpc+tls://127.0.0.1:9", &config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("unusable TLS settings: the CA certificate"),
+        "{refused}"
+    );
+}
