@@ -231,13 +231,6 @@ pub enum Error {
         source: tonic::transport::Error,
     },
 
-    /// The TLS material of `serve --tls-cert`, `--tls-key` or `--tls-client-ca` is unusable.
-    #[error("cannot serve TLS: {problem}; check --tls-cert, --tls-key and --tls-client-ca")]
-    TlsSetup {
-        /// Which file holds what is wrong.
-        problem: String,
-    },
-
     /// A background task panicked or was cancelled.
     #[error("the {task} task failed: {source}")]
     TaskFailed {
@@ -246,13 +239,6 @@ pub enum Error {
         /// How it ended.
         #[source]
         source: tokio::task::JoinError,
-    },
-
-    /// A client's TLS settings (`--tls-ca`, `--tls-cert`, `--tls-key`) are unusable.
-    #[error("unusable TLS settings: {problem}; check --tls-ca, --tls-cert and --tls-key")]
-    ClientTls {
-        /// Which file holds what is wrong.
-        problem: String,
     },
 
     /// The server could not be reached.
@@ -519,8 +505,6 @@ impl Error {
             Error::UnknownFileFormat { .. } => Code::InvalidArgument,
             Error::Internal { .. }
             | Error::Serve { .. }
-            | Error::TlsSetup { .. }
-            | Error::ClientTls { .. }
             | Error::TaskFailed { .. }
             | Error::UnexpectedAnswer { .. }
             | Error::Arrow(_)

@@ -3,10 +3,8 @@
 //!
 //! - `stream`: [`TableStream`], a table being downloaded; the upload stream that cancels
 //!   itself when its input fails.
-//! - `tls`: rustls settings for `grpc+tls://` servers, and the dialer that uses them.
 
 mod stream;
-pub(crate) mod tls;
 
 use std::time::{Duration, SystemTime};
 
@@ -20,7 +18,7 @@ use futures::channel::oneshot;
 use futures::{Stream, TryStreamExt};
 use serde::de::DeserializeOwned;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 pub use stream::TableStream;
 
@@ -181,22 +179,21 @@ impl CacheClient {
         };
         let (uri, tls) =
             transport_uri(url).map_err(|e| connect_error(ConnectProblem::BadUrl(e)))?;
-        let endpoint = Endpoint::from_shared(uri)
+        let mut endpoint = Endpoint::from_shared(uri)
             .map_err(|e| connect_error(e.into()))?
             .tcp_nodelay(true)
             .max_frame_size(config.http2.max_frame_bytes)
             .initial_stream_window_size(config.http2.stream_window_bytes)
             .initial_connection_window_size(config.http2.connection_window_bytes);
-        let channel = if tls {
-            let settings =
-                tls::client_config(&config.tls).map_err(|problem| Error::ClientTls { problem })?;
-            endpoint
-                .connect_with_connector(tls::TlsDialer::new(settings, config.tls.domain.clone()))
-                .await
-        } else {
-            endpoint.connect().await
-        };
-        let channel = channel.map_err(|e| connect_error(e.into()))?;
+        if tls {
+            endpoint = endpoint
+                .tls_config(tls_config(&config.tls))
+                .map_err(|e| connect_error(e.into()))?;
+        }
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| connect_error(e.into()))?;
         let mut client = Self::from_channel(channel, url, config);
         match &config.credentials {
             Some(Credentials::Bearer(token)) => {
@@ -530,21 +527,34 @@ fn transport_uri(url: &str) -> std::result::Result<(String, bool), &'static str>
     {
         return Ok((format!("http://{rest}"), false));
     }
-    // TLS is the dialer's (client/tls.rs), under an http:// URI: tonic refuses https:// URIs
-    // unless it does the TLS itself.
     if let Some(rest) = url.strip_prefix("grpc+tls://") {
-        return Ok((format!("http://{rest}"), true));
+        return Ok((format!("https://{rest}"), true));
     }
     if url.starts_with("http://") {
         return Ok((url.to_string(), false));
     }
-    if let Some(rest) = url.strip_prefix("https://") {
-        return Ok((format!("http://{rest}"), true));
+    if url.starts_with("https://") {
+        return Ok((url.to_string(), true));
     }
     if url.contains("://") {
         return Err("unknown URL scheme; use grpc://HOST:PORT or grpc+tls://HOST:PORT");
     }
     Ok((format!("http://{url}"), false))
+}
+
+/// tonic's TLS settings for `tls`.
+fn tls_config(tls: &ClientTls) -> ClientTlsConfig {
+    let mut config = ClientTlsConfig::new();
+    if let Some(ca) = &tls.ca_pem {
+        config = config.ca_certificate(Certificate::from_pem(ca));
+    }
+    if let Some((cert, key)) = &tls.identity {
+        config = config.identity(Identity::from_pem(cert, key));
+    }
+    if let Some(domain) = &tls.domain {
+        config = config.domain_name(domain.clone());
+    }
+    config
 }
 
 /// The `authorization` header value for the bearer `token`.
@@ -635,8 +645,8 @@ mod tests {
             uri("localhost:1"),
             ("http://localhost:1".to_string(), false)
         );
-        assert_eq!(uri("grpc+tls://h:1"), ("http://h:1".to_string(), true));
-        assert_eq!(uri("https://h:1"), ("http://h:1".to_string(), true));
+        assert_eq!(uri("grpc+tls://h:1"), ("https://h:1".to_string(), true));
+        assert_eq!(uri("https://h:1"), ("https://h:1".to_string(), true));
         assert!(transport_uri("ftp://h:1").is_err());
     }
 }

@@ -33,7 +33,6 @@ use crate::protocol::location::default_location;
 use crate::transport::connection::{ConnectionLimits, incoming};
 use crate::transport::router::FlightRouter;
 use service::FlightCacheService;
-use tls::{ServerTls, tls_incoming};
 
 /// The HTTP/2 service that serves Flight for `service`: every request enters its RPC's door
 /// through the router. Opaque on purpose: the transport is an implementation detail.
@@ -98,9 +97,13 @@ pub async fn serve_with_metrics(
             idle_timeout: config.idle_connection_timeout,
         },
     );
-    let acceptor = config.tls.as_ref().map(ServerTls::acceptor).transpose()?;
-    let max_connections = config.max_connections;
-    let builder = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder
+            .tls_config(tls.to_config())
+            .map_err(|source| Error::Serve { source })?;
+    }
+    let builder = builder
         .max_frame_size(config.http2.max_frame_bytes)
         .initial_stream_window_size(config.http2.stream_window_bytes)
         .initial_connection_window_size(config.http2.connection_window_bytes)
@@ -128,23 +131,11 @@ pub async fn serve_with_metrics(
         )))
     });
     let mut builder = builder;
-    let router = builder.add_service(make_server(service));
-    let served = match acceptor {
-        Some(acceptor) => {
-            router
-                .serve_with_incoming_shutdown(
-                    tls_incoming(incoming, acceptor, max_connections),
-                    shutdown,
-                )
-                .await
-        }
-        None => {
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await
-        }
-    };
-    served.map_err(|source| Error::Serve { source })
+    builder
+        .add_service(make_server(service))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|source| Error::Serve { source })
 }
 
 /// Read the users file again on every SIGHUP, until the task running this is aborted.

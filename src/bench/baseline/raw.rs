@@ -7,21 +7,22 @@
 //! Flight, gRPC or HTTP/2 around it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::{
     OP_GET, OP_PUT, SocketServer, protocol_error, read_request, read_response, write_request,
     write_response,
 };
 use crate::bench::certificates::CertifiedKey;
-use crate::client::ClientTls;
-use crate::client::tls::{TlsDialer, client_config};
 use crate::error::{Error, Result};
-use crate::server::tls::{ServerTls, batch_writes};
 
 /// Size of the buffer each side reuses for every transfer: bytes stream through it, so a
 /// multi-GiB transfer needs no multi-GiB buffer, and its pages are touched once, before timing.
@@ -43,21 +44,30 @@ pub async fn start_server() -> Result<SocketServer> {
 /// [`Error::Io`](crate::Error::Io) if no port can be bound or `identity` is not a usable
 /// certificate and key.
 pub async fn start_tls_server(identity: &CertifiedKey) -> Result<SocketServer> {
-    let acceptor = ServerTls {
-        cert_pem: identity.cert_pem.clone().into_bytes(),
-        key_pem: identity.key_pem.clone().into_bytes(),
-        client_ca_pem: None,
-    }
-    .acceptor()?;
+    let chain = CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(invalid_tls_material)?;
+    let key =
+        PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).map_err(invalid_tls_material)?;
+    let mut config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(invalid_tls_material)?;
+    config.alpn_protocols.push(b"h2".to_vec());
+    let acceptor = TlsAcceptor::from(Arc::new(config));
     SocketServer::start(move |socket| {
         let acceptor = acceptor.clone();
-        async move {
-            let mut stream = acceptor.accept(socket).await?;
-            batch_writes(stream.get_mut().1);
-            serve(stream).await
-        }
+        async move { serve(acceptor.accept(socket).await?).await }
     })
     .await
+}
+
+/// Unusable TLS material (PEM that holds no certificate or key, say), as an I/O error.
+fn invalid_tls_material(err: impl std::fmt::Display) -> Error {
+    Error::Io(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("the raw TLS baseline cannot use its certificate: {err}"),
+    ))
 }
 
 /// Answer requests on `socket` until the peer hangs up.
@@ -132,24 +142,31 @@ impl RawClient {
     }
 }
 
-impl RawClient<TlsStream<TcpStream>> {
+impl RawClient<tokio_rustls::client::TlsStream<TcpStream>> {
     /// Connect to the TLS server at `addr` ([`start_tls_server`]), trusting the CA `ca_pem`,
-    /// through the dialer a [`CacheClient`](crate::CacheClient) connects with.
+    /// as tonic's client connects to a Flight server.
     ///
     /// # Errors
     /// [`Error::Io`](crate::Error::Io) if it cannot be reached, or its certificate is not
     /// signed by `ca_pem` for `addr`'s IP address.
     pub async fn connect_tls(addr: SocketAddr, ca_pem: &[u8]) -> Result<Self> {
-        let tls = ClientTls {
-            ca_pem: Some(ca_pem.to_vec()),
-            ..ClientTls::default()
-        };
-        let config = client_config(&tls).map_err(|problem| Error::ClientTls { problem })?;
-        let uri = format!("http://{addr}")
-            .parse()
-            .map_err(|_| protocol_error("the baseline's address is not a URI"))?;
-        let socket = tower_service::Service::call(&mut TlsDialer::new(config, None), uri).await?;
-        Ok(Self::over(socket.into_inner()))
+        let mut roots = RootCertStore::empty();
+        for certificate in CertificateDer::pem_slice_iter(ca_pem) {
+            roots
+                .add(certificate.map_err(invalid_tls_material)?)
+                .map_err(invalid_tls_material)?;
+        }
+        let mut config = ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols.push(b"h2".to_vec());
+        let socket = TcpStream::connect(addr).await?;
+        socket.set_nodelay(true)?;
+        let name = ServerName::IpAddress(addr.ip().into());
+        let socket = TlsConnector::from(Arc::new(config))
+            .connect(name, socket)
+            .await?;
+        Ok(Self::over(socket))
     }
 }
 
