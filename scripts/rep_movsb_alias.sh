@@ -9,7 +9,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 cc -O2 -o "$out/rep_movsb_alias" "$root/scripts/rep_movsb_alias.c"
-grep -m1 -E '^(vendor_id|model name)' /proc/cpuinfo || true
+grep -m1 '^vendor_id' /proc/cpuinfo || true
+grep -m1 '^model name' /proc/cpuinfo || true
 ldd --version 2>/dev/null | head -1 || true
 echo "-- as glibc chooses (GLIBC_TUNABLES unset)"
 env -u GLIBC_TUNABLES "$out/rep_movsb_alias"

@@ -65,7 +65,6 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         tls: tls_server.as_ref().map(|tls| bench::TlsTarget {
             url: tls.server.url.clone(),
             ca_pem: tls.ca_pem.clone(),
-            server_identity: tls.identity.clone(),
         }),
         ..BenchConfig::default()
     };
@@ -134,8 +133,6 @@ fn print_report(
 struct TlsServer {
     server: LocalServer,
     ca_pem: Vec<u8>,
-    /// The server's certificate and key (the raw TLS socket serves them too).
-    identity: flightcache::bench::certificates::CertifiedKey,
     /// Where the server's certificate and key are, until the run ends.
     _files: tempfile::TempDir,
 }
@@ -148,10 +145,10 @@ impl TlsServer {
         let files = tempfile::tempdir().context("making a directory for the certificates")?;
         let dir = files.path();
         let ca = CertificateAuthority::new("flightcache bench CA")?;
-        let identity = ca.issue_server(&["127.0.0.1", "localhost"])?;
+        let server = ca.issue_server(&["127.0.0.1", "localhost"])?;
         let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
-        std::fs::write(&cert, &identity.cert_pem)?;
-        std::fs::write(&key, &identity.key_pem)?;
+        std::fs::write(&cert, &server.cert_pem)?;
+        std::fs::write(&key, &server.key_pem)?;
         let server = LocalServer::spawn(&[
             "--tls-cert",
             &cert.to_string_lossy(),
@@ -162,7 +159,6 @@ impl TlsServer {
         Ok(Self {
             server,
             ca_pem: ca.cert_pem().into_bytes(),
-            identity,
             _files: files,
         })
     }

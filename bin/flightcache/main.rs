@@ -24,10 +24,10 @@ mod serve;
 mod tables;
 
 fn main() -> ExitCode {
-    memcpy::reexec_without_rep_movsb();
+    let restart = memcpy::restart_without_rep_movsb();
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    memcpy::log_tunables();
+    restart.log();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if matches!(cli.command, Command::Serve(_)) {
@@ -79,8 +79,9 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Colours only on a terminal: not in log files or the journal.
-    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Colours only on a terminal (not in log files or the journal), and never under NO_COLOR.
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

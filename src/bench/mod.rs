@@ -66,20 +66,17 @@ pub struct BenchConfig {
     /// Also measure this many clients putting and getting concurrently (when above 1).
     pub clients: usize,
     /// Also measure Flight put and get against this TLS server, round by round beside the
-    /// plaintext ones.
+    /// plaintext ones, and the same bytes over a raw TLS socket (what TLS alone allows).
     pub tls: Option<TlsTarget>,
 }
 
-/// A TLS server for `bench --tls`: its `grpc+tls://` URL and the CA that signed it (PEM),
-/// and the certificate it serves, which the raw TLS socket serves too.
+/// A TLS server for `bench --tls`: its `grpc+tls://` URL and the CA that signed it (PEM).
 #[derive(Debug, Clone)]
 pub struct TlsTarget {
     /// The server's URL.
     pub url: String,
     /// The CA certificate to trust.
     pub ca_pem: Vec<u8>,
-    /// The server's certificate and key, signed by that CA for 127.0.0.1.
-    pub server_identity: certificates::CertifiedKey,
 }
 
 impl Default for BenchConfig {
@@ -132,12 +129,13 @@ struct Samples {
 /// server runs as long as this lives).
 struct TlsClients {
     flight: CacheClient,
-    raw: raw::RawClient<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    raw: raw::RawTlsClient,
     _raw_server: baseline::SocketServer,
 }
 
 impl TlsClients {
-    /// Connect to `target`, and start a raw TLS socket with its certificate.
+    /// Connect to `target`, and start a raw TLS socket with a certificate of the same kind
+    /// (rcgen's default key, signed by a CA made for it).
     async fn connect(target: &TlsTarget) -> Result<Self> {
         let client_config = ClientConfig {
             tls: crate::client::ClientTls {
@@ -146,10 +144,18 @@ impl TlsClients {
             },
             ..ClientConfig::default()
         };
-        let raw_server = raw::start_tls_server(&target.server_identity).await?;
+        let certificate_error = |err: rcgen::Error| {
+            Error::Io(std::io::Error::other(format!(
+                "cannot make the raw TLS socket's certificate: {err}"
+            )))
+        };
+        let ca = certificates::CertificateAuthority::new("flightcache bench raw TLS CA")
+            .map_err(certificate_error)?;
+        let identity = ca.issue_server(&["127.0.0.1"]).map_err(certificate_error)?;
+        let raw_server = raw::start_tls_server(&identity).await?;
         Ok(Self {
             flight: CacheClient::connect_with(&target.url, &client_config).await?,
-            raw: raw::RawClient::connect_tls(raw_server.addr(), &target.ca_pem).await?,
+            raw: raw::RawClient::connect_tls(raw_server.addr(), ca.cert_pem().as_bytes()).await?,
             _raw_server: raw_server,
         })
     }

@@ -32,7 +32,7 @@ const CHUNK_BYTES: usize = 64 << 20;
 /// sent from one.
 ///
 /// # Errors
-/// [`Error::Io`](crate::Error::Io) if no port can be bound.
+/// [`Error::Io`] if no port can be bound.
 pub async fn start_server() -> Result<SocketServer> {
     SocketServer::start(serve).await
 }
@@ -41,7 +41,7 @@ pub async fn start_server() -> Result<SocketServer> {
 /// PEM), configured as tonic configures a Flight server's TLS.
 ///
 /// # Errors
-/// [`Error::Io`](crate::Error::Io) if no port can be bound or `identity` is not a usable
+/// [`Error::Io`] if no port can be bound or `identity` is not a usable
 /// certificate and key.
 pub async fn start_tls_server(identity: &CertifiedKey) -> Result<SocketServer> {
     let chain = CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
@@ -53,6 +53,7 @@ pub async fn start_tls_server(identity: &CertifiedKey) -> Result<SocketServer> {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(invalid_tls_material)?;
+    // ALPN as tonic's server offers it, so that the handshake is the same as Flight's.
     config.alpn_protocols.push(b"h2".to_vec());
     let acceptor = TlsAcceptor::from(Arc::new(config));
     SocketServer::start(move |socket| {
@@ -134,7 +135,7 @@ impl RawClient {
     /// Connect to the server at `addr`.
     ///
     /// # Errors
-    /// [`Error::Io`](crate::Error::Io) if it cannot be reached.
+    /// [`Error::Io`] if it cannot be reached.
     pub async fn connect(addr: SocketAddr) -> Result<Self> {
         let socket = TcpStream::connect(addr).await?;
         socket.set_nodelay(true)?;
@@ -142,12 +143,15 @@ impl RawClient {
     }
 }
 
-impl RawClient<tokio_rustls::client::TlsStream<TcpStream>> {
+/// A client of the raw TLS server ([`start_tls_server`]).
+pub type RawTlsClient = RawClient<tokio_rustls::client::TlsStream<TcpStream>>;
+
+impl RawTlsClient {
     /// Connect to the TLS server at `addr` ([`start_tls_server`]), trusting the CA `ca_pem`,
     /// as tonic's client connects to a Flight server.
     ///
     /// # Errors
-    /// [`Error::Io`](crate::Error::Io) if it cannot be reached, or its certificate is not
+    /// [`Error::Io`] if it cannot be reached, or its certificate is not
     /// signed by `ca_pem` for `addr`'s IP address.
     pub async fn connect_tls(addr: SocketAddr, ca_pem: &[u8]) -> Result<Self> {
         let mut roots = RootCertStore::empty();
@@ -159,6 +163,7 @@ impl RawClient<tokio_rustls::client::TlsStream<TcpStream>> {
         let mut config = ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();
+        // ALPN as tonic's client asks for it, so that the handshake is the same as Flight's.
         config.alpn_protocols.push(b"h2".to_vec());
         let socket = TcpStream::connect(addr).await?;
         socket.set_nodelay(true)?;
@@ -181,7 +186,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
     /// Send `bytes` bytes and wait for the server's acknowledgement; the elapsed time.
     ///
     /// # Errors
-    /// [`Error::Io`](crate::Error::Io) if the socket fails.
+    /// [`Error::Io`] if the socket fails.
     pub async fn put(&mut self, bytes: usize) -> Result<Duration> {
         let start = Instant::now();
         write_request(&mut self.socket, OP_PUT, bytes as u64).await?;
@@ -193,7 +198,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
     /// Ask for `bytes` bytes and read them all; the elapsed time.
     ///
     /// # Errors
-    /// [`Error::Io`](crate::Error::Io) if the socket fails.
+    /// [`Error::Io`] if the socket fails.
     pub async fn get(&mut self, bytes: usize) -> Result<Duration> {
         let start = Instant::now();
         write_request(&mut self.socket, OP_GET, 8).await?;
