@@ -592,3 +592,69 @@ async fn list_flights_filters_criteria_and_rights_together() {
     assert_eq!(keys, ["team-a/1", "team-a/2"]);
     server.shutdown_and_wait().await;
 }
+
+/// A log sink for a test's own tracing subscriber: every line written, kept.
+#[derive(Clone, Default)]
+struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLog {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+// A current-thread runtime: the server's tasks run on this thread, under its subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn failed_sign_ins_are_logged_with_the_peer_address_and_successes_are_not() {
+    let log = CapturedLog::default();
+    let sink = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let fixture = fixture();
+    let server = TestServer::start_with(ServerConfig {
+        users: Some(fixture.users),
+        ..ServerConfig::default()
+    })
+    .await;
+
+    login(&server, "alice", "alice-pw").await.unwrap();
+    assert!(
+        !log.text().contains("authentication failed"),
+        "a good password is no failure: {}",
+        log.text()
+    );
+    assert!(login(&server, "alice", "wrong").await.is_err());
+    let mut forged = with_token(&server, "fct_forged").await;
+    assert!(forged.list("").await.is_err());
+
+    let text = log.text();
+    let failures: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("authentication failed"))
+        .collect();
+    assert_eq!(failures.len(), 2, "{text}");
+    for line in &failures {
+        assert!(
+            line.contains("WARN") && line.contains("peer=Some(127.0.0.1:"),
+            "{line}"
+        );
+    }
+    assert!(failures[0].contains("password"), "{}", failures[0]);
+    assert!(failures[1].contains("token"), "{}", failures[1]);
+    server.shutdown_and_wait().await;
+}
