@@ -1200,3 +1200,74 @@ fn sighup_reloads_the_users_file() {
     assert!(signed_in, "bob can sign in once the file is reloaded");
     server.stop();
 }
+
+#[test]
+fn failed_sign_ins_are_logged_with_the_peer_address_and_successes_are_not() {
+    let hashed = run_bin(&["hash-password"], &[("FLIGHTCACHE_PASSWORD", "alice-pw")]);
+    let hashed = String::from_utf8(hashed.stdout).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let users = temp_path(&dir, "users.toml");
+    std::fs::write(&users, format!("[users.alice]\n{hashed}read = [\"*\"]\n")).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--port", "0", "--users", users.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let list = |env: &[(&str, &str)]| {
+        let mut command = Command::new(BIN);
+        command.args(["list", "--server", &url]);
+        for name in [
+            "FLIGHTCACHE_TOKEN",
+            "FLIGHTCACHE_USER",
+            "FLIGHTCACHE_PASSWORD",
+        ] {
+            command.env_remove(name);
+        }
+        command.envs(env.iter().copied()).output().unwrap().status
+    };
+    assert!(
+        list(&[
+            ("FLIGHTCACHE_USER", "alice"),
+            ("FLIGHTCACHE_PASSWORD", "alice-pw")
+        ])
+        .success()
+    );
+    assert!(
+        !list(&[
+            ("FLIGHTCACHE_USER", "alice"),
+            ("FLIGHTCACHE_PASSWORD", "guess")
+        ])
+        .success()
+    );
+    assert!(!list(&[("FLIGHTCACHE_TOKEN", "fct_forged")]).success());
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    let failures: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("authentication failed"))
+        .collect();
+    // The wrong password and the forged token; not the good sign-in.
+    assert_eq!(failures.len(), 2, "{log}");
+    for line in &failures {
+        assert!(
+            line.contains("WARN") && line.contains("127.0.0.1:"),
+            "{line}"
+        );
+    }
+}
