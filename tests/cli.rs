@@ -543,6 +543,20 @@ fn usage_errors_exit_2_and_help_explains() {
     );
 }
 
+/// The measurement `op` of `report`, checked to have `rounds` samples, each above zero.
+fn measured<'a>(
+    report: &'a BenchReport,
+    op: &str,
+    rounds: usize,
+) -> &'a flightcache::bench::report::Measurement {
+    let m = report
+        .measurement(op)
+        .unwrap_or_else(|| panic!("{op} missing"));
+    assert_eq!(m.samples_s.len(), rounds, "{op}");
+    assert!(m.samples_s.iter().all(|s| *s > 0.0), "{op}: {m:?}");
+    m
+}
+
 #[test]
 fn bench_json_is_consistent() {
     let dir = tempfile::tempdir().unwrap();
@@ -579,15 +593,7 @@ fn bench_json_is_consistent() {
         "json_put_transfer",
         "json_put_decode",
     ] {
-        let m = report
-            .measurement(op)
-            .unwrap_or_else(|| panic!("{op} missing"));
-        assert_eq!(m.samples_s.len(), 3, "{op}");
-        assert!(
-            m.samples_s.iter().all(|s| *s > 0.0),
-            "{op}: {:?}",
-            m.samples_s
-        );
+        let m = measured(&report, op, 3);
         let mut sorted = m.samples_s.clone();
         sorted.sort_by(f64::total_cmp);
         assert_eq!(m.median_s, sorted[1], "{op} median");
@@ -650,11 +656,7 @@ fn bench_tls_times_flight_and_the_raw_socket_over_tls_beside_plaintext() {
         "raw_put_tls",
         "raw_get_tls",
     ] {
-        let m = report
-            .measurement(op)
-            .unwrap_or_else(|| panic!("{op} missing"));
-        assert_eq!(m.samples_s.len(), 2, "{op}");
-        assert!(m.samples_s.iter().all(|s| *s > 0.0), "{op}: {m:?}");
+        measured(&report, op, 2);
     }
     let t = |op: &str| report.measurement(op).unwrap().median_s;
     let best = |op: &str| report.measurement(op).unwrap().best_s;
