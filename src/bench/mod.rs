@@ -134,8 +134,7 @@ struct TlsClients {
 }
 
 impl TlsClients {
-    /// Connect to `target`, and start a raw TLS socket with a certificate of the same kind
-    /// (rcgen's default key, signed by a CA made for it).
+    /// Connect to `target`, and start a raw TLS socket.
     async fn connect(target: &TlsTarget) -> Result<Self> {
         let client_config = ClientConfig {
             tls: crate::client::ClientTls {
@@ -144,18 +143,10 @@ impl TlsClients {
             },
             ..ClientConfig::default()
         };
-        let certificate_error = |err: rcgen::Error| {
-            Error::Io(std::io::Error::other(format!(
-                "cannot make the raw TLS socket's certificate: {err}"
-            )))
-        };
-        let ca = certificates::CertificateAuthority::new("flightcache bench raw TLS CA")
-            .map_err(certificate_error)?;
-        let identity = ca.issue_server(&["127.0.0.1"]).map_err(certificate_error)?;
-        let raw_server = raw::start_tls_server(&identity).await?;
+        let (raw_server, raw_ca_pem) = raw::start_tls_server().await?;
         Ok(Self {
             flight: CacheClient::connect_with(&target.url, &client_config).await?,
-            raw: raw::RawClient::connect_tls(raw_server.addr(), ca.cert_pem().as_bytes()).await?,
+            raw: raw::RawClient::connect_tls(raw_server.addr(), raw_ca_pem.as_bytes()).await?,
             _raw_server: raw_server,
         })
     }

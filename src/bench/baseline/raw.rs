@@ -21,7 +21,7 @@ use super::{
     OP_GET, OP_PUT, SocketServer, protocol_error, read_request, read_response, write_request,
     write_response,
 };
-use crate::bench::certificates::CertifiedKey;
+use crate::bench::certificates::CertificateAuthority;
 use crate::error::{Error, Result};
 
 /// Size of the buffer each side reuses for every transfer: bytes stream through it, so a
@@ -37,37 +37,40 @@ pub async fn start_server() -> Result<SocketServer> {
     SocketServer::start(serve).await
 }
 
-/// Start a raw-bytes server that speaks TLS with `identity` (a certificate and its key, as
-/// PEM), configured as tonic configures a Flight server's TLS.
+/// Start a raw-bytes server that speaks TLS, configured as tonic configures a Flight server's
+/// TLS, with a certificate for 127.0.0.1 (rcgen's default key, as `bench --tls` gives its
+/// Flight server) signed by a CA made for it; the server and that CA's certificate (PEM).
 ///
 /// # Errors
-/// [`Error::Io`] if no port can be bound or `identity` is not a usable
-/// certificate and key.
-pub async fn start_tls_server(identity: &CertifiedKey) -> Result<SocketServer> {
+/// [`Error::Io`] if no port can be bound or no certificate can be made.
+pub async fn start_tls_server() -> Result<(SocketServer, String)> {
+    let ca = CertificateAuthority::new("flightcache bench raw TLS CA").map_err(tls_setup_error)?;
+    let identity = ca.issue_server(&["127.0.0.1"]).map_err(tls_setup_error)?;
     let chain = CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(invalid_tls_material)?;
+        .map_err(tls_setup_error)?;
     let key =
-        PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).map_err(invalid_tls_material)?;
+        PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).map_err(tls_setup_error)?;
     let mut config = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(invalid_tls_material)?;
+        .map_err(tls_setup_error)?;
     // ALPN as tonic's server offers it, so that the handshake is the same as Flight's.
     config.alpn_protocols.push(b"h2".to_vec());
     let acceptor = TlsAcceptor::from(Arc::new(config));
-    SocketServer::start(move |socket| {
+    let server = SocketServer::start(move |socket| {
         let acceptor = acceptor.clone();
         async move { serve(acceptor.accept(socket).await?).await }
     })
-    .await
+    .await?;
+    Ok((server, ca.cert_pem()))
 }
 
-/// Unusable TLS material (PEM that holds no certificate or key, say), as an I/O error.
-fn invalid_tls_material(err: impl std::fmt::Display) -> Error {
+/// A certificate that cannot be made or used (PEM that holds none, say), as an I/O error.
+fn tls_setup_error(err: impl std::fmt::Display) -> Error {
     Error::Io(std::io::Error::new(
         std::io::ErrorKind::InvalidData,
-        format!("the raw TLS baseline cannot use its certificate: {err}"),
+        format!("the raw TLS baseline cannot set up its certificate: {err}"),
     ))
 }
 
@@ -157,8 +160,8 @@ impl RawTlsClient {
         let mut roots = RootCertStore::empty();
         for certificate in CertificateDer::pem_slice_iter(ca_pem) {
             roots
-                .add(certificate.map_err(invalid_tls_material)?)
-                .map_err(invalid_tls_material)?;
+                .add(certificate.map_err(tls_setup_error)?)
+                .map_err(tls_setup_error)?;
         }
         let mut config = ClientConfig::builder()
             .with_root_certificates(roots)
