@@ -15,8 +15,11 @@ use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{Criteria, FlightClient, FlightInfo};
 use futures::channel::oneshot;
+use futures::future::BoxFuture;
 use futures::{Stream, TryStreamExt};
 use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+use tonic::Code;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -24,7 +27,7 @@ pub use stream::TableStream;
 
 use crate::error::{AnswerProblem, ConnectProblem, Error, Result};
 use crate::protocol::actions::{CacheAction, ClearResult, DropResult, StoreStats};
-use crate::protocol::auth::{AUTHORIZATION, AuthProblem, Credentials, WhoAmI};
+use crate::protocol::auth::{AUTHORIZATION, AuthProblem, Credentials, TOKEN_TTL_HEADER, WhoAmI};
 use crate::protocol::encode::encode_stream;
 use crate::protocol::key::TableKey;
 use crate::protocol::put::PutSummary;
@@ -140,7 +143,22 @@ pub struct CacheClient {
     url: String,
     /// The `authorization` header every call carries, once authenticated.
     authorization: Option<MetadataValue<Ascii>>,
+    /// The password credentials this client signed in with, to sign in again when its
+    /// session ends.
+    sign_in: Option<SignIn>,
 }
+
+/// Password credentials kept to sign in again, and when to.
+#[derive(Debug, Clone)]
+struct SignIn {
+    credentials: Credentials,
+    /// When to sign in again before a call: once 90% of the session's lifetime (the
+    /// server's `x-flightcache-token-ttl`) has passed; `None` if the server did not say.
+    renew_at: Option<Instant>,
+}
+
+/// The share of a session's lifetime after which a client signs in again before a call.
+const RENEW_AFTER_SHARE: f64 = 0.9;
 
 impl Clone for CacheClient {
     /// Another client over the same connection (HTTP/2 multiplexes their calls), with the
@@ -150,6 +168,7 @@ impl Clone for CacheClient {
             flight: FlightClient::new_from_inner(self.flight.inner().clone()),
             url: self.url.clone(),
             authorization: None,
+            sign_in: self.sign_in.clone(),
         };
         if let Some(value) = &self.authorization {
             clone.set_authorization(value.clone());
@@ -199,7 +218,7 @@ impl CacheClient {
             Some(Credentials::Bearer(token)) => {
                 client.set_authorization(bearer_header(token)?);
             }
-            Some(basic @ Credentials::Basic { .. }) => client.log_in(basic).await?,
+            Some(basic @ Credentials::Basic { .. }) => client.log_in(basic.clone()).await?,
             None => {}
         }
         Ok(client)
@@ -213,6 +232,7 @@ impl CacheClient {
             flight: FlightClient::new_from_inner(inner),
             url: url.to_string(),
             authorization: None,
+            sign_in: None,
         }
     }
 
@@ -227,10 +247,13 @@ impl CacheClient {
 
     /// Authenticate with `basic` credentials through the Handshake, as pyarrow's
     /// `authenticate_basic_token` does, and present the bearer token it answers from then on.
+    /// The credentials are kept: the client signs in again shortly before the session ends
+    /// (the server says when), and when a call finds the session gone (the server restarted,
+    /// say).
     ///
     /// # Errors
     /// [`Error::Rpc`] with UNAUTHENTICATED for wrong credentials.
-    async fn log_in(&mut self, basic: &Credentials) -> Result<()> {
+    async fn log_in(&mut self, basic: Credentials) -> Result<()> {
         let mut request = tonic::Request::new(futures::stream::empty::<HandshakeRequest>());
         let header =
             MetadataValue::try_from(basic.to_header()).map_err(|_| Error::Unauthenticated {
@@ -244,11 +267,53 @@ impl CacheClient {
             .handshake(request)
             .await
             .map_err(|s| Error::from_status(s, None))?;
+        let metadata = response.metadata();
         // A server without users issues no token: calls need none.
-        if let Some(value) = response.metadata().get(AUTHORIZATION) {
+        if let Some(value) = metadata.get(AUTHORIZATION) {
             self.set_authorization(value.clone());
         }
+        let ttl = metadata
+            .get(TOKEN_TTL_HEADER)
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        self.sign_in = Some(SignIn {
+            credentials: basic,
+            renew_at: ttl.map(|ttl| Instant::now() + ttl.mul_f64(RENEW_AFTER_SHARE)),
+        });
         Ok(())
+    }
+
+    /// Sign in again if this client signed in with a password and its session is near its
+    /// end: before any call, so that even an upload, which cannot be sent twice, finds a
+    /// valid session.
+    async fn renew_session_if_due(&mut self) -> Result<()> {
+        match &self.sign_in {
+            Some(SignIn {
+                credentials,
+                renew_at: Some(at),
+            }) if Instant::now() >= *at => self.log_in(credentials.clone()).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Run `call`, in a valid session: signed in again first if the session is near its end,
+    /// and, if the server no longer knows the session (it restarted, or forgot it), signed in
+    /// again and run once more. `call` must be safe to send twice: every call but an upload.
+    async fn in_session<T>(
+        &mut self,
+        call: impl for<'c> Fn(&'c mut Self) -> BoxFuture<'c, Result<T>>,
+    ) -> Result<T> {
+        self.renew_session_if_due().await?;
+        match call(self).await {
+            Err(err) if err.code() == Code::Unauthenticated => match &self.sign_in {
+                Some(sign_in) => {
+                    self.log_in(sign_in.credentials.clone()).await?;
+                    call(self).await
+                }
+                None => Err(err),
+            },
+            result => result,
+        }
     }
 
     /// `request` with this client's credentials.
@@ -315,6 +380,8 @@ impl CacheClient {
     where
         S: Stream<Item = Result<RecordBatch>> + Send + 'static,
     {
+        // An upload cannot be sent twice: the session is renewed before it, if due.
+        self.renew_session_if_due().await?;
         let messages = encode_stream(&schema, key.to_descriptor(), batches)
             .map_err(|e| FlightError::ExternalError(Box::new(e)));
         let (failed, failure) = oneshot::channel();
@@ -372,6 +439,13 @@ impl CacheClient {
     /// [`Error::TableNotFound`] if there is no such table; [`Error::UnexpectedAnswer`] if the
     /// server sends no schema.
     pub async fn get(&mut self, key: &TableKey) -> Result<TableStream> {
+        let key = key.clone();
+        self.in_session(move |client| Box::pin(client.get_once(key.clone())))
+            .await
+    }
+
+    async fn get_once(&mut self, key: TableKey) -> Result<TableStream> {
+        let key = &key;
         let decoder = self
             .flight
             .do_get(key.to_ticket())
@@ -397,6 +471,13 @@ impl CacheClient {
     /// # Errors
     /// [`Error::TableNotFound`] if there is no such table.
     pub async fn info(&mut self, key: &TableKey) -> Result<TableInfo> {
+        let key = key.clone();
+        self.in_session(move |client| Box::pin(client.info_once(key.clone())))
+            .await
+    }
+
+    async fn info_once(&mut self, key: TableKey) -> Result<TableInfo> {
+        let key = &key;
         let info = self
             .flight
             .get_flight_info(key.to_descriptor())
@@ -410,6 +491,13 @@ impl CacheClient {
     /// # Errors
     /// [`Error::TableNotFound`] if there is no such table.
     pub async fn schema(&mut self, key: &TableKey) -> Result<SchemaRef> {
+        let key = key.clone();
+        self.in_session(move |client| Box::pin(client.schema_once(key.clone())))
+            .await
+    }
+
+    async fn schema_once(&mut self, key: TableKey) -> Result<SchemaRef> {
+        let key = &key;
         let schema: Schema = self
             .flight
             .get_schema(key.to_descriptor())
@@ -423,6 +511,12 @@ impl CacheClient {
     /// # Errors
     /// [`Error::Rpc`] if the server refuses the call.
     pub async fn list(&mut self, prefix: &str) -> Result<Vec<TableInfo>> {
+        let prefix = prefix.to_string();
+        self.in_session(move |client| Box::pin(client.list_once(prefix.clone())))
+            .await
+    }
+
+    async fn list_once(&mut self, prefix: String) -> Result<Vec<TableInfo>> {
         let criteria = Criteria {
             expression: prefix.as_bytes().to_vec().into(),
         };
@@ -498,11 +592,22 @@ impl CacheClient {
         self.action(CacheAction::Ttl(key.clone()), Some(key)).await
     }
 
-    async fn action<T: DeserializeOwned>(
+    async fn action<T: DeserializeOwned + Send + 'static>(
         &mut self,
         action: CacheAction,
         key: Option<&TableKey>,
     ) -> Result<T> {
+        let key = key.cloned();
+        self.in_session(move |client| Box::pin(client.action_once(action.clone(), key.clone())))
+            .await
+    }
+
+    async fn action_once<T: DeserializeOwned>(
+        &mut self,
+        action: CacheAction,
+        key: Option<TableKey>,
+    ) -> Result<T> {
+        let key = key.as_ref();
         let name = action.to_action().r#type;
         let bodies: Vec<_> = self
             .flight

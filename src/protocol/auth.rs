@@ -8,6 +8,28 @@ use serde::{Deserialize, Serialize};
 /// The request and response header that carries credentials.
 pub const AUTHORIZATION: &str = "authorization";
 
+/// The Handshake response header that says how long its session token is valid, in whole
+/// seconds (the server's `--token-ttl`), so that a client can sign in again before it ends.
+pub const TOKEN_TTL_HEADER: &str = "x-flightcache-token-ttl";
+
+/// A session token the Handshake issues, and how long it is valid.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionToken {
+    /// The bearer token.
+    pub token: String,
+    /// How long the server accepts it from now.
+    pub ttl: std::time::Duration,
+}
+
+impl std::fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionToken")
+            .field("token", &"<token>")
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
 /// Credentials a request carries in its `authorization` header.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credentials {

@@ -196,7 +196,16 @@ impl EmbeddedServer {
     /// # Errors
     /// [`Error::Io`] if no port can be bound.
     pub async fn start(config: ServerConfig) -> Result<Self> {
-        Self::start_serving(config, false).await
+        Self::start_serving(SocketAddr::from(([127, 0, 0, 1], 0)), config, false).await
+    }
+
+    /// [`start`](Self::start) on `addr` rather than a free port: a server started again where
+    /// clients already connect, say.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if `addr` cannot be bound.
+    pub async fn start_on(addr: SocketAddr, config: ServerConfig) -> Result<Self> {
+        Self::start_serving(addr, config, false).await
     }
 
     /// [`start`](Self::start), also serving metrics on another free port of 127.0.0.1
@@ -205,11 +214,15 @@ impl EmbeddedServer {
     /// # Errors
     /// [`Error::Io`] if no port can be bound.
     pub async fn start_with_metrics(config: ServerConfig) -> Result<Self> {
-        Self::start_serving(config, true).await
+        Self::start_serving(SocketAddr::from(([127, 0, 0, 1], 0)), config, true).await
     }
 
-    async fn start_serving(config: ServerConfig, with_metrics: bool) -> Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    async fn start_serving(
+        addr: SocketAddr,
+        config: ServerConfig,
+        with_metrics: bool,
+    ) -> Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         // Read the addresses before spawning, so a caller can connect at once (no sleeps).
         let addr = listener.local_addr()?;
         let metrics = match with_metrics {

@@ -29,7 +29,7 @@ use crate::auth::users::{Right, Users};
 use crate::auth::{Authenticator, Caller};
 use crate::error::{Error, Result};
 use crate::protocol::actions::{self, CacheAction, ClearResult, DropResult};
-use crate::protocol::auth::{AUTHORIZATION, AuthProblem, Credentials, WhoAmI};
+use crate::protocol::auth::{AUTHORIZATION, AuthProblem, Credentials, SessionToken, WhoAmI};
 use crate::protocol::key::{KeyProblem, TableKey};
 use crate::protocol::put::PutSummary;
 use crate::protocol::rpc::FlightRpc;
@@ -177,17 +177,18 @@ impl FlightCacheService {
     /// The door of `Handshake`: HTTP basic credentials in, a session token out (pyarrow's
     /// `authenticate_basic_token`). The token goes back in the response's `authorization:
     /// Bearer TOKEN` header; every later call presents it, until the server's token lifetime
-    /// (`--token-ttl`) runs out. A server without users has nothing to check: the Handshake
+    /// (`--token-ttl`, which the response's `x-flightcache-token-ttl` header gives in seconds)
+    /// runs out. A server without users has nothing to check: the Handshake
     /// succeeds and issues no token. A failed attempt is answered only after a delay that
     /// doubles with each failure from the same address (the router waits it out).
     #[instrument(skip_all, fields(peer = ?call.peer, user))]
-    pub async fn handshake(&self, call: Call<()>) -> Result<Option<String>, Status> {
+    pub async fn handshake(&self, call: Call<()>) -> Result<Option<SessionToken>, Status> {
         let peer = call.peer;
         let result = self.log_in(call).await;
         self.answer(peer, result)
     }
 
-    async fn log_in(&self, call: Call<()>) -> Result<Option<String>> {
+    async fn log_in(&self, call: Call<()>) -> Result<Option<SessionToken>> {
         call.message?;
         let Some(auth) = self.auth.clone() else {
             return Ok(None);
@@ -221,7 +222,10 @@ impl FlightCacheService {
             source,
         })??;
         tracing::info!("authenticated");
-        Ok(Some(token))
+        Ok(Some(SessionToken {
+            token,
+            ttl: self.config.token_ttl,
+        }))
     }
 
     /// The door of `ListFlights`: one `FlightInfo` per table whose key starts with the

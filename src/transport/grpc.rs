@@ -15,7 +15,7 @@ use tonic::body::Body;
 use tonic::codegen::http;
 
 use crate::error::{ClientText, Error, RequestProblem, Result};
-use crate::protocol::auth::{AUTHORIZATION, Credentials};
+use crate::protocol::auth::{AUTHORIZATION, Credentials, SessionToken, TOKEN_TTL_HEADER};
 use crate::protocol::rpc::FlightRpc;
 use crate::server::AbortOnDrop;
 
@@ -217,24 +217,27 @@ pub fn status_of(response: &http::Response<Body>) -> Option<tonic::Code> {
 }
 
 /// The response to a Handshake: one `HandshakeResponse` whose payload is the session token
-/// (empty when the server is open), and the same token in the `authorization: Bearer TOKEN`
-/// header, where pyarrow's `authenticate_basic_token` reads it.
-pub fn handshake_response(answer: Result<Option<String>, Status>) -> http::Response<Body> {
+/// (empty when the server is open), the same token in the `authorization: Bearer TOKEN`
+/// header, where pyarrow's `authenticate_basic_token` reads it, and its lifetime in seconds in
+/// the `x-flightcache-token-ttl` header.
+pub fn handshake_response(answer: Result<Option<SessionToken>, Status>) -> http::Response<Body> {
     match answer {
-        Ok(token) => {
-            // One message, as Flight clients expect: its payload is the token (empty on an open
-            // server), and the `authorization` header carries it too, which is where pyarrow's
-            // `authenticate_basic_token` looks.
-            let payload = token.clone().map(Bytes::from).unwrap_or_default();
+        Ok(session) => {
+            let payload = session
+                .as_ref()
+                .map(|s| Bytes::from(s.token.clone()))
+                .unwrap_or_default();
             let mut response = messages_response(vec![arrow_flight::HandshakeResponse {
                 protocol_version: 0,
                 payload,
             }]);
-            let header = token
-                .map(|token| Credentials::Bearer(token).to_header())
-                .and_then(|value| http::HeaderValue::from_str(&value).ok());
-            if let Some(value) = header {
-                response.headers_mut().insert(AUTHORIZATION, value);
+            if let Some(session) = session {
+                let headers = response.headers_mut();
+                let bearer = Credentials::Bearer(session.token).to_header();
+                if let Ok(value) = http::HeaderValue::from_str(&bearer) {
+                    headers.insert(AUTHORIZATION, value);
+                }
+                headers.insert(TOKEN_TTL_HEADER, session.ttl.as_secs().into());
             }
             response
         }

@@ -30,6 +30,14 @@ impl TestServer {
         Self { server }
     }
 
+    /// Start a server with `config` on `addr`: started again where an earlier one was.
+    pub async fn start_on(addr: std::net::SocketAddr, config: ServerConfig) -> Self {
+        let server = EmbeddedServer::start_on(addr, config)
+            .await
+            .expect("server starts");
+        Self { server }
+    }
+
     /// Start a server with `config` that also serves metrics ([`metrics_addr`](Self::metrics_addr)).
     pub async fn start_with_metrics(config: ServerConfig) -> Self {
         let server = EmbeddedServer::start_with_metrics(config)
