@@ -1273,3 +1273,94 @@ fn failed_sign_ins_are_logged_with_the_peer_address_and_successes_are_not() {
         );
     }
 }
+
+/// `flightcache ARGS` on a terminal of its own (a pseudo-terminal) with `env`, typing `typed`
+/// (and Enter) once it has printed `prompt`; its exit status and everything the terminal
+/// showed. Gives up, failing, if the prompt or the end does not come within 30 seconds.
+fn run_on_terminal(
+    args: &[&str],
+    env: &[(&str, &str)],
+    prompt: &str,
+    typed: &str,
+) -> (portable_pty::ExitStatus, String) {
+    use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+    use std::io::{Read, Write};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let pty = native_pty_system()
+        .openpty(PtySize::default())
+        .expect("a pseudo-terminal opens");
+    let mut command = CommandBuilder::new(BIN);
+    command.args(args);
+    command.env_remove("FLIGHTCACHE_PASSWORD");
+    command.env_remove("FLIGHTCACHE_TOKEN");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = pty.slave.spawn_command(command).expect("flightcache runs");
+    drop(pty.slave);
+    let mut reader = pty.master.try_clone_reader().unwrap();
+    let mut writer = pty.master.take_writer().unwrap();
+    // The terminal's output, read on a thread so that waiting for it can be bounded.
+    let (sender, received) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = reader.read(&mut buf) {
+            if sender.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut shown = String::new();
+    let read_until = |shown: &mut String, done: &dyn Fn(&str) -> bool| {
+        while !done(shown) {
+            match received.recv_timeout(Duration::from_secs(30)) {
+                Ok(bytes) => shown.push_str(&String::from_utf8_lossy(&bytes)),
+                Err(_) => break, // the end of the output, or nothing for 30 s
+            }
+        }
+    };
+    read_until(&mut shown, &|s| s.contains(prompt));
+    assert!(shown.contains(prompt), "no prompt {prompt:?} in {shown:?}");
+    writer.write_all(format!("{typed}\r").as_bytes()).unwrap();
+    writer.flush().unwrap();
+    read_until(&mut shown, &|_| false);
+    let status = child.wait().unwrap();
+    (status, shown)
+}
+
+#[test]
+fn passwords_are_asked_for_on_the_terminal_without_echo() {
+    // hash-password asks when FLIGHTCACHE_PASSWORD is not set.
+    let (status, shown) =
+        run_on_terminal(&["hash-password"], &[], "password to hash: ", "alice-pw");
+    assert!(status.success(), "{shown}");
+    assert!(
+        !shown.contains("alice-pw"),
+        "the password is not echoed: {shown:?}"
+    );
+    let hashed = shown
+        .lines()
+        .find(|line| line.starts_with("password = \"$argon2id$"))
+        .unwrap_or_else(|| panic!("no password line in {shown:?}"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let users = temp_path(&dir, "users.toml");
+    std::fs::write(&users, format!("[users.alice]\n{hashed}\nread = [\"*\"]\n")).unwrap();
+    let server = ServeProcess::start_with(&["--users", users.to_str().unwrap()]);
+    let at_server = [("FLIGHTCACHE_SERVER", server.url.as_str())];
+    // --user without FLIGHTCACHE_PASSWORD asks for the password, and signs in with it.
+    let whoami = ["whoami", "--user", "alice"];
+    let (status, shown) = run_on_terminal(&whoami, &at_server, "password for alice: ", "alice-pw");
+    assert!(status.success(), "{shown}");
+    assert!(shown.contains("user:  alice (by password)"), "{shown}");
+    assert!(
+        !shown.contains("alice-pw"),
+        "the password is not echoed: {shown:?}"
+    );
+    let (status, shown) = run_on_terminal(&whoami, &at_server, "password for alice: ", "guess");
+    assert!(!status.success(), "{shown}");
+    assert!(shown.contains("wrong user name or password"), "{shown}");
+    server.stop();
+}
