@@ -518,3 +518,28 @@ pub enum DecodeFailure {
     #[error("malformed IPC data: {0}")]
     Panic(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decoder_that_panics_is_a_refused_upload_not_a_crash() {
+        let refused =
+            guard_decoder(|| -> Result<(), ArrowError> { panic!("offset {} out of range", 7) });
+        let err = refused.unwrap_err();
+        assert!(
+            matches!(&err, DecodeFailure::Panic(message) if message == "offset 7 out of range"),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "malformed IPC data: offset 7 out of range");
+        let refused = guard_decoder(|| -> Result<(), ArrowError> {
+            Err(ArrowError::ParseError("bad flatbuffer".into()))
+        });
+        assert!(
+            matches!(refused, Err(DecodeFailure::Arrow(_))),
+            "{refused:?}"
+        );
+        assert_eq!(guard_decoder(|| Ok(5)).unwrap(), 5);
+    }
+}
