@@ -1275,8 +1275,10 @@ fn failed_sign_ins_are_logged_with_the_peer_address_and_successes_are_not() {
 }
 
 /// `flightcache ARGS` on a terminal of its own (a pseudo-terminal) with `env`, typing `typed`
-/// (and Enter) once it has printed `prompt`; its exit status and everything the terminal
-/// showed. Gives up, failing, if the prompt or the end does not come within 30 seconds.
+/// (and Enter) once it has printed `prompt` and turned the terminal's echo off; its exit
+/// status and everything the terminal showed. Gives up, failing, if the prompt, the echo
+/// turned off or the end do not come within 30 seconds.
+#[cfg(unix)]
 fn run_on_terminal(
     args: &[&str],
     env: &[(&str, &str)],
@@ -1286,7 +1288,7 @@ fn run_on_terminal(
     use portable_pty::{CommandBuilder, PtySize, native_pty_system};
     use std::io::{Read, Write};
     use std::sync::mpsc;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     let pty = native_pty_system()
         .openpty(PtySize::default())
@@ -1323,14 +1325,40 @@ fn run_on_terminal(
     };
     read_until(&mut shown, &|s| s.contains(prompt));
     assert!(shown.contains(prompt), "no prompt {prompt:?} in {shown:?}");
+    // The prompt is printed before echo is turned off: type only once it is.
+    let echoing = || {
+        let settings = pty.master.get_termios().expect("the terminal's settings");
+        settings
+            .local_flags
+            .contains(nix::sys::termios::LocalFlags::ECHO)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while echoing() {
+        assert!(
+            Instant::now() < deadline,
+            "echo never turned off: {shown:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     writer.write_all(format!("{typed}\r").as_bytes()).unwrap();
     writer.flush().unwrap();
     read_until(&mut shown, &|_| false);
-    let status = child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            child.kill().ok();
+            panic!("flightcache {args:?} did not end: {shown:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
     (status, shown)
 }
 
 #[test]
+#[cfg(unix)]
 fn passwords_are_asked_for_on_the_terminal_without_echo() {
     // hash-password asks when FLIGHTCACHE_PASSWORD is not set.
     let (status, shown) =

@@ -4,13 +4,14 @@
 //! - `stream`: [`TableStream`], a table being downloaded; the upload stream that cancels
 //!   itself when its input fails.
 
+mod session;
 mod stream;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use arrow_flight::HandshakeRequest;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{Criteria, FlightClient, FlightInfo};
@@ -18,7 +19,6 @@ use futures::channel::oneshot;
 use futures::future::BoxFuture;
 use futures::{Stream, TryStreamExt};
 use serde::de::DeserializeOwned;
-use tokio::time::Instant;
 use tonic::Code;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -27,13 +27,14 @@ pub use stream::TableStream;
 
 use crate::error::{AnswerProblem, ConnectProblem, Error, Result};
 use crate::protocol::actions::{CacheAction, ClearResult, DropResult, StoreStats};
-use crate::protocol::auth::{AUTHORIZATION, AuthProblem, Credentials, TOKEN_TTL_HEADER, WhoAmI};
+use crate::protocol::auth::{AUTHORIZATION, Credentials, WhoAmI};
 use crate::protocol::encode::encode_stream;
 use crate::protocol::key::TableKey;
 use crate::protocol::put::PutSummary;
 use crate::protocol::ttl::{PersistResult, TTL_HEADER, TableMetadata, TtlResult};
 use crate::server::config::DEFAULT_MAX_MESSAGE_BYTES;
 use crate::transport::http2::Http2Settings;
+use session::{Session, SharedSession};
 use stream::CancelOnError;
 
 /// The server a client talks to when none is named: `grpc://127.0.0.1:8815`.
@@ -141,38 +142,23 @@ pub struct PutOptions {
 pub struct CacheClient {
     flight: FlightClient,
     url: String,
-    /// The `authorization` header every call carries, once authenticated.
+    /// The `authorization` header this client's calls carry: its copy of the session's.
     authorization: Option<MetadataValue<Ascii>>,
-    /// The password credentials this client signed in with, to sign in again when its
-    /// session ends.
-    sign_in: Option<SignIn>,
+    /// The session this client and its clones share.
+    session: SharedSession,
 }
-
-/// Password credentials kept to sign in again, and when to.
-#[derive(Debug, Clone)]
-struct SignIn {
-    credentials: Credentials,
-    /// When to sign in again before a call: once 90% of the session's lifetime (the
-    /// server's `x-flightcache-token-ttl`) has passed; `None` if the server did not say.
-    renew_at: Option<Instant>,
-}
-
-/// The share of a session's lifetime after which a client signs in again before a call.
-const RENEW_AFTER_SHARE: f64 = 0.9;
 
 impl Clone for CacheClient {
-    /// Another client over the same connection (HTTP/2 multiplexes their calls), with the
-    /// same credentials.
+    /// Another client over the same connection (HTTP/2 multiplexes their calls), in the same
+    /// session.
     fn clone(&self) -> Self {
         let mut clone = Self {
             flight: FlightClient::new_from_inner(self.flight.inner().clone()),
             url: self.url.clone(),
             authorization: None,
-            sign_in: self.sign_in.clone(),
+            session: Arc::clone(&self.session),
         };
-        if let Some(value) = &self.authorization {
-            clone.set_authorization(value.clone());
-        }
+        clone.set_authorization(self.authorization.clone());
         clone
     }
 }
@@ -214,13 +200,15 @@ impl CacheClient {
             .await
             .map_err(|e| connect_error(e.into()))?;
         let mut client = Self::from_channel(channel, url, config);
-        match &config.credentials {
-            Some(Credentials::Bearer(token)) => {
-                client.set_authorization(bearer_header(token)?);
+        let session = match &config.credentials {
+            Some(Credentials::Bearer(token)) => Session::with_token(token)?,
+            Some(basic @ Credentials::Basic { .. }) => {
+                Session::with_password(client.flight.inner().clone(), basic.clone()).await?
             }
-            Some(basic @ Credentials::Basic { .. }) => client.log_in(basic.clone()).await?,
-            None => {}
-        }
+            None => Session::default(),
+        };
+        client.set_authorization(session.authorization().cloned());
+        client.session = Arc::new(tokio::sync::Mutex::new(session));
         Ok(client)
     }
 
@@ -232,87 +220,62 @@ impl CacheClient {
             flight: FlightClient::new_from_inner(inner),
             url: url.to_string(),
             authorization: None,
-            sign_in: None,
+            session: SharedSession::default(),
         }
     }
 
-    /// Send `value` as the `authorization` header of every call from now on.
-    fn set_authorization(&mut self, value: MetadataValue<Ascii>) {
-        if let Ok(text) = value.to_str() {
-            // FlightClient keeps its own headers for the calls it makes itself.
-            self.flight.add_header(AUTHORIZATION, text).ok();
-        }
-        self.authorization = Some(value);
+    /// Present `value` (the session's header) on every call from now on.
+    fn set_authorization(&mut self, value: Option<MetadataValue<Ascii>>) {
+        // FlightClient keeps its own headers for the calls it makes itself.
+        let headers = self.flight.metadata_mut();
+        match &value {
+            Some(value) => headers.insert(AUTHORIZATION, value.clone()),
+            None => headers.remove(AUTHORIZATION),
+        };
+        self.authorization = value;
     }
 
-    /// Authenticate with `basic` credentials through the Handshake, as pyarrow's
-    /// `authenticate_basic_token` does, and present the bearer token it answers from then on.
-    /// The credentials are kept: the client signs in again shortly before the session ends
-    /// (the server says when), and when a call finds the session gone (the server restarted,
-    /// say).
-    ///
-    /// # Errors
-    /// [`Error::Rpc`] with UNAUTHENTICATED for wrong credentials.
-    async fn log_in(&mut self, basic: Credentials) -> Result<()> {
-        let mut request = tonic::Request::new(futures::stream::empty::<HandshakeRequest>());
-        let header =
-            MetadataValue::try_from(basic.to_header()).map_err(|_| Error::Unauthenticated {
-                problem: AuthProblem::MalformedHeader,
-            })?;
-        request.metadata_mut().insert(AUTHORIZATION, header);
-        let response = self
-            .flight
-            .inner()
-            .clone()
-            .handshake(request)
-            .await
-            .map_err(|s| Error::from_status(s, None))?;
-        let metadata = response.metadata();
-        // A server without users issues no token: calls need none.
-        if let Some(value) = metadata.get(AUTHORIZATION) {
-            self.set_authorization(value.clone());
+    /// Take the session's header, signed in again first if the session is near its end (one
+    /// clone signs in for all): before any call, so that even an upload, which cannot be sent
+    /// twice, finds a valid session. If that sign-in fails, the call goes on with the current
+    /// token, which the server accepts for a while yet; a call it refuses signs in again.
+    async fn refresh_session(&mut self) {
+        let session = Arc::clone(&self.session);
+        let mut session = session.lock().await;
+        if session.is_due()
+            && let Err(err) = session.sign_in(self.flight.inner().clone()).await
+        {
+            tracing::debug!(%err, "could not sign in again ahead of the session's end");
         }
-        let ttl = metadata
-            .get(TOKEN_TTL_HEADER)
-            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
-            .map(Duration::from_secs);
-        self.sign_in = Some(SignIn {
-            credentials: basic,
-            renew_at: ttl.map(|ttl| Instant::now() + ttl.mul_f64(RENEW_AFTER_SHARE)),
-        });
-        Ok(())
+        let current = session.authorization().cloned();
+        drop(session);
+        self.set_authorization(current);
     }
 
-    /// Sign in again if this client signed in with a password and its session is near its
-    /// end: before any call, so that even an upload, which cannot be sent twice, finds a
-    /// valid session.
-    async fn renew_session_if_due(&mut self) -> Result<()> {
-        match &self.sign_in {
-            Some(SignIn {
-                credentials,
-                renew_at: Some(at),
-            }) if Instant::now() >= *at => self.log_in(credentials.clone()).await,
-            _ => Ok(()),
-        }
-    }
-
-    /// Run `call`, in a valid session: signed in again first if the session is near its end,
+    /// Run `call` in a valid session: signed in again first if the session is near its end,
     /// and, if the server no longer knows the session (it restarted, or forgot it), signed in
     /// again and run once more. `call` must be safe to send twice: every call but an upload.
     async fn in_session<T>(
         &mut self,
         call: impl for<'c> Fn(&'c mut Self) -> BoxFuture<'c, Result<T>>,
     ) -> Result<T> {
-        self.renew_session_if_due().await?;
-        match call(self).await {
-            Err(err) if err.code() == Code::Unauthenticated => match &self.sign_in {
-                Some(sign_in) => {
-                    self.log_in(sign_in.credentials.clone()).await?;
-                    call(self).await
-                }
-                None => Err(err),
-            },
-            result => result,
+        self.refresh_session().await;
+        let refused = match call(self).await {
+            Err(err) if err.code() == Code::Unauthenticated => err,
+            result => return result,
+        };
+        let session = Arc::clone(&self.session);
+        let mut session = session.lock().await;
+        let renewed = session
+            .renew_after_refusal(self.authorization.as_ref(), self.flight.inner().clone())
+            .await?;
+        let current = session.authorization().cloned();
+        drop(session);
+        self.set_authorization(current);
+        if renewed {
+            call(self).await
+        } else {
+            Err(refused)
         }
     }
 
@@ -338,7 +301,9 @@ impl CacheClient {
         &self.url
     }
 
-    /// The underlying arrow-flight client, for calls this type does not wrap.
+    /// The underlying arrow-flight client, for calls this type does not wrap. It carries the
+    /// session's `authorization` header as of this client's last call, and does not sign in
+    /// again by itself.
     pub fn flight_client(&mut self) -> &mut FlightClient {
         &mut self.flight
     }
@@ -381,7 +346,7 @@ impl CacheClient {
         S: Stream<Item = Result<RecordBatch>> + Send + 'static,
     {
         // An upload cannot be sent twice: the session is renewed before it, if due.
-        self.renew_session_if_due().await?;
+        self.refresh_session().await;
         let messages = encode_stream(&schema, key.to_descriptor(), batches)
             .map_err(|e| FlightError::ExternalError(Box::new(e)));
         let (failed, failure) = oneshot::channel();
@@ -406,8 +371,17 @@ impl CacheClient {
         // If the input fails, dropping `call` resets the HTTP/2 stream: the server sees a
         // cancelled upload, never a clean end that it would publish.
         let last = tokio::select! {
-            result = call => result.map_err(|status| Error::from_status(status, Some(key)))?,
+            result = call => result.map_err(|status| Error::from_status(status, Some(key))),
             Ok(err) = failure => return Err(flight_error(err, Some(key))),
+        };
+        let last = match last {
+            Err(err) if err.code() == Code::Unauthenticated => {
+                // The upload is spent; the next call signs in again first.
+                let stale = self.authorization.as_ref();
+                self.session.lock().await.renew_before_next_call(stale);
+                return Err(err);
+            }
+            result => result?,
         };
         let result = last.ok_or(Error::UnexpectedAnswer {
             problem: AnswerProblem::Missing { rpc: "do_put" },
@@ -444,6 +418,7 @@ impl CacheClient {
             .await
     }
 
+    /// [`get`](Self::get), once, in the current session.
     async fn get_once(&mut self, key: TableKey) -> Result<TableStream> {
         let key = &key;
         let decoder = self
@@ -476,6 +451,7 @@ impl CacheClient {
             .await
     }
 
+    /// [`info`](Self::info), once, in the current session.
     async fn info_once(&mut self, key: TableKey) -> Result<TableInfo> {
         let key = &key;
         let info = self
@@ -496,6 +472,7 @@ impl CacheClient {
             .await
     }
 
+    /// [`schema`](Self::schema), once, in the current session.
     async fn schema_once(&mut self, key: TableKey) -> Result<SchemaRef> {
         let key = &key;
         let schema: Schema = self
@@ -516,6 +493,7 @@ impl CacheClient {
             .await
     }
 
+    /// [`list`](Self::list), once, in the current session.
     async fn list_once(&mut self, prefix: String) -> Result<Vec<TableInfo>> {
         let criteria = Criteria {
             expression: prefix.as_bytes().to_vec().into(),
@@ -602,6 +580,7 @@ impl CacheClient {
             .await
     }
 
+    /// `action`, once, in the current session.
     async fn action_once<T: DeserializeOwned>(
         &mut self,
         action: CacheAction,
@@ -660,15 +639,6 @@ fn tls_config(tls: &ClientTls) -> ClientTlsConfig {
         config = config.domain_name(domain.clone());
     }
     config
-}
-
-/// The `authorization` header value for the bearer `token`.
-fn bearer_header(token: &str) -> Result<MetadataValue<Ascii>> {
-    MetadataValue::try_from(Credentials::Bearer(token.to_string()).to_header()).map_err(|_| {
-        Error::Unauthenticated {
-            problem: AuthProblem::MalformedHeader,
-        }
-    })
 }
 
 /// The [`Error`] for an arrow-flight client error about `key`: a status from the server maps
