@@ -398,6 +398,8 @@ async fn session_tokens_expire_after_the_token_ttl() {
     let token = session_token(&server, "alice", "alice-pw").await;
     let mut alice = with_token(&server, &token).await;
     alice.list("").await.unwrap();
+    let debug = format!("{alice:?}");
+    assert!(!debug.contains(&token), "the token is kept out of {debug}");
     tokio::time::advance(Duration::from_secs(601)).await;
     let err = alice.list("").await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err}");
