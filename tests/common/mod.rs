@@ -30,6 +30,26 @@ impl TestServer {
         Self { server }
     }
 
+    /// A server with the default configuration holding `numbered_batches(batches, rows)`
+    /// under `name`, and the client that put it there.
+    pub async fn with_numbered_table(
+        name: &str,
+        batches: usize,
+        rows: usize,
+    ) -> (Self, CacheClient) {
+        let server = Self::start().await;
+        let mut client = server.client().await;
+        client
+            .put_batches(
+                &key(name),
+                numbered_schema(),
+                numbered_batches(batches, rows),
+            )
+            .await
+            .expect("the table is put");
+        (server, client)
+    }
+
     /// Start a server with `config` on `addr`: started again where an earlier one was.
     pub async fn start_on(addr: std::net::SocketAddr, config: ServerConfig) -> Self {
         let server = EmbeddedServer::start_on(addr, config)

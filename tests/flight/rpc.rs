@@ -89,12 +89,7 @@ async fn flight_info_describes_the_table_and_its_ticket_works() {
 
 #[tokio::test]
 async fn path_and_cmd_descriptors_name_the_same_table() {
-    let server = TestServer::start().await;
-    let mut client = server.client().await;
-    client
-        .put_batches(&key("nyc/trips"), numbered_schema(), numbered_batches(1, 5))
-        .await
-        .unwrap();
+    let (server, _) = TestServer::with_numbered_table("nyc/trips", 1, 5).await;
     let mut flight = server.flight_client().await;
     let by_path = FlightDescriptor::new_path(vec!["nyc".into(), "trips".into()]);
     let info = flight.get_flight_info(by_path.clone()).await.unwrap();
@@ -148,12 +143,7 @@ async fn list_flights_with_non_utf8_criteria_is_invalid() {
 
 #[tokio::test]
 async fn drop_removes_one_table_and_reports_it() {
-    let server = TestServer::start().await;
-    let mut client = server.client().await;
-    client
-        .put_batches(&key("keep"), numbered_schema(), numbered_batches(1, 2))
-        .await
-        .unwrap();
+    let (server, mut client) = TestServer::with_numbered_table("keep", 1, 2).await;
     let put = client
         .put_batches(&key("gone"), numbered_schema(), numbered_batches(2, 2))
         .await
@@ -437,12 +427,7 @@ async fn many_gets_on_one_connection_send_no_empty_data_frames() {
     // h2 (0.4.20 on) closes a connection with ENHANCE_YOUR_CALM after 100 empty, non-final
     // DATA frames from its peer; a get that sent one per message (a schema has no body)
     // broke a client's connection on its 100th get of a table.
-    let server = TestServer::start().await;
-    let mut client = server.client().await;
-    client
-        .put_batches(&key("t"), numbered_schema(), numbered_batches(2, 5))
-        .await
-        .unwrap();
+    let (server, mut client) = TestServer::with_numbered_table("t", 2, 5).await;
     for _ in 0..150 {
         let (_, batches) = client.get_all(&key("t")).await.unwrap();
         assert_eq!(batches.len(), 2);

@@ -256,12 +256,7 @@ async fn a_resplit_giant_batch_keeps_its_tag_on_the_first_piece() {
 
 #[tokio::test]
 async fn every_endpoint_names_the_server_and_its_ticket_works_there() {
-    let server = TestServer::start().await;
-    let mut client = server.client().await;
-    client
-        .put_batches(&key("t"), numbered_schema(), numbered_batches(2, 5))
-        .await
-        .unwrap();
+    let (server, _) = TestServer::with_numbered_table("t", 2, 5).await;
     let expected = format!("grpc+tcp://{}", server.addr());
     let mut flight = server.flight_client().await;
     let info = flight
@@ -336,12 +331,7 @@ async fn an_advertised_location_is_what_endpoints_name() {
 
 #[tokio::test]
 async fn poll_flight_info_of_a_cached_table_is_complete() {
-    let server = TestServer::start().await;
-    let mut client = server.client().await;
-    client
-        .put_batches(&key("t"), numbered_schema(), numbered_batches(3, 4))
-        .await
-        .unwrap();
+    let (server, _) = TestServer::with_numbered_table("t", 3, 4).await;
     let mut flight = server.flight_client().await;
     let descriptor = FlightDescriptor::new_path(vec!["t".into()]);
     let poll = flight.poll_flight_info(descriptor.clone()).await.unwrap();
@@ -373,12 +363,7 @@ async fn poll_flight_info_of_a_cached_table_is_complete() {
 
 #[tokio::test]
 async fn cancel_flight_info_of_a_cached_table_is_not_cancellable() {
-    let server = TestServer::start().await;
-    let mut client = server.client().await;
-    client
-        .put_batches(&key("t"), numbered_schema(), numbered_batches(1, 4))
-        .await
-        .unwrap();
+    let (server, mut client) = TestServer::with_numbered_table("t", 1, 4).await;
     let mut flight = server.flight_client().await;
     let info = flight
         .get_flight_info(FlightDescriptor::new_cmd("t"))

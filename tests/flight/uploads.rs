@@ -29,14 +29,8 @@ async fn encode(name: &str, batches: Vec<RecordBatch>) -> Vec<FlightData> {
 
 /// A server holding the table `t` (3 batches), and a client.
 async fn server_with_table() -> (TestServer, CacheClient, Vec<RecordBatch>) {
-    let server = TestServer::start().await;
-    let mut client = server.client().await;
-    let batches = numbered_batches(3, 10);
-    client
-        .put_batches(&key("t"), numbered_schema(), batches.clone())
-        .await
-        .unwrap();
-    (server, client, batches)
+    let (server, client) = TestServer::with_numbered_table("t", 3, 10).await;
+    (server, client, numbered_batches(3, 10))
 }
 
 async fn assert_table_intact(client: &mut CacheClient, batches: &[RecordBatch]) {

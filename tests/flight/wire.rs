@@ -6,7 +6,7 @@ use arrow_flight::{Action, Criteria, Empty, FlightDescriptor, Ticket};
 use prost::Message;
 use tonic::Code;
 
-use crate::common::{TestServer, key, numbered_batches, numbered_schema, raw_grpc_call};
+use crate::common::{TestServer, raw_grpc_call};
 
 const SERVICE: &str = "/arrow.flight.protocol.FlightService";
 
@@ -57,12 +57,7 @@ async fn garbage_protobuf_is_invalid_argument_for_every_rpc_that_reads_a_message
 
 #[tokio::test]
 async fn well_formed_raw_requests_are_answered_like_a_clients() {
-    let server = TestServer::start().await;
-    let mut client = server.client().await;
-    client
-        .put_batches(&key("t"), numbered_schema(), numbered_batches(1, 3))
-        .await
-        .unwrap();
+    let (server, _) = TestServer::with_numbered_table("t", 1, 3).await;
     let calls = [
         (
             "GetFlightInfo",
