@@ -1,6 +1,7 @@
 //! `CacheClient`: a typed client for a flightcache server, over arrow-flight's `FlightClient`,
 //! and the streams it reads and writes tables with.
 //!
+//! - `session`: the credentials a client and its clones share, and signing in again.
 //! - `stream`: [`TableStream`], a table being downloaded; the upload stream that cancels
 //!   itself when its input fails.
 
