@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::ArrayRef;
-use arrow::buffer::Buffer;
+use arrow::buffer::{Buffer, MutableBuffer};
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::ipc::{self, MessageHeader, convert::try_fb_to_schema, reader::RecordBatchDecoder};
@@ -26,7 +26,7 @@ use crate::store::budget::Charge;
 use crate::store::memory::SlabWriter;
 use crate::store::resplit;
 use crate::store::table::{CachedTable, StoredMessage, TableCounts};
-use crate::store::validate::{self, BatchLayout, Violation};
+use crate::store::validate::{self, BatchLayout, LayoutFixes, Violation};
 
 /// Decoding state of an upload after its schema message arrived.
 struct Decoding {
@@ -121,22 +121,35 @@ impl TableUpload {
             data_body,
             ..
         } = data;
-        let header = Bytes::copy_from_slice(&data_header);
+        let mut header = Bytes::copy_from_slice(&data_header);
         drop(data_header);
         let stored = self
             .memory
             .store(data_body)
             .map_err(|e| self.over_budget(e))?;
-        let body = Buffer::from(stored.clone()); // a zero-copy view for the decoder
+        let body = if stored.is_empty() {
+            // arrow-rs asserts that even an empty buffer is aligned for its values, and an
+            // empty `Bytes` points anywhere: a batch of no rows may have no body at all.
+            Buffer::from(MutableBuffer::new(0))
+        } else {
+            Buffer::from(stored.clone()) // a zero-copy view for the decoder
+        };
         let message =
             ipc::root_as_message(&header).map_err(|e| self.invalid(UploadProblem::BadHeader(e)))?;
         validate::check_message(&message, body.len())
             .map_err(|violation| self.invalid(UploadProblem::Invalid(violation)))?;
         match message.header_type() {
             MessageHeader::Schema => self.push_schema(message, &header)?,
-            MessageHeader::DictionaryBatch => self.push_dictionary(message, &body)?,
+            MessageHeader::DictionaryBatch => {
+                if let Some(fixed) = self.push_dictionary(message, &header, &body)? {
+                    header = fixed;
+                }
+            }
             MessageHeader::RecordBatch => {
-                self.push_record_batch(message, &body)?;
+                if let Some(fixed) = self.push_record_batch(message, &header, &body)? {
+                    header = fixed;
+                }
+                let message = ipc::root_as_message(&header).expect("verified before");
                 let schema = &self
                     .decoding
                     .as_ref()
@@ -226,7 +239,14 @@ impl TableUpload {
         Ok(())
     }
 
-    fn push_dictionary(&mut self, message: ipc::Message<'_>, body: &Buffer) -> Result<()> {
+    /// Validate a dictionary batch. Returns the header to keep in its place if some of its
+    /// buffer lengths had to be declared otherwise ([`LayoutFixes`]).
+    fn push_dictionary(
+        &mut self,
+        message: ipc::Message<'_>,
+        header: &[u8],
+        body: &Buffer,
+    ) -> Result<Option<Bytes>> {
         let version = message.version();
         let (key, max_decompressed_bytes) = (&self.key, self.max_decompressed_bytes);
         let batch = message.header_as_dictionary_batch().ok_or_else(|| {
@@ -248,11 +268,20 @@ impl TableUpload {
         let id = batch.id();
         // An id the schema does not declare is refused by the decoder below.
         let value_type = decoding.dictionary_types.get(&id).cloned();
+        let mut fixes = LayoutFixes::default();
         if let (Some(value_type), Some(data)) = (&value_type, batch.data()) {
-            BatchLayout::new(data, version, body, max_decompressed_bytes)
+            fixes = BatchLayout::new(data, version, body, max_decompressed_bytes)
                 .check([value_type], data.length())
                 .map_err(|violation| invalid(key, UploadProblem::Invalid(violation)))?;
         }
+        let (kept_header, decoded_header) = fixed_headers(header, &fixes);
+        let fixed_message = decoded_header
+            .as_deref()
+            .map(|h| ipc::root_as_message(h).expect("the same header with other buffers"));
+        let batch = match fixed_message {
+            Some(m) => m.header_as_dictionary_batch().expect("a dictionary batch"),
+            None => batch,
+        };
         let result = guard_decoder(|| {
             ipc::reader::read_dictionary(
                 body,
@@ -271,11 +300,17 @@ impl TableUpload {
             validate::check_values(&values.to_data())
                 .map_err(|violation| invalid(key, UploadProblem::Invalid(violation)))?;
         }
-        Ok(())
+        Ok(kept_header.map(Bytes::from))
     }
 
-    /// Validate a record batch.
-    fn push_record_batch(&mut self, message: ipc::Message<'_>, body: &Buffer) -> Result<()> {
+    /// Validate a record batch. Returns the header to keep in its place if some of its buffer
+    /// lengths had to be declared otherwise ([`LayoutFixes`]).
+    fn push_record_batch(
+        &mut self,
+        message: ipc::Message<'_>,
+        header: &[u8],
+        body: &Buffer,
+    ) -> Result<Option<Bytes>> {
         let version = message.version();
         let batch = message.header_as_record_batch().ok_or_else(|| {
             self.invalid(UploadProblem::EmptyHeader {
@@ -288,7 +323,7 @@ impl TableUpload {
             }));
         };
         let columns = decoding.schema.fields().iter().map(|f| f.data_type());
-        BatchLayout::new(batch, version, body, self.max_decompressed_bytes)
+        let fixes = BatchLayout::new(batch, version, body, self.max_decompressed_bytes)
             .check(columns, batch.length())
             .map_err(|violation| {
                 self.invalid(UploadProblem::BatchLayout {
@@ -296,6 +331,14 @@ impl TableUpload {
                     violation,
                 })
             })?;
+        let (kept_header, decoded_header) = fixed_headers(header, &fixes);
+        let fixed_message = decoded_header
+            .as_deref()
+            .map(|h| ipc::root_as_message(h).expect("the same header with other buffers"));
+        let batch = match fixed_message {
+            Some(m) => m.header_as_record_batch().expect("a record batch"),
+            None => batch,
+        };
         let decoded = guard_decoder(|| {
             RecordBatchDecoder::try_new(
                 body,
@@ -319,7 +362,7 @@ impl TableUpload {
             }
         }
         self.rows += decoded.num_rows() as u64;
-        Ok(())
+        Ok(kept_header.map(Bytes::from))
     }
 
     /// Finish a cleanly ended upload into the table to publish.
@@ -352,6 +395,22 @@ impl TableUpload {
     fn invalid(&self, problem: UploadProblem) -> Error {
         invalid(&self.key, problem)
     }
+}
+
+/// The headers a batch's `fixes` call for: the one to keep and serve, and the one arrow-ipc
+/// decodes (see [`LayoutFixes`]); `None` where `header` itself will do.
+fn fixed_headers(header: &[u8], fixes: &LayoutFixes) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    if fixes.is_empty() {
+        return (None, None);
+    }
+    let kept = (!fixes.lengths.is_empty()).then(|| validate::with_lengths(header, &fixes.lengths));
+    let decoded = if fixes.v4_run_end_validity.is_empty() {
+        kept.clone()
+    } else {
+        let base = kept.as_deref().unwrap_or(header);
+        Some(validate::without_buffers(base, &fixes.v4_run_end_validity))
+    };
+    (kept, decoded)
 }
 
 /// The error refusing the upload for `key`.

@@ -13,5 +13,6 @@ mod rpc;
 mod security;
 mod spec;
 mod uploads;
+mod valid_tables;
 mod validation;
 mod wire;

@@ -16,13 +16,14 @@
 //!   uploaded, so bytes in another order cannot be), union type ids Arrow can represent,
 //!   decimal precisions within their width, maps whose entries and keys are not nullable,
 //!   metadata whose keys and values are all there, and canonical extension types (`arrow.uuid`
-//!   and the others) whose storage and parameters are theirs, as Arrow C++ requires when it
-//!   reads them.
+//!   and the others) whose storage and parameters Arrow C++ reads ([`extension`]).
 //! - **After decoding** ([`check_values`]): the value-level checks of Arrow C++'s full
 //!   validation that arrow-rs leaves out: decimals within their precision, times of day within
 //!   a day, `Date64` values in whole days, dense union offsets that never go back. Only the
 //!   types that need one are checked ([`needs_value_checks`]); other fixed-width data costs
 //!   only its sizes.
+
+mod extension;
 
 use std::collections::VecDeque;
 
@@ -304,16 +305,11 @@ fn check_metadata(
 /// canonical extension types, at any depth.
 fn check_field(field: &Field) -> Result<(), Violation> {
     check_type(field.name(), field.data_type())?;
-    if let Some(name) = field.extension_type_name()
-        && CANONICAL_EXTENSIONS.contains(&name)
-        && let Err(e) = field.try_canonical_extension_type()
-    {
-        return Err(Violation::ExtensionType {
-            field: field.name().clone(),
-            name: name.to_string(),
-            reason: e.to_string(),
-        });
-    }
+    extension::check(field).map_err(|(name, reason)| Violation::ExtensionType {
+        field: field.name().clone(),
+        name,
+        reason,
+    })?;
     if let DataType::Map(entries, _) = field.data_type() {
         let sound = !entries.is_nullable()
             && matches!(entries.data_type(), DataType::Struct(kv) if kv.len() == 2 && !kv[0].is_nullable());
@@ -327,16 +323,6 @@ fn check_field(field: &Field) -> Result<(), Violation> {
         .into_iter()
         .try_for_each(check_field)
 }
-
-/// The canonical extension types arrow-rs can check, which Arrow C++ checks as it reads them.
-const CANONICAL_EXTENSIONS: [&str; 6] = [
-    "arrow.fixed_shape_tensor",
-    "arrow.variable_shape_tensor",
-    "arrow.json",
-    "arrow.uuid",
-    "arrow.opaque",
-    "arrow.bool8",
-];
 
 /// The fields nested in a type, a dictionary's value type included.
 pub fn nested_fields(data_type: &DataType) -> Vec<&Field> {
@@ -581,6 +567,54 @@ pub struct BatchLayout<'a> {
     max_decompressed_bytes: usize,
     next_node: usize,
     next_buffer: usize,
+    /// What arrow-rs needs changed in the header to read the batch as Arrow C++ does.
+    fixes: LayoutFixes,
+}
+
+/// What a batch header needs changed for arrow-rs to read it as Arrow C++ does (usually
+/// nothing): see [`LengthFix`] and [`LayoutFixes::v4_run_end_validity`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LayoutFixes {
+    /// Buffer lengths to declare instead, in the header that is kept and served.
+    pub lengths: Vec<LengthFix>,
+    /// Buffers to leave out of the header arrow-rs decodes, not of the one that is kept: in
+    /// IPC metadata V4, Arrow C++ writes (and reads) a validity buffer for every type but
+    /// null, run-end encoded arrays included, where arrow-rs reads none for them and would
+    /// take every later buffer for the one before it.
+    pub v4_run_end_validity: Vec<usize>,
+}
+
+impl LayoutFixes {
+    /// Whether the header is fine as it is.
+    pub fn is_empty(&self) -> bool {
+        self.lengths.is_empty() && self.v4_run_end_validity.is_empty()
+    }
+}
+
+/// A buffer length in a batch header that Arrow C++ reads as it is but arrow-rs does not, and
+/// the length that means the same to both.
+///
+/// Arrow C++ writes buffers longer than their array needs, not always by whole values:
+/// `pa.nulls(n, type)` shares one zeroed buffer of the largest size any child needs among all
+/// of them (12 bytes of union offsets under an `Int64` child). arrow-rs views some typed
+/// buffers whole as values of their width and panics on a part value, so such a buffer is
+/// declared shorter, to whole values, never below what its array needs.
+///
+/// A zero-length slice of a list, as Arrow C++ writes it, keeps its first offset (`[5]` over
+/// no values); Arrow C++ reads no offsets of an array of no rows, but arrow-rs checks them
+/// against the values and refuses the batch (`First offset 5 of List(UInt8) is larger than
+/// values length 0`). Likewise Arrow C++ never reads the validity bitmap of an array without
+/// nulls, whatever range it declares, where arrow-rs reads it. Declaring such buffers empty
+/// drops only bytes no reader looks at, so the table reads the same to both, and to arrow-rs
+/// clients too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LengthFix {
+    /// The buffer's position in the header.
+    pub buffer: usize,
+    /// The offset to declare.
+    pub offset: i64,
+    /// The length to declare.
+    pub length: i64,
 }
 
 impl<'a> BatchLayout<'a> {
@@ -606,11 +640,13 @@ impl<'a> BatchLayout<'a> {
             max_decompressed_bytes,
             next_node: 0,
             next_buffer: 0,
+            fixes: LayoutFixes::default(),
         }
     }
 
     /// Check the layout for columns of `fields` and `rows` rows: every node and buffer sound,
-    /// and exactly the ones the fields need.
+    /// and exactly the ones the fields need. Returns what the header needs changed for
+    /// arrow-rs to read the batch as Arrow C++ does ([`LayoutFixes`]), usually nothing.
     ///
     /// # Errors
     /// The first violation found.
@@ -618,7 +654,7 @@ impl<'a> BatchLayout<'a> {
         mut self,
         fields: impl IntoIterator<Item = &'f DataType>,
         rows: i64,
-    ) -> Result<(), Violation> {
+    ) -> Result<LayoutFixes, Violation> {
         if rows < 0 {
             return Err(Violation::NegativeLength(rows));
         }
@@ -646,7 +682,7 @@ impl<'a> BatchLayout<'a> {
                 });
             }
         }
-        Ok(())
+        Ok(self.fixes)
     }
 
     /// Check the next column (or child) of `data_type`; its length.
@@ -654,7 +690,11 @@ impl<'a> BatchLayout<'a> {
         let (node, length, null_count) = self.node()?;
         // Readers read a validity bitmap only when the array has nulls, and offsets only when
         // it has rows.
-        let validity = if null_count > 0 { bitmap(length) } else { 0 };
+        let validity = if null_count > 0 {
+            bitmap(length)
+        } else {
+            UNREAD
+        };
         let offsets = |width: i64| if length > 0 { (length + 1) * width } else { 0 };
         let no_bitmap = matches!(data_type, DataType::Union(..) | DataType::RunEndEncoded(..));
         if no_bitmap && null_count != 0 {
@@ -730,7 +770,7 @@ impl<'a> BatchLayout<'a> {
             }
             DataType::Union(fields, mode) => {
                 if self.version < MetadataVersion::V5 {
-                    self.buffer(data_type, length, (0, 1))?; // a validity bitmap, unused
+                    self.buffer(data_type, length, (UNREAD, 1))?; // a validity bitmap, unused
                 }
                 self.buffer(data_type, length, (length, 1))?; // type ids, one byte each
                 if *mode == UnionMode::Dense {
@@ -741,6 +781,10 @@ impl<'a> BatchLayout<'a> {
                 }
             }
             DataType::RunEndEncoded(run_ends, values) => {
+                if self.version < MetadataVersion::V5 {
+                    self.fixes.v4_run_end_validity.push(self.next_buffer);
+                    self.buffer(data_type, length, (UNREAD, 1))?; // a validity bitmap, unused
+                }
                 self.column(run_ends.data_type())?;
                 self.column(values.data_type())?;
             }
@@ -809,9 +853,10 @@ impl<'a> BatchLayout<'a> {
     }
 
     /// Check the next buffer: within the body, 8-byte aligned, and (uncompressed or once
-    /// decompressed) a whole number of `unit`-byte values, at least `needed` bytes (`needed`
-    /// is 0 where a buffer's size is not known from the header). Readers view a typed buffer
-    /// whole as values of its width, which arrow-rs asserts.
+    /// decompressed) at least `needed` bytes of `unit`-byte values (`needed` is 0 where a
+    /// buffer's size is not known from the header). A buffer may be longer than needed, by
+    /// any number of bytes (Arrow C++ shares one zeroed buffer among the children of
+    /// `pa.nulls(n, type)`); see [`LengthFix`] for what is declared instead.
     fn buffer(
         &mut self,
         data_type: &DataType,
@@ -834,6 +879,25 @@ impl<'a> BatchLayout<'a> {
             && length >= 0
             && offset % 8 == 0
             && end.is_some_and(|end| end <= self.body.len() as i64);
+        if needed == UNREAD {
+            // Arrow C++ never looks at it; arrow-rs reads (and decompresses) it, so one that
+            // arrow-rs could not read, or should not decompress, is declared empty.
+            let unreadable = !in_body
+                || (length != 0 && rows == 0)
+                || (self.compressed
+                    && length > 0
+                    && self
+                        .compressed_buffer(index, offset as usize, length as usize)
+                        .is_err());
+            if unreadable {
+                self.fixes.lengths.push(LengthFix {
+                    buffer: index,
+                    offset: 0,
+                    length: 0,
+                });
+            }
+            return Ok(());
+        }
         if !in_body {
             return Err(Violation::BadBuffer {
                 buffer: index,
@@ -842,11 +906,30 @@ impl<'a> BatchLayout<'a> {
                 body: self.body.len(),
             });
         }
+        if rows == 0 && length != 0 {
+            // An array of no rows reads none of its buffers.
+            self.fixes.lengths.push(LengthFix {
+                buffer: index,
+                offset,
+                length: 0,
+            });
+            return Ok(());
+        }
         let length = if self.compressed {
             self.compressed_buffer(index, offset as usize, length as usize)?
         } else {
+            if length % unit != 0 && length >= needed {
+                self.fixes.lengths.push(LengthFix {
+                    buffer: index,
+                    offset,
+                    length: length - length % unit,
+                });
+                return Ok(());
+            }
             length
         };
+        // arrow-rs views some typed buffers whole as values of their width (and panics on a
+        // part value); a compressed one cannot be declared shorter, as its length is in it.
         if length < needed || length % unit != 0 {
             return Err(Violation::ShortBuffer {
                 buffer: index,
@@ -903,6 +986,61 @@ impl<'a> BatchLayout<'a> {
         })
     }
 }
+
+/// Where the buffer vector of the batch in an IPC `header` is: the position of its first
+/// entry, and its length. `header` holds a verified record batch or dictionary batch.
+fn buffer_vector(header: &[u8]) -> Option<(usize, usize)> {
+    let message = ipc::root_as_message(header).ok()?;
+    let batch = match message.header_type() {
+        ipc::MessageHeader::RecordBatch => message.header_as_record_batch(),
+        ipc::MessageHeader::DictionaryBatch => message.header_as_dictionary_batch()?.data(),
+        _ => None,
+    }?;
+    let buffers = batch.buffers()?;
+    let start = buffers.bytes().as_ptr() as usize - header.as_ptr() as usize;
+    Some((start, buffers.len()))
+}
+
+/// A copy of the IPC `header` whose batch declares the buffer lengths of `fixes` instead.
+/// A Buffer is a 16-byte struct, offset then length, little-endian, inline in its vector.
+pub fn with_lengths(header: &[u8], fixes: &[LengthFix]) -> Vec<u8> {
+    let mut patched = header.to_vec();
+    if let Some((start, _)) = buffer_vector(header) {
+        for fix in fixes {
+            let at = start + fix.buffer * 16;
+            patched[at..at + 8].copy_from_slice(&fix.offset.to_le_bytes());
+            patched[at + 8..at + 16].copy_from_slice(&fix.length.to_le_bytes());
+        }
+    }
+    patched
+}
+
+/// A copy of the IPC `header` whose batch lists its buffers without those at `dropped`
+/// (ascending): the later ones move down, the vector's count shrinks, and the bytes freed at
+/// its end are left unused, so every other offset of the flatbuffer still holds.
+pub fn without_buffers(header: &[u8], dropped: &[usize]) -> Vec<u8> {
+    let mut patched = header.to_vec();
+    let Some((start, count)) = buffer_vector(header) else {
+        return patched;
+    };
+    let kept: Vec<[u8; 16]> = (0..count)
+        .filter(|i| !dropped.contains(i))
+        .map(|i| {
+            header[start + i * 16..start + i * 16 + 16]
+                .try_into()
+                .expect("16 bytes")
+        })
+        .collect();
+    for (i, entry) in kept.iter().enumerate() {
+        patched[start + i * 16..start + i * 16 + 16].copy_from_slice(entry);
+    }
+    patched[start - 4..start].copy_from_slice(&(kept.len() as u32).to_le_bytes());
+    patched
+}
+
+/// The bytes "needed" of a validity bitmap no reader reads: that of an array without nulls
+/// (Arrow C++ skips it whatever it declares), and of a union or run-end encoded array in V4.
+const UNREAD: i64 = -1;
 
 /// Bytes of a validity bitmap of `rows` rows.
 fn bitmap(rows: i64) -> i64 {
