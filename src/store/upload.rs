@@ -149,7 +149,8 @@ impl TableUpload {
                 if let Some(fixed) = self.push_record_batch(message, &header, &body)? {
                     header = fixed;
                 }
-                let message = ipc::root_as_message(&header).expect("verified before");
+                let message = ipc::root_as_message(&header)
+                    .map_err(|e| self.invalid(UploadProblem::BadHeader(e)))?;
                 let schema = &self
                     .decoding
                     .as_ref()
@@ -274,14 +275,14 @@ impl TableUpload {
                 .check([value_type], data.length())
                 .map_err(|violation| invalid(key, UploadProblem::Invalid(violation)))?;
         }
-        let (kept_header, decoded_header) = fixed_headers(header, &fixes);
-        let fixed_message = decoded_header
+        let (kept_header, decoded_header) = fixed_headers(header, &fixes)
+            .map_err(|violation| invalid(key, UploadProblem::Invalid(violation)))?;
+        // It parses, as `fixed_headers` checked, and holds what the original holds.
+        let fixed_batch = decoded_header
             .as_deref()
-            .map(|h| ipc::root_as_message(h).expect("the same header with other buffers"));
-        let batch = match fixed_message {
-            Some(m) => m.header_as_dictionary_batch().expect("a dictionary batch"),
-            None => batch,
-        };
+            .and_then(|h| ipc::root_as_message(h).ok())
+            .and_then(|m| m.header_as_dictionary_batch());
+        let batch = fixed_batch.unwrap_or(batch);
         let result = guard_decoder(|| {
             ipc::reader::read_dictionary(
                 body,
@@ -331,14 +332,14 @@ impl TableUpload {
                     violation,
                 })
             })?;
-        let (kept_header, decoded_header) = fixed_headers(header, &fixes);
-        let fixed_message = decoded_header
+        let (kept_header, decoded_header) = fixed_headers(header, &fixes)
+            .map_err(|violation| self.invalid(UploadProblem::Invalid(violation)))?;
+        // It parses, as `fixed_headers` checked, and holds what the original holds.
+        let fixed_batch = decoded_header
             .as_deref()
-            .map(|h| ipc::root_as_message(h).expect("the same header with other buffers"));
-        let batch = match fixed_message {
-            Some(m) => m.header_as_record_batch().expect("a record batch"),
-            None => batch,
-        };
+            .and_then(|h| ipc::root_as_message(h).ok())
+            .and_then(|m| m.header_as_record_batch());
+        let batch = fixed_batch.unwrap_or(batch);
         let decoded = guard_decoder(|| {
             RecordBatchDecoder::try_new(
                 body,
@@ -397,11 +398,21 @@ impl TableUpload {
     }
 }
 
+/// A batch's header to keep and serve, and the one arrow-ipc decodes, where they are not the
+/// received one.
+type FixedHeaders = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// The headers a batch's `fixes` call for: the one to keep and serve, and the one arrow-ipc
 /// decodes (see [`LayoutFixes`]); `None` where `header` itself will do.
-fn fixed_headers(header: &[u8], fixes: &LayoutFixes) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+///
+/// # Errors
+/// [`Violation::OverlappingHeader`] if a change to the buffer list would change more.
+fn fixed_headers(
+    header: &[u8],
+    fixes: &LayoutFixes,
+) -> std::result::Result<FixedHeaders, Violation> {
     if fixes.is_empty() {
-        return (None, None);
+        return Ok((None, None));
     }
     let kept = (!fixes.lengths.is_empty()).then(|| validate::with_lengths(header, &fixes.lengths));
     let decoded = if fixes.v4_run_end_validity.is_empty() {
@@ -410,7 +421,12 @@ fn fixed_headers(header: &[u8], fixes: &LayoutFixes) -> (Option<Vec<u8>>, Option
         let base = kept.as_deref().unwrap_or(header);
         Some(validate::without_buffers(base, &fixes.v4_run_end_validity))
     };
-    (kept, decoded)
+    for patched in [&kept, &decoded].into_iter().flatten() {
+        if !validate::same_but_buffers(header, patched) {
+            return Err(Violation::OverlappingHeader);
+        }
+    }
+    Ok((kept, decoded))
 }
 
 /// The error refusing the upload for `key`.

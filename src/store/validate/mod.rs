@@ -115,6 +115,12 @@ pub enum Violation {
         /// Where in the header.
         at: usize,
     },
+    /// A header whose buffer list lies over its other fields (flatbuffers' verifiers allow
+    /// objects to overlap), so that its buffers cannot be declared otherwise alone.
+    #[error(
+        "the IPC header's buffer list overlaps its other fields; no Arrow writer makes such a header"
+    )]
+    OverlappingHeader,
     /// A negative row count.
     #[error("the batch declares {0} rows")]
     NegativeLength(i64),
@@ -928,9 +934,10 @@ impl<'a> BatchLayout<'a> {
             }
             length
         };
-        // arrow-rs views some typed buffers whole as values of their width (and panics on a
-        // part value); a compressed one cannot be declared shorter, as its length is in it.
-        if length < needed || length % unit != 0 {
+        // A compressed buffer cannot be declared shorter, its length is inside it; arrow-rs
+        // reads the ones Arrow C++ writes longer than needed (the decompressed buffer is its
+        // own allocation), and a decoder panic on any other is caught as a refusal.
+        if length < needed {
             return Err(Violation::ShortBuffer {
                 buffer: index,
                 length,
@@ -999,6 +1006,51 @@ fn buffer_vector(header: &[u8]) -> Option<(usize, usize)> {
     let buffers = batch.buffers()?;
     let start = buffers.bytes().as_ptr() as usize - header.as_ptr() as usize;
     Some((start, buffers.len()))
+}
+
+/// Whether `patched`, a copy of the verified IPC header `original` whose buffer list was
+/// changed, still says all else `original` says. A hostile header may lay its buffer list over
+/// other fields (flatbuffers' verifiers allow objects to overlap); a change to the buffers
+/// would then change those fields too, after they were checked.
+pub fn same_but_buffers(original: &[u8], patched: &[u8]) -> bool {
+    let (Ok(a), Ok(b)) = (
+        ipc::root_as_message(original),
+        ipc::root_as_message(patched),
+    ) else {
+        return false;
+    };
+    fn metadata<'a>(m: ipc::Message<'a>) -> Option<Vec<(Option<&'a str>, Option<&'a str>)>> {
+        m.custom_metadata()
+            .map(|entries| entries.iter().map(|e| (e.key(), e.value())).collect())
+    }
+    type Dictionary = Option<(i64, bool)>;
+    fn batch<'a>(m: ipc::Message<'a>) -> Option<(Dictionary, ipc::RecordBatch<'a>)> {
+        match m.header_type() {
+            ipc::MessageHeader::RecordBatch => m.header_as_record_batch().map(|b| (None, b)),
+            ipc::MessageHeader::DictionaryBatch => m
+                .header_as_dictionary_batch()
+                .and_then(|d| d.data().map(|b| (Some((d.id(), d.isDelta())), b))),
+            _ => None,
+        }
+    }
+    let (Some((dictionary_a, a_batch)), Some((dictionary_b, b_batch))) = (batch(a), batch(b))
+    else {
+        return false;
+    };
+    let compression = |b: ipc::RecordBatch<'_>| b.compression().map(|c| (c.codec(), c.method()));
+    let counts = |b: ipc::RecordBatch<'_>| {
+        b.variadicBufferCounts()
+            .map(|v| v.iter().collect::<Vec<_>>())
+    };
+    a.version() == b.version()
+        && a.bodyLength() == b.bodyLength()
+        && a.header_type() == b.header_type()
+        && metadata(a) == metadata(b)
+        && dictionary_a == dictionary_b
+        && a_batch.length() == b_batch.length()
+        && a_batch.nodes().map(|n| n.bytes()) == b_batch.nodes().map(|n| n.bytes())
+        && compression(a_batch) == compression(b_batch)
+        && counts(a_batch) == counts(b_batch)
 }
 
 /// A copy of the IPC `header` whose batch declares the buffer lengths of `fixes` instead.
