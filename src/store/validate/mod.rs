@@ -8,10 +8,11 @@
 //! - **Before a body is decoded**, from the header alone ([`check_message`],
 //!   [`BatchLayout::check`]): the metadata version (V4 or V5, what Arrow C++ reads), the body
 //!   length the header declares, every node (length and null count non-negative, null count
-//!   at most the length, top-level lengths equal to the batch's), every buffer (8-byte
-//!   aligned, within the body), exactly as many nodes and buffers as the schema needs, and the
-//!   sizes compressed buffers declare. A body that passes cannot make arrow-ipc read out of
-//!   bounds, which it answers with a panic.
+//!   at most the length, top-level lengths equal to the batch's), every buffer a reader reads
+//!   (8-byte aligned, within the body; the validity bitmap of an array without nulls is read
+//!   by no Arrow C++ reader and is declared empty instead, see [`LayoutFixes`]), exactly as
+//!   many nodes and buffers as the schema needs, and the sizes compressed buffers declare. A
+//!   body that passes cannot make arrow-ipc read out of bounds, which it answers with a panic.
 //! - **In the schema** ([`check_schema`]): little-endian (a table is served as it was
 //!   uploaded, so bytes in another order cannot be), union type ids Arrow can represent,
 //!   decimal precisions within their width, maps whose entries and keys are not nullable,
@@ -886,16 +887,9 @@ impl<'a> BatchLayout<'a> {
             && offset % 8 == 0
             && end.is_some_and(|end| end <= self.body.len() as i64);
         if needed == UNREAD {
-            // Arrow C++ never looks at it; arrow-rs reads (and decompresses) it, so one that
-            // arrow-rs could not read, or should not decompress, is declared empty.
-            let unreadable = !in_body
-                || (length != 0 && rows == 0)
-                || (self.compressed
-                    && length > 0
-                    && self
-                        .compressed_buffer(index, offset as usize, length as usize)
-                        .is_err());
-            if unreadable {
+            // Arrow C++ never looks at it, whatever it declares; arrow-rs reads (and
+            // decompresses) it before it looks at the null count, so it is declared empty.
+            if offset != 0 || length != 0 {
                 self.fixes.lengths.push(LengthFix {
                     buffer: index,
                     offset: 0,
