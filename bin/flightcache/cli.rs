@@ -170,8 +170,8 @@ pub struct ServeArgs {
     /// 127.0.0.1:9815).
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics: Option<SocketAddr>,
-    /// The users who may connect and what each may do (a TOML file; see the README's Security
-    /// section). Without it, every caller may do everything, so serve only listens on
+    /// The users who may connect and what each may do (a TOML file; see docs/security.md).
+    /// Without it, every caller may do everything, so serve only listens on
     /// loopback unless --no-auth says otherwise. Reloaded on SIGHUP.
     #[arg(long, value_name = "FILE")]
     pub users: Option<PathBuf>,

@@ -78,8 +78,8 @@ fn protected_mode(args: &ServeArgs, addr: std::net::SocketAddr) -> anyhow::Resul
     if args.users.is_none() && !args.no_auth && args.tls_client_ca.is_none() {
         anyhow::bail!(
             "refusing to serve on {addr} without users: anyone who can reach it could read, \
-             overwrite and drop every table. Give users with --users FILE (see the README's \
-             Security section; `flightcache hash-password` makes password hashes), require \
+             overwrite and drop every table. Give users with --users FILE (see docs/security.md; \
+             `flightcache hash-password` makes password hashes), require \
              client certificates with --tls-client-ca, listen on 127.0.0.1, or pass --no-auth \
              to serve everyone on purpose"
         );

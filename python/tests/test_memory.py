@@ -27,7 +27,7 @@ def seconds_since_epoch(timestamp):
 
 def renew_request(endpoint):
     """A serialized RenewFlightEndpointRequest: field 1, the serialized endpoint (pyarrow has no
-    class for it; the README shows the same helper)."""
+    class for it; docs/protocol.md shows the same helper)."""
     return field(1, endpoint.serialize())
 
 
