@@ -4,25 +4,30 @@
 //! back with `do_get`. Tables are kept as the validated Arrow IPC messages they arrived as, so a
 //! get replays bytes instead of re-encoding them.
 //!
-//! # Layout
-//! - [`protocol`]: what is on the wire, with no I/O: [`TableKey`] and how tickets and
-//!   descriptors carry it, the RPCs, the actions and their JSON answers, `do_put`'s answer,
-//!   record batches as Flight messages, times to live, credentials in the authorization header.
-//! - [`auth`]: who may do what: the users file, sign-in, session tokens, callers' rights.
-//! - `store` (crate-private): the cache: the key → table map, cached tables, uploads and
-//!   their validation, table memory (slabs and their reuse), the memory budget, LRU eviction
-//!   and expiry.
-//! - [`server`]: [`ServerConfig`], [`serve`], [`EmbeddedServer`], TLS, the metrics page; and
-//!   (crate-private) the Flight service, whose one door per RPC every request enters and
-//!   which authenticates every caller first.
-//! - `transport` (crate-private): gRPC over HTTP/2: the router that hands each request to its
-//!   door, framing, `do_put` bodies received straight into table memory, `do_get` bodies sent
-//!   without a copy, HTTP/2 settings.
-//! - [`client`]: [`CacheClient`] and its streams.
-//! - [`formats`]: Parquet, Arrow IPC and CSV files as batch streams, a batch at a time.
-//! - [`bench`](mod@bench): the benchmark behind `flightcache bench`, and its JSON and
-//!   raw-socket baselines.
-//! - [`error`]: [`Error`], and its mapping to gRPC status codes.
+//! # Layers
+//! Each module imports only the modules listed above it (`python3 ../shared/tools/layers.py
+//! src` checks it), so each can be read knowing only those:
+//!
+//! 1. [`protocol`]: what is on the wire, with no I/O and no other module of the crate:
+//!    [`TableKey`] and how tickets and descriptors carry it, the RPCs, the actions and their
+//!    JSON answers, rights, `do_put`'s answer, record batches as Flight messages, times to
+//!    live, credentials in the authorization header. Its parsers return their own problems.
+//! 2. [`error`]: [`Error`], which carries the protocol's problems and the store's (the
+//!    budget's refusals, an upload's violations), and its one mapping to gRPC status codes.
+//! 3. `store` (crate-private) and [`auth`], side by side, neither importing the other. The
+//!    store is the cache: the key → table map, cached tables, uploads and their validation,
+//!    table memory (slabs and their reuse), the memory budget, LRU eviction and expiry. Auth
+//!    is who may do what: the users file, sign-in, session tokens, callers' rights.
+//! 4. `transport` (crate-private): gRPC over HTTP/2: framing, `do_put` bodies received
+//!    straight into table memory, `do_get` bodies sent without a copy, HTTP/2 settings. It
+//!    reads requests and writes responses, and never calls the server.
+//! 5. [`server`]: [`ServerConfig`], [`serve`], [`EmbeddedServer`], TLS, the metrics page; and
+//!    (crate-private) the router that hands each request to its RPC's one door, and the
+//!    doors, which authenticate every caller first. Beside it, [`client`]: [`CacheClient`]
+//!    and its streams; neither imports the other.
+//! 6. [`formats`] (Parquet, Arrow IPC and CSV files as batch streams, a batch at a time) and
+//!    [`bench`](mod@bench) (the benchmark behind `flightcache bench`, and its JSON and
+//!    raw-socket baselines) use the layers below.
 #![warn(missing_docs)]
 
 pub mod auth;

@@ -40,26 +40,7 @@ const TOKEN_DIGEST_PREFIX: &str = "sha256:";
 /// The prefix of every token flightcache makes, so a leaked one is recognisable.
 pub const TOKEN_PREFIX: &str = "fct_";
 
-/// A right over keys, or over the whole cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Right {
-    /// Get a table, its schema or description, see it in a listing, read its time to live.
-    Read,
-    /// Put, drop, expire, persist or renew a key.
-    Write,
-    /// Clear the cache and read its statistics.
-    Admin,
-}
-
-impl fmt::Display for Right {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Right::Read => "read",
-            Right::Write => "write",
-            Right::Admin => "admin",
-        })
-    }
-}
+pub use crate::protocol::rights::Right;
 
 /// A key pattern: `*` stands for any run of characters.
 #[derive(Debug, Clone, PartialEq, Eq)]

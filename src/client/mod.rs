@@ -27,13 +27,13 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 pub use stream::TableStream;
 
 use crate::error::{AnswerProblem, ConnectProblem, Error, Result};
+use crate::protocol::DEFAULT_MAX_MESSAGE_BYTES;
 use crate::protocol::actions::{CacheAction, ClearResult, DropResult, StoreStats};
 use crate::protocol::auth::{AUTHORIZATION, Credentials, WhoAmI};
 use crate::protocol::encode::encode_stream;
 use crate::protocol::key::TableKey;
 use crate::protocol::put::PutSummary;
 use crate::protocol::ttl::{PersistResult, TTL_HEADER, TableMetadata, TtlResult};
-use crate::server::config::DEFAULT_MAX_MESSAGE_BYTES;
 use crate::transport::http2::Http2Settings;
 use session::{Session, SharedSession};
 use stream::CancelOnError;
@@ -387,7 +387,14 @@ impl CacheClient {
         let result = last.ok_or(Error::UnexpectedAnswer {
             problem: AnswerProblem::Missing { rpc: "do_put" },
         })?;
-        PutSummary::from_app_metadata(&result.app_metadata)
+        PutSummary::from_app_metadata(&result.app_metadata).map_err(|source| {
+            Error::UnexpectedAnswer {
+                problem: AnswerProblem::NotJson {
+                    what: "PutResult".into(),
+                    source,
+                },
+            }
+        })
     }
 
     /// Upload `batches` under `key`; see [`put`](Self::put).

@@ -13,8 +13,6 @@ use arrow::record_batch::RecordBatch;
 use arrow_flight::{FlightData, FlightDescriptor};
 use futures::{Stream, StreamExt, stream};
 
-use crate::error::Result;
-
 /// Record batches larger than this are sent as several messages of about this size, which
 /// keeps both ends streaming instead of buffering one giant message.
 pub const TARGET_MESSAGE_BYTES: usize = 2 << 20;
@@ -99,13 +97,14 @@ fn split_batch(batch: &RecordBatch, target_bytes: usize) -> Result<Vec<RecordBat
 
 /// The `do_put` message stream for `batches` under `descriptor`: schema first, then batches.
 /// Encoding happens as the stream is polled, one input batch at a time.
-pub fn encode_stream<S>(
+pub fn encode_stream<S, E>(
     schema: &Schema,
     descriptor: FlightDescriptor,
     batches: S,
-) -> impl Stream<Item = Result<FlightData>> + Send + 'static
+) -> impl Stream<Item = Result<FlightData, E>> + Send + 'static
 where
-    S: Stream<Item = Result<RecordBatch>> + Send + 'static,
+    S: Stream<Item = Result<RecordBatch, E>> + Send + 'static,
+    E: From<ArrowError> + Send + 'static,
 {
     let mut encoder = FlightEncoder::new(TARGET_MESSAGE_BYTES);
     let schema_message = encoder.encode_schema(schema, Some(descriptor));

@@ -10,7 +10,7 @@ use std::fmt;
 use arrow_flight::{FlightDescriptor, Ticket, flight_descriptor::DescriptorType};
 use bytes::Bytes;
 
-use crate::error::{ClientText, Error, Result};
+use crate::protocol::text::ClientText;
 
 /// The longest key accepted, in bytes. Keys are names, not payloads.
 pub const MAX_KEY_BYTES: usize = 4096;
@@ -23,14 +23,14 @@ impl TableKey {
     /// Validate `name` as a key.
     ///
     /// # Errors
-    /// [`Error::InvalidKey`] (InvalidArgument) if it is empty or longer than [`MAX_KEY_BYTES`].
-    pub fn try_new(name: impl Into<String>) -> Result<Self> {
+    /// [`KeyProblem`] (the server answers InvalidArgument) if it is empty or longer than [`MAX_KEY_BYTES`].
+    pub fn try_new(name: impl Into<String>) -> Result<Self, KeyProblem> {
         let name = name.into();
         if name.is_empty() {
-            return Err(invalid(KeyProblem::Empty));
+            return Err(KeyProblem::Empty);
         }
         if name.len() > MAX_KEY_BYTES {
-            return Err(invalid(KeyProblem::TooLong { bytes: name.len() }));
+            return Err(KeyProblem::TooLong { bytes: name.len() });
         }
         Ok(Self(name))
     }
@@ -38,12 +38,10 @@ impl TableKey {
     /// Decode a key from raw bytes (a CMD descriptor, a ticket, an action body).
     ///
     /// # Errors
-    /// [`Error::InvalidKey`] (InvalidArgument) if the bytes are not UTF-8 or the key is empty.
-    pub fn try_from_bytes(bytes: &[u8]) -> Result<Self> {
-        let name = std::str::from_utf8(bytes).map_err(|e| {
-            invalid(KeyProblem::NotUtf8 {
-                valid_up_to: e.valid_up_to(),
-            })
+    /// [`KeyProblem`] (the server answers InvalidArgument) if the bytes are not UTF-8 or the key is empty.
+    pub fn try_from_bytes(bytes: &[u8]) -> Result<Self, KeyProblem> {
+        let name = std::str::from_utf8(bytes).map_err(|e| KeyProblem::NotUtf8 {
+            valid_up_to: e.valid_up_to(),
         })?;
         Self::try_new(name)
     }
@@ -52,25 +50,23 @@ impl TableKey {
     /// is an empty string between two slashes).
     ///
     /// # Errors
-    /// [`Error::InvalidKey`] (InvalidArgument) for an empty or non-UTF-8 key, or an unknown
+    /// [`KeyProblem`] (the server answers InvalidArgument) for an empty or non-UTF-8 key, or an unknown
     /// descriptor type.
-    pub fn try_from_descriptor(descriptor: &FlightDescriptor) -> Result<Self> {
+    pub fn try_from_descriptor(descriptor: &FlightDescriptor) -> Result<Self, KeyProblem> {
         match DescriptorType::try_from(descriptor.r#type) {
             Ok(DescriptorType::Cmd) => Self::try_from_bytes(&descriptor.cmd),
             Ok(DescriptorType::Path) => Self::try_new(descriptor.path.join("/")),
-            Ok(DescriptorType::Unknown) | Err(_) => {
-                Err(invalid(KeyProblem::UnknownDescriptorType {
-                    type_number: descriptor.r#type,
-                }))
-            }
+            Ok(DescriptorType::Unknown) | Err(_) => Err(KeyProblem::UnknownDescriptorType {
+                type_number: descriptor.r#type,
+            }),
         }
     }
 
     /// The key a ticket names: its exact bytes, as pyarrow users write `Ticket(name)` by hand.
     ///
     /// # Errors
-    /// [`Error::InvalidKey`] (InvalidArgument) for an empty or non-UTF-8 ticket.
-    pub fn try_from_ticket(ticket: &Ticket) -> Result<Self> {
+    /// [`KeyProblem`] (the server answers InvalidArgument) for an empty or non-UTF-8 ticket.
+    pub fn try_from_ticket(ticket: &Ticket) -> Result<Self, KeyProblem> {
         Self::try_from_bytes(&ticket.ticket)
     }
 
@@ -101,7 +97,7 @@ impl fmt::Display for TableKey {
     }
 }
 
-/// What is wrong with a key ([`Error::InvalidKey`]).
+/// What is wrong with a key (the library's `Error::InvalidKey`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyProblem {
@@ -126,10 +122,6 @@ pub enum KeyProblem {
         /// The type number sent.
         type_number: i32,
     },
-}
-
-fn invalid(problem: KeyProblem) -> Error {
-    Error::InvalidKey { problem }
 }
 
 #[cfg(test)]
@@ -163,12 +155,7 @@ mod tests {
         assert_eq!(key(&["a", ""]).unwrap().as_str(), "a/");
         assert_eq!(key(&["", ""]).unwrap().as_str(), "/");
         // Only a key that is empty altogether is invalid.
-        assert!(matches!(
-            key(&[""]),
-            Err(Error::InvalidKey {
-                problem: KeyProblem::Empty
-            })
-        ));
+        assert!(matches!(key(&[""]), Err(KeyProblem::Empty)));
     }
 
     #[test]
@@ -180,18 +167,15 @@ mod tests {
 
     #[test]
     fn empty_and_non_utf8_keys_are_refused() {
-        assert!(matches!(
-            TableKey::try_from_bytes(b""),
-            Err(Error::InvalidKey { .. })
-        ));
-        assert!(matches!(
+        assert_eq!(TableKey::try_from_bytes(b""), Err(KeyProblem::Empty));
+        assert_eq!(
             TableKey::try_from_bytes(&[0xff, 0xfe]),
-            Err(Error::InvalidKey { .. })
-        ));
-        assert!(matches!(
+            Err(KeyProblem::NotUtf8 { valid_up_to: 0 })
+        );
+        assert_eq!(
             TableKey::try_from_descriptor(&FlightDescriptor::new_path(vec![])),
-            Err(Error::InvalidKey { .. })
-        ));
+            Err(KeyProblem::Empty)
+        );
     }
 
     #[test]

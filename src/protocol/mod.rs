@@ -10,6 +10,12 @@
 //! - [`put`]: [`PutSummary`](put::PutSummary), what a finished `do_put` answers.
 //! - [`ttl`]: times to live: the `do_put` header, and what the TTL actions answer.
 //! - [`encode`]: record batches into Flight messages, the schema exactly as given.
+//! - [`rights`]: [`Right`](rights::Right), what a request needs.
+//! - [`text`]: [`ClientText`](text::ClientText), client input quoted as a bounded prefix.
+//!
+//! It imports no other module of the crate: its parsers return their own problems
+//! ([`KeyProblem`](key::KeyProblem), [`InvalidTtl`](ttl::InvalidTtl),
+//! [`ActionProblem`](actions::ActionProblem)), which [`Error`](crate::Error) carries.
 
 pub mod actions;
 pub mod auth;
@@ -17,5 +23,12 @@ pub mod encode;
 pub mod key;
 pub mod location;
 pub mod put;
+pub mod rights;
 pub mod rpc;
+pub mod text;
 pub mod ttl;
+
+/// Largest single Flight message accepted by default, by the server and the client: 2 GiB.
+/// pyarrow sends a table chunk as one message however large it is, and gRPC's own ceiling is
+/// just under 4 GiB; tonic's 4 MiB default would refuse ordinary uploads.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 2 << 30;

@@ -3,8 +3,6 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{AnswerProblem, Error, Result};
-
 /// What a finished `do_put` answers, as JSON in the `app_metadata` of its one `PutResult`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutSummary {
@@ -27,14 +25,9 @@ impl PutSummary {
     /// Read a summary from the `app_metadata` of a `PutResult`.
     ///
     /// # Errors
-    /// [`Error::UnexpectedAnswer`] if it is not a summary.
-    pub fn from_app_metadata(app_metadata: &[u8]) -> Result<Self> {
-        serde_json::from_slice(app_metadata).map_err(|source| Error::UnexpectedAnswer {
-            problem: AnswerProblem::NotJson {
-                what: "PutResult".into(),
-                source,
-            },
-        })
+    /// The JSON error if it is not a summary.
+    pub fn from_app_metadata(app_metadata: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(app_metadata)
     }
 }
 

@@ -15,10 +15,7 @@ pub use crate::auth::DEFAULT_TOKEN_TTL;
 /// The port `flightcache serve` listens on by default, the one pyarrow's examples use.
 pub const DEFAULT_PORT: u16 = 8815;
 
-/// Largest single Flight message accepted by default: 2 GiB. pyarrow sends a table chunk as
-/// one message however large it is, and gRPC's own ceiling is just under 4 GiB; tonic's 4 MiB
-/// default would refuse ordinary uploads.
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 2 << 30;
+pub use crate::protocol::DEFAULT_MAX_MESSAGE_BYTES;
 
 /// Largest request message of an RPC other than `do_put` (a ticket, a descriptor, an action)
 /// accepted by default: 4 MiB, gRPC's usual default. These are names and small bodies; the

@@ -2,6 +2,7 @@
 //! benchmarks. The Flight RPCs themselves are the doors of `service`.
 //!
 //! - [`config`]: [`ServerConfig`], every knob with its default.
+//! - `router`: the HTTP/2 service every request enters, handing it to its door (crate-private).
 //! - `service`: the one door of each RPC (crate-private).
 //! - `call`: one request as a door sees it (crate-private).
 //! - `metrics`: `serve --metrics`, the numbers in the Prometheus text format (crate-private).
@@ -10,6 +11,7 @@
 pub(crate) mod call;
 pub mod config;
 pub(crate) mod metrics;
+pub(crate) mod router;
 pub(crate) mod service;
 pub mod tls;
 
@@ -30,8 +32,9 @@ pub use config::ServerConfig;
 
 use crate::error::{Error, Result};
 use crate::protocol::location::default_location;
+use crate::server::router::FlightRouter;
+use crate::transport::AbortOnDrop;
 use crate::transport::connection::{ConnectionLimits, incoming};
-use crate::transport::router::FlightRouter;
 use service::FlightCacheService;
 
 /// The HTTP/2 service that serves Flight for `service`: every request enters its RPC's door
@@ -164,16 +167,6 @@ async fn measure_overhead_periodically(budget: std::sync::Arc<crate::store::budg
     loop {
         ticks.tick().await;
         budget.measure_overhead();
-    }
-}
-
-/// Aborts a task when dropped, however the future owning it ends.
-#[derive(Debug)]
-pub(crate) struct AbortOnDrop<T>(pub JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

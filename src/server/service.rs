@@ -360,7 +360,8 @@ impl FlightCacheService {
             .headers
             .get(TTL_HEADER)
             .map(|value| parse_ttl_header(value.as_bytes()))
-            .transpose();
+            .transpose()
+            .map_err(Error::from);
         let connection = call.connection.clone();
         let result = match (self.admit(call), ttl) {
             (Ok((caller, messages)), Ok(ttl)) => {

@@ -20,6 +20,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
+pub use crate::error::budget::{OverBudget, RefusalReason};
 use crate::protocol::key::TableKey;
 
 /// Frees memory so that a charge can fit; the store implements it.
@@ -466,33 +467,6 @@ impl Drop for UploadAccount {
     fn drop(&mut self) {
         self.end();
     }
-}
-
-/// Why a charge was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefusalReason {
-    /// The upload alone would hold more than the whole budget.
-    LargerThanBudget,
-    /// Nothing more could be freed: the eviction policy forbids it, or what is left is held
-    /// by uploads in progress, by the upload's own key, or by tables still being read.
-    NothingToFree,
-}
-
-/// A charge the budget could not make room for ([`crate::Error::OverBudget`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OverBudget {
-    /// The budget in bytes.
-    pub limit: usize,
-    /// Bytes in use when the charge was refused: charged, and the measured overhead.
-    pub used: usize,
-    /// Of `used`, what the process holds beyond the charges, as last measured.
-    pub overhead: usize,
-    /// Bytes the charge asked for.
-    pub needed: usize,
-    /// Bytes the upload already held.
-    pub upload_bytes: usize,
-    /// Why it was refused.
-    pub reason: RefusalReason,
 }
 
 #[cfg(test)]

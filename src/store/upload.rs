@@ -20,6 +20,7 @@ use arrow::ipc::{self, MessageHeader, convert::try_fb_to_schema, reader::RecordB
 use arrow_flight::FlightData;
 use bytes::Bytes;
 
+pub use crate::error::upload::{DecodeFailure, UploadProblem};
 use crate::error::{Error, Result};
 use crate::protocol::key::TableKey;
 use crate::store::budget::Charge;
@@ -514,84 +515,6 @@ mod quiet_panics {
             assert!(outside.is_err());
         }
     }
-}
-
-/// What is wrong with an upload ([`Error::InvalidUpload`]).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum UploadProblem {
-    /// A message has a body but no IPC header.
-    #[error("a message has a body but no IPC header")]
-    BodyWithoutHeader,
-    /// A message header is not an Arrow IPC flatbuffer.
-    #[error("a message header is not valid Arrow IPC ({0})")]
-    BadHeader(#[source] flatbuffers::InvalidFlatbuffer),
-    /// A message of a kind that has no place in a record batch stream (a tensor, say).
-    #[error("a `{kind}` message is not part of an Arrow record batch stream")]
-    UnexpectedMessage {
-        /// The message kind.
-        kind: &'static str,
-    },
-    /// A message whose header names its kind but holds nothing.
-    #[error("the {kind} message has an empty header")]
-    EmptyHeader {
-        /// The message kind.
-        kind: &'static str,
-    },
-    /// A second schema.
-    #[error(
-        "a second schema arrived mid-stream; a table has one schema, upload it under another key"
-    )]
-    SecondSchema,
-    /// A schema Arrow cannot read.
-    #[error("bad schema ({0})")]
-    BadSchema(#[source] ArrowError),
-    /// A batch before the schema.
-    #[error("a {kind} arrived before the schema")]
-    BeforeSchema {
-        /// The message kind.
-        kind: &'static str,
-    },
-    /// A dictionary batch that does not decode.
-    #[error("bad dictionary batch ({source})")]
-    BadDictionary {
-        /// Why it does not decode.
-        source: DecodeFailure,
-    },
-    /// A record batch that does not decode against the schema.
-    #[error("record batch {batch} does not match the schema ({source})")]
-    BadRecordBatch {
-        /// Its position among the stream's record batches, from 0.
-        batch: u64,
-        /// Why it does not decode.
-        source: DecodeFailure,
-    },
-    /// The stream ended without a schema.
-    #[error("the stream ended before a schema was sent")]
-    NoSchema,
-    /// A record batch whose header does not lay out the schema's columns as Arrow readers
-    /// require (see [`Violation`]).
-    #[error("record batch {batch} does not match the schema's layout ({violation})")]
-    BatchLayout {
-        /// Its position among the stream's record batches, from 0.
-        batch: u64,
-        /// What is wrong.
-        violation: Violation,
-    },
-    /// A message breaks a rule Arrow readers enforce (see [`Violation`]).
-    #[error("{0}")]
-    Invalid(#[from] Violation),
-}
-
-/// Why arrow-ipc could not decode a message.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeFailure {
-    /// arrow-ipc refused it.
-    #[error("{0}")]
-    Arrow(ArrowError),
-    /// arrow-ipc panicked on it (apache/arrow-rs#7124); the panic's message.
-    #[error("malformed IPC data: {0}")]
-    Panic(String),
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use tonic::codegen::http;
 use crate::error::{ClientText, Error, RequestProblem, Result};
 use crate::protocol::auth::{AUTHORIZATION, Credentials, SessionToken, TOKEN_TTL_HEADER};
 use crate::protocol::rpc::FlightRpc;
-use crate::server::AbortOnDrop;
+use crate::transport::AbortOnDrop;
 
 /// The prefix of every gRPC message: a compression flag and a big-endian length.
 pub const PREFIX_BYTES: usize = 5;

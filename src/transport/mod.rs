@@ -1,8 +1,8 @@
-//! How flightcache speaks gRPC over HTTP/2, an implementation detail of the server.
+//! How flightcache speaks gRPC over HTTP/2, an implementation detail of the server: it reads
+//! requests and writes responses; the server's router calls it, never the reverse.
 //!
 //! - [`connection`]: connections accepted within a limit, closed when idle, and what each is
 //!   doing (requests and uploads in flight).
-//! - [`router`]: every request enters here and is handed to its RPC's one door.
 //! - [`grpc`]: which requests are read, message framing, unary requests, responses.
 //! - [`receive`]: `DoPut` messages read with their bodies received straight into table memory.
 //! - [`replay`]: `DoGet` answered by handing stored bodies to HTTP/2 without a copy.
@@ -13,4 +13,15 @@ pub(crate) mod grpc;
 pub(crate) mod http2;
 pub(crate) mod receive;
 pub(crate) mod replay;
-pub(crate) mod router;
+
+use tokio::task::JoinHandle;
+
+/// Aborts a task when dropped, however the future owning it ends.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop<T>(pub JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -5,7 +5,7 @@
 //!
 //! Why not tonic's generated `FlightServiceServer`: the two RPCs that move tables need their
 //! own wire handling (`DoGet` hands stored bodies to h2 without a copy, `DoPut` receives bodies
-//! straight into table memory, see [`replay`](super::replay) and [`receive`](super::receive)),
+//! straight into table memory, see [`replay`](crate::transport::replay) and [`receive`](crate::transport::receive)),
 //! and with a generated server beside them every RPC would have two ways in, one of which a
 //! check could miss. tonic's generated decoding also answers malformed bytes with INTERNAL,
 //! which flightcache reserves for its own bugs. So every RPC is read here, in one way, and
@@ -24,9 +24,9 @@ use tonic::server::NamedService;
 
 use crate::error::{ClientText, Error, Result};
 use crate::protocol::rpc::{FLIGHT_SERVICE, FlightRpc};
-use crate::server::AbortOnDrop;
 use crate::server::call::Call;
 use crate::server::service::FlightCacheService;
+use crate::transport::AbortOnDrop;
 use crate::transport::connection::{RequestInFlight, connection_info};
 use crate::transport::grpc;
 use crate::transport::receive::MessageReader;

@@ -1,6 +1,12 @@
 //! The library's error type, and the one mapping from it to a gRPC [`tonic::Status`].
+//!
+//! It sits just above [`protocol`](crate::protocol), whose names it carries (keys, RPCs,
+//! rights), and below everything else: the problems of the store live here too
+//! ([`budget`], [`upload`]), so that no module below the server needs to be known to it.
 
-use std::fmt;
+pub mod budget;
+pub mod upload;
+
 use std::path::PathBuf;
 
 use arrow::error::ArrowError;
@@ -8,12 +14,16 @@ use tonic::{Code, Status};
 
 use indicatif::HumanBytes;
 
-use crate::auth::users::Right;
+use crate::protocol::rights::Right;
+pub use crate::protocol::text::ClientText;
+pub use budget::{OverBudget, RefusalReason};
+pub use upload::UploadProblem;
+
+use crate::protocol::actions::ActionProblem;
 use crate::protocol::auth::AuthProblem;
 use crate::protocol::key::{KeyProblem, TableKey};
 use crate::protocol::rpc::FlightRpc;
-use crate::store::budget::{OverBudget, RefusalReason};
-use crate::store::upload::UploadProblem;
+use crate::protocol::ttl::InvalidTtl;
 
 /// What can go wrong in the server, the client or the file readers.
 ///
@@ -420,45 +430,27 @@ pub enum AnswerProblem {
     TableDiffers,
 }
 
-/// Bytes a client sent, kept for an error message as a bounded prefix.
-///
-/// Error messages quote client input, but only its first [`ClientText::MAX_BYTES`] bytes: a
-/// client's megabyte-long action name must not become a megabyte-long status header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientText {
-    prefix: String,
-    total_bytes: usize,
-}
-
-impl ClientText {
-    /// How many bytes of client input an error message quotes.
-    pub const MAX_BYTES: usize = 128;
-
-    /// Keep a bounded prefix of `bytes`, decoded lossily.
-    pub fn new(bytes: &[u8]) -> Self {
-        let mut end = bytes.len().min(Self::MAX_BYTES);
-        // Cut at a character boundary when the bytes are UTF-8.
-        while end > 0 && end < bytes.len() && (bytes[end] & 0xC0) == 0x80 {
-            end -= 1;
-        }
-        Self {
-            prefix: String::from_utf8_lossy(&bytes[..end]).into_owned(),
-            total_bytes: bytes.len(),
-        }
-    }
-
-    /// Whether the text was cut.
-    pub fn is_cut(&self) -> bool {
-        self.prefix.len() < self.total_bytes
+impl From<KeyProblem> for Error {
+    fn from(problem: KeyProblem) -> Self {
+        Error::InvalidKey { problem }
     }
 }
 
-impl fmt::Display for ClientText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_cut() {
-            write!(f, "`{}…` ({} bytes, cut)", self.prefix, self.total_bytes)
-        } else {
-            write!(f, "`{}`", self.prefix)
+impl From<InvalidTtl> for Error {
+    fn from(InvalidTtl { given }: InvalidTtl) -> Self {
+        Error::InvalidTtl { given }
+    }
+}
+
+impl From<ActionProblem> for Error {
+    fn from(problem: ActionProblem) -> Self {
+        match problem {
+            ActionProblem::Unknown { name } => Error::UnknownAction { name },
+            ActionProblem::Body { action, expected } => {
+                Error::InvalidActionBody { action, expected }
+            }
+            ActionProblem::Key(problem) => problem.into(),
+            ActionProblem::Ttl(problem) => problem.into(),
         }
     }
 }
@@ -535,6 +527,45 @@ mod tests {
 
     fn key(name: &str) -> TableKey {
         TableKey::try_new(name).unwrap()
+    }
+
+    #[test]
+    fn a_bad_ttl_header_is_invalid_argument_naming_the_header() {
+        use crate::protocol::ttl::{TTL_HEADER, parse_ttl_header};
+        for bad in [
+            &b"0"[..],
+            b"-3",
+            b"ten",
+            b"",
+            b"inf",
+            b"NaN",
+            b"1e30",
+            b"\xff",
+        ] {
+            let err = Error::from(parse_ttl_header(bad).unwrap_err());
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}");
+            assert!(err.to_string().contains(TTL_HEADER), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_action_lists_the_valid_ones_and_quotes_a_bounded_name() {
+        use arrow_flight::Action;
+
+        use crate::protocol::actions::CacheAction;
+        let problem = CacheAction::try_from(Action::new("flush", "")).unwrap_err();
+        let message = Error::from(problem).to_string();
+        assert!(message.contains("`flush`"), "{message}");
+        assert!(
+            message.contains(
+                "drop, clear, stats, expire, persist, ttl, whoami, CancelFlightInfo, RenewFlightEndpoint"
+            ),
+            "{message}"
+        );
+        let unknown = Error::UnknownAction {
+            name: ClientText::new(&vec![b'x'; 1 << 20]),
+        };
+        assert!(unknown.to_string().len() < 300);
     }
 
     #[test]
@@ -627,27 +658,5 @@ mod tests {
     fn not_found_status_maps_back_to_table_not_found() {
         let err = Error::from_status(Status::not_found("gone"), Some(&key("trips")));
         assert!(matches!(err, Error::TableNotFound { key } if key.as_str() == "trips"));
-    }
-
-    #[test]
-    fn client_text_is_quoted_as_a_bounded_prefix() {
-        let short = ClientText::new(b"flushall");
-        assert_eq!(short.to_string(), "`flushall`");
-        assert!(!short.is_cut());
-
-        let long = ClientText::new(&vec![b'x'; 1 << 20]);
-        let shown = long.to_string();
-        assert!(long.is_cut());
-        assert!(shown.len() < 200, "{}", shown.len());
-        assert!(shown.contains("1048576 bytes, cut"), "{shown}");
-
-        // A multi-byte character straddling the cut is not split.
-        let mut accented = vec![b'a'; ClientText::MAX_BYTES - 1];
-        accented.extend_from_slice("é and more".as_bytes());
-        assert!(ClientText::new(&accented).to_string().starts_with("`aaa"));
-        assert!(!ClientText::new(&accented).to_string().contains('\u{FFFD}'));
-
-        let unknown = Error::UnknownAction { name: long };
-        assert!(unknown.to_string().len() < 300);
     }
 }
