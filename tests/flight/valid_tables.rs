@@ -173,11 +173,12 @@ fn wrap(rng: &mut SmallRng, values: ArrayRef) -> ArrayRef {
             }
         }
         _ if has_views(values.data_type()) => {
-            // Not run-end encoded: arrow-rs 60's writer writes a sliced run-end encoded array of
-            // views with variadic buffer counts that do not match the buffers it writes (seen in
-            // 20 of 5,000 cases, every one a run-end encoded array over string or binary views:
-            // "the batch has 23 buffers, its schema calls for 24"), so the upload is rightly
-            // refused. A struct keeps the case.
+            // Not run-end encoded: for a zero-row slice of a run-end encoded array of views,
+            // arrow-rs 60's writer declares a variadic buffer it does not write (20 of 5,000
+            // cases: "the batch has 23 buffers, its schema calls for 24"). arrow-rs's own reader
+            // refuses the stream ("Buffer count mismatched with metadata"); pyarrow reads it,
+            // skipping the buffers of zero-row arrays. Unsafe for arrow-rs readers, so refused
+            // (docs/protocol.md); a struct keeps the case.
             let fields = Fields::from(vec![Field::new("v", values.data_type().clone(), true)]);
             Arc::new(StructArray::new(fields, vec![values], None))
         }
