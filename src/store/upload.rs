@@ -122,7 +122,7 @@ impl TableUpload {
             data_body,
             ..
         } = data;
-        let mut header = Bytes::copy_from_slice(&data_header);
+        let header = Bytes::copy_from_slice(&data_header);
         drop(data_header);
         let stored = self
             .memory
@@ -139,19 +139,21 @@ impl TableUpload {
             ipc::root_as_message(&header).map_err(|e| self.invalid(UploadProblem::BadHeader(e)))?;
         validate::check_message(&message, body.len())
             .map_err(|violation| self.invalid(UploadProblem::Invalid(violation)))?;
-        match message.header_type() {
-            MessageHeader::Schema => self.push_schema(message, &header)?,
-            MessageHeader::DictionaryBatch => {
-                if let Some(fixed) = self.push_dictionary(message, &header, &body)? {
-                    header = fixed;
-                }
+        // The header to keep in place of the received one, where its layout needed fixes.
+        let fixed = match message.header_type() {
+            MessageHeader::Schema => {
+                self.push_schema(message, &header)?;
+                None
             }
+            MessageHeader::DictionaryBatch => self.push_dictionary(message, &header, &body)?,
             MessageHeader::RecordBatch => {
-                if let Some(fixed) = self.push_record_batch(message, &header, &body)? {
-                    header = fixed;
-                }
-                let message = ipc::root_as_message(&header)
-                    .map_err(|e| self.invalid(UploadProblem::BadHeader(e)))?;
+                let fixed = self.push_record_batch(message, &header, &body)?;
+                // Only a fixed header is parsed again (verified once more; it is rare).
+                let message = match &fixed {
+                    Some(fixed) => ipc::root_as_message(fixed)
+                        .map_err(|e| self.invalid(UploadProblem::BadHeader(e)))?,
+                    None => message,
+                };
                 let schema = &self
                     .decoding
                     .as_ref()
@@ -171,15 +173,16 @@ impl TableUpload {
                     return Ok(());
                 }
                 self.batches += 1;
+                fixed
             }
             other => {
                 let kind = other.variant_name().unwrap_or("unknown");
                 return Err(self.invalid(UploadProblem::UnexpectedMessage { kind }));
             }
-        }
+        };
         self.keep(
             StoredMessage {
-                header,
+                header: fixed.unwrap_or(header),
                 app_metadata,
                 body: vec![stored],
             },
