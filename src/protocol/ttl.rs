@@ -92,6 +92,11 @@ pub struct TableMetadata {
     pub idle_seconds: f64,
 }
 
+/// Header values that are no time to live, for the tests here and of the error they become.
+#[cfg(test)]
+pub(crate) const BAD_TTL_HEADERS: [&[u8]; 8] =
+    [b"0", b"-3", b"ten", b"", b"inf", b"NaN", b"1e30", b"\xff"];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,16 +108,7 @@ mod tests {
             parse_ttl_header(b" 0.5 ").unwrap(),
             Duration::from_millis(500)
         );
-        for bad in [
-            &b"0"[..],
-            b"-3",
-            b"ten",
-            b"",
-            b"inf",
-            b"NaN",
-            b"1e30",
-            b"\xff",
-        ] {
+        for bad in BAD_TTL_HEADERS {
             let err = parse_ttl_header(bad).unwrap_err();
             assert_eq!(err.given, ClientText::new(bad), "{bad:?}");
         }
