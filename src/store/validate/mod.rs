@@ -558,8 +558,8 @@ impl<'a> BatchLayout<'a> {
                 self.buffers(data_type, length, &[(validity, 1)])?;
                 for field in fields {
                     let child = self.column(field.data_type())?;
-                    if child < length {
-                        return Err(Violation::ShortChild {
+                    if child != length {
+                        return Err(Violation::ChildLength {
                             parent: length,
                             child,
                         });
