@@ -9,7 +9,11 @@
 //! caller is judged once).
 //!
 //! - [`users`]: the users file, key patterns, password hashes and token digests.
+//! - [`throttle`]: failed authentications answered ever more slowly, per address for tokens
+//!   and per user name and address for passwords, and a cap on each user name's wrong
+//!   passwords from everywhere.
 
+pub mod throttle;
 pub mod users;
 
 use std::collections::HashMap;
@@ -17,6 +21,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
+
+use throttle::{Guesser, SignInTurn, Throttle};
 
 use tokio::time::Instant;
 
@@ -27,22 +33,8 @@ use users::{Right, Rights, Users, random_token, token_digest};
 
 /// How long a session token from the Handshake is valid by default: one hour.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
-/// The first failed authentication from an address is answered after this; each further one
-/// doubles it, up to [`MAX_FAILURE_DELAY`].
-const FIRST_FAILURE_DELAY: Duration = Duration::from_millis(100);
-/// The longest a failed authentication waits for its answer.
-const MAX_FAILURE_DELAY: Duration = Duration::from_secs(5);
-/// An address's failures are forgotten this long after its last one.
-const FAILURES_FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
-/// Addresses whose failures are remembered at most; past it, the quietest is forgotten.
-const MAX_FAILING_ADDRESSES: usize = 65_536;
 /// Sessions one user may hold at once; a new sign-in past it ends the user's oldest session.
 const MAX_SESSIONS_PER_USER: usize = 1024;
-/// Sign-ins from one address that may be in line at once (one checked, the others waiting);
-/// more are refused at once, so a guesser cannot queue enough to lock the address's real
-/// users out for long.
-pub const MAX_WAITING_SIGN_INS: usize = 8;
-
 /// How a caller proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proof {
@@ -128,61 +120,10 @@ pub struct Authenticator {
     token_ttl: Duration,
     /// Session tokens by digest.
     sessions: Mutex<HashMap<[u8; 32], Session>>,
-    /// Failed authentications by peer address.
-    failures: Mutex<HashMap<IpAddr, Failures>>,
-    /// The turn of each address with sign-ins in progress or waiting: one address's
-    /// passwords are checked one at a time (see [`Authenticator::sign_in_turn`]).
-    turns: Mutex<HashMap<IpAddr, Line>>,
-    /// [`MAX_SESSIONS_PER_USER`] and [`MAX_FAILING_ADDRESSES`] (smaller in tests).
+    /// Failed authentications, and sign-ins in progress.
+    throttle: Arc<Throttle>,
+    /// [`MAX_SESSIONS_PER_USER`] (smaller in tests).
     max_sessions_per_user: usize,
-    max_failing_addresses: usize,
-}
-
-/// The sign-ins of one address: how many are in line, and the lock the one being checked
-/// holds.
-#[derive(Debug, Default)]
-struct Line {
-    in_line: usize,
-    turn: Arc<tokio::sync::Mutex<()>>,
-}
-
-/// An address's turn to have a password checked; [`fail`](Self::fail) records a wrong one
-/// before the next sign-in from the address may start. Dropping it, however early (a client
-/// that hangs up while it waits), gives the turn up and forgets an address nobody waits for.
-#[derive(Debug)]
-pub struct SignInTurn {
-    auth: Arc<Authenticator>,
-    address: Option<IpAddr>,
-    /// Whether this turn is counted in its address's line.
-    in_line: bool,
-    held: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl SignInTurn {
-    /// The password was wrong: count it against the address, within this turn.
-    pub fn fail(&self) {
-        self.auth.record_failure_of(self.address);
-    }
-}
-
-impl Drop for SignInTurn {
-    fn drop(&mut self) {
-        self.held.take();
-        let (Some(address), true) = (self.address, self.in_line) else {
-            return;
-        };
-        let mut turns = self
-            .auth
-            .turns
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(line) = turns.get_mut(&address) {
-            line.in_line -= 1;
-            if line.in_line == 0 {
-                turns.remove(&address); // nobody else in line: forget the address
-            }
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -191,37 +132,6 @@ struct Session {
     /// The password hash the session was opened with: a changed password ends it.
     password_hash: String,
     expires: Instant,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Failures {
-    count: u32,
-    last: Instant,
-    /// No sign-in from the address is checked before this: guesses sent in parallel wait
-    /// like guesses sent one after the other.
-    blocked_until: Instant,
-}
-
-/// The address failures are counted against: an IPv4 address, or an IPv6 address's /64
-/// network (one host usually holds a whole /64).
-fn failing_address(peer: IpAddr) -> IpAddr {
-    match peer {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(
-                u128::from(v6) & !((1u128 << 64) - 1),
-            )),
-        },
-        v4 => v4,
-    }
-}
-
-/// How long the `count`th failure in a row waits: 100 ms, doubling, up to 5 s.
-fn delay_after(count: u32) -> Duration {
-    match count {
-        0 => Duration::ZERO,
-        n => (FIRST_FAILURE_DELAY * 2u32.pow((n - 1).min(16))).min(MAX_FAILURE_DELAY),
-    }
 }
 
 impl Authenticator {
@@ -233,10 +143,8 @@ impl Authenticator {
             users_file,
             token_ttl,
             sessions: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
-            turns: Mutex::new(HashMap::new()),
+            throttle: Arc::default(),
             max_sessions_per_user: MAX_SESSIONS_PER_USER,
-            max_failing_addresses: MAX_FAILING_ADDRESSES,
         }
     }
 
@@ -345,101 +253,36 @@ impl Authenticator {
         }
     }
 
-    /// Wait for `peer`'s turn to have a password checked: sign-ins from one address are
-    /// checked one at a time, each after the delay of the address's last wrong guess, so
-    /// guesses sent in parallel are checked no faster than guesses sent in turn.
+    /// Wait for the turn of `user`'s sign-in from `peer` (see [`throttle`]).
     ///
     /// # Errors
-    /// [`Error::Unauthenticated`] at once if [`MAX_WAITING_SIGN_INS`] sign-ins from the
-    /// address are already in line.
-    pub async fn sign_in_turn(self: &Arc<Self>, peer: Option<IpAddr>) -> Result<SignInTurn> {
-        let address = peer.map(failing_address);
-        // Made before the first await, so that its drop cleans up whenever the caller goes.
-        let mut turn = SignInTurn {
-            auth: Arc::clone(self),
-            address,
-            in_line: false,
-            held: None,
-        };
-        let Some(address) = address else {
-            return Ok(turn);
-        };
-        let queue = {
-            let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
-            let line = turns.entry(address).or_default();
-            if line.in_line >= MAX_WAITING_SIGN_INS {
-                return Err(Error::Unauthenticated {
-                    problem: AuthProblem::TooManySignIns,
-                });
-            }
-            line.in_line += 1;
-            turn.in_line = true;
-            Arc::clone(&line.turn)
-        };
-        turn.held = Some(queue.lock_owned().await);
-        let blocked_until = self
-            .failures
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&address)
-            .map(|f| f.blocked_until);
-        if let Some(blocked_until) = blocked_until {
-            tokio::time::sleep_until(blocked_until).await;
-        }
-        Ok(turn)
+    /// [`Error::Unauthenticated`] if too many sign-ins of the user name from the address
+    /// are in line, or the user name's wrong passwords are used up.
+    pub async fn sign_in_turn(&self, user: &str, peer: Option<IpAddr>) -> Result<SignInTurn> {
+        self.throttle.sign_in_turn(user, peer).await
     }
 
-    /// Record a wrong token from `peer`: its answer waits
-    /// [`failure_delay`](Self::failure_delay). (Wrong passwords are recorded by
-    /// [`SignInTurn::fail`].)
-    pub fn record_failure(&self, peer: Option<IpAddr>) {
-        self.record_failure_of(peer.map(failing_address));
-    }
-
-    fn record_failure_of(&self, address: Option<IpAddr>) {
-        let Some(peer) = address else {
-            return;
-        };
-        let now = Instant::now();
-        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        if !failures.contains_key(&peer) && failures.len() >= self.max_failing_addresses {
-            failures.retain(|_, f| now.duration_since(f.last) < FAILURES_FORGOTTEN_AFTER);
-            if failures.len() >= self.max_failing_addresses
-                && let Some(quietest) = failures.iter().min_by_key(|(_, f)| f.last).map(|(a, _)| *a)
-            {
-                failures.remove(&quietest);
-            }
-        }
-        let entry = failures.entry(peer).or_insert(Failures {
-            count: 0,
-            last: now,
-            blocked_until: now,
-        });
-        if now.duration_since(entry.last) >= FAILURES_FORGOTTEN_AFTER {
-            entry.count = 0;
-        }
-        entry.count = entry.count.saturating_add(1);
-        entry.last = now;
-        entry.blocked_until = now + delay_after(entry.count);
-    }
-
-    /// How long to wait before answering `peer`'s failed authentication: the first guess
-    /// (see [`AuthProblem::is_guess`]) is answered after 100 ms, each further one (within 10
-    /// minutes) after twice as long as the one before, up to 5 s. A peer that never guessed
-    /// wrong is answered at once, even when it forgot its credentials. A successful sign-in
-    /// does not reset the count (an attacker could reset it with an account of its own):
-    /// failures are forgotten 10 minutes after the last one.
-    pub fn failure_delay(&self, peer: Option<IpAddr>) -> Duration {
-        let Some(peer) = peer.map(failing_address) else {
+    /// Record a failed authentication that was a guess (see [`AuthProblem::is_guess`]) by
+    /// `user` (for passwords) from `peer`, unless it was counted already (wrong passwords are,
+    /// within their turn); how long its answer waits (see [`Throttle::delay`]). Any other
+    /// failure waits as long as the address's token guesses do.
+    pub fn failure_delay(
+        &self,
+        problem: &AuthProblem,
+        user: Option<&str>,
+        peer: Option<IpAddr>,
+    ) -> Duration {
+        let Some(peer) = peer else {
             return Duration::ZERO;
         };
-        let now = Instant::now();
-        self.failures
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&peer)
-            .filter(|f| now.duration_since(f.last) < FAILURES_FORGOTTEN_AFTER)
-            .map_or(Duration::ZERO, |f| delay_after(f.count))
+        let guesser = match (problem, user) {
+            (AuthProblem::WrongPassword, Some(user)) => Guesser::sign_in(user, peer),
+            _ => Guesser::address(peer),
+        };
+        if *problem == AuthProblem::UnknownToken {
+            self.throttle.record_failure(guesser);
+        }
+        self.throttle.delay(guesser)
     }
 }
 
@@ -532,10 +375,9 @@ mod tests {
     }
 
     #[test]
-    fn sessions_and_failing_addresses_are_bounded() {
+    fn sessions_are_bounded() {
         let (mut auth, _) = authenticator();
         auth.max_sessions_per_user = 2;
-        auth.max_failing_addresses = 2;
         let tokens: Vec<_> = (0..3)
             .map(|_| auth.log_in("alice", "pw").unwrap())
             .collect();
@@ -545,38 +387,6 @@ mod tests {
         );
         assert!(auth.authenticate(bearer(&tokens[1]), None).is_ok());
         assert!(auth.authenticate(bearer(&tokens[2]), None).is_ok());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            for last in 1..=3u8 {
-                auth.record_failure(Some(IpAddr::from([10, 0, 0, last])));
-                tokio::time::advance(Duration::from_secs(1)).await;
-            }
-        });
-        let failures = auth.failures.lock().unwrap();
-        assert_eq!(failures.len(), 2);
-        assert!(
-            !failures.contains_key(&IpAddr::from([10, 0, 0, 1])),
-            "the quietest went"
-        );
-    }
-
-    #[test]
-    fn failures_count_against_ipv4_addresses_and_ipv6_networks() {
-        let v6 = |text: &str| text.parse::<IpAddr>().unwrap();
-        assert_eq!(
-            failing_address(v6("2001:db8:1:2:aaaa::1")),
-            failing_address(v6("2001:db8:1:2:bbbb::9"))
-        );
-        assert_ne!(
-            failing_address(v6("2001:db8:1:2::1")),
-            failing_address(v6("2001:db8:1:3::1"))
-        );
-        assert_eq!(failing_address(v6("::ffff:10.0.0.1")), v6("10.0.0.1"));
-        assert_eq!(failing_address(v6("10.0.0.1")), v6("10.0.0.1"));
     }
 
     #[test]
@@ -610,100 +420,5 @@ mod tests {
         );
         assert!(alice.require(Right::Admin, None).is_err());
         assert!(Caller::open().require(Right::Admin, None).is_ok());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn failures_slow_down_exponentially_per_address_and_are_forgotten() {
-        let (auth, _) = authenticator();
-        let peer = Some("10.0.0.1".parse().unwrap());
-        let delays: Vec<_> = (0..8)
-            .map(|_| {
-                auth.record_failure(peer);
-                auth.failure_delay(peer)
-            })
-            .collect();
-        assert_eq!(delays[0], Duration::from_millis(100));
-        assert_eq!(delays[1], Duration::from_millis(200));
-        assert_eq!(delays[7], MAX_FAILURE_DELAY);
-        let other = Some("10.0.0.2".parse().unwrap());
-        assert_eq!(
-            auth.failure_delay(other),
-            Duration::ZERO,
-            "a clean address waits not"
-        );
-        auth.record_failure(other);
-        assert_eq!(auth.failure_delay(other), Duration::from_millis(100));
-        tokio::time::advance(FAILURES_FORGOTTEN_AFTER).await;
-        assert_eq!(auth.failure_delay(peer), Duration::ZERO);
-        auth.record_failure(peer);
-        assert_eq!(auth.failure_delay(peer), Duration::from_millis(100));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn one_address_signs_in_one_at_a_time_after_its_last_failures_delay() {
-        let (auth, _) = authenticator();
-        let auth = Arc::new(auth);
-        let peer = Some("10.0.0.1".parse().unwrap());
-        let first = auth.sign_in_turn(peer).await.unwrap();
-        let start = Instant::now();
-        let second = tokio::spawn({
-            let auth = Arc::clone(&auth);
-            async move {
-                let _turn = auth.sign_in_turn(peer).await.unwrap();
-                Instant::now()
-            }
-        });
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(!second.is_finished(), "waits for the first turn");
-        first.fail();
-        drop(first);
-        let started = second.await.unwrap();
-        assert_eq!(
-            started - start,
-            Duration::from_secs(1) + Duration::from_millis(100)
-        );
-        assert!(
-            auth.turns.lock().unwrap().is_empty(),
-            "nothing kept once nobody waits"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn sign_ins_in_line_are_bounded_and_leave_nothing_when_given_up() {
-        let (auth, _) = authenticator();
-        let auth = Arc::new(auth);
-        let peer = Some("10.0.0.1".parse().unwrap());
-        let first = auth.sign_in_turn(peer).await.unwrap();
-        let waiting: Vec<_> = (1..MAX_WAITING_SIGN_INS)
-            .map(|_| {
-                let auth = Arc::clone(&auth);
-                tokio::spawn(async move { auth.sign_in_turn(peer).await.map(drop) })
-            })
-            .collect();
-        tokio::task::yield_now().await;
-        let refused = auth.sign_in_turn(peer).await.unwrap_err();
-        assert!(
-            refused.to_string().contains("too many sign-ins"),
-            "{refused}"
-        );
-        // Clients that hang up while they wait, then the one being checked.
-        for task in &waiting {
-            task.abort();
-        }
-        for task in waiting {
-            assert!(task.await.unwrap_err().is_cancelled());
-        }
-        drop(first);
-        assert!(auth.turns.lock().unwrap().is_empty());
-        // And one that hangs up while it waits out a failure's delay.
-        auth.record_failure(peer);
-        let delayed = tokio::spawn({
-            let auth = Arc::clone(&auth);
-            async move { auth.sign_in_turn(peer).await.map(drop) }
-        });
-        tokio::task::yield_now().await;
-        delayed.abort();
-        assert!(delayed.await.unwrap_err().is_cancelled());
-        assert!(auth.turns.lock().unwrap().is_empty());
     }
 }

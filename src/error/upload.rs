@@ -199,7 +199,9 @@ pub enum Violation {
     /// A struct child of another length than its struct. Arrow C++ writes each child at its
     /// struct's length; a longer one would be read as the struct's length by C++ and as the
     /// child's by arrow-rs, so readers would disagree on what the struct holds.
-    #[error("a child of a struct of {parent} rows has {child} (a struct's children have its length)")]
+    #[error(
+        "a child of a struct of {parent} rows has {child} (a struct's children have its length)"
+    )]
     ChildLength {
         /// The struct's length.
         parent: i64,

@@ -124,12 +124,23 @@ pub enum AuthProblem {
          the user's password changes): sign in again with the Handshake"
     )]
     ExpiredToken,
-    /// Too many sign-ins from one address wait for their turn.
+    /// Too many sign-ins for one user name from one address wait for their turn.
     #[error(
-        "too many sign-ins from this address are waiting for their turn: passwords from one \
-         address are checked one at a time, slower after each wrong one; try again shortly"
+        "too many sign-ins for this user name from this address are waiting for their turn: \
+         they are checked one at a time, slower after each wrong password; try again shortly"
     )]
     TooManySignIns,
+    /// The user name took all the wrong passwords it takes for now, from all addresses
+    /// together; the password was not checked.
+    #[error(
+        "too many wrong passwords for this user name lately, from anywhere: its password was \
+         not checked; try again in {retry_after_secs} s (sign-ins from an address the user \
+         signed in from before are still checked)"
+    )]
+    UserGuessesUsedUp {
+        /// When a guess comes back, in seconds.
+        retry_after_secs: u64,
+    },
 
     /// An `authorization` header that is neither basic nor bearer credentials.
     #[error("the authorization header is neither `Basic base64(user:password)` nor `Bearer TOKEN`")]

@@ -98,39 +98,34 @@ async fn dispatch(
     let limit = service.config().max_request_bytes;
     let idle = service.config().upload_idle_timeout;
     let call = service.call(&parts, grpc::check_request(rpc, &parts.headers));
-    let peer = call.peer;
-    // A failed authentication is answered late, later with each wrong guess from its address.
-    let slowed = async |answer: http::Response<Body>| {
-        if grpc::status_of(&answer) == Some(tonic::Code::Unauthenticated) {
-            tokio::time::sleep(service.failure_delay(peer)).await;
-        }
-        answer
-    };
     match rpc {
         FlightRpc::Handshake => {
-            slowed(grpc::handshake_response(service.handshake(call).await)).await
+            // Its credentials are in its headers; its messages are never read. Dropped before
+            // the sign-in waits its turn, so HTTP/2 discards whatever the client sends.
+            drop(body);
+            grpc::handshake_response(service.handshake(call).await)
         }
         FlightRpc::ListFlights => {
             let call = unary(call, rpc, body, limit, idle).await;
-            slowed(grpc::messages_or_status(service.list_flights(call))).await
+            grpc::messages_or_status(service.list_flights(call).await)
         }
         FlightRpc::GetFlightInfo => {
             let call = unary(call, rpc, body, limit, idle).await;
-            slowed(answer_one(service.get_flight_info(call))).await
+            answer_one(service.get_flight_info(call).await)
         }
         FlightRpc::PollFlightInfo => {
             let call = unary(call, rpc, body, limit, idle).await;
-            slowed(answer_one(service.poll_flight_info(call))).await
+            answer_one(service.poll_flight_info(call).await)
         }
         FlightRpc::GetSchema => {
             let call = unary(call, rpc, body, limit, idle).await;
-            slowed(answer_one(service.get_schema(call))).await
+            answer_one(service.get_schema(call).await)
         }
         FlightRpc::DoGet => {
             let call = unary(call, rpc, body, limit, idle).await;
-            match service.do_get(call) {
+            match service.do_get(call).await {
                 Ok(read) => replay_response(read.table, read.span),
-                Err(status) => slowed(grpc::status_response(status)).await,
+                Err(status) => grpc::status_response(status),
             }
         }
         FlightRpc::DoPut => {
@@ -142,25 +137,29 @@ async fn dispatch(
             // The upload runs as a task of its own: it reads the request whether or not the
             // client is reading the response yet, and the response streams its results (the
             // echoes of app_metadata) as they come. It is aborted if the response is dropped
-            // (the client reset the call). It waits out a failed authentication's delay itself.
+            // (the client reset the call).
             let upload = tokio::spawn(async move { service.do_put(call, results).await });
             grpc::streaming_response(received, AbortOnDrop(upload))
         }
-        FlightRpc::DoExchange => slowed(answer_empty(service.do_exchange(call))).await,
+        FlightRpc::DoExchange => {
+            drop(body); // never read: the door refuses every exchange
+            answer_empty(service.do_exchange(call).await)
+        }
         FlightRpc::DoAction => {
             let call = unary(call, rpc, body, limit, idle).await;
-            slowed(grpc::messages_or_status(service.do_action(call))).await
+            grpc::messages_or_status(service.do_action(call).await)
         }
         FlightRpc::ListActions => {
             let call = unary(call, rpc, body, limit, idle).await;
-            slowed(grpc::messages_or_status(service.list_actions(call))).await
+            grpc::messages_or_status(service.list_actions(call).await)
         }
     }
 }
 
 /// `call` carrying the message of its unary request: read unless [`grpc::check_request`]
-/// found it unreadable, or the caller is refused (a stranger's request costs no buffering;
-/// its door answers UNAUTHENTICATED from the caller alone).
+/// found it unreadable, or the caller is refused: then `body` is dropped unread at once, so
+/// HTTP/2 discards what the stranger sends as it arrives, and the door answers
+/// UNAUTHENTICATED from the caller alone.
 async fn unary<M: Message + Default>(
     call: Call<()>,
     rpc: FlightRpc,

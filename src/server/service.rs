@@ -6,9 +6,10 @@
 //! tracing, counters) written in a door therefore applies to every request of its RPC, and no
 //! faster path can bypass it. Each door answers a value or the [`Status`] to send. The
 //! transport encodes what it is given; two things it does around the doors, on the doors'
-//! terms: it leaves unread the body of a request whose caller [`FlightCacheService::call`]
-//! refused (the door answers the refusal), and it waits out the delay of a failed
-//! authentication before it answers.
+//! terms: it drops, unread, the body of a request whose caller [`FlightCacheService::call`]
+//! refused, and of every Handshake and DoExchange, whose messages no door reads (HTTP/2 then
+//! discards what the client sends as it arrives: a stranger costs no memory while the door
+//! answers), and it waits out the delay of a failed authentication before it answers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,15 +100,6 @@ impl FlightCacheService {
         self.auth.clone()
     }
 
-    /// How long to wait before answering a failed authentication from `peer`: wrong guesses
-    /// from one address are answered ever more slowly, so passwords and tokens cannot be
-    /// guessed at speed.
-    pub fn failure_delay(&self, peer: Option<SocketAddr>) -> Duration {
-        self.auth.as_ref().map_or(Duration::ZERO, |auth| {
-            auth.failure_delay(peer.map(|p| p.ip()))
-        })
-    }
-
     /// Who sent `call`, and its message: every door starts here. A server without users
     /// admits everyone with every right; one with users needs a valid bearer token (a session
     /// token from the Handshake or an API token) or a client certificate naming a user.
@@ -145,33 +137,38 @@ impl FlightCacheService {
         &self.config
     }
 
-    /// Count a failure and turn it into the status to send; a failed authentication is also
-    /// logged with its peer and counted against that peer's address (see
-    /// [`failure_delay`](Self::failure_delay)).
-    fn answer<T>(&self, peer: Option<SocketAddr>, result: Result<T>) -> Result<T, Status> {
-        result.map_err(|err| {
-            self.store.record_error();
-            if let Error::Unauthenticated { problem } = &err {
-                self.record_failed_authentication(peer, problem);
-            }
-            Status::from(err)
-        })
+    /// Count a failure and turn it into the status to send. A failed authentication is
+    /// logged with its peer and answered only after its delay (see [`crate::auth::throttle`]):
+    /// every door answers through here, so that the delay has one place.
+    async fn answer<T>(&self, peer: Option<SocketAddr>, result: Result<T>) -> Result<T, Status> {
+        self.answer_sign_in(peer, None, result).await
     }
 
-    /// Log a failed authentication with its peer; count it against the peer's address if it
-    /// was a guess (see [`failure_delay`](Self::failure_delay)).
-    fn record_failed_authentication(&self, peer: Option<SocketAddr>, problem: &AuthProblem) {
-        if !problem.is_guess() {
-            tracing::info!(?peer, %problem, "not authenticated");
-            return;
+    /// [`answer`](Self::answer) for a sign-in by `user`, whose wrong passwords count against
+    /// the user name and address together.
+    async fn answer_sign_in<T>(
+        &self,
+        peer: Option<SocketAddr>,
+        user: Option<&str>,
+        result: Result<T>,
+    ) -> Result<T, Status> {
+        let err = match result {
+            Ok(value) => return Ok(value),
+            Err(err) => err,
+        };
+        self.store.record_error();
+        if let Error::Unauthenticated { problem } = &err {
+            if problem.is_guess() {
+                tracing::warn!(?peer, %problem, "authentication failed");
+            } else {
+                tracing::info!(?peer, %problem, "not authenticated");
+            }
+            if let Some(auth) = &self.auth {
+                let delay = auth.failure_delay(problem, user, peer.map(|p| p.ip()));
+                tokio::time::sleep(delay).await;
+            }
         }
-        tracing::warn!(?peer, %problem, "authentication failed");
-        // A wrong password was already counted, within its sign-in turn.
-        if let Some(auth) = &self.auth
-            && *problem == AuthProblem::UnknownToken
-        {
-            auth.record_failure(peer.map(|p| p.ip()));
-        }
+        Err(Status::from(err))
     }
 
     /// The door of `Handshake`: HTTP basic credentials in, a session token out (pyarrow's
@@ -184,23 +181,40 @@ impl FlightCacheService {
     #[instrument(skip_all, fields(peer = ?call.peer, user))]
     pub async fn handshake(&self, call: Call<()>) -> Result<Option<SessionToken>, Status> {
         let peer = call.peer;
-        let result = self.log_in(call).await;
-        self.answer(peer, result)
+        let basic = match credentials(&call.headers) {
+            Ok(Some(Credentials::Basic { user, password })) => Ok(Some((user, password))),
+            Ok(_) => Ok(None),
+            Err(err) => Err(err),
+        };
+        let user = basic
+            .as_ref()
+            .ok()
+            .and_then(|b| b.as_ref())
+            .map(|(user, _)| user.clone());
+        let result = match (call.message, basic) {
+            (Err(err), _) | (_, Err(err)) => Err(err),
+            (Ok(()), Ok(basic)) => self.log_in(peer, basic).await,
+        };
+        self.answer_sign_in(peer, user.as_deref(), result).await
     }
 
-    async fn log_in(&self, call: Call<()>) -> Result<Option<SessionToken>> {
-        call.message?;
+    async fn log_in(
+        &self,
+        peer: Option<SocketAddr>,
+        basic: Option<(String, String)>,
+    ) -> Result<Option<SessionToken>> {
         let Some(auth) = self.auth.clone() else {
             return Ok(None);
         };
-        let Some(Credentials::Basic { user, password }) = credentials(&call.headers)? else {
+        let Some((user, password)) = basic else {
             return Err(Error::Unauthenticated {
                 problem: AuthProblem::HandshakeWithoutBasic,
             });
         };
         tracing::Span::current().record("user", user.as_str());
-        // One address's passwords are checked one at a time, after its last failure's delay.
-        let turn = auth.sign_in_turn(call.peer.map(|p| p.ip())).await?;
+        // One user name's passwords from one address are checked one at a time, after the
+        // last wrong one's delay, within the user name's budget of wrong passwords.
+        let turn = auth.sign_in_turn(&user, peer.map(|p| p.ip())).await?;
         // argon2 takes tens of milliseconds of CPU and 19 MiB on purpose: a few at a time,
         // off the runtime's threads. The permit goes with the check, so a client that hangs
         // up cannot leave checks running beyond the limit. (The semaphore is never closed: the
@@ -211,8 +225,9 @@ impl FlightCacheService {
         let token = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let checked = auth.log_in(&user, &password);
-            if checked.is_err() {
-                turn.fail();
+            match &checked {
+                Ok(_) => turn.succeed(),
+                Err(_) => turn.fail(),
             }
             checked
         })
@@ -232,7 +247,7 @@ impl FlightCacheService {
     /// criteria's expression (a UTF-8 key prefix; empty for all), sorted by key.
     #[instrument(skip_all, fields(peer = ?call.peer))]
     /// Only the tables the caller may read are listed.
-    pub fn list_flights(&self, call: Call<Criteria>) -> Result<Vec<FlightInfo>, Status> {
+    pub async fn list_flights(&self, call: Call<Criteria>) -> Result<Vec<FlightInfo>, Status> {
         self.answer(
             call.peer,
             self.admit(call).and_then(|(caller, criteria)| {
@@ -251,12 +266,16 @@ impl FlightCacheService {
                     .collect())
             }),
         )
+        .await
     }
 
     /// The door of `GetFlightInfo`: the table's schema, size and the one endpoint whose ticket
     /// `do_get` takes.
     #[instrument(skip_all, fields(peer = ?call.peer, key))]
-    pub fn get_flight_info(&self, call: Call<FlightDescriptor>) -> Result<FlightInfo, Status> {
+    pub async fn get_flight_info(
+        &self,
+        call: Call<FlightDescriptor>,
+    ) -> Result<FlightInfo, Status> {
         self.answer(
             call.peer,
             self.admit(call).and_then(|(caller, descriptor)| {
@@ -264,12 +283,13 @@ impl FlightCacheService {
                 Ok(self.flight_info(&key, descriptor, &stored))
             }),
         )
+        .await
     }
 
     /// The door of `PollFlightInfo`: a cached table is a query already complete, so the answer
     /// is its whole `FlightInfo`, progress 1.0 and no descriptor to poll again with.
     #[instrument(skip_all, fields(peer = ?call.peer, key))]
-    pub fn poll_flight_info(&self, call: Call<FlightDescriptor>) -> Result<PollInfo, Status> {
+    pub async fn poll_flight_info(&self, call: Call<FlightDescriptor>) -> Result<PollInfo, Status> {
         self.answer(
             call.peer,
             self.admit(call).and_then(|(caller, descriptor)| {
@@ -282,11 +302,12 @@ impl FlightCacheService {
                 })
             }),
         )
+        .await
     }
 
     /// The door of `GetSchema`: the table's schema, metadata included.
     #[instrument(skip_all, fields(peer = ?call.peer, key))]
-    pub fn get_schema(&self, call: Call<FlightDescriptor>) -> Result<SchemaResult, Status> {
+    pub async fn get_schema(&self, call: Call<FlightDescriptor>) -> Result<SchemaResult, Status> {
         self.answer(
             call.peer,
             self.admit(call).and_then(|(caller, descriptor)| {
@@ -297,11 +318,12 @@ impl FlightCacheService {
                     .schema_result())
             }),
         )
+        .await
     }
 
     /// The door of `DoGet`: the table the ticket names, for the transport to stream.
     #[instrument(skip_all, fields(peer = ?call.peer, key))]
-    pub fn do_get(&self, call: Call<Ticket>) -> Result<TableRead, Status> {
+    pub async fn do_get(&self, call: Call<Ticket>) -> Result<TableRead, Status> {
         self.answer(
             call.peer,
             self.admit(call).and_then(|(caller, ticket)| {
@@ -325,6 +347,7 @@ impl FlightCacheService {
                 })
             }),
         )
+        .await
     }
 
     /// The door of `DoPut`: receive one upload and store it, or store nothing.
@@ -369,12 +392,9 @@ impl FlightCacheService {
             }
             (Err(err), _) | (_, Err(err)) => Err(err),
         };
-        failed.settle(result.is_ok());
-        if let Err(Error::Unauthenticated { problem }) = &result {
-            self.record_failed_authentication(peer, problem);
-            tokio::time::sleep(self.failure_delay(peer)).await;
-        }
-        result.map_err(Status::from)
+        // Answered and counted below; the guard counts only an upload dropped before that.
+        failed.settle(true);
+        self.answer(peer, result).await
     }
 
     async fn put(
@@ -495,19 +515,20 @@ impl FlightCacheService {
 
     /// The door of `DoExchange`, which flightcache does not offer.
     #[instrument(skip_all, fields(peer = ?call.peer))]
-    pub fn do_exchange(&self, call: Call<()>) -> Result<(), Status> {
+    pub async fn do_exchange(&self, call: Call<()>) -> Result<(), Status> {
         self.answer(
             call.peer,
             self.admit(call).and(Err(Error::Unimplemented {
                 rpc: FlightRpc::DoExchange,
             })),
         )
+        .await
     }
 
     /// The door of `DoAction`: run one action; its one result (JSON for flightcache's own
     /// actions, protobuf for Flight's standard ones).
     #[instrument(skip_all, fields(peer = ?call.peer, action, key))]
-    pub fn do_action(&self, call: Call<Action>) -> Result<Vec<arrow_flight::Result>, Status> {
+    pub async fn do_action(&self, call: Call<Action>) -> Result<Vec<arrow_flight::Result>, Status> {
         self.answer(
             call.peer,
             self.admit(call).and_then(|(caller, action)| {
@@ -521,6 +542,7 @@ impl FlightCacheService {
                 Ok(vec![arrow_flight::Result { body: body.into() }])
             }),
         )
+        .await
     }
 
     /// Run `action` for `caller`, who holds the right it [needs](CacheAction::needs).
@@ -608,12 +630,13 @@ impl FlightCacheService {
 
     /// The door of `ListActions`: every action `do_action` handles.
     #[instrument(skip_all, fields(peer = ?call.peer))]
-    pub fn list_actions(&self, call: Call<Empty>) -> Result<Vec<ActionType>, Status> {
+    pub async fn list_actions(&self, call: Call<Empty>) -> Result<Vec<ActionType>, Status> {
         self.answer(
             call.peer,
             self.admit(call)
                 .map(|(_, Empty {})| actions::action_types()),
         )
+        .await
     }
 
     /// The `FlightInfo` of `stored` under `key`, reached through `descriptor`: its endpoint

@@ -203,19 +203,6 @@ pub fn status_response(status: Status) -> http::Response<Body> {
     status.into_http()
 }
 
-/// The gRPC status code of a response that carries it in its headers (a trailers-only
-/// response: an error before any message).
-pub fn status_of(response: &http::Response<Body>) -> Option<tonic::Code> {
-    let code: i32 = response
-        .headers()
-        .get("grpc-status")?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()?;
-    Some(tonic::Code::from_i32(code))
-}
-
 /// The response to a Handshake: one `HandshakeResponse` whose payload is the session token
 /// (empty when the server is open), the same token in the `authorization: Bearer TOKEN`
 /// header, where pyarrow's `authenticate_basic_token` reads it, and its lifetime in seconds in

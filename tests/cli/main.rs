@@ -17,6 +17,8 @@ use futures::TryStreamExt;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
+mod strangers;
+
 const BIN: &str = env!("CARGO_BIN_EXE_flightcache");
 
 /// A `flightcache serve` child process on a free port.
