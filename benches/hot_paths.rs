@@ -164,7 +164,7 @@ async fn receive(wire: &[Bytes], slabs: &Arc<SlabPool>) -> CachedTable {
         .map(|data| Ok::<_, tonic::Status>(Frame::data(data.clone())))
         .collect();
     let body = tonic::body::Body::new(StreamBody::new(futures::stream::iter(frames)));
-    let mut reader = MessageReader::new(body, usize::MAX, std::time::Duration::from_secs(30));
+    let mut reader = MessageReader::new(body, usize::MAX, std::time::Duration::from_secs(30), 0);
     let mut memory = memory(slabs);
     let first = reader.next_message(&mut memory).await.unwrap().unwrap();
     let mut upload = TableUpload::new(TableKey::try_new("bench").unwrap(), memory, usize::MAX);

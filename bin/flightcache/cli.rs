@@ -15,7 +15,8 @@ use flightcache::client::DEFAULT_SERVER_URL;
 use flightcache::server::config::{
     DEFAULT_IDLE_CONNECTION_TIMEOUT, DEFAULT_KEEP_FREED, DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_MAX_CONCURRENT_PUTS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_MAX_PUTS_PER_CONNECTION, DEFAULT_PORT, DEFAULT_TOKEN_TTL, DEFAULT_UPLOAD_IDLE_TIMEOUT,
+    DEFAULT_MAX_PUTS_PER_CALLER, DEFAULT_MAX_PUTS_PER_CONNECTION, DEFAULT_MIN_UPLOAD_RATE,
+    DEFAULT_PORT, DEFAULT_TOKEN_TTL, DEFAULT_UPLOAD_IDLE_TIMEOUT,
 };
 
 /// An Apache Arrow Flight table cache: push tables in, stream them out, no serialization step.
@@ -130,6 +131,16 @@ pub struct ServeArgs {
     /// slot; more are refused with RESOURCE_EXHAUSTED.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PUTS_PER_CONNECTION)]
     pub max_puts_per_connection: usize,
+    /// Uploads one caller may run at once (a user; an address on a server without users), so
+    /// that one caller cannot take every upload slot while others wait. A put that finds no
+    /// slot waits 2 s for one, then is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PUTS_PER_CALLER)]
+    pub max_puts_per_caller: usize,
+    /// The least an upload must move, in bytes per second (suffixes: KiB, MiB), counted over
+    /// each window of --upload-idle-timeout: a slower upload is cancelled (DEADLINE_EXCEEDED)
+    /// so that trickling clients cannot hold the upload slots. 0: no minimum.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value_t = DEFAULT_MIN_UPLOAD_RATE)]
+    pub min_upload_rate: u64,
     /// Connections served at once; more are closed as soon as they are accepted.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,

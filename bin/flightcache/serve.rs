@@ -113,6 +113,8 @@ fn config(args: &ServeArgs, default_memory: Option<&MemoryLimit>) -> anyhow::Res
         max_message_bytes: usize::try_from(args.max_message_size).unwrap_or(usize::MAX),
         max_concurrent_puts: args.max_concurrent_puts,
         max_puts_per_connection: args.max_puts_per_connection,
+        max_puts_per_caller: args.max_puts_per_caller,
+        min_upload_rate: args.min_upload_rate,
         max_connections: args.max_connections,
         upload_idle_timeout: args.upload_idle_timeout.0,
         idle_connection_timeout: args.idle_connection_timeout.0,

@@ -147,6 +147,23 @@ pub enum Error {
         idle: std::time::Duration,
     },
 
+    /// An upload that moved fewer bytes in a window of the idle timeout than the server's
+    /// minimum rate asks; it was cancelled, so that it does not hold an upload slot.
+    #[error(
+        "the upload moved {received} bytes in the last {} s (--upload-idle-timeout), under the \
+         server's minimum of {min_rate} bytes/s (--min-upload-rate); it was cancelled and \
+         nothing was stored: send faster, or ask the operator to lower the minimum",
+        window.as_secs_f64()
+    )]
+    UploadTooSlow {
+        /// Bytes received in the window.
+        received: u64,
+        /// The window: the idle timeout.
+        window: std::time::Duration,
+        /// The minimum rate, in bytes per second.
+        min_rate: u64,
+    },
+
     /// The client aborted its upload (or its connection broke); nothing was stored.
     #[error("the upload{} was cancelled by the client; nothing was stored", for_key(key.as_ref()))]
     UploadCancelled {
@@ -184,6 +201,18 @@ pub enum Error {
         key: Option<TableKey>,
         /// What the budget could not make room for.
         refusal: OverBudget,
+    },
+
+    /// The caller (a user, or an address on a server without users) runs as many uploads as
+    /// one caller may, and none ended within the wait.
+    #[error(
+        "you already run {limit} uploads, the server's limit per caller \
+         (--max-puts-per-caller: a user's, or an address's on a server without users); wait for \
+         one to finish"
+    )]
+    TooManyUploadsFromCaller {
+        /// The configured number of uploads per caller.
+        limit: usize,
     },
 
     /// The connection runs as many uploads as one connection may.
@@ -482,11 +511,12 @@ impl Error {
             | Error::InvalidTtl { .. }
             | Error::InvalidActionBody { .. } => Code::InvalidArgument,
             Error::Cancelled { .. } | Error::UploadCancelled { .. } => Code::Cancelled,
-            Error::RequestIdle { .. } => Code::DeadlineExceeded,
+            Error::RequestIdle { .. } | Error::UploadTooSlow { .. } => Code::DeadlineExceeded,
             Error::MessageTooLarge { .. }
             | Error::TooManyUploads { .. }
             | Error::OverBudget { .. }
-            | Error::TooManyUploadsOnConnection { .. } => Code::ResourceExhausted,
+            | Error::TooManyUploadsOnConnection { .. }
+            | Error::TooManyUploadsFromCaller { .. } => Code::ResourceExhausted,
             Error::Unimplemented { .. }
             | Error::UnknownMethod { .. }
             | Error::UnsupportedEncoding { .. } => Code::Unimplemented,

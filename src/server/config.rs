@@ -40,6 +40,21 @@ pub const DEFAULT_IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);
 /// Connections served at once by default; more are closed as soon as they are accepted.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
+/// Uploads one caller (a user; an address on a server without users) may run at once by
+/// default: a quarter of [`DEFAULT_MAX_CONCURRENT_PUTS`], so that one caller cannot take every
+/// upload slot while others wait.
+pub const DEFAULT_MAX_PUTS_PER_CALLER: usize = 16;
+
+/// How long a put that finds no upload slot (its caller's, or the server's) waits for one
+/// before it is refused with RESOURCE_EXHAUSTED.
+pub const UPLOAD_SLOT_WAIT: Duration = Duration::from_secs(2);
+
+/// The least an upload must move by default, in bytes per second, counted over each window of
+/// the idle timeout: 4 KiB/s (120 KiB per 30 s). A client trickling a few bytes at a time
+/// is cancelled with DEADLINE_EXCEEDED rather than holding an upload slot for ever, as
+/// Apache's `mod_reqtimeout` `MinRate` and nginx's body timeouts do.
+pub const DEFAULT_MIN_UPLOAD_RATE: u64 = 4 << 10;
+
 /// Uploads one connection may run at once by default, so that one client cannot take every
 /// upload slot ([`DEFAULT_MAX_CONCURRENT_PUTS`]) over one connection.
 pub const DEFAULT_MAX_PUTS_PER_CONNECTION: usize = 8;
@@ -73,6 +88,12 @@ pub struct ServerConfig {
     pub max_concurrent_puts: usize,
     /// Uploads one connection may run at once ([`DEFAULT_MAX_PUTS_PER_CONNECTION`]).
     pub max_puts_per_connection: usize,
+    /// Uploads one caller may run at once: a user's, or an address's on a server without
+    /// users ([`DEFAULT_MAX_PUTS_PER_CALLER`]).
+    pub max_puts_per_caller: usize,
+    /// The least an upload must move, in bytes per second over each window of
+    /// `upload_idle_timeout` ([`DEFAULT_MIN_UPLOAD_RATE`]); 0: no minimum.
+    pub min_upload_rate: u64,
     /// Connections served at once ([`DEFAULT_MAX_CONNECTIONS`]).
     pub max_connections: usize,
     /// How long a request (an upload above all) may send nothing, or leave its
@@ -135,6 +156,8 @@ impl Default for ServerConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_concurrent_puts: DEFAULT_MAX_CONCURRENT_PUTS,
             max_puts_per_connection: DEFAULT_MAX_PUTS_PER_CONNECTION,
+            max_puts_per_caller: DEFAULT_MAX_PUTS_PER_CALLER,
+            min_upload_rate: DEFAULT_MIN_UPLOAD_RATE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             upload_idle_timeout: DEFAULT_UPLOAD_IDLE_TIMEOUT,
             idle_connection_timeout: DEFAULT_IDLE_CONNECTION_TIMEOUT,

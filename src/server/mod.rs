@@ -5,6 +5,7 @@
 //! - `router`: the HTTP/2 service every request enters, handing it to its door (crate-private).
 //! - `service`: the one door of each RPC (crate-private).
 //! - `call`: one request as a door sees it (crate-private).
+//! - `slots`: upload slots shared fairly between callers (crate-private).
 //! - `metrics`: `serve --metrics`, the numbers in the Prometheus text format (crate-private).
 //! - [`tls`]: TLS and mutual TLS, and the user a client certificate names.
 
@@ -13,6 +14,7 @@ pub mod config;
 pub(crate) mod metrics;
 pub(crate) mod router;
 pub(crate) mod service;
+pub(crate) mod slots;
 pub mod tls;
 
 use std::convert::Infallible;

@@ -130,9 +130,11 @@ async fn dispatch(
         }
         FlightRpc::DoPut => {
             let max = service.config().max_message_bytes;
+            let min_rate = service.config().min_upload_rate;
             // The messages are read by the door as it goes, only once it admitted the caller.
-            let call =
-                call.map_message(|readable| readable.map(|()| MessageReader::new(body, max, idle)));
+            let call = call.map_message(|readable| {
+                readable.map(|()| MessageReader::new(body, max, idle, min_rate))
+            });
             let (results, received) = mpsc::channel(PUT_RESULTS_BUFFERED);
             // The upload runs as a task of its own: it reads the request whether or not the
             // client is reading the response yet, and the response streams its results (the

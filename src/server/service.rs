@@ -36,7 +36,8 @@ use crate::protocol::put::PutSummary;
 use crate::protocol::rpc::FlightRpc;
 use crate::protocol::ttl::{PersistResult, TTL_HEADER, TableMetadata, TtlResult, parse_ttl_header};
 use crate::server::call::Call;
-use crate::server::config::ServerConfig;
+use crate::server::config::{ServerConfig, UPLOAD_SLOT_WAIT};
+use crate::server::slots::{SlotHolder, UploadSlots};
 use crate::server::tls::certificate_user;
 use crate::store::budget::{MemoryBudget, UploadAccount};
 use crate::store::memory::SlabWriter;
@@ -53,7 +54,8 @@ use crate::transport::receive::MessageReader;
 #[derive(Debug, Clone)]
 pub(crate) struct FlightCacheService {
     store: TableStore,
-    put_permits: Arc<Semaphore>,
+    /// Upload slots, shared fairly between callers.
+    upload_slots: Arc<UploadSlots>,
     /// Password checks (argon2: tens of milliseconds of CPU and 19 MiB each) run at once: one
     /// per core, so a flood of sign-ins cannot take the memory or every blocking thread.
     password_checks: Arc<Semaphore>,
@@ -85,7 +87,11 @@ impl FlightCacheService {
         });
         Self {
             store: TableStore::new(MemoryBudget::new(limit), config.eviction, config.keep_freed),
-            put_permits: Arc::new(Semaphore::new(config.max_concurrent_puts)),
+            upload_slots: Arc::new(UploadSlots::new(
+                config.max_concurrent_puts,
+                config.max_puts_per_caller,
+                UPLOAD_SLOT_WAIT,
+            )),
             password_checks: Arc::new(Semaphore::new(
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             )),
@@ -388,7 +394,8 @@ impl FlightCacheService {
         let connection = call.connection.clone();
         let result = match (self.admit(call), ttl) {
             (Ok((caller, messages)), Ok(ttl)) => {
-                self.put(&caller, connection, messages, ttl, &results).await
+                self.put(&caller, peer, connection, messages, ttl, &results)
+                    .await
             }
             (Err(err), _) | (_, Err(err)) => Err(err),
         };
@@ -400,6 +407,7 @@ impl FlightCacheService {
     async fn put(
         &self,
         caller: &Caller,
+        peer: Option<SocketAddr>,
         connection: Option<Arc<ConnectionState>>,
         mut messages: MessageReader,
         ttl: Option<Duration>,
@@ -416,11 +424,13 @@ impl FlightCacheService {
             )?),
             None => None,
         };
-        let _permit = Arc::clone(&self.put_permits)
-            .try_acquire_owned()
-            .map_err(|_| Error::TooManyUploads {
-                limit: self.config.max_concurrent_puts,
-            })?;
+        // Counted against the user, or on a server without users against the address.
+        let holder = match (&caller.user, peer) {
+            (Some(user), _) => SlotHolder::User(user.clone()),
+            (None, Some(peer)) => SlotHolder::Address(peer.ip()),
+            (None, None) => SlotHolder::Unknown,
+        };
+        let _slot = self.upload_slots.acquire(holder).await?;
         let idle = self.config.upload_idle_timeout;
         let account = UploadAccount::new(self.store.budget());
         let mut memory = SlabWriter::new(self.store.slab_pool(), account);

@@ -20,6 +20,7 @@ use arrow_flight::FlightData;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
 use prost::Message;
+use tokio::time::Instant;
 use tonic::body::Body;
 
 use crate::error::{Error, RequestProblem, Result};
@@ -42,20 +43,90 @@ pub struct MessageReader {
     chunk: Bytes,
     max_message_bytes: usize,
     idle_timeout: Duration,
+    /// How many bytes the upload must move in each window of the idle timeout.
+    progress: Progress,
     /// The memory budget's charge for the fields of the message being read, which are
     /// buffered (all of them but a body received in place), held until the next message.
     buffered: Option<Charge>,
 }
 
+/// What an upload must move: at least `min_rate` bytes per second, counted over consecutive
+/// windows of the idle timeout (as Apache's `mod_reqtimeout` counts its `MinRate`), so that a
+/// client trickling a few bytes at a time cannot hold an upload slot for ever.
+#[derive(Debug)]
+struct Progress {
+    window: Duration,
+    /// Bytes each window must bring.
+    quota: u64,
+    min_rate: u64,
+    window_end: Instant,
+    received: u64,
+}
+
+impl Progress {
+    fn new(window: Duration, min_rate: u64) -> Self {
+        Self {
+            window,
+            quota: (min_rate as f64 * window.as_secs_f64()) as u64,
+            min_rate,
+            window_end: Instant::now() + window,
+            received: 0,
+        }
+    }
+
+    /// The latest time by which more bytes must arrive, if any must: the end of this window
+    /// if it lacks bytes, else of the next.
+    fn deadline(&self) -> Option<Instant> {
+        (self.quota > 0).then(|| match self.received >= self.quota {
+            true => self.window_end + self.window,
+            false => self.window_end,
+        })
+    }
+
+    /// `bytes` arrived now.
+    ///
+    /// # Errors
+    /// [`Error::UploadTooSlow`] if a window ended short of its quota.
+    fn record(&mut self, bytes: usize) -> Result<()> {
+        let now = Instant::now();
+        while self.quota > 0 && now >= self.window_end {
+            self.check()?;
+            self.received = 0;
+            self.window_end += self.window;
+        }
+        self.received += bytes as u64;
+        Ok(())
+    }
+
+    /// The window that ends now had its quota, or the upload is too slow.
+    fn check(&self) -> Result<()> {
+        if self.received >= self.quota {
+            return Ok(());
+        }
+        Err(Error::UploadTooSlow {
+            received: self.received,
+            window: self.window,
+            min_rate: self.min_rate,
+        })
+    }
+}
+
 impl MessageReader {
     /// Read `body`, refusing messages over `max_message_bytes`, and giving up when no bytes
-    /// arrive for `idle_timeout`.
-    pub fn new(body: Body, max_message_bytes: usize, idle_timeout: Duration) -> Self {
+    /// arrive for `idle_timeout`, or fewer than `min_rate` bytes per second in a window of it
+    /// (0: no minimum).
+    pub fn new(
+        body: Body,
+        max_message_bytes: usize,
+        idle_timeout: Duration,
+        min_rate: u64,
+    ) -> Self {
         Self {
             body,
             chunk: Bytes::new(),
             max_message_bytes,
             idle_timeout,
+            progress: Progress::new(idle_timeout, min_rate),
             buffered: None,
         }
     }
@@ -191,16 +262,23 @@ impl MessageReader {
     /// Make `chunk` non-empty; false at the end of the body.
     async fn fill_chunk(&mut self) -> Result<bool> {
         while self.chunk.is_empty() {
-            let frame = tokio::time::timeout(self.idle_timeout, self.body.frame())
-                .await
-                .map_err(|_| Error::RequestIdle {
+            let idle_deadline = Instant::now() + self.idle_timeout;
+            let rate_deadline = self.progress.deadline().unwrap_or(idle_deadline);
+            let deadline = idle_deadline.min(rate_deadline);
+            let Ok(frame) = tokio::time::timeout_at(deadline, self.body.frame()).await else {
+                if rate_deadline < idle_deadline {
+                    self.progress.record(0)?; // the window that ended lacks bytes
+                }
+                return Err(Error::RequestIdle {
                     rpc: FlightRpc::DoPut,
                     idle: self.idle_timeout,
-                })?;
+                });
+            };
             match frame {
                 None => return Ok(false),
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
+                        self.progress.record(data.len())?;
                         self.chunk = data;
                     }
                 }
@@ -337,7 +415,7 @@ mod tests {
 
     /// Every message of `body`, and whether each one's body was received in table memory.
     async fn read_all(body: Body, max: usize) -> Result<Vec<(FlightData, bool)>> {
-        let mut reader = MessageReader::new(body, max, Duration::from_secs(30));
+        let mut reader = MessageReader::new(body, max, Duration::from_secs(30), 0);
         let mut memory = memory();
         let mut read = Vec::new();
         while let Some(message) = reader.next_message(&mut memory).await? {
@@ -397,7 +475,7 @@ mod tests {
             .chain(futures::stream::pending());
         let body = Body::new(StreamBody::new(frames));
         let idle = Duration::from_secs(30);
-        let mut reader = MessageReader::new(body, usize::MAX, idle);
+        let mut reader = MessageReader::new(body, usize::MAX, idle, 0);
         let mut memory = memory();
         assert!(reader.next_message(&mut memory).await.unwrap().is_some());
         let started = tokio::time::Instant::now();
@@ -409,6 +487,71 @@ mod tests {
         assert_eq!(err.code(), Code::DeadlineExceeded);
         assert!(err.to_string().contains("--upload-idle-timeout"), "{err}");
         assert_eq!(started.elapsed(), idle, "gave up exactly at the timeout");
+    }
+
+    /// A body that sends `bytes` in chunks of `chunk`, one every `every` of tokio's clock.
+    fn body_trickling(bytes: Vec<u8>, chunk: usize, every: Duration) -> Body {
+        let chunks: Vec<Bytes> = bytes.chunks(chunk).map(Bytes::copy_from_slice).collect();
+        let frames = futures::stream::iter(chunks).then(move |chunk| async move {
+            tokio::time::sleep(every).await;
+            Ok::<_, Status>(Frame::data(chunk))
+        });
+        Body::new(StreamBody::new(frames))
+    }
+
+    /// One message whose body is `len` bytes.
+    fn one_message(len: usize) -> Vec<u8> {
+        framed(&[FlightData {
+            flight_descriptor: Some(arrow_flight::FlightDescriptor::new_cmd("key")),
+            data_header: Bytes::from_static(b"header"),
+            data_body: Bytes::from(vec![7u8; len]),
+            ..Default::default()
+        }])
+    }
+
+    /// A client that keeps sending, a little at a time, is cancelled at the end of the first
+    /// window of the idle timeout that brought less than the minimum rate: its bytes never
+    /// let the idle timeout fire.
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_under_the_minimum_rate_is_cancelled_at_the_end_of_its_window() {
+        let idle = Duration::from_secs(30);
+        // 1 KiB every 20 s: 51 bytes/s, under 4 KiB/s.
+        let body = body_trickling(one_message(1 << 20), 1024, Duration::from_secs(20));
+        let mut reader = MessageReader::new(body, usize::MAX, idle, 4096);
+        let started = tokio::time::Instant::now();
+        let err = reader.next_message(&mut memory()).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::UploadTooSlow {
+                    received: 1024,
+                    min_rate: 4096,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(err.code(), Code::DeadlineExceeded);
+        assert!(err.to_string().contains("--min-upload-rate"), "{err}");
+        assert_eq!(
+            started.elapsed(),
+            idle,
+            "cancelled as its first window ended"
+        );
+    }
+
+    /// An upload above the minimum rate is read whole, however long it takes.
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_above_the_minimum_rate_is_read_whole() {
+        let idle = Duration::from_secs(30);
+        // 10 KiB every 2 s: 5 KiB/s, for over 100 s.
+        let body = body_trickling(one_message(512 << 10), 10 << 10, Duration::from_secs(2));
+        let mut reader = MessageReader::new(body, usize::MAX, idle, 4096);
+        let started = tokio::time::Instant::now();
+        let message = reader.next_message(&mut memory()).await.unwrap().unwrap();
+        assert_eq!(message.data_body.len(), 512 << 10);
+        assert!(reader.next_message(&mut memory()).await.unwrap().is_none());
+        assert!(started.elapsed() > Duration::from_secs(100));
     }
 
     /// The problem of a malformed-request error; panics on any other result.

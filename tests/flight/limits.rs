@@ -117,10 +117,12 @@ async fn a_silent_upload_times_out_and_gives_its_slot_back() {
     server.shutdown_and_wait().await;
 }
 
+/// The idle timeout alone (no minimum rate: `--min-upload-rate 0`).
 #[tokio::test(start_paused = true)]
 async fn an_upload_that_keeps_sending_is_not_timed_out() {
     let server = TestServer::start_with(ServerConfig {
         upload_idle_timeout: Duration::from_secs(30),
+        min_upload_rate: 0,
         ..ServerConfig::default()
     })
     .await;

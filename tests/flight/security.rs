@@ -734,3 +734,75 @@ async fn list_flights_filters_criteria_and_rights_together() {
     assert_eq!(keys, ["team-a/1", "team-a/2"]);
     server.shutdown_and_wait().await;
 }
+
+/// Trickling uploads cannot lock the other writers out: one user's uploads hold at most
+/// `--max-puts-per-caller` (16) of the 64 slots, the rest wait a moment and are refused, and
+/// another user's puts succeed meanwhile. (8 connections x 8 uploads of one user used to take
+/// every slot, and every other writer was refused.)
+#[tokio::test]
+async fn one_users_uploads_leave_upload_slots_for_the_others() {
+    use futures::SinkExt;
+    let server = TestServer::start_with(quiet(config(fixture().users))).await;
+    let token = session_token(&server, "admin", "admin-pw").await;
+    let (mut senders, mut uploads) = (Vec::new(), Vec::new());
+    for connection in 0..8 {
+        let flight = server.flight_client().await;
+        for n in 0..8 {
+            let mut upload = flight.inner().clone();
+            let name = format!("trickle-{connection}-{n}");
+            let schema_message = crate::common::ipc::encode(
+                FlightDescriptor::new_cmd(name),
+                &numbered_batches(1, 1),
+            )
+            .swap_remove(0);
+            let (mut tx, rx) = futures::channel::mpsc::channel(1);
+            tx.send(schema_message).await.unwrap();
+            senders.push(tx); // kept open: the upload sends nothing more
+            let mut request = tonic::Request::new(rx);
+            let bearer = format!("Bearer {token}").parse().unwrap();
+            request.metadata_mut().insert("authorization", bearer);
+            uploads.push(tokio::spawn(async move {
+                let mut results = upload.do_put(request).await?.into_inner();
+                while results.message().await?.is_some() {}
+                Ok::<_, tonic::Status>(())
+            }));
+        }
+    }
+    // Those past the user's share wait their moment (2 s) and are refused.
+    let mut refused = 0;
+    for _ in 0..1000 {
+        refused = uploads.iter().filter(|u| u.is_finished()).count();
+        if refused == 64 - 16 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if refused != 64 - 16 {
+        let first = uploads.swap_remove(0).await.unwrap();
+        panic!("{refused} uploads ended, one with {first:?}");
+    }
+    // Another user's puts find slots meanwhile.
+    let mut alice = login(&server, "alice", "alice-pw").await.unwrap();
+    for n in 0..14 {
+        put(&mut alice, &format!("team-a/{n}")).await.unwrap();
+    }
+    let mut held = Vec::new();
+    for upload in uploads {
+        if upload.is_finished() {
+            let status = upload.await.unwrap().unwrap_err();
+            assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+            assert!(
+                status.message().contains("--max-puts-per-caller"),
+                "{status:?}"
+            );
+        } else {
+            held.push(upload);
+        }
+    }
+    assert_eq!(held.len(), 16, "the user's share still uploading");
+    drop(senders);
+    for upload in held {
+        upload.await.unwrap().unwrap();
+    }
+    server.shutdown_and_wait().await;
+}
