@@ -22,6 +22,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}:{}", args.host, args.port))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     protected_mode(&args, addr)?;
+    #[cfg(unix)]
+    raise_open_file_limit(&args);
     let metrics = match args.metrics {
         Some(metrics_addr) => Some(
             tokio::net::TcpListener::bind(metrics_addr)
@@ -92,6 +94,40 @@ fn protected_mode(args: &ServeArgs, addr: std::net::SocketAddr) -> anyhow::Resul
         );
     }
     Ok(())
+}
+
+/// Raise the soft limit on open files towards the hard one, as Redis does for `maxclients`,
+/// so that the connection limits, not the file limit, decide how many clients are served;
+/// warn if even the hard limit is short of what they need (accepting then fails, and pauses,
+/// once the files run out).
+#[cfg(unix)]
+fn raise_open_file_limit(args: &ServeArgs) {
+    use flightcache::server::config::MAX_METRICS_CONNECTIONS;
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    // Connections, the metrics listener's, and room for listeners, files and the runtime.
+    const OTHER_FILES: u64 = 64;
+    let metrics = if args.metrics.is_some() {
+        MAX_METRICS_CONNECTIONS as u64
+    } else {
+        0
+    };
+    let needed = args.max_connections as u64 + metrics + OTHER_FILES;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let wanted = needed.max(soft).min(hard);
+    if wanted > soft && setrlimit(Resource::RLIMIT_NOFILE, wanted, hard).is_err() {
+        tracing::warn!(soft, hard, "could not raise the open-file limit");
+    }
+    if hard < needed {
+        tracing::warn!(
+            limit = hard,
+            needed,
+            "the open-file limit is below what --max-connections and the metrics listener may \
+             need: connections past it cannot be accepted until others close. Raise it \
+             (ulimit -n, systemd's LimitNOFILE=) or lower --max-connections"
+        );
+    }
 }
 
 /// The server configuration `serve`'s flags ask for: each flag sets one field.

@@ -55,6 +55,11 @@ pub const UPLOAD_SLOT_WAIT: Duration = Duration::from_secs(2);
 /// Apache's `mod_reqtimeout` `MinRate` and nginx's body timeouts do.
 pub const DEFAULT_MIN_UPLOAD_RATE: u64 = 4 << 10;
 
+/// Connections the metrics listener (`serve --metrics`) serves at once; more are closed as
+/// soon as they are accepted. A scraper needs one: the limit keeps idle connections from
+/// taking the process's file descriptors from the Flight port.
+pub const MAX_METRICS_CONNECTIONS: usize = 64;
+
 /// Uploads one connection may run at once by default, so that one client cannot take every
 /// upload slot ([`DEFAULT_MAX_CONCURRENT_PUTS`]) over one connection.
 pub const DEFAULT_MAX_PUTS_PER_CONNECTION: usize = 8;

@@ -3,39 +3,57 @@
 //! Every scrape reads the store's [`stats`](crate::store::TableStore::stats) and renders them
 //! with `metrics-exporter-prometheus`, so the page is never staler than the request. Any path
 //! answers (Prometheus asks for `/metrics`); the numbers are those of the `stats` action.
+//!
+//! The listener is guarded as the Flight port is (see [`crate::transport::connection`]): at
+//! most [`MAX_METRICS_CONNECTIONS`] connections at once (a scraper needs one; more are closed
+//! as soon as they are accepted), each closed once idle for the server's idle connection
+//! timeout, and a request's headers must arrive within [`HEADER_READ_TIMEOUT`].
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use tokio::net::TcpListener;
 
+use crate::server::config::MAX_METRICS_CONNECTIONS;
 use crate::store::TableStore;
-use crate::transport::connection::ACCEPT_ERROR_PAUSE;
+use crate::transport::connection::{ConnectionLimits, incoming};
+use tonic::transport::server::Connected;
+
+/// How long a metrics request's headers may take to arrive.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The content type of the Prometheus text format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Serve `store`'s metrics on `listener` until the task running this is dropped.
-pub async fn serve_metrics(listener: TcpListener, store: TableStore) {
+/// Serve `store`'s metrics on `listener` until the task running this is dropped, closing
+/// connections idle for `idle_timeout`.
+pub async fn serve_metrics(listener: TcpListener, store: TableStore, idle_timeout: Duration) {
     let recorder = std::sync::Arc::new(PrometheusBuilder::new().build_recorder());
     metrics::with_local_recorder(recorder.as_ref(), describe);
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            // Out of file descriptors, say: pause as the Flight listener does, or this loop
-            // would spin on the same error.
-            tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-            continue;
-        };
+    let limits = ConnectionLimits {
+        listener: "metrics",
+        max_connections: MAX_METRICS_CONNECTIONS,
+        idle_timeout,
+    };
+    let mut connections = std::pin::pin!(incoming(listener, limits));
+    while let Some(accepted) = connections.next().await {
+        // Accepting failed (out of file descriptors, say): `incoming` paused already.
+        let Ok(connection) = accepted else { continue };
+        let state = connection.connect_info().state;
         let (store, recorder) = (store.clone(), std::sync::Arc::clone(&recorder));
         tokio::spawn(async move {
             let page = service_fn(move |_: Request<Incoming>| {
+                // In flight while the page is made: the connection is idle between scrapes.
+                let _in_flight = state.start_request();
                 let body = render(&store, &recorder);
                 async move {
                     let response = Response::builder()
@@ -45,7 +63,10 @@ pub async fn serve_metrics(listener: TcpListener, store: TableStore) {
                     Ok::<_, Infallible>(response)
                 }
             });
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), page);
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(connection), page);
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "metrics connection ended");
             }

@@ -98,6 +98,7 @@ pub async fn serve_with_metrics(
     let incoming = incoming(
         listener,
         ConnectionLimits {
+            listener: "Flight (--max-connections)",
             max_connections: config.max_connections,
             idle_timeout: config.idle_connection_timeout,
         },
@@ -133,6 +134,7 @@ pub async fn serve_with_metrics(
         AbortOnDrop(tokio::spawn(metrics::serve_metrics(
             listener,
             service.store().clone(),
+            service.config().idle_connection_timeout,
         )))
     });
     let mut builder = builder;

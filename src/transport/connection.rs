@@ -32,6 +32,8 @@ pub(crate) const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// The limits on connections, from the server's configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
+    /// What the listener serves, for the logs: "Flight" (`--max-connections`), "metrics".
+    pub listener: &'static str,
     /// Connections served at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
     /// A connection with no request in flight for this long is closed.
@@ -62,8 +64,9 @@ pub fn incoming(
                         last_refusal_logged = Some(now);
                         tracing::warn!(
                             peer = %remote,
+                            listener = limits.listener,
                             limit = limits.max_connections,
-                            "refusing connections: --max-connections reached"
+                            "refusing connections: the listener's connection limit is reached"
                         );
                     }
                     continue;

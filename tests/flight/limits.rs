@@ -294,3 +294,59 @@ async fn one_connection_cannot_take_every_upload_slot() {
     held.await.unwrap().unwrap();
     server.shutdown_and_wait().await;
 }
+
+/// The metrics listener is guarded as the Flight port is: connections beyond its limit (64)
+/// are closed at once, silent ones once their request headers are 10 s late, idle ones after
+/// the idle connection timeout, and Flight answers throughout. (It kept every connection, idle or not, for ever: 1,500 of them under a file
+/// limit of 256 made Flight calls time out.)
+#[tokio::test(start_paused = true)]
+async fn metrics_connections_are_limited_and_closed_when_idle() {
+    let server = TestServer::start_with_metrics(ServerConfig {
+        idle_connection_timeout: Duration::from_secs(60),
+        keepalive_interval: None,
+        ..ServerConfig::default()
+    })
+    .await;
+    let metrics = server.metrics_addr().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        idle.push(TcpStream::connect(metrics).await.unwrap());
+    }
+    // Accepted in turn: once the 64 are, the next is closed at once.
+    let mut over = None;
+    for _ in 0..100 {
+        let extra = TcpStream::connect(metrics).await.unwrap();
+        if let Some(closed) = closed_within(extra, Duration::from_secs(1)).await {
+            over = Some(closed);
+            break;
+        }
+    }
+    assert!(over.is_some(), "a connection over the limit is closed");
+    let mut flight = server.client().await;
+    flight.stats().await.unwrap();
+    // Silent, the 64 are closed when their headers are late (10 s), and scrapes work again.
+    let closed = futures::future::join_all(
+        idle.into_iter()
+            .map(|socket| closed_within(socket, Duration::from_secs(600))),
+    )
+    .await;
+    for closed in closed {
+        let closed = closed.expect("a silent metrics connection is closed");
+        assert!(closed >= Duration::from_secs(10), "{closed:?}");
+    }
+    let page = crate::memory::http_get(metrics, "/metrics").await;
+    assert!(page.contains("flightcache_tables"), "{page}");
+    // A scraper's connection kept alive after its scrape is closed once idle.
+    let mut scraper = TcpStream::connect(metrics).await.unwrap();
+    scraper
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = vec![0u8; 1 << 16];
+    let read = scraper.read(&mut response).await.unwrap();
+    assert!(response[..read].starts_with(b"HTTP/1.1 200"), "{read}");
+    let closed = closed_within(scraper, Duration::from_secs(600)).await;
+    assert!(closed.is_some(), "an idle scraper's connection is closed");
+    flight.stats().await.unwrap();
+    server.shutdown_and_wait().await;
+}

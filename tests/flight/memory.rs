@@ -488,7 +488,7 @@ async fn the_metrics_endpoint_serves_the_stats_in_the_prometheus_format() {
 }
 
 /// GET `path` from `addr` with hyper's HTTP/1.1 client; the body, after checking the status.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+pub(crate) async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use http_body_util::{BodyExt, Empty};
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let io = hyper_util::rt::TokioIo::new(stream);
