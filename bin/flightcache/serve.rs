@@ -34,7 +34,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     // Read once: the default budget and the startup line that explains it.
     let default_memory = args.max_memory.is_none().then(default_max_memory).flatten();
+    // Everything is read and checked (users, TLS material) before the line that says the
+    // server listens: a script reading that line may rely on it.
     let config = config(&args, default_memory.as_ref())?;
+    if let Some(problem) = config
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.validity_problem(std::time::SystemTime::now()))
+    {
+        tracing::warn!("{problem}");
+    }
     // One write, so that a reader of the first line alone (a script) has all of it at once.
     let scheme = if config.tls.is_some() {
         "grpc+tls"

@@ -29,18 +29,76 @@ impl fmt::Debug for ServerTls {
 }
 
 impl ServerTls {
-    /// Read the PEM files of `serve --tls-cert`, `--tls-key` and `--tls-client-ca`.
+    /// Read the PEM files of `serve --tls-cert`, `--tls-key` and `--tls-client-ca`, and
+    /// [`check`](Self::check) them.
     ///
     /// # Errors
-    /// A message naming the file that cannot be read, or that holds no PEM.
+    /// A message naming the file that cannot be read, that holds no PEM, or a key that does
+    /// not belong to the certificate.
     pub fn from_files(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Self, String> {
-        Ok(Self {
+        let tls = Self {
             cert_pem: read_pem(cert, "certificate")?,
             key_pem: read_pem(key, "private key")?,
             client_ca_pem: client_ca
                 .map(|ca| read_pem(ca, "CA certificate"))
                 .transpose()?,
-        })
+        };
+        tls.check().map_err(|problem| {
+            format!(
+                "TLS with `{}` and `{}`: {problem}",
+                cert.display(),
+                key.display()
+            )
+        })?;
+        Ok(tls)
+    }
+
+    /// Check the material as the server will when it starts serving (the certificates and
+    /// key parse, and the key belongs to the certificate), so that a server can refuse to
+    /// start before it says it listens.
+    ///
+    /// # Errors
+    /// What is wrong, as the TLS library says it.
+    pub fn check(&self) -> Result<(), String> {
+        tonic::transport::Server::builder()
+            .tls_config(self.to_config())
+            .map(drop)
+            .map_err(|err| {
+                let mut message = err.to_string();
+                let mut source = std::error::Error::source(&err);
+                while let Some(cause) = source {
+                    message += &format!(": {cause}");
+                    source = cause.source();
+                }
+                format!("{message} (does the key belong to the certificate?)")
+            })
+    }
+
+    /// What is wrong with the server certificate's validity at `now`, if anything: it
+    /// expired, or is not valid yet. Clients refuse such a certificate; the server still
+    /// starts (a renewed certificate may be on its way), so this is a warning to log.
+    pub fn validity_problem(&self, now: std::time::SystemTime) -> Option<String> {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&self.cert_pem).ok()?;
+        let certificate = pem.parse_x509().ok()?;
+        let validity = certificate.validity();
+        let now = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|since| i64::try_from(since.as_secs()).ok())?;
+        if now > validity.not_after.timestamp() {
+            return Some(format!(
+                "the server certificate expired on {}: clients will refuse it; renew it",
+                validity.not_after
+            ));
+        }
+        if now < validity.not_before.timestamp() {
+            return Some(format!(
+                "the server certificate is not valid before {}: clients will refuse it until \
+                 then (is the clock right?)",
+                validity.not_before
+            ));
+        }
+        None
     }
 
     /// tonic's configuration for this material.

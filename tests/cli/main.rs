@@ -17,6 +17,7 @@ use futures::TryStreamExt;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
+mod startup;
 mod strangers;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flightcache");
