@@ -8,6 +8,9 @@ pub enum RefusalReason {
     /// Nothing more could be freed: the eviction policy forbids it, or what is left is held
     /// by uploads in progress, by the upload's own key, or by tables still being read.
     NothingToFree,
+    /// The system refused the memory although the budget had room: an address-space or
+    /// memory limit below the budget (`prlimit --as`, `ulimit -v`, a full machine).
+    SystemRefused,
 }
 
 /// A charge the budget could not make room for ([`Error::OverBudget`](super::Error::OverBudget)).

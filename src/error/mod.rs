@@ -359,6 +359,13 @@ fn over_budget_message(key: Option<&TableKey>, refusal: &OverBudget) -> String {
             HumanBytes(refusal.used as u64),
             for_key(key),
         ),
+        RefusalReason::SystemRefused => format!(
+            "the system refused the server {needed} of memory for the upload{}, although its \
+             memory budget of {budget} (--max-memory) had room: a memory or address-space limit \
+             (ulimit -v, prlimit --as) is below the budget; nothing was stored. Lower \
+             --max-memory below that limit, or raise the limit",
+            for_key(key),
+        ),
     }
 }
 

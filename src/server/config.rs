@@ -203,6 +203,9 @@ pub enum MemoryLimitSource {
     CgroupV1,
     /// The machine's total memory (`MemTotal` in /proc/meminfo).
     TotalMemory,
+    /// The process's address-space limit (`RLIMIT_AS`: `ulimit -v`, `prlimit --as`), less
+    /// the address space it already used when it started.
+    AddressSpace,
 }
 
 impl std::fmt::Display for MemoryLimitSource {
@@ -211,6 +214,9 @@ impl std::fmt::Display for MemoryLimitSource {
             MemoryLimitSource::CgroupV2 => "the cgroup's memory.max",
             MemoryLimitSource::CgroupV1 => "the cgroup's memory.limit_in_bytes",
             MemoryLimitSource::TotalMemory => "the total memory",
+            MemoryLimitSource::AddressSpace => {
+                "the address-space limit (RLIMIT_AS) less what the process already maps"
+            }
         })
     }
 }
@@ -221,16 +227,50 @@ impl std::fmt::Display for MemoryLimitSource {
 /// (not Linux).
 pub fn default_max_memory() -> Option<MemoryLimit> {
     let total = read_total_memory();
-    let (available, source) = match read_cgroup_limit() {
+    let (mut available, mut source) = match read_cgroup_limit() {
         // A cgroup limit above the machine's memory is no limit.
         Some((limit, source)) if total.is_none_or(|total| limit < total) => (limit, source),
         _ => (total?, MemoryLimitSource::TotalMemory),
     };
+    // Under an address-space limit, memory past it is refused however much the machine has.
+    if let Some(address_space) = read_address_space_left()
+        && address_space < available
+    {
+        (available, source) = (address_space, MemoryLimitSource::AddressSpace);
+    }
     Some(MemoryLimit {
         budget: (available as f64 * DEFAULT_MEMORY_SHARE) as u64,
         available,
         source,
     })
+}
+
+/// The address space this process may still map under its `RLIMIT_AS`, if one is set: the
+/// limit less the address space it maps now (`VmSize` in /proc/self/status).
+fn read_address_space_left() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{Resource, getrlimit};
+        let (soft, _) = getrlimit(Resource::RLIMIT_AS).ok()?;
+        if soft == nix::sys::resource::RLIM_INFINITY {
+            return None;
+        }
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let mapped = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmSize:"))
+            .and_then(|size| {
+                size.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map_or(0, |kib| kib * 1024);
+        Some(soft.saturating_sub(mapped))
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// `MemTotal` from /proc/meminfo, in bytes.

@@ -198,6 +198,20 @@ impl MemoryBudget {
         Ok(charge)
     }
 
+    /// The refusal to give when the system, not the budget, refused `bytes` more for an
+    /// upload holding `account`'s: counted among the refused uploads.
+    pub fn system_refused(&self, bytes: usize, account: Option<&UploadAccount>) -> OverBudget {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        OverBudget {
+            limit: self.limit,
+            used: self.used() + self.overhead(),
+            overhead: self.overhead(),
+            needed: bytes,
+            upload_bytes: account.map_or(0, UploadAccount::bytes),
+            reason: RefusalReason::SystemRefused,
+        }
+    }
+
     /// The limit left for charges once the measured overhead beyond
     /// [`PROCESS_ALLOWANCE`] is set aside.
     fn limit_for_charges(&self) -> usize {
@@ -323,6 +337,12 @@ impl Charge {
             account.add(more);
         }
         Ok(())
+    }
+
+    /// The refusal to give when the system refused `bytes` more for this charge's upload
+    /// (see [`MemoryBudget::system_refused`]).
+    pub fn system_refused(&self, bytes: usize) -> OverBudget {
+        self.budget.system_refused(bytes, self.account.as_deref())
     }
 
     /// A new charge of `bytes` on the same budget, for the same upload.

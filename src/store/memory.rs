@@ -361,12 +361,13 @@ impl SlabWriter {
                     range: 0..len,
                 });
             }
+            // A mapping the system refuses (an address-space limit): so would the heap.
             return match GrowingMap::new(full, &self.pool, &self.account) {
                 Some(map) => Ok(Place::Growing {
                     map,
                     pool: Arc::clone(&self.pool),
                 }),
-                None => self.heap(len),
+                None => Err(self.pool.budget().system_refused(full, Some(&self.account))),
             };
         }
         let fits = matches!(&self.current, Some((_, used)) if used + len <= SLAB_BYTES);
@@ -374,7 +375,10 @@ impl SlabWriter {
             self.trim_current();
             match self.pool.take_slab(&self.account) {
                 Some(slab) => self.current = Some((Arc::new(slab), 0)),
-                None => return self.heap(len),
+                None => {
+                    let budget = self.pool.budget();
+                    return Err(budget.system_refused(SLAB_BYTES, Some(&self.account)));
+                }
             }
         }
         let (slab, used) = self.current.as_mut().expect("a slab was just ensured");
@@ -398,7 +402,7 @@ impl SlabWriter {
     }
 
     /// A heap body, with room (charged) for at most `MAPPED_MIN_BYTES` until more is written:
-    /// a body lands here when mapping fails, whatever its declared length.
+    /// the bodies of a table's first `MAPPED_MIN_BYTES`.
     fn heap(&self, len: usize) -> Result<Place, OverBudget> {
         let capacity = len.min(MAPPED_MIN_BYTES).next_multiple_of(BODY_ALIGNMENT);
         let charge = self.pool.budget().charge(capacity, Some(&self.account))?;
@@ -570,7 +574,8 @@ impl BodyFill {
         if let Place::Growing { map, .. } = &mut self.place {
             map.charge_to(self.written + bytes.len())?;
             if !map.grow_to(self.written + bytes.len()) {
-                self.move_to_heap()?;
+                // The system refused more address space: so would the heap.
+                return Err(map.charge.system_refused(bytes.len()));
             }
         }
         match &mut self.place {
@@ -613,28 +618,6 @@ impl BodyFill {
             }
         }
         self.written += bytes.len();
-        Ok(())
-    }
-
-    /// Continue on the heap, with what was written so far, when a mapping cannot grow.
-    fn move_to_heap(&mut self) -> Result<(), OverBudget> {
-        let Place::Growing { map, .. } = &self.place else {
-            return Ok(());
-        };
-        let capacity = self
-            .len
-            .min(self.written + MAPPED_MIN_BYTES)
-            .next_multiple_of(BODY_ALIGNMENT);
-        let charge = map.charge.another(capacity)?;
-        let mut heap = MutableBuffer::with_capacity(capacity);
-        // SAFETY: the first `written` bytes of the mapping were written by this fill, and
-        // nothing else writes the mapping.
-        let written = unsafe { std::slice::from_raw_parts(map.map.as_ptr(), self.written) };
-        heap.extend_from_slice(written);
-        self.place = Place::Heap {
-            buffer: heap,
-            charge,
-        };
         Ok(())
     }
 

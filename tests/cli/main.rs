@@ -17,6 +17,7 @@ use futures::TryStreamExt;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
+mod address_space;
 mod startup;
 mod strangers;
 
