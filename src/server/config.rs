@@ -40,6 +40,13 @@ pub const DEFAULT_IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);
 /// Connections served at once by default; more are closed as soon as they are accepted.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
+/// Requests one HTTP/2 connection may have open at once (its `SETTINGS_MAX_CONCURRENT_STREAMS`;
+/// gRPC's own servers say 100). Each holds its headers (at most 16 KiB, hyper's limit) while it
+/// runs, a refused one included while it waits out its failure delay: this bounds what a
+/// connection holds before its requests are authenticated. tonic would otherwise allow any
+/// number.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
 /// Uploads one caller (a user; an address on a server without users) may run at once by
 /// default: a quarter of [`DEFAULT_MAX_CONCURRENT_PUTS`], so that one caller cannot take every
 /// upload slot while others wait.

@@ -114,7 +114,8 @@ pub async fn serve_with_metrics(
         .initial_stream_window_size(config.http2.stream_window_bytes)
         .initial_connection_window_size(config.http2.connection_window_bytes)
         .http2_keepalive_interval(config.keepalive_interval)
-        .http2_keepalive_timeout(Some(config.keepalive_timeout));
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
+        .max_concurrent_streams(config::MAX_STREAMS_PER_CONNECTION);
     let service = FlightCacheService::new(config, location);
     #[cfg(unix)]
     let _reload_users = service

@@ -350,3 +350,28 @@ async fn metrics_connections_are_limited_and_closed_when_idle() {
     flight.stats().await.unwrap();
     server.shutdown_and_wait().await;
 }
+
+/// A connection may open at most 256 requests at once (HTTP/2's
+/// `SETTINGS_MAX_CONCURRENT_STREAMS`): tonic's default set no limit, so one connection could
+/// hold any number of requests waiting out their failure delays.
+#[tokio::test]
+async fn a_connection_may_open_256_requests_at_once() {
+    let server = TestServer::start().await;
+    let tcp = TcpStream::connect(server.addr()).await.unwrap();
+    let (h2, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut h2 = h2.ready().await.unwrap();
+    let request = tonic::codegen::http::Request::post(format!(
+        "http://{}/arrow.flight.protocol.FlightService/ListActions",
+        server.addr()
+    ))
+    .header("content-type", "application/grpc")
+    .body(())
+    .unwrap();
+    let (response, mut send) = h2.send_request(request, false).unwrap();
+    send.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .unwrap();
+    response.await.unwrap(); // the server's settings came before its answer
+    assert_eq!(h2.current_max_send_streams(), 256);
+    server.shutdown_and_wait().await;
+}
