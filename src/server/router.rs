@@ -26,7 +26,6 @@ use crate::error::{ClientText, Error, Result};
 use crate::protocol::rpc::{FLIGHT_SERVICE, FlightRpc};
 use crate::server::call::Call;
 use crate::server::service::FlightCacheService;
-use crate::transport::AbortOnDrop;
 use crate::transport::connection::{RequestInFlight, connection_info};
 use crate::transport::grpc;
 use crate::transport::receive::MessageReader;
@@ -135,13 +134,20 @@ async fn dispatch(
             let call = call.map_message(|readable| {
                 readable.map(|()| MessageReader::new(body, max, idle, min_rate))
             });
-            let (results, received) = mpsc::channel(PUT_RESULTS_BUFFERED);
-            // The upload runs as a task of its own: it reads the request whether or not the
-            // client is reading the response yet, and the response streams its results (the
-            // echoes of app_metadata) as they come. It is aborted if the response is dropped
-            // (the client reset the call).
+            let (results, mut received) = mpsc::channel(PUT_RESULTS_BUFFERED);
+            // The upload runs as a task of its own, to its end: it reads the request whether
+            // or not the client reads the response yet, and an upload whose stream ended
+            // cleanly is stored even if the client stops listening for the answer. (A client
+            // that resets the stream ends it: the reader sees the reset.)
             let upload = tokio::spawn(async move { service.do_put(call, results).await });
-            grpc::streaming_response(received, AbortOnDrop(upload))
+            // Its headers go with its first result, or with its status, as gRPC's C++, Java
+            // and Go servers send a streaming call's: a client that takes the headers as the
+            // answer (Arrow's integration client, which then drops the call and looks the
+            // table up) cannot overtake the store.
+            match received.recv().await {
+                Some(first) => grpc::streaming_response(first, received, upload),
+                None => answer_empty(grpc::task_outcome(upload).await),
+            }
         }
         FlightRpc::DoExchange => {
             drop(body); // never read: the door refuses every exchange

@@ -458,22 +458,22 @@ impl FlightCacheService {
 
         let mut upload = TableUpload::new(key, memory, self.config.max_message_bytes);
         let mut echoed = false;
+        // Whether the client still listens for the answer.
+        let mut listening = true;
         let mut next = Some(first);
         while let Some(message) = next {
             let tag = message.app_metadata.clone();
             upload.push(message)?;
-            if !tag.is_empty() {
+            if !tag.is_empty() && listening {
                 echoed = true;
                 // A client that does not read its acknowledgements stalls the upload; it gets
                 // the same time as one that sends nothing.
                 let echo = PutResult { app_metadata: tag };
                 match tokio::time::timeout(idle, results.send(echo)).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(_)) => {
-                        return Err(Error::UploadCancelled {
-                            key: Some(upload.key().clone()),
-                        });
-                    }
+                    // The client dropped the call but may still be sending: the upload goes
+                    // on unanswered, and is stored if its stream ends cleanly.
+                    Ok(Err(_)) => listening = false,
                     Err(_) => {
                         return Err(Error::RequestIdle {
                             rpc: FlightRpc::DoPut,

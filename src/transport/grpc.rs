@@ -6,10 +6,12 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::StreamExt;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use prost::Message;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::codegen::http;
@@ -17,7 +19,6 @@ use tonic::codegen::http;
 use crate::error::{ClientText, Error, RequestProblem, Result};
 use crate::protocol::auth::{AUTHORIZATION, Credentials, SessionToken, TOKEN_TTL_HEADER};
 use crate::protocol::rpc::FlightRpc;
-use crate::transport::AbortOnDrop;
 
 /// The prefix of every gRPC message: a compression flag and a big-endian length.
 pub const PREFIX_BYTES: usize = 5;
@@ -153,33 +154,38 @@ pub fn messages_or_status<M: Message>(
     }
 }
 
-/// A successful response streaming the messages `received` as they come, then the status
-/// `outcome` ends with, in the trailers (an error after some messages, or OK).
+/// A successful response streaming `first`, then the messages `received` as they come, then
+/// the status `outcome` ends with, in the trailers (an error after some messages, or OK).
 pub fn streaming_response<M: Message + 'static>(
+    first: M,
     received: mpsc::Receiver<M>,
-    outcome: AbortOnDrop<Result<(), Status>>,
+    outcome: JoinHandle<Result<(), Status>>,
 ) -> http::Response<Body> {
-    let frames = futures::stream::unfold(
+    let first = futures::stream::once(async move { Ok(Frame::data(frame(&first))) });
+    let rest = futures::stream::unfold(
         (received, Some(outcome)),
         |(mut received, outcome)| async move {
             if let Some(message) = received.recv().await {
                 return Some((Ok(Frame::data(frame(&message))), (received, outcome)));
             }
             // Every sender is gone: the door has returned.
-            let mut task = outcome?;
-            let status = match (&mut task.0).await {
-                Ok(Ok(())) => None,
-                Ok(Err(status)) => Some(status),
-                Err(source) => Some(Status::from(Error::TaskFailed {
-                    task: "do_put",
-                    source,
-                })),
-            };
+            let status = task_outcome(outcome?).await.err();
             let trailers = Frame::trailers(trailers(status));
             Some((Ok::<_, Infallible>(trailers), (received, None)))
         },
     );
-    response(Body::new(StreamBody::new(frames)))
+    response(Body::new(StreamBody::new(first.chain(rest))))
+}
+
+/// What the task running a streaming door ended with.
+pub async fn task_outcome(task: JoinHandle<Result<(), Status>>) -> Result<(), Status> {
+    match task.await {
+        Ok(outcome) => outcome,
+        Err(source) => Err(Status::from(Error::TaskFailed {
+            task: "do_put",
+            source,
+        })),
+    }
 }
 
 /// The trailers that end a call: `grpc-status: 0`, or `status`'s code and message.
