@@ -141,6 +141,9 @@ fn raise_open_file_limit(args: &ServeArgs) {
 
 /// The server configuration `serve`'s flags ask for: each flag sets one field.
 fn config(args: &ServeArgs, default_memory: Option<&MemoryLimit>) -> anyhow::Result<ServerConfig> {
+    if args.max_puts_per_caller == 0 {
+        anyhow::bail!("--max-puts-per-caller must be at least 1: a caller needs a slot to upload");
+    }
     let users = args
         .users
         .as_deref()

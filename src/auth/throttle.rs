@@ -13,9 +13,16 @@
 //!   except from an address the user signed in from within [`KNOWN_FOR`], so an attacker
 //!   cannot lock the real user out from where the user signs in.
 //!
-//! Records are forgotten [`FAILURES_FORGOTTEN_AFTER`] after their last failure, and each
+//! - **One address** has at most [`MAX_SIGN_INS_PER_ADDRESS`] sign-ins in line at once for
+//!   user names that never signed in from it, so guessing many names from one address cannot
+//!   take every password check; a user's sign-in from an address it signed in from before is
+//!   never refused for that.
+//!
+//! Records of failures are forgotten [`FAILURES_FORGOTTEN_AFTER`] after the last, and each
 //! table holds at most [`MAX_RECORDS`] (the quietest goes first). User names are kept as
-//! digests: a long made-up name costs no more than a short one.
+//! digests: a long made-up name costs no more than a short one. The guess budgets are a fixed
+//! table of [`GUESS_BUCKETS`] buckets, a user name's chosen by its digest: nothing can be
+//! evicted to give a name a fresh budget, and a name sharing a bucket gains nothing.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -47,6 +54,11 @@ pub const GUESS_BURST: u32 = 20;
 /// Past [`GUESS_BURST`], a user name takes one more wrong password per this long: 20 a
 /// minute, from however many addresses.
 pub const GUESS_REFILL: Duration = Duration::from_secs(3);
+/// Buckets of guesses: user names share them by their digest.
+pub const GUESS_BUCKETS: usize = 16_384;
+/// Sign-ins that may be in line at once from one address for user names that never signed
+/// in from it, across names (see [`MAX_WAITING_SIGN_INS`] for one name).
+pub const MAX_SIGN_INS_PER_ADDRESS: usize = 32;
 /// An address a user signed in from is known for this long: sign-ins for the user from it
 /// are checked even while the user name's guesses are used up.
 pub const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -154,8 +166,10 @@ pub struct Throttle {
     failures: Mutex<HashMap<Guesser, Failures>>,
     /// The sign-ins of each user name and address in progress or waiting.
     lines: Mutex<HashMap<(Name, IpAddr), Line>>,
-    /// Each user name's wrong passwords left.
-    guesses: Mutex<HashMap<Name, Guesses>>,
+    /// The wrong passwords left in each bucket of user names.
+    guesses: Mutex<Vec<Guesses>>,
+    /// Sign-ins in line per address for user names not known there.
+    strangers_in_line: Mutex<HashMap<IpAddr, usize>>,
     /// When each user last signed in from each address.
     known: Mutex<HashMap<(Name, IpAddr), Instant>>,
     /// [`MAX_RECORDS`] (smaller in tests).
@@ -167,7 +181,8 @@ impl Default for Throttle {
         Self {
             failures: Mutex::default(),
             lines: Mutex::default(),
-            guesses: Mutex::default(),
+            guesses: Mutex::new(vec![Guesses::full(Instant::now()); GUESS_BUCKETS]),
+            strangers_in_line: Mutex::default(),
             known: Mutex::default(),
             max_records: MAX_RECORDS,
         }
@@ -257,18 +272,32 @@ impl Throttle {
             name,
             address,
             in_line: false,
+            stranger_in_line: false,
             held: None,
             guess_taken: false,
         };
+        let known = self.known(name, address);
         if let Some(address) = address {
             let queue = {
                 let mut lines = lock(&self.lines);
-                let line = lines.entry((name, address)).or_default();
-                if line.in_line >= MAX_WAITING_SIGN_INS {
+                let full = |line: &Line| line.in_line >= MAX_WAITING_SIGN_INS;
+                if lines.get(&(name, address)).is_some_and(full) {
                     return Err(Error::Unauthenticated {
                         problem: AuthProblem::TooManySignIns,
                     });
                 }
+                if !known {
+                    let mut strangers = lock(&self.strangers_in_line);
+                    let in_line = strangers.entry(address).or_default();
+                    if *in_line >= MAX_SIGN_INS_PER_ADDRESS {
+                        return Err(Error::Unauthenticated {
+                            problem: AuthProblem::TooManySignIns,
+                        });
+                    }
+                    *in_line += 1;
+                    turn.stranger_in_line = true;
+                }
+                let line = lines.entry((name, address)).or_default();
                 line.in_line += 1;
                 turn.in_line = true;
                 Arc::clone(&line.turn)
@@ -281,31 +310,29 @@ impl Throttle {
                 tokio::time::sleep_until(blocked_until).await;
             }
         }
-        turn.guess_taken = self.take_guess(name, address)?;
+        turn.guess_taken = self.take_guess(name, known)?;
         Ok(turn)
     }
 
-    /// Take one of `name`'s guesses; whether one was taken (none is needed from an address
-    /// the user signed in from).
-    ///
-    /// # Errors
-    /// [`Error::Unauthenticated`] if the user name has none left.
-    fn take_guess(&self, name: Name, address: Option<IpAddr>) -> Result<bool> {
+    /// Whether the user `name` signed in from `address` within [`KNOWN_FOR`].
+    fn known(&self, name: Name, address: Option<IpAddr>) -> bool {
         let now = Instant::now();
-        let known = address.is_some_and(|address| {
+        address.is_some_and(|address| {
             lock(&self.known)
                 .get(&(name, address))
                 .is_some_and(|at| now.duration_since(*at) < KNOWN_FOR)
-        });
+        })
+    }
+
+    /// Take one of `name`'s guesses; whether one was taken (none is needed from an address
+    /// the user signed in from, `known`, once they are used up).
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] if the user name has none left.
+    fn take_guess(&self, name: Name, known: bool) -> Result<bool> {
+        let now = Instant::now();
         let mut guesses = lock(&self.guesses);
-        make_room(
-            &mut guesses,
-            &name,
-            self.max_records,
-            |g| g.left >= GUESS_BURST,
-            |g| g.refilled,
-        );
-        let left = guesses.entry(name).or_insert_with(|| Guesses::full(now));
+        let left = &mut guesses[bucket(name)];
         left.refill(now);
         if left.left > 0 {
             left.left -= 1;
@@ -322,6 +349,12 @@ impl Throttle {
     }
 }
 
+/// The bucket of guesses of the user name `name`.
+fn bucket(name: Name) -> usize {
+    let [a, b, c, d, ..] = name;
+    u32::from_le_bytes([a, b, c, d]) as usize % GUESS_BUCKETS
+}
+
 /// A sign-in's turn to have its password checked. [`fail`](Self::fail) or
 /// [`succeed`](Self::succeed) says how the check went. Dropping it, however early (a client
 /// that hangs up while it waits), gives the turn up and forgets a line nobody waits in.
@@ -332,6 +365,8 @@ pub struct SignInTurn {
     address: Option<IpAddr>,
     /// Whether this turn is counted in its line.
     in_line: bool,
+    /// Whether it is counted among its address's sign-ins for names not known there.
+    stranger_in_line: bool,
     held: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// Whether one of the user name's guesses was taken for this sign-in.
     guess_taken: bool,
@@ -350,9 +385,8 @@ impl SignInTurn {
     /// the user from now on.
     pub fn succeed(&self) {
         let now = Instant::now();
-        if self.guess_taken
-            && let Some(left) = lock(&self.throttle.guesses).get_mut(&self.name)
-        {
+        if self.guess_taken {
+            let left = &mut lock(&self.throttle.guesses)[bucket(self.name)];
             left.left = (left.left + 1).min(GUESS_BURST);
         }
         if let Some(address) = self.address {
@@ -373,9 +407,21 @@ impl SignInTurn {
 impl Drop for SignInTurn {
     fn drop(&mut self) {
         self.held.take();
-        let (Some(address), true) = (self.address, self.in_line) else {
+        let Some(address) = self.address else {
             return;
         };
+        if self.stranger_in_line {
+            let mut strangers = lock(&self.throttle.strangers_in_line);
+            if let Some(in_line) = strangers.get_mut(&address) {
+                *in_line -= 1;
+                if *in_line == 0 {
+                    strangers.remove(&address);
+                }
+            }
+        }
+        if !self.in_line {
+            return;
+        }
         let mut lines = lock(&self.throttle.lines);
         let key = (self.name, address);
         if let Some(line) = lines.get_mut(&key) {
@@ -441,6 +487,17 @@ mod tests {
         assert_eq!(throttle.delay(peer), Duration::ZERO);
         throttle.record_failure(peer);
         assert_eq!(throttle.delay(peer), Duration::from_millis(100));
+    }
+
+    impl Throttle {
+        /// The turn of made-up user name number `n` from `peer`.
+        async fn sign_in_turn_for_test(
+            self: &Arc<Self>,
+            n: usize,
+            peer: Option<IpAddr>,
+        ) -> Result<SignInTurn> {
+            self.sign_in_turn(&format!("mallory-{n}"), peer).await
+        }
     }
 
     #[test]
@@ -539,6 +596,46 @@ mod tests {
         delayed.abort();
         assert!(delayed.await.unwrap_err().is_cancelled());
         assert!(lock(&throttle.lines).is_empty());
+    }
+
+    /// One address guessing many user names holds at most [`MAX_SIGN_INS_PER_ADDRESS`] sign-ins
+    /// in line; a user who signed in from there before is not refused for it.
+    #[tokio::test(start_paused = true)]
+    async fn one_address_guessing_many_names_holds_a_bounded_line() {
+        let throttle = Arc::new(Throttle::default());
+        let peer = Some(ip("10.0.0.1"));
+        throttle
+            .sign_in_turn("alice", peer)
+            .await
+            .unwrap()
+            .succeed();
+        let held: Vec<_> = futures::future::join_all(
+            (0..MAX_SIGN_INS_PER_ADDRESS).map(|n| throttle.sign_in_turn_for_test(n, peer)),
+        )
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+        let refused = throttle.sign_in_turn("mallory-0", peer).await;
+        assert!(refused.is_err(), "a name in line already waits its turn");
+        let refused = throttle
+            .sign_in_turn("someone-new", peer)
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("too many sign-ins"),
+            "{refused}"
+        );
+        assert!(
+            throttle.sign_in_turn("alice", peer).await.is_ok(),
+            "known here"
+        );
+        drop(held);
+        assert!(lock(&throttle.strangers_in_line).is_empty());
+        assert!(
+            lock(&throttle.lines).is_empty(),
+            "no empty lines left behind"
+        );
     }
 
     /// Guesses from many addresses at one user name: after [`GUESS_BURST`] wrong ones, one

@@ -26,6 +26,7 @@ use tonic::Status;
 use tonic::codegen::http;
 use tracing::instrument;
 
+use crate::auth::throttle::failing_address;
 use crate::auth::users::{Right, Users};
 use crate::auth::{Authenticator, Caller};
 use crate::error::{Error, Result};
@@ -182,8 +183,9 @@ impl FlightCacheService {
     /// Bearer TOKEN` header; every later call presents it, until the server's token lifetime
     /// (`--token-ttl`, which the response's `x-flightcache-token-ttl` header gives in seconds)
     /// runs out. A server without users has nothing to check: the Handshake
-    /// succeeds and issues no token. A failed attempt is answered only after a delay that
-    /// doubles with each failure from the same address (the router waits it out).
+    /// succeeds and issues no token. A wrong password is answered only after a delay that
+    /// doubles with each wrong one for the same user name from the same address (see
+    /// [`crate::auth::throttle`]; [`answer_sign_in`](Self::answer_sign_in) waits it out).
     #[instrument(skip_all, fields(peer = ?call.peer, user))]
     pub async fn handshake(&self, call: Call<()>) -> Result<Option<SessionToken>, Status> {
         let peer = call.peer;
@@ -226,7 +228,8 @@ impl FlightCacheService {
         // up cannot leave checks running beyond the limit. (The semaphore is never closed: the
         // result always holds a permit.)
         // The turn goes with the check too: a wrong password is counted even if the client
-        // hangs up before its answer, and the address's next sign-in waits for it.
+        // hangs up before its answer, and the user name's next sign-in from the address waits
+        // for it.
         let permit = Arc::clone(&self.password_checks).acquire_owned().await;
         let token = tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -427,7 +430,7 @@ impl FlightCacheService {
         // Counted against the user, or on a server without users against the address.
         let holder = match (&caller.user, peer) {
             (Some(user), _) => SlotHolder::User(user.clone()),
-            (None, Some(peer)) => SlotHolder::Address(peer.ip()),
+            (None, Some(peer)) => SlotHolder::Address(failing_address(peer.ip())),
             (None, None) => SlotHolder::Unknown,
         };
         let _slot = self.upload_slots.acquire(holder).await?;

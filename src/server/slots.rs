@@ -18,7 +18,8 @@ use crate::error::{Error, Result};
 pub enum SlotHolder {
     /// A user, on a server with users.
     User(String),
-    /// A peer address, on a server without users (or a caller with no name).
+    /// A peer address, on a server without users (or a caller with no name): an IPv4
+    /// address, or an IPv6 address's /64 network (one host usually holds a whole /64).
     Address(IpAddr),
     /// A caller with neither (a server embedded without a network peer).
     Unknown,
@@ -44,8 +45,10 @@ pub struct UploadSlot {
 }
 
 impl UploadSlots {
-    /// `total` slots, at most `per_caller` of them to one caller; a put waits up to `wait`.
+    /// `total` slots, at most `per_caller` of them to one caller (at least one); a put waits
+    /// up to `wait`.
     pub fn new(total: usize, per_caller: usize, wait: Duration) -> Self {
+        let per_caller = per_caller.max(1);
         Self {
             all: Arc::new(Semaphore::new(total)),
             total,
@@ -73,15 +76,15 @@ impl UploadSlots {
             permits: None,
         };
         let deadline = tokio::time::Instant::now() + self.wait;
-        // Neither semaphore is ever closed.
-        let Ok(Ok(mine)) =
-            tokio::time::timeout_at(deadline, Arc::clone(&own).acquire_owned()).await
-        else {
+        // Neither semaphore is ever closed. `own` goes before `slot` whatever happens, so
+        // that the slot's drop sees whether anyone else holds the caller's entry.
+        let mine = tokio::time::timeout_at(deadline, Arc::clone(&own).acquire_owned()).await;
+        drop(own);
+        let Ok(Ok(mine)) = mine else {
             return Err(Error::TooManyUploadsFromCaller {
                 limit: self.per_caller,
             });
         };
-        drop(own);
         let Ok(Ok(server)) =
             tokio::time::timeout_at(deadline, Arc::clone(&self.all).acquire_owned()).await
         else {

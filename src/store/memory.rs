@@ -524,13 +524,18 @@ impl GrowingMap {
             .min(self.full);
         #[cfg(target_os = "linux")]
         {
-            // SAFETY: nothing points into the mapping while it is being filled: the body it
-            // holds becomes readable only when the fill is finished, so the mapping may move.
-            let grown = unsafe {
-                self.map
-                    .remap(new_len, memmap2::RemapOptions::new().may_move(true))
-            };
-            grown.is_ok()
+            // Doubling, or, if the system refuses that much (an address-space limit), just
+            // what `len` needs.
+            let exact = len.next_multiple_of(TRIM_ALIGNMENT).min(self.full);
+            [new_len, exact].into_iter().any(|new_len| {
+                // SAFETY: nothing points into the mapping while it is being filled: the body
+                // it holds becomes readable only when the fill is finished, so it may move.
+                let grown = unsafe {
+                    self.map
+                        .remap(new_len, memmap2::RemapOptions::new().may_move(true))
+                };
+                grown.is_ok()
+            })
         }
         #[cfg(not(target_os = "linux"))]
         {

@@ -50,16 +50,21 @@ pub struct MessageReader {
     buffered: Option<Charge>,
 }
 
-/// What an upload must move: at least `min_rate` bytes per second, counted over consecutive
-/// windows of the idle timeout (as Apache's `mod_reqtimeout` counts its `MinRate`), so that a
-/// client trickling a few bytes at a time cannot hold an upload slot for ever.
+/// What an upload must move: at least `min_rate` bytes per second, counted over windows of
+/// the idle timeout (as Apache's `mod_reqtimeout` counts its `MinRate`), so that a client
+/// trickling a few bytes at a time cannot hold an upload slot for ever. Only time the server
+/// spends waiting for the client's bytes counts towards a window: time it spends elsewhere
+/// (finding a slot, validating, waiting for the client to read an acknowledgement) is not the
+/// client's slowness, and bytes that arrived meanwhile are read at once.
 #[derive(Debug)]
 struct Progress {
     window: Duration,
     /// Bytes each window must bring.
     quota: u64,
     min_rate: u64,
-    window_end: Instant,
+    /// Time spent waiting for bytes in the current window.
+    waited: Duration,
+    /// Bytes read in the current window.
     received: u64,
 }
 
@@ -69,45 +74,37 @@ impl Progress {
             window,
             quota: (min_rate as f64 * window.as_secs_f64()) as u64,
             min_rate,
-            window_end: Instant::now() + window,
+            waited: Duration::ZERO,
             received: 0,
         }
     }
 
-    /// The latest time by which more bytes must arrive, if any must: the end of this window
-    /// if it lacks bytes, else of the next.
-    fn deadline(&self) -> Option<Instant> {
-        (self.quota > 0).then(|| match self.received >= self.quota {
-            true => self.window_end + self.window,
-            false => self.window_end,
-        })
+    /// When the current window ends if waiting starts at `start` and no byte comes, if there
+    /// is a minimum.
+    fn deadline(&self, start: Instant) -> Option<Instant> {
+        (self.quota > 0).then(|| start + self.window.saturating_sub(self.waited))
     }
 
-    /// `bytes` arrived now.
+    /// `bytes` came after waiting `waited`.
     ///
     /// # Errors
-    /// [`Error::UploadTooSlow`] if a window ended short of its quota.
-    fn record(&mut self, bytes: usize) -> Result<()> {
-        let now = Instant::now();
-        while self.quota > 0 && now >= self.window_end {
-            self.check()?;
-            self.received = 0;
-            self.window_end += self.window;
-        }
+    /// [`Error::UploadTooSlow`] if that ended a window short of its quota.
+    fn record(&mut self, waited: Duration, bytes: usize) -> Result<()> {
+        self.waited += waited;
         self.received += bytes as u64;
-        Ok(())
-    }
-
-    /// The window that ends now had its quota, or the upload is too slow.
-    fn check(&self) -> Result<()> {
-        if self.received >= self.quota {
+        if self.quota == 0 || self.waited < self.window {
             return Ok(());
         }
-        Err(Error::UploadTooSlow {
-            received: self.received,
-            window: self.window,
-            min_rate: self.min_rate,
-        })
+        if self.received < self.quota {
+            return Err(Error::UploadTooSlow {
+                received: self.received,
+                window: self.window,
+                min_rate: self.min_rate,
+            });
+        }
+        self.waited = Duration::ZERO;
+        self.received = 0;
+        Ok(())
     }
 }
 
@@ -261,13 +258,18 @@ impl MessageReader {
 
     /// Make `chunk` non-empty; false at the end of the body.
     async fn fill_chunk(&mut self) -> Result<bool> {
+        let mut idle_deadline = Instant::now() + self.idle_timeout;
         while self.chunk.is_empty() {
-            let idle_deadline = Instant::now() + self.idle_timeout;
-            let rate_deadline = self.progress.deadline().unwrap_or(idle_deadline);
+            let started = Instant::now();
+            let rate_deadline = self.progress.deadline(started).unwrap_or(idle_deadline);
             let deadline = idle_deadline.min(rate_deadline);
-            let Ok(frame) = tokio::time::timeout_at(deadline, self.body.frame()).await else {
+            let frame = tokio::time::timeout_at(deadline, self.body.frame()).await;
+            let waited = started.elapsed();
+            let Ok(frame) = frame else {
                 if rate_deadline < idle_deadline {
-                    self.progress.record(0)?; // the window that ended lacks bytes
+                    // A window ended: too slow if it lacked bytes, else wait on in the next.
+                    self.progress.record(waited, 0)?;
+                    continue;
                 }
                 return Err(Error::RequestIdle {
                     rpc: FlightRpc::DoPut,
@@ -277,10 +279,10 @@ impl MessageReader {
             match frame {
                 None => return Ok(false),
                 Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        self.progress.record(data.len())?;
-                        self.chunk = data;
-                    }
+                    idle_deadline = Instant::now() + self.idle_timeout;
+                    let data = frame.into_data().unwrap_or_default();
+                    self.progress.record(waited, data.len())?;
+                    self.chunk = data;
                 }
                 // The client reset the stream or the connection broke: the upload is not
                 // whole. (tonic's own decoder reports a reset as a clean end: hyperium/tonic
@@ -552,6 +554,21 @@ mod tests {
         assert_eq!(message.data_body.len(), 512 << 10);
         assert!(reader.next_message(&mut memory()).await.unwrap().is_none());
         assert!(started.elapsed() > Duration::from_secs(100));
+    }
+
+    /// Time the server spends not reading (waiting for an upload slot before the first read,
+    /// or for the client to read an acknowledgement) is not counted against the client.
+    #[tokio::test(start_paused = true)]
+    async fn time_the_server_does_not_read_is_not_the_clients() {
+        let idle = Duration::from_secs(2);
+        let bytes = framed(&messages());
+        let body = body_in_chunks(&bytes, 64);
+        let mut reader = MessageReader::new(body, usize::MAX, idle, 4096);
+        let mut memory = memory();
+        tokio::time::sleep(Duration::from_secs(10)).await; // a slot's wait, and more
+        assert!(reader.next_message(&mut memory).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_secs(10)).await; // an acknowledgement unread
+        while reader.next_message(&mut memory).await.unwrap().is_some() {}
     }
 
     /// The problem of a malformed-request error; panics on any other result.

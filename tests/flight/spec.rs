@@ -68,20 +68,29 @@ async fn each_tagged_message_is_echoed_before_the_next_is_read() {
     let server = TestServer::start().await;
     let batches = numbered_batches(3, 10);
     let mut upload = messages(FlightDescriptor::new_cmd("t"), &batches).into_iter();
-    let (mut requests, rx) = futures::channel::mpsc::channel::<FlightData>(1);
+    // Room for the schema and the first batch before the call is polled.
+    let (mut requests, rx) = futures::channel::mpsc::channel::<FlightData>(2);
     let mut flight = server.flight_client().await;
     let call = flight.inner_mut().do_put(rx);
     requests.send(upload.next().unwrap()).await.unwrap(); // the schema, untagged
+    // The answer's headers come with the first echo (as from gRPC's C++ servers), so the
+    // first tagged batch goes before the call is awaited, as Arrow's integration client
+    // sends it.
+    let tag_of = |i: usize| format!("batch {i}");
+    let mut first = upload.next().unwrap();
+    first.app_metadata = Bytes::from(tag_of(0));
+    requests.send(first).await.unwrap();
     let mut results = tokio::time::timeout(DEADLINE, call)
         .await
         .expect("the call starts")
         .unwrap()
         .into_inner();
-    for (i, batch) in upload.enumerate() {
-        let tag = format!("batch {i}");
-        let mut message = batch;
-        message.app_metadata = Bytes::from(tag.clone());
-        requests.send(message).await.unwrap();
+    for (i, batch) in std::iter::once(None).chain(upload.map(Some)).enumerate() {
+        let tag = tag_of(i);
+        if let Some(mut message) = batch {
+            message.app_metadata = Bytes::from(tag.clone());
+            requests.send(message).await.unwrap();
+        }
         // The next batch is not sent until this one is acknowledged.
         let echo = tokio::time::timeout(DEADLINE, results.next())
             .await
