@@ -330,7 +330,7 @@ pub struct BenchArgs {
     pub tls: bool,
     /// Run the --pressure run's budgeted server inside this cgroup v1 memory cgroup (a
     /// directory such as /sys/fs/cgroup/memory/flightcache; needs root; see
-    /// scripts/pressure_cgroup.sh).
+    /// benches/scripts/pressure_cgroup.sh).
     #[arg(long, value_name = "DIR", requires = "pressure")]
     pub cgroup: Option<PathBuf>,
     /// Operations per client in the --small run.

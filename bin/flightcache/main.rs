@@ -3,8 +3,7 @@
 //! `main` parses the command line ([`cli`]) and runs one subcommand, each in a file of its own
 //! ([`serve`], [`push`], [`get`], [`tables`] for list/info/drop/clear/expire/persist/ttl/stats,
 //! [`auth`] for whoami/hash-password/new-token and the client's credentials, [`bench`]);
-//! errors are one `error:` line on stderr and exit code 1. Before all that, on AMD CPUs,
-//! [`memcpy`] starts the program again with glibc's slow `rep movsb` copies turned off.
+//! errors are one `error:` line on stderr and exit code 1.
 
 use std::process::ExitCode;
 
@@ -17,17 +16,14 @@ mod auth;
 mod bench;
 mod cli;
 mod get;
-mod memcpy;
 mod output;
 mod push;
 mod serve;
 mod tables;
 
 fn main() -> ExitCode {
-    let restart = memcpy::restart_without_rep_movsb();
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    restart.log();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if matches!(cli.command, Command::Serve(_)) {

@@ -685,52 +685,6 @@ fn bench_tls_times_flight_and_the_raw_socket_over_tls_beside_plaintext() {
     ));
 }
 
-/// The vendor `/proc/cpuinfo` names, where there is one.
-#[cfg(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu"))]
-fn cpu_vendor() -> Option<String> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let line = cpuinfo.lines().find(|l| l.starts_with("vendor_id"))?;
-    Some(line.split(':').nth(1)?.trim().to_string())
-}
-
-#[test]
-#[cfg(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu"))]
-fn on_amd_cpus_the_program_runs_without_rep_movsb_unless_told_otherwise() {
-    // The GLIBC_TUNABLES of the run a `flightcache` started with `tunables` started again, as
-    // its debug log says (glibc rewrites the copy in /proc/PID/environ as it parses it); `None`
-    // if it did not start again.
-    let restarted_with = |tunables: Option<&str>| {
-        let mut command = Command::new(BIN);
-        command.args(["-vv", "list", "--server", "grpc://127.0.0.1:9"]);
-        match tunables {
-            Some(value) => command.env("GLIBC_TUNABLES", value),
-            None => command.env_remove("GLIBC_TUNABLES"),
-        };
-        command
-            .env_remove("RUST_LOG")
-            .env_remove("FLIGHTCACHE_RESTARTED_WITHOUT_REP_MOVSB");
-        let out = command.output().expect("flightcache runs");
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        stderr
-            .lines()
-            .find(|line| line.contains("started again with glibc's rep movsb turned off"))
-            .map(|line| line.rsplit_once("tunables=").unwrap().1.to_string())
-    };
-    let never = "glibc.cpu.x86_rep_movsb_threshold=1099511627776";
-    if cpu_vendor().as_deref() == Some("AuthenticAMD") {
-        assert_eq!(restarted_with(None).as_deref(), Some(never));
-        assert_eq!(
-            restarted_with(Some("glibc.malloc.arena_max=2")),
-            Some(format!("glibc.malloc.arena_max=2:{never}"))
-        );
-    } else {
-        assert_eq!(restarted_with(None), None);
-    }
-    // An operator's own threshold is left as given, on any CPU: no second run.
-    let own = "glibc.malloc.arena_max=2:glibc.cpu.x86_rep_movsb_threshold=4096";
-    assert_eq!(restarted_with(Some(own)), None);
-}
-
 #[test]
 fn bench_without_json_benchmarks_a_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,7 +2,7 @@
 gives): `flightcache serve` in a process of its own, its RSS sampled every 5 ms from /proc during
 the first put of the table, then a get back compared with the table.
 
-    .venv/bin/python scripts/single_chunk_rss.py [--gib 1] [--binary target/release/flightcache]
+    .venv/bin/python benches/scripts/single_chunk_rss.py [--gib 1] [--binary target/release/flightcache]
 
 Target (issue 11): peak at most 1.1 x the table + 64 MiB, counted from the server's idle RSS.
 """

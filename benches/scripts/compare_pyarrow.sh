@@ -3,7 +3,7 @@
 # both, side by side. Extra arguments go to compare_pyarrow.py (--size-mib, --cols, --repeat,
 # --json). Builds flightcache in release mode and uses the pinned venv of scripts/venv.sh.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 python="$(bash scripts/venv.sh)"
 cargo build --release --quiet
@@ -38,7 +38,7 @@ url_of() {
 ours="$(mktemp)"
 reference="$(mktemp)"
 start "$ours" "$root/target/release/flightcache" serve --port 0
-start "$reference" "$python" "$root/scripts/pyarrow_reference_server.py"
+start "$reference" "$python" "$root/benches/scripts/pyarrow_reference_server.py"
 flightcache_url="$(url_of "$ours")"
 reference_url="$(url_of "$reference")"
-"$python" "$root/scripts/compare_pyarrow.py" --flightcache "$flightcache_url" --reference "$reference_url" "$@"
+"$python" "$root/benches/scripts/compare_pyarrow.py" --flightcache "$flightcache_url" --reference "$reference_url" "$@"

@@ -2,7 +2,7 @@
 batches and as one chunk, for two or more running servers in alternation (rounds alternate
 which goes first; the first round is a warm-up).
 
-    python scripts/pyarrow_server_cpu.py NAME,PID,URL NAME,PID,URL ...
+    python benches/scripts/pyarrow_server_cpu.py NAME,PID,URL NAME,PID,URL ...
 
 Run it with the pinned venv (scripts/venv.sh) against `flightcache serve` processes on this
 machine.

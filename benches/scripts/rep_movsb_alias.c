@@ -1,7 +1,7 @@
 /* How fast glibc's memcpy copies 16 KiB blocks (a TLS record's worth) out of a 64 MiB buffer
  * into a page-aligned buffer, by how far the destination lies past the source within a 4 KiB
  * page. rustls copies each record to 5 bytes past a page-aligned start: "diff 5" below.
- * Run by scripts/rep_movsb_alias.sh, with and without the tunable flightcache sets on AMD CPUs
+ * Run by benches/scripts/rep_movsb_alias.sh, with and without the tunable docs/operations.md sets on AMD CPUs
  * (bin/flightcache/memcpy.rs). */
 #include <stdio.h>
 #include <stdlib.h>

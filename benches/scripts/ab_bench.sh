@@ -3,7 +3,7 @@
 # `BUILD bench --json ARGS` for each build in the order given (repeat a build to alternate,
 # e.g. A B B A), and print each run's medians. Builds are paths to flightcache binaries.
 #
-#   scripts/ab_bench.sh "/tmp/old/flightcache /tmp/new/flightcache /tmp/new/flightcache /tmp/old/flightcache" \
+#   benches/scripts/ab_bench.sh "/tmp/old/flightcache /tmp/new/flightcache /tmp/new/flightcache /tmp/old/flightcache" \
 #       --no-json --size 1GiB --repeat 9
 set -euo pipefail
 if [ $# -lt 1 ]; then

@@ -5,9 +5,9 @@
 # controller at /sys/fs/cgroup/memory (a user's machine may not allow it: this is a benchmark
 # script, never part of the tests).
 #
-#   BUDGET_MIB=1024 DURATION=25s scripts/pressure_cgroup.sh
+#   BUDGET_MIB=1024 DURATION=25s benches/scripts/pressure_cgroup.sh
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 budget_mib="${BUDGET_MIB:-1024}"
 duration="${DURATION:-25s}"
 controller=/sys/fs/cgroup/memory

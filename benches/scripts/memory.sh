@@ -4,7 +4,7 @@
 # under /usr/bin/time (peak RSS), and the server's RSS idle, holding the table and after `drop`.
 # Needs GNU time (Debian: apt-get install time) and about 3x SIZE_MIB of free disk in $TMPDIR.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 size_mib="${SIZE_MIB:-2048}"
 if [ ! -x /usr/bin/time ]; then
   echo "error: GNU time is missing; install it (Debian: apt-get install time)" >&2

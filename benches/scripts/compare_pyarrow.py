@@ -1,7 +1,7 @@
 """Time the same pyarrow.flight client against two servers, put and get, for two table shapes.
 
 Prints medians (seconds and GB/s) and the ratio flightcache / reference for each.
-Run through scripts/compare_pyarrow.sh, which starts both servers.
+Run through benches/scripts/compare_pyarrow.sh, which starts both servers.
 """
 
 import argparse
