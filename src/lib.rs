@@ -28,9 +28,18 @@
 //! 6. [`formats`] (Parquet, Arrow IPC and CSV files as batch streams, a batch at a time) and
 //!    [`bench`](mod@bench) (the benchmark behind `flightcache bench`, and its JSON and
 //!    raw-socket baselines) use the layers below.
+//!
+//! # Features
+//! - `cli` (default): what the `flightcache` binary needs beside the library (its command
+//!   line, progress bars, password prompts, allocator, logging), and `bench`.
+//! - `bench`: the benchmark module and the throwaway certificates of `bench --tls`.
+//!
+//! `cargo build --lib --no-default-features` builds the server, the client and the file
+//! formats alone.
 #![warn(missing_docs)]
 
 pub mod auth;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod client;
 pub mod error;

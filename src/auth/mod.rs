@@ -9,11 +9,11 @@
 //! caller is judged once).
 //!
 //! - [`users`]: the users file, key patterns, password hashes and token digests.
-//! - [`throttle`]: failed authentications answered ever more slowly, per address for tokens
+//! - `throttle` (crate-private): failed authentications answered ever more slowly, per address for tokens
 //!   and per user name and address for passwords, and a cap on each user name's wrong
 //!   passwords from everywhere.
 
-pub mod throttle;
+pub(crate) mod throttle;
 pub mod users;
 
 use std::collections::HashMap;
@@ -37,7 +37,7 @@ pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 const MAX_SESSIONS_PER_USER: usize = 1024;
 /// How a caller proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proof {
+pub(crate) enum Proof {
     /// The server has no users: nothing to prove.
     Open,
     /// A session token from the Handshake (user name and password).
@@ -62,7 +62,7 @@ impl Proof {
 
 /// The authenticated sender of a request, and its rights.
 #[derive(Debug, Clone)]
-pub struct Caller {
+pub(crate) struct Caller {
     /// The user's name; `None` on a server without users.
     pub user: Option<String>,
     /// What it may do.
@@ -113,7 +113,7 @@ impl Caller {
 
 /// The users a server knows, its sessions, and its record of failed authentications.
 #[derive(Debug)]
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     users: RwLock<Arc<Users>>,
     /// Where the users were read from, to read them again (SIGHUP).
     users_file: Option<PathBuf>,

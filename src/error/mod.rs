@@ -7,12 +7,11 @@
 pub mod budget;
 pub mod upload;
 
+use std::fmt;
 use std::path::PathBuf;
 
 use arrow::error::ArrowError;
 use tonic::{Code, Status};
-
-use indicatif::HumanBytes;
 
 use crate::protocol::rights::Right;
 pub use crate::protocol::text::ClientText;
@@ -369,6 +368,26 @@ fn over_budget_message(key: Option<&TableKey>, refusal: &OverBudget) -> String {
     }
 }
 
+/// Bytes as a person reads them: `512 B`, `1.50 KiB`, `616.52 MiB`, `17.66 GiB` (binary
+/// units, two decimals, as `flightcache` prints them elsewhere).
+struct HumanBytes(u64);
+
+impl fmt::Display for HumanBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+        if self.0 < 1024 {
+            return write!(f, "{} B", self.0);
+        }
+        let mut value = self.0 as f64 / 1024.0;
+        let mut unit = 0;
+        while value >= 1024.0 && unit < UNITS.len() - 1 {
+            value /= 1024.0;
+            unit += 1;
+        }
+        write!(f, "{value:.2} {}", UNITS[unit])
+    }
+}
+
 impl From<OverBudget> for Error {
     fn from(refusal: OverBudget) -> Self {
         Error::OverBudget { key: None, refusal }
@@ -560,6 +579,23 @@ impl From<Error> for Status {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn bytes_read_as_indicatif_writes_them() {
+        let cases = [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.00 KiB"),
+            (1536, "1.50 KiB"),
+            (646_469_632, "616.52 MiB"),
+            (4 << 30, "4.00 GiB"),
+        ];
+        for (bytes, text) in cases {
+            assert_eq!(HumanBytes(bytes).to_string(), text);
+            assert_eq!(indicatif::HumanBytes(bytes).to_string(), text);
+        }
+    }
+
     use super::*;
 
     fn key(name: &str) -> TableKey {
