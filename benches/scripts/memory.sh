@@ -42,7 +42,7 @@ idle="$(rss_mib)"
 sleep 1; holding="$(rss_mib)"
 /usr/bin/time -v "$bin" get table -o "$work/out.parquet" 2> "$work/get.time"
 "$bin" drop table
-# serve keeps freed table memory 10 s for reuse (--keep-freed-secs, checked every 0.5 s) and
+# serve keeps freed table memory 10 s for reuse (--keep-freed, checked every 0.5 s) and
 # its allocator returns freed memory after 1 s: read RSS well after both.
 sleep 12; dropped="$(rss_mib)"
 

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use flightcache::ClientConfig;
 use flightcache::auth::users::{hash_password, new_token};
 use flightcache::client::ClientTls;
-use flightcache::protocol::auth::Credentials;
+use flightcache::protocol::credentials::Credentials;
 
 use crate::cli::ServerArgs;
 use crate::output::connect;

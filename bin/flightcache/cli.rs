@@ -16,7 +16,7 @@ use flightcache::server::config::{
     DEFAULT_IDLE_CONNECTION_TIMEOUT, DEFAULT_KEEP_FREED, DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_MAX_CONCURRENT_PUTS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_PUTS_PER_CALLER, DEFAULT_MAX_PUTS_PER_CONNECTION, DEFAULT_MIN_UPLOAD_RATE,
-    DEFAULT_PORT, DEFAULT_TOKEN_TTL, DEFAULT_UPLOAD_IDLE_TIMEOUT,
+    DEFAULT_PORT, DEFAULT_REQUEST_IDLE_TIMEOUT, DEFAULT_TOKEN_TTL,
 };
 
 /// An Apache Arrow Flight table cache: push tables in, stream them out, no serialization step.
@@ -137,7 +137,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PUTS_PER_CALLER)]
     pub max_puts_per_caller: usize,
     /// The least an upload must move, in bytes per second (suffixes: KiB, MiB), counted over
-    /// each window of --upload-idle-timeout: a slower upload is cancelled (DEADLINE_EXCEEDED)
+    /// each window of --request-idle-timeout: a slower upload is cancelled (DEADLINE_EXCEEDED)
     /// so that trickling clients cannot hold the upload slots. 0: no minimum.
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value_t = DEFAULT_MIN_UPLOAD_RATE)]
     pub min_upload_rate: u64,
@@ -146,8 +146,9 @@ pub struct ServeArgs {
     pub max_connections: usize,
     /// Cancel an upload (or any request) that sends nothing, or leaves its acknowledgements
     /// unread, for this long; it stores nothing and frees its slot (DEADLINE_EXCEEDED).
-    #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(DEFAULT_UPLOAD_IDLE_TIMEOUT))]
-    pub upload_idle_timeout: HumanDuration,
+    #[arg(long, alias = "upload-idle-timeout", value_name = "DURATION",
+          default_value_t = HumanDuration(DEFAULT_REQUEST_IDLE_TIMEOUT))]
+    pub request_idle_timeout: HumanDuration,
     /// Close a connection that has had no request in flight for this long (clients
     /// reconnect by themselves).
     #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(DEFAULT_IDLE_CONNECTION_TIMEOUT))]
@@ -159,9 +160,9 @@ pub struct ServeArgs {
     /// Keep the memory of dropped or replaced tables this long for the next uploads, then give
     /// it back to the system. Filling fresh memory is most of what a large put costs (on a VM
     /// up to 2-3 s per GiB); 0 gives memory back at once.
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds,
-          default_value_t = DEFAULT_KEEP_FREED.as_secs_f64())]
-    pub keep_freed_secs: f64,
+    #[arg(long, alias = "keep-freed-secs", value_name = "DURATION",
+          default_value_t = HumanDuration(DEFAULT_KEEP_FREED))]
+    pub keep_freed: HumanDuration,
     /// The location every endpoint names, where clients that follow locations fetch a table
     /// (grpc+tcp://HOST:PORT) [default: the bound address; with a wildcard --host such as
     /// 0.0.0.0, arrow-flight-reuse-connection://?, Flight's "the connection you are on"].
@@ -434,16 +435,6 @@ pub fn format_duration(duration: Duration) -> String {
     }
 }
 
-/// Parse a non-negative number of seconds such as `10` or `0.5`.
-pub fn parse_seconds(text: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(seconds) if seconds.is_finite() && (0.0..=1e9).contains(&seconds) => Ok(seconds),
-        _ => Err(format!(
-            "`{text}` is not a number of seconds; try 10 or 0.5"
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,13 +475,15 @@ mod tests {
         }
     }
 
+    /// Bare numbers are seconds, so `--keep-freed-secs 10` (the old flag, now an alias of
+    /// `--keep-freed`) means what it meant.
     #[test]
-    fn seconds_parse_as_non_negative_numbers() {
-        assert_eq!(parse_seconds("10"), Ok(10.0));
-        assert_eq!(parse_seconds("0.5"), Ok(0.5));
-        assert_eq!(parse_seconds("0"), Ok(0.0));
-        assert!(parse_seconds("-1").is_err());
-        assert!(parse_seconds("ten").is_err());
-        assert!(parse_seconds("inf").is_err());
+    fn bare_numbers_are_seconds_and_nothing_negative_or_infinite_parses() {
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("inf").is_err());
     }
 }

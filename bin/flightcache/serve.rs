@@ -1,7 +1,6 @@
 //! `flightcache serve`: run a cache server until ctrl-c or SIGTERM.
 
 use std::io::Write;
-use std::time::Duration;
 
 use anyhow::Context;
 use flightcache::Eviction;
@@ -164,10 +163,10 @@ fn config(args: &ServeArgs, default_memory: Option<&MemoryLimit>) -> anyhow::Res
         max_puts_per_caller: args.max_puts_per_caller,
         min_upload_rate: args.min_upload_rate,
         max_connections: args.max_connections,
-        upload_idle_timeout: args.upload_idle_timeout.0,
+        request_idle_timeout: args.request_idle_timeout.0,
         idle_connection_timeout: args.idle_connection_timeout.0,
         keepalive_interval: (!args.keepalive.0.is_zero()).then_some(args.keepalive.0),
-        keep_freed: Duration::from_secs_f64(args.keep_freed_secs),
+        keep_freed: args.keep_freed.0,
         advertise: args.advertise.clone(),
         max_memory: match args.max_memory {
             Some(0) => None,

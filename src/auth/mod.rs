@@ -27,7 +27,7 @@ use throttle::{Guesser, SignInTurn, Throttle};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::protocol::auth::{AuthProblem, Credentials};
+use crate::protocol::credentials::{AuthProblem, Credentials};
 use crate::protocol::key::TableKey;
 use users::{Right, Rights, Users, random_token, token_digest};
 

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 
 use crate::auth::users::token_digest;
 use crate::error::{Error, Result};
-use crate::protocol::auth::AuthProblem;
+use crate::protocol::credentials::AuthProblem;
 
 /// The first failure is answered after this; each further one doubles it, up to
 /// [`MAX_FAILURE_DELAY`].

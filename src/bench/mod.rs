@@ -4,7 +4,7 @@
 //! - [`data`]: random tables, Arrow byte counts, table equality.
 //! - [`report`]: medians, GB/s, ratios, and the text, JSON and SVG renderings.
 //! - [`latency`]: the small-table latency run (`--small`).
-//! - [`memory`]: server RSS from `/proc`.
+//! - [`rss`]: server RSS from `/proc`.
 //! - [`pressure`]: the memory-pressure run (`--pressure`): uploads offering 4x a budget.
 //! - [`baseline`]: the JSON-over-TCP and raw-socket transfers Flight is compared with.
 //! - [`certificates`]: a CA and certificates made on the spot, for `--tls` and the tests.
@@ -13,9 +13,9 @@ pub mod baseline;
 pub mod certificates;
 pub mod data;
 pub mod latency;
-pub mod memory;
 pub mod pressure;
 pub mod report;
+pub mod rss;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -188,7 +188,7 @@ async fn settled_server_rss(
     while client.stats().await?.freed_bytes > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    Ok(memory::settled_rss_bytes(pid).await)
+    Ok(rss::settled_rss_bytes(pid).await)
 }
 
 async fn timed_get(
@@ -217,7 +217,14 @@ pub async fn run(config: &BenchConfig, progress: &dyn Progress) -> Result<BenchR
 
     let embedded = match &config.server {
         Some(_) => None,
-        None => Some(EmbeddedServer::start(ServerConfig::default()).await?),
+        None => {
+            // The budget `flightcache serve` would have on this machine.
+            let config = ServerConfig {
+                max_memory: crate::server::config::default_max_memory().map(|limit| limit.budget),
+                ..ServerConfig::default()
+            };
+            Some(EmbeddedServer::start(config).await?)
+        }
     };
     let url = match (&config.server, &embedded) {
         (Some(url), _) => url.clone(),
@@ -347,7 +354,7 @@ pub async fn run(config: &BenchConfig, progress: &dyn Progress) -> Result<BenchR
         server.shutdown_and_wait().await?;
     }
     let memory = match (rss_before_put, rss_holding, rss_after_drop) {
-        (Some(before_put), Some(holding), Some(after_drop)) => Some(memory::ServerMemory {
+        (Some(before_put), Some(holding), Some(after_drop)) => Some(rss::ServerMemory {
             server_only: config.server.is_some(),
             before_put,
             holding,

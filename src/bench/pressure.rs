@@ -23,7 +23,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::bench::memory::rss_bytes;
+use crate::bench::rss::rss_bytes;
 use crate::client::{CacheClient, PutOptions};
 use crate::error::{Error, Result};
 use crate::protocol::key::TableKey;

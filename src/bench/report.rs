@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::memory::ServerMemory;
+use super::rss::ServerMemory;
 use super::{BenchConfig, Samples};
 use crate::bench::baseline::json::JsonTimings;
 

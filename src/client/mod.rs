@@ -29,7 +29,7 @@ pub use stream::TableStream;
 use crate::error::{AnswerProblem, ConnectProblem, Error, Result};
 use crate::protocol::DEFAULT_MAX_MESSAGE_BYTES;
 use crate::protocol::actions::{CacheAction, ClearResult, DropResult, StoreStats};
-use crate::protocol::auth::{AUTHORIZATION, Credentials, WhoAmI};
+use crate::protocol::credentials::{AUTHORIZATION, Credentials, WhoAmI};
 use crate::protocol::encode::encode_stream;
 use crate::protocol::key::TableKey;
 use crate::protocol::put::PutSummary;

@@ -14,7 +14,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
-use crate::protocol::auth::{AUTHORIZATION, AuthProblem, Credentials, TOKEN_TTL_HEADER};
+use crate::protocol::credentials::{AUTHORIZATION, AuthProblem, Credentials, TOKEN_TTL_HEADER};
 
 /// The share of a session's lifetime after which a client signs in again before a call.
 const RENEW_AFTER_SHARE: f64 = 0.9;

@@ -19,7 +19,7 @@ pub use budget::{OverBudget, RefusalReason};
 pub use upload::UploadProblem;
 
 use crate::protocol::actions::ActionProblem;
-use crate::protocol::auth::AuthProblem;
+use crate::protocol::credentials::AuthProblem;
 use crate::protocol::key::{KeyProblem, TableKey};
 use crate::protocol::rpc::FlightRpc;
 use crate::protocol::ttl::InvalidTtl;
@@ -135,7 +135,7 @@ pub enum Error {
     /// A request that sent nothing for the server's idle timeout; it was cancelled (an upload
     /// stores nothing).
     #[error(
-        "the {rpc} request sent nothing for {} s, the server's --upload-idle-timeout; it was \
+        "the {rpc} request sent nothing for {} s, the server's --request-idle-timeout; it was \
          cancelled and nothing was stored",
         idle.as_secs_f64()
     )]
@@ -149,7 +149,7 @@ pub enum Error {
     /// An upload that moved fewer bytes in a window of the idle timeout than the server's
     /// minimum rate asks; it was cancelled, so that it does not hold an upload slot.
     #[error(
-        "the upload moved {received} bytes in the last {} s (--upload-idle-timeout), under the \
+        "the upload moved {received} bytes in the last {} s (--request-idle-timeout), under the \
          server's minimum of {min_rate} bytes/s (--min-upload-rate); it was cancelled and \
          nothing was stored: send faster, or ask the operator to lower the minimum",
         window.as_secs_f64()

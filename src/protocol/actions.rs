@@ -36,7 +36,7 @@ pub const PERSIST: &str = "persist";
 /// [`TtlResult`](crate::protocol::ttl::TtlResult) as JSON.
 pub const TTL: &str = "ttl";
 /// Who the caller is and what it may do. Body: empty. Result: a
-/// [`WhoAmI`](crate::protocol::auth::WhoAmI) as JSON.
+/// [`WhoAmI`](crate::protocol::credentials::WhoAmI) as JSON.
 pub const WHOAMI: &str = "whoami";
 /// Flight's standard action to cancel the query behind a `FlightInfo`. Body: a serialized
 /// `CancelFlightInfoRequest`. Result: a serialized `CancelFlightInfoResult`: a cached table is

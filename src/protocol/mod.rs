@@ -18,7 +18,7 @@
 //! [`ActionProblem`](actions::ActionProblem)), which [`Error`](crate::Error) carries.
 
 pub mod actions;
-pub mod auth;
+pub mod credentials;
 pub mod encode;
 pub mod key;
 pub mod location;

@@ -31,7 +31,7 @@ pub const DEFAULT_KEEP_FREED: Duration = Duration::from_secs(10);
 
 /// How long a request may send nothing before it is cancelled by default: 30 s. An upload
 /// holds an upload slot and memory while it waits, so a silent client must not keep them.
-pub const DEFAULT_UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_REQUEST_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a connection may have no request in flight before it is closed by default: 5
 /// minutes. Clients reconnect by themselves when they next need the server.
@@ -104,13 +104,13 @@ pub struct ServerConfig {
     /// users ([`DEFAULT_MAX_PUTS_PER_CALLER`]).
     pub max_puts_per_caller: usize,
     /// The least an upload must move, in bytes per second over each window of
-    /// `upload_idle_timeout` ([`DEFAULT_MIN_UPLOAD_RATE`]); 0: no minimum.
+    /// `request_idle_timeout` ([`DEFAULT_MIN_UPLOAD_RATE`]); 0: no minimum.
     pub min_upload_rate: u64,
     /// Connections served at once ([`DEFAULT_MAX_CONNECTIONS`]).
     pub max_connections: usize,
     /// How long a request (an upload above all) may send nothing, or leave its
-    /// acknowledgements unread, before it is cancelled ([`DEFAULT_UPLOAD_IDLE_TIMEOUT`]).
-    pub upload_idle_timeout: Duration,
+    /// acknowledgements unread, before it is cancelled ([`DEFAULT_REQUEST_IDLE_TIMEOUT`]).
+    pub request_idle_timeout: Duration,
     /// How long a connection may have no request in flight before it is closed
     /// ([`DEFAULT_IDLE_CONNECTION_TIMEOUT`]).
     pub idle_connection_timeout: Duration,
@@ -125,8 +125,10 @@ pub struct ServerConfig {
     /// Filling fresh memory is most of what a large put costs.
     pub keep_freed: Duration,
     /// The memory budget, in bytes, for everything held for tables (see
-    /// the store's `budget` module); `None`: no limit. By default
-    /// [`DEFAULT_MEMORY_SHARE`] of the memory the process may use ([`default_max_memory`]).
+    /// the store's `budget` module); `None` (the default): no limit. `flightcache serve` and
+    /// `flightcache bench` set [`DEFAULT_MEMORY_SHARE`] of the memory the process may use
+    /// ([`default_max_memory`]); a program embedding a server chooses its own (the default
+    /// reads nothing from the system).
     pub max_memory: Option<u64>,
     /// What an upload that does not fit in the budget does ([`Eviction::Lru`] by default:
     /// evict the least recently used tables).
@@ -171,12 +173,12 @@ impl Default for ServerConfig {
             max_puts_per_caller: DEFAULT_MAX_PUTS_PER_CALLER,
             min_upload_rate: DEFAULT_MIN_UPLOAD_RATE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
-            upload_idle_timeout: DEFAULT_UPLOAD_IDLE_TIMEOUT,
+            request_idle_timeout: DEFAULT_REQUEST_IDLE_TIMEOUT,
             idle_connection_timeout: DEFAULT_IDLE_CONNECTION_TIMEOUT,
             keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             keep_freed: DEFAULT_KEEP_FREED,
-            max_memory: default_max_memory().map(|limit| limit.budget),
+            max_memory: None,
             eviction: Eviction::default(),
             count_process_memory: false,
             release_free_memory: None,

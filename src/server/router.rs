@@ -95,8 +95,8 @@ async fn dispatch(
         return grpc::status_response(err.into());
     };
     let limit = service.config().max_request_bytes;
-    let idle = service.config().upload_idle_timeout;
-    let call = service.call(&parts, grpc::check_request(rpc, &parts.headers));
+    let idle = service.config().request_idle_timeout;
+    let call = service.new_call(&parts, grpc::check_request(rpc, &parts.headers));
     match rpc {
         FlightRpc::Handshake => {
             // Its credentials are in its headers; its messages are never read. Dropped before

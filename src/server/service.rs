@@ -6,7 +6,7 @@
 //! tracing, counters) written in a door therefore applies to every request of its RPC, and no
 //! faster path can bypass it. Each door answers a value or the [`Status`] to send. The
 //! transport encodes what it is given; two things it does around the doors, on the doors'
-//! terms: it drops, unread, the body of a request whose caller [`FlightCacheService::call`]
+//! terms: it drops, unread, the body of a request whose caller [`FlightCacheService::new_call`]
 //! refused, and of every Handshake and DoExchange, whose messages no door reads (HTTP/2 then
 //! discards what the client sends as it arrives: a stranger costs no memory while the door
 //! answers), and it waits out the delay of a failed authentication before it answers.
@@ -31,7 +31,7 @@ use crate::auth::users::{Right, Users};
 use crate::auth::{Authenticator, Caller};
 use crate::error::{Error, Result};
 use crate::protocol::actions::{self, CacheAction, ClearResult, DropResult};
-use crate::protocol::auth::{AUTHORIZATION, AuthProblem, Credentials, SessionToken, WhoAmI};
+use crate::protocol::credentials::{AUTHORIZATION, AuthProblem, Credentials, SessionToken, WhoAmI};
 use crate::protocol::key::{KeyProblem, TableKey};
 use crate::protocol::put::PutSummary;
 use crate::protocol::rpc::FlightRpc;
@@ -41,7 +41,7 @@ use crate::server::config::{ServerConfig, UPLOAD_SLOT_WAIT};
 use crate::server::slots::{SlotHolder, UploadSlots};
 use crate::server::tls::certificate_user;
 use crate::store::budget::{MemoryBudget, UploadAccount};
-use crate::store::memory::SlabWriter;
+use crate::store::slabs::SlabWriter;
 use crate::store::table::CachedTable;
 use crate::store::upload::TableUpload;
 use crate::store::{Expiry, StoredTable, TableStore};
@@ -122,7 +122,7 @@ impl FlightCacheService {
     /// once from its headers and its connection's client certificate: the router builds
     /// every call here, so that it can leave a refused caller's request unread, and the door
     /// admits or refuses the call on the same judgement.
-    pub fn call<T>(&self, parts: &http::request::Parts, message: Result<T>) -> Call<T> {
+    pub fn new_call<T>(&self, parts: &http::request::Parts, message: Result<T>) -> Call<T> {
         let caller = match &self.auth {
             None => Ok(Caller::open()),
             Some(auth) => credentials(&parts.headers).and_then(|credentials| {
@@ -434,7 +434,7 @@ impl FlightCacheService {
             (None, None) => SlotHolder::Unknown,
         };
         let _slot = self.upload_slots.acquire(holder).await?;
-        let idle = self.config.upload_idle_timeout;
+        let idle = self.config.request_idle_timeout;
         let account = UploadAccount::new(self.store.budget());
         let mut memory = SlabWriter::new(self.store.slab_pool(), account);
         // The write right on the key is checked as soon as the descriptor is read, before
@@ -619,13 +619,13 @@ impl FlightCacheService {
                 tracing::Span::current().record("key", key.as_str());
                 let stored = self
                     .store
-                    .get(&key)
+                    .peek(&key)
                     .ok_or_else(|| Error::TableNotFound { key: key.clone() })?;
                 serde_json::to_vec(&ttl_result(&key, stored.expiry))
             }
             CacheAction::CancelFlightInfo(key) => {
                 tracing::Span::current().record("key", key.as_str());
-                if self.store.get(&key).is_none() {
+                if self.store.peek(&key).is_none() {
                     return Err(Error::TableNotFound { key });
                 }
                 let result = CancelFlightInfoResult::new(CancelStatus::NotCancellable);
@@ -689,7 +689,7 @@ impl FlightCacheService {
         let key = TableKey::try_from_descriptor(descriptor)?;
         tracing::Span::current().record("key", key.as_str());
         caller.require(Right::Read, Some(&key))?;
-        match self.store.get(&key) {
+        match self.store.peek(&key) {
             Some(table) => Ok((key, table)),
             None => Err(Error::TableNotFound { key }),
         }

@@ -6,12 +6,12 @@
 //! - [`upload`]: [`upload::TableUpload`], a `do_put` validated message by message.
 //! - [`validate`]: what a strict Arrow reader checks, checked before a table is stored.
 //! - [`resplit`]: a giant record batch as streaming-size pieces over its own memory.
-//! - [`memory`]: table memory: bodies copied once into huge-page slabs, reused once freed.
+//! - [`slabs`]: table memory: bodies copied once into huge-page slabs, reused once freed.
 //! - [`budget`]: the memory budget every allocation of table memory is charged to.
 
 pub mod budget;
-pub mod memory;
 pub mod resplit;
+pub mod slabs;
 pub mod table;
 pub mod upload;
 pub mod validate;
@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use crate::protocol::actions::StoreStats;
 use crate::protocol::key::TableKey;
 use budget::{MemoryBudget, Relieve};
-use memory::SlabPool;
+use slabs::SlabPool;
 use table::CachedTable;
 
 /// What the cache does when an upload needs memory the budget does not have.
@@ -164,13 +164,13 @@ impl Index {
 
 impl TableStore {
     /// An empty store holding at most `budget`'s memory, making room by `eviction`, and keeping
-    /// the memory of dropped or replaced tables for `reuse_window` for the next uploads before
+    /// the memory of dropped or replaced tables for `keep_freed` for the next uploads before
     /// it gives it back (zero: at once).
-    pub fn new(budget: Arc<MemoryBudget>, eviction: Eviction, reuse_window: Duration) -> Self {
+    pub fn new(budget: Arc<MemoryBudget>, eviction: Eviction, keep_freed: Duration) -> Self {
         let shared = Arc::new(Shared {
             tables: DashMap::new(),
             index: Mutex::new(Index::default()),
-            slabs: Arc::new(SlabPool::new(reuse_window, Arc::clone(&budget))),
+            slabs: Arc::new(SlabPool::new(keep_freed, Arc::clone(&budget))),
             budget,
             eviction,
             deadline_set: Notify::new(),
@@ -197,14 +197,15 @@ impl TableStore {
         &self.shared.budget
     }
 
-    /// The table under `key`, unless there is none or it expired.
-    pub fn get(&self, key: &TableKey) -> Option<StoredTable> {
+    /// The table under `key`, unless there is none or it expired, without making it the most
+    /// recently used (an info, a schema, a TTL: a look, not a use).
+    pub fn peek(&self, key: &TableKey) -> Option<StoredTable> {
         let now = Instant::now();
         let entry = self.shared.tables.get(key)?;
         (!entry.is_expired(now)).then(|| entry.stored())
     }
 
-    /// The table under `key` for a get to stream: like [`get`](Self::get), and it becomes the
+    /// The table under `key` for a get to stream: like [`peek`](Self::peek), and it becomes the
     /// most recently used table.
     pub fn read(&self, key: &TableKey) -> Option<StoredTable> {
         let now = Instant::now();
@@ -540,7 +541,7 @@ mod tests {
     use super::*;
     use crate::protocol::encode::{FlightEncoder, TARGET_MESSAGE_BYTES};
     use crate::store::budget::UploadAccount;
-    use crate::store::memory::SlabWriter;
+    use crate::store::slabs::SlabWriter;
     use crate::store::upload::TableUpload;
 
     const MIB: usize = 1 << 20;
@@ -663,7 +664,7 @@ mod tests {
         );
         assert_eq!(keys(&store), ["a", "b", "c"]);
         assert_eq!(
-            store.get(&key("a")).unwrap().table.rows(),
+            store.peek(&key("a")).unwrap().table.rows(),
             (10 * MIB / 8) as u64
         );
         let stats = store.stats();
@@ -703,7 +704,7 @@ mod tests {
             "others were evicted for it, never its own old table"
         );
         assert_eq!(
-            store.get(&key("t")).unwrap().table.rows(),
+            store.peek(&key("t")).unwrap().table.rows(),
             (4 * MIB / 8) as u64
         );
         assert_eq!(store.stats().memory_uploads, 0);
@@ -742,14 +743,14 @@ mod tests {
         put(&store, "short", 4, Some(ttl));
         put(&store, "kept", 4, None);
         tokio::time::sleep(ttl - Duration::from_millis(1)).await;
-        assert!(store.get(&key("short")).is_some());
-        let left = store.get(&key("short")).unwrap().expiry.unwrap();
+        assert!(store.peek(&key("short")).is_some());
+        let left = store.peek(&key("short")).unwrap().expiry.unwrap();
         assert_eq!(left.remaining(Instant::now()), Duration::from_millis(1));
         let used_before = store.stats().memory_tables;
 
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert!(
-            store.get(&key("short")).is_none(),
+            store.peek(&key("short")).is_none(),
             "not served at its deadline"
         );
         assert!(store.read(&key("short")).is_none());
@@ -793,7 +794,7 @@ mod tests {
         assert_eq!(store.renew(&key("k")), Some(None), "nothing to renew");
         tokio::time::advance(Duration::from_secs(3600)).await;
         assert_eq!(store.sweep_expired(), 0);
-        assert!(store.get(&key("k")).is_some(), "persisted keys stay");
+        assert!(store.peek(&key("k")).is_some(), "persisted keys stay");
         store.expire(&key("k"), Duration::from_secs(1)).unwrap();
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(store.sweep_expired(), 1);
@@ -803,6 +804,6 @@ mod tests {
         put(&store, "k", 1, None);
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(store.sweep_expired(), 0);
-        assert!(store.get(&key("k")).unwrap().expiry.is_none());
+        assert!(store.peek(&key("k")).unwrap().expiry.is_none());
     }
 }

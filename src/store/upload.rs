@@ -24,8 +24,8 @@ pub use crate::error::upload::{DecodeFailure, UploadProblem};
 use crate::error::{Error, Result};
 use crate::protocol::key::TableKey;
 use crate::store::budget::Charge;
-use crate::store::memory::SlabWriter;
 use crate::store::resplit;
+use crate::store::slabs::SlabWriter;
 use crate::store::table::{CachedTable, StoredMessage, TableCounts};
 use crate::store::validate::{self, BatchLayout, LayoutFixes, Violation};
 

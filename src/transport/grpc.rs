@@ -17,7 +17,7 @@ use tonic::body::Body;
 use tonic::codegen::http;
 
 use crate::error::{ClientText, Error, RequestProblem, Result};
-use crate::protocol::auth::{AUTHORIZATION, Credentials, SessionToken, TOKEN_TTL_HEADER};
+use crate::protocol::credentials::{AUTHORIZATION, Credentials, SessionToken, TOKEN_TTL_HEADER};
 use crate::protocol::rpc::FlightRpc;
 
 /// The prefix of every gRPC message: a compression flag and a big-endian length.

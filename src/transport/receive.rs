@@ -26,7 +26,7 @@ use tonic::body::Body;
 use crate::error::{Error, RequestProblem, Result};
 use crate::protocol::rpc::FlightRpc;
 use crate::store::budget::Charge;
-use crate::store::memory::{BodyFill, SlabWriter};
+use crate::store::slabs::{BodyFill, SlabWriter};
 use crate::transport::grpc;
 
 /// The longest protobuf varint.
@@ -368,7 +368,7 @@ mod tests {
 
     use super::*;
     use crate::store::budget::UploadAccount;
-    use crate::store::memory::SlabPool;
+    use crate::store::slabs::SlabPool;
 
     /// A request body that arrives in `chunk`-byte data frames.
     fn body_in_chunks(bytes: &[u8], chunk: usize) -> Body {
@@ -487,7 +487,7 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(err.code(), Code::DeadlineExceeded);
-        assert!(err.to_string().contains("--upload-idle-timeout"), "{err}");
+        assert!(err.to_string().contains("--request-idle-timeout"), "{err}");
         assert_eq!(started.elapsed(), idle, "gave up exactly at the timeout");
     }
 

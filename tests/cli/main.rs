@@ -859,7 +859,7 @@ fn a_failed_get_leaves_an_existing_output_file_untouched() {
 #[cfg(target_os = "linux")]
 #[test]
 fn serve_gives_memory_back_after_drop() {
-    use flightcache::bench::memory::rss_bytes;
+    use flightcache::bench::rss::rss_bytes;
 
     let server = ServeProcess::start();
     let pid = server.child.id();
@@ -880,7 +880,7 @@ fn serve_gives_memory_back_after_drop() {
         "bench drops its table"
     );
 
-    // serve keeps the dropped table's memory 10 s for reuse (`--keep-freed-secs`), then gives
+    // serve keeps the dropped table's memory 10 s for reuse (`--keep-freed`), then gives
     // it back; poll for up to 20 s.
     let allowed = idle + (16 << 20);
     let mut now = rss_bytes(pid).unwrap();

@@ -117,7 +117,7 @@ pub fn quiet(config: ServerConfig) -> ServerConfig {
     ServerConfig {
         keepalive_interval: None,
         idle_connection_timeout: 2 * HOUR,
-        upload_idle_timeout: HOUR,
+        request_idle_timeout: HOUR,
         ..config
     }
 }

@@ -60,7 +60,7 @@ async fn closed_within(mut socket: TcpStream, patience: Duration) -> Option<Dura
 async fn a_silent_upload_times_out_and_gives_its_slot_back() {
     let server = TestServer::start_with(ServerConfig {
         max_concurrent_puts: 1,
-        upload_idle_timeout: Duration::from_secs(30),
+        request_idle_timeout: Duration::from_secs(30),
         ..ServerConfig::default()
     })
     .await;
@@ -97,7 +97,7 @@ async fn a_silent_upload_times_out_and_gives_its_slot_back() {
         .unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(
-        status.message().contains("--upload-idle-timeout"),
+        status.message().contains("--request-idle-timeout"),
         "{status:?}"
     );
     assert!(started.elapsed() >= Duration::from_secs(30));
@@ -121,7 +121,7 @@ async fn a_silent_upload_times_out_and_gives_its_slot_back() {
 #[tokio::test(start_paused = true)]
 async fn an_upload_that_keeps_sending_is_not_timed_out() {
     let server = TestServer::start_with(ServerConfig {
-        upload_idle_timeout: Duration::from_secs(30),
+        request_idle_timeout: Duration::from_secs(30),
         min_upload_rate: 0,
         ..ServerConfig::default()
     })
@@ -147,7 +147,7 @@ async fn an_upload_that_keeps_sending_is_not_timed_out() {
 async fn an_idle_connection_is_closed_and_a_busy_one_is_not() {
     let server = TestServer::start_with(ServerConfig {
         idle_connection_timeout: Duration::from_secs(60),
-        upload_idle_timeout: Duration::from_secs(600),
+        request_idle_timeout: Duration::from_secs(600),
         keepalive_interval: None,
         ..ServerConfig::default()
     })

@@ -214,7 +214,7 @@ async fn stats_count_tables_rows_and_requests() {
             gets: 1,
             errors: 1,
             freed_bytes: 0,
-            memory_budget: ServerConfig::default().max_memory.unwrap(),
+            memory_budget: 0, // ServerConfig::default() sets no budget
             memory_used: stats.memory_used,
             memory_tables: stats.memory_tables,
             memory_uploads: 0,

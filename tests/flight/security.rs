@@ -9,7 +9,7 @@ use bytes::Bytes;
 use flightcache::auth::users::{Users, hash_password, new_token};
 use flightcache::bench::certificates::CertificateAuthority;
 use flightcache::client::ClientTls;
-use flightcache::protocol::auth::Credentials;
+use flightcache::protocol::credentials::Credentials;
 use flightcache::server::tls::ServerTls;
 use flightcache::{CacheClient, ClientConfig, Error, ServerConfig};
 use futures::TryStreamExt;

@@ -64,7 +64,7 @@ const TRIM_ALIGNMENT: usize = 2 << 20;
 /// uses it or it waits here (see the `budget` module).
 #[derive(Debug)]
 pub struct SlabPool {
-    reuse_window: Duration,
+    keep_freed: Duration,
     budget: Arc<MemoryBudget>,
     idle: Mutex<Vec<IdleSlab>>,
 }
@@ -78,19 +78,19 @@ struct IdleSlab {
 }
 
 impl SlabPool {
-    /// A pool keeping freed slabs for `reuse_window` (zero: unmap them at once), charging
+    /// A pool keeping freed slabs for `keep_freed` (zero: unmap them at once), charging
     /// every mapping to `budget`.
-    pub fn new(reuse_window: Duration, budget: Arc<MemoryBudget>) -> Self {
+    pub fn new(keep_freed: Duration, budget: Arc<MemoryBudget>) -> Self {
         Self {
-            reuse_window,
+            keep_freed,
             budget,
             idle: Mutex::new(Vec::new()),
         }
     }
 
     /// A pool with no memory limit, for tests and tools.
-    pub fn unlimited(reuse_window: Duration) -> Self {
-        Self::new(reuse_window, MemoryBudget::unlimited())
+    pub fn unlimited(keep_freed: Duration) -> Self {
+        Self::new(keep_freed, MemoryBudget::unlimited())
     }
 
     /// The budget the pool's memory is charged to.
@@ -117,7 +117,7 @@ impl SlabPool {
             let mut idle = self.lock();
             let (expired, kept) = std::mem::take(&mut *idle)
                 .into_iter()
-                .partition(|slab| now.duration_since(slab.freed_at) >= self.reuse_window);
+                .partition(|slab| now.duration_since(slab.freed_at) >= self.keep_freed);
             *idle = kept;
             expired
         };
@@ -128,8 +128,7 @@ impl SlabPool {
     /// Run [`release_expired`](Self::release_expired) four times per reuse window and at least
     /// every 500 ms, until the task running this is dropped or aborted.
     pub async fn release_expired_periodically(self: Arc<Self>) {
-        let period =
-            (self.reuse_window / 4).clamp(Duration::from_millis(10), LONGEST_RELEASE_PERIOD);
+        let period = (self.keep_freed / 4).clamp(Duration::from_millis(10), LONGEST_RELEASE_PERIOD);
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -189,7 +188,7 @@ impl SlabPool {
     }
 
     fn give_back(&self, map: MmapRaw, mut charge: Charge) {
-        if self.reuse_window.is_zero() {
+        if self.keep_freed.is_zero() {
             return;
         }
         charge.detach_from_upload();
