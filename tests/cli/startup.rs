@@ -95,3 +95,42 @@ fn serve_warns_of_an_expired_certificate() {
         "{stderr}"
     );
 }
+
+/// The two warnings of protected mode's neighbourhood: users served without TLS on an address
+/// other than loopback (passwords and tokens in clear text), and a metrics page off loopback
+/// (no authentication). The server binds the wildcard address and is stopped at once; no
+/// traffic goes anywhere.
+#[test]
+fn serve_warns_of_passwords_without_tls_and_of_a_metrics_page_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = temp_path(&dir, "users.toml");
+    let (_, digest) = flightcache::auth::users::new_token();
+    std::fs::write(
+        &users,
+        format!("[users.ci]\ntokens = [\"{digest}\"]\nread = [\"*\"]\n"),
+    )
+    .unwrap();
+    let (line, _, stderr) = serve_until_first_line(&format!(
+        "exec {BIN} serve --host 0.0.0.0 --port 0 --users {} --metrics 0.0.0.0:0",
+        users.display()
+    ));
+    assert!(line.starts_with("listening on grpc://0.0.0.0:"), "{line}");
+    assert!(
+        stderr.contains("serving users without TLS: passwords and tokens cross the network"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the metrics page has no authentication"),
+        "{stderr}"
+    );
+    // On loopback, neither.
+    let (line, _, stderr) = serve_until_first_line(&format!(
+        "exec {BIN} serve --port 0 --users {} --metrics 127.0.0.1:0",
+        users.display()
+    ));
+    assert!(line.starts_with("listening on grpc://127.0.0.1:"), "{line}");
+    assert!(
+        !stderr.contains("without TLS") && !stderr.contains("no authentication"),
+        "{stderr}"
+    );
+}

@@ -7,7 +7,7 @@ pub mod types;
 
 use std::sync::Arc;
 
-use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow_flight::FlightClient;
 use flightcache::{CacheClient, EmbeddedServer, ServerConfig, TableKey};
@@ -284,4 +284,18 @@ pub async fn raw_grpc_call(
         .expect("a gRPC response ends in trailers");
     let status = tonic::Status::from_header_map(&trailers).expect("the trailers carry a status");
     (status, received)
+}
+
+/// About `mib` MiB of float64 in 1 MiB batches, batch `i` holding the value `i`. At 64 MiB it
+/// is four times the HTTP/2 stream window (16 MiB) and twice the connection window (32 MiB):
+/// a get of it is still sending, long after its client has read the first batch.
+pub fn large_batches(mib: usize) -> (SchemaRef, Vec<RecordBatch>) {
+    let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Float64, false)]));
+    let batches = (0..mib)
+        .map(|i| {
+            let values = Float64Array::from(vec![i as f64; 1 << 17]);
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(values)]).unwrap()
+        })
+        .collect();
+    (schema, batches)
 }

@@ -233,14 +233,16 @@ async fn concurrent_uploads_stay_within_the_budget_and_every_read_is_one_whole_v
 
 #[tokio::test]
 async fn a_get_started_before_its_table_is_evicted_receives_all_of_it() {
-    let server = TestServer::start_with(budget(40, Eviction::Lru)).await;
+    // 64 MiB tables, larger than the HTTP/2 windows: the get is still sending when its table
+    // is evicted, and its memory stays held (and counted) until it ends.
+    let server = TestServer::start_with(budget(160, Eviction::Lru)).await;
     let mut client = server.client().await;
-    put_version(&mut client, "read", 7.0, 16).await.unwrap();
+    put_version(&mut client, "read", 7.0, 64).await.unwrap();
     let mut reading = client.get(&key("read")).await.unwrap();
     let first = reading.next().await.unwrap().unwrap();
     let mut writer = server.client().await;
-    put_version(&mut writer, "b", 1.0, 16).await.unwrap();
-    put_version(&mut writer, "c", 1.0, 16).await.unwrap();
+    put_version(&mut writer, "b", 1.0, 64).await.unwrap();
+    put_version(&mut writer, "c", 1.0, 64).await.unwrap();
     assert!(
         matches!(
             writer.info(&key("read")).await,
@@ -253,7 +255,7 @@ async fn a_get_started_before_its_table_is_evicted_receives_all_of_it() {
     let rows = first.num_rows() + rest.iter().map(RecordBatch::num_rows).sum::<usize>();
     assert_eq!(
         rows,
-        16 * (MIB / 8) as usize,
+        64 * (MIB / 8) as usize,
         "the whole table, though it was evicted"
     );
     for batch in std::iter::once(&first).chain(&rest) {

@@ -10,7 +10,9 @@ use flightcache::{Error, ServerConfig};
 use futures::{StreamExt, TryStreamExt};
 use tonic::Code;
 
-use crate::common::{TestServer, key, listed_keys, numbered_batches, numbered_schema, status};
+use crate::common::{
+    TestServer, key, large_batches, listed_keys, numbered_batches, numbered_schema, status,
+};
 
 #[tokio::test]
 async fn get_unknown_key_is_not_found_naming_the_key() {
@@ -386,16 +388,17 @@ async fn empty_and_non_utf8_tickets_are_invalid() {
 async fn a_get_in_progress_survives_drop_and_replace() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
-    let batches = numbered_batches(20, 100);
+    // Larger than the HTTP/2 windows: the server is still sending when the table goes.
+    let (schema, batches) = large_batches(64);
     client
-        .put_batches(&key("t"), numbered_schema(), batches.clone())
+        .put_batches(&key("t"), Arc::clone(&schema), batches.clone())
         .await
         .unwrap();
     let mut stream = client.clone().get(&key("t")).await.unwrap();
     let first = stream.next().await.unwrap().unwrap();
     client.drop_table(&key("t")).await.unwrap();
     client
-        .put_batches(&key("t"), numbered_schema(), numbered_batches(1, 1))
+        .put_batches(&key("t"), schema, large_batches(1).1)
         .await
         .unwrap();
     let mut got = vec![first];
@@ -408,9 +411,10 @@ async fn a_get_in_progress_survives_drop_and_replace() {
 async fn shutdown_waits_for_a_get_in_flight() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
-    let batches = numbered_batches(50, 1000);
+    // Larger than the HTTP/2 windows: the server is still sending when it is asked to stop.
+    let (schema, batches) = large_batches(64);
     client
-        .put_batches(&key("t"), numbered_schema(), batches.clone())
+        .put_batches(&key("t"), schema, batches.clone())
         .await
         .unwrap();
     let mut stream = client.get(&key("t")).await.unwrap();
