@@ -20,7 +20,8 @@
 //!    is who may do what: the users file, sign-in, session tokens, callers' rights.
 //! 4. `transport` (crate-private): gRPC over HTTP/2: framing, `do_put` bodies received
 //!    straight into table memory, `do_get` bodies sent without a copy, HTTP/2 settings. It
-//!    reads requests and writes responses, and never calls the server.
+//!    reads requests and writes responses, and imports neither the store nor the server: the
+//!    server hands it table memory and tables through its traits.
 //! 5. [`server`]: [`ServerConfig`], [`serve`], [`EmbeddedServer`], TLS, the metrics page; and
 //!    (crate-private) the router that hands each request to its RPC's one door, and the
 //!    doors, which authenticate every caller first. Beside it, [`client`]: [`CacheClient`]

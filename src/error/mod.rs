@@ -368,6 +368,24 @@ fn over_budget_message(key: Option<&TableKey>, refusal: &OverBudget) -> String {
     }
 }
 
+impl Error {
+    /// This error of an upload, naming `key` where it names no key yet: the transport reads
+    /// an upload's messages without knowing its key, the upload knows it.
+    #[must_use]
+    pub fn for_key(self, key: &TableKey) -> Self {
+        match self {
+            Error::UploadCancelled { key: None } => Error::UploadCancelled {
+                key: Some(key.clone()),
+            },
+            Error::OverBudget { key: None, refusal } => Error::OverBudget {
+                key: Some(key.clone()),
+                refusal,
+            },
+            other => other,
+        }
+    }
+}
+
 /// Bytes as a person reads them: `512 B`, `1.50 KiB`, `616.52 MiB`, `17.66 GiB` (binary
 /// units, two decimals, as `flightcache` prints them elsewhere).
 struct HumanBytes(u64);

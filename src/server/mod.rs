@@ -6,6 +6,8 @@
 //! - `service`: the one door of each RPC (crate-private).
 //! - `call`: one request as a door sees it (crate-private).
 //! - `slots`: upload slots shared fairly between callers (crate-private).
+//! - `store_io`: the store as the transport sees it: table memory to receive uploads into,
+//!   cached tables to replay (crate-private).
 //! - `metrics`: `serve --metrics`, the numbers in the Prometheus text format (crate-private).
 //! - [`tls`]: TLS and mutual TLS, and the user a client certificate names.
 
@@ -15,6 +17,7 @@ pub(crate) mod metrics;
 pub(crate) mod router;
 pub(crate) mod service;
 pub(crate) mod slots;
+pub(crate) mod store_io;
 pub mod tls;
 
 use std::convert::Infallible;

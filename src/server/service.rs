@@ -437,27 +437,27 @@ impl FlightCacheService {
         let idle = self.config.request_idle_timeout;
         let account = UploadAccount::new(self.store.budget());
         let mut memory = SlabWriter::new(self.store.slab_pool(), account);
-        // The write right on the key is checked as soon as the descriptor is read, before
-        // the first message's body is received or charged to the budget.
+        // The key is decoded, and the write right on it checked, once: as soon as the first
+        // message's descriptor is read, before its body is received or charged to the budget.
+        let mut named = None;
         let first = messages
-            .next_message_checked(&mut memory, |head| match &head.flight_descriptor {
-                Some(descriptor) => caller.require(
-                    Right::Write,
-                    Some(&TableKey::try_from_descriptor(descriptor)?),
-                ),
+            .next_message_checked(&mut memory, |head| {
                 // The first message names its key before its body (as every Flight client
                 // writes it), or it is refused before the body is read.
-                None => Err(Error::MissingDescriptor),
+                let descriptor = head
+                    .flight_descriptor
+                    .as_ref()
+                    .ok_or(Error::MissingDescriptor)?;
+                let key = TableKey::try_from_descriptor(descriptor)?;
+                caller.require(Right::Write, Some(&key))?;
+                named = Some(key);
+                Ok(())
             })
-            .await?
-            .ok_or(Error::MissingDescriptor)?;
-        let descriptor = first
-            .flight_descriptor
-            .as_ref()
-            .ok_or(Error::MissingDescriptor)?;
-        let key = TableKey::try_from_descriptor(descriptor)?;
+            .await?;
+        let (Some(first), Some(key)) = (first, named) else {
+            return Err(Error::MissingDescriptor);
+        };
         tracing::Span::current().record("key", key.as_str());
-        caller.require(Right::Write, Some(&key))?;
 
         let mut upload = TableUpload::new(key, memory, self.config.max_message_bytes);
         let mut echoed = false;
@@ -485,21 +485,10 @@ impl FlightCacheService {
                     }
                 }
             }
-            next = match messages.next_message(upload.memory()).await {
-                Ok(message) => message,
-                Err(Error::UploadCancelled { key: None }) => {
-                    return Err(Error::UploadCancelled {
-                        key: Some(upload.key().clone()),
-                    });
-                }
-                Err(Error::OverBudget { key: None, refusal }) => {
-                    return Err(Error::OverBudget {
-                        key: Some(upload.key().clone()),
-                        refusal,
-                    });
-                }
-                Err(err) => return Err(err),
-            };
+            next = messages
+                .next_message(upload.memory())
+                .await
+                .map_err(|err| err.for_key(upload.key()))?;
         }
         let key = upload.key().clone();
         let table = Arc::new(upload.finish()?);

@@ -25,8 +25,6 @@ use tonic::body::Body;
 
 use crate::error::{Error, RequestProblem, Result};
 use crate::protocol::rpc::FlightRpc;
-use crate::store::budget::Charge;
-use crate::store::slabs::{BodyFill, SlabWriter};
 use crate::transport::grpc;
 
 /// The longest protobuf varint.
@@ -34,6 +32,47 @@ const MAX_VARINT_BYTES: usize = 10;
 /// Room reserved at once for a field buffered whole; more is reserved only as its bytes come,
 /// so that a declared length costs nothing before the bytes arrive.
 const FIELD_RESERVE_BYTES: usize = 1 << 20;
+
+/// The memory a `DoPut`'s messages are received into: table memory, which the upload's owner
+/// (the server's `do_put`, with the store's memory) hands in. The transport knows it only
+/// through this trait, so it never calls into the store.
+pub trait UploadMemory {
+    /// A body being received.
+    type Fill: BodySink + Send;
+    /// What a message's buffered fields are charged to.
+    type Charge: FieldCharge + Send + Sync + 'static;
+    /// Room for a body of `len` bytes, charged as it is written.
+    ///
+    /// # Errors
+    /// If the memory budget has no room for it.
+    fn reserve_body(&mut self, len: usize) -> Result<Self::Fill>;
+    /// The body, once all of it is written.
+    fn finish_body(&mut self, fill: Self::Fill) -> Bytes;
+    /// A charge of nothing yet, for a message's buffered fields.
+    fn field_charge(&self) -> Self::Charge;
+}
+
+/// A body being received into [`UploadMemory`].
+pub trait BodySink {
+    /// Bytes still to write.
+    fn remaining(&self) -> usize;
+    /// Append `bytes` (at most [`remaining`](Self::remaining)).
+    ///
+    /// # Errors
+    /// If the memory it grows into does not fit in the budget.
+    fn write(&mut self, bytes: &[u8]) -> Result<()>;
+}
+
+/// The charge for a message's buffered fields.
+pub trait FieldCharge {
+    /// Bytes charged.
+    fn bytes(&self) -> usize;
+    /// Grow or shrink the charge to `bytes`.
+    ///
+    /// # Errors
+    /// If growing does not fit in the budget.
+    fn resize(&self, bytes: usize) -> Result<()>;
+}
 
 /// Reads the Flight messages of one request body, writing each body into the upload's table
 /// memory as it arrives (see the module documentation).
@@ -47,7 +86,7 @@ pub struct MessageReader {
     progress: Progress,
     /// The memory budget's charge for the fields of the message being read, which are
     /// buffered (all of them but a body received in place), held until the next message.
-    buffered: Option<Charge>,
+    buffered: Option<Box<dyn FieldCharge + Send + Sync>>,
 }
 
 /// What an upload must move: at least `min_rate` bytes per second, counted over windows of
@@ -129,8 +168,8 @@ impl MessageReader {
     }
 
     /// The next message, or `None` once the client ended the stream cleanly. Its body is
-    /// received into `memory` when the body is the message's last field: it is then the body
-    /// [`SlabWriter::store`] keeps without a copy. The other fields are buffered, charged to
+    /// received into `memory` when the body is the message's last field, where the upload
+    /// keeps it without a copy. The other fields are buffered, charged to
     /// `memory`'s upload until the next call.
     ///
     /// # Errors
@@ -139,7 +178,10 @@ impl MessageReader {
     /// [`Error::MessageTooLarge`] for a message over the limit; [`Error::MalformedRequest`]
     /// for bytes that are not a `FlightData` message; [`Error::OverBudget`] if the memory
     /// budget has no room for the message.
-    pub async fn next_message(&mut self, memory: &mut SlabWriter) -> Result<Option<FlightData>> {
+    pub async fn next_message<M: UploadMemory>(
+        &mut self,
+        memory: &mut M,
+    ) -> Result<Option<FlightData>> {
         self.read_message(memory, None::<fn(&FlightData) -> Result<()>>)
             .await
     }
@@ -151,9 +193,9 @@ impl MessageReader {
     ///
     /// # Errors
     /// As `next_message`, and `check`'s error.
-    pub async fn next_message_checked(
+    pub async fn next_message_checked<M: UploadMemory>(
         &mut self,
-        memory: &mut SlabWriter,
+        memory: &mut M,
         check: impl FnOnce(&FlightData) -> Result<()>,
     ) -> Result<Option<FlightData>> {
         self.read_message(memory, Some(check)).await
@@ -161,13 +203,12 @@ impl MessageReader {
 
     /// The next message, with `check` (if any) run on the fields before its body: without
     /// one, the fields are decoded once, at the end.
-    async fn read_message(
+    async fn read_message<M: UploadMemory>(
         &mut self,
-        memory: &mut SlabWriter,
+        memory: &mut M,
         mut check: Option<impl FnOnce(&FlightData) -> Result<()>>,
     ) -> Result<Option<FlightData>> {
-        let account = memory.account();
-        self.buffered = Some(account.budget().empty_charge(Some(account)));
+        self.buffered = Some(Box::new(memory.field_charge()));
         if !self.fill_chunk().await? {
             return Ok(None); // the clean end of the stream, between messages
         }
@@ -187,7 +228,7 @@ impl MessageReader {
 
         // The fields before the body, parsed just enough to find where each one ends.
         let mut fields = BytesMut::new();
-        let mut body: Option<BodyFill> = None;
+        let mut body: Option<M::Fill> = None;
         while fields.len() < len {
             let field_start = fields.len();
             let tag = self.read_varint(&mut fields, len).await?;
@@ -209,7 +250,7 @@ impl MessageReader {
                         check(&head)?;
                     }
                     if is_body && is_last {
-                        let mut fill = memory.reserve(value_len)?;
+                        let mut fill = memory.reserve_body(value_len)?;
                         self.read_body(&mut fill).await?;
                         body = Some(fill);
                         fields.truncate(field_start);
@@ -233,7 +274,7 @@ impl MessageReader {
             check(&message)?; // a message without a body
         }
         if let Some(fill) = body {
-            message.data_body = memory.finish_fill(fill);
+            message.data_body = memory.finish_body(fill);
         }
         Ok(Some(message))
     }
@@ -321,7 +362,7 @@ impl MessageReader {
     }
 
     /// Write the next `fill.remaining()` bytes of the body into `fill`.
-    async fn read_body(&mut self, fill: &mut BodyFill) -> Result<()> {
+    async fn read_body(&mut self, fill: &mut impl BodySink) -> Result<()> {
         while fill.remaining() > 0 {
             self.fill_chunk_in_message().await?;
             let take = fill.remaining().min(self.chunk.len());
@@ -358,7 +399,6 @@ fn malformed(problem: RequestProblem) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use futures::StreamExt;
@@ -367,8 +407,6 @@ mod tests {
     use tonic::{Code, Status};
 
     use super::*;
-    use crate::store::budget::UploadAccount;
-    use crate::store::slabs::SlabPool;
 
     /// A request body that arrives in `chunk`-byte data frames.
     fn body_in_chunks(bytes: &[u8], chunk: usize) -> Body {
@@ -408,22 +446,70 @@ mod tests {
             .collect()
     }
 
-    /// Table memory for one upload, without a limit.
-    fn memory() -> SlabWriter {
-        let pool = Arc::new(SlabPool::unlimited(Duration::from_secs(10)));
-        let account = UploadAccount::new(pool.budget());
-        SlabWriter::new(pool, account)
+    /// Memory for one upload, without a limit: each body in a buffer of its own, remembered
+    /// so that a test can tell a body received in place from one copied there.
+    #[derive(Default)]
+    struct TestMemory {
+        places: Vec<usize>,
     }
 
-    /// Every message of `body`, and whether each one's body was received in table memory.
+    struct TestFill(Vec<u8>, usize);
+
+    struct TestCharge(std::sync::atomic::AtomicUsize);
+
+    impl UploadMemory for TestMemory {
+        type Fill = TestFill;
+        type Charge = TestCharge;
+
+        fn reserve_body(&mut self, len: usize) -> Result<TestFill> {
+            Ok(TestFill(Vec::with_capacity(len), len))
+        }
+
+        fn finish_body(&mut self, fill: TestFill) -> Bytes {
+            let body = Bytes::from(fill.0);
+            self.places.push(body.as_ptr() as usize);
+            body
+        }
+
+        fn field_charge(&self) -> TestCharge {
+            TestCharge(std::sync::atomic::AtomicUsize::new(0))
+        }
+    }
+
+    impl BodySink for TestFill {
+        fn remaining(&self) -> usize {
+            self.1 - self.0.len()
+        }
+
+        fn write(&mut self, bytes: &[u8]) -> Result<()> {
+            self.0.extend_from_slice(bytes);
+            Ok(())
+        }
+    }
+
+    impl FieldCharge for TestCharge {
+        fn bytes(&self) -> usize {
+            self.0.load(std::sync::atomic::Ordering::Relaxed)
+        }
+
+        fn resize(&self, bytes: usize) -> Result<()> {
+            self.0.store(bytes, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    fn memory() -> TestMemory {
+        TestMemory::default()
+    }
+
+    /// Every message of `body`, and whether each one's body was received in its own place.
     async fn read_all(body: Body, max: usize) -> Result<Vec<(FlightData, bool)>> {
         let mut reader = MessageReader::new(body, max, Duration::from_secs(30), 0);
         let mut memory = memory();
         let mut read = Vec::new();
         while let Some(message) = reader.next_message(&mut memory).await? {
             let body = message.data_body.clone();
-            let in_place =
-                !body.is_empty() && memory.store(body.clone()).unwrap().as_ptr() == body.as_ptr();
+            let in_place = !body.is_empty() && memory.places.contains(&(body.as_ptr() as usize));
             read.push((message, in_place));
         }
         Ok(read)

@@ -21,12 +21,34 @@ use tonic::body::Body;
 use tonic::codegen::http;
 use tracing::Span;
 
-use crate::store::table::{CachedTable, StoredMessage};
 use crate::transport::grpc;
+
+/// What a get replays: stored messages, each an IPC header, its `app_metadata` and a body in
+/// segments. The server hands a cached table in as one, so that the transport never imports
+/// the store.
+pub trait Replayable: Send + Sync + 'static {
+    /// How many messages there are.
+    fn message_count(&self) -> usize;
+    /// Message `index` (below [`message_count`](Self::message_count)).
+    fn message(&self, index: usize) -> ReplayMessage<'_>;
+    /// Arrow bytes in all, for the log.
+    fn bytes(&self) -> u64;
+}
+
+/// One stored message, as [`Replayable`] gives it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayMessage<'a> {
+    /// The IPC message flatbuffer.
+    pub header: &'a Bytes,
+    /// The message's `app_metadata`, as uploaded.
+    pub app_metadata: &'a Bytes,
+    /// The body, in order.
+    pub body: &'a [Bytes],
+}
 
 /// A successful gRPC response streaming `table`'s messages. `span` is the get's span (its
 /// door's); the end of the stream is logged in it.
-pub fn replay_response(table: Arc<CachedTable>, span: Span) -> http::Response<Body> {
+pub fn replay_response(table: Arc<dyn Replayable>, span: Span) -> http::Response<Body> {
     grpc::response(Body::new(ReplayBody {
         table,
         next: 0,
@@ -40,7 +62,7 @@ pub fn replay_response(table: Arc<CachedTable>, span: Span) -> http::Response<Bo
 /// The response body: for each message its framing and fields, then its body; then the
 /// `grpc-status: 0` trailers.
 struct ReplayBody {
-    table: Arc<CachedTable>,
+    table: Arc<dyn Replayable>,
     /// The next message to send.
     next: usize,
     /// The message whose body is being sent, and its next segment.
@@ -59,7 +81,7 @@ impl HttpBody for ReplayBody {
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         while let Some((message, segment)) = self.in_body {
-            let body = &self.table.messages()[message].body;
+            let body = self.table.message(message).body;
             let Some(bytes) = body.get(segment) else {
                 self.in_body = None;
                 break;
@@ -72,8 +94,8 @@ impl HttpBody for ReplayBody {
                 return Poll::Ready(Some(Ok(Frame::data(bytes))));
             }
         }
-        if let Some(message) = self.table.messages().get(self.next) {
-            let head = frame_head(message);
+        if self.next < self.table.message_count() {
+            let head = frame_head(self.table.message(self.next));
             self.in_body = Some((self.next, 0));
             self.next += 1;
             return Poll::Ready(Some(Ok(Frame::data(head))));
@@ -103,8 +125,8 @@ impl HttpBody for ReplayBody {
 /// The start of one message as gRPC frames it: the prefix and every protobuf field but the
 /// body, then the body field's key and length; the body's segments follow it as they are (a
 /// reference, not a copy). Together, the bytes prost would encode.
-fn frame_head(message: &StoredMessage) -> Bytes {
-    let body_len = message.body_len();
+fn frame_head(message: ReplayMessage<'_>) -> Bytes {
+    let body_len = message.body.iter().map(Bytes::len).sum::<usize>();
     let fields = FlightData {
         flight_descriptor: None,
         data_header: message.header.clone(),
@@ -146,18 +168,12 @@ mod tests {
 
     #[test]
     fn framing_is_byte_for_byte_what_tonic_sends() {
-        let stored =
-            |header: &'static [u8], app_metadata: &'static [u8], body: Vec<Bytes>| StoredMessage {
-                header: Bytes::from_static(header),
-                app_metadata: Bytes::from_static(app_metadata),
-                body,
-            };
-        let messages = [
-            stored(b"header", b"", vec![Bytes::from(vec![7u8; 300])]),
-            stored(b"schema, no body", b"", vec![]),
-            stored(b"header", b"meta", vec![Bytes::from(vec![9u8; 1 << 20])]),
+        let messages: [(&[u8], &[u8], Vec<Bytes>); 4] = [
+            (b"header", b"", vec![Bytes::from(vec![7u8; 300])]),
+            (b"schema, no body", b"", vec![]),
+            (b"header", b"meta", vec![Bytes::from(vec![9u8; 1 << 20])]),
             // A re-split piece: slices and padding, one body on the wire.
-            stored(
+            (
                 b"piece",
                 b"tag",
                 vec![
@@ -167,13 +183,24 @@ mod tests {
                 ],
             ),
         ];
-        for message in &messages {
-            let head = frame_head(message);
+        for (header, app_metadata, body) in messages {
+            let (header, app_metadata) = (Bytes::from(header), Bytes::from(app_metadata));
+            let head = frame_head(ReplayMessage {
+                header: &header,
+                app_metadata: &app_metadata,
+                body: &body,
+            });
             let mut wire = head.to_vec();
-            for segment in &message.body {
+            for segment in &body {
                 wire.extend_from_slice(segment);
             }
-            assert_eq!(wire, tonic_framing(&message.to_flight_data()));
+            let whole = FlightData {
+                data_header: header,
+                app_metadata,
+                data_body: body.concat().into(),
+                ..Default::default()
+            };
+            assert_eq!(wire, tonic_framing(&whole));
         }
     }
 }
