@@ -6,7 +6,7 @@
 //! - [`location`]: the location every endpoint carries, and `--advertise`.
 //! - [`rpc`]: [`FlightRpc`](rpc::FlightRpc), the Flight RPCs and their HTTP/2 paths.
 //! - [`actions`]: the `do_action` vocabulary and the JSON each action answers.
-//! - [`auth`]: credentials in the `authorization` header, and what `whoami` answers.
+//! - [`credentials`]: credentials in the `authorization` header, and what `whoami` answers.
 //! - [`put`]: [`PutSummary`](put::PutSummary), what a finished `do_put` answers.
 //! - [`ttl`]: times to live: the `do_put` header, and what the TTL actions answer.
 //! - [`encode`]: record batches into Flight messages, the schema exactly as given.
