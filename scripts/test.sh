@@ -43,4 +43,4 @@ cargo test --locked --bench hot_paths
 
 step "pyarrow interoperability tests"
 python="$(bash scripts/venv.sh)"
-FLIGHTCACHE_BIN="$PWD/target/debug/flightcache" "$python" -m pytest python/tests -q -p no:cacheprovider
+FLIGHTCACHE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/flightcache" "$python" -m pytest python/tests -q -p no:cacheprovider
