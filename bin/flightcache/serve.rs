@@ -232,3 +232,83 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutting down: finishing calls in flight");
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+    use flightcache::Eviction;
+
+    use super::config;
+    use crate::cli::{Cli, Command, ServeArgs};
+
+    fn serve_args(flags: &[&str]) -> ServeArgs {
+        let cli = Cli::parse_from(["flightcache", "serve"].iter().chain(flags));
+        match cli.command {
+            Command::Serve(args) => args,
+            _ => unreachable!("parsed a serve command"),
+        }
+    }
+
+    /// Every limit flag reaches the field the server reads, with its value and unit (the
+    /// integration tests then hold each field to its behaviour). The old names still work.
+    #[test]
+    fn every_limit_flag_sets_its_field() {
+        let args = serve_args(&[
+            "--max-message-size",
+            "1KiB",
+            "--max-concurrent-puts",
+            "3",
+            "--max-puts-per-connection",
+            "2",
+            "--max-puts-per-caller",
+            "1",
+            "--min-upload-rate",
+            "2KiB",
+            "--max-connections",
+            "5",
+            "--request-idle-timeout",
+            "7s",
+            "--idle-connection-timeout",
+            "2m",
+            "--keepalive",
+            "0",
+            "--keep-freed",
+            "500ms",
+            "--max-memory",
+            "64MiB",
+            "--eviction",
+            "noeviction",
+            "--token-ttl",
+            "1h",
+        ]);
+        let set = config(&args, None).unwrap();
+        assert_eq!(set.max_message_bytes, 1024);
+        assert_eq!(set.max_concurrent_puts, 3);
+        assert_eq!(set.max_puts_per_connection, 2);
+        assert_eq!(set.max_puts_per_caller, 1);
+        assert_eq!(set.min_upload_rate, 2048);
+        assert_eq!(set.max_connections, 5);
+        assert_eq!(set.request_idle_timeout, Duration::from_secs(7));
+        assert_eq!(set.idle_connection_timeout, Duration::from_secs(120));
+        assert_eq!(set.keepalive_interval, None);
+        assert_eq!(set.keep_freed, Duration::from_millis(500));
+        assert_eq!(set.max_memory, Some(64 << 20));
+        assert_eq!(set.eviction, Eviction::NoEviction);
+        assert_eq!(set.token_ttl, Duration::from_secs(3600));
+        let old_names = serve_args(&["--upload-idle-timeout", "9", "--keep-freed-secs", "3"]);
+        let old = config(&old_names, None).unwrap();
+        assert_eq!(old.request_idle_timeout, Duration::from_secs(9));
+        assert_eq!(old.keep_freed, Duration::from_secs(3));
+        // 0 means no budget; a per-caller limit of 0 is refused.
+        assert_eq!(
+            config(&serve_args(&["--max-memory", "0"]), None)
+                .unwrap()
+                .max_memory,
+            None
+        );
+        let refused = config(&serve_args(&["--max-puts-per-caller", "0"]), None).unwrap_err();
+        assert!(refused.to_string().contains("at least 1"), "{refused}");
+    }
+}
