@@ -330,8 +330,10 @@ async fn an_expired_key_is_served_by_no_rpc() {
     server.shutdown_and_wait().await;
 }
 
+/// A put with a time to live has a deadline that info, list, `ttl`, `expire` and `persist` show
+/// and change (its expiry itself: `an_expired_key_is_served_by_no_rpc`, on the paused clock).
 #[tokio::test]
-async fn a_put_with_a_ttl_header_expires_and_info_says_when() {
+async fn a_ttl_deadline_is_shown_by_info_and_changed_by_expire_and_persist() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
     let before = SystemTime::now();
