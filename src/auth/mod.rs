@@ -266,7 +266,7 @@ impl Authenticator {
     /// `user` (for passwords) from `peer`, unless it was counted already (wrong passwords are,
     /// within their turn); how long its answer waits (see [`Throttle::delay`]). Any other
     /// failure waits as long as the address's token guesses do.
-    pub fn failure_delay(
+    pub fn count_failure(
         &self,
         problem: &AuthProblem,
         user: Option<&str>,

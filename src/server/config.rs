@@ -264,19 +264,8 @@ fn read_address_space_left() -> Option<u64> {
         if soft == nix::sys::resource::RLIM_INFINITY {
             return None;
         }
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let mapped = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmSize:"))
-            .and_then(|size| {
-                size.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map_or(0, |kib| kib * 1024);
-        Some(soft.saturating_sub(mapped))
+        let mapped = crate::store::budget::own_status_bytes("VmSize").unwrap_or(0);
+        Some(soft.saturating_sub(mapped as u64))
     }
     #[cfg(not(unix))]
     None

@@ -171,7 +171,7 @@ impl FlightCacheService {
                 tracing::info!(?peer, %problem, "not authenticated");
             }
             if let Some(auth) = &self.auth {
-                let delay = auth.failure_delay(problem, user, peer.map(|p| p.ip()));
+                let delay = auth.count_failure(problem, user, peer.map(|p| p.ip()));
                 tokio::time::sleep(delay).await;
             }
         }
@@ -373,20 +373,15 @@ impl FlightCacheService {
     /// the memory budget as it arrives; a charge the budget cannot make room for fails the
     /// upload at once with RESOURCE_EXHAUSTED, and the table under the key stays as it was.
     ///
-    /// The upload is counted as a failed request unless it ends well, including when this
-    /// future is dropped because the client went away.
+    /// The upload runs as a task of its own that nothing aborts (see the router): a client
+    /// that goes away ends it through its reader, and its failure is counted by
+    /// [`answer`](Self::answer) like any other.
     #[instrument(skip_all, fields(peer = ?call.peer, key))]
     pub async fn do_put(
         &self,
         call: Call<MessageReader>,
         results: PutResults,
     ) -> Result<(), Status> {
-        // A client that resets its stream makes the transport drop this future at an `.await`,
-        // so a guard, not the code after it, counts the failure.
-        let failed = FailedUploadGuard {
-            store: &self.store,
-            armed: true,
-        };
         let peer = call.peer;
         let ttl = call
             .headers
@@ -402,8 +397,6 @@ impl FlightCacheService {
             }
             (Err(err), _) | (_, Err(err)) => Err(err),
         };
-        // Answered and counted below; the guard counts only an upload dropped before that.
-        failed.settle(true);
         self.answer(peer, result).await
     }
 
@@ -707,28 +700,6 @@ pub(crate) struct TableRead {
     pub table: Arc<CachedTable>,
     /// The get's span, which the end of the stream is logged in.
     pub span: tracing::Span,
-}
-
-/// Counts an upload as a failed request unless it ended well, including when its handler is
-/// dropped mid-upload because the client went away.
-struct FailedUploadGuard<'a> {
-    store: &'a TableStore,
-    armed: bool,
-}
-
-impl FailedUploadGuard<'_> {
-    fn settle(mut self, succeeded: bool) {
-        self.armed = !succeeded;
-    }
-}
-
-impl Drop for FailedUploadGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.store.record_error();
-            tracing::debug!("upload failed or abandoned; nothing stored");
-        }
-    }
 }
 
 /// The credentials in a request's `authorization` header, if it has one.

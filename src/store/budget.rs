@@ -293,8 +293,17 @@ struct ProcessMemory {
 
 /// This process's resident memory (`VmRSS` of /proc/self/status), where it can be read.
 fn process_rss() -> Option<usize> {
+    own_status_bytes("VmRSS")
+}
+
+/// A size this process's /proc/self/status gives in KiB (`VmRSS`, `VmSize`), in bytes, where
+/// it can be read.
+pub(crate) fn own_status_bytes(field: &str) -> Option<usize> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| {
+        l.strip_prefix(field)
+            .is_some_and(|rest| rest.starts_with(':'))
+    })?;
     let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
     kib.checked_mul(1024)
 }

@@ -30,17 +30,7 @@ const STRANGERS: [(&str, Option<&str>); 8] = [
 
 /// The resident memory of process `pid`, in bytes.
 fn resident_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .expect("VmRSS in /proc/PID/status");
-    line.trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
+    flightcache::bench::rss::rss_bytes(pid).expect("VmRSS in /proc/PID/status")
 }
 
 /// A server with one user, alice, whose password hash takes 1 MiB to check rather than
