@@ -14,6 +14,8 @@
 //!    live, credentials in the authorization header. Its parsers return their own problems.
 //! 2. [`error`]: [`Error`], which carries the protocol's problems and the store's (the
 //!    budget's refusals, an upload's violations), and its one mapping to gRPC status codes.
+//!    Beside it, `clock` (crate-private): the clock that times to live run on, which a test
+//!    server lets an admin move forward.
 //! 3. `store` (crate-private) and [`auth`], side by side, neither importing the other. The
 //!    store is the cache: the key → table map, cached tables, uploads and their validation,
 //!    table memory (slabs and their reuse), the memory budget, LRU eviction and expiry. Auth
@@ -43,6 +45,7 @@ pub mod auth;
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod client;
+pub(crate) mod clock;
 pub mod error;
 pub mod formats;
 pub mod protocol;

@@ -168,6 +168,11 @@ pub struct ServeArgs {
     /// 0.0.0.0, arrow-flight-reuse-connection://?, Flight's "the connection you are on"].
     #[arg(long, value_name = "URI", value_parser = parse_location)]
     pub advertise: Option<String>,
+    /// For test servers only: let an admin move forward the clock that keys' and sessions'
+    /// times to live run on (the `advance-clock` action), so that tests in any language see
+    /// them run out without waiting. Never on a server that holds real data.
+    #[arg(long)]
+    pub test_clock: bool,
     /// The memory budget for everything held for tables: cached tables, uploads in progress,
     /// freed memory kept for reuse (suffixes: KiB, MiB, GiB); 0: no budget. An upload that
     /// does not fit evicts tables (see --eviction) or fails with RESOURCE_EXHAUSTED.

@@ -43,6 +43,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         tracing::warn!("{problem}");
     }
+    if config.test_clock {
+        tracing::warn!(
+            "--test-clock: admins may move the clock that times to live run on; \
+             for test servers only"
+        );
+    }
     // One write, so that a reader of the first line alone (a script) has all of it at once.
     let scheme = if config.tls.is_some() {
         "grpc+tls"
@@ -168,6 +174,7 @@ fn config(args: &ServeArgs, default_memory: Option<&MemoryLimit>) -> anyhow::Res
         keepalive_interval: (!args.keepalive.0.is_zero()).then_some(args.keepalive.0),
         keep_freed: args.keep_freed.0,
         advertise: args.advertise.clone(),
+        test_clock: args.test_clock,
         max_memory: match args.max_memory {
             Some(0) => None,
             Some(bytes) => Some(bytes),
@@ -282,6 +289,7 @@ mod tests {
             "noeviction",
             "--token-ttl",
             "1h",
+            "--test-clock",
         ]);
         let set = config(&args, None).unwrap();
         assert_eq!(set.max_message_bytes, 1024);
@@ -297,6 +305,8 @@ mod tests {
         assert_eq!(set.max_memory, Some(64 << 20));
         assert_eq!(set.eviction, Eviction::NoEviction);
         assert_eq!(set.token_ttl, Duration::from_secs(3600));
+        assert!(set.test_clock);
+        assert!(!config(&serve_args(&[]), None).unwrap().test_clock);
         let old_names = serve_args(&["--upload-idle-timeout", "9", "--keep-freed-secs", "3"]);
         let old = config(&old_names, None).unwrap();
         assert_eq!(old.request_idle_timeout, Duration::from_secs(9));

@@ -1,6 +1,8 @@
 """What several test files do with a plain pyarrow.flight client, once: put and get a table,
 run an action, and the two protobuf pieces pyarrow has no helper for."""
 
+import json
+
 import pyarrow.flight as flight
 
 
@@ -20,6 +22,12 @@ def action(client, name, body=b"", options=None):
     """The one result of action `name`, as bytes."""
     [result] = client.do_action(flight.Action(name, body), options=options)
     return result.body.to_pybytes()
+
+
+def advance_clock(client, seconds, options=None):
+    """Move the clock of a server started with `--test-clock` forward by `seconds`: its keys'
+    and sessions' times to live run out as if that much time had passed."""
+    return json.loads(action(client, "advance-clock", json.dumps({"seconds": seconds}).encode(), options))
 
 
 def varint(n):

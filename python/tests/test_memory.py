@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from flight_helpers import action, field, put
+from flight_helpers import action, advance_clock, field, put
 
 TTL_HEADER = b"x-flightcache-ttl"
 
@@ -62,11 +62,13 @@ def test_expire_persist_and_ttl_actions(client):
         action(client, "expire", json.dumps({"key": "k", "seconds": 0}).encode())
 
 
-def test_a_key_is_never_served_after_it_expires(client):
+def test_a_key_is_never_served_after_it_expires(start_server):
+    client = flight.connect(start_server("--test-clock").url)
     table = pa.table({"x": [1, 2]})
-    put(client, "brief", table, flight.FlightCallOptions(headers=[(TTL_HEADER, b"0.3")]))
-    assert client.do_get(flight.Ticket("brief")).read_all().equals(table)
-    time.sleep(0.4)  # a real server on the wall clock; the Rust tests pin the deadline exactly
+    put(client, "brief", table, flight.FlightCallOptions(headers=[(TTL_HEADER, b"60")]))
+    advance_clock(client, 59.5)
+    assert client.do_get(flight.Ticket("brief")).read_all().equals(table), "half a second left"
+    assert advance_clock(client, 0.5) == {"skipped_seconds": 60.0}
     with pytest.raises(pa.ArrowKeyError):
         client.do_get(flight.Ticket("brief")).read_all()
     with pytest.raises(pa.ArrowKeyError):
@@ -76,18 +78,27 @@ def test_a_key_is_never_served_after_it_expires(client):
     assert stats["expirations"] == 1 and stats["tables"] == 0
 
 
-def test_renew_flight_endpoint_extends_a_key_by_its_ttl(client):
+def test_renew_flight_endpoint_extends_a_key_by_its_ttl(start_server):
+    client = flight.connect(start_server("--test-clock").url)
     put(client, "r", pa.table({"x": [1]}), flight.FlightCallOptions(headers=[(TTL_HEADER, b"100")]))
     endpoint = client.get_flight_info(flight.FlightDescriptor.for_command("r")).endpoints[0]
-    time.sleep(1.1)
+    advance_clock(client, 60)
     renewed = flight.FlightEndpoint.deserialize(action(client, "RenewFlightEndpoint", renew_request(endpoint)))
     assert renewed.ticket == endpoint.ticket
     assert renewed.locations == endpoint.locations
     gained = seconds_since_epoch(renewed.expiration_time) - seconds_since_epoch(endpoint.expiration_time)
-    assert gained >= 1
+    assert 59 <= gained <= 61, "the server's clock moved 60 s, and the table's 100 s start again"
+    advance_clock(client, 99)
+    assert client.do_get(flight.Ticket("r")).read_all().num_rows == 1, "renewed: 1 s left"
     missing = flight.FlightEndpoint(flight.Ticket("missing"), [])
     with pytest.raises(pa.ArrowKeyError):
         action(client, "RenewFlightEndpoint", renew_request(missing))
+
+
+def test_only_a_test_server_moves_its_clock(client):
+    with pytest.raises(pa.ArrowInvalid, match="precondition failed.*--test-clock"):
+        advance_clock(client, 60)
+    assert "advance-clock" not in [a.type for a in client.list_actions()]
 
 
 def test_a_full_budget_evicts_least_recently_used_tables(start_server):

@@ -26,6 +26,7 @@ use throttle::{Guesser, SignInTurn, Throttle};
 
 use tokio::time::Instant;
 
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::protocol::credentials::{AuthProblem, Credentials};
 use crate::protocol::key::TableKey;
@@ -124,6 +125,8 @@ pub(crate) struct Authenticator {
     throttle: Arc<Throttle>,
     /// [`MAX_SESSIONS_PER_USER`] (smaller in tests).
     max_sessions_per_user: usize,
+    /// What sessions' lifetimes are measured on.
+    clock: Clock,
 }
 
 #[derive(Debug, Clone)]
@@ -136,8 +139,13 @@ struct Session {
 
 impl Authenticator {
     /// An authenticator for `users` (read from `users_file`, if given, for reloads), whose
-    /// session tokens last `token_ttl`.
-    pub fn new(users: Users, users_file: Option<PathBuf>, token_ttl: Duration) -> Self {
+    /// session tokens last `token_ttl` on `clock`.
+    pub fn new(
+        users: Users,
+        users_file: Option<PathBuf>,
+        token_ttl: Duration,
+        clock: Clock,
+    ) -> Self {
         Self {
             users: RwLock::new(Arc::new(users)),
             users_file,
@@ -145,6 +153,7 @@ impl Authenticator {
             sessions: Mutex::new(HashMap::new()),
             throttle: Arc::default(),
             max_sessions_per_user: MAX_SESSIONS_PER_USER,
+            clock,
         }
     }
 
@@ -185,7 +194,7 @@ impl Authenticator {
             });
         };
         let token = random_token();
-        let now = Instant::now();
+        let now = self.clock.now();
         let session = Session {
             user: user.to_string(),
             password_hash,
@@ -229,7 +238,7 @@ impl Authenticator {
                     .get(&token_digest(&token))
                     .cloned();
                 if let Some(session) = session {
-                    if session.expires <= Instant::now() {
+                    if session.expires <= self.clock.now() {
                         return unauthenticated(AuthProblem::ExpiredToken);
                     }
                     // A user removed from the file, or whose password changed, is signed out.
@@ -307,7 +316,7 @@ mod tests {
         );
         let users = Users::parse(&text).unwrap();
         (
-            Authenticator::new(users, None, Duration::from_secs(60)),
+            Authenticator::new(users, None, Duration::from_secs(60), Clock::default()),
             token,
         )
     }
@@ -351,6 +360,7 @@ mod tests {
             Users::load(&path).unwrap(),
             Some(path.clone()),
             Duration::from_secs(60),
+            Clock::default(),
         );
         let token = auth.log_in("alice", "one").unwrap();
         std::fs::write(&path, one + "write = [\"*\"]\n").unwrap();

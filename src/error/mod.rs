@@ -234,6 +234,10 @@ pub enum Error {
         rpc: FlightRpc,
     },
 
+    /// An `advance-clock` action sent to a server whose clock tests may not move.
+    #[error("this server's clock cannot be moved; start a test server with `serve --test-clock`")]
+    TestClockOff,
+
     /// A request to a path that is no Flight RPC.
     #[error("{path} is not a Flight RPC; flightcache serves arrow.flight.protocol.FlightService")]
     UnknownMethod {
@@ -564,6 +568,7 @@ impl Error {
             Error::Unimplemented { .. }
             | Error::UnknownMethod { .. }
             | Error::UnsupportedEncoding { .. } => Code::Unimplemented,
+            Error::TestClockOff => Code::FailedPrecondition,
             Error::Connect { .. } => Code::Unavailable,
             Error::Unauthenticated { .. } => Code::Unauthenticated,
             Error::PermissionDenied { .. } => Code::PermissionDenied,

@@ -47,6 +47,14 @@ pub const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 /// `expiration_time`: the table's time to live starts again from now.
 pub const RENEW_FLIGHT_ENDPOINT: &str = "RenewFlightEndpoint";
 
+/// Move the server's clock forward, for tests: keys' and sessions' times to live run out as
+/// if that much time had passed. Only a server started with `--test-clock` takes it, and only
+/// from an admin. Body: JSON `{"seconds": 60}`. Result: an [`AdvanceClockResult`] as JSON.
+pub const ADVANCE_CLOCK: &str = "advance-clock";
+
+/// How [`ADVANCE_CLOCK`] is listed by a server started with `--test-clock` (others do not list it).
+pub const ADVANCE_CLOCK_DESCRIPTION: &str = "For tests (serve --test-clock): move the server's clock forward, so that times to live of keys and sessions run out without waiting. Admin only. Body: JSON {\"seconds\"}. Result: JSON {\"skipped_seconds\"}, how far it was moved in all.";
+
 /// Every action, with the description `list_actions` gives.
 pub const ACTIONS: [(&str, &str); 9] = [
     (
@@ -116,6 +124,8 @@ pub enum CacheAction {
     WhoAmI,
     /// Cancel the query behind the `FlightInfo` of this table.
     CancelFlightInfo(TableKey),
+    /// Move the server's clock forward by this much (a test server only).
+    AdvanceClock(Duration),
     /// Extend the expiration of this endpoint, whose ticket names `key`.
     RenewFlightEndpoint {
         /// The table its ticket names.
@@ -170,6 +180,16 @@ impl TryFrom<Action> for CacheAction {
                     endpoint,
                 })
             }
+            ADVANCE_CLOCK => {
+                let invalid = || ActionProblem::Body {
+                    action: ADVANCE_CLOCK,
+                    expected: "JSON {\"seconds\": 60}, a positive number of seconds",
+                };
+                let request: AdvanceClockRequest =
+                    serde_json::from_slice(&action.body).map_err(|_| invalid())?;
+                let by = ttl_from_seconds(request.seconds).map_err(|_| invalid())?;
+                Ok(CacheAction::AdvanceClock(by))
+            }
             other => Err(ActionProblem::Unknown {
                 name: ClientText::new(other.as_bytes()),
             }),
@@ -195,6 +215,13 @@ impl CacheAction {
             CacheAction::Persist(key) => Action::new(PERSIST, key.as_str().as_bytes().to_vec()),
             CacheAction::Ttl(key) => Action::new(TTL, key.as_str().as_bytes().to_vec()),
             CacheAction::WhoAmI => Action::new(WHOAMI, ""),
+            CacheAction::AdvanceClock(by) => {
+                let request = AdvanceClockRequest {
+                    seconds: by.as_secs_f64(),
+                };
+                let body = serde_json::to_vec(&request).expect("a request serializes");
+                Action::new(ADVANCE_CLOCK, body)
+            }
             CacheAction::CancelFlightInfo(key) => {
                 let info = FlightInfo::new().with_descriptor(key.to_descriptor());
                 let request = CancelFlightInfoRequest::new(info);
@@ -213,7 +240,8 @@ impl CacheAction {
 impl CacheAction {
     /// The right the action needs, and over which key (none for the cache as a whole):
     /// reading a key's time to live or cancelling its query needs read; dropping, expiring,
-    /// persisting or renewing it needs write; clear and stats need admin; whoami needs none.
+    /// persisting or renewing it needs write; clear, stats and advance-clock need admin; whoami
+    /// needs none.
     pub fn needs(&self) -> (Option<Right>, Option<&TableKey>) {
         match self {
             CacheAction::Drop(key)
@@ -223,7 +251,9 @@ impl CacheAction {
             CacheAction::Ttl(key) | CacheAction::CancelFlightInfo(key) => {
                 (Some(Right::Read), Some(key))
             }
-            CacheAction::Clear | CacheAction::Stats => (Some(Right::Admin), None),
+            CacheAction::Clear | CacheAction::Stats | CacheAction::AdvanceClock(_) => {
+                (Some(Right::Admin), None)
+            }
             CacheAction::WhoAmI => (None, None),
         }
     }
@@ -282,15 +312,32 @@ impl From<InvalidTtl> for ActionProblem {
     }
 }
 
-/// The `ActionType` list that `list_actions` returns.
-pub fn action_types() -> Vec<ActionType> {
+/// The `ActionType` list that `list_actions` returns: [`ACTIONS`], and [`ADVANCE_CLOCK`] on a
+/// server whose clock tests may move.
+pub fn action_types(test_clock: bool) -> Vec<ActionType> {
+    let test_actions = [(ADVANCE_CLOCK, ADVANCE_CLOCK_DESCRIPTION)];
     ACTIONS
         .iter()
+        .chain(test_actions.iter().filter(|_| test_clock))
         .map(|(name, description)| ActionType {
             r#type: name.to_string(),
             description: description.to_string(),
         })
         .collect()
+}
+
+/// The body of [`ADVANCE_CLOCK`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AdvanceClockRequest {
+    /// How far to move the clock forward, in seconds.
+    pub seconds: f64,
+}
+
+/// What [`ADVANCE_CLOCK`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AdvanceClockResult {
+    /// How far the clock was moved forward since the server started, in seconds.
+    pub skipped_seconds: f64,
 }
 
 /// What `drop` returns: the table that was removed.
@@ -369,9 +416,10 @@ mod tests {
     #[test]
     fn every_listed_action_parses() {
         let key = TableKey::try_new("k").unwrap();
-        for action_type in action_types() {
+        for action_type in action_types(true) {
             let body = match action_type.r#type.as_str() {
                 DROP | PERSIST | TTL => b"k".to_vec(),
+                ADVANCE_CLOCK => br#"{"seconds": 1.5}"#.to_vec(),
                 EXPIRE => br#"{"key": "k", "seconds": 60}"#.to_vec(),
                 CANCEL_FLIGHT_INFO => CacheAction::CancelFlightInfo(key.clone())
                     .to_action()
@@ -409,6 +457,7 @@ mod tests {
             CacheAction::Persist(TableKey::try_new("t").unwrap()),
             CacheAction::Ttl(TableKey::try_new("t").unwrap()),
             CacheAction::WhoAmI,
+            CacheAction::AdvanceClock(Duration::from_millis(2500)),
             CacheAction::RenewFlightEndpoint {
                 key: TableKey::try_new("t").unwrap(),
                 endpoint: FlightEndpoint::new()

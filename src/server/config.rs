@@ -161,6 +161,10 @@ pub struct ServerConfig {
     /// `arrow-flight-reuse-connection://?` for a wildcard bind such as 0.0.0.0 (see
     /// [`crate::protocol::location`]).
     pub advertise: Option<String>,
+    /// Whether an admin may move forward the clock that keys' and sessions' times to live run
+    /// on (the `advance-clock` action, `serve --test-clock`), so that tests see them run out
+    /// without waiting. For test servers only; false by default.
+    pub test_clock: bool,
 }
 
 impl Default for ServerConfig {
@@ -188,6 +192,7 @@ impl Default for ServerConfig {
             tls: None,
             http2: Http2Settings::default(),
             advertise: None,
+            test_clock: false,
         }
     }
 }

@@ -29,8 +29,9 @@ use tracing::instrument;
 use crate::auth::throttle::failing_address;
 use crate::auth::users::{Right, Users};
 use crate::auth::{Authenticator, Caller};
+use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::protocol::actions::{self, CacheAction, ClearResult, DropResult};
+use crate::protocol::actions::{self, AdvanceClockResult, CacheAction, ClearResult, DropResult};
 use crate::protocol::credentials::{AUTHORIZATION, AuthProblem, Credentials, SessionToken, WhoAmI};
 use crate::protocol::key::{KeyProblem, TableKey};
 use crate::protocol::put::PutSummary;
@@ -79,15 +80,22 @@ impl FlightCacheService {
             .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX));
         // The users move to the authenticator, which reloads them: the configuration keeps
         // no copy that a reload would leave stale.
+        let clock = Clock::default();
         let auth = config.users.take().map(|users: Users| {
             Arc::new(Authenticator::new(
                 users,
                 config.users_file.clone(),
                 config.token_ttl,
+                clock.clone(),
             ))
         });
         Self {
-            store: TableStore::new(MemoryBudget::new(limit), config.eviction, config.keep_freed),
+            store: TableStore::new(
+                MemoryBudget::new(limit),
+                config.eviction,
+                config.keep_freed,
+                clock,
+            ),
             upload_slots: Arc::new(UploadSlots::new(
                 config.max_concurrent_puts,
                 config.max_puts_per_caller,
@@ -578,13 +586,28 @@ impl FlightCacheService {
                 tables: self.store.clear(),
             }),
             CacheAction::Stats => serde_json::to_vec(&self.store.stats()),
+            CacheAction::AdvanceClock(by) => {
+                if !self.config.test_clock {
+                    return Err(Error::TestClockOff);
+                }
+                let clock = self.store.clock();
+                clock.advance(by);
+                // Keys past their deadline go now, so the answer finds them gone from `stats`
+                // too; the sweep then sleeps until the next deadline on the moved clock.
+                self.store.sweep_expired();
+                self.store.wake_sweep();
+                tracing::warn!(by = ?by, skipped = ?clock.skipped(), "the test clock moved forward");
+                serde_json::to_vec(&AdvanceClockResult {
+                    skipped_seconds: clock.skipped().as_secs_f64(),
+                })
+            }
             CacheAction::Expire { key, ttl } => {
                 tracing::Span::current().record("key", key.as_str());
                 let expiry = self
                     .store
                     .expire(&key, ttl)
                     .ok_or_else(|| Error::TableNotFound { key: key.clone() })?;
-                serde_json::to_vec(&ttl_result(&key, Some(expiry)))
+                serde_json::to_vec(&ttl_result(&key, Some(expiry), self.store.clock().now()))
             }
             CacheAction::Persist(key) => {
                 tracing::Span::current().record("key", key.as_str());
@@ -603,7 +626,7 @@ impl FlightCacheService {
                     .store
                     .peek(&key)
                     .ok_or_else(|| Error::TableNotFound { key: key.clone() })?;
-                serde_json::to_vec(&ttl_result(&key, stored.expiry))
+                serde_json::to_vec(&ttl_result(&key, stored.expiry, self.store.clock().now()))
             }
             CacheAction::CancelFlightInfo(key) => {
                 tracing::Span::current().record("key", key.as_str());
@@ -616,7 +639,8 @@ impl FlightCacheService {
             CacheAction::RenewFlightEndpoint { key, mut endpoint } => {
                 tracing::Span::current().record("key", key.as_str());
                 let expiry = self.store.renew(&key).ok_or(Error::TableNotFound { key })?;
-                endpoint.expiration_time = expiry.map(|expiry| wall_clock(expiry, Instant::now()));
+                endpoint.expiration_time =
+                    expiry.map(|expiry| wall_clock(expiry, self.store.clock()));
                 return Ok(endpoint.encode_to_vec());
             }
         };
@@ -629,7 +653,7 @@ impl FlightCacheService {
         self.answer(
             call.peer,
             self.admit(call)
-                .map(|(_, Empty {})| actions::action_types()),
+                .map(|(_, Empty {})| actions::action_types(self.config.test_clock)),
         )
         .await
     }
@@ -643,9 +667,10 @@ impl FlightCacheService {
         descriptor: FlightDescriptor,
         stored: &StoredTable,
     ) -> FlightInfo {
-        let now = Instant::now();
+        let clock = self.store.clock();
+        let now = clock.now();
         let mut info = stored.table.flight_info(key, descriptor, &self.location);
-        let expiration = stored.expiry.map(|expiry| wall_clock(expiry, now));
+        let expiration = stored.expiry.map(|expiry| wall_clock(expiry, clock));
         for endpoint in &mut info.endpoint {
             endpoint.expiration_time = expiration;
         }
@@ -678,18 +703,18 @@ impl FlightCacheService {
     }
 }
 
-/// What `expire` and `ttl` answer for `key` with `expiry`.
-fn ttl_result(key: &TableKey, expiry: Option<Expiry>) -> TtlResult {
+/// What `expire` and `ttl` answer for `key` with `expiry`, at `now`.
+fn ttl_result(key: &TableKey, expiry: Option<Expiry>, now: Instant) -> TtlResult {
     TtlResult {
         key: key.to_string(),
-        ttl_seconds: expiry.map(|e| e.remaining(Instant::now()).as_secs_f64()),
+        ttl_seconds: expiry.map(|e| e.remaining(now).as_secs_f64()),
     }
 }
 
-/// When `expiry`'s deadline (on tokio's clock) falls on the wall clock, as Flight's timestamps
-/// give it.
-fn wall_clock(expiry: Expiry, now: Instant) -> prost_types::Timestamp {
-    (SystemTime::now() + expiry.remaining(now)).into()
+/// When `expiry`'s deadline (on the store's `clock`) falls on the wall clock, as Flight's
+/// timestamps give it: the wall clock moves forward with the store's clock.
+fn wall_clock(expiry: Expiry, clock: &Clock) -> prost_types::Timestamp {
+    (SystemTime::now() + clock.skipped() + expiry.remaining(clock.now())).into()
 }
 
 /// A table a `do_get` streams. The get holds an `Arc` of it, so a replace or drop meanwhile

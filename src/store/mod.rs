@@ -25,6 +25,7 @@ use dashmap::DashMap;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::clock::Clock;
 use crate::protocol::actions::StoreStats;
 use crate::protocol::key::TableKey;
 use budget::{MemoryBudget, Relieve};
@@ -99,6 +100,8 @@ struct Shared {
     slabs: Arc<SlabPool>,
     budget: Arc<MemoryBudget>,
     eviction: Eviction,
+    /// What deadlines are measured on.
+    clock: Clock,
     /// Wakes the expiry sweep when a deadline earlier than the ones it waits for is set.
     deadline_set: Notify,
     puts: AtomicU64,
@@ -166,13 +169,20 @@ impl TableStore {
     /// An empty store holding at most `budget`'s memory, making room by `eviction`, and keeping
     /// the memory of dropped or replaced tables for `keep_freed` for the next uploads before
     /// it gives it back (zero: at once).
-    pub fn new(budget: Arc<MemoryBudget>, eviction: Eviction, keep_freed: Duration) -> Self {
+    /// Deadlines are measured on `clock`.
+    pub fn new(
+        budget: Arc<MemoryBudget>,
+        eviction: Eviction,
+        keep_freed: Duration,
+        clock: Clock,
+    ) -> Self {
         let shared = Arc::new(Shared {
             tables: DashMap::new(),
             index: Mutex::new(Index::default()),
             slabs: Arc::new(SlabPool::new(keep_freed, Arc::clone(&budget))),
             budget,
             eviction,
+            clock,
             deadline_set: Notify::new(),
             puts: AtomicU64::new(0),
             gets: AtomicU64::new(0),
@@ -192,6 +202,16 @@ impl TableStore {
         Arc::clone(&self.shared.slabs)
     }
 
+    /// The clock its deadlines are measured on.
+    pub fn clock(&self) -> &Clock {
+        &self.shared.clock
+    }
+
+    /// Wake the expiry sweep, to look at the deadlines again: after the clock was advanced.
+    pub fn wake_sweep(&self) {
+        self.shared.deadline_set.notify_one();
+    }
+
     /// The memory budget.
     pub fn budget(&self) -> &Arc<MemoryBudget> {
         &self.shared.budget
@@ -200,7 +220,7 @@ impl TableStore {
     /// The table under `key`, unless there is none or it expired, without making it the most
     /// recently used (an info, a schema, a TTL: a look, not a use).
     pub fn peek(&self, key: &TableKey) -> Option<StoredTable> {
-        let now = Instant::now();
+        let now = self.shared.clock.now();
         let entry = self.shared.tables.get(key)?;
         (!entry.is_expired(now)).then(|| entry.stored())
     }
@@ -208,7 +228,7 @@ impl TableStore {
     /// The table under `key` for a get to stream: like [`peek`](Self::peek), and it becomes the
     /// most recently used table.
     pub fn read(&self, key: &TableKey) -> Option<StoredTable> {
-        let now = Instant::now();
+        let now = self.shared.clock.now();
         // The index before the entry, as every writer locks them.
         let mut index = self.shared.lock_index();
         let mut entry = self.shared.tables.get_mut(key)?;
@@ -232,7 +252,7 @@ impl TableStore {
         table: Arc<CachedTable>,
         ttl: Option<Duration>,
     ) -> Option<Arc<CachedTable>> {
-        let now = Instant::now();
+        let now = self.shared.clock.now();
         self.shared.puts.fetch_add(1, Ordering::Relaxed);
         let mut index = self.shared.lock_index();
         let id = index.next_seq();
@@ -265,7 +285,7 @@ impl TableStore {
 
     /// Remove the table under `key`; returns it unless there was none (or it had expired).
     pub fn remove(&self, key: &TableKey) -> Option<Arc<CachedTable>> {
-        let now = Instant::now();
+        let now = self.shared.clock.now();
         let removed = {
             let mut index = self.shared.lock_index();
             let (_, entry) = self.shared.tables.remove(key)?;
@@ -281,7 +301,7 @@ impl TableStore {
 
     /// Remove every table; returns how many there were (expired ones not counted).
     pub fn clear(&self) -> u64 {
-        let now = Instant::now();
+        let now = self.shared.clock.now();
         // Keep the removed tables until the locks are released: freeing a large table unmaps
         // its memory, which should not block readers of the same shard.
         let mut removed = Vec::new();
@@ -305,7 +325,7 @@ impl TableStore {
 
     /// The tables whose key starts with `prefix`, sorted by key.
     pub fn list(&self, prefix: &str) -> Vec<(TableKey, StoredTable)> {
-        let now = Instant::now();
+        let now = self.shared.clock.now();
         let mut tables: Vec<_> = self
             .shared
             .tables
@@ -320,7 +340,7 @@ impl TableStore {
     /// Give `key` a time to live of `ttl` from now (replacing any it had); the new expiry, or
     /// `None` if there is no such key.
     pub fn expire(&self, key: &TableKey, ttl: Duration) -> Option<Expiry> {
-        let now = Instant::now();
+        let now = self.shared.clock.now();
         let expiry = Expiry::after(now, ttl);
         self.shared.update_expiry(key, now, |_| expiry)?;
         expiry
@@ -330,7 +350,7 @@ impl TableStore {
     /// `RenewFlightEndpoint`): its new expiry, `Some(None)` for a key that never expires, or
     /// `None` if there is no such key.
     pub fn renew(&self, key: &TableKey) -> Option<Option<Expiry>> {
-        let now = Instant::now();
+        let now = self.shared.clock.now();
         self.shared.update_expiry(key, now, |old| {
             old.and_then(|old| Expiry::after(now, old.ttl))
         })
@@ -339,16 +359,17 @@ impl TableStore {
     /// Remove `key`'s time to live: whether it had one, or `None` if there is no such key.
     pub fn persist(&self, key: &TableKey) -> Option<bool> {
         let mut had = false;
-        self.shared.update_expiry(key, Instant::now(), |old| {
-            had = old.is_some();
-            None
-        })?;
+        self.shared
+            .update_expiry(key, self.shared.clock.now(), |old| {
+                had = old.is_some();
+                None
+            })?;
         Some(had)
     }
 
     /// Remove every key whose deadline has passed; returns how many.
     pub fn sweep_expired(&self) -> usize {
-        let now = Instant::now();
+        let now = self.shared.clock.now();
         let mut expired = Vec::new();
         {
             let mut index = self.shared.lock_index();
@@ -380,12 +401,14 @@ impl TableStore {
             deadline_set.as_mut().enable();
             let earliest = self.shared.lock_index().earliest_deadline();
             match earliest {
-                Some(deadline) if deadline <= Instant::now() => {
+                Some(deadline) if deadline <= self.shared.clock.now() => {
                     self.sweep_expired();
                 }
                 Some(deadline) => {
                     tokio::select! {
-                        () = tokio::time::sleep_until(deadline) => { self.sweep_expired(); }
+                        () = tokio::time::sleep_until(self.shared.clock.tokio_instant(deadline)) => {
+                            self.sweep_expired();
+                        }
                         () = &mut deadline_set => {}
                     }
                 }
@@ -406,7 +429,7 @@ impl TableStore {
 
     /// The current contents, memory and counters.
     pub fn stats(&self) -> StoreStats {
-        let now = Instant::now();
+        let now = self.shared.clock.now();
         let (mut tables, mut rows, mut bytes) = (0, 0, 0);
         for entry in self.shared.tables.iter() {
             if entry.is_expired(now) {
@@ -501,7 +524,7 @@ impl Shared {
             tracing::debug!(key = key.as_str(), bytes = entry.table.bytes(), "evicted");
             entry
         };
-        let counter = if victim.is_expired(Instant::now()) {
+        let counter = if victim.is_expired(self.clock.now()) {
             &self.expirations
         } else {
             &self.evictions
@@ -589,6 +612,7 @@ mod tests {
             MemoryBudget::new(Some(budget_mib * MIB)),
             eviction,
             Duration::from_secs(10),
+            Clock::default(),
         )
     }
 

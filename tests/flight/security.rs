@@ -12,7 +12,7 @@ use flightcache::client::ClientTls;
 use flightcache::protocol::credentials::Credentials;
 use flightcache::server::tls::ServerTls;
 use flightcache::{CacheClient, ClientConfig, Error, ServerConfig};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tonic::Code;
 
 use crate::common::{
@@ -404,6 +404,141 @@ async fn session_tokens_expire_after_the_token_ttl() {
     let err = alice.list("").await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err}");
     assert!(err.to_string().contains("expired"), "{err}");
+    server.shutdown_and_wait().await;
+}
+
+/// `serve --test-clock` lets an admin, and no one else, move the clock that keys' and
+/// sessions' times to live run on: what the pyarrow tests use instead of sleeping. On the real
+/// clock: nothing here waits.
+#[tokio::test]
+async fn an_admin_moves_a_test_servers_clock_and_times_to_live_run_out() {
+    let server = TestServer::start_with(ServerConfig {
+        token_ttl: Duration::from_secs(600),
+        test_clock: true,
+        ..quiet(config(fixture().users))
+    })
+    .await;
+    let advance = |seconds: f64| {
+        let body = format!("{{\"seconds\": {seconds}}}");
+        Action::new("advance-clock", body)
+    };
+    let admin_token = session_token(&server, "admin", "admin-pw").await;
+    let mut admin = server.flight_client().await;
+    admin
+        .add_header("authorization", &format!("Bearer {admin_token}"))
+        .unwrap();
+    let listed: Vec<_> = admin
+        .list_actions()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        listed.iter().any(|a| a.r#type == "advance-clock"),
+        "{listed:?}"
+    );
+
+    // A key with 10 minutes to live, and a reader's session of 10 minutes.
+    let mut writer = with_token(&server, &admin_token).await;
+    let options = flightcache::PutOptions {
+        ttl: Some(Duration::from_secs(600)),
+    };
+    writer
+        .put_with(
+            &key("brief"),
+            numbered_schema(),
+            futures::stream::iter(numbered_batches(1, 5)).map(Ok),
+            &options,
+        )
+        .await
+        .unwrap();
+    let reader_token = session_token(&server, "reader", "reader-pw").await;
+    let mut reader = with_token(&server, &reader_token).await;
+    let left = reader
+        .ttl(&key("brief"))
+        .await
+        .unwrap()
+        .ttl_seconds
+        .unwrap();
+    assert!(left > 590.0, "{left}");
+
+    // Only an admin moves the clock.
+    let mut reader_flight = server.flight_client().await;
+    reader_flight
+        .add_header("authorization", &format!("Bearer {reader_token}"))
+        .unwrap();
+    let refused = reader_flight.do_action(advance(601.0)).await.err().unwrap();
+    assert_eq!(status(refused).code(), Code::PermissionDenied);
+    assert!(reader.info(&key("brief")).await.is_ok(), "nothing moved");
+    for bad in ["0", "-5", "\"soon\""] {
+        let body = format!("{{\"seconds\": {bad}}}");
+        let err = admin
+            .do_action(Action::new("advance-clock", body))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(status(err).code(), Code::InvalidArgument, "{bad}");
+    }
+
+    // 5 minutes on: both still live, with 5 minutes less to live.
+    let answer: Vec<_> = admin
+        .do_action(advance(300.0))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let moved: serde_json::Value = serde_json::from_slice(&answer[0]).unwrap();
+    assert_eq!(moved["skipped_seconds"], 300.0);
+    let left = reader
+        .ttl(&key("brief"))
+        .await
+        .unwrap()
+        .ttl_seconds
+        .unwrap();
+    assert!((290.0..=300.0).contains(&left), "{left}");
+
+    // Past both deadlines: the key is gone (and swept: stats count it), the sessions over.
+    admin
+        .do_action(advance(301.0))
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let err = reader.info(&key("brief")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    assert!(err.to_string().contains("expired"), "{err}");
+    let mut writer = with_token(&server, &session_token(&server, "admin", "admin-pw").await).await;
+    let err = writer.info(&key("brief")).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    let stats = writer.stats().await.unwrap();
+    assert_eq!(
+        (stats.tables, stats.expirations),
+        (0, 1),
+        "removed as the clock moved"
+    );
+    server.shutdown_and_wait().await;
+
+    // A server started without --test-clock neither lists nor takes it.
+    let server = TestServer::start_with(quiet(ServerConfig::default())).await;
+    let mut flight = server.flight_client().await;
+    let listed: Vec<_> = flight
+        .list_actions()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        listed.iter().all(|a| a.r#type != "advance-clock"),
+        "{listed:?}"
+    );
+    let err = flight.do_action(advance(60.0)).await.err().unwrap();
+    let err = status(err);
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("--test-clock"), "{}", err.message());
     server.shutdown_and_wait().await;
 }
 
