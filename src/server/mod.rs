@@ -168,13 +168,15 @@ async fn reload_users_on_sighup(auth: std::sync::Arc<crate::auth::Authenticator>
 }
 
 /// Every [`OVERHEAD_PERIOD`](config::OVERHEAD_PERIOD), set `budget`'s overhead to the process's
-/// resident memory that its charges do not cover, until the task running this is aborted.
+/// resident memory that its charges do not cover, and make room if that overhead grew into
+/// the limit, until the task running this is aborted.
 async fn measure_overhead_periodically(budget: std::sync::Arc<crate::store::budget::MemoryBudget>) {
     let mut ticks = tokio::time::interval(config::OVERHEAD_PERIOD);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
         budget.measure_overhead();
+        budget.enforce_limit();
     }
 }
 

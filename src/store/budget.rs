@@ -137,6 +137,32 @@ impl MemoryBudget {
         }
     }
 
+    /// Make room until the charges fit the limit again, if the overhead measured since the last
+    /// charge grew into it (HTTP/2 buffers under load, the allocator's free memory): without
+    /// this, the process would stay above its limit until the next upload. Gives back free
+    /// allocator memory first, then relieves (the reuse pool, then tables, as a charge would);
+    /// false if it could not get back under the limit.
+    pub fn enforce_limit(&self) -> bool {
+        if self.used() <= self.limit_for_charges() {
+            return true;
+        }
+        let _making_room = self
+            .making_room
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let relief = self.relief.get().and_then(Weak::upgrade);
+        while self.used() > self.limit_for_charges() {
+            if self.release_free_memory() {
+                continue;
+            }
+            let relieved = relief.as_ref().is_some_and(|relief| relief.relieve(None));
+            if !relieved {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Make the allocator give back its free memory, and measure again: whether that lowered
     /// the overhead. At most every [`RELEASE_FREE_MEMORY_EVERY`]: it costs a pass over the
     /// allocator's memory.
@@ -553,6 +579,36 @@ mod tests {
             "freed everything first"
         );
         drop(fits_after_two);
+    }
+
+    /// Overhead that grows after the last charge (HTTP/2 buffers under load) makes room at the
+    /// next measurement, not only at the next upload.
+    #[test]
+    fn overhead_that_grows_into_the_limit_makes_room_at_once() {
+        let budget = MemoryBudget::new(Some(PROCESS_ALLOWANCE + 100));
+        let held = || budget.charge(40, None).unwrap();
+        let relief = Arc::new(Freeing {
+            held: Mutex::new(vec![held(), held(), held()]),
+        });
+        let weak = Arc::downgrade(&relief);
+        budget.set_relief(weak);
+        assert!(budget.enforce_limit());
+        assert_eq!(budget.used(), 120, "within the limit: nothing freed");
+        budget.set_overhead(PROCESS_ALLOWANCE + PROCESS_ALLOWANCE + 50);
+        assert!(budget.enforce_limit());
+        assert_eq!(
+            budget.used(),
+            40,
+            "freed down to the 50 bytes left for charges"
+        );
+        let pinned = budget.charge(10, None).unwrap(); // say, an upload's
+        budget.set_overhead(PROCESS_ALLOWANCE + PROCESS_ALLOWANCE + 95);
+        assert!(
+            !budget.enforce_limit(),
+            "the upload's 10 bytes cannot be freed"
+        );
+        assert_eq!(budget.used(), 10);
+        drop(pinned);
     }
 
     #[test]

@@ -741,6 +741,15 @@ fn bench_pressure_runs_both_phases_and_every_read_is_whole() {
         );
         assert!(phase.rss_samples > 0 && phase.rss_max > 0, "{phase:?}");
     }
+    // docs/protocol.md's promise: under pressure the process stays within its budget plus
+    // 64 MiB (what no charge covers counts against the budget beyond its first 64 MiB), plus
+    // at most 64 MiB more that a burst brings between two measurements (seen: 54-87 MiB over
+    // the budget in all, on this debug build; 0 MiB of allowance gave 335 MiB).
+    assert!(
+        budgeted.rss_max <= (256 + 64 + 64) << 20,
+        "server RSS peaked at {} MiB with a 256 MiB budget",
+        budgeted.rss_max >> 20
+    );
     let expiry = budgeted
         .expiry
         .as_ref()
@@ -861,7 +870,10 @@ fn a_failed_get_leaves_an_existing_output_file_untouched() {
 fn serve_gives_memory_back_after_drop() {
     use flightcache::bench::rss::rss_bytes;
 
-    let server = ServeProcess::start();
+    // `--keep-freed 0`: freed table memory goes back at once (the reuse window itself is
+    // `stats_show_freed_table_memory_until_the_reuse_window_gives_it_back`, on the paused
+    // clock), so what is waited for here is the allocator's release tick, once a second.
+    let server = ServeProcess::start_with(&["--keep-freed", "0"]);
     let pid = server.child.id();
     std::thread::sleep(std::time::Duration::from_millis(500));
     let idle = rss_bytes(pid).expect("/proc readable");
@@ -880,11 +892,10 @@ fn serve_gives_memory_back_after_drop() {
         "bench drops its table"
     );
 
-    // serve keeps the dropped table's memory 10 s for reuse (`--keep-freed`), then gives
-    // it back; poll for up to 20 s.
+    // Poll, bounded: a few release ticks, more on a loaded machine.
     let allowed = idle + (16 << 20);
     let mut now = rss_bytes(pid).unwrap();
-    for _ in 0..80 {
+    for _ in 0..40 {
         if now <= allowed {
             break;
         }
@@ -893,7 +904,7 @@ fn serve_gives_memory_back_after_drop() {
     }
     assert!(
         now <= allowed,
-        "server RSS {} MiB 20 s after the drop, idle was {} MiB",
+        "server RSS {} MiB 10 s after the drop, idle was {} MiB",
         now >> 20,
         idle >> 20
     );
