@@ -56,7 +56,9 @@ pub(crate) mod transport;
 pub use client::{CacheClient, ClientConfig, ClientTls, PutOptions, TableInfo, TableStream};
 pub use error::{Error, Result};
 pub use protocol::key::TableKey;
-pub use server::{EmbeddedServer, ServerConfig, serve, serve_with_metrics};
+pub use server::{
+    Durability, EmbeddedServer, RestoreReport, Server, ServerConfig, serve, serve_with_metrics,
+};
 pub use store::Eviction;
 pub use transport::http2::Http2Settings;
 

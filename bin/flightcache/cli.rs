@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use flightcache::Eviction;
 use flightcache::bench;
 use flightcache::client::DEFAULT_SERVER_URL;
+use flightcache::{Durability, Eviction};
 
 use flightcache::server::config::{
     DEFAULT_IDLE_CONNECTION_TIMEOUT, DEFAULT_KEEP_FREED, DEFAULT_KEEPALIVE_INTERVAL,
@@ -183,6 +183,14 @@ pub struct ServeArgs {
     /// What an upload that does not fit in the memory budget does.
     #[arg(long, value_enum, default_value_t = EvictionPolicy::Lru)]
     pub eviction: EvictionPolicy,
+    /// Keep every table on disk in this directory too, as an Arrow IPC file (readable by
+    /// pyarrow.ipc.open_file), so that a restart serves them again. Created if need be,
+    /// readable by this user only; one server per directory. [default: memory only]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// With --data-dir: when a put is acknowledged against when its file is on disk.
+    #[arg(long, value_enum, default_value_t = DurabilityMode::Background, requires = "data_dir")]
+    pub durability: DurabilityMode,
     /// Serve metrics in the Prometheus text format over HTTP on this address (such as
     /// 127.0.0.1:9815).
     #[arg(long, value_name = "HOST:PORT")]
@@ -210,6 +218,28 @@ pub struct ServeArgs {
     /// every client holding a certificate from this CA may do everything.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+}
+
+/// `--durability`'s choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityMode {
+    /// Acknowledge a put once its file is written and synced (like Redis' appendfsync
+    /// always): a crash or power cut loses no acknowledged put; puts go at the disk's speed. A
+    /// full disk fails the put with RESOURCE_EXHAUSTED.
+    Always,
+    /// Acknowledge a put at once and write its file behind it: puts go at memory speed; kill
+    /// -9 loses no file already written, a power cut the last moment's puts. A full disk
+    /// leaves the table in memory only, with a warning.
+    Background,
+}
+
+impl From<DurabilityMode> for Durability {
+    fn from(mode: DurabilityMode) -> Self {
+        match mode {
+            DurabilityMode::Always => Durability::Always,
+            DurabilityMode::Background => Durability::Background,
+        }
+    }
 }
 
 /// `--eviction`'s choices.

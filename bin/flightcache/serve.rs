@@ -55,10 +55,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         "grpc"
     };
-    let mut startup = format!(
-        "listening on {scheme}://{addr}\n{}\n",
-        budget_line(&config, default_memory.as_ref())
-    );
+    let budget = budget_line(&config, default_memory.as_ref());
+    // The data directory is locked and its tables served again before the line is printed.
+    let server = flightcache::Server::open(config)?;
+    let mut startup = format!("listening on {scheme}://{addr}\n{budget}\n");
+    if let (Some(restored), Some(dir)) = (server.restored(), &args.data_dir) {
+        startup += &restore_line(&restored, dir, args.durability.into());
+    }
     if let Some(metrics) = &metrics {
         startup += &format!("metrics on http://{}/metrics\n", metrics.local_addr()?);
     }
@@ -67,8 +70,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     stdout.flush()?;
     drop(stdout);
     let release = tokio::spawn(allocator::release_freed_memory(allocator::RELEASE_INTERVAL));
-    let served =
-        flightcache::serve_with_metrics(listener, metrics, config, shutdown_signal()).await;
+    let served = server.serve(listener, metrics, shutdown_signal()).await;
     release.abort();
     served?;
     tracing::info!("server stopped");
@@ -175,6 +177,8 @@ fn config(args: &ServeArgs, default_memory: Option<&MemoryLimit>) -> anyhow::Res
         keep_freed: args.keep_freed.0,
         advertise: args.advertise.clone(),
         test_clock: args.test_clock,
+        data_dir: args.data_dir.clone(),
+        durability: args.durability.into(),
         max_memory: match args.max_memory {
             Some(0) => None,
             Some(bytes) => Some(bytes),
@@ -215,6 +219,35 @@ fn budget_line(config: &ServerConfig, default_memory: Option<&MemoryLimit>) -> S
             limit.source
         ),
     }
+}
+
+/// The startup line that says what came back from the data directory.
+fn restore_line(
+    restored: &flightcache::RestoreReport,
+    dir: &std::path::Path,
+    durability: flightcache::Durability,
+) -> String {
+    let mode = match durability {
+        flightcache::Durability::Always => "always",
+        flightcache::Durability::Background => "background",
+    };
+    let mut line = format!(
+        "data directory {} (--durability {mode}): {} tables, {} back from disk",
+        dir.display(),
+        restored.tables,
+        HumanBytes(restored.bytes)
+    );
+    if restored.expired > 0 {
+        line += &format!("; {} expired while down, removed", restored.expired);
+    }
+    if restored.quarantined > 0 {
+        line += &format!(
+            "; {} unreadable files moved to {}",
+            restored.quarantined,
+            dir.join("quarantine").display()
+        );
+    }
+    line + "\n"
 }
 
 /// Completes on ctrl-c or SIGTERM.

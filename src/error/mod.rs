@@ -255,6 +255,47 @@ pub enum Error {
         encoding: ClientText,
     },
 
+    /// The data directory cannot be used (`serve --data-dir`).
+    #[error("data directory {}: {problem}", path.display())]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What is wrong, and what to do.
+        problem: String,
+    },
+
+    /// A put whose file the data directory's disk had no room for (`--durability always`).
+    #[error(
+        "the disk of the data directory is full: the upload for {} was not stored; free disk \
+         space or drop tables",
+        key.quoted()
+    )]
+    DiskFull {
+        /// The key of the put.
+        key: TableKey,
+    },
+
+    /// A put whose file could not be written (`--durability always`).
+    #[error("the upload for {} was not stored: writing its file failed: {source}", key.quoted())]
+    DiskWrite {
+        /// The key of the put.
+        key: TableKey,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A table whose file turned out corrupt when it was first read after a restart.
+    #[error(
+        "the table {} came back from disk corrupt and was moved to the data directory's \
+         quarantine; put it again",
+        key.quoted()
+    )]
+    CorruptTable {
+        /// Its key.
+        key: TableKey,
+    },
+
     /// Our own bug: Arrow failed on data the server had accepted.
     #[error("internal error while {context}: {source}")]
     Internal {
@@ -569,6 +610,9 @@ impl Error {
             | Error::UnknownMethod { .. }
             | Error::UnsupportedEncoding { .. } => Code::Unimplemented,
             Error::TestClockOff => Code::FailedPrecondition,
+            Error::DiskFull { .. } => Code::ResourceExhausted,
+            Error::CorruptTable { .. } => Code::DataLoss,
+            Error::DataDir { .. } | Error::DiskWrite { .. } => Code::Internal,
             Error::Connect { .. } => Code::Unavailable,
             Error::Unauthenticated { .. } => Code::Unauthenticated,
             Error::PermissionDenied { .. } => Code::PermissionDenied,

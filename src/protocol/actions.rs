@@ -407,6 +407,19 @@ pub struct StoreStats {
     /// Uploads refused because the memory budget had no room, since the server started.
     #[serde(default)]
     pub rejected_uploads: u64,
+    /// Tables whose file is in the data directory (`serve --data-dir`; 0 without one).
+    #[serde(default)]
+    pub disk_tables: u64,
+    /// The size of those files.
+    #[serde(default)]
+    pub disk_bytes: u64,
+    /// Tables whose file is still to be written (`--durability background`).
+    #[serde(default)]
+    pub disk_queued: u64,
+    /// Table files that could not be written since the server started (a full disk, say):
+    /// those tables are in memory only, or their puts failed (`--durability always`).
+    #[serde(default)]
+    pub disk_write_failures: u64,
 }
 
 #[cfg(test)]

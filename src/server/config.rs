@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use crate::auth::users::Users;
 use crate::server::tls::ServerTls;
 use crate::store::Eviction;
+use crate::store::disk::Durability;
 use crate::transport::http2::Http2Settings;
 
 pub use crate::auth::DEFAULT_TOKEN_TTL;
@@ -165,6 +166,11 @@ pub struct ServerConfig {
     /// on (the `advance-clock` action, `serve --test-clock`), so that tests see them run out
     /// without waiting. For test servers only; false by default.
     pub test_clock: bool,
+    /// Where every table is also kept, as an Arrow IPC file, so that a restart loses nothing
+    /// acknowledged (`serve --data-dir`); `None` (the default): in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// When a put is acknowledged against when its file is on disk (`serve --durability`).
+    pub durability: Durability,
 }
 
 impl Default for ServerConfig {
@@ -193,6 +199,8 @@ impl Default for ServerConfig {
             http2: Http2Settings::default(),
             advertise: None,
             test_clock: false,
+            data_dir: None,
+            durability: Durability::default(),
         }
     }
 }

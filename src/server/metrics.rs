@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 
 use crate::server::config::MAX_METRICS_CONNECTIONS;
 use crate::store::TableStore;
+use crate::store::disk::DataDir;
 use crate::transport::connection::{ConnectionLimits, incoming};
 use tonic::transport::server::Connected;
 
@@ -36,7 +37,12 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Serve `store`'s metrics on `listener` until the task running this is dropped, closing
 /// connections idle for `idle_timeout`.
-pub async fn serve_metrics(listener: TcpListener, store: TableStore, idle_timeout: Duration) {
+pub async fn serve_metrics(
+    listener: TcpListener,
+    store: TableStore,
+    disk: Option<std::sync::Arc<DataDir>>,
+    idle_timeout: Duration,
+) {
     let recorder = std::sync::Arc::new(PrometheusBuilder::new().build_recorder());
     metrics::with_local_recorder(recorder.as_ref(), describe);
     let limits = ConnectionLimits {
@@ -49,12 +55,13 @@ pub async fn serve_metrics(listener: TcpListener, store: TableStore, idle_timeou
         // Accepting failed (out of file descriptors, say): `incoming` paused already.
         let Ok(connection) = accepted else { continue };
         let state = connection.connect_info().state;
-        let (store, recorder) = (store.clone(), std::sync::Arc::clone(&recorder));
+        let (store, disk) = (store.clone(), disk.clone());
+        let recorder = std::sync::Arc::clone(&recorder);
         tokio::spawn(async move {
             let page = service_fn(move |_: Request<Incoming>| {
                 // In flight while the page is made: the connection is idle between scrapes.
                 let _in_flight = state.start_request();
-                let body = render(&store, &recorder);
+                let body = render(&store, disk.as_deref(), &recorder);
                 async move {
                     let response = Response::builder()
                         .header(hyper::header::CONTENT_TYPE, CONTENT_TYPE)
@@ -75,8 +82,11 @@ pub async fn serve_metrics(listener: TcpListener, store: TableStore, idle_timeou
 }
 
 /// The metrics page for `store` now.
-fn render(store: &TableStore, recorder: &PrometheusRecorder) -> String {
-    let stats = store.stats();
+fn render(store: &TableStore, disk: Option<&DataDir>, recorder: &PrometheusRecorder) -> String {
+    let mut stats = store.stats();
+    if let Some(disk) = disk {
+        disk.add_to(&mut stats);
+    }
     metrics::with_local_recorder(recorder, || {
         metrics::gauge!("flightcache_tables").set(stats.tables as f64);
         metrics::gauge!("flightcache_rows").set(stats.rows as f64);
@@ -97,6 +107,13 @@ fn render(store: &TableStore, recorder: &PrometheusRecorder) -> String {
         metrics::counter!("flightcache_evictions_total").absolute(stats.evictions);
         metrics::counter!("flightcache_expirations_total").absolute(stats.expirations);
         metrics::counter!("flightcache_rejected_uploads_total").absolute(stats.rejected_uploads);
+        if disk.is_some() {
+            metrics::gauge!("flightcache_disk_tables").set(stats.disk_tables as f64);
+            metrics::gauge!("flightcache_disk_bytes").set(stats.disk_bytes as f64);
+            metrics::gauge!("flightcache_disk_queued_tables").set(stats.disk_queued as f64);
+            metrics::counter!("flightcache_disk_write_failures_total")
+                .absolute(stats.disk_write_failures);
+        }
     });
     recorder.handle().render()
 }
@@ -136,5 +153,18 @@ fn describe() {
     describe_counter!(
         "flightcache_rejected_uploads_total",
         "Uploads refused because the memory budget had no room."
+    );
+    describe_gauge!(
+        "flightcache_disk_tables",
+        "Tables whose file is in the data directory (serve --data-dir)."
+    );
+    describe_gauge!("flightcache_disk_bytes", "The size of those files.");
+    describe_gauge!(
+        "flightcache_disk_queued_tables",
+        "Tables whose file is still to be written (--durability background)."
+    );
+    describe_counter!(
+        "flightcache_disk_write_failures_total",
+        "Table files that could not be written: those tables are in memory only, or their puts failed."
     );
 }

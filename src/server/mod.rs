@@ -31,13 +31,20 @@ use tokio::task::JoinHandle;
 use tonic::body::Body;
 use tonic::codegen::{Service, http};
 use tonic::server::NamedService;
-use tonic::transport::Server;
+use tonic::transport::Server as GrpcServer;
 
+pub use crate::store::disk::{Durability, RestoreReport};
 pub use config::ServerConfig;
 
+use std::sync::Arc;
+
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::protocol::location::default_location;
 use crate::server::router::FlightRouter;
+use crate::store::TableStore;
+use crate::store::budget::MemoryBudget;
+use crate::store::disk::DataDir;
 use crate::transport::AbortOnDrop;
 use crate::transport::connection::{ConnectionLimits, incoming};
 use service::FlightCacheService;
@@ -94,59 +101,145 @@ pub async fn serve_with_metrics(
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let location = match &config.advertise {
-        Some(uri) => uri.clone(),
-        None => default_location(listener.local_addr()?, config.tls.is_some()),
-    };
-    let incoming = incoming(
-        listener,
-        ConnectionLimits {
-            listener: "Flight (--max-connections)",
-            max_connections: config.max_connections,
-            idle_timeout: config.idle_connection_timeout,
-        },
-    );
-    let mut builder = Server::builder();
-    if let Some(tls) = &config.tls {
-        builder = builder
-            .tls_config(tls.to_config())
-            .map_err(|source| Error::Serve { source })?;
-    }
-    let builder = builder
-        .max_frame_size(config.http2.max_frame_bytes)
-        .initial_stream_window_size(config.http2.stream_window_bytes)
-        .initial_connection_window_size(config.http2.connection_window_bytes)
-        .http2_keepalive_interval(config.keepalive_interval)
-        .http2_keepalive_timeout(Some(config.keepalive_timeout))
-        .max_concurrent_streams(config::MAX_STREAMS_PER_CONNECTION);
-    let service = FlightCacheService::new(config, location);
-    #[cfg(unix)]
-    let _reload_users = service
-        .authenticator()
-        .filter(|_| service.config().users_file.is_some())
-        .map(|auth| AbortOnDrop(tokio::spawn(reload_users_on_sighup(auth))));
-    let _release_slabs = AbortOnDrop(tokio::spawn(
-        service.store().slab_pool().release_expired_periodically(),
-    ));
-    let _expire_keys = AbortOnDrop(tokio::spawn(service.store().clone().expire_periodically()));
-    let _measure_overhead = service.config().count_process_memory.then(|| {
-        let budget = std::sync::Arc::clone(service.store().budget());
-        budget.count_process_memory(service.config().release_free_memory);
-        AbortOnDrop(tokio::spawn(measure_overhead_periodically(budget)))
-    });
-    let _metrics = metrics.map(|listener| {
-        AbortOnDrop(tokio::spawn(metrics::serve_metrics(
-            listener,
-            service.store().clone(),
-            service.config().idle_connection_timeout,
-        )))
-    });
-    let mut builder = builder;
-    builder
-        .add_service(make_server(service))
-        .serve_with_incoming_shutdown(incoming, shutdown)
+    Server::open(config)?
+        .serve(listener, metrics, shutdown)
         .await
-        .map_err(|source| Error::Serve { source })
+}
+
+/// A cache ready to serve: its store made and, with a data directory
+/// ([`ServerConfig::data_dir`]), that directory locked and every table in it served again.
+/// [`serve`](Self::serve) then answers on a listener.
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    store: TableStore,
+    disk: Option<Arc<DataDir>>,
+}
+
+impl Server {
+    /// Make the cache `config` describes, and bring back the tables of its data directory.
+    ///
+    /// # Errors
+    /// [`Error::DataDir`] if the data directory cannot be created, read or locked (another
+    /// server uses it).
+    pub fn open(config: ServerConfig) -> Result<Self> {
+        let limit = config
+            .max_memory
+            .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX));
+        let store = TableStore::new(
+            MemoryBudget::new(limit),
+            config.eviction,
+            config.keep_freed,
+            Clock::default(),
+        );
+        let disk = config
+            .data_dir
+            .as_deref()
+            .map(|dir| DataDir::open(dir, config.durability, &store))
+            .transpose()?;
+        Ok(Self {
+            config,
+            store,
+            disk,
+        })
+    }
+
+    /// What came back from the data directory, if there is one.
+    pub fn restored(&self) -> Option<RestoreReport> {
+        self.disk.as_ref().map(|disk| disk.report())
+    }
+
+    /// Serve on `listener` until `shutdown` completes, then stop accepting, finish the calls
+    /// in flight and write what the data directory still has queued (mini-redis's
+    /// `server::run`); with `metrics`, serve the metrics page there too.
+    ///
+    /// # Errors
+    /// [`Error::Serve`] if the transport fails.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        metrics: Option<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
+        let disk = self.disk.clone();
+        let served = self.serve_until(listener, metrics, shutdown).await;
+        if let Some(disk) = disk {
+            tokio::task::spawn_blocking(move || disk.finish())
+                .await
+                .map_err(|source| Error::TaskFailed {
+                    task: "data directory writer",
+                    source,
+                })?;
+        }
+        served
+    }
+
+    async fn serve_until(
+        self,
+        listener: TcpListener,
+        metrics: Option<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
+        let Self {
+            config,
+            store,
+            disk,
+        } = self;
+        let location = match &config.advertise {
+            Some(uri) => uri.clone(),
+            None => default_location(listener.local_addr()?, config.tls.is_some()),
+        };
+        let incoming = incoming(
+            listener,
+            ConnectionLimits {
+                listener: "Flight (--max-connections)",
+                max_connections: config.max_connections,
+                idle_timeout: config.idle_connection_timeout,
+            },
+        );
+        let mut builder = GrpcServer::builder();
+        if let Some(tls) = &config.tls {
+            builder = builder
+                .tls_config(tls.to_config())
+                .map_err(|source| Error::Serve { source })?;
+        }
+        let builder = builder
+            .max_frame_size(config.http2.max_frame_bytes)
+            .initial_stream_window_size(config.http2.stream_window_bytes)
+            .initial_connection_window_size(config.http2.connection_window_bytes)
+            .http2_keepalive_interval(config.keepalive_interval)
+            .http2_keepalive_timeout(Some(config.keepalive_timeout))
+            .max_concurrent_streams(config::MAX_STREAMS_PER_CONNECTION);
+        let service = FlightCacheService::new(config, location, store, disk);
+        #[cfg(unix)]
+        let _reload_users = service
+            .authenticator()
+            .filter(|_| service.config().users_file.is_some())
+            .map(|auth| AbortOnDrop(tokio::spawn(reload_users_on_sighup(auth))));
+        let _release_slabs = AbortOnDrop(tokio::spawn(
+            service.store().slab_pool().release_expired_periodically(),
+        ));
+        let _expire_keys = AbortOnDrop(tokio::spawn(service.store().clone().expire_periodically()));
+        let _measure_overhead = service.config().count_process_memory.then(|| {
+            let budget = std::sync::Arc::clone(service.store().budget());
+            budget.count_process_memory(service.config().release_free_memory);
+            AbortOnDrop(tokio::spawn(measure_overhead_periodically(budget)))
+        });
+        let _metrics = metrics.map(|listener| {
+            AbortOnDrop(tokio::spawn(metrics::serve_metrics(
+                listener,
+                service.store().clone(),
+                service.disk().cloned(),
+                service.config().idle_connection_timeout,
+            )))
+        });
+        let mut builder = builder;
+        builder
+            .add_service(make_server(service))
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+            .map_err(|source| Error::Serve { source })
+    }
 }
 
 /// Read the users file again on every SIGHUP, until the task running this is aborted.
@@ -189,15 +282,18 @@ pub struct EmbeddedServer {
     addr: SocketAddr,
     tls: bool,
     metrics_addr: Option<SocketAddr>,
+    restored: Option<RestoreReport>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<()>>>,
 }
 
 impl EmbeddedServer {
-    /// Bind 127.0.0.1:0 and start serving an empty cache configured by `config`.
+    /// Bind 127.0.0.1:0 and start serving the cache configured by `config` (empty, or what
+    /// its data directory holds).
     ///
     /// # Errors
-    /// [`Error::Io`] if no port can be bound.
+    /// [`Error::Io`] if no port can be bound; [`Error::DataDir`] if its data directory cannot
+    /// be used.
     pub async fn start(config: ServerConfig) -> Result<Self> {
         Self::start_serving(SocketAddr::from(([127, 0, 0, 1], 0)), config, false).await
     }
@@ -234,17 +330,25 @@ impl EmbeddedServer {
         };
         let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
         let tls = config.tls.is_some();
+        let server = Server::open(config)?;
+        let restored = server.restored();
         let (shutdown, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve_with_metrics(listener, metrics, config, async {
+        let task = tokio::spawn(server.serve(listener, metrics, async {
             stopped.await.ok();
         }));
         Ok(Self {
             addr,
             tls,
             metrics_addr,
+            restored,
             shutdown: Some(shutdown),
             task: Some(task),
         })
+    }
+
+    /// What came back from the data directory at start, if the server has one.
+    pub fn restored(&self) -> Option<RestoreReport> {
+        self.restored
     }
 
     /// Where metrics are served, if the server was started

@@ -31,7 +31,9 @@ use crate::auth::users::{Right, Users};
 use crate::auth::{Authenticator, Caller};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::protocol::actions::{self, AdvanceClockResult, CacheAction, ClearResult, DropResult};
+use crate::protocol::actions::{
+    self, AdvanceClockResult, CacheAction, ClearResult, DropResult, StoreStats,
+};
 use crate::protocol::credentials::{AUTHORIZATION, AuthProblem, Credentials, SessionToken, WhoAmI};
 use crate::protocol::key::{KeyProblem, TableKey};
 use crate::protocol::put::PutSummary;
@@ -41,7 +43,8 @@ use crate::server::call::Call;
 use crate::server::config::{ServerConfig, UPLOAD_SLOT_WAIT};
 use crate::server::slots::{SlotHolder, UploadSlots};
 use crate::server::tls::certificate_user;
-use crate::store::budget::{MemoryBudget, UploadAccount};
+use crate::store::budget::UploadAccount;
+use crate::store::disk::DataDir;
 use crate::store::slabs::SlabWriter;
 use crate::store::table::CachedTable;
 use crate::store::upload::TableUpload;
@@ -66,6 +69,8 @@ pub(crate) struct FlightCacheService {
     location: Arc<str>,
     /// Who may do what; `None`: a server without users, open to every caller.
     auth: Option<Arc<Authenticator>>,
+    /// Where every table is also kept on disk (`--data-dir`), if anywhere.
+    disk: Option<Arc<DataDir>>,
 }
 
 /// Where the `do_put` door sends the `PutResult`s of an upload as it goes (see
@@ -73,14 +78,17 @@ pub(crate) struct FlightCacheService {
 pub(crate) type PutResults = mpsc::Sender<PutResult>;
 
 impl FlightCacheService {
-    /// A service over an empty store, limited by `config`, whose endpoints name `location`.
-    pub fn new(mut config: ServerConfig, location: String) -> Self {
-        let limit = config
-            .max_memory
-            .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX));
+    /// A service over `store` (kept on disk in `disk`, if given), limited by `config`, whose
+    /// endpoints name `location`.
+    pub fn new(
+        mut config: ServerConfig,
+        location: String,
+        store: TableStore,
+        disk: Option<Arc<DataDir>>,
+    ) -> Self {
         // The users move to the authenticator, which reloads them: the configuration keeps
-        // no copy that a reload would leave stale.
-        let clock = Clock::default();
+        // no copy that a reload would leave stale. Sessions run on the store's clock.
+        let clock = store.clock().clone();
         let auth = config.users.take().map(|users: Users| {
             Arc::new(Authenticator::new(
                 users,
@@ -90,12 +98,7 @@ impl FlightCacheService {
             ))
         });
         Self {
-            store: TableStore::new(
-                MemoryBudget::new(limit),
-                config.eviction,
-                config.keep_freed,
-                clock,
-            ),
+            store,
             upload_slots: Arc::new(UploadSlots::new(
                 config.max_concurrent_puts,
                 config.max_puts_per_caller,
@@ -107,7 +110,13 @@ impl FlightCacheService {
             config: Arc::new(config),
             location: location.into(),
             auth,
+            disk,
         }
+    }
+
+    /// The data directory, on a server with one.
+    pub fn disk(&self) -> Option<&Arc<DataDir>> {
+        self.disk.as_ref()
     }
 
     /// The authenticator, on a server with users.
@@ -341,27 +350,36 @@ impl FlightCacheService {
     /// The door of `DoGet`: the table the ticket names, for the transport to stream.
     #[instrument(skip_all, fields(peer = ?call.peer, key))]
     pub async fn do_get(&self, call: Call<Ticket>) -> Result<TableRead, Status> {
+        let peer = call.peer;
+        let read = self.admit(call).and_then(|(caller, ticket)| {
+            let key = TableKey::try_from_ticket(&ticket)?;
+            tracing::Span::current().record("key", key.as_str());
+            caller.require(Right::Read, Some(&key))?;
+            let stored = self
+                .store
+                .read(&key)
+                .ok_or_else(|| Error::TableNotFound { key: key.clone() })?;
+            Ok((key, stored))
+        });
+        let read = match (read, &self.disk) {
+            // A table that came back from disk is checked before it is first served.
+            (Ok((key, stored)), Some(disk)) => disk.check(&key, &stored).await.map(|()| stored),
+            (read, _) => read.map(|(_, stored)| stored),
+        };
         self.answer(
-            call.peer,
-            self.admit(call).and_then(|(caller, ticket)| {
-                let key = TableKey::try_from_ticket(&ticket)?;
-                tracing::Span::current().record("key", key.as_str());
-                caller.require(Right::Read, Some(&key))?;
-                let table = self
-                    .store
-                    .read(&key)
-                    .ok_or(Error::TableNotFound { key })?
-                    .table;
+            peer,
+            read.map(|stored| {
+                let table = stored.table;
                 self.store.record_get();
                 tracing::debug!(
                     rows = table.rows(),
                     bytes = table.bytes(),
                     "streaming table"
                 );
-                Ok(TableRead {
+                TableRead {
                     table,
                     span: tracing::Span::current(),
-                })
+                }
             }),
         )
         .await
@@ -499,7 +517,15 @@ impl FlightCacheService {
             bytes: table.bytes(),
             batches: table.batches(),
         };
-        self.store.insert(key, table, ttl);
+        let expiry = ttl.and_then(|ttl| Expiry::after(self.store.clock().now(), ttl));
+        match &self.disk {
+            Some(disk) => {
+                disk.publish(key, table, expiry).await?;
+            }
+            None => {
+                self.store.insert_with_expiry(key, table, expiry);
+            }
+        }
         tracing::info!(
             rows = summary.rows,
             bytes = summary.bytes,
@@ -585,7 +611,7 @@ impl FlightCacheService {
             CacheAction::Clear => serde_json::to_vec(&ClearResult {
                 tables: self.store.clear(),
             }),
-            CacheAction::Stats => serde_json::to_vec(&self.store.stats()),
+            CacheAction::Stats => serde_json::to_vec(&self.stats()),
             CacheAction::AdvanceClock(by) => {
                 if !self.config.test_clock {
                     return Err(Error::TestClockOff);
@@ -607,6 +633,7 @@ impl FlightCacheService {
                     .store
                     .expire(&key, ttl)
                     .ok_or_else(|| Error::TableNotFound { key: key.clone() })?;
+                self.expiry_changed(&key);
                 serde_json::to_vec(&ttl_result(&key, Some(expiry), self.store.clock().now()))
             }
             CacheAction::Persist(key) => {
@@ -615,6 +642,7 @@ impl FlightCacheService {
                     .store
                     .persist(&key)
                     .ok_or_else(|| Error::TableNotFound { key: key.clone() })?;
+                self.expiry_changed(&key);
                 serde_json::to_vec(&PersistResult {
                     key: key.to_string(),
                     had_ttl,
@@ -638,13 +666,33 @@ impl FlightCacheService {
             }
             CacheAction::RenewFlightEndpoint { key, mut endpoint } => {
                 tracing::Span::current().record("key", key.as_str());
-                let expiry = self.store.renew(&key).ok_or(Error::TableNotFound { key })?;
+                let expiry = self
+                    .store
+                    .renew(&key)
+                    .ok_or_else(|| Error::TableNotFound { key: key.clone() })?;
+                self.expiry_changed(&key);
                 endpoint.expiration_time =
                     expiry.map(|expiry| wall_clock(expiry, self.store.clock()));
                 return Ok(endpoint.encode_to_vec());
             }
         };
         Ok(body.expect("action results serialize"))
+    }
+
+    /// The cache's contents and counters, the data directory's included.
+    pub fn stats(&self) -> StoreStats {
+        let mut stats = self.store.stats();
+        if let Some(disk) = &self.disk {
+            disk.add_to(&mut stats);
+        }
+        stats
+    }
+
+    /// Keep `key`'s new deadline on disk too, if there is a data directory.
+    fn expiry_changed(&self, key: &TableKey) {
+        if let Some(disk) = &self.disk {
+            disk.expiry_changed(key);
+        }
     }
 
     /// The door of `ListActions`: every action `do_action` handles.

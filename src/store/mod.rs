@@ -10,6 +10,7 @@
 //! - [`budget`]: the memory budget every allocation of table memory is charged to.
 
 pub mod budget;
+pub mod disk;
 pub mod resplit;
 pub mod slabs;
 pub mod table;
@@ -53,7 +54,7 @@ pub struct Expiry {
 
 impl Expiry {
     /// Expiry `ttl` from `now`; `None` if that is past what the clock can represent.
-    fn after(now: Instant, ttl: Duration) -> Option<Self> {
+    pub fn after(now: Instant, ttl: Duration) -> Option<Self> {
         Some(Self {
             deadline: now.checked_add(ttl)?,
             ttl,
@@ -75,6 +76,16 @@ pub struct StoredTable {
     pub last_used: Instant,
     /// Its time to live, if it has one.
     pub expiry: Option<Expiry>,
+    /// Unique to the put that stored it, and larger than every earlier put's (the version a
+    /// table's file on disk is named by).
+    pub id: u64,
+}
+
+/// Told of every table the store removes: dropped, cleared, expired or evicted (a replaced
+/// table is not: whoever replaces it knows). The data directory removes its file.
+pub trait OnRemove: Send + Sync {
+    /// The table of `key`'s put `id` was removed.
+    fn removed(&self, key: &TableKey, id: u64);
 }
 
 /// The cache: tables by key, their LRU order and expiry deadlines, the memory budget and pool
@@ -104,6 +115,8 @@ struct Shared {
     clock: Clock,
     /// Wakes the expiry sweep when a deadline earlier than the ones it waits for is set.
     deadline_set: Notify,
+    /// Told of removals, once set.
+    on_remove: std::sync::OnceLock<std::sync::Weak<dyn OnRemove>>,
     puts: AtomicU64,
     gets: AtomicU64,
     errors: AtomicU64,
@@ -117,8 +130,11 @@ struct Entry {
     table: Arc<CachedTable>,
     /// Unique to this put: names the entry in `Index::deadlines`.
     id: u64,
-    /// Its place in `Index::lru`: the sequence number of its last use.
+    /// Its place in `Index::lru`: the sequence number of its last use. A table that holds no
+    /// table memory (one mapped from its file) is not in the LRU order: evicting it would
+    /// free nothing.
     used_seq: u64,
+    evictable: bool,
     last_used: Instant,
     expiry: Option<Expiry>,
 }
@@ -133,6 +149,7 @@ impl Entry {
             table: Arc::clone(&self.table),
             last_used: self.last_used,
             expiry: self.expiry,
+            id: self.id,
         }
     }
 }
@@ -184,6 +201,7 @@ impl TableStore {
             eviction,
             clock,
             deadline_set: Notify::new(),
+            on_remove: std::sync::OnceLock::new(),
             puts: AtomicU64::new(0),
             gets: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -235,10 +253,12 @@ impl TableStore {
         if entry.is_expired(now) {
             return None;
         }
-        index.lru.remove(&entry.used_seq);
-        entry.used_seq = index.next_seq();
         entry.last_used = now;
-        index.lru.insert(entry.used_seq, key.clone());
+        if entry.evictable {
+            index.lru.remove(&entry.used_seq);
+            entry.used_seq = index.next_seq();
+            index.lru.insert(entry.used_seq, key.clone());
+        }
         Some(entry.stored())
     }
 
@@ -246,19 +266,59 @@ impl TableStore {
     /// live) with this one, expiring after `ttl` if given; returns the old table.
     ///
     /// A reader that already holds the old table keeps it; every later reader sees the new one.
+    #[cfg(test)]
     pub fn insert(
         &self,
         key: TableKey,
         table: Arc<CachedTable>,
         ttl: Option<Duration>,
     ) -> Option<Arc<CachedTable>> {
-        let now = self.shared.clock.now();
+        let expiry = ttl.and_then(|ttl| Expiry::after(self.shared.clock.now(), ttl));
+        self.insert_with_expiry(key, table, expiry).0
+    }
+
+    /// [`insert`](Self::insert) with the expiry given; also returns the put's
+    /// [`id`](StoredTable::id).
+    pub fn insert_with_expiry(
+        &self,
+        key: TableKey,
+        table: Arc<CachedTable>,
+        expiry: Option<Expiry>,
+    ) -> (Option<Arc<CachedTable>>, u64) {
         self.shared.puts.fetch_add(1, Ordering::Relaxed);
         let mut index = self.shared.lock_index();
         let id = index.next_seq();
+        self.insert_entry(&mut index, key, table, expiry, id, true)
+    }
+
+    /// Serve `table` under `key` as put `id`, as it came back from disk at startup: mapped from
+    /// its file, so it is never evicted (nothing would be freed). Later puts' ids are larger.
+    pub fn restore(&self, key: TableKey, table: Arc<CachedTable>, expiry: Option<Expiry>, id: u64) {
+        let mut index = self.shared.lock_index();
+        index.next_seq = index.next_seq.max(id);
+        self.insert_entry(&mut index, key, table, expiry, id, false);
+    }
+
+    /// Make later puts' ids larger than `id` (ids of files found on disk).
+    pub fn ids_after(&self, id: u64) {
+        let mut index = self.shared.lock_index();
+        index.next_seq = index.next_seq.max(id);
+    }
+
+    fn insert_entry(
+        &self,
+        index: &mut MutexGuard<'_, Index>,
+        key: TableKey,
+        table: Arc<CachedTable>,
+        expiry: Option<Expiry>,
+        id: u64,
+        evictable: bool,
+    ) -> (Option<Arc<CachedTable>>, u64) {
+        let now = self.shared.clock.now();
         let used_seq = index.next_seq();
-        let expiry = ttl.and_then(|ttl| Expiry::after(now, ttl));
-        index.lru.insert(used_seq, key.clone());
+        if evictable {
+            index.lru.insert(used_seq, key.clone());
+        }
         if let Some(expiry) = expiry {
             index.deadlines.insert((expiry.deadline, id), key.clone());
         }
@@ -266,6 +326,7 @@ impl TableStore {
             table,
             id,
             used_seq,
+            evictable,
             last_used: now,
             expiry,
         };
@@ -273,14 +334,34 @@ impl TableStore {
         if let Some(old) = &old {
             index.forget(old);
         }
-        self.shared.wake_sweep_for(&index, expiry);
-        drop(index);
-        let old = old?;
+        self.shared.wake_sweep_for(index, expiry);
+        let Some(old) = old else {
+            return (None, id);
+        };
         if old.is_expired(now) {
             self.shared.expirations.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return (None, id);
         }
-        Some(old.table)
+        (Some(old.table), id)
+    }
+
+    /// Tell `on_remove` of every table removed from now on.
+    pub fn set_on_remove(&self, on_remove: std::sync::Weak<dyn OnRemove>) {
+        self.shared.on_remove.set(on_remove).ok();
+    }
+
+    /// Remove the table under `key` if it is still put `id`'s (a corrupt file found out).
+    pub fn remove_version(&self, key: &TableKey, id: u64) -> bool {
+        let removed = {
+            let mut index = self.shared.lock_index();
+            let Some((_, entry)) = self.shared.tables.remove_if(key, |_, e| e.id == id) else {
+                return false;
+            };
+            index.forget(&entry);
+            entry
+        };
+        self.shared.removed(key, &removed);
+        true
     }
 
     /// Remove the table under `key`; returns it unless there was none (or it had expired).
@@ -292,6 +373,7 @@ impl TableStore {
             index.forget(&entry);
             entry
         };
+        self.shared.removed(key, &removed);
         if removed.is_expired(now) {
             self.shared.expirations.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -307,8 +389,8 @@ impl TableStore {
         let mut removed = Vec::new();
         {
             let mut index = self.shared.lock_index();
-            self.shared.tables.retain(|_, entry| {
-                removed.push(entry.clone());
+            self.shared.tables.retain(|key, entry| {
+                removed.push((key.clone(), entry.clone()));
                 false
             });
             *index = Index {
@@ -316,7 +398,10 @@ impl TableStore {
                 ..Index::default()
             };
         }
-        let expired = removed.iter().filter(|e| e.is_expired(now)).count() as u64;
+        for (key, entry) in &removed {
+            self.shared.removed(key, entry);
+        }
+        let expired = removed.iter().filter(|(_, e)| e.is_expired(now)).count() as u64;
         self.shared
             .expirations
             .fetch_add(expired, Ordering::Relaxed);
@@ -380,9 +465,12 @@ impl TableStore {
                 let ((_, id), key) = entry.remove_entry();
                 if let Some((_, removed)) = self.shared.tables.remove_if(&key, |_, e| e.id == id) {
                     index.lru.remove(&removed.used_seq);
-                    expired.push(removed);
+                    expired.push((key, removed));
                 }
             }
+        }
+        for (key, entry) in &expired {
+            self.shared.removed(key, entry);
         }
         self.shared
             .expirations
@@ -459,11 +547,22 @@ impl TableStore {
             evictions: self.shared.evictions.load(Ordering::Relaxed),
             expirations: self.shared.expirations.load(Ordering::Relaxed),
             rejected_uploads: budget.refused(),
+            disk_tables: 0,
+            disk_bytes: 0,
+            disk_queued: 0,
+            disk_write_failures: 0,
         }
     }
 }
 
 impl Shared {
+    /// Tell whoever listens that `entry` of `key` was removed.
+    fn removed(&self, key: &TableKey, entry: &Entry) {
+        if let Some(on_remove) = self.on_remove.get().and_then(std::sync::Weak::upgrade) {
+            on_remove.removed(key, entry.id);
+        }
+    }
+
     fn lock_index(&self) -> MutexGuard<'_, Index> {
         // The index is changed together with the map under this lock, never across a call that
         // can panic between the two.
@@ -522,8 +621,10 @@ impl Shared {
             };
             index.forget(&entry);
             tracing::debug!(key = key.as_str(), bytes = entry.table.bytes(), "evicted");
-            entry
+            (key, entry)
         };
+        let (key, victim) = victim;
+        self.removed(&key, &victim);
         let counter = if victim.is_expired(self.clock.now()) {
             &self.expirations
         } else {

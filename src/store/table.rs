@@ -12,8 +12,11 @@ use arrow::datatypes::SchemaRef;
 use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, SchemaResult};
 use bytes::{Bytes, BytesMut};
 
+use std::sync::Arc;
+
 use crate::protocol::key::TableKey;
 use crate::store::budget::Charge;
+use crate::store::disk::file::TableFile;
 
 /// One stored Flight message: its IPC header, its `app_metadata`, and its body, in one or more
 /// segments that follow each other on the wire (a re-split piece is slices of the giant body it
@@ -69,6 +72,8 @@ pub struct CachedTable {
     /// carries charges of its own).
     _metadata: Charge,
     counts: TableCounts,
+    /// The file it was mapped from, for a table that came back from disk at startup.
+    file: Option<Arc<TableFile>>,
 }
 
 /// A table's rows, Arrow bytes and record batches.
@@ -97,7 +102,31 @@ impl CachedTable {
             messages,
             _metadata: metadata,
             counts,
+            file: None,
         }
+    }
+
+    /// Assemble a table mapped from `file`, whose messages point into the mapping
+    /// ([`read_table`](crate::store::disk::file::read_table) checked their framing).
+    pub(crate) fn from_file(
+        schema: SchemaRef,
+        schema_header: &[u8],
+        messages: Vec<StoredMessage>,
+        metadata: Charge,
+        counts: TableCounts,
+        file: Arc<TableFile>,
+    ) -> Self {
+        Self {
+            file: Some(file),
+            ..Self::from_validated(schema, schema_header, messages, metadata, counts)
+        }
+    }
+
+    /// The file this table is mapped from, if it came back from disk at startup: its bytes are
+    /// the page cache's, not table memory, and must be [verified](TableFile::verify) before
+    /// they are first served.
+    pub fn file(&self) -> Option<&Arc<TableFile>> {
+        self.file.as_ref()
     }
 
     /// The table's Arrow schema, with its metadata.

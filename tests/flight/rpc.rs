@@ -224,6 +224,10 @@ async fn stats_count_tables_rows_and_requests() {
             evictions: 0,
             expirations: 0,
             rejected_uploads: 0,
+            disk_tables: 0, // no data directory
+            disk_bytes: 0,
+            disk_queued: 0,
+            disk_write_failures: 0,
         }
     );
     server.shutdown_and_wait().await;

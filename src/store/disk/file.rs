@@ -1,0 +1,402 @@
+//! One table on disk: an Arrow IPC file, written from the stored messages as they are and
+//! read back by mapping it.
+//!
+//! The file is what the Arrow columnar format calls the file format, so any Arrow library
+//! reads it (`pyarrow.ipc.open_file(path).read_all()`): the magic, the table's stored messages
+//! (schema, dictionaries, record batches) each framed as an encapsulated IPC message, the
+//! end-of-stream marker, then the footer with the schema and the blocks of the dictionaries and
+//! record batches. What flightcache knows besides the Arrow data rides in the footer's custom
+//! metadata under [`FOOTER_KEY`]: the key, the deadline, every message's `app_metadata`, and a
+//! CRC-32 of everything before the footer, so that a torn or corrupt file is found out.
+//!
+//! Reading back maps the file and slices each message's header and body out of the mapping:
+//! nothing is parsed but the headers (small) and nothing is copied; the checksum is checked
+//! once, before the table is first served ([`TableFile::verify`]).
+//!
+//! The messages are written in their stored order and read back in file order, not through
+//! the footer's blocks, so a table whose dictionaries change between batches comes back as it
+//! was uploaded (the file format itself cannot express a dictionary replaced mid-table: other
+//! readers refuse such a file).
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::convert::{IpcSchemaEncoder, try_fb_to_schema};
+use arrow::ipc::writer::DictionaryTracker;
+use arrow::ipc::{
+    Block, FooterBuilder, MessageHeader, MetadataVersion, root_as_footer, root_as_message,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use flatbuffers::FlatBufferBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::key::TableKey;
+use crate::store::budget::MemoryBudget;
+use crate::store::table::{CachedTable, StoredMessage, TableCounts};
+
+/// The magic that starts and ends an Arrow IPC file.
+const MAGIC: &[u8; 6] = b"ARROW1";
+/// The IPC continuation marker that starts an encapsulated message.
+const CONTINUATION: [u8; 4] = [0xFF; 4];
+/// The footer's custom metadata key under which flightcache keeps its own [`FileMeta`].
+pub const FOOTER_KEY: &str = "flightcache";
+/// The version of [`FileMeta`] this build writes and reads.
+const FORMAT_VERSION: u32 = 1;
+
+/// What flightcache keeps in a table file beside the Arrow data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMeta {
+    /// [`FORMAT_VERSION`].
+    pub version: u32,
+    /// The table's key.
+    pub key: String,
+    /// When the key expires; `None`: never. A sidecar file written later (`expire`,
+    /// `persist`, a renewal) takes precedence.
+    pub expiry: Option<PersistedExpiry>,
+    /// Every message's `app_metadata` (base64), in order, the schema's first.
+    pub app_metadata: Vec<String>,
+    /// CRC-32 (IEEE) of the file's bytes before the footer.
+    pub crc32: u32,
+    /// How many bytes the CRC covers: where the footer starts.
+    pub checked_len: u64,
+}
+
+/// A time to live as it is kept on disk: on the wall clock, which survives a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedExpiry {
+    /// When the key expires, in milliseconds since the Unix epoch.
+    pub deadline_unix_ms: u64,
+    /// The time to live it was given, in milliseconds (a renewal extends it by this).
+    pub ttl_ms: u64,
+}
+
+/// A writer that counts and checksums what passes through it.
+struct Checksummed<W> {
+    inner: W,
+    hasher: crc32fast::Hasher,
+    written: u64,
+}
+
+impl<W: Write> Checksummed<W> {
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.inner.write_all(bytes)?;
+        self.hasher.update(bytes);
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn pad_to_8(&mut self) -> io::Result<()> {
+        let padding = (self.written.next_multiple_of(8) - self.written) as usize;
+        self.put(&[0; 8][..padding])
+    }
+}
+
+/// Write `table` of `key`, expiring as `expiry` says, as an Arrow IPC file to `out`.
+///
+/// # Errors
+/// The writer's errors; `InvalidData` for a stored message whose header does not parse
+/// (cannot happen for a validated table).
+pub fn write_table(
+    out: impl Write,
+    key: &TableKey,
+    table: &CachedTable,
+    expiry: Option<PersistedExpiry>,
+) -> io::Result<()> {
+    let mut out = Checksummed {
+        inner: out,
+        hasher: crc32fast::Hasher::new(),
+        written: 0,
+    };
+    out.put(MAGIC)?;
+    out.put(&[0, 0])?;
+    let (mut dictionaries, mut batches) = (Vec::new(), Vec::new());
+    let mut app_metadata = Vec::with_capacity(table.messages().len());
+    for message in table.messages() {
+        let offset = out.written;
+        let padded_header = message.header.len().next_multiple_of(8);
+        out.put(&CONTINUATION)?;
+        out.put(&i32::try_from(padded_header).map_err(invalid)?.to_le_bytes())?;
+        out.put(&message.header)?;
+        out.pad_to_8()?;
+        for segment in &message.body {
+            out.put(segment)?;
+        }
+        let body_len = message.body_len();
+        out.pad_to_8()?;
+        let header = root_as_message(&message.header).map_err(invalid)?;
+        let block = Block::new(
+            i64::try_from(offset).map_err(invalid)?,
+            i32::try_from(8 + padded_header).map_err(invalid)?,
+            i64::try_from(body_len).map_err(invalid)?,
+        );
+        match header.header_type() {
+            MessageHeader::DictionaryBatch => dictionaries.push(block),
+            MessageHeader::RecordBatch => batches.push(block),
+            _ => {}
+        }
+        app_metadata.push(BASE64.encode(&message.app_metadata));
+    }
+    // End of stream.
+    out.put(&CONTINUATION)?;
+    out.put(&0_i32.to_le_bytes())?;
+    let meta = FileMeta {
+        version: FORMAT_VERSION,
+        key: key.as_str().to_string(),
+        expiry,
+        app_metadata,
+        crc32: out.hasher.clone().finalize(),
+        checked_len: out.written,
+    };
+    let footer = footer(table.schema(), &dictionaries, &batches, &meta)?;
+    out.put(&footer)?;
+    out.put(&i32::try_from(footer.len()).map_err(invalid)?.to_le_bytes())?;
+    out.put(MAGIC)?;
+    out.inner.flush()
+}
+
+/// The footer flatbuffer: the schema, the blocks, and `meta` as custom metadata.
+fn footer(
+    schema: &SchemaRef,
+    dictionaries: &[Block],
+    batches: &[Block],
+    meta: &FileMeta,
+) -> io::Result<Vec<u8>> {
+    let mut fbb = FlatBufferBuilder::new();
+    let dictionaries = fbb.create_vector(dictionaries);
+    let batches = fbb.create_vector(batches);
+    let mut tracker = DictionaryTracker::new(false);
+    let schema = IpcSchemaEncoder::new()
+        .with_dictionary_tracker(&mut tracker)
+        .schema_to_fb_offset(&mut fbb, schema);
+    let meta = serde_json::to_string(meta).map_err(invalid)?;
+    let custom = arrow::datatypes::Metadata::default().with(FOOTER_KEY, meta);
+    let custom = arrow::ipc::convert::metadata_to_fb(&mut fbb, &custom);
+    let mut builder = FooterBuilder::new(&mut fbb);
+    builder.add_version(MetadataVersion::V5);
+    builder.add_schema(schema);
+    builder.add_dictionaries(dictionaries);
+    builder.add_recordBatches(batches);
+    builder.add_custom_metadata(custom);
+    let root = builder.finish();
+    fbb.finish(root, None);
+    Ok(fbb.finished_data().to_vec())
+}
+
+fn invalid(err: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, err.to_string())
+}
+
+/// A table file mapped into memory, whose bytes the restored table's messages point into.
+#[derive(Debug)]
+pub struct TableFile {
+    /// Where it was found (moved to quarantine if it turns out corrupt).
+    pub path: PathBuf,
+    mapped: Bytes,
+    meta: FileMeta,
+    /// Whether the checksum matched, once checked.
+    verified: OnceLock<bool>,
+}
+
+impl TableFile {
+    /// Whether the file's bytes are the ones written: the CRC of everything before the footer,
+    /// computed the first time it is asked (it reads the whole file) and remembered.
+    pub fn verify(&self) -> bool {
+        *self.verified.get_or_init(|| {
+            let checked = &self.mapped[..self.meta.checked_len as usize];
+            crc32fast::hash(checked) == self.meta.crc32
+        })
+    }
+
+    /// What the footer says besides the Arrow data.
+    pub fn meta(&self) -> &FileMeta {
+        &self.meta
+    }
+
+    /// The file's size in bytes.
+    pub fn len(&self) -> u64 {
+        self.mapped.len() as u64
+    }
+}
+
+/// Why a file in the data directory cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum BadFile {
+    /// It could not be opened or mapped.
+    #[error("cannot read it: {0}")]
+    Io(#[from] io::Error),
+    /// It is not an Arrow IPC file written by flightcache, or not a whole one.
+    #[error("{0}")]
+    Format(String),
+}
+
+fn bad(problem: impl Into<String>) -> BadFile {
+    BadFile::Format(problem.into())
+}
+
+/// Map the table file at `path` and rebuild its table, its messages pointing into the mapping.
+/// The checksum is not checked here (see [`TableFile::verify`]); everything else is: the
+/// magic at both ends, the footer and its metadata, every message's framing and header, and
+/// that every body lies inside the file.
+///
+/// # Errors
+/// [`BadFile`] for a file that is truncated, corrupt or not one of flightcache's.
+pub fn read_table(
+    path: &Path,
+    budget: &Arc<MemoryBudget>,
+) -> Result<(CachedTable, Arc<TableFile>), BadFile> {
+    let file = std::fs::File::open(path)?;
+    #[allow(unsafe_code)]
+    // SAFETY: the data directory is the server's own (mode 0700, locked against a second
+    // server); its table files are written once under a temporary name and never modified
+    // after they are renamed into place, only unlinked, which leaves a mapping intact.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    let mapped = Bytes::from_owner(map);
+    let len = mapped.len();
+    if len < 8 + 4 + 6 || &mapped[..6] != MAGIC || &mapped[len - 6..] != MAGIC {
+        return Err(bad("not an Arrow IPC file (no ARROW1 magic at both ends)"));
+    }
+    let footer_len = i32::from_le_bytes(mapped[len - 10..len - 6].try_into().expect("4 bytes"));
+    let footer_start = usize::try_from(footer_len)
+        .ok()
+        .and_then(|footer_len| (len - 10).checked_sub(footer_len))
+        .filter(|&start| start >= 8)
+        .ok_or_else(|| bad("its footer length runs past the start of the file"))?;
+    let footer = root_as_footer(&mapped[footer_start..len - 10])
+        .map_err(|err| bad(format!("its footer is not valid: {err}")))?;
+    let meta = footer
+        .custom_metadata()
+        .into_iter()
+        .flatten()
+        .find(|entry| entry.key() == Some(FOOTER_KEY))
+        .and_then(|entry| entry.value())
+        .ok_or_else(|| bad("its footer has no flightcache metadata: not written by flightcache"))?;
+    let meta: FileMeta = serde_json::from_str(meta)
+        .map_err(|err| bad(format!("its flightcache metadata does not parse: {err}")))?;
+    if meta.version != FORMAT_VERSION {
+        return Err(bad(format!(
+            "format version {} is not {FORMAT_VERSION}",
+            meta.version
+        )));
+    }
+    if meta.checked_len as usize != footer_start {
+        return Err(bad("its checksum does not cover the data up to its footer"));
+    }
+
+    let mut messages = Vec::with_capacity(meta.app_metadata.len());
+    let mut counts = TableCounts {
+        rows: 0,
+        bytes: 0,
+        batches: 0,
+    };
+    let mut schema = None;
+    let mut schema_header = Bytes::new();
+    let mut at = 8;
+    loop {
+        let frame = mapped
+            .get(at..at + 8)
+            .filter(|_| at + 8 <= footer_start)
+            .ok_or_else(|| bad("its messages run into the footer"))?;
+        if frame[..4] != CONTINUATION {
+            return Err(bad(format!("no message starts at byte {at}")));
+        }
+        let header_len = i32::from_le_bytes(frame[4..].try_into().expect("4 bytes"));
+        if header_len == 0 {
+            break; // end of stream
+        }
+        let header_len = usize::try_from(header_len)
+            .map_err(|_| bad(format!("a negative length at byte {at}")))?;
+        let header_end = at + 8 + header_len;
+        if header_end > footer_start {
+            return Err(bad(format!(
+                "the message at byte {at} runs into the footer"
+            )));
+        }
+        let header = mapped.slice(at + 8..header_end);
+        let message = root_as_message(&header)
+            .map_err(|err| bad(format!("the message at byte {at} is not valid: {err}")))?;
+        let body_len = usize::try_from(message.bodyLength()).map_err(|_| {
+            bad(format!(
+                "the message at byte {at} has a negative body length"
+            ))
+        })?;
+        let body_end = header_end
+            .checked_add(body_len)
+            .filter(|&end| end <= footer_start)
+            .ok_or_else(|| {
+                bad(format!(
+                    "the body of the message at byte {at} runs past the data"
+                ))
+            })?;
+        match message.header_type() {
+            MessageHeader::Schema if schema.is_none() && messages.is_empty() => {
+                let fb = message
+                    .header_as_schema()
+                    .ok_or_else(|| bad("the schema message has no schema"))?;
+                let decoded = try_fb_to_schema(fb)
+                    .map_err(|err| bad(format!("its schema does not decode: {err}")))?;
+                schema = Some(Arc::new(decoded));
+                schema_header = header.clone();
+            }
+            MessageHeader::DictionaryBatch if schema.is_some() => {}
+            MessageHeader::RecordBatch if schema.is_some() => {
+                let batch = message
+                    .header_as_record_batch()
+                    .ok_or_else(|| bad(format!("the record batch at byte {at} has no header")))?;
+                counts.rows += u64::try_from(batch.length()).unwrap_or(0);
+                counts.batches += 1;
+            }
+            other => {
+                return Err(bad(format!(
+                    "a {other:?} message at byte {at} where a table cannot have one"
+                )));
+            }
+        }
+        counts.bytes += body_len as u64;
+        let app_metadata = meta
+            .app_metadata
+            .get(messages.len())
+            .ok_or_else(|| bad("it has more messages than its metadata lists"))?;
+        let app_metadata = BASE64
+            .decode(app_metadata)
+            .map_err(|err| bad(format!("an app_metadata is not base64: {err}")))?;
+        let body = if body_len == 0 {
+            Vec::new()
+        } else {
+            vec![mapped.slice(header_end..body_end)]
+        };
+        messages.push(StoredMessage {
+            header,
+            app_metadata: Bytes::from(app_metadata),
+            body,
+        });
+        at = body_end.next_multiple_of(8);
+    }
+    if messages.len() != meta.app_metadata.len() {
+        return Err(bad("it has fewer messages than its metadata lists"));
+    }
+    let schema = schema.ok_or_else(|| bad("it has no schema message"))?;
+    // The headers and bodies stay in the mapping; the list of messages is on the heap.
+    let listed = messages.len() * std::mem::size_of::<StoredMessage>();
+    let charge = budget
+        .charge(listed, None)
+        .map_err(|_| bad("the memory budget cannot hold its list of messages"))?;
+    let file = Arc::new(TableFile {
+        path: path.to_path_buf(),
+        mapped,
+        meta,
+        verified: OnceLock::new(),
+    });
+    let table = CachedTable::from_file(
+        schema,
+        &schema_header,
+        messages,
+        charge,
+        counts,
+        Arc::clone(&file),
+    );
+    Ok((table, file))
+}

@@ -1,0 +1,837 @@
+//! The data directory (`serve --data-dir`): every table on disk as well as in memory, so that a
+//! restart loses nothing acknowledged.
+//!
+//! Each table is one Arrow IPC file ([`file`]), named by a digest of its key and the id of the
+//! put that stored it: `tables/<sha256(key)>-<id>.arrow`. No key, whatever its bytes, can name
+//! a path outside the directory or another key's file. A later `expire`, `persist` or renewal
+//! writes the key's new deadline beside it (`<sha256(key)>-<id>.ttl`, JSON). Every file is
+//! written under `tmp/`, synced, then renamed into `tables/`, and the directory is synced: a
+//! file in `tables/` is whole or absent, never torn. A put's file replaces the key's older
+//! ones once it is in place; a drop, clear, expiry or eviction removes the key's files.
+//!
+//! Two durability modes ([`Durability`]): `always` acknowledges a put once its file is in
+//! place and synced (a power cut loses no acknowledged put); `background`, the default,
+//! acknowledges it at once and writes its file behind it (kill -9 loses nothing the kernel
+//! has, a power cut the puts still queued). A file that cannot be written (a full disk) fails
+//! the put in `always`; in `background` the table stays in memory only, counted in `stats`.
+//!
+//! At startup ([`DataDir::open`]) the directory is locked (a second server refuses to start,
+//! naming the first's PID), and every table file is mapped and served from the mapping: the
+//! page cache holds it, nothing is copied into table memory, so the first get is answered
+//! as soon as the headers are read. Keys whose deadline passed while the server was down are
+//! removed. A file that is truncated, corrupt or not flightcache's is moved to `quarantine/`
+//! with one warning; its checksum is checked before it is first served, and by a background
+//! pass over every restored table.
+
+pub mod file;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::protocol::actions::StoreStats;
+use crate::protocol::key::TableKey;
+use crate::store::table::CachedTable;
+use crate::store::{Expiry, OnRemove, StoredTable, TableStore};
+use file::PersistedExpiry;
+
+/// When a put is acknowledged, against when its file is on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Once its file is written, synced and in place (Redis' `appendfsync always`): a crash
+    /// or a power cut loses no acknowledged put; a put is as fast as the disk.
+    Always,
+    /// At once; the file is written and synced behind it, in put order: a put is as fast as
+    /// in memory; kill -9 loses no table whose file was written, a power cut the puts whose
+    /// files were still queued.
+    #[default]
+    Background,
+}
+
+/// What came back from disk at startup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Tables served again.
+    pub tables: u64,
+    /// Their Arrow bytes.
+    pub bytes: u64,
+    /// Keys whose deadline passed while the server was down: removed.
+    pub expired: u64,
+    /// Files moved to `quarantine/`.
+    pub quarantined: u64,
+}
+
+/// The data directory's counters, for `stats` and the metrics page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskStats {
+    /// Tables whose file is in place.
+    pub tables: u64,
+    /// The size of those files.
+    pub bytes: u64,
+    /// Tables whose file is still to be written (`background`).
+    pub queued: u64,
+    /// Files that could not be written since the server started: those tables are in memory
+    /// only (`background`), or their puts failed (`always`).
+    pub write_failures: u64,
+}
+
+/// A key's files: by put id, the data file's size (`None`: only a `.ttl` file so far).
+type Versions = BTreeMap<u64, Option<u64>>;
+
+/// Work for the background writer.
+enum Job {
+    /// Write the file of `key`'s put `id`, unless it was replaced or removed meanwhile.
+    Table { key: TableKey, id: u64 },
+    /// Write `key`'s current deadline beside its file.
+    Expiry { key: TableKey },
+}
+
+/// An open, locked data directory, and the writer that keeps it up to date.
+#[derive(Debug)]
+pub struct DataDir {
+    tables: PathBuf,
+    tmp: PathBuf,
+    quarantine: PathBuf,
+    durability: Durability,
+    store: TableStore,
+    /// Files in `tables/`, by key digest. Held while a file is renamed into place or removed,
+    /// and across the check that its put is still the key's current one.
+    files: Mutex<HashMap<String, Versions>>,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    queued: AtomicU64,
+    write_failures: AtomicU64,
+    next_temp: AtomicU64,
+    report: RestoreReport,
+    /// Held (with an exclusive lock) while the server runs.
+    _lock: File,
+}
+
+impl DataDir {
+    /// Open (creating it if need be, readable by this user only) and lock the data directory
+    /// at `root`, serve every table it holds from `store`, and start writing new puts to it.
+    ///
+    /// # Errors
+    /// [`Error::DataDir`] if it cannot be created, read or locked, or another server holds it.
+    pub fn open(root: &Path, durability: Durability, store: &TableStore) -> Result<Arc<Self>> {
+        let problem = |problem: String| Error::DataDir {
+            path: root.to_path_buf(),
+            problem,
+        };
+        let io_problem = |what: &str, err: io::Error| problem(format!("{what}: {err}"));
+        create_private_dir(root).map_err(|err| io_problem("cannot create it", err))?;
+        let lock = lock(root)?;
+        let tables = root.join("tables");
+        let tmp = root.join("tmp");
+        let quarantine = root.join("quarantine");
+        for dir in [&tables, &tmp, &quarantine] {
+            create_private_dir(dir).map_err(|err| io_problem("cannot create its folders", err))?;
+        }
+        // Files a crash left half written.
+        for entry in fs::read_dir(&tmp).map_err(|err| io_problem("cannot read tmp/", err))? {
+            let entry = entry.map_err(|err| io_problem("cannot read tmp/", err))?;
+            fs::remove_file(entry.path()).ok();
+        }
+        let mut dir = Self {
+            tables,
+            tmp,
+            quarantine,
+            durability,
+            store: store.clone(),
+            files: Mutex::default(),
+            jobs: Mutex::default(),
+            writer: Mutex::default(),
+            queued: AtomicU64::new(0),
+            write_failures: AtomicU64::new(0),
+            next_temp: AtomicU64::new(0),
+            report: RestoreReport::default(),
+            _lock: lock,
+        };
+        dir.report = dir
+            .restore()
+            .map_err(|err| io_problem("cannot read tables/", err))?;
+        let dir = Arc::new(dir);
+        let weak: std::sync::Weak<dyn OnRemove> = Arc::downgrade(&dir) as _;
+        store.set_on_remove(weak);
+        let (jobs, queue) = mpsc::channel();
+        *dir.jobs.lock().unwrap_or_else(PoisonError::into_inner) = Some(jobs);
+        let writer = Arc::clone(&dir);
+        let handle = std::thread::Builder::new()
+            .name("flightcache-disk".into())
+            .spawn(move || writer.write_behind(&queue))
+            .map_err(|err| io_problem("cannot start its writer", err))?;
+        *dir.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
+        if dir.report.tables > 0 {
+            let verifier = Arc::downgrade(&dir);
+            std::thread::Builder::new()
+                .name("flightcache-verify".into())
+                .spawn(move || verify_restored(&verifier))
+                .map_err(|err| io_problem("cannot start its checker", err))?;
+        }
+        Ok(dir)
+    }
+
+    /// What came back from disk when it was opened.
+    pub fn report(&self) -> RestoreReport {
+        self.report
+    }
+
+    /// Store `table` under `key` with `expiry`, in memory and on disk as [`Durability`] says;
+    /// returns the table it replaced.
+    ///
+    /// # Errors
+    /// Under [`Durability::Always`], [`Error::DiskFull`] or [`Error::DiskWrite`] if its file
+    /// could not be written: then nothing was stored and the key's old table stays.
+    pub async fn publish(
+        self: &Arc<Self>,
+        key: TableKey,
+        table: Arc<CachedTable>,
+        expiry: Option<Expiry>,
+    ) -> Result<Option<Arc<CachedTable>>> {
+        match self.durability {
+            Durability::Background => {
+                let (old, id) = self.store.insert_with_expiry(key.clone(), table, expiry);
+                self.enqueue(Job::Table { key, id });
+                Ok(old)
+            }
+            Durability::Always => {
+                let dir = Arc::clone(self);
+                let persisted = expiry.map(|expiry| self.persisted(expiry));
+                let written = tokio::task::spawn_blocking(move || {
+                    let temp = dir.write_temp(&key, &table, persisted);
+                    (dir, key, table, temp)
+                })
+                .await
+                .map_err(|err| Error::TaskFailed {
+                    task: "data directory write",
+                    source: err,
+                })?;
+                let (dir, key, table, temp) = written;
+                let temp = temp.map_err(|err| dir.write_failed(&key, err))?;
+                tokio::task::spawn_blocking(move || dir.commit_now(key, table, expiry, &temp))
+                    .await
+                    .map_err(|err| Error::TaskFailed {
+                        task: "data directory write",
+                        source: err,
+                    })?
+            }
+        }
+    }
+
+    /// Write `key`'s current deadline beside its file (after `expire`, `persist` or a
+    /// renewal): at once under `always`, behind the answer under `background`.
+    pub fn expiry_changed(&self, key: &TableKey) {
+        match self.durability {
+            Durability::Background => self.enqueue(Job::Expiry { key: key.clone() }),
+            Durability::Always => {
+                if let Err(err) = self.write_expiry(key) {
+                    tracing::warn!(key = key.as_str(), error = %err, "cannot write a deadline to the data directory");
+                }
+            }
+        }
+    }
+
+    /// Check a table that came back from disk before it is first served (its checksum, once);
+    /// a corrupt one is moved to quarantine and removed.
+    ///
+    /// # Errors
+    /// [`Error::CorruptTable`] for a corrupt one.
+    pub async fn check(self: &Arc<Self>, key: &TableKey, stored: &StoredTable) -> Result<()> {
+        let Some(file) = stored.table.file().cloned() else {
+            return Ok(());
+        };
+        let verified = tokio::task::spawn_blocking(move || file.verify())
+            .await
+            .unwrap_or(false);
+        if verified {
+            return Ok(());
+        }
+        self.quarantine_version(key, stored.id, "its checksum does not match");
+        Err(Error::CorruptTable { key: key.clone() })
+    }
+
+    /// Fill in the data directory's part of `stats`.
+    pub fn add_to(&self, stats: &mut StoreStats) {
+        let disk = self.stats();
+        stats.disk_tables = disk.tables;
+        stats.disk_bytes = disk.bytes;
+        stats.disk_queued = disk.queued;
+        stats.disk_write_failures = disk.write_failures;
+    }
+
+    /// The counters for `stats`.
+    pub fn stats(&self) -> DiskStats {
+        let files = self.lock_files();
+        let sizes = files
+            .values()
+            .filter_map(|versions| versions.values().rev().flatten().next());
+        let (tables, bytes) = sizes.fold((0, 0), |(n, total), size| (n + 1, total + size));
+        DiskStats {
+            tables,
+            bytes,
+            queued: self.queued.load(Ordering::Relaxed),
+            write_failures: self.write_failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Write every queued file, then stop the writer: what a clean stop does before the
+    /// process exits, so that it loses nothing in either mode.
+    pub fn finish(&self) {
+        drop(
+            self.jobs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(writer) = writer {
+            writer.join().ok();
+        }
+    }
+
+    fn enqueue(&self, job: Job) {
+        let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(jobs) = jobs.as_ref() {
+            self.queued.fetch_add(1, Ordering::Relaxed);
+            if jobs.send(job).is_err() {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The background writer: write each queued job, in order, until the queue closes.
+    fn write_behind(&self, queue: &mpsc::Receiver<Job>) {
+        while let Ok(job) = queue.recv() {
+            match job {
+                Job::Table { key, id } => self.write_queued(&key, id),
+                Job::Expiry { key } => {
+                    if let Err(err) = self.write_expiry(&key) {
+                        tracing::warn!(key = key.as_str(), error = %err, "cannot write a deadline to the data directory");
+                    }
+                }
+            }
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Write the file of `key`'s put `id` if it is still the key's table, and put it in place
+    /// unless it was replaced or removed while it was written.
+    fn write_queued(&self, key: &TableKey, id: u64) {
+        let Some(stored) = self.store.peek(key).filter(|stored| stored.id == id) else {
+            return; // replaced or removed: its successor's job, or nothing, is due
+        };
+        let persisted = stored.expiry.map(|expiry| self.persisted(expiry));
+        let temp = match self.write_temp(key, &stored.table, persisted) {
+            Ok(temp) => temp,
+            Err(err) => {
+                self.write_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    key = key.as_str(),
+                    error = %err,
+                    "cannot write a table to the data directory: it is kept in memory only"
+                );
+                return;
+            }
+        };
+        drop(stored);
+        let placed = {
+            let mut files = self.lock_files();
+            let current = self.store.peek(key).is_some_and(|stored| stored.id == id);
+            current.then(|| self.place(&mut files, key, id, &temp))
+        };
+        match placed {
+            None => {
+                fs::remove_file(&temp).ok();
+            }
+            Some(Ok(())) => self.sync_dir(),
+            Some(Err(err)) => {
+                fs::remove_file(&temp).ok();
+                self.write_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(key = key.as_str(), error = %err, "cannot put a table's file in place: it is kept in memory only");
+            }
+        }
+    }
+
+    /// Under `always`: publish the table in memory and its written file on disk together.
+    fn commit_now(
+        &self,
+        key: TableKey,
+        table: Arc<CachedTable>,
+        expiry: Option<Expiry>,
+        temp: &Path,
+    ) -> Result<Option<Arc<CachedTable>>> {
+        let (old, id, placed) = {
+            let mut files = self.lock_files();
+            let (old, id) = self.store.insert_with_expiry(key.clone(), table, expiry);
+            let placed = self.place(&mut files, &key, id, temp);
+            (old, id, placed)
+        };
+        if let Err(err) = placed {
+            fs::remove_file(temp).ok();
+            self.store.remove_version(&key, id);
+            return Err(self.write_failed(&key, err));
+        }
+        self.sync_dir();
+        Ok(old)
+    }
+
+    /// Count and classify a failed write of `key`'s file.
+    fn write_failed(&self, key: &TableKey, err: io::Error) -> Error {
+        self.write_failures.fetch_add(1, Ordering::Relaxed);
+        if is_disk_full(&err) {
+            Error::DiskFull { key: key.clone() }
+        } else {
+            Error::DiskWrite {
+                key: key.clone(),
+                source: err,
+            }
+        }
+    }
+
+    /// Write `table`'s file under `tmp/`, synced; its path.
+    fn write_temp(
+        &self,
+        key: &TableKey,
+        table: &CachedTable,
+        expiry: Option<PersistedExpiry>,
+    ) -> io::Result<PathBuf> {
+        let temp = self.temp_path();
+        let written = (|| {
+            let out = create_private_file(&temp)?;
+            let mut out = BufWriter::with_capacity(1 << 20, out);
+            file::write_table(&mut out, key, table, expiry)?;
+            out.into_inner()
+                .map_err(io::IntoInnerError::into_error)?
+                .sync_all()
+        })();
+        match written {
+            Ok(()) => Ok(temp),
+            Err(err) => {
+                fs::remove_file(&temp).ok();
+                Err(err)
+            }
+        }
+    }
+
+    /// Rename the written file `temp` into place as `key`'s put `id`, and remove the key's
+    /// other files. The caller holds `files` and syncs the directory after.
+    fn place(
+        &self,
+        files: &mut MutexGuard<'_, HashMap<String, Versions>>,
+        key: &TableKey,
+        id: u64,
+        temp: &Path,
+    ) -> io::Result<()> {
+        let digest = key_digest(key);
+        let size = fs::metadata(temp)?.len();
+        fs::rename(temp, self.tables.join(format!("{digest}-{id:020}.arrow")))?;
+        let versions = files.entry(digest.clone()).or_default();
+        let older: Vec<u64> = versions.keys().copied().filter(|&v| v != id).collect();
+        for version in older {
+            // A `.ttl` of this put written before its file stays; any other goes.
+            self.remove_files(&digest, version);
+            versions.remove(&version);
+        }
+        versions.insert(id, Some(size));
+        Ok(())
+    }
+
+    /// Write `key`'s current deadline beside its current put's file.
+    fn write_expiry(&self, key: &TableKey) -> io::Result<()> {
+        let Some(stored) = self.store.peek(key) else {
+            return Ok(());
+        };
+        let sidecar = Sidecar {
+            expiry: stored.expiry.map(|expiry| self.persisted(expiry)),
+        };
+        let temp = self.temp_path();
+        let mut out = create_private_file(&temp)?;
+        out.write_all(&serde_json::to_vec(&sidecar).map_err(io::Error::other)?)?;
+        out.sync_all()?;
+        let digest = key_digest(key);
+        {
+            let mut files = self.lock_files();
+            if self.store.peek(key).is_none_or(|now| now.id != stored.id) {
+                fs::remove_file(&temp).ok();
+                return Ok(()); // replaced or removed meanwhile
+            }
+            fs::rename(
+                &temp,
+                self.tables.join(format!("{digest}-{:020}.ttl", stored.id)),
+            )?;
+            files
+                .entry(digest)
+                .or_default()
+                .entry(stored.id)
+                .or_insert(None);
+        }
+        self.sync_dir();
+        Ok(())
+    }
+
+    /// Move `key`'s put `id`'s file to quarantine and stop serving it.
+    fn quarantine_version(&self, key: &TableKey, id: u64, why: &str) {
+        let digest = key_digest(key);
+        let name = format!("{digest}-{id:020}.arrow");
+        {
+            let mut files = self.lock_files();
+            let moved = fs::rename(self.tables.join(&name), self.quarantine.join(&name));
+            if let Some(versions) = files.get_mut(&digest) {
+                versions.remove(&id);
+            }
+            tracing::warn!(
+                key = key.as_str(),
+                file = %self.tables.join(&name).display(),
+                moved = moved.is_ok(),
+                "a table file is corrupt ({why}): moved to quarantine, not served"
+            );
+        }
+        self.store.remove_version(key, id);
+    }
+
+    /// Remove the data and deadline files of `digest`'s put `id`, if there are any.
+    fn remove_files(&self, digest: &str, id: u64) {
+        for extension in ["arrow", "ttl"] {
+            let path = self.tables.join(format!("{digest}-{id:020}.{extension}"));
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    tracing::warn!(file = %path.display(), error = %err, "cannot remove a file of the data directory")
+                }
+            }
+        }
+    }
+
+    fn temp_path(&self) -> PathBuf {
+        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
+        self.tmp.join(format!("{}-{n}.tmp", std::process::id()))
+    }
+
+    /// Make the renames and removals in `tables/` durable.
+    fn sync_dir(&self) {
+        if let Err(err) = File::open(&self.tables).and_then(|dir| dir.sync_all()) {
+            tracing::warn!(error = %err, "cannot sync the data directory");
+        }
+    }
+
+    /// `expiry` on the wall clock, as it survives a restart.
+    fn persisted(&self, expiry: Expiry) -> PersistedExpiry {
+        let left = expiry.remaining(self.store.clock().now());
+        PersistedExpiry {
+            deadline_unix_ms: unix_ms(SystemTime::now() + left),
+            ttl_ms: u64::try_from(expiry.ttl.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    fn lock_files(&self) -> MutexGuard<'_, HashMap<String, Versions>> {
+        self.files.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Serve every table in `tables/`: for each key, its newest file that reads back; older
+    /// ones and leftovers go, bad ones to quarantine.
+    fn restore(&self) -> io::Result<RestoreReport> {
+        let mut report = RestoreReport::default();
+        let mut found: HashMap<String, BTreeMap<u64, (bool, bool)>> = HashMap::new();
+        for entry in fs::read_dir(&self.tables)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let parsed = name.to_str().and_then(parse_file_name);
+            match parsed {
+                Some((digest, id, is_data)) => {
+                    let files = found.entry(digest).or_default().entry(id).or_default();
+                    if is_data {
+                        files.0 = true;
+                    } else {
+                        files.1 = true;
+                    }
+                }
+                None => {
+                    self.move_aside(&entry.path(), "its name is not one flightcache gives");
+                    report.quarantined += 1;
+                }
+            }
+        }
+        let now = unix_ms(SystemTime::now());
+        let mut max_id = 0;
+        for (digest, versions) in found {
+            max_id = max_id.max(versions.keys().copied().max().unwrap_or(0));
+            let mut chosen = None;
+            for (&id, &(has_data, _)) in versions.iter().rev() {
+                if chosen.is_some() || !has_data {
+                    self.remove_files(&digest, id);
+                    continue;
+                }
+                let path = self.tables.join(format!("{digest}-{id:020}.arrow"));
+                match file::read_table(&path, self.store.budget()) {
+                    Ok((table, file)) if key_digest_str(&file.meta().key) == digest => {
+                        chosen = Some((id, table, file));
+                    }
+                    Ok(_) => {
+                        self.move_aside(&path, "its key does not match its name");
+                        self.remove_files(&digest, id);
+                        report.quarantined += 1;
+                    }
+                    Err(err) => {
+                        self.move_aside(&path, &err.to_string());
+                        self.remove_files(&digest, id);
+                        report.quarantined += 1;
+                    }
+                }
+            }
+            let Some((id, table, file)) = chosen else {
+                continue;
+            };
+            let sidecar = self.tables.join(format!("{digest}-{id:020}.ttl"));
+            let expiry = match read_sidecar(&sidecar) {
+                Some(sidecar) => sidecar.expiry,
+                None => file.meta().expiry,
+            };
+            if expiry.is_some_and(|expiry| expiry.deadline_unix_ms <= now) {
+                self.remove_files(&digest, id);
+                report.expired += 1;
+                continue;
+            }
+            let Ok(key) = TableKey::try_new(file.meta().key.as_str()) else {
+                self.move_aside(&file.path, "its key is not a valid key");
+                report.quarantined += 1;
+                continue;
+            };
+            let expiry = expiry.and_then(|expiry| {
+                let left = Duration::from_millis(expiry.deadline_unix_ms.saturating_sub(now));
+                let ttl = Duration::from_millis(expiry.ttl_ms);
+                Expiry::after(self.store.clock().now(), left).map(|at| Expiry { ttl, ..at })
+            });
+            report.tables += 1;
+            report.bytes += table.bytes();
+            self.lock_files()
+                .entry(digest)
+                .or_default()
+                .insert(id, Some(file.len()));
+            self.store.restore(key, Arc::new(table), expiry, id);
+        }
+        self.store.ids_after(max_id);
+        Ok(report)
+    }
+
+    /// Move a file found in `tables/` to quarantine, with one warning.
+    fn move_aside(&self, path: &Path, why: &str) {
+        let Some(name) = path.file_name() else {
+            return;
+        };
+        let moved = fs::rename(path, self.quarantine.join(name));
+        tracing::warn!(
+            file = %path.display(),
+            moved = moved.is_ok(),
+            "a file in the data directory cannot be served ({why}): moved to quarantine/"
+        );
+    }
+}
+
+impl OnRemove for DataDir {
+    /// A dropped, cleared, expired or evicted table: its files go (and any older ones).
+    fn removed(&self, key: &TableKey, id: u64) {
+        let digest = key_digest(key);
+        {
+            let mut files = self.lock_files();
+            let Some(versions) = files.get_mut(&digest) else {
+                return;
+            };
+            let gone: Vec<u64> = versions.range(..=id).map(|(&v, _)| v).collect();
+            for version in gone {
+                self.remove_files(&digest, version);
+                versions.remove(&version);
+            }
+            if versions.is_empty() {
+                files.remove(&digest);
+            }
+        }
+        if self.durability == Durability::Always {
+            self.sync_dir();
+        }
+    }
+}
+
+/// Check every restored table's checksum in the background, quarantining corrupt ones, until
+/// done or the data directory is gone.
+fn verify_restored(dir: &std::sync::Weak<DataDir>) {
+    let Some(keys) = dir.upgrade().map(|dir| dir.store.list("")) else {
+        return;
+    };
+    for (key, stored) in keys {
+        let Some(dir) = dir.upgrade() else {
+            return;
+        };
+        if let Some(file) = stored.table.file()
+            && !file.verify()
+        {
+            dir.quarantine_version(&key, stored.id, "its checksum does not match");
+        }
+    }
+}
+
+/// A key's new deadline, written beside its file.
+#[derive(Debug, Serialize, Deserialize)]
+struct Sidecar {
+    expiry: Option<PersistedExpiry>,
+}
+
+fn read_sidecar(path: &Path) -> Option<Sidecar> {
+    let mut text = String::new();
+    File::open(path).ok()?.read_to_string(&mut text).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// The name part of `key`'s files: its SHA-256 in hex.
+pub fn key_digest(key: &TableKey) -> String {
+    key_digest_str(key.as_str())
+}
+
+fn key_digest_str(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// `<64 hex digits>-<20 digits>.arrow|.ttl`: the digest, the id, and whether it is a data file.
+fn parse_file_name(name: &str) -> Option<(String, u64, bool)> {
+    let (stem, is_data) = match name.strip_suffix(".arrow") {
+        Some(stem) => (stem, true),
+        None => (name.strip_suffix(".ttl")?, false),
+    };
+    let (digest, id) = stem.split_once('-')?;
+    let valid = digest.len() == 64
+        && digest
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    let id = (valid && id.len() == 20)
+        .then(|| id.parse().ok())
+        .flatten()?;
+    Some((digest.to_string(), id, is_data))
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    })
+}
+
+fn is_disk_full(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || err.raw_os_error() == Some(27) // EFBIG: over the file size limit
+}
+
+/// Lock `root` for this process: `root/LOCK` holds an exclusive lock and this process's PID.
+fn lock(root: &Path) -> Result<File> {
+    let path = root.join("LOCK");
+    let problem = |problem: String| Error::DataDir {
+        path: root.to_path_buf(),
+        problem,
+    };
+    let mut file = open_private(&path, false)
+        .map_err(|err| problem(format!("cannot open {}: {err}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            file.read_to_string(&mut pid).ok();
+            return Err(problem(format!(
+                "another flightcache server (PID {}) is using it; stop that server, or give this \
+                 one another --data-dir",
+                pid.trim()
+            )));
+        }
+        Err(fs::TryLockError::Error(err)) => {
+            return Err(problem(format!("cannot lock {}: {err}", path.display())));
+        }
+    }
+    file.set_len(0)
+        .and_then(|()| {
+            use std::io::Seek as _;
+            file.seek(io::SeekFrom::Start(0))?;
+            write!(file, "{}", std::process::id())?;
+            file.sync_all()
+        })
+        .map_err(|err| problem(format!("cannot write {}: {err}", path.display())))?;
+    Ok(file)
+}
+
+fn create_private_dir(path: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+fn create_private_file(path: &Path) -> io::Result<File> {
+    open_private(path, true)
+}
+
+fn open_private(path: &Path, truncate: bool) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(truncate);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_come_from_digests_and_parse_back() {
+        for key in [
+            "a",
+            "../../etc/passwd",
+            "/abs",
+            "a/b/../c",
+            "\u{1F600}",
+            &"k".repeat(4096),
+        ] {
+            let digest = key_digest(&TableKey::try_new(key).unwrap());
+            assert_eq!(digest.len(), 64);
+            assert!(digest.bytes().all(|b| b.is_ascii_hexdigit()), "{digest}");
+            let name = format!("{digest}-{:020}.arrow", 42);
+            assert_eq!(parse_file_name(&name), Some((digest.clone(), 42, true)));
+        }
+        assert_ne!(
+            key_digest(&TableKey::try_new("a").unwrap()),
+            key_digest(&TableKey::try_new("b").unwrap())
+        );
+        for foreign in [
+            "x.arrow",
+            "LOCK",
+            "a-1.arrow",
+            &format!("{}-1.arrow", "0".repeat(64)),
+        ] {
+            assert_eq!(parse_file_name(foreign), None, "{foreign}");
+        }
+    }
+}
