@@ -66,6 +66,11 @@ impl TestServer {
         Self { server }
     }
 
+    /// What came back from the server's data directory at start, if it has one.
+    pub fn restored(&self) -> Option<flightcache::RestoreReport> {
+        self.server.restored()
+    }
+
     /// Where the server serves metrics, if it was started with them.
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
         self.server.metrics_addr()

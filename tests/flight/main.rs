@@ -8,6 +8,7 @@ mod fuzz;
 mod interop;
 mod limits;
 mod memory;
+mod persistence;
 mod roundtrip;
 mod rpc;
 mod security;
