@@ -18,6 +18,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
 mod address_space;
+mod persistence;
 mod startup;
 mod strangers;
 

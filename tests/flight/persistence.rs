@@ -81,7 +81,8 @@ async fn get(server: &TestServer, name: &str) -> Result<Vec<RecordBatch>, Error>
 
 /// The Flight messages of `batches` under `name`, each carrying `tag-N` as app_metadata.
 async fn tagged_messages(name: &str, batches: &[RecordBatch]) -> Vec<FlightData> {
-    let stream = futures::stream::iter(batches.to_vec().into_iter().map(Ok));
+    let owned = batches.to_vec();
+    let stream = futures::stream::iter(owned.into_iter().map(Ok));
     // Dictionaries sent as dictionaries (the encoder's default hydrates them to plain arrays).
     let encoded: Vec<FlightData> = FlightDataEncoderBuilder::new()
         .with_dictionary_handling(DictionaryHandling::Resend)
