@@ -33,6 +33,10 @@ class Server:
         self.url = line.removeprefix("listening on ")
         self.budget_line = self.process.stdout.readline().strip()
         assert self.budget_line.startswith("memory budget: "), self.budget_line
+        self.data_dir_line = None
+        if "--data-dir" in args:
+            self.data_dir_line = self.process.stdout.readline().strip()
+            assert self.data_dir_line.startswith("data directory "), self.data_dir_line
         self.metrics_url = None
         if "--metrics" in args:
             line = self.process.stdout.readline().strip()
