@@ -317,15 +317,23 @@ struct ProcessMemory {
     last_release: Mutex<Option<std::time::Instant>>,
 }
 
-/// This process's resident memory (`VmRSS` of /proc/self/status), where it can be read.
+/// This process's resident memory that is its own (`RssAnon` + `RssShmem` of
+/// /proc/self/status), where it can be read: not the pages of files it maps (the binary, the
+/// tables a data directory serves from disk), which are the page cache's and which the kernel
+/// can drop and read again.
 fn process_rss() -> Option<usize> {
-    own_status_bytes("VmRSS")
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    Some(status_bytes(&status, "RssAnon")? + status_bytes(&status, "RssShmem").unwrap_or(0))
 }
 
 /// A size this process's /proc/self/status gives in KiB (`VmRSS`, `VmSize`), in bytes, where
 /// it can be read.
 pub(crate) fn own_status_bytes(field: &str) -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status_bytes(&std::fs::read_to_string("/proc/self/status").ok()?, field)
+}
+
+/// `field`'s size in `status` (the text of /proc/self/status), in bytes.
+fn status_bytes(status: &str, field: &str) -> Option<usize> {
     let line = status.lines().find(|l| {
         l.strip_prefix(field)
             .is_some_and(|rest| rest.starts_with(':'))

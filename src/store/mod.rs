@@ -291,6 +291,27 @@ impl TableStore {
         self.insert_entry(&mut index, key, table, expiry, id, true)
     }
 
+    /// An id for a put to come, larger than every earlier put's: for a put whose file must be
+    /// named before it is published ([`insert_at`](Self::insert_at)).
+    pub fn reserve_id(&self) -> u64 {
+        self.shared.lock_index().next_seq()
+    }
+
+    /// [`insert_with_expiry`](Self::insert_with_expiry) as put `id`, from
+    /// [`reserve_id`](Self::reserve_id).
+    pub fn insert_at(
+        &self,
+        key: TableKey,
+        table: Arc<CachedTable>,
+        expiry: Option<Expiry>,
+        id: u64,
+    ) -> Option<Arc<CachedTable>> {
+        self.shared.puts.fetch_add(1, Ordering::Relaxed);
+        let mut index = self.shared.lock_index();
+        self.insert_entry(&mut index, key, table, expiry, id, true)
+            .0
+    }
+
     /// Serve `table` under `key` as put `id`, as it came back from disk at startup: mapped from
     /// its file, so it is never evicted (nothing would be freed). Later puts' ids are larger.
     pub fn restore(&self, key: TableKey, table: Arc<CachedTable>, expiry: Option<Expiry>, id: u64) {

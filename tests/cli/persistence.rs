@@ -196,8 +196,14 @@ async fn crash_loop(durability: &str, rounds: usize, seed: u64) {
                     .chain(history.in_flight)
                     .collect(),
                 // A version since the last acknowledged removal (a newer put's file may still
-                // have been queued), never one from before it.
-                _ => history.since_removal.clone(),
+                // have been queued), never one from before it; or what the operation the
+                // crash interrupted left.
+                _ => history
+                    .since_removal
+                    .iter()
+                    .copied()
+                    .chain(history.in_flight)
+                    .collect(),
             };
             assert!(
                 allowed.contains(&came_back),
@@ -411,4 +417,108 @@ async fn a_full_disk_fails_always_puts_and_leaves_background_tables_in_memory() 
         child.kill().ok();
         child.wait().ok();
     }
+}
+
+/// Tables served from disk after a restart are the page cache's, not the budget's: reading all
+/// of them (which maps every page in) leaves room for new puts, and evicts nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_back_from_disk_leave_the_memory_budget_to_new_puts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let server = ServeProcess::start_with(&["--data-dir", data, "--max-memory", "0"]);
+    let mut client = CacheClient::connect(&server.url).await.unwrap();
+    // 4 keys of about 10 MiB.
+    let names: Vec<String> = (0..4).map(|i| format!("cold/{i}")).collect();
+    for name in &names {
+        let table = version_table(name, 8); // 3 batches of 160,000 rows
+        let key = TableKey::try_new(name.as_str()).unwrap();
+        client
+            .put_batches(&key, table[0].schema(), table)
+            .await
+            .unwrap();
+    }
+    server.stop();
+
+    let server = ServeProcess::start_with(&["--data-dir", data, "--max-memory", "24MiB"]);
+    let mut client = CacheClient::connect(&server.url).await.unwrap();
+    for name in &names {
+        assert_eq!(served(&mut client, name).await, State::Version(8));
+    }
+    // Past the server's next measurement of its own memory (every 100 ms).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let key = TableKey::try_new("new").unwrap();
+    let table = version_table("new", 5); // 3 batches of 20,000 rows: 1.4 MiB
+    client
+        .put_batches(&key, table[0].schema(), table.clone())
+        .await
+        .unwrap();
+    let stats = client.stats().await.unwrap();
+    assert_eq!(
+        (stats.tables, stats.evictions, stats.rejected_uploads),
+        (5, 0, 0),
+        "{stats:?}"
+    );
+    server.stop();
+}
+
+/// Under `background`, a put whose file cannot be written takes the key's older file with it:
+/// after a restart the key is absent, never back at the version the put replaced. Both servers
+/// run on one 3 MiB tmpfs, in a user and mount namespace of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_that_cannot_be_written_leaves_no_older_version_to_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let serve = format!("{BIN} serve --port 0 --data-dir {data}");
+    let script = format!(
+        "mount -t tmpfs -o size=3m tmpfs {data} && {{ {serve} & echo \"pid $!\"; wait; }} && exec {serve}"
+    );
+    let mut child = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("unshare runs (util-linux)");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut next_url = |stdout: &mut std::io::BufReader<std::process::ChildStdout>| loop {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(stdout, &mut line).unwrap() > 0,
+            "serve ended"
+        );
+        if let Some(url) = line.trim().strip_prefix("listening on ") {
+            return url.to_string();
+        }
+    };
+    let mut pid_line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut pid_line).unwrap();
+    let first = pid_line.trim().strip_prefix("pid ").unwrap().to_string();
+    let url = next_url(&mut stdout);
+    let mut client = CacheClient::connect(&url).await.unwrap();
+    let key = TableKey::try_new("k").unwrap();
+    let small = version_table("k", 0);
+    client
+        .put_batches(&key, small[0].schema(), small.clone())
+        .await
+        .unwrap();
+    let large = version_table("k", 5);
+    let huge: Vec<RecordBatch> = (0..3).flat_map(|_| large.clone()).collect(); // 4.1 MiB
+    client
+        .put_batches(&key, huge[0].schema(), huge)
+        .await
+        .unwrap();
+    // SIGTERM: the clean stop waits for the writer, whose write fails on the full disk.
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &first])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+
+    let url = next_url(&mut stdout);
+    let mut client = CacheClient::connect(&url).await.unwrap();
+    assert_eq!(
+        served(&mut client, "k").await,
+        State::Absent,
+        "not the replaced version"
+    );
+    child.kill().ok();
+    child.wait().ok();
 }

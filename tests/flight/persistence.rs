@@ -295,10 +295,29 @@ async fn truncated_corrupt_and_foreign_files_are_quarantined_and_never_served() 
     let dir = tempfile::tempdir().unwrap();
     let config = on_disk(dir.path(), Durability::Always);
     let server = TestServer::start_with(config.clone()).await;
-    for name in ["truncated", "flipped", "fine"] {
+    for name in ["truncated", "flipped", "fine", "retold", "superseded"] {
         put(&server, name, numbered_batches(4, 1000)).await;
     }
     server.shutdown_and_wait().await;
+    // What the footer tells of the table is checked too: a row count changed in place.
+    let retold = file_of(dir.path(), "retold");
+    let bytes = std::fs::read(&retold).unwrap();
+    let text = br#""rows":4000"#;
+    let at = bytes
+        .windows(text.len())
+        .position(|w| w == text)
+        .expect("the row count");
+    let mut changed = bytes.clone();
+    changed[at + text.len() - 1] = b'1';
+    std::fs::write(&retold, changed).unwrap();
+    // A newer version of a key that does not read back: the key is not served at all, not as
+    // its older version.
+    let superseded = file_of(dir.path(), "superseded");
+    let name = superseded.file_name().unwrap().to_str().unwrap();
+    let (digest, id) = name.trim_end_matches(".arrow").split_once('-').unwrap();
+    let newer_id = id.parse::<u64>().unwrap() + 1000;
+    let newer = superseded.with_file_name(format!("{digest}-{newer_id:020}.arrow"));
+    std::fs::write(&newer, &std::fs::read(&superseded).unwrap()[..100]).unwrap();
 
     let truncated = file_of(dir.path(), "truncated");
     let length = std::fs::metadata(&truncated).unwrap().len();
@@ -318,21 +337,32 @@ async fn truncated_corrupt_and_foreign_files_are_quarantined_and_never_served() 
     std::fs::write(tables.join("notes.txt"), "not a table").unwrap();
     let garbage = format!("{}-{:020}.arrow", "ab".repeat(32), 7);
     std::fs::write(tables.join(&garbage), b"ARROW1\0\0 not really").unwrap();
+    // A FIFO with a table's name would block whoever opens it: it is set aside unopened.
+    let fifo = format!("{}-{:020}.arrow", "cd".repeat(32), 9);
+    let made = std::process::Command::new("mkfifo")
+        .arg(tables.join(&fifo))
+        .status()
+        .unwrap();
+    assert!(made.success());
 
     let server = TestServer::start_with(config).await;
     let restored = server.restored().unwrap();
     assert_eq!(
         (restored.tables, restored.quarantined),
-        (2, 3),
+        (2, 6),
         "{restored:?}"
     );
     assert_eq!(
         get(&server, "fine").await.unwrap(),
         numbered_batches(4, 1000)
     );
-    assert_eq!(
-        get(&server, "truncated").await.unwrap_err().code(),
-        Code::NotFound
+    for gone in ["truncated", "retold", "superseded"] {
+        let code = get(&server, gone).await.unwrap_err().code();
+        assert_eq!(code, Code::NotFound, "{gone}");
+    }
+    assert!(
+        !superseded.exists(),
+        "the older version is removed, not served"
     );
     // The flipped file reads back, but its checksum is checked before it is served: by this
     // get, or by the check of every restored table that runs in the background.
@@ -350,9 +380,13 @@ async fn truncated_corrupt_and_foreign_files_are_quarantined_and_never_served() 
         .map(|entry| entry.unwrap().file_name().into_string().unwrap())
         .collect();
     quarantined.sort();
-    assert_eq!(quarantined.len(), 4, "{quarantined:?}");
-    assert!(quarantined.contains(&"notes.txt".to_string()));
-    assert!(quarantined.contains(&garbage));
+    assert_eq!(quarantined.len(), 7, "{quarantined:?}");
+    for name in ["notes.txt", &garbage, &fifo] {
+        assert!(
+            quarantined.iter().any(|q| q == name),
+            "{name} in {quarantined:?}"
+        );
+    }
     assert_eq!(server.client().await.stats().await.unwrap().disk_tables, 1);
     server.shutdown_and_wait().await;
 }

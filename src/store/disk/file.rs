@@ -44,6 +44,9 @@ const MAGIC: &[u8; 6] = b"ARROW1";
 const CONTINUATION: [u8; 4] = [0xFF; 4];
 /// The footer's custom metadata key under which flightcache keeps its own [`FileMeta`].
 pub const FOOTER_KEY: &str = "flightcache";
+/// The footer's custom metadata key of the CRC-32 of [`FOOTER_KEY`]'s value (the CRC of the
+/// data covers everything before the footer; this one, what flightcache reads from it).
+pub const FOOTER_CRC_KEY: &str = "flightcache.crc32";
 /// The version of [`FileMeta`] this build writes and reads.
 const FORMAT_VERSION: u32 = 1;
 
@@ -59,6 +62,8 @@ pub struct FileMeta {
     pub expiry: Option<PersistedExpiry>,
     /// Every message's `app_metadata` (base64), in order, the schema's first.
     pub app_metadata: Vec<String>,
+    /// Rows in all record batches.
+    pub rows: u64,
     /// CRC-32 (IEEE) of the file's bytes before the footer.
     pub crc32: u32,
     /// How many bytes the CRC covers: where the footer starts.
@@ -115,6 +120,8 @@ pub fn write_table(
     out.put(&[0, 0])?;
     let (mut dictionaries, mut batches) = (Vec::new(), Vec::new());
     let mut app_metadata = Vec::with_capacity(table.messages().len());
+    let mut version = MetadataVersion::V5;
+    let mut rows = 0_u64;
     for message in table.messages() {
         let offset = out.written;
         let padded_header = message.header.len().next_multiple_of(8);
@@ -135,7 +142,13 @@ pub fn write_table(
         );
         match header.header_type() {
             MessageHeader::DictionaryBatch => dictionaries.push(block),
-            MessageHeader::RecordBatch => batches.push(block),
+            MessageHeader::RecordBatch => {
+                batches.push(block);
+                let length = header.header_as_record_batch().map_or(0, |b| b.length());
+                rows += u64::try_from(length).unwrap_or(0);
+            }
+            // The footer says the version the messages were written in.
+            MessageHeader::Schema => version = header.version(),
             _ => {}
         }
         app_metadata.push(BASE64.encode(&message.app_metadata));
@@ -148,10 +161,12 @@ pub fn write_table(
         key: key.as_str().to_string(),
         expiry,
         app_metadata,
+        rows,
         crc32: out.hasher.clone().finalize(),
         checked_len: out.written,
     };
-    let footer = footer(table.schema(), &dictionaries, &batches, &meta)?;
+    let footer = footer(table.schema(), version, &dictionaries, &batches, &meta)?;
+    warn_if_dictionary_ids_differ(key, table, &footer);
     out.put(&footer)?;
     out.put(&i32::try_from(footer.len()).map_err(invalid)?.to_le_bytes())?;
     out.put(MAGIC)?;
@@ -161,6 +176,7 @@ pub fn write_table(
 /// The footer flatbuffer: the schema, the blocks, and `meta` as custom metadata.
 fn footer(
     schema: &SchemaRef,
+    version: MetadataVersion,
     dictionaries: &[Block],
     batches: &[Block],
     meta: &FileMeta,
@@ -173,10 +189,13 @@ fn footer(
         .with_dictionary_tracker(&mut tracker)
         .schema_to_fb_offset(&mut fbb, schema);
     let meta = serde_json::to_string(meta).map_err(invalid)?;
-    let custom = arrow::datatypes::Metadata::default().with(FOOTER_KEY, meta);
+    let meta_crc = crc32fast::hash(meta.as_bytes()).to_string();
+    let custom = arrow::datatypes::Metadata::default()
+        .with(FOOTER_KEY, meta)
+        .with(FOOTER_CRC_KEY, meta_crc);
     let custom = arrow::ipc::convert::metadata_to_fb(&mut fbb, &custom);
     let mut builder = FooterBuilder::new(&mut fbb);
-    builder.add_version(MetadataVersion::V5);
+    builder.add_version(version);
     builder.add_schema(schema);
     builder.add_dictionaries(dictionaries);
     builder.add_recordBatches(batches);
@@ -184,6 +203,46 @@ fn footer(
     let root = builder.finish();
     fbb.finish(root, None);
     Ok(fbb.finished_data().to_vec())
+}
+
+/// The footer's schema numbers dictionaries as Arrow's Rust writer does; the stored messages
+/// keep the uploader's ids. They agree for tables from pyarrow and arrow-rs; where they do not
+/// (another writer's own numbering), flightcache still restores the table from its messages,
+/// but other readers may refuse the file: say so.
+fn warn_if_dictionary_ids_differ(key: &TableKey, table: &CachedTable, footer: &[u8]) {
+    let stored = table
+        .messages()
+        .first()
+        .and_then(|schema| root_as_message(&schema.header).ok())
+        .and_then(|message| message.header_as_schema())
+        .map(|schema| dictionary_ids(schema.fields()));
+    let written = root_as_footer(footer)
+        .ok()
+        .and_then(|footer| footer.schema())
+        .map(|schema| dictionary_ids(schema.fields()));
+    if stored != written {
+        tracing::warn!(
+            key = key.as_str(),
+            ?stored,
+            ?written,
+            "the table's dictionary ids differ from its file footer's: flightcache restores it, \
+             but other Arrow readers may refuse its file"
+        );
+    }
+}
+
+/// The dictionary ids of `fields` and their children, depth first.
+fn dictionary_ids(
+    fields: Option<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<arrow::ipc::Field<'_>>>>,
+) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for field in fields.into_iter().flatten() {
+        if let Some(dictionary) = field.dictionary() {
+            ids.push(dictionary.id());
+        }
+        ids.extend(dictionary_ids(field.children()));
+    }
+    ids
 }
 
 fn invalid(err: impl std::fmt::Display) -> io::Error {
@@ -238,9 +297,12 @@ fn bad(problem: impl Into<String>) -> BadFile {
 }
 
 /// Map the table file at `path` and rebuild its table, its messages pointing into the mapping.
-/// The checksum is not checked here (see [`TableFile::verify`]); everything else is: the
-/// magic at both ends, the footer and its metadata, every message's framing and header, and
-/// that every body lies inside the file.
+///
+/// Only the footer and the schema message are read: each message's place comes from the
+/// footer's blocks, so a restart touches a few pages per table however large it is. What the
+/// footer says is checked (its own CRC, the blocks inside the data, in order, one per message
+/// listed); the data itself is checked by its CRC before it is first served
+/// ([`TableFile::verify`]).
 ///
 /// # Errors
 /// [`BadFile`] for a file that is truncated, corrupt or not one of flightcache's.
@@ -251,8 +313,9 @@ pub fn read_table(
     let file = std::fs::File::open(path)?;
     #[allow(unsafe_code)]
     // SAFETY: the data directory is the server's own (mode 0700, locked against a second
-    // server); its table files are written once under a temporary name and never modified
-    // after they are renamed into place, only unlinked, which leaves a mapping intact.
+    // server), and restore maps only regular files (not symlinks); its table files are written
+    // once under a temporary name and never modified after they are renamed into place, only
+    // unlinked, which leaves a mapping intact.
     let map = unsafe { memmap2::Mmap::map(&file)? };
     let mapped = Bytes::from_owner(map);
     let len = mapped.len();
@@ -267,13 +330,20 @@ pub fn read_table(
         .ok_or_else(|| bad("its footer length runs past the start of the file"))?;
     let footer = root_as_footer(&mapped[footer_start..len - 10])
         .map_err(|err| bad(format!("its footer is not valid: {err}")))?;
-    let meta = footer
-        .custom_metadata()
-        .into_iter()
-        .flatten()
-        .find(|entry| entry.key() == Some(FOOTER_KEY))
-        .and_then(|entry| entry.value())
+    let custom = |wanted: &str| {
+        footer
+            .custom_metadata()
+            .into_iter()
+            .flatten()
+            .find(|entry| entry.key() == Some(wanted))
+            .and_then(|entry| entry.value())
+    };
+    let meta = custom(FOOTER_KEY)
         .ok_or_else(|| bad("its footer has no flightcache metadata: not written by flightcache"))?;
+    let meta_crc = custom(FOOTER_CRC_KEY).and_then(|crc| crc.parse::<u32>().ok());
+    if meta_crc != Some(crc32fast::hash(meta.as_bytes())) {
+        return Err(bad("its flightcache metadata does not match its checksum"));
+    }
     let meta: FileMeta = serde_json::from_str(meta)
         .map_err(|err| bad(format!("its flightcache metadata does not parse: {err}")))?;
     if meta.version != FORMAT_VERSION {
@@ -286,104 +356,112 @@ pub fn read_table(
         return Err(bad("its checksum does not cover the data up to its footer"));
     }
 
-    let mut messages = Vec::with_capacity(meta.app_metadata.len());
+    // The schema message comes first.
+    let frame = &mapped[8..16];
+    let schema_len = i32::from_le_bytes(frame[4..].try_into().expect("4 bytes"));
+    let schema_end = usize::try_from(schema_len)
+        .ok()
+        .filter(|_| frame[..4] == CONTINUATION)
+        .map(|schema_len| 16 + schema_len)
+        .filter(|&end| end <= footer_start)
+        .ok_or_else(|| bad("it does not start with a schema message"))?;
+    let schema_header = mapped.slice(16..schema_end);
+    let message = root_as_message(&schema_header)
+        .map_err(|err| bad(format!("its schema message is not valid: {err}")))?;
+    let fb_schema = message
+        .header_as_schema()
+        .ok_or_else(|| bad("its first message is not a schema"))?;
+    let schema = try_fb_to_schema(fb_schema)
+        .map_err(|err| bad(format!("its schema does not decode: {err}")))?;
+    if message.bodyLength() != 0 {
+        return Err(bad("its schema message has a body"));
+    }
+
+    // Then the dictionaries and record batches, in file order (the order they were put in).
+    let mut blocks: Vec<(Block, bool)> = Vec::new();
+    blocks.extend(
+        footer
+            .dictionaries()
+            .into_iter()
+            .flatten()
+            .map(|b| (*b, false)),
+    );
+    blocks.extend(
+        footer
+            .recordBatches()
+            .into_iter()
+            .flatten()
+            .map(|b| (*b, true)),
+    );
+    blocks.sort_by_key(|(block, _)| block.offset());
+    if blocks.len() + 1 != meta.app_metadata.len() {
+        return Err(bad(
+            "its footer lists another number of messages than its metadata",
+        ));
+    }
+    let mut app_metadata = meta.app_metadata.iter().map(|tag| {
+        BASE64
+            .decode(tag)
+            .map(Bytes::from)
+            .map_err(|err| bad(format!("an app_metadata is not base64: {err}")))
+    });
+    let mut messages = Vec::with_capacity(blocks.len() + 1);
+    messages.push(StoredMessage {
+        header: schema_header.clone(),
+        app_metadata: app_metadata.next().expect("counted")?,
+        body: Vec::new(),
+    });
     let mut counts = TableCounts {
-        rows: 0,
+        rows: meta.rows,
         bytes: 0,
         batches: 0,
     };
-    let mut schema = None;
-    let mut schema_header = Bytes::new();
-    let mut at = 8;
-    loop {
-        let frame = mapped
-            .get(at..at + 8)
-            .filter(|_| at + 8 <= footer_start)
-            .ok_or_else(|| bad("its messages run into the footer"))?;
-        if frame[..4] != CONTINUATION {
-            return Err(bad(format!("no message starts at byte {at}")));
-        }
-        let header_len = i32::from_le_bytes(frame[4..].try_into().expect("4 bytes"));
-        if header_len == 0 {
-            break; // end of stream
-        }
-        let header_len = usize::try_from(header_len)
-            .map_err(|_| bad(format!("a negative length at byte {at}")))?;
-        let header_end = at + 8 + header_len;
-        if header_end > footer_start {
-            return Err(bad(format!(
-                "the message at byte {at} runs into the footer"
-            )));
-        }
-        let header = mapped.slice(at + 8..header_end);
-        let message = root_as_message(&header)
-            .map_err(|err| bad(format!("the message at byte {at} is not valid: {err}")))?;
-        let body_len = usize::try_from(message.bodyLength()).map_err(|_| {
-            bad(format!(
-                "the message at byte {at} has a negative body length"
-            ))
-        })?;
-        let body_end = header_end
+    let mut at = schema_end;
+    for (block, is_batch) in blocks {
+        let place = |value: i64| usize::try_from(value).ok();
+        let (Some(offset), Some(meta_len), Some(body_len)) = (
+            place(block.offset()),
+            usize::try_from(block.metaDataLength()).ok(),
+            place(block.bodyLength()),
+        ) else {
+            return Err(bad("a block of its footer has a negative offset or length"));
+        };
+        let header_start = offset + 8;
+        let body_start = offset + meta_len;
+        let body_end = body_start
             .checked_add(body_len)
-            .filter(|&end| end <= footer_start)
-            .ok_or_else(|| {
-                bad(format!(
-                    "the body of the message at byte {at} runs past the data"
-                ))
-            })?;
-        match message.header_type() {
-            MessageHeader::Schema if schema.is_none() && messages.is_empty() => {
-                let fb = message
-                    .header_as_schema()
-                    .ok_or_else(|| bad("the schema message has no schema"))?;
-                let decoded = try_fb_to_schema(fb)
-                    .map_err(|err| bad(format!("its schema does not decode: {err}")))?;
-                schema = Some(Arc::new(decoded));
-                schema_header = header.clone();
-            }
-            MessageHeader::DictionaryBatch if schema.is_some() => {}
-            MessageHeader::RecordBatch if schema.is_some() => {
-                let batch = message
-                    .header_as_record_batch()
-                    .ok_or_else(|| bad(format!("the record batch at byte {at} has no header")))?;
-                counts.rows += u64::try_from(batch.length()).unwrap_or(0);
-                counts.batches += 1;
-            }
-            other => {
-                return Err(bad(format!(
-                    "a {other:?} message at byte {at} where a table cannot have one"
-                )));
-            }
+            .filter(|&end| offset >= at && offset % 8 == 0 && meta_len > 8 && end <= footer_start)
+            .ok_or_else(|| bad(format!("the block at byte {offset} lies outside its data")))?;
+        if mapped[offset..header_start][..4] != CONTINUATION {
+            return Err(bad(format!("no message starts at byte {offset}")));
         }
         counts.bytes += body_len as u64;
-        let app_metadata = meta
-            .app_metadata
-            .get(messages.len())
-            .ok_or_else(|| bad("it has more messages than its metadata lists"))?;
-        let app_metadata = BASE64
-            .decode(app_metadata)
-            .map_err(|err| bad(format!("an app_metadata is not base64: {err}")))?;
-        let body = if body_len == 0 {
-            Vec::new()
-        } else {
-            vec![mapped.slice(header_end..body_end)]
-        };
+        counts.batches += u64::from(is_batch);
         messages.push(StoredMessage {
-            header,
-            app_metadata: Bytes::from(app_metadata),
-            body,
+            header: mapped.slice(header_start..body_start),
+            app_metadata: app_metadata.next().expect("counted")?,
+            body: if body_len == 0 {
+                Vec::new()
+            } else {
+                vec![mapped.slice(body_start..body_end)]
+            },
         });
-        at = body_end.next_multiple_of(8);
+        at = body_end;
     }
-    if messages.len() != meta.app_metadata.len() {
-        return Err(bad("it has fewer messages than its metadata lists"));
-    }
-    let schema = schema.ok_or_else(|| bad("it has no schema message"))?;
-    // The headers and bodies stay in the mapping; the list of messages is on the heap.
-    let listed = messages.len() * std::mem::size_of::<StoredMessage>();
+    // The headers and bodies stay in the mapping; the list of messages and their app_metadata
+    // are on the heap. A budget too small even for that does not lose the table: it is served,
+    // and the process's measured memory counts it.
+    let listed = messages.len() * std::mem::size_of::<StoredMessage>()
+        + messages.iter().map(|m| m.app_metadata.len()).sum::<usize>();
     let charge = budget
         .charge(listed, None)
-        .map_err(|_| bad("the memory budget cannot hold its list of messages"))?;
+        .unwrap_or_else(|_| budget.empty_charge(None));
+    // Kept for the key, deadline and checksums; the app_metadata lives in the messages now.
+    drop(app_metadata);
+    let meta = FileMeta {
+        app_metadata: Vec::new(),
+        ..meta
+    };
     let file = Arc::new(TableFile {
         path: path.to_path_buf(),
         mapped,
@@ -391,7 +469,7 @@ pub fn read_table(
         verified: OnceLock::new(),
     });
     let table = CachedTable::from_file(
-        schema,
+        Arc::new(schema),
         &schema_header,
         messages,
         charge,

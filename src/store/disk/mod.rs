@@ -10,10 +10,12 @@
 //! ones once it is in place; a drop, clear, expiry or eviction removes the key's files.
 //!
 //! Two durability modes ([`Durability`]): `always` acknowledges a put once its file is in
-//! place and synced (a power cut loses no acknowledged put); `background`, the default,
-//! acknowledges it at once and writes its file behind it (kill -9 loses nothing the kernel
-//! has, a power cut the puts still queued). A file that cannot be written (a full disk) fails
-//! the put in `always`; in `background` the table stays in memory only, counted in `stats`.
+//! place and synced (a crash or a power cut loses no acknowledged put); `background`, the
+//! default, acknowledges it at once and writes its file behind it (a crash or a power cut
+//! loses the puts whose files were still queued: the key comes back as its last written
+//! version). A key is on disk at its current version or not at all: a file that cannot be
+//! written (a full disk) fails the put in `always`; in `background` the table stays in memory
+//! only, its older files removed, counted in `stats`.
 //!
 //! At startup ([`DataDir::open`]) the directory is locked (a second server refuses to start,
 //! naming the first's PID), and every table file is mapped and served from the mapping: the
@@ -50,8 +52,9 @@ pub enum Durability {
     /// or a power cut loses no acknowledged put; a put is as fast as the disk.
     Always,
     /// At once; the file is written and synced behind it, in put order: a put is as fast as
-    /// in memory; kill -9 loses no table whose file was written, a power cut the puts whose
-    /// files were still queued.
+    /// in memory; a crash (kill -9) or a power cut loses the puts whose files were still
+    /// queued, and a power cut also the drops of the last moment (the directory is synced
+    /// behind them too).
     #[default]
     Background,
 }
@@ -76,7 +79,7 @@ pub struct DiskStats {
     pub tables: u64,
     /// The size of those files.
     pub bytes: u64,
-    /// Tables whose file is still to be written (`background`).
+    /// Files still to be written (`background`): tables, and new deadlines.
     pub queued: u64,
     /// Files that could not be written since the server started: those tables are in memory
     /// only (`background`), or their puts failed (`always`).
@@ -128,6 +131,7 @@ impl DataDir {
         };
         let io_problem = |what: &str, err: io::Error| problem(format!("{what}: {err}"));
         create_private_dir(root).map_err(|err| io_problem("cannot create it", err))?;
+        warn_if_shared(root);
         let lock = lock(root)?;
         let tables = root.join("tables");
         let tmp = root.join("tmp");
@@ -163,10 +167,12 @@ impl DataDir {
         store.set_on_remove(weak);
         let (jobs, queue) = mpsc::channel();
         *dir.jobs.lock().unwrap_or_else(PoisonError::into_inner) = Some(jobs);
-        let writer = Arc::clone(&dir);
+        // The writer holds the directory weakly: dropping the last `Arc` (a server that never
+        // served) drops the queue's sender, which ends the writer.
+        let writer = Arc::downgrade(&dir);
         let handle = std::thread::Builder::new()
             .name("flightcache-disk".into())
-            .spawn(move || writer.write_behind(&queue))
+            .spawn(move || write_behind(&writer, &queue))
             .map_err(|err| io_problem("cannot start its writer", err))?;
         *dir.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
         if dir.report.tables > 0 {
@@ -215,7 +221,7 @@ impl DataDir {
                     source: err,
                 })?;
                 let (dir, key, table, temp) = written;
-                let temp = temp.map_err(|err| dir.write_failed(&key, err))?;
+                let temp = temp.map_err(|err| dir.write_failed(&key, &err))?;
                 tokio::task::spawn_blocking(move || dir.commit_now(key, table, expiry, &temp))
                     .await
                     .map_err(|err| Error::TaskFailed {
@@ -250,7 +256,10 @@ impl DataDir {
         };
         let verified = tokio::task::spawn_blocking(move || file.verify())
             .await
-            .unwrap_or(false);
+            .map_err(|source| Error::TaskFailed {
+                task: "table file check",
+                source,
+            })?;
         if verified {
             return Ok(());
         }
@@ -303,27 +312,28 @@ impl DataDir {
 
     fn enqueue(&self, job: Job) {
         let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(jobs) = jobs.as_ref() {
-            self.queued.fetch_add(1, Ordering::Relaxed);
-            if jobs.send(job).is_err() {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
-            }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = jobs.as_ref().is_some_and(|jobs| jobs.send(job).is_ok());
+        if !sent {
+            // A put that finished after the clean stop began: it is not written.
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.write_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                "a put finished after the server began to stop: its file is not written"
+            );
         }
     }
 
-    /// The background writer: write each queued job, in order, until the queue closes.
-    fn write_behind(&self, queue: &mpsc::Receiver<Job>) {
-        while let Ok(job) = queue.recv() {
-            match job {
-                Job::Table { key, id } => self.write_queued(&key, id),
-                Job::Expiry { key } => {
-                    if let Err(err) = self.write_expiry(&key) {
-                        tracing::warn!(key = key.as_str(), error = %err, "cannot write a deadline to the data directory");
-                    }
+    fn run_job(&self, job: Job) {
+        match job {
+            Job::Table { key, id } => self.write_queued(&key, id),
+            Job::Expiry { key } => {
+                if let Err(err) = self.write_expiry(&key) {
+                    tracing::warn!(key = key.as_str(), error = %err, "cannot write a deadline to the data directory");
                 }
             }
-            self.queued.fetch_sub(1, Ordering::Relaxed);
         }
+        self.queued.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Write the file of `key`'s put `id` if it is still the key's table, and put it in place
@@ -333,35 +343,37 @@ impl DataDir {
             return; // replaced or removed: its successor's job, or nothing, is due
         };
         let persisted = stored.expiry.map(|expiry| self.persisted(expiry));
-        let temp = match self.write_temp(key, &stored.table, persisted) {
-            Ok(temp) => temp,
+        let written = self.write_temp(key, &stored.table, persisted);
+        drop(stored);
+        let mut files = self.lock_files();
+        if self.store.peek(key).is_none_or(|stored| stored.id != id) {
+            // Replaced or removed while it was written: its successor's job, or nothing, is due.
+            if let Ok(temp) = written {
+                fs::remove_file(temp).ok();
+            }
+            return;
+        }
+        let placed = written.and_then(|temp| {
+            self.rename_into_place(key, id, &temp).inspect_err(|_| {
+                fs::remove_file(&temp).ok();
+            })
+        });
+        match placed {
+            Ok(size) => self.forget_older(&mut files, key, id, Some(size)),
             Err(err) => {
+                // The key is on disk at its current version or not at all: a restart must not
+                // bring back the version this put replaced.
+                self.forget_older(&mut files, key, id, None);
                 self.write_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     key = key.as_str(),
                     error = %err,
                     "cannot write a table to the data directory: it is kept in memory only"
                 );
-                return;
-            }
-        };
-        drop(stored);
-        let placed = {
-            let mut files = self.lock_files();
-            let current = self.store.peek(key).is_some_and(|stored| stored.id == id);
-            current.then(|| self.place(&mut files, key, id, &temp))
-        };
-        match placed {
-            None => {
-                fs::remove_file(&temp).ok();
-            }
-            Some(Ok(())) => self.sync_dir(),
-            Some(Err(err)) => {
-                fs::remove_file(&temp).ok();
-                self.write_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(key = key.as_str(), error = %err, "cannot put a table's file in place: it is kept in memory only");
             }
         }
+        drop(files);
+        self.sync_dir();
     }
 
     /// Under `always`: publish the table in memory and its written file on disk together.
@@ -372,30 +384,32 @@ impl DataDir {
         expiry: Option<Expiry>,
         temp: &Path,
     ) -> Result<Option<Arc<CachedTable>>> {
-        let (old, id, placed) = {
+        let old = {
             let mut files = self.lock_files();
-            let (old, id) = self.store.insert_with_expiry(key.clone(), table, expiry);
-            let placed = self.place(&mut files, &key, id, temp);
-            (old, id, placed)
+            // The file is in place before the table is published: if the rename fails, the
+            // key keeps its old table, in memory and on disk.
+            let id = self.store.reserve_id();
+            let size = self.rename_into_place(&key, id, temp).map_err(|err| {
+                fs::remove_file(temp).ok();
+                self.write_failed(&key, &err)
+            })?;
+            let old = self.store.insert_at(key.clone(), table, expiry, id);
+            self.forget_older(&mut files, &key, id, Some(size));
+            old
         };
-        if let Err(err) = placed {
-            fs::remove_file(temp).ok();
-            self.store.remove_version(&key, id);
-            return Err(self.write_failed(&key, err));
-        }
         self.sync_dir();
         Ok(old)
     }
 
     /// Count and classify a failed write of `key`'s file.
-    fn write_failed(&self, key: &TableKey, err: io::Error) -> Error {
+    fn write_failed(&self, key: &TableKey, err: &io::Error) -> Error {
         self.write_failures.fetch_add(1, Ordering::Relaxed);
-        if is_disk_full(&err) {
+        if is_disk_full(err) {
             Error::DiskFull { key: key.clone() }
         } else {
             Error::DiskWrite {
                 key: key.clone(),
-                source: err,
+                source: io::Error::new(err.kind(), err.to_string()),
             }
         }
     }
@@ -425,31 +439,52 @@ impl DataDir {
         }
     }
 
-    /// Rename the written file `temp` into place as `key`'s put `id`, and remove the key's
-    /// other files. The caller holds `files` and syncs the directory after.
-    fn place(
+    /// Rename the written file `temp` into place as `key`'s put `id`; its size. The caller
+    /// holds `files`, then [forgets](Self::forget_older) the key's older files and syncs the
+    /// directory.
+    fn rename_into_place(&self, key: &TableKey, id: u64, temp: &Path) -> io::Result<u64> {
+        let size = fs::metadata(temp)?.len();
+        let name = format!("{}-{id:020}.arrow", key_digest(key));
+        fs::rename(temp, self.tables.join(name))?;
+        Ok(size)
+    }
+
+    /// Remove `key`'s files other than put `id`'s, and record `id`'s file (of `size`, if it
+    /// was written; a `.ttl` of `id` written before its file stays).
+    fn forget_older(
         &self,
         files: &mut MutexGuard<'_, HashMap<String, Versions>>,
         key: &TableKey,
         id: u64,
-        temp: &Path,
-    ) -> io::Result<()> {
+        size: Option<u64>,
+    ) {
         let digest = key_digest(key);
-        let size = fs::metadata(temp)?.len();
-        fs::rename(temp, self.tables.join(format!("{digest}-{id:020}.arrow")))?;
         let versions = files.entry(digest.clone()).or_default();
         let older: Vec<u64> = versions.keys().copied().filter(|&v| v != id).collect();
         for version in older {
-            // A `.ttl` of this put written before its file stays; any other goes.
             self.remove_files(&digest, version);
             versions.remove(&version);
         }
-        versions.insert(id, Some(size));
-        Ok(())
+        match size {
+            Some(size) => {
+                versions.insert(id, Some(size));
+            }
+            None => {
+                if versions.get(&id) == Some(&None) {
+                    self.remove_files(&digest, id);
+                }
+                versions.remove(&id);
+            }
+        }
+        if versions.is_empty() {
+            files.remove(&digest);
+        }
     }
 
-    /// Write `key`'s current deadline beside its current put's file.
+    /// Write `key`'s current deadline beside its current put's file. Read and written under
+    /// `files`, so that of two changes at once the later one's deadline is the one on disk.
     fn write_expiry(&self, key: &TableKey) -> io::Result<()> {
+        let mut files = self.lock_files();
         let Some(stored) = self.store.peek(key) else {
             return Ok(());
         };
@@ -457,16 +492,11 @@ impl DataDir {
             expiry: stored.expiry.map(|expiry| self.persisted(expiry)),
         };
         let temp = self.temp_path();
-        let mut out = create_private_file(&temp)?;
-        out.write_all(&serde_json::to_vec(&sidecar).map_err(io::Error::other)?)?;
-        out.sync_all()?;
-        let digest = key_digest(key);
-        {
-            let mut files = self.lock_files();
-            if self.store.peek(key).is_none_or(|now| now.id != stored.id) {
-                fs::remove_file(&temp).ok();
-                return Ok(()); // replaced or removed meanwhile
-            }
+        let written = (|| -> io::Result<()> {
+            let mut out = create_private_file(&temp)?;
+            out.write_all(&serde_json::to_vec(&sidecar).map_err(io::Error::other)?)?;
+            out.sync_all()?;
+            let digest = key_digest(key);
             fs::rename(
                 &temp,
                 self.tables.join(format!("{digest}-{:020}.ttl", stored.id)),
@@ -476,7 +506,13 @@ impl DataDir {
                 .or_default()
                 .entry(stored.id)
                 .or_insert(None);
+            Ok(())
+        })();
+        if written.is_err() {
+            fs::remove_file(&temp).ok();
         }
+        drop(files);
+        written?;
         self.sync_dir();
         Ok(())
     }
@@ -488,6 +524,7 @@ impl DataDir {
         {
             let mut files = self.lock_files();
             let moved = fs::rename(self.tables.join(&name), self.quarantine.join(&name));
+            self.remove_files(&digest, id);
             if let Some(versions) = files.get_mut(&digest) {
                 versions.remove(&id);
             }
@@ -540,15 +577,17 @@ impl DataDir {
         self.files.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Serve every table in `tables/`: for each key, its newest file that reads back; older
-    /// ones and leftovers go, bad ones to quarantine.
+    /// Serve every table in `tables/`: for each key, its newest file, if it reads back (never
+    /// an older one: a key comes back at its last written version or not at all); older files
+    /// and leftovers go, bad ones and anything that is not a regular file to quarantine.
     fn restore(&self) -> io::Result<RestoreReport> {
         let mut report = RestoreReport::default();
         let mut found: HashMap<String, BTreeMap<u64, (bool, bool)>> = HashMap::new();
         for entry in fs::read_dir(&self.tables)? {
             let entry = entry?;
             let name = entry.file_name();
-            let parsed = name.to_str().and_then(parse_file_name);
+            let regular = entry.file_type().is_ok_and(|kind| kind.is_file());
+            let parsed = name.to_str().and_then(parse_file_name).filter(|_| regular);
             match parsed {
                 Some((digest, id, is_data)) => {
                     let files = found.entry(digest).or_default().entry(id).or_default();
@@ -559,7 +598,12 @@ impl DataDir {
                     }
                 }
                 None => {
-                    self.move_aside(&entry.path(), "its name is not one flightcache gives");
+                    let why = if regular {
+                        "its name is not one flightcache gives"
+                    } else {
+                        "it is not a regular file"
+                    };
+                    self.move_aside(&entry.path(), why);
                     report.quarantined += 1;
                 }
             }
@@ -569,8 +613,13 @@ impl DataDir {
         for (digest, versions) in found {
             max_id = max_id.max(versions.keys().copied().max().unwrap_or(0));
             let mut chosen = None;
-            for (&id, &(has_data, _)) in versions.iter().rev() {
-                if chosen.is_some() || !has_data {
+            let newest_data = versions
+                .iter()
+                .rev()
+                .find(|(_, files)| files.0)
+                .map(|(&id, _)| id);
+            for &id in versions.keys().rev() {
+                if Some(id) != newest_data {
                     self.remove_files(&digest, id);
                     continue;
                 }
@@ -661,6 +710,17 @@ impl OnRemove for DataDir {
         if self.durability == Durability::Always {
             self.sync_dir();
         }
+    }
+}
+
+/// The background writer: run each queued job, in order, until the queue closes (the clean
+/// stop, or the directory dropped).
+fn write_behind(dir: &std::sync::Weak<DataDir>, queue: &mpsc::Receiver<Job>) {
+    while let Ok(job) = queue.recv() {
+        let Some(dir) = dir.upgrade() else {
+            return;
+        };
+        dir.run_job(job);
     }
 }
 
@@ -771,18 +831,38 @@ fn lock(root: &Path) -> Result<File> {
     Ok(file)
 }
 
+/// Create `path` (and its parents) readable by this user only, if it does not exist; an
+/// existing directory keeps its permissions. Syncs the new entry into its parent.
 fn create_private_dir(path: &Path) -> io::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(path)?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Warn if others than this user may read or enter `path`.
+fn warn_if_shared(path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+        if let Ok(meta) = fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                dir = %path.display(),
+                mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                "other users may read the data directory's tables; chmod 700 it"
+            );
+        }
     }
-    Ok(())
 }
 
 fn create_private_file(path: &Path) -> io::Result<File> {
