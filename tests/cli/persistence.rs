@@ -478,7 +478,7 @@ async fn a_put_that_cannot_be_written_leaves_no_older_version_to_come_back() {
         .spawn()
         .expect("unshare runs (util-linux)");
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut next_url = |stdout: &mut std::io::BufReader<std::process::ChildStdout>| loop {
+    let next_url = |stdout: &mut std::io::BufReader<std::process::ChildStdout>| loop {
         let mut line = String::new();
         assert!(
             std::io::BufRead::read_line(stdout, &mut line).unwrap() > 0,
