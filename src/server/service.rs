@@ -478,6 +478,8 @@ impl FlightCacheService {
         };
         tracing::Span::current().record("key", key.as_str());
 
+        // Under `--durability always`, the table's file is written as the upload arrives.
+        let mut file = self.disk.as_ref().and_then(|disk| disk.stream_file(&key));
         let mut upload = TableUpload::new(key, memory, self.config.max_message_bytes);
         let mut echoed = false;
         // Whether the client still listens for the answer.
@@ -486,6 +488,9 @@ impl FlightCacheService {
         while let Some(message) = next {
             let tag = message.app_metadata.clone();
             upload.push(message)?;
+            if let (Some(file), Some(disk)) = (&mut file, &self.disk) {
+                file.write(upload.messages(), disk).await?;
+            }
             if !tag.is_empty() && listening {
                 echoed = true;
                 // A client that does not read its acknowledgements stalls the upload; it gets
@@ -520,7 +525,7 @@ impl FlightCacheService {
         let expiry = ttl.and_then(|ttl| Expiry::after(self.store.clock().now(), ttl));
         match &self.disk {
             Some(disk) => {
-                disk.publish(key, table, expiry).await?;
+                disk.publish(key, table, expiry, file).await?;
             }
             None => {
                 self.store.insert_with_expiry(key, table, expiry);

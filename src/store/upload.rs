@@ -370,6 +370,12 @@ impl TableUpload {
         Ok(kept_header.map(Bytes::from))
     }
 
+    /// The messages kept so far, in order: what the table will hold, a prefix of it while the
+    /// upload goes on.
+    pub fn messages(&self) -> &[StoredMessage] {
+        &self.messages
+    }
+
     /// Finish a cleanly ended upload into the table to publish.
     ///
     /// # Errors

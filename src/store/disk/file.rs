@@ -111,18 +111,56 @@ pub fn write_table(
     table: &CachedTable,
     expiry: Option<PersistedExpiry>,
 ) -> io::Result<()> {
-    let mut out = Checksummed {
-        inner: out,
-        hasher: crc32fast::Hasher::new(),
-        written: 0,
-    };
-    out.put(MAGIC)?;
-    out.put(&[0, 0])?;
-    let (mut dictionaries, mut batches) = (Vec::new(), Vec::new());
-    let mut app_metadata = Vec::with_capacity(table.messages().len());
-    let mut version = MetadataVersion::V5;
-    let mut rows = 0_u64;
+    let mut writer = TableFileWriter::new(out)?;
     for message in table.messages() {
+        writer.push(message)?;
+    }
+    writer.finish(key, table.schema(), expiry)?;
+    Ok(())
+}
+
+/// An Arrow IPC file written a message at a time, as a table's messages are stored: the file
+/// of an upload can be written while the upload arrives.
+pub struct TableFileWriter<W: Write> {
+    out: Checksummed<W>,
+    dictionaries: Vec<Block>,
+    batches: Vec<Block>,
+    app_metadata: Vec<String>,
+    version: MetadataVersion,
+    rows: u64,
+    schema_header: Option<Bytes>,
+}
+
+impl<W: Write> TableFileWriter<W> {
+    /// Start the file: its magic.
+    ///
+    /// # Errors
+    /// The writer's errors.
+    pub fn new(out: W) -> io::Result<Self> {
+        let mut out = Checksummed {
+            inner: out,
+            hasher: crc32fast::Hasher::new(),
+            written: 0,
+        };
+        out.put(MAGIC)?;
+        out.put(&[0, 0])?;
+        Ok(Self {
+            out,
+            dictionaries: Vec::new(),
+            batches: Vec::new(),
+            app_metadata: Vec::new(),
+            version: MetadataVersion::V5,
+            rows: 0,
+            schema_header: None,
+        })
+    }
+
+    /// Write the table's next stored message.
+    ///
+    /// # Errors
+    /// The writer's errors; `InvalidData` for a header that does not parse.
+    pub fn push(&mut self, message: &StoredMessage) -> io::Result<()> {
+        let out = &mut self.out;
         let offset = out.written;
         let padded_header = message.header.len().next_multiple_of(8);
         out.put(&CONTINUATION)?;
@@ -141,36 +179,62 @@ pub fn write_table(
             i64::try_from(body_len).map_err(invalid)?,
         );
         match header.header_type() {
-            MessageHeader::DictionaryBatch => dictionaries.push(block),
+            MessageHeader::DictionaryBatch => self.dictionaries.push(block),
             MessageHeader::RecordBatch => {
-                batches.push(block);
+                self.batches.push(block);
                 let length = header.header_as_record_batch().map_or(0, |b| b.length());
-                rows += u64::try_from(length).unwrap_or(0);
+                self.rows += u64::try_from(length).unwrap_or(0);
             }
             // The footer says the version the messages were written in.
-            MessageHeader::Schema => version = header.version(),
+            MessageHeader::Schema => {
+                self.version = header.version();
+                self.schema_header = Some(message.header.clone());
+            }
             _ => {}
         }
-        app_metadata.push(BASE64.encode(&message.app_metadata));
+        self.app_metadata.push(BASE64.encode(&message.app_metadata));
+        Ok(())
     }
-    // End of stream.
-    out.put(&CONTINUATION)?;
-    out.put(&0_i32.to_le_bytes())?;
-    let meta = FileMeta {
-        version: FORMAT_VERSION,
-        key: key.as_str().to_string(),
-        expiry,
-        app_metadata,
-        rows,
-        crc32: out.hasher.clone().finalize(),
-        checked_len: out.written,
-    };
-    let footer = footer(table.schema(), version, &dictionaries, &batches, &meta)?;
-    warn_if_dictionary_ids_differ(key, table, &footer);
-    out.put(&footer)?;
-    out.put(&i32::try_from(footer.len()).map_err(invalid)?.to_le_bytes())?;
-    out.put(MAGIC)?;
-    out.inner.flush()
+
+    /// End the file: the end-of-stream marker, the footer for `key`'s table of `schema`
+    /// expiring as `expiry` says, and the closing magic; the writer, flushed.
+    ///
+    /// # Errors
+    /// The writer's errors.
+    pub fn finish(
+        mut self,
+        key: &TableKey,
+        schema: &SchemaRef,
+        expiry: Option<PersistedExpiry>,
+    ) -> io::Result<W> {
+        let out = &mut self.out;
+        out.put(&CONTINUATION)?;
+        out.put(&0_i32.to_le_bytes())?;
+        let meta = FileMeta {
+            version: FORMAT_VERSION,
+            key: key.as_str().to_string(),
+            expiry,
+            app_metadata: std::mem::take(&mut self.app_metadata),
+            rows: self.rows,
+            crc32: out.hasher.clone().finalize(),
+            checked_len: out.written,
+        };
+        let footer = footer(
+            schema,
+            self.version,
+            &self.dictionaries,
+            &self.batches,
+            &meta,
+        )?;
+        if let Some(schema_header) = &self.schema_header {
+            warn_if_dictionary_ids_differ(key, schema_header, &footer);
+        }
+        out.put(&footer)?;
+        out.put(&i32::try_from(footer.len()).map_err(invalid)?.to_le_bytes())?;
+        out.put(MAGIC)?;
+        out.inner.flush()?;
+        Ok(self.out.inner)
+    }
 }
 
 /// The footer flatbuffer: the schema, the blocks, and `meta` as custom metadata.
@@ -209,11 +273,9 @@ fn footer(
 /// keep the uploader's ids. They agree for tables from pyarrow and arrow-rs; where they do not
 /// (another writer's own numbering), flightcache still restores the table from its messages,
 /// but other readers may refuse the file: say so.
-fn warn_if_dictionary_ids_differ(key: &TableKey, table: &CachedTable, footer: &[u8]) {
-    let stored = table
-        .messages()
-        .first()
-        .and_then(|schema| root_as_message(&schema.header).ok())
+fn warn_if_dictionary_ids_differ(key: &TableKey, schema_header: &[u8], footer: &[u8]) {
+    let stored = root_as_message(schema_header)
+        .ok()
         .and_then(|message| message.header_as_schema())
         .map(|schema| dictionary_ids(schema.fields()));
     let written = root_as_footer(footer)
@@ -432,9 +494,8 @@ pub fn read_table(
             .checked_add(body_len)
             .filter(|&end| offset >= at && offset % 8 == 0 && meta_len > 8 && end <= footer_start)
             .ok_or_else(|| bad(format!("the block at byte {offset} lies outside its data")))?;
-        if mapped[offset..header_start][..4] != CONTINUATION {
-            return Err(bad(format!("no message starts at byte {offset}")));
-        }
+        // Its bytes are not read here (that would read the file: a page per message); the CRC
+        // checks them before they are first served.
         counts.bytes += body_len as u64;
         counts.batches += u64::from(is_batch);
         messages.push(StoredMessage {

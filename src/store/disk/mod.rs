@@ -41,7 +41,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::protocol::actions::StoreStats;
 use crate::protocol::key::TableKey;
-use crate::store::table::CachedTable;
+use crate::store::table::{CachedTable, StoredMessage};
 use crate::store::{Expiry, OnRemove, StoredTable, TableStore};
 use file::PersistedExpiry;
 
@@ -95,6 +95,115 @@ enum Job {
     Table { key: TableKey, id: u64 },
     /// Write `key`'s current deadline beside its file.
     Expiry { key: TableKey },
+}
+
+/// What the writer of a [`FileInProgress`] is sent.
+enum Piece {
+    /// The table's next stored message.
+    Message(StoredMessage),
+    /// The upload ended cleanly: write the footer and sync.
+    End {
+        key: TableKey,
+        schema: arrow::datatypes::SchemaRef,
+        expiry: Option<PersistedExpiry>,
+    },
+}
+
+/// A table's file being written under `tmp/` while its upload arrives (`--durability always`).
+/// Dropped unfinished (the upload failed), its file is removed.
+#[derive(Debug)]
+pub struct FileInProgress {
+    key: TableKey,
+    temp: PathBuf,
+    pieces: tokio::sync::mpsc::Sender<Piece>,
+    writing: tokio::task::JoinHandle<io::Result<()>>,
+    /// How many of the upload's messages were sent.
+    sent: usize,
+    /// Whether its file was finished and handed on.
+    finished: bool,
+}
+
+impl Drop for FileInProgress {
+    fn drop(&mut self) {
+        if !self.finished {
+            // The writer may still hold it open; its writes go nowhere once it is unlinked.
+            fs::remove_file(&self.temp).ok();
+        }
+    }
+}
+
+impl FileInProgress {
+    /// Write the messages of `kept` not written yet (`kept` is what the upload has kept so
+    /// far); waits while the disk is behind.
+    ///
+    /// # Errors
+    /// [`Error::DiskFull`] or [`Error::DiskWrite`] if the file cannot be written.
+    pub async fn write(&mut self, kept: &[StoredMessage], dir: &DataDir) -> Result<()> {
+        for message in &kept[self.sent..] {
+            if self
+                .pieces
+                .send(Piece::Message(message.clone()))
+                .await
+                .is_err()
+            {
+                return Err(self.failure(dir).await);
+            }
+        }
+        self.sent = kept.len();
+        Ok(())
+    }
+
+    /// The error the writer stopped with.
+    async fn failure(&mut self, dir: &DataDir) -> Error {
+        let err = match (&mut self.writing).await {
+            Ok(Err(err)) => err,
+            Ok(Ok(())) => io::Error::other("the file was finished early"),
+            Err(join) => io::Error::other(join.to_string()),
+        };
+        dir.write_failed(&self.key, &err)
+    }
+
+    /// Finish the file of the table of `schema`: footer, sync; its temporary path.
+    async fn finish(
+        mut self,
+        schema: &arrow::datatypes::SchemaRef,
+        expiry: Option<PersistedExpiry>,
+    ) -> Result<PathBuf> {
+        let end = Piece::End {
+            key: self.key.clone(),
+            schema: Arc::clone(schema),
+            expiry,
+        };
+        let sent = self.pieces.send(end).await.is_ok();
+        let written = (&mut self.writing).await;
+        match (sent, written) {
+            (true, Ok(Ok(()))) => {
+                self.finished = true;
+                Ok(self.temp.clone())
+            }
+            (_, Ok(Err(err))) => Err(io_failure(&self.key, &err)),
+            (_, Ok(Ok(()))) => Err(io_failure(
+                &self.key,
+                &io::Error::other("the file was not finished"),
+            )),
+            (_, Err(join)) => Err(Error::TaskFailed {
+                task: "data directory write",
+                source: join,
+            }),
+        }
+    }
+}
+
+/// The error of a put whose file could not be written.
+fn io_failure(key: &TableKey, err: &io::Error) -> Error {
+    if is_disk_full(err) {
+        Error::DiskFull { key: key.clone() }
+    } else {
+        Error::DiskWrite {
+            key: key.clone(),
+            source: io::Error::new(err.kind(), err.to_string()),
+        }
+    }
 }
 
 /// An open, locked data directory, and the writer that keeps it up to date.
@@ -190,8 +299,58 @@ impl DataDir {
         self.report
     }
 
+    /// Under [`Durability::Always`], start writing `key`'s next table's file while its upload
+    /// arrives, so that the put is answered about when its last byte is on disk rather than
+    /// after a second pass; `None` under [`Durability::Background`].
+    pub fn stream_file(self: &Arc<Self>, key: &TableKey) -> Option<FileInProgress> {
+        if self.durability != Durability::Always {
+            return None;
+        }
+        let temp = self.temp_path();
+        // Created here, so that an upload that fails at once finds it to remove.
+        let created = create_private_file(&temp);
+        let (pieces, mut arriving) = tokio::sync::mpsc::channel::<Piece>(16);
+        let path = temp.clone();
+        let writing = tokio::task::spawn_blocking(move || {
+            let written = (|| {
+                let out = BufWriter::with_capacity(1 << 20, created?);
+                let mut writer = file::TableFileWriter::new(out)?;
+                while let Some(piece) = arriving.blocking_recv() {
+                    match piece {
+                        Piece::Message(message) => writer.push(&message)?,
+                        Piece::End {
+                            key,
+                            schema,
+                            expiry,
+                        } => {
+                            let out = writer.finish(&key, &schema, expiry)?;
+                            out.into_inner()
+                                .map_err(io::IntoInnerError::into_error)?
+                                .sync_all()?;
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(io::Error::other("the upload ended without a table"))
+            })();
+            if written.is_err() {
+                fs::remove_file(&path).ok();
+            }
+            written
+        });
+        Some(FileInProgress {
+            key: key.clone(),
+            temp,
+            pieces,
+            writing,
+            sent: 0,
+            finished: false,
+        })
+    }
+
     /// Store `table` under `key` with `expiry`, in memory and on disk as [`Durability`] says;
-    /// returns the table it replaced.
+    /// returns the table it replaced. Under [`Durability::Always`], `file` is its file written
+    /// while it arrived ([`stream_file`](Self::stream_file)), if it was.
     ///
     /// # Errors
     /// Under [`Durability::Always`], [`Error::DiskFull`] or [`Error::DiskWrite`] if its file
@@ -201,7 +360,24 @@ impl DataDir {
         key: TableKey,
         table: Arc<CachedTable>,
         expiry: Option<Expiry>,
+        file: Option<FileInProgress>,
     ) -> Result<Option<Arc<CachedTable>>> {
+        if let (Durability::Always, Some(file)) = (self.durability, file) {
+            let persisted = expiry.map(|expiry| self.persisted(expiry));
+            let temp = file
+                .finish(table.schema(), persisted)
+                .await
+                .inspect_err(|_| {
+                    self.write_failures.fetch_add(1, Ordering::Relaxed);
+                })?;
+            let dir = Arc::clone(self);
+            return tokio::task::spawn_blocking(move || dir.commit_now(key, table, expiry, &temp))
+                .await
+                .map_err(|source| Error::TaskFailed {
+                    task: "data directory write",
+                    source,
+                })?;
+        }
         match self.durability {
             Durability::Background => {
                 let (old, id) = self.store.insert_with_expiry(key.clone(), table, expiry);
@@ -404,14 +580,7 @@ impl DataDir {
     /// Count and classify a failed write of `key`'s file.
     fn write_failed(&self, key: &TableKey, err: &io::Error) -> Error {
         self.write_failures.fetch_add(1, Ordering::Relaxed);
-        if is_disk_full(err) {
-            Error::DiskFull { key: key.clone() }
-        } else {
-            Error::DiskWrite {
-                key: key.clone(),
-                source: io::Error::new(err.kind(), err.to_string()),
-            }
-        }
+        io_failure(key, err)
     }
 
     /// Write `table`'s file under `tmp/`, synced; its path.
