@@ -25,11 +25,12 @@
 //! with one warning; its checksum is checked before it is first served, and by a background
 //! pass over every restored table.
 
+pub mod direct;
 pub mod file;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read as _, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
@@ -308,13 +309,12 @@ impl DataDir {
         }
         let temp = self.temp_path();
         // Created here, so that an upload that fails at once finds it to remove.
-        let created = create_private_file(&temp);
+        let created = direct::create(&temp);
         let (pieces, mut arriving) = tokio::sync::mpsc::channel::<Piece>(16);
         let path = temp.clone();
         let writing = tokio::task::spawn_blocking(move || {
             let written = (|| {
-                let out = BufWriter::with_capacity(1 << 20, created?);
-                let mut writer = file::TableFileWriter::new(out)?;
+                let mut writer = file::TableFileWriter::new(created?)?;
                 while let Some(piece) = arriving.blocking_recv() {
                     match piece {
                         Piece::Message(message) => writer.push(&message)?,
@@ -323,10 +323,7 @@ impl DataDir {
                             schema,
                             expiry,
                         } => {
-                            let out = writer.finish(&key, &schema, expiry)?;
-                            out.into_inner()
-                                .map_err(io::IntoInnerError::into_error)?
-                                .sync_all()?;
+                            writer.finish(&key, &schema, expiry)?.finish()?;
                             return Ok(());
                         }
                     }
@@ -592,12 +589,9 @@ impl DataDir {
     ) -> io::Result<PathBuf> {
         let temp = self.temp_path();
         let written = (|| {
-            let out = create_private_file(&temp)?;
-            let mut out = BufWriter::with_capacity(1 << 20, out);
+            let mut out = direct::create(&temp)?;
             file::write_table(&mut out, key, table, expiry)?;
-            out.into_inner()
-                .map_err(io::IntoInnerError::into_error)?
-                .sync_all()
+            out.finish()
         })();
         match written {
             Ok(()) => Ok(temp),
