@@ -267,6 +267,16 @@ async fn background_never_tears_a_table_or_brings_back_a_dropped_key_across_sigk
     crash_loop("background", 16, 0x5EED_0002).await;
 }
 
+/// Put `version_table(name, version)` under `name`.
+async fn put_version(client: &mut CacheClient, name: &str, version: u64) {
+    let table = version_table(name, version);
+    let key = TableKey::try_new(name).unwrap();
+    client
+        .put_batches(&key, table[0].schema(), table)
+        .await
+        .unwrap();
+}
+
 /// A clean stop (SIGTERM) writes every queued file first: nothing is lost in `background`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_stop_loses_nothing_in_background() {
@@ -274,13 +284,7 @@ async fn a_clean_stop_loses_nothing_in_background() {
     let server = serve_on(dir.path(), "background");
     let mut client = CacheClient::connect(&server.url).await.unwrap();
     for v in 0..12 {
-        let name = format!("k{}", v % 8);
-        let table = version_table(&name, v);
-        let key = TableKey::try_new(name.as_str()).unwrap();
-        client
-            .put_batches(&key, table[0].schema(), table)
-            .await
-            .unwrap();
+        put_version(&mut client, &format!("k{}", v % 8), v).await;
     }
     server.stop();
     let server = serve_on(dir.path(), "background");
@@ -305,13 +309,7 @@ async fn a_second_server_names_the_first_and_the_startup_line_counts_the_tables(
     let server = serve_on(dir.path(), "always");
     let mut client = CacheClient::connect(&server.url).await.unwrap();
     for v in 0..3 {
-        let name = format!("t{v}");
-        let table = version_table(&name, 3);
-        let key = TableKey::try_new(name.as_str()).unwrap();
-        client
-            .put_batches(&key, table[0].schema(), table)
-            .await
-            .unwrap();
+        put_version(&mut client, &format!("t{v}"), 3).await;
     }
     let second = std::process::Command::new(BIN)
         .args([
@@ -430,12 +428,7 @@ async fn tables_back_from_disk_leave_the_memory_budget_to_new_puts() {
     // 4 keys of about 10 MiB.
     let names: Vec<String> = (0..4).map(|i| format!("cold/{i}")).collect();
     for name in &names {
-        let table = version_table(name, 8); // 3 batches of 160,000 rows
-        let key = TableKey::try_new(name.as_str()).unwrap();
-        client
-            .put_batches(&key, table[0].schema(), table)
-            .await
-            .unwrap();
+        put_version(&mut client, name, 8).await; // 3 batches of 160,000 rows
     }
     server.stop();
 
