@@ -23,10 +23,10 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --locked --all-targets -- -D warnings
 
-step "the library alone: no command line, progress bars, prompts, allocator or certificates"
+step "the library alone: no command line, progress bars, prompts, allocator, certificates or SQL engine"
 cargo clippy --locked --lib --no-default-features -- -D warnings
 cli_crates="$(cargo tree --locked --no-default-features -e normal --prefix none \
-  | sed 's/ v.*//' | sort -u | grep -xE 'clap|indicatif|rpassword|rcgen|mimalloc' || true)"
+  | sed 's/ v.*//' | sort -u | grep -xE 'clap|indicatif|rpassword|rcgen|mimalloc|datafusion' || true)"
 if [ -n "$cli_crates" ]; then
   echo "error: the library without default features compiles: $cli_crates" >&2
   exit 1

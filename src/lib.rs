@@ -24,11 +24,14 @@
 //!    straight into table memory, `do_get` bodies sent without a copy, HTTP/2 settings. It
 //!    reads requests and writes responses, and imports neither the store nor the server: the
 //!    server hands it table memory and tables through its traits.
-//! 5. [`server`]: [`ServerConfig`], [`serve`], [`EmbeddedServer`], TLS, the metrics page; and
+//! 5. `sql` (crate-private, feature `sql`): Flight SQL's engine, Apache DataFusion over the
+//!    store's tables as one caller may read them, scanned in place; signed statement handles;
+//!    the metadata SQL tools ask for.
+//! 6. [`server`]: [`ServerConfig`], [`serve`], [`EmbeddedServer`], TLS, the metrics page; and
 //!    (crate-private) the router that hands each request to its RPC's one door, and the
 //!    doors, which authenticate every caller first. Beside it, [`client`]: [`CacheClient`]
 //!    and its streams; neither imports the other.
-//! 6. [`formats`] (Parquet, Arrow IPC and CSV files as batch streams, a batch at a time) and
+//! 7. [`formats`] (Parquet, Arrow IPC and CSV files as batch streams, a batch at a time) and
 //!    [`bench`](mod@bench) (the benchmark behind `flightcache bench`, and its JSON and
 //!    raw-socket baselines) use the layers below.
 //!
@@ -36,6 +39,7 @@
 //! - `cli` (default): what the `flightcache` binary needs beside the library (its command
 //!   line, progress bars, password prompts, allocator, logging), and `bench`.
 //! - `bench`: the benchmark module and the throwaway certificates of `bench --tls`.
+//! - `sql` (default): Flight SQL on the same port, run by Apache DataFusion.
 //!
 //! `cargo build --lib --no-default-features` builds the server, the client and the file
 //! formats alone.
@@ -50,6 +54,8 @@ pub mod error;
 pub mod formats;
 pub mod protocol;
 pub mod server;
+#[cfg(feature = "sql")]
+pub(crate) mod sql;
 pub(crate) mod store;
 pub(crate) mod transport;
 

@@ -348,7 +348,7 @@ impl CacheClient {
     {
         // An upload cannot be sent twice: the session is renewed before it, if due.
         self.refresh_session().await;
-        let messages = encode_stream(&schema, key.to_descriptor(), batches)
+        let messages = encode_stream(&schema, Some(key.to_descriptor()), batches)
             .map_err(|e| FlightError::ExternalError(Box::new(e)));
         let (failed, failure) = oneshot::channel();
         let mut request = self.request(CancelOnError {

@@ -234,6 +234,42 @@ pub enum Error {
         rpc: FlightRpc,
     },
 
+    /// A SQL statement that cannot be parsed, planned or run: the engine's message, which
+    /// names the position in the statement where it has one.
+    #[error("SQL: {message}")]
+    SqlStatement {
+        /// What the engine reported.
+        message: String,
+    },
+
+    /// A Flight SQL message that does not decode as the type its URL names.
+    #[error(transparent)]
+    BadSqlMessage(#[from] crate::protocol::sql::BadSqlMessage),
+
+    /// A query that needs more memory than the budget can give it.
+    #[error(
+        "SQL: the query needs more memory than the memory budget has free ({message}); \
+         select fewer columns or rows, or raise --max-memory"
+    )]
+    SqlOutOfMemory {
+        /// What the engine reported.
+        message: String,
+    },
+
+    /// A Flight SQL command or feature that flightcache does not offer.
+    #[error("Flight SQL: {what} is not supported by flightcache")]
+    SqlUnsupported {
+        /// The command or feature.
+        what: String,
+    },
+
+    /// A statement handle or query ticket that this server did not issue to this caller.
+    #[error(
+        "Flight SQL: the statement handle or ticket is not one this server issued to you; \
+         prepare or plan the statement again"
+    )]
+    SqlHandle,
+
     /// An `advance-clock` action sent to a server whose clock tests may not move.
     #[error("this server's clock cannot be moved; start a test server with `serve --test-clock`")]
     TestClockOff,
@@ -610,6 +646,11 @@ impl Error {
             | Error::UnknownMethod { .. }
             | Error::UnsupportedEncoding { .. } => Code::Unimplemented,
             Error::TestClockOff => Code::FailedPrecondition,
+            Error::SqlStatement { .. } | Error::SqlHandle | Error::BadSqlMessage(_) => {
+                Code::InvalidArgument
+            }
+            Error::SqlOutOfMemory { .. } => Code::ResourceExhausted,
+            Error::SqlUnsupported { .. } => Code::Unimplemented,
             Error::DiskFull { .. } => Code::ResourceExhausted,
             Error::CorruptTable { .. } => Code::DataLoss,
             Error::DataDir { .. } | Error::DiskWrite { .. } => Code::Internal,

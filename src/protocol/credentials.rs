@@ -60,6 +60,11 @@ impl Credentials {
     /// [`AuthProblem::MalformedHeader`] for a header that is neither well-formed basic nor
     /// bearer credentials.
     pub fn from_header(value: &[u8]) -> Result<Self, AuthProblem> {
+        use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+        const BASIC_BASE64: GeneralPurpose = GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+        );
         let text = std::str::from_utf8(value).map_err(|_| AuthProblem::MalformedHeader)?;
         let (scheme, rest) = text
             .trim()
@@ -70,7 +75,9 @@ impl Credentials {
             return Ok(Credentials::Bearer(rest.to_string()));
         }
         if scheme.eq_ignore_ascii_case("basic") {
-            let decoded = base64::engine::general_purpose::STANDARD
+            // Padding optional: ADBC's Flight SQL driver (Go) sends basic credentials
+            // without it.
+            let decoded = BASIC_BASE64
                 .decode(rest)
                 .map_err(|_| AuthProblem::MalformedHeader)?;
             let decoded = String::from_utf8(decoded).map_err(|_| AuthProblem::MalformedHeader)?;
@@ -186,6 +193,20 @@ pub struct WhoAmI {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn basic_credentials_are_read_with_or_without_padding() {
+        // "alice:pw" is 8 bytes: one `=` of padding, which ADBC's Go driver leaves out.
+        for header in [&b"Basic YWxpY2U6cHc="[..], b"Basic YWxpY2U6cHc"] {
+            assert_eq!(
+                Credentials::from_header(header),
+                Ok(Credentials::Basic {
+                    user: "alice".into(),
+                    password: "pw".into()
+                })
+            );
+        }
+    }
 
     #[test]
     fn authorization_headers_round_trip() {

@@ -95,11 +95,12 @@ fn split_batch(batch: &RecordBatch, target_bytes: usize) -> Result<Vec<RecordBat
         .collect())
 }
 
-/// The `do_put` message stream for `batches` under `descriptor`: schema first, then batches.
-/// Encoding happens as the stream is polled, one input batch at a time.
+/// The message stream for `batches`: schema first (carrying `descriptor`, as the first
+/// message of a `do_put` must; a `do_get` answer has none), then batches. Encoding happens as
+/// the stream is polled, one input batch at a time.
 pub fn encode_stream<S, E>(
     schema: &Schema,
-    descriptor: FlightDescriptor,
+    descriptor: Option<FlightDescriptor>,
     batches: S,
 ) -> impl Stream<Item = Result<FlightData, E>> + Send + 'static
 where
@@ -107,7 +108,7 @@ where
     E: From<ArrowError> + Send + 'static,
 {
     let mut encoder = FlightEncoder::new(TARGET_MESSAGE_BYTES);
-    let schema_message = encoder.encode_schema(schema, Some(descriptor));
+    let schema_message = encoder.encode_schema(schema, descriptor);
     let messages = batches.flat_map(move |batch| {
         let encoded = batch.and_then(|batch| Ok(encoder.encode_batch(&batch)?));
         match encoded {

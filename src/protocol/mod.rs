@@ -10,6 +10,7 @@
 //! - [`put`]: [`PutSummary`](put::PutSummary), what a finished `do_put` answers.
 //! - [`ttl`]: times to live: the `do_put` header, and what the TTL actions answer.
 //! - [`encode`]: record batches into Flight messages, the schema exactly as given.
+//! - [`sql`]: Flight SQL's commands in descriptors, tickets and actions.
 //! - [`rights`]: [`Right`](rights::Right), what a request needs.
 //! - [`text`]: [`ClientText`](text::ClientText), client input quoted as a bounded prefix.
 //!
@@ -25,6 +26,7 @@ pub mod location;
 pub mod put;
 pub mod rights;
 pub mod rpc;
+pub mod sql;
 pub mod text;
 pub mod ttl;
 

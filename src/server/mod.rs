@@ -17,6 +17,7 @@ pub(crate) mod metrics;
 pub(crate) mod router;
 pub(crate) mod service;
 pub(crate) mod slots;
+pub(crate) mod sql_doors;
 pub(crate) mod store_io;
 pub mod tls;
 

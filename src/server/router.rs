@@ -15,6 +15,7 @@ use std::convert::Infallible;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use prost::Message;
 use tokio::sync::mpsc;
@@ -25,7 +26,7 @@ use tonic::server::NamedService;
 use crate::error::{ClientText, Error, Result};
 use crate::protocol::rpc::{FLIGHT_SERVICE, FlightRpc};
 use crate::server::call::Call;
-use crate::server::service::FlightCacheService;
+use crate::server::service::{FlightCacheService, GetAnswer};
 use crate::transport::connection::{RequestInFlight, connection_info};
 use crate::transport::grpc;
 use crate::transport::receive::MessageReader;
@@ -123,7 +124,10 @@ async fn dispatch(
         FlightRpc::DoGet => {
             let call = unary(call, rpc, body, limit, idle).await;
             match service.do_get(call).await {
-                Ok(read) => replay_response(read.table, read.span),
+                Ok(GetAnswer::Table(read)) => replay_response(read.table, read.span),
+                Ok(GetAnswer::Sql(messages)) => {
+                    grpc::stream_response(messages.map_err(tonic::Status::from))
+                }
                 Err(status) => grpc::status_response(status),
             }
         }

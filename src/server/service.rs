@@ -38,10 +38,12 @@ use crate::protocol::credentials::{AUTHORIZATION, AuthProblem, Credentials, Sess
 use crate::protocol::key::{KeyProblem, TableKey};
 use crate::protocol::put::PutSummary;
 use crate::protocol::rpc::FlightRpc;
+use crate::protocol::sql::{SQL_ACTIONS, descriptor_command, is_sql_action, ticket_command};
 use crate::protocol::ttl::{PersistResult, TTL_HEADER, TableMetadata, TtlResult, parse_ttl_header};
 use crate::server::call::Call;
 use crate::server::config::{ServerConfig, UPLOAD_SLOT_WAIT};
 use crate::server::slots::{SlotHolder, UploadSlots};
+use crate::server::sql_doors::FlightDataStream;
 use crate::server::tls::certificate_user;
 use crate::store::budget::UploadAccount;
 use crate::store::disk::DataDir;
@@ -71,6 +73,9 @@ pub(crate) struct FlightCacheService {
     auth: Option<Arc<Authenticator>>,
     /// Where every table is also kept on disk (`--data-dir`), if anywhere.
     disk: Option<Arc<DataDir>>,
+    /// Flight SQL's engine.
+    #[cfg(feature = "sql")]
+    sql: crate::sql::SqlEngine,
 }
 
 /// Where the `do_put` door sends the `PutResult`s of an upload as it goes (see
@@ -97,7 +102,10 @@ impl FlightCacheService {
                 clock.clone(),
             ))
         });
+        let location: Arc<str> = location.into();
         Self {
+            #[cfg(feature = "sql")]
+            sql: crate::sql::SqlEngine::new(store.clone(), disk.clone(), Arc::clone(&location)),
             store,
             upload_slots: Arc::new(UploadSlots::new(
                 config.max_concurrent_puts,
@@ -108,7 +116,7 @@ impl FlightCacheService {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             )),
             config: Arc::new(config),
-            location: location.into(),
+            location,
             auth,
             disk,
         }
@@ -117,6 +125,12 @@ impl FlightCacheService {
     /// The data directory, on a server with one.
     pub fn disk(&self) -> Option<&Arc<DataDir>> {
         self.disk.as_ref()
+    }
+
+    /// Flight SQL's engine.
+    #[cfg(feature = "sql")]
+    pub fn sql(&self) -> &crate::sql::SqlEngine {
+        &self.sql
     }
 
     /// The authenticator, on a server with users.
@@ -296,62 +310,86 @@ impl FlightCacheService {
     }
 
     /// The door of `GetFlightInfo`: the table's schema, size and the one endpoint whose ticket
-    /// `do_get` takes.
+    /// `do_get` takes; for a Flight SQL command, its plan's schema and ticket.
     #[instrument(skip_all, fields(peer = ?call.peer, key))]
     pub async fn get_flight_info(
         &self,
         call: Call<FlightDescriptor>,
     ) -> Result<FlightInfo, Status> {
-        self.answer(
-            call.peer,
-            self.admit(call).and_then(|(caller, descriptor)| {
-                let (key, stored) = self.table_for(&caller, &descriptor)?;
+        let peer = call.peer;
+        let result = match self.admit(call) {
+            Ok((caller, descriptor)) => self.describe(&caller, descriptor).await,
+            Err(err) => Err(err),
+        };
+        self.answer(peer, result).await
+    }
+
+    /// The `FlightInfo` a descriptor asks for: a cached table's, or a Flight SQL command's.
+    async fn describe(&self, caller: &Caller, descriptor: FlightDescriptor) -> Result<FlightInfo> {
+        match descriptor_command(&descriptor) {
+            Some(command) => self.sql_flight_info(caller, descriptor, command?).await,
+            None => {
+                let (key, stored) = self.table_for(caller, &descriptor)?;
                 Ok(self.flight_info(&key, descriptor, &stored))
-            }),
-        )
-        .await
+            }
+        }
     }
 
     /// The door of `PollFlightInfo`: a cached table is a query already complete, so the answer
     /// is its whole `FlightInfo`, progress 1.0 and no descriptor to poll again with.
     #[instrument(skip_all, fields(peer = ?call.peer, key))]
     pub async fn poll_flight_info(&self, call: Call<FlightDescriptor>) -> Result<PollInfo, Status> {
-        self.answer(
-            call.peer,
-            self.admit(call).and_then(|(caller, descriptor)| {
-                let (key, stored) = self.table_for(&caller, &descriptor)?;
-                Ok(PollInfo {
-                    info: Some(self.flight_info(&key, descriptor, &stored)),
-                    flight_descriptor: None,
-                    progress: Some(1.0),
-                    expiration_time: None,
-                })
-            }),
-        )
-        .await
+        let peer = call.peer;
+        let result = match self.admit(call) {
+            Ok((caller, descriptor)) => self.describe(&caller, descriptor).await,
+            Err(err) => Err(err),
+        };
+        let result = result.map(|info| PollInfo {
+            info: Some(info),
+            flight_descriptor: None,
+            progress: Some(1.0),
+            expiration_time: None,
+        });
+        self.answer(peer, result).await
     }
 
     /// The door of `GetSchema`: the table's schema, metadata included.
     #[instrument(skip_all, fields(peer = ?call.peer, key))]
     pub async fn get_schema(&self, call: Call<FlightDescriptor>) -> Result<SchemaResult, Status> {
-        self.answer(
-            call.peer,
-            self.admit(call).and_then(|(caller, descriptor)| {
-                Ok(self
-                    .table_for(&caller, &descriptor)?
-                    .1
-                    .table
-                    .schema_result())
-            }),
-        )
-        .await
+        let peer = call.peer;
+        let result = match self.admit(call) {
+            Ok((caller, descriptor)) => match descriptor_command(&descriptor) {
+                Some(Ok(command)) => self.sql_schema(&caller, command).await,
+                Some(Err(bad)) => Err(bad.into()),
+                None => self
+                    .table_for(&caller, &descriptor)
+                    .map(|(_, stored)| stored.table.schema_result()),
+            },
+            Err(err) => Err(err),
+        };
+        self.answer(peer, result).await
     }
 
-    /// The door of `DoGet`: the table the ticket names, for the transport to stream.
+    /// The door of `DoGet`: the table the ticket names, for the transport to stream; or a
+    /// Flight SQL ticket's answer.
     #[instrument(skip_all, fields(peer = ?call.peer, key))]
-    pub async fn do_get(&self, call: Call<Ticket>) -> Result<TableRead, Status> {
+    pub async fn do_get(&self, call: Call<Ticket>) -> Result<GetAnswer, Status> {
         let peer = call.peer;
-        let read = self.admit(call).and_then(|(caller, ticket)| {
+        let (caller, ticket) = match self.admit(call) {
+            Ok(admitted) => admitted,
+            Err(err) => return self.answer(peer, Err(err)).await,
+        };
+        if let Some(command) = ticket_command(&ticket) {
+            let answer = match command {
+                Ok(command) => self.sql_do_get(&caller, command).await,
+                Err(bad) => Err(bad.into()),
+            };
+            if answer.is_ok() {
+                self.store.record_get();
+            }
+            return self.answer(peer, answer.map(GetAnswer::Sql)).await;
+        }
+        let read = Ok((caller, ticket)).and_then(|(caller, ticket): (Caller, Ticket)| {
             let key = TableKey::try_from_ticket(&ticket)?;
             tracing::Span::current().record("key", key.as_str());
             caller.require(Right::Read, Some(&key))?;
@@ -376,10 +414,10 @@ impl FlightCacheService {
                     bytes = table.bytes(),
                     "streaming table"
                 );
-                TableRead {
+                GetAnswer::Table(TableRead {
                     table,
                     span: tracing::Span::current(),
-                }
+                })
             }),
         )
         .await
@@ -435,8 +473,11 @@ impl FlightCacheService {
         ttl: Option<Duration>,
         results: &PutResults,
     ) -> Result<()> {
-        // A caller who may write no key at all takes no upload slot.
-        caller.require(Right::Write, None)?;
+        // A caller who may write no key at all takes no upload slot (one who may read binds
+        // Flight SQL parameters through do_put).
+        if !cfg!(feature = "sql") || caller.require(Right::Read, None).is_err() {
+            caller.require(Right::Write, None)?;
+        }
         let per_connection = self.config.max_puts_per_connection;
         let _connection_slot = match &connection {
             Some(connection) => Some(connection.try_start_upload(per_connection).ok_or(
@@ -459,6 +500,7 @@ impl FlightCacheService {
         // The key is decoded, and the write right on it checked, once: as soon as the first
         // message's descriptor is read, before its body is received or charged to the budget.
         let mut named = None;
+        let mut sql = None;
         let first = messages
             .next_message_checked(&mut memory, |head| {
                 // The first message names its key before its body (as every Flight client
@@ -467,12 +509,23 @@ impl FlightCacheService {
                     .flight_descriptor
                     .as_ref()
                     .ok_or(Error::MissingDescriptor)?;
+                if let Some(command) = descriptor_command(descriptor) {
+                    sql = Some(command?);
+                    return Ok(());
+                }
                 let key = TableKey::try_from_descriptor(descriptor)?;
+                caller.require(Right::Write, None)?;
                 caller.require(Right::Write, Some(&key))?;
                 named = Some(key);
                 Ok(())
             })
             .await?;
+        if let Some(command) = sql {
+            let first = first.ok_or(Error::MissingDescriptor)?;
+            return self
+                .sql_put(caller, command, first, messages, memory, results)
+                .await;
+        }
         let (Some(first), Some(key)) = (first, named) else {
             return Err(Error::MissingDescriptor);
         };
@@ -563,9 +616,18 @@ impl FlightCacheService {
     /// actions, protobuf for Flight's standard ones).
     #[instrument(skip_all, fields(peer = ?call.peer, action, key))]
     pub async fn do_action(&self, call: Call<Action>) -> Result<Vec<arrow_flight::Result>, Status> {
+        let peer = call.peer;
+        let admitted = self.admit(call);
+        if let Ok((caller, action)) = &admitted
+            && is_sql_action(&action.r#type)
+        {
+            tracing::Span::current().record("action", action.r#type.as_str());
+            let result = self.sql_action(caller, action.clone()).await;
+            return self.answer(peer, result).await;
+        }
         self.answer(
-            call.peer,
-            self.admit(call).and_then(|(caller, action)| {
+            peer,
+            admitted.and_then(|(caller, action)| {
                 tracing::Span::current().record("action", action.r#type.as_str());
                 let action = CacheAction::try_from(action)?;
                 let (right, key) = action.needs();
@@ -705,8 +767,16 @@ impl FlightCacheService {
     pub async fn list_actions(&self, call: Call<Empty>) -> Result<Vec<ActionType>, Status> {
         self.answer(
             call.peer,
-            self.admit(call)
-                .map(|(_, Empty {})| actions::action_types(self.config.test_clock)),
+            self.admit(call).map(|(_, Empty {})| {
+                let mut types = actions::action_types(self.config.test_clock);
+                if cfg!(feature = "sql") {
+                    types.extend(SQL_ACTIONS.iter().map(|(name, description)| ActionType {
+                        r#type: (*name).to_owned(),
+                        description: (*description).to_owned(),
+                    }));
+                }
+                types
+            }),
         )
         .await
     }
@@ -768,6 +838,14 @@ fn ttl_result(key: &TableKey, expiry: Option<Expiry>, now: Instant) -> TtlResult
 /// timestamps give it: the wall clock moves forward with the store's clock.
 fn wall_clock(expiry: Expiry, clock: &Clock) -> prost_types::Timestamp {
     (SystemTime::now() + clock.skipped() + expiry.remaining(clock.now())).into()
+}
+
+/// What a `do_get` streams: a cached table, or a Flight SQL ticket's answer.
+pub(crate) enum GetAnswer {
+    /// A cached table, replayed as stored.
+    Table(TableRead),
+    /// A query's results or a metadata answer, encoded as they are produced.
+    Sql(FlightDataStream),
 }
 
 /// A table a `do_get` streams. The get holds an `Arc` of it, so a replace or drop meanwhile

@@ -16,7 +16,7 @@ use arrow::array::ArrayRef;
 use arrow::buffer::{Buffer, MutableBuffer};
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::error::ArrowError;
-use arrow::ipc::{self, MessageHeader, convert::try_fb_to_schema, reader::RecordBatchDecoder};
+use arrow::ipc::{self, MessageHeader, convert::fb_to_schema, reader::RecordBatchDecoder};
 use arrow_flight::FlightData;
 use bytes::Bytes;
 
@@ -270,6 +270,15 @@ impl TableUpload {
                 },
             ));
         };
+        // Its record batch of values: arrow-ipc 59 unwraps it (60 reports it missing).
+        if batch.data().is_none() {
+            return Err(invalid(
+                key,
+                UploadProblem::EmptyHeader {
+                    kind: "dictionary batch's values",
+                },
+            ));
+        }
         let id = batch.id();
         // An id the schema does not declare is refused by the decoder below.
         let value_type = decoding.dictionary_types.get(&id).cloned();
@@ -472,6 +481,12 @@ fn guard_decoder<T>(decode: impl FnOnce() -> Result<T, ArrowError>) -> Result<T,
             Err(DecodeFailure::Panic(what))
         }
     }
+}
+
+/// A schema flatbuffer decoded, or why it cannot be: arrow-ipc 59's `fb_to_schema` panics on a
+/// type it cannot read (arrow 60 has `try_fb_to_schema`; use it once the stack moves there).
+pub(crate) fn try_fb_to_schema(fb_schema: ipc::Schema<'_>) -> Result<Schema, ArrowError> {
+    quiet_panics::catch(|| fb_to_schema(fb_schema)).map_err(ArrowError::IpcError)
 }
 
 /// Catching a panic without the panic hook printing it.

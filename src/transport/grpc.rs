@@ -177,6 +177,25 @@ pub fn streaming_response<M: Message + 'static>(
     response(Body::new(StreamBody::new(first.chain(rest))))
 }
 
+/// A streaming response of `messages`, each framed as it comes (pulled only as the client
+/// reads: HTTP/2's flow control paces the producer), ended by the trailers of the first error
+/// or `grpc-status: 0`.
+pub fn stream_response<M, S>(messages: S) -> http::Response<Body>
+where
+    M: Message + 'static,
+    S: futures::Stream<Item = Result<M, Status>> + Send + 'static,
+{
+    let frames = futures::stream::unfold(Some(Box::pin(messages)), |messages| async move {
+        let mut messages = messages?;
+        match messages.next().await {
+            Some(Ok(message)) => Some((Ok(Frame::data(frame(&message))), Some(messages))),
+            Some(Err(status)) => Some((Ok(Frame::trailers(trailers(Some(status)))), None)),
+            None => Some((Ok::<_, Infallible>(Frame::trailers(ok_trailers())), None)),
+        }
+    });
+    response(Body::new(StreamBody::new(frames)))
+}
+
 /// What the task running a streaming door ended with.
 pub async fn task_outcome(task: JoinHandle<Result<(), Status>>) -> Result<(), Status> {
     match task.await {

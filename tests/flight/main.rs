@@ -13,6 +13,7 @@ mod roundtrip;
 mod rpc;
 mod security;
 mod spec;
+mod sql;
 mod uploads;
 mod valid_tables;
 mod validation;

@@ -386,7 +386,7 @@ async fn a_bad_ttl_header_is_refused_before_anything_is_stored() {
         flight.add_header("x-flightcache-ttl", bad).unwrap();
         let messages = flightcache::protocol::encode::encode_stream(
             &numbered_schema(),
-            key("t").to_descriptor(),
+            Some(key("t").to_descriptor()),
             futures::stream::iter(numbered_batches(1, 3)).map(Ok::<_, flightcache::Error>),
         )
         .map_err(|e| arrow_flight::error::FlightError::ExternalError(Box::new(e)));

@@ -322,7 +322,9 @@ async fn list_actions_names_what_do_action_handles() {
             "ttl",
             "whoami",
             "CancelFlightInfo",
-            "RenewFlightEndpoint"
+            "RenewFlightEndpoint",
+            "CreatePreparedStatement",
+            "ClosePreparedStatement"
         ]
     );
     assert!(actions.iter().all(|a| !a.description.is_empty()));
@@ -344,6 +346,18 @@ async fn list_actions_names_what_do_action_handles() {
                     .to_action()
                     .body
             }
+            "CreatePreparedStatement" => {
+                use arrow_flight::sql::{ActionCreatePreparedStatementRequest, ProstMessageExt};
+                use prost::Message;
+                ActionCreatePreparedStatementRequest {
+                    query: "SELECT 1".into(),
+                    transaction_id: None,
+                }
+                .as_any()
+                .encode_to_vec()
+                .into()
+            }
+            "ClosePreparedStatement" => continue, // needs a handle: tests/flight/sql.rs
             _ => Bytes::new(),
         };
         let result = flight

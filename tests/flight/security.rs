@@ -941,3 +941,92 @@ async fn one_users_uploads_leave_upload_slots_for_the_others() {
     }
     server.shutdown_and_wait().await;
 }
+
+/// Flight SQL goes through the same doors: a statement reads only the keys its caller may
+/// read (another key is "not found", as if it did not exist, and is not listed), a ticket or
+/// prepared statement is bound to the caller it was issued to, and a caller without
+/// credentials gets nothing.
+#[tokio::test]
+async fn flight_sql_reads_only_what_the_caller_may_read() {
+    use arrow_flight::sql::CommandGetTables;
+    use arrow_flight::sql::client::FlightSqlServiceClient;
+
+    let server = TestServer::start_with(quiet(config(fixture().users))).await;
+    let mut admin = login(&server, "admin", "admin-pw").await.unwrap();
+    for name in ["team-a/x", "secret"] {
+        admin
+            .put_batches(&key(name), numbered_schema(), numbered_batches(1, 10))
+            .await
+            .unwrap();
+    }
+    let connect = async |user: Option<(&str, &str)>| {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = FlightSqlServiceClient::new(channel);
+        if let Some((user, password)) = user {
+            client.set_token(session_token(&server, user, password).await);
+        }
+        client
+    };
+    let mut alice = connect(Some(("alice", "alice-pw"))).await;
+    let info = alice
+        .execute(r#"SELECT count(*) FROM "team-a/x""#.into(), None)
+        .await
+        .expect("alice reads team-a/*");
+    let err = alice
+        .execute(r#"SELECT * FROM "secret""#.into(), None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not found"), "{err}");
+    let tables = alice
+        .get_tables(CommandGetTables {
+            catalog: None,
+            db_schema_filter_pattern: None,
+            table_name_filter_pattern: None,
+            table_types: vec![],
+            include_schema: false,
+        })
+        .await
+        .unwrap();
+    let ticket = tables.endpoint[0].ticket.clone().unwrap();
+    let listed: Vec<_> = alice
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let names = listed[0]
+        .column(2)
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .unwrap();
+    assert_eq!(names.iter().flatten().collect::<Vec<_>>(), ["team-a/x"]);
+
+    // Alice's ticket is hers: the reader (who may read everything) cannot redeem it.
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut reader = connect(Some(("reader", "reader-pw"))).await;
+    let err = reader.do_get(ticket.clone()).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("not one this server issued to you"),
+        "{err}"
+    );
+    let counted: Vec<_> = alice
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(counted[0].num_rows(), 1);
+
+    // No credentials: UNAUTHENTICATED before any statement is looked at.
+    let mut stranger = connect(None).await;
+    let err = stranger.execute("SELECT 1".into(), None).await.unwrap_err();
+    assert!(err.to_string().contains("not authenticated"), "{err}");
+    server.shutdown_and_wait().await;
+}

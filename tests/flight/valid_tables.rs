@@ -279,6 +279,21 @@ fn case(
     )
 }
 
+/// Whether arrow-rs's stream reader reads back what its stream writer writes of `batches`.
+fn arrow_rs_reads_back(batches: &[RecordBatch]) -> bool {
+    let mut bytes = Vec::new();
+    let mut writer =
+        arrow::ipc::writer::StreamWriter::try_new(&mut bytes, &batches[0].schema()).unwrap();
+    for batch in batches {
+        writer.write(batch).unwrap();
+    }
+    writer.finish().unwrap();
+    drop(writer);
+    arrow::ipc::reader::StreamReader::try_new(bytes.as_slice(), None)
+        .unwrap()
+        .all(|batch| batch.is_ok())
+}
+
 #[tokio::test]
 async fn every_generated_valid_table_arrow_rs_writes_is_stored_and_comes_back_exact() {
     let cases = env_or("FLIGHTCACHE_VALID_CASES", DEFAULT_CASES);
@@ -287,10 +302,23 @@ async fn every_generated_valid_table_arrow_rs_writes_is_stored_and_comes_back_ex
     let server = TestServer::start().await;
     let mut client = server.client().await;
     let mut refused = Vec::new();
+    let mut unreadable = 0;
     for number in 0..cases {
         let (described, batches) = case(seed, number, &leaves);
         let key = key(&format!("valid-{number}"));
         let schema = batches[0].schema();
+        if !arrow_rs_reads_back(&batches) {
+            // arrow-rs 59's writer writes an empty run-end encoded slice at an offset with a
+            // run end of 0 (fixed in arrow 60): not a valid table on the wire, and the server
+            // must agree with arrow-rs's reader that it is not.
+            let refusal = client.put_batches(&key, schema, batches.clone()).await;
+            assert!(
+                refusal.is_err(),
+                "{described}: stored what arrow-rs cannot read"
+            );
+            unreadable += 1;
+            continue;
+        }
         if let Err(e) = client.put_batches(&key, schema, batches.clone()).await {
             refused.push(format!("{described}: {e}"));
             continue;
@@ -300,8 +328,13 @@ async fn every_generated_valid_table_arrow_rs_writes_is_stored_and_comes_back_ex
         client.drop_table(&key).await.unwrap();
     }
     eprintln!(
-        "{cases} valid tables written by arrow-rs (seed {seed}): {} refused",
+        "{cases} valid tables written by arrow-rs (seed {seed}): {} refused, \
+         {unreadable} written unreadably by arrow-rs's own writer (and refused)",
         refused.len()
+    );
+    assert!(
+        unreadable < cases / 4,
+        "{unreadable} of {cases} unreadable as written"
     );
     assert!(
         refused.is_empty(),

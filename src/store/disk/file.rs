@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use arrow::datatypes::SchemaRef;
-use arrow::ipc::convert::{IpcSchemaEncoder, try_fb_to_schema};
+use arrow::ipc::convert::IpcSchemaEncoder;
+
+use crate::store::upload::try_fb_to_schema;
 use arrow::ipc::writer::DictionaryTracker;
 use arrow::ipc::{
     Block, FooterBuilder, MessageHeader, MetadataVersion, root_as_footer, root_as_message,
@@ -254,9 +256,10 @@ fn footer(
         .schema_to_fb_offset(&mut fbb, schema);
     let meta = serde_json::to_string(meta).map_err(invalid)?;
     let meta_crc = crc32fast::hash(meta.as_bytes()).to_string();
-    let custom = arrow::datatypes::Metadata::default()
-        .with(FOOTER_KEY, meta)
-        .with(FOOTER_CRC_KEY, meta_crc);
+    let custom = std::collections::HashMap::from([
+        (FOOTER_KEY.to_owned(), meta),
+        (FOOTER_CRC_KEY.to_owned(), meta_crc),
+    ]);
     let custom = arrow::ipc::convert::metadata_to_fb(&mut fbb, &custom);
     let mut builder = FooterBuilder::new(&mut fbb);
     builder.add_version(version);

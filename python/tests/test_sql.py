@@ -1,0 +1,417 @@
+"""Flight SQL on the Flight port, through the real ADBC Flight SQL driver (Apache Arrow ADBC's Go
+driver, through `adbc_driver_flightsql.dbapi`): every key is a table in catalog `flightcache`,
+schema `public`. Queries, parameters, errors, metadata (`adbc_get_objects`,
+`adbc_get_table_schema`, `adbc_get_info`), users and TLS, against a real `flightcache serve`.
+Tables go in with plain pyarrow.flight `do_put`, as in the other tests.
+
+The driver's DBAPI prepares every statement (the `CreatePreparedStatement` action), binds
+parameters with a `DoPut` of one row under `CommandPreparedStatementQuery` and runs the query
+with `GetFlightInfo` and `DoGet`."""
+
+import subprocess
+
+import adbc_driver_flightsql
+import adbc_driver_flightsql.dbapi as dbapi
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.flight as flight
+import pytest
+from adbc_driver_manager import AdbcStatusCode
+
+from conftest import _binary
+from flight_helpers import put
+from test_security import Authority, hash_password, log_in, new_token
+from test_security import pki  # noqa: F401 (a fixture: a CA and a server certificate)
+
+ROOT_CERTS = adbc_driver_flightsql.DatabaseOptions.TLS_ROOT_CERTS.value
+AUTHORIZATION = adbc_driver_flightsql.DatabaseOptions.AUTHORIZATION_HEADER.value
+CLIENT_CERT = adbc_driver_flightsql.DatabaseOptions.MTLS_CERT_CHAIN.value
+CLIENT_KEY = adbc_driver_flightsql.DatabaseOptions.MTLS_PRIVATE_KEY.value
+
+
+def make_table(rows=5000, batch_rows=1000):
+    """int64 `a` (distinct, so ORDER BY a is one order; some nulls), utf8 `b` and float64 `c`
+    with nulls, in batches of `batch_rows`."""
+    rng = np.random.default_rng(7)
+    a = rng.permutation(rows).astype(np.int64) - 1000
+    table = pa.table(
+        {
+            "a": pa.array(a, pa.int64(), mask=np.arange(rows) % 97 == 0),
+            "b": pa.array([f"s{i % 50}" if i % 7 else None for i in range(rows)], pa.utf8()),
+            "c": pa.array(rng.normal(size=rows), pa.float64(), mask=np.arange(rows) % 11 == 0),
+        }
+    )
+    return pa.Table.from_batches(table.to_batches(max_chunksize=batch_rows))
+
+
+TABLE = make_table()
+SMALL = make_table(rows=30, batch_rows=10)
+
+
+def connect(url, db_kwargs=None):
+    """An ADBC DBAPI connection. Autocommit: flightcache has no transactions (the driver only
+    warns when asked to turn autocommit off)."""
+    return dbapi.connect(url, db_kwargs=db_kwargs, autocommit=True)
+
+
+def query(conn, sql, parameters=None):
+    """The whole result of `sql`, run on a new cursor."""
+    with conn.cursor() as cursor:
+        cursor.execute(sql, parameters)
+        return cursor.fetch_arrow_table()
+
+
+def table_names(conn, **filters):
+    """The tables adbc_get_objects lists in flightcache.public."""
+    [catalog] = conn.adbc_get_objects(**filters).read_all().to_pylist()
+    assert catalog["catalog_name"] == "flightcache"
+    [schema] = catalog["catalog_db_schemas"]
+    assert schema["db_schema_name"] == "public"
+    return [table["table_name"] for table in schema["db_schema_tables"]]
+
+
+def assert_not_found(failure, name):
+    """A table the caller cannot query: a ProgrammingError that says "not found" and names it."""
+    message = str(failure.value)
+    assert isinstance(failure.value, dbapi.ProgrammingError), repr(failure.value)
+    assert "not found" in message.lower() and name in message, message
+
+
+@pytest.fixture
+def sql(server):
+    conn = connect(server.url)
+    yield conn
+    conn.close()
+
+
+# --- queries ----------------------------------------------------------------------------------
+
+
+def test_select_star_gives_back_the_table_that_was_put(client, sql):
+    assert len(TABLE.to_batches()) == 5 and all(c.null_count for c in TABLE.columns)
+    put(client, "k", TABLE)
+    result = query(sql, 'SELECT * FROM "k"')
+    assert result.schema == TABLE.schema
+    assert result.equals(TABLE)
+
+
+def test_a_projection_and_filter_match_pyarrow_compute(client, sql):
+    put(client, "k", TABLE)
+    expected = TABLE.filter(pc.greater(TABLE["a"], 10)).sort_by("a").select(["b"])
+    result = query(sql, 'SELECT b FROM "k" WHERE a > 10 ORDER BY a')
+    assert result.schema == expected.schema
+    assert result.equals(expected)
+
+
+def test_aggregates_match_pyarrow_compute(client, sql):
+    put(client, "k", TABLE)
+    result = query(
+        sql,
+        'SELECT sum(a) AS total, count(*) AS n, count(b) AS n_b, min(c) AS low, max(c) AS high '
+        'FROM "k"',
+    )
+    assert result.to_pylist() == [
+        {
+            "total": pc.sum(TABLE["a"]).as_py(),
+            "n": TABLE.num_rows,
+            "n_b": TABLE.num_rows - TABLE["b"].null_count,
+            "low": pc.min(TABLE["c"]).as_py(),
+            "high": pc.max(TABLE["c"]).as_py(),
+        }
+    ]
+    assert result.schema.field("total").type == pa.int64()
+
+
+def test_a_group_by_matches_pyarrow(client, sql):
+    put(client, "k", TABLE)
+    result = query(sql, 'SELECT b, count(*) AS n FROM "k" GROUP BY b ORDER BY b')
+    expected = TABLE.group_by("b").aggregate([([], "count_all")]).sort_by("b")
+    assert [(row["b"], row["n"]) for row in result.to_pylist()] == [
+        (row["b"], row["count_all"]) for row in expected.to_pylist()
+    ]
+
+
+def test_keys_with_a_slash_or_capitals_are_quoted_table_names(client, sql):
+    put(client, "nyc/trips", TABLE.slice(0, 10))
+    put(client, "Trips2024", TABLE.slice(0, 20))
+    put(client, "plain", TABLE.slice(0, 30))
+    assert query(sql, 'SELECT count(*) AS n FROM "nyc/trips"')["n"].to_pylist() == [10]
+    assert query(sql, 'SELECT count(*) AS n FROM "Trips2024"')["n"].to_pylist() == [20]
+    assert query(sql, "SELECT count(*) AS n FROM plain")["n"].to_pylist() == [30]
+    assert query(sql, 'SELECT count(*) AS n FROM flightcache.public."nyc/trips"')["n"].to_pylist() == [10]
+
+
+def test_a_table_put_again_is_queried_as_replaced(client, sql):
+    put(client, "k", TABLE)
+    assert query(sql, 'SELECT count(*) AS n FROM "k"')["n"].to_pylist() == [5000]
+    put(client, "k", SMALL)
+    assert query(sql, 'SELECT * FROM "k"').equals(SMALL)
+
+
+# --- parameters -------------------------------------------------------------------------------
+
+
+def above(threshold, table=TABLE):
+    """The `a` values over `threshold`, in order: what `WHERE a > $1 ORDER BY a` answers."""
+    return sorted(a for a in table["a"].to_pylist() if a is not None and a > threshold)
+
+
+def test_a_parameter_is_bound_to_the_prepared_query(client, sql):
+    put(client, "k", TABLE)
+    result = query(sql, 'SELECT a FROM "k" WHERE a > $1 ORDER BY a', (10,))
+    assert result.schema == pa.schema([pa.field("a", pa.int64())])
+    assert result["a"].to_pylist() == above(10)
+
+
+def test_the_same_prepared_query_runs_again_with_new_parameters(client, sql):
+    put(client, "k", TABLE)
+    with sql.cursor() as cursor:
+        for threshold in [10, 3900, 10**9, -5]:
+            cursor.execute('SELECT a FROM "k" WHERE a > $1 ORDER BY a', (threshold,))
+            result = cursor.fetch_arrow_table()
+            assert result["a"].to_pylist() == above(threshold), threshold
+            assert result.schema.field("a").type == pa.int64()
+
+
+def test_parameters_of_several_types(client, sql):
+    put(client, "k", TABLE)
+    result = query(sql, 'SELECT count(*) AS n FROM "k" WHERE a > $1 AND b = $2', (100, "s3"))
+    mask = pc.and_(pc.greater(TABLE["a"], 100), pc.equal(TABLE["b"], "s3"))
+    assert result["n"].to_pylist() == [TABLE.filter(mask).num_rows]
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def test_a_syntax_error_is_a_programming_error_that_quotes_the_problem(client, sql):
+    put(client, "k", TABLE)
+    with pytest.raises(dbapi.ProgrammingError) as failure:
+        query(sql, 'SELEC * FROM "k"')
+    assert failure.value.status_code == AdbcStatusCode.INVALID_ARGUMENT, failure.value
+    assert "SELEC" in str(failure.value)
+
+
+def test_a_missing_table_is_not_found(sql):
+    with pytest.raises(dbapi.Error) as failure:
+        query(sql, 'SELECT * FROM "never-stored"')
+    assert_not_found(failure, "never-stored")
+
+
+def test_a_missing_column_is_a_programming_error(client, sql):
+    put(client, "k", TABLE)
+    with pytest.raises(dbapi.ProgrammingError, match="no_such_column"):
+        query(sql, 'SELECT no_such_column FROM "k"')
+
+
+# --- metadata ---------------------------------------------------------------------------------
+
+
+def test_get_objects_lists_every_key_as_a_table_with_its_columns(client, sql):
+    put(client, "k", TABLE)
+    put(client, "nyc/trips", TABLE.select(["c", "a"]))
+    [catalog] = sql.adbc_get_objects(depth="all").read_all().to_pylist()
+    assert catalog["catalog_name"] == "flightcache"
+    [schema] = catalog["catalog_db_schemas"]
+    assert schema["db_schema_name"] == "public"
+    tables = {table["table_name"]: table for table in schema["db_schema_tables"]}
+    assert sorted(tables) == ["k", "nyc/trips"]
+    assert {table["table_type"] for table in tables.values()} == {"TABLE"}
+    columns = {
+        name: [(c["column_name"], c["ordinal_position"]) for c in table["table_columns"]]
+        for name, table in tables.items()
+    }
+    assert columns == {"k": [("a", 1), ("b", 2), ("c", 3)], "nyc/trips": [("c", 1), ("a", 2)]}
+
+
+def test_get_objects_filters_table_names_with_like_patterns(client, sql):
+    for key in ["k", "nyc/trips", "nyc/zones", "paris"]:
+        put(client, key, SMALL)
+    assert table_names(sql, depth="tables", table_name_filter="nyc/%") == ["nyc/trips", "nyc/zones"]
+    assert table_names(sql, depth="tables", table_name_filter="_") == ["k"]
+    assert sorted(table_names(sql, depth="tables")) == ["k", "nyc/trips", "nyc/zones", "paris"]
+
+
+def test_get_table_schema_is_the_schema_that_was_put(client, sql):
+    put(client, "k", TABLE)
+    put(client, "nyc/trips", TABLE.select(["c"]))
+    assert sql.adbc_get_table_schema("k") == TABLE.schema
+    assert sql.adbc_get_table_schema("nyc/trips") == TABLE.select(["c"]).schema
+    assert (
+        sql.adbc_get_table_schema("k", catalog_filter="flightcache", db_schema_filter="public")
+        == TABLE.schema
+    )
+
+
+def test_get_table_schema_of_a_missing_table_is_not_found(client, sql):
+    put(client, "k", TABLE)
+    with pytest.raises(dbapi.ProgrammingError) as failure:
+        sql.adbc_get_table_schema("never-stored")
+    assert failure.value.status_code == AdbcStatusCode.NOT_FOUND, failure.value
+
+
+def test_the_one_table_type_is_table(sql):
+    assert sql.adbc_get_table_types() == ["TABLE"]
+
+
+def test_get_info_names_flightcache_and_its_version(sql):
+    version = subprocess.run(
+        [_binary(), "--version"], capture_output=True, text=True, check=True
+    ).stdout.split()[-1]
+    info = sql.adbc_get_info()
+    assert info["vendor_name"] == "flightcache"
+    assert info["vendor_version"] == version
+
+
+# --- users ------------------------------------------------------------------------------------
+
+# The driver signs in with `Basic` + base64 WITHOUT padding (Go's RawStdEncoding), where pyarrow
+# pads: user:password lengths of every remainder mod 3 check that both are taken.
+CREDENTIALS = {"admin": "admin-pw", "alice": "alice-pw!", "bob": "bob-pw"}
+
+
+def test_the_credentials_cover_every_base64_padding():
+    assert {len(f"{user}:{password}") % 3 for user, password in CREDENTIALS.items()} == {0, 1, 2}
+
+
+@pytest.fixture(scope="module")
+def sql_users(tmp_path_factory):
+    """A users file: an admin, alice who may read shared/* only, bob who may read everything,
+    and ci with an API token for shared/*; returns (path, ci's token)."""
+    token, token_line = new_token()
+    text = f"""
+[users.admin]
+{hash_password(CREDENTIALS["admin"])}
+read = ["*"]
+write = ["*"]
+admin = true
+
+[users.alice]
+{hash_password(CREDENTIALS["alice"])}
+read = ["shared/*"]
+
+[users.bob]
+{hash_password(CREDENTIALS["bob"])}
+read = ["*"]
+
+[users.ci]
+{token_line}
+read = ["shared/*"]
+"""
+    path = tmp_path_factory.mktemp("sql-users") / "users.toml"
+    path.write_text(text)
+    return str(path), token
+
+
+@pytest.fixture
+def users_server(start_server, sql_users):
+    """A server with users, holding `shared/t` and `secret` (put by the admin)."""
+    server = start_server("--users", sql_users[0])
+    client = flight.connect(server.url)
+    admin = log_in(client, "admin", CREDENTIALS["admin"])
+    put(client, "shared/t", SMALL, options=admin)
+    put(client, "secret", SMALL, options=admin)
+    client.close()
+    return server
+
+
+def sign_in(server, user):
+    return connect(server.url, {"username": user, "password": CREDENTIALS[user]})
+
+
+def test_each_user_signs_in_with_username_and_password(users_server):
+    for user in CREDENTIALS:
+        with sign_in(users_server, user) as conn:
+            assert query(conn, 'SELECT * FROM "shared/t"').equals(SMALL), user
+
+
+def test_a_table_outside_the_users_read_patterns_is_not_found_like_a_missing_one(users_server):
+    with sign_in(users_server, "alice") as conn:
+        assert query(conn, 'SELECT count(*) AS n FROM "shared/t"')["n"].to_pylist() == [30]
+        with pytest.raises(dbapi.Error) as hidden:
+            query(conn, 'SELECT * FROM "secret"')
+        assert_not_found(hidden, "secret")
+        with pytest.raises(dbapi.Error) as missing:
+            query(conn, 'SELECT * FROM "never-stored"')
+        assert type(hidden.value) is type(missing.value)
+        assert hidden.value.status_code == missing.value.status_code
+        with pytest.raises(dbapi.ProgrammingError) as schema:
+            conn.adbc_get_table_schema("secret")
+        assert schema.value.status_code == AdbcStatusCode.NOT_FOUND, schema.value
+
+
+def test_get_objects_lists_only_the_tables_the_user_may_read(users_server):
+    with sign_in(users_server, "alice") as conn:
+        assert table_names(conn) == ["shared/t"]
+    with sign_in(users_server, "bob") as conn:
+        assert sorted(table_names(conn)) == ["secret", "shared/t"]
+
+
+def test_a_read_only_user_binds_parameters(users_server):
+    with sign_in(users_server, "alice") as conn:
+        result = query(conn, 'SELECT a FROM "shared/t" WHERE a > $1 ORDER BY a', (-990,))
+    assert result["a"].to_pylist() == above(-990, SMALL)
+
+
+def test_a_wrong_password_is_refused(users_server):
+    with pytest.raises(dbapi.ProgrammingError, match="user name or password") as failure:
+        with connect(users_server.url, {"username": "alice", "password": "wrong"}) as conn:
+            query(conn, 'SELECT * FROM "shared/t"')
+    assert failure.value.status_code == AdbcStatusCode.UNAUTHENTICATED, failure.value
+
+
+def test_without_credentials_a_query_is_unauthenticated(users_server):
+    with pytest.raises(dbapi.ProgrammingError) as failure:
+        with connect(users_server.url) as conn:
+            query(conn, 'SELECT * FROM "shared/t"')
+    assert failure.value.status_code == AdbcStatusCode.UNAUTHENTICATED, failure.value
+
+
+def test_an_api_token_goes_in_the_authorization_header_option(users_server, sql_users):
+    token = sql_users[1]
+    with connect(users_server.url, {AUTHORIZATION: f"Bearer {token}"}) as conn:
+        assert query(conn, 'SELECT * FROM "shared/t"').equals(SMALL)
+        with pytest.raises(dbapi.Error) as hidden:
+            query(conn, 'SELECT * FROM "secret"')
+        assert_not_found(hidden, "secret")
+
+
+# --- TLS --------------------------------------------------------------------------------------
+
+
+def test_tls_with_the_servers_ca_and_refused_with_another(start_server, pki):  # noqa: F811
+    ca, files = pki
+    server = start_server("--tls-cert", files["cert"], "--tls-key", files["key"])
+    assert server.url.startswith("grpc+tls://127.0.0.1:")
+    client = flight.connect(server.url, tls_root_certs=ca.pem)
+    put(client, "k", TABLE)
+    client.close()
+    with connect(server.url, {ROOT_CERTS: ca.pem.decode()}) as conn:
+        assert query(conn, 'SELECT * FROM "k"').equals(TABLE)
+        result = query(conn, 'SELECT a FROM "k" WHERE a > $1 ORDER BY a', (10,))
+        assert result["a"].to_pylist() == above(10)
+    stranger = Authority("not the server's CA")
+    with pytest.raises(dbapi.OperationalError):
+        with connect(server.url, {ROOT_CERTS: stranger.pem.decode()}) as conn:
+            query(conn, 'SELECT * FROM "k"')
+
+
+def test_mutual_tls_signs_in_the_user_its_certificate_names(start_server, pki, sql_users):  # noqa: F811
+    ca, files = pki
+    server = start_server(
+        "--users", sql_users[0],
+        "--tls-cert", files["cert"], "--tls-key", files["key"], "--tls-client-ca", files["ca"],
+    )
+    cert, key = ca.issue("admin", server=False)
+    client = flight.connect(server.url, tls_root_certs=ca.pem, cert_chain=cert, private_key=key)
+    put(client, "shared/t", SMALL)
+    put(client, "secret", SMALL)
+    client.close()
+    cert, key = ca.issue("alice", server=False)
+    options = {ROOT_CERTS: ca.pem.decode(), CLIENT_CERT: cert.decode(), CLIENT_KEY: key.decode()}
+    with connect(server.url, options) as conn:
+        assert query(conn, 'SELECT * FROM "shared/t"').equals(SMALL)
+        assert table_names(conn) == ["shared/t"]
+        with pytest.raises(dbapi.Error) as hidden:
+            query(conn, 'SELECT * FROM "secret"')
+        assert_not_found(hidden, "secret")

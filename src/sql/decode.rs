@@ -1,0 +1,222 @@
+//! A cached table's stored IPC messages as record batches whose buffers point into table
+//! memory: the scan of a SQL query reads what a get replays, in place.
+//!
+//! A stored message whose body is one piece (as uploaded, or mapped from its file) is decoded
+//! by arrow-ipc's own reader over a zero-copy view of that piece. A piece of a split giant
+//! batch ([`resplit`](crate::store::resplit)) has its body in several segments (slices of the
+//! giant body, rebased offsets, padding); arrow-ipc reads only contiguous bodies, so those
+//! pieces, whose columns are all flat and uncompressed, are assembled here from their
+//! segments, each buffer a view of the segment that holds it. Either way no column value is
+//! copied, and only the projected columns are decoded.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayData, ArrayRef, RecordBatch, RecordBatchOptions, make_array, new_null_array,
+};
+use arrow::buffer::{Buffer, MutableBuffer};
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::error::ArrowError;
+use arrow::ipc::{self, MessageHeader, reader::RecordBatchDecoder};
+use bytes::Bytes;
+
+use crate::store::table::StoredMessage;
+
+/// Decodes a table's messages in order, keeping the dictionaries seen so far.
+pub(crate) struct MessageDecoder {
+    schema: SchemaRef,
+    /// The projected columns' indices, or `None` for every column.
+    projection: Option<Vec<usize>>,
+    dictionaries: HashMap<i64, ArrayRef>,
+}
+
+impl MessageDecoder {
+    /// A decoder of batches of `schema`, keeping only the columns in `projection`.
+    pub fn new(schema: SchemaRef, projection: Option<Vec<usize>>) -> Self {
+        Self {
+            schema,
+            projection,
+            dictionaries: HashMap::new(),
+        }
+    }
+
+    /// Take in `message`: a dictionary batch is kept for the record batches after it, a
+    /// record batch is returned decoded, the schema message is skipped.
+    ///
+    /// # Errors
+    /// What arrow-ipc reports; the messages were validated when they were stored, so only a
+    /// bug reaches this.
+    pub fn decode(&mut self, message: &StoredMessage) -> Result<Option<RecordBatch>, ArrowError> {
+        let header = ipc::root_as_message(&message.header)
+            .map_err(|e| ArrowError::IpcError(format!("a stored header does not parse: {e}")))?;
+        match header.header_type() {
+            MessageHeader::DictionaryBatch => {
+                let batch = header.header_as_dictionary_batch().ok_or_else(|| {
+                    ArrowError::IpcError("an empty dictionary batch header".into())
+                })?;
+                ipc::reader::read_dictionary(
+                    &contiguous_body(message)?,
+                    batch,
+                    &self.schema,
+                    &mut self.dictionaries,
+                    &header.version(),
+                )?;
+                Ok(None)
+            }
+            MessageHeader::RecordBatch => {
+                let batch = header
+                    .header_as_record_batch()
+                    .ok_or_else(|| ArrowError::IpcError("an empty record batch header".into()))?;
+                if message.body.len() > 1 {
+                    return self.assemble(batch, message).map(Some);
+                }
+                RecordBatchDecoder::try_new(
+                    &contiguous_body(message)?,
+                    batch,
+                    Arc::clone(&self.schema),
+                    &self.dictionaries,
+                    &header.version(),
+                )?
+                .with_projection(self.projection.as_deref())
+                .read_record_batch()
+                .map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// A split piece (flat, uncompressed columns) from its body segments.
+    fn assemble(
+        &self,
+        batch: ipc::RecordBatch<'_>,
+        message: &StoredMessage,
+    ) -> Result<RecordBatch, ArrowError> {
+        let rows = usize::try_from(batch.length())
+            .map_err(|_| ArrowError::IpcError("a negative row count".into()))?;
+        let nodes = batch
+            .nodes()
+            .ok_or_else(|| ArrowError::IpcError("a record batch without field nodes".into()))?;
+        let buffers = batch
+            .buffers()
+            .ok_or_else(|| ArrowError::IpcError("a record batch without buffers".into()))?;
+        let body = SegmentedBody::new(&message.body);
+        let mut next_buffer = buffers.iter();
+        let mut columns = Vec::with_capacity(self.schema.fields().len());
+        for (index, (field, node)) in self.schema.fields().iter().zip(nodes.iter()).enumerate() {
+            let data_type = field.data_type();
+            let len = usize::try_from(node.length())
+                .map_err(|_| ArrowError::IpcError("a negative column length".into()))?;
+            let buffer_count = match data_type {
+                DataType::Null => 0,
+                DataType::Utf8 | DataType::Binary | DataType::LargeUtf8 | DataType::LargeBinary => {
+                    3
+                }
+                _ => 2,
+            };
+            let mut column_buffers = Vec::with_capacity(buffer_count);
+            for _ in 0..buffer_count {
+                let described = next_buffer
+                    .next()
+                    .ok_or_else(|| ArrowError::IpcError("a column without its buffers".into()))?;
+                column_buffers.push(body.buffer(described.offset(), described.length())?);
+            }
+            let wanted = self.projection.as_ref().is_none_or(|p| p.contains(&index));
+            if !wanted {
+                continue;
+            }
+            if let DataType::Null = data_type {
+                columns.push((index, new_null_array(data_type, len)));
+                continue;
+            }
+            let mut parts = column_buffers.into_iter();
+            let validity = parts.next().filter(|_| node.null_count() > 0);
+            let data = ArrayData::try_new(
+                data_type.clone(),
+                len,
+                validity,
+                0,
+                parts.collect(),
+                Vec::new(),
+            )?;
+            columns.push((index, make_array(data)));
+        }
+        let order: Vec<usize> = match &self.projection {
+            Some(projection) => projection.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        let schema = Arc::new(self.schema.project(&order)?);
+        let mut by_index: HashMap<usize, ArrayRef> = columns.into_iter().collect();
+        let arrays = order
+            .iter()
+            .map(|i| {
+                by_index
+                    .remove(i)
+                    .ok_or_else(|| ArrowError::IpcError(format!("column {i} is not in the batch")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        RecordBatch::try_new_with_options(
+            schema,
+            arrays,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+    }
+}
+
+/// A one-piece body as an arrow buffer, without a copy.
+fn contiguous_body(message: &StoredMessage) -> Result<Buffer, ArrowError> {
+    match message.body.as_slice() {
+        // arrow-rs asserts that even an empty buffer is aligned for its values.
+        [] => Ok(Buffer::from(MutableBuffer::new(0))),
+        [only] => Ok(Buffer::from(only.clone())),
+        _ => Err(ArrowError::IpcError(
+            "a dictionary batch stored in pieces".into(),
+        )),
+    }
+}
+
+/// A body in segments that follow each other, each buffer inside one of them.
+struct SegmentedBody<'a> {
+    segments: &'a [Bytes],
+    /// Where each segment starts in the body.
+    starts: Vec<usize>,
+}
+
+impl<'a> SegmentedBody<'a> {
+    fn new(segments: &'a [Bytes]) -> Self {
+        let mut starts = Vec::with_capacity(segments.len());
+        let mut at = 0;
+        for segment in segments {
+            starts.push(at);
+            at += segment.len();
+        }
+        Self { segments, starts }
+    }
+
+    /// The buffer at `offset` of `length` bytes, a view of the segment that holds it.
+    fn buffer(&self, offset: i64, length: i64) -> Result<Buffer, ArrowError> {
+        let (Ok(offset), Ok(length)) = (usize::try_from(offset), usize::try_from(length)) else {
+            return Err(ArrowError::IpcError(
+                "a negative buffer offset or length".into(),
+            ));
+        };
+        if length == 0 {
+            return Ok(Buffer::from(MutableBuffer::new(0)));
+        }
+        let Some(segment) = self
+            .starts
+            .partition_point(|&start| start <= offset)
+            .checked_sub(1)
+        else {
+            return Err(ArrowError::IpcError("a buffer outside the body".into()));
+        };
+        let start = offset - self.starts[segment];
+        let bytes = &self.segments[segment];
+        if start + length > bytes.len() {
+            return Err(ArrowError::IpcError(
+                "a buffer that spans two body segments".into(),
+            ));
+        }
+        Ok(Buffer::from(bytes.slice(start..start + length)))
+    }
+}

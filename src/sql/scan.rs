@@ -1,0 +1,195 @@
+//! A cached table as a DataFusion table: [`CachedTableProvider`] plans a [`TableScanExec`],
+//! which streams the table's stored batches decoded in place ([`MessageDecoder`]).
+//!
+//! The provider holds the table it was planned over (an `Arc<CachedTable>`): a key replaced or
+//! dropped while a query reads it stays readable to that query, and its memory stays charged to
+//! the budget until the query lets it go. Projection and `LIMIT` are pushed into the scan
+//! (only the projected columns are decoded; the scan stops once it has the rows); filters are
+//! left to DataFusion, which evaluates them on the batches as they stream.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
+};
+
+use crate::sql::decode::MessageDecoder;
+use crate::store::table::CachedTable;
+
+/// One cached table, as the version of it that was current when the query was planned.
+#[derive(Debug)]
+pub(crate) struct CachedTableProvider {
+    table: Arc<CachedTable>,
+}
+
+impl CachedTableProvider {
+    /// The table `table` as DataFusion sees it.
+    pub fn new(table: Arc<CachedTable>) -> Self {
+        Self { table }
+    }
+}
+
+#[async_trait]
+impl TableProvider for CachedTableProvider {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(self.table.schema())
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(TableScanExec::new(
+            Arc::clone(&self.table),
+            projection.cloned(),
+            limit,
+        )?))
+    }
+}
+
+/// The scan of one cached table: its record batches in stored order, in one partition.
+///
+/// One partition keeps a plain `SELECT *` streaming the rows in the order they were put, as a
+/// get does; DataFusion spreads the batches over the cores itself where an operator gains
+/// from it (aggregates, joins).
+#[derive(Debug)]
+pub(crate) struct TableScanExec {
+    table: Arc<CachedTable>,
+    projection: Option<Vec<usize>>,
+    limit: Option<usize>,
+    properties: Arc<PlanProperties>,
+}
+
+impl TableScanExec {
+    fn new(
+        table: Arc<CachedTable>,
+        projection: Option<Vec<usize>>,
+        limit: Option<usize>,
+    ) -> Result<Self> {
+        let schema = match &projection {
+            Some(columns) => Arc::new(table.schema().project(columns)?),
+            None => Arc::clone(table.schema()),
+        };
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(Self {
+            table,
+            projection,
+            limit,
+            properties: Arc::new(properties),
+        })
+    }
+}
+
+impl DisplayAs for TableScanExec {
+    fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "TableScanExec: rows={}, batches={}",
+            self.table.rows(),
+            self.table.batches()
+        )?;
+        if let Some(projection) = &self.projection {
+            write!(f, ", projection={projection:?}")?;
+        }
+        if let Some(limit) = self.limit {
+            write!(f, ", limit={limit}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for TableScanExec {
+    fn name(&self) -> &str {
+        "TableScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "a table scan has no children".into(),
+            ))
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "a table scan has one partition, not {partition}"
+            )));
+        }
+        let table = Arc::clone(&self.table);
+        let mut decoder = MessageDecoder::new(Arc::clone(table.schema()), self.projection.clone());
+        let mut left = self.limit.unwrap_or(usize::MAX);
+        let mut next = 0;
+        let batches = std::iter::from_fn(move || {
+            while left > 0 {
+                let message = table.messages().get(next)?;
+                next += 1;
+                match decoder.decode(message) {
+                    Ok(Some(batch)) => {
+                        left = left.saturating_sub(batch.num_rows());
+                        return Some(Ok(batch));
+                    }
+                    Ok(None) => {}
+                    Err(err) => {
+                        left = 0;
+                        return Some(Err(DataFusionError::ArrowError(Box::new(err), None)));
+                    }
+                }
+            }
+            None
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            futures::stream::iter(batches),
+        )))
+    }
+}

@@ -1,0 +1,385 @@
+//! Flight SQL through arrow-flight's `FlightSqlServiceClient`, on the same port as plain
+//! Flight: statements, prepared statements with parameters, metadata commands, rights, and
+//! tables read in place while they are replaced or dropped.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow_flight::FlightInfo;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{
+    CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetTables, CommandGetXdbcTypeInfo, SqlInfo,
+};
+use flightcache::ServerConfig;
+use futures::TryStreamExt;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::common::types::every_type_batch;
+use crate::common::{TestServer, key, large_batches, numbered_batches, quiet};
+
+async fn sql_client(server: &TestServer) -> FlightSqlServiceClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{}", server.addr()))
+        .unwrap()
+        .connect()
+        .await
+        .expect("channel connects");
+    FlightSqlServiceClient::new(channel)
+}
+
+async fn put(server: &TestServer, name: &str, batches: Vec<RecordBatch>) {
+    let mut client = server.client().await;
+    client
+        .put_batches(&key(name), batches[0].schema(), batches)
+        .await
+        .expect("put");
+}
+
+/// Every batch of every endpoint of `info`.
+async fn fetch(client: &mut FlightSqlServiceClient<Channel>, info: FlightInfo) -> Vec<RecordBatch> {
+    let mut batches = Vec::new();
+    for endpoint in info.endpoint {
+        let ticket = endpoint.ticket.expect("an endpoint has a ticket");
+        let stream = client.do_get(ticket).await.expect("do_get");
+        batches.extend(stream.try_collect::<Vec<_>>().await.expect("the stream"));
+    }
+    batches
+}
+
+async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Vec<RecordBatch> {
+    let info = client
+        .execute(sql.to_string(), None)
+        .await
+        .expect("execute");
+    fetch(client, info).await
+}
+
+/// The status of a refused call, as its code and message.
+fn refusal(err: arrow_flight::error::FlightError) -> (Code, String) {
+    let status = crate::common::status(err);
+    (status.code(), status.message().to_string())
+}
+
+#[tokio::test]
+async fn select_star_gives_back_the_table_rows_in_order() {
+    let server = TestServer::start().await;
+    let batches = numbered_batches(4, 1000);
+    put(&server, "numbers", batches.clone()).await;
+    let mut client = sql_client(&server).await;
+    let got = query(&mut client, r#"SELECT * FROM "numbers""#).await;
+    assert_eq!(got, batches);
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn every_arrow_type_comes_back_exact_through_select_star() {
+    let server = TestServer::start().await;
+    let batch = every_type_batch();
+    put(&server, "types", vec![batch.clone()]).await;
+    let mut client = sql_client(&server).await;
+    // Column by column first, so that a failure names its type.
+    let mut failed = Vec::new();
+    for (column, field) in batch.schema().fields().iter().enumerate() {
+        let sql = format!(r#"SELECT "{}" FROM "types""#, field.name());
+        let info = client.execute(sql, None).await.expect("execute");
+        let ticket = info.endpoint[0].ticket.clone().unwrap();
+        match client
+            .do_get(ticket)
+            .await
+            .unwrap()
+            .try_collect::<Vec<_>>()
+            .await
+        {
+            Ok(got) if got[0].column(0).to_data() == batch.column(column).to_data() => {}
+            Ok(got) => failed.push(format!("{}: {:?}", field.name(), got[0].column(0))),
+            Err(err) => failed.push(format!("{} ({}): {err}", field.name(), field.data_type())),
+        }
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+    let got = query(&mut client, r#"SELECT * FROM "types""#).await;
+    let got = concat_batches(&got[0].schema(), &got).unwrap();
+    assert_eq!(
+        got.schema(),
+        batch.schema(),
+        "the schema, metadata included"
+    );
+    for (column, field) in batch.schema().fields().iter().enumerate() {
+        assert_eq!(
+            got.column(column).to_data(),
+            batch.column(column).to_data(),
+            "column {}",
+            field.name()
+        );
+    }
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn a_giant_batch_stored_in_pieces_is_scanned_in_place() {
+    // One 8 MiB batch of flat columns is stored as pieces over the same memory (resplit);
+    // the scan reads each piece from its segments.
+    let rows = 500_000;
+    let values: Vec<i64> = (0..rows).collect();
+    let text: Vec<Option<String>> = (0..rows)
+        .map(|i| (i % 7 != 0).then(|| format!("row {i}")))
+        .collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("text", DataType::Utf8, true),
+        Field::new("half", DataType::Float64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from(values.clone())),
+            Arc::new(StringArray::from(text.clone())),
+            Arc::new(Float64Array::from_iter_values(
+                values.iter().map(|v| *v as f64 / 2.0),
+            )),
+        ],
+    )
+    .unwrap();
+    let server = TestServer::start().await;
+    put(&server, "giant", vec![batch.clone()]).await;
+    let mut client = sql_client(&server).await;
+    let got = query(&mut client, r#"SELECT * FROM "giant""#).await;
+    assert!(got.len() > 1, "stored in pieces: {} batches", got.len());
+    assert_eq!(concat_batches(&schema, &got).unwrap(), batch);
+    let got = query(
+        &mut client,
+        r#"SELECT text FROM "giant" WHERE id >= 499990 ORDER BY id"#,
+    )
+    .await;
+    let got = concat_batches(&got[0].schema(), &got).unwrap();
+    let expected: StringArray = text[499_990..].iter().map(|t| t.as_deref()).collect();
+    assert_eq!(got.column(0).as_ref(), &expected as &dyn Array);
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn a_prepared_statement_binds_parameters_and_runs_again_with_new_ones() {
+    let server = TestServer::start().await;
+    put(&server, "numbers", numbered_batches(2, 100)).await;
+    let mut client = sql_client(&server).await;
+    let mut prepared = client
+        .prepare(
+            r#"SELECT count(*) AS n FROM "numbers" WHERE id >= $1"#.to_string(),
+            None,
+        )
+        .await
+        .expect("prepare");
+    assert_eq!(
+        prepared.parameter_schema().unwrap().field(0).data_type(),
+        &DataType::Int64
+    );
+    for (from, expected) in [(150_i64, 50_i64), (0, 200), (500, 0)] {
+        let parameters = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("$1", DataType::Int64, false)])),
+            vec![Arc::new(Int64Array::from(vec![from])) as ArrayRef],
+        )
+        .unwrap();
+        prepared.set_parameters(parameters).unwrap();
+        let info = prepared.execute().await.expect("execute");
+        let got = fetch(&mut client, info).await;
+        let count = got[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(count.value(0), expected, "from {from}");
+    }
+    prepared.close().await.expect("close");
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn sql_errors_are_invalid_argument_with_the_engines_message() {
+    let server = TestServer::start().await;
+    let mut client = sql_client(&server).await;
+    let (code, message) = refusal(client.execute("SELEC 1".into(), None).await.unwrap_err());
+    assert_eq!(code, Code::InvalidArgument, "{message}");
+    assert!(
+        message.contains("SELEC") && message.contains("Column: 1"),
+        "{message}"
+    );
+    let (code, message) = refusal(
+        client
+            .execute(r#"SELECT * FROM "missing""#.into(), None)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, Code::InvalidArgument, "{message}");
+    assert!(
+        message.contains("missing") && message.contains("not found"),
+        "{message}"
+    );
+    // Statements that would change the server or read its files are refused.
+    for statement in [
+        "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
+        "CREATE TABLE t AS SELECT 1",
+        "SET datafusion.execution.batch_size = 1",
+    ] {
+        let (code, message) = refusal(client.execute(statement.into(), None).await.unwrap_err());
+        assert_eq!(code, Code::InvalidArgument, "{statement}: {message}");
+    }
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn metadata_commands_describe_the_cache_and_its_tables() {
+    let server = TestServer::start().await;
+    put(&server, "nyc/trips", numbered_batches(1, 10)).await;
+    put(&server, "other", numbered_batches(1, 10)).await;
+    let mut client = sql_client(&server).await;
+
+    let info = client.get_catalogs().await.unwrap();
+    let catalogs = fetch(&mut client, info).await;
+    assert_eq!(catalogs[0].num_rows(), 1);
+
+    let info = client
+        .get_db_schemas(CommandGetDbSchemas {
+            catalog: None,
+            db_schema_filter_pattern: None,
+        })
+        .await
+        .unwrap();
+    let schemas = fetch(&mut client, info).await;
+    let names = schemas[0]
+        .column(1)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    assert_eq!(names.value(0), "public");
+
+    let info = client
+        .get_tables(CommandGetTables {
+            catalog: Some("flightcache".into()),
+            db_schema_filter_pattern: None,
+            table_name_filter_pattern: Some("nyc/%".into()),
+            table_types: vec![],
+            include_schema: true,
+        })
+        .await
+        .unwrap();
+    let tables = fetch(&mut client, info).await;
+    let tables = concat_batches(&tables[0].schema(), &tables).unwrap();
+    assert_eq!(tables.num_rows(), 1);
+    let names = tables
+        .column(2)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    assert_eq!(names.value(0), "nyc/trips");
+    let schema_bytes = tables
+        .column(4)
+        .as_any()
+        .downcast_ref::<arrow::array::BinaryArray>()
+        .unwrap();
+    let schema = arrow::ipc::convert::try_schema_from_ipc_buffer(schema_bytes.value(0)).unwrap();
+    assert_eq!(&schema, crate::common::numbered_schema().as_ref());
+
+    let info = client.get_table_types().await.unwrap();
+    let types = fetch(&mut client, info).await;
+    let types = types[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    assert_eq!(types.value(0), "TABLE");
+
+    let info = client
+        .get_sql_info(vec![
+            SqlInfo::FlightSqlServerName,
+            SqlInfo::FlightSqlServerReadOnly,
+        ])
+        .await
+        .unwrap();
+    let infos = fetch(&mut client, info).await;
+    let ids = infos[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<UInt32Array>()
+        .unwrap();
+    assert_eq!(ids.len(), 2);
+
+    let info = client
+        .get_xdbc_type_info(CommandGetXdbcTypeInfo { data_type: None })
+        .await
+        .unwrap();
+    let types = fetch(&mut client, info).await;
+    assert!(types[0].num_rows() >= 10, "{}", types[0].num_rows());
+
+    let info = client
+        .get_primary_keys(CommandGetPrimaryKeys {
+            catalog: None,
+            db_schema: None,
+            table: "other".into(),
+        })
+        .await
+        .unwrap();
+    let keys = fetch(&mut client, info).await;
+    assert_eq!(keys.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn a_table_dropped_while_a_query_reads_it_stays_readable_to_that_query() {
+    let server = TestServer::start().await;
+    let (_, batches) = large_batches(64);
+    put(&server, "big", batches.clone()).await;
+    let mut client = sql_client(&server).await;
+    let info = client
+        .execute(r#"SELECT * FROM "big""#.into(), None)
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut stream = client.do_get(ticket).await.unwrap();
+    let first = stream.try_next().await.unwrap().expect("a first batch");
+    let mut cache = server.client().await;
+    cache.drop_table(&key("big")).await.expect("drop");
+    let mut got = vec![first];
+    got.extend(stream.try_collect::<Vec<_>>().await.expect("the rest"));
+    assert_eq!(got, batches);
+    // A new query no longer finds it.
+    let (code, _) = refusal(
+        client
+            .execute(r#"SELECT * FROM "big""#.into(), None)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, Code::InvalidArgument);
+    server.shutdown_and_wait().await;
+}
+
+#[tokio::test]
+async fn plain_flight_is_unchanged_beside_flight_sql() {
+    let server = TestServer::start_with(quiet(ServerConfig::default())).await;
+    let batches = numbered_batches(3, 100);
+    put(&server, "numbers", batches.clone()).await;
+    let mut flight = server.flight_client().await;
+    let got: Vec<RecordBatch> = flight
+        .do_get(key("numbers").to_ticket())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(got, batches);
+    let actions: Vec<_> = flight
+        .list_actions()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        actions
+            .iter()
+            .any(|a| a.r#type == "CreatePreparedStatement")
+    );
+    server.shutdown_and_wait().await;
+}
