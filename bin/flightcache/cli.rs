@@ -16,7 +16,7 @@ use flightcache::server::config::{
     DEFAULT_IDLE_CONNECTION_TIMEOUT, DEFAULT_KEEP_FREED, DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_MAX_CONCURRENT_PUTS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_PUTS_PER_CALLER, DEFAULT_MAX_PUTS_PER_CONNECTION, DEFAULT_MIN_UPLOAD_RATE,
-    DEFAULT_PORT, DEFAULT_REQUEST_IDLE_TIMEOUT, DEFAULT_TOKEN_TTL,
+    DEFAULT_PORT, DEFAULT_QUERY_TIMEOUT, DEFAULT_REQUEST_IDLE_TIMEOUT, DEFAULT_TOKEN_TTL,
 };
 
 /// An Apache Arrow Flight table cache: push tables in, stream them out, no serialization step.
@@ -127,6 +127,13 @@ pub struct ServeArgs {
     /// Uploads accepted at once; more are refused with RESOURCE_EXHAUSTED.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONCURRENT_PUTS)]
     pub max_concurrent_puts: usize,
+    /// Flight SQL queries run at once (default: one per core); more are refused with
+    /// RESOURCE_EXHAUSTED, so that queries cannot take every core from gets and puts.
+    #[arg(long, value_name = "N")]
+    pub max_queries: Option<usize>,
+    /// How long a Flight SQL query may run before it is cancelled (DEADLINE_EXCEEDED).
+    #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(DEFAULT_QUERY_TIMEOUT))]
+    pub query_timeout: HumanDuration,
     /// Uploads one connection may run at once, so that one client cannot take every upload
     /// slot; more are refused with RESOURCE_EXHAUSTED.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PUTS_PER_CONNECTION)]

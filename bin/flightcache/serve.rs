@@ -167,6 +167,11 @@ fn config(args: &ServeArgs, default_memory: Option<&MemoryLimit>) -> anyhow::Res
     Ok(ServerConfig {
         max_message_bytes: usize::try_from(args.max_message_size).unwrap_or(usize::MAX),
         max_concurrent_puts: args.max_concurrent_puts,
+        max_concurrent_queries: args
+            .max_queries
+            .unwrap_or_else(flightcache::server::config::default_max_concurrent_queries)
+            .max(1),
+        query_timeout: args.query_timeout.0,
         max_puts_per_connection: args.max_puts_per_connection,
         max_puts_per_caller: args.max_puts_per_caller,
         min_upload_rate: args.min_upload_rate,

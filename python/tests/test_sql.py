@@ -85,6 +85,29 @@ def sql(server):
     conn.close()
 
 
+# --- ingest -----------------------------------------------------------------------------------
+
+
+def test_adbc_ingest_creates_a_key_that_plain_flight_reads_back(client, sql):
+    with sql.cursor() as cursor:
+        assert cursor.adbc_ingest("in/gested", TABLE, mode="create") == TABLE.num_rows
+    got = client.do_get(flight.Ticket(b"in/gested")).read_all()
+    assert got.equals(TABLE)
+    assert query(sql, 'SELECT count(*) AS n FROM "in/gested"')["n"].to_pylist() == [TABLE.num_rows]
+
+
+def test_adbc_ingest_replaces_only_in_replace_mode_and_does_not_append(client, sql):
+    with sql.cursor() as cursor:
+        cursor.adbc_ingest("k", TABLE, mode="create")
+        with pytest.raises(dbapi.Error) as exists:
+            cursor.adbc_ingest("k", SMALL, mode="create")
+        assert exists.value.status_code == AdbcStatusCode.ALREADY_EXISTS, exists.value
+        assert cursor.adbc_ingest("k", SMALL, mode="replace") == SMALL.num_rows
+        with pytest.raises(dbapi.NotSupportedError):
+            cursor.adbc_ingest("k", SMALL, mode="append")
+    assert client.do_get(flight.Ticket(b"k")).read_all().equals(SMALL)
+
+
 # --- queries ----------------------------------------------------------------------------------
 
 
@@ -338,6 +361,14 @@ def test_a_table_outside_the_users_read_patterns_is_not_found_like_a_missing_one
         with pytest.raises(dbapi.ProgrammingError) as schema:
             conn.adbc_get_table_schema("secret")
         assert schema.value.status_code == AdbcStatusCode.NOT_FOUND, schema.value
+
+
+def test_a_read_only_user_may_not_ingest(users_server):
+    with sign_in(users_server, "alice") as conn:
+        with conn.cursor() as cursor:
+            with pytest.raises(dbapi.Error) as failure:
+                cursor.adbc_ingest("shared/new", SMALL, mode="create")
+    assert "may not write" in str(failure.value), failure.value
 
 
 def test_get_objects_lists_only_the_tables_the_user_may_read(users_server):

@@ -246,6 +246,20 @@ pub enum Error {
     #[error(transparent)]
     BadSqlMessage(#[from] crate::protocol::sql::BadSqlMessage),
 
+    /// An ingest that would replace a cached table without being asked to.
+    #[error(
+        "{} is cached already; ingest with mode \"replace\" to replace it, or drop it first",
+        key.quoted()
+    )]
+    TableExists {
+        /// Its key.
+        key: TableKey,
+    },
+
+    /// A Flight SQL ingest flightcache does not do.
+    #[error("Flight SQL ingest: {0} is not supported by flightcache")]
+    Ingest(#[from] crate::protocol::sql::IngestProblem),
+
     /// A query that needs more memory than the budget can give it.
     #[error(
         "SQL: the query needs more memory than the memory budget has free ({message}); \
@@ -254,6 +268,26 @@ pub enum Error {
     SqlOutOfMemory {
         /// What the engine reported.
         message: String,
+    },
+
+    /// A Flight SQL query refused because as many as the server runs at once are running.
+    #[error(
+        "SQL: {limit} queries are running, as many as this server runs at once \
+         (serve --max-queries); retry when one has finished"
+    )]
+    TooManyQueries {
+        /// The limit.
+        limit: usize,
+    },
+
+    /// A Flight SQL query that ran longer than the server allows.
+    #[error(
+        "SQL: the query ran longer than {limit:?} and was cancelled (serve --query-timeout); \
+         select less, or ask the operator for a longer limit"
+    )]
+    QueryTimeout {
+        /// The limit.
+        limit: std::time::Duration,
     },
 
     /// A Flight SQL command or feature that flightcache does not offer.
@@ -649,7 +683,13 @@ impl Error {
             Error::SqlStatement { .. } | Error::SqlHandle | Error::BadSqlMessage(_) => {
                 Code::InvalidArgument
             }
-            Error::SqlOutOfMemory { .. } => Code::ResourceExhausted,
+            Error::SqlOutOfMemory { .. } | Error::TooManyQueries { .. } => Code::ResourceExhausted,
+            Error::QueryTimeout { .. } => Code::DeadlineExceeded,
+            Error::TableExists { .. } => Code::AlreadyExists,
+            Error::Ingest(crate::protocol::sql::IngestProblem::Elsewhere(_)) => {
+                Code::InvalidArgument
+            }
+            Error::Ingest(_) => Code::Unimplemented,
             Error::SqlUnsupported { .. } => Code::Unimplemented,
             Error::DiskFull { .. } => Code::ResourceExhausted,
             Error::CorruptTable { .. } => Code::DataLoss,

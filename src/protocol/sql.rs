@@ -7,9 +7,16 @@
 //! written as text can be (its first byte would have to be a protobuf tag, `\n`).
 
 use arrow_flight::flight_descriptor::DescriptorType;
-use arrow_flight::sql::{Any, Command};
+use arrow_flight::sql::{
+    Any, Command, CommandStatementIngest, TableExistsOption, TableNotExistOption,
+};
 use arrow_flight::{FlightDescriptor, Ticket};
 use prost::Message;
+
+/// The catalog every key is a table in.
+pub const SQL_CATALOG: &str = "flightcache";
+/// The schema every key is a table in.
+pub const SQL_SCHEMA: &str = "public";
 
 /// The prefix of every Flight SQL message's type URL.
 pub const FLIGHT_SQL_TYPE_PREFIX: &str = "type.googleapis.com/arrow.flight.protocol.sql.";
@@ -60,6 +67,77 @@ pub fn descriptor_command(descriptor: &FlightDescriptor) -> Option<Result<Comman
 /// The Flight SQL command a ticket carries.
 pub fn ticket_command(ticket: &Ticket) -> Option<Result<Command, BadSqlMessage>> {
     sql_command(&ticket.ticket)
+}
+
+/// Where a bulk ingest (`CommandStatementIngest`, ADBC's `adbc_ingest`) stores its table, and
+/// what it does when the key is cached already, or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestTarget {
+    /// The key: the ingest's table name.
+    pub table: String,
+    /// Replace a cached table (`true`), or fail with ALREADY_EXISTS.
+    pub replace: bool,
+    /// Create the key if it is not cached (`true`), or fail with NOT_FOUND.
+    pub create: bool,
+}
+
+/// An ingest flightcache does not do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestProblem {
+    /// Appending to a key (ADBC's `append` and `create_append` modes).
+    #[error("appending to a key by ingest (use mode \"create\" or \"replace\")")]
+    Append,
+    /// A temporary table.
+    #[error("temporary tables (every cached table is visible to every reader with the right)")]
+    Temporary,
+    /// An ingest inside a transaction.
+    #[error("transactions")]
+    Transaction,
+    /// A catalog or schema other than flightcache's one.
+    #[error(
+        "tables outside catalog `flightcache` and schema `public` (ingest was for {0}); leave \
+         them unset"
+    )]
+    Elsewhere(String),
+}
+
+/// The target of `ingest`. Unspecified options create a missing key and refuse to replace a
+/// cached one, as SQL's `CREATE TABLE` does.
+///
+/// # Errors
+/// [`IngestProblem`] for what flightcache does not do.
+pub fn ingest_target(
+    ingest: &CommandStatementIngest,
+    catalog: &str,
+    schema: &str,
+) -> Result<IngestTarget, IngestProblem> {
+    if ingest.temporary {
+        return Err(IngestProblem::Temporary);
+    }
+    if ingest.transaction_id.is_some() {
+        return Err(IngestProblem::Transaction);
+    }
+    let elsewhere =
+        |given: &Option<String>, ours: &str| given.as_deref().is_some_and(|g| g != ours);
+    if elsewhere(&ingest.catalog, catalog) || elsewhere(&ingest.schema, schema) {
+        return Err(IngestProblem::Elsewhere(format!(
+            "{}.{}",
+            ingest.catalog.as_deref().unwrap_or(catalog),
+            ingest.schema.as_deref().unwrap_or(schema)
+        )));
+    }
+    let options = ingest.table_definition_options.unwrap_or_default();
+    let replace = match options.if_exists() {
+        TableExistsOption::Replace => true,
+        TableExistsOption::Append => return Err(IngestProblem::Append),
+        TableExistsOption::Fail | TableExistsOption::Unspecified => false,
+    };
+    let create = !matches!(options.if_not_exist(), TableNotExistOption::Fail);
+    Ok(IngestTarget {
+        table: ingest.table.clone(),
+        replace,
+        create,
+    })
 }
 
 /// Whether `action_type` is one of Flight SQL's actions that flightcache takes.

@@ -26,6 +26,15 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
 /// Uploads accepted at once by default; more are refused with ResourceExhausted.
 pub const DEFAULT_MAX_CONCURRENT_PUTS: usize = 64;
 
+/// Flight SQL queries run at once by default: one per core, so that queries cannot take every
+/// core from the gets and puts.
+pub fn default_max_concurrent_queries() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// How long a Flight SQL query may run by default before it is cancelled: 5 minutes.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// How long the memory of dropped or replaced tables is kept for the next uploads by default:
 /// 10 s, jemalloc's default decay.
 pub const DEFAULT_KEEP_FREED: Duration = Duration::from_secs(10);
@@ -171,6 +180,12 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     /// When a put is acknowledged against when its file is on disk (`serve --durability`).
     pub durability: Durability,
+    /// Flight SQL queries run at once; more are refused with RESOURCE_EXHAUSTED
+    /// ([`default_max_concurrent_queries`]).
+    pub max_concurrent_queries: usize,
+    /// How long a Flight SQL query may run, from its `DoGet`, before it ends with
+    /// DEADLINE_EXCEEDED ([`DEFAULT_QUERY_TIMEOUT`]).
+    pub query_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -201,6 +216,8 @@ impl Default for ServerConfig {
             test_clock: false,
             data_dir: None,
             durability: Durability::default(),
+            max_concurrent_queries: default_max_concurrent_queries(),
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
         }
     }
 }

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use arrow_flight::sql::{Command, DoPutUpdateResult};
 use arrow_flight::{
     Action, ActionType, CancelFlightInfoResult, CancelStatus, Criteria, Empty, FlightDescriptor,
     FlightInfo, PollInfo, PutResult, SchemaResult, Ticket,
@@ -38,7 +39,10 @@ use crate::protocol::credentials::{AUTHORIZATION, AuthProblem, Credentials, Sess
 use crate::protocol::key::{KeyProblem, TableKey};
 use crate::protocol::put::PutSummary;
 use crate::protocol::rpc::FlightRpc;
-use crate::protocol::sql::{SQL_ACTIONS, descriptor_command, is_sql_action, ticket_command};
+use crate::protocol::sql::{
+    IngestTarget, SQL_ACTIONS, SQL_CATALOG, SQL_SCHEMA, descriptor_command, ingest_target,
+    is_sql_action, ticket_command,
+};
 use crate::protocol::ttl::{PersistResult, TTL_HEADER, TableMetadata, TtlResult, parse_ttl_header};
 use crate::server::call::Call;
 use crate::server::config::{ServerConfig, UPLOAD_SLOT_WAIT};
@@ -105,7 +109,16 @@ impl FlightCacheService {
         let location: Arc<str> = location.into();
         Self {
             #[cfg(feature = "sql")]
-            sql: crate::sql::SqlEngine::new(store.clone(), disk.clone(), Arc::clone(&location)),
+            sql: crate::sql::SqlEngine::new(
+                store.clone(),
+                disk.clone(),
+                Arc::clone(&location),
+                crate::sql::QueryLimits {
+                    max_concurrent: config.max_concurrent_queries,
+                    timeout: config.query_timeout,
+                },
+            )
+            .expect("DataFusion's runtime builds"),
             store,
             upload_slots: Arc::new(UploadSlots::new(
                 config.max_concurrent_puts,
@@ -501,6 +514,7 @@ impl FlightCacheService {
         // message's descriptor is read, before its body is received or charged to the budget.
         let mut named = None;
         let mut sql = None;
+        let mut ingest = None;
         let first = messages
             .next_message_checked(&mut memory, |head| {
                 // The first message names its key before its body (as every Flight client
@@ -509,9 +523,30 @@ impl FlightCacheService {
                     .flight_descriptor
                     .as_ref()
                     .ok_or(Error::MissingDescriptor)?;
-                if let Some(command) = descriptor_command(descriptor) {
-                    sql = Some(command?);
-                    return Ok(());
+                match descriptor_command(descriptor).transpose()? {
+                    Some(Command::CommandStatementIngest(command)) => {
+                        let target = ingest_target(&command, SQL_CATALOG, SQL_SCHEMA)?;
+                        let key = TableKey::try_new(target.table.as_str())?;
+                        caller.require(Right::Write, None)?;
+                        caller.require(Right::Write, Some(&key))?;
+                        match (self.store.peek(&key).is_some(), &target) {
+                            (true, IngestTarget { replace: false, .. }) => {
+                                return Err(Error::TableExists { key });
+                            }
+                            (false, IngestTarget { create: false, .. }) => {
+                                return Err(Error::TableNotFound { key });
+                            }
+                            _ => {}
+                        }
+                        named = Some(key);
+                        ingest = Some(target);
+                        return Ok(());
+                    }
+                    Some(command) => {
+                        sql = Some(command);
+                        return Ok(());
+                    }
+                    None => {}
                 }
                 let key = TableKey::try_from_descriptor(descriptor)?;
                 caller.require(Right::Write, None)?;
@@ -590,7 +625,18 @@ impl FlightCacheService {
             ?ttl,
             "table stored"
         );
-        if !echoed {
+        if ingest.is_some() {
+            // Flight SQL's answer to an ingest: the rows stored.
+            let result = DoPutUpdateResult {
+                record_count: i64::try_from(summary.rows).unwrap_or(i64::MAX),
+            };
+            results
+                .send(PutResult {
+                    app_metadata: result.encode_to_vec().into(),
+                })
+                .await
+                .ok();
+        } else if !echoed {
             let summary = PutResult {
                 app_metadata: summary.to_app_metadata(),
             };

@@ -18,10 +18,7 @@ use crate::sql::scan::CachedTableProvider;
 use crate::store::disk::DataDir;
 use crate::store::{StoredTable, TableStore};
 
-/// The catalog every key is in.
-pub const CATALOG: &str = "flightcache";
-/// The schema every key is in.
-pub const SCHEMA: &str = "public";
+pub use crate::protocol::sql::{SQL_CATALOG as CATALOG, SQL_SCHEMA as SCHEMA};
 
 /// The cached tables as seen by one caller.
 #[derive(Debug, Clone)]

@@ -13,6 +13,7 @@
 pub(crate) mod catalog;
 pub(crate) mod decode;
 pub(crate) mod handle;
+pub(crate) mod memory;
 pub(crate) mod metadata;
 pub(crate) mod scan;
 
@@ -33,11 +34,15 @@ use bytes::Bytes;
 use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
+use std::time::Duration;
+use tokio::sync::Semaphore;
 
 use crate::auth::Caller;
 use crate::error::{Error, Result};
@@ -46,6 +51,7 @@ use crate::protocol::sql::{FLIGHT_SQL_TYPE_PREFIX, SQL_ACTIONS};
 use crate::sql::catalog::{CATALOG, CacheCatalog, CallerTables, SCHEMA};
 use crate::sql::decode::MessageDecoder;
 use crate::sql::handle::{HandleSigner, Statement};
+use crate::sql::memory::BudgetPool;
 use crate::sql::metadata::MetadataCommand;
 use crate::store::TableStore;
 use crate::store::disk::DataDir;
@@ -53,6 +59,15 @@ use crate::store::table::CachedTable;
 
 /// A stream of Flight messages answering a Flight SQL `DoGet`.
 pub(crate) type FlightDataStream = BoxStream<'static, Result<FlightData>>;
+
+/// How many queries run at once, and for how long each may.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueryLimits {
+    /// Queries run at once; more are refused.
+    pub max_concurrent: usize,
+    /// How long one may run from its `DoGet`.
+    pub timeout: Duration,
+}
 
 /// Plans and runs SQL statements over a store's tables, for callers each limited to what they
 /// may read.
@@ -63,18 +78,41 @@ pub(crate) struct SqlEngine {
     signer: HandleSigner,
     /// Where each endpoint of a statement's `FlightInfo` may be fetched.
     location: Arc<str>,
+    /// Memory pool (the store's budget) and no disk to spill to, shared by every query.
+    runtime: Arc<RuntimeEnv>,
+    limits: QueryLimits,
+    /// One permit per query running.
+    running: Arc<Semaphore>,
 }
 
 impl SqlEngine {
     /// An engine over `store`'s tables (kept on disk in `disk`), whose endpoints name
-    /// `location`.
-    pub fn new(store: TableStore, disk: Option<Arc<DataDir>>, location: Arc<str>) -> Self {
-        Self {
+    /// `location`, running queries within `limits` and their memory within the store's budget.
+    ///
+    /// # Errors
+    /// [`Error::SqlStatement`] if DataFusion's runtime cannot be built (a bug).
+    pub fn new(
+        store: TableStore,
+        disk: Option<Arc<DataDir>>,
+        location: Arc<str>,
+        limits: QueryLimits,
+    ) -> Result<Self> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(BudgetPool::new(store.budget())))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .build_arc()
+            .map_err(sql_error)?;
+        Ok(Self {
             store,
             disk,
             signer: HandleSigner::new(),
             location,
-        }
+            runtime,
+            limits,
+            running: Arc::new(Semaphore::new(limits.max_concurrent)),
+        })
     }
 
     fn tables(&self, caller: &Caller) -> CallerTables {
@@ -91,7 +129,7 @@ impl SqlEngine {
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(false);
-        let context = SessionContext::new_with_config(config);
+        let context = SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime));
         context.register_catalog(CATALOG, Arc::new(CacheCatalog::new(self.tables(caller))));
         context
     }
@@ -213,18 +251,12 @@ impl SqlEngine {
         match command {
             Command::TicketStatementQuery(ticket) => {
                 let statement = self.open(caller, &ticket.statement_handle)?;
-                let frame = self.plan(caller, &statement).await?;
-                let schema = result_schema(&frame);
-                let batches = frame.execute_stream().await.map_err(sql_error)?;
-                Ok(encode(schema, batches))
+                self.run(caller, &statement).await
             }
             // A prepared statement's own command as a ticket (what some servers hand out).
             Command::CommandPreparedStatementQuery(prepared) => {
                 let statement = self.open(caller, &prepared.prepared_statement_handle)?;
-                let frame = self.plan(caller, &statement).await?;
-                let schema = result_schema(&frame);
-                let batches = frame.execute_stream().await.map_err(sql_error)?;
-                Ok(encode(schema, batches))
+                self.run(caller, &statement).await
             }
             other => {
                 let metadata = metadata_command(other)?;
@@ -234,6 +266,39 @@ impl SqlEngine {
                 Ok(encode_batches(schema, stream.boxed()))
             }
         }
+    }
+
+    /// Run `statement` for `caller`: its results as Flight messages, produced as the client
+    /// reads them. The query holds one of the running permits until its stream ends or is
+    /// dropped, and ends with [`Error::QueryTimeout`] once it has run for the time limit.
+    ///
+    /// # Errors
+    /// [`Error::TooManyQueries`] when as many queries run as the limit allows.
+    async fn run(&self, caller: &Caller, statement: &Statement) -> Result<FlightDataStream> {
+        let permit =
+            Arc::clone(&self.running)
+                .try_acquire_owned()
+                .map_err(|_| Error::TooManyQueries {
+                    limit: self.limits.max_concurrent,
+                })?;
+        let timeout = self.limits.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let frame = self.plan(caller, statement).await?;
+        let schema = result_schema(&frame);
+        let batches = frame.execute_stream().await.map_err(sql_error)?;
+        let messages = encode(schema, batches);
+        let limited = futures::stream::unfold(Some((messages, permit)), move |state| async move {
+            let (mut messages, permit) = state?;
+            tokio::select! {
+                next = messages.next() => {
+                    next.map(|message| (message, Some((messages, permit))))
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    Some((Err(Error::QueryTimeout { limit: timeout }), None))
+                }
+            }
+        });
+        Ok(limited.boxed())
     }
 
     /// Run the Flight SQL action `action_type` with body `body`; its results' bodies.

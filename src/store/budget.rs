@@ -29,6 +29,20 @@ pub trait Relieve: Send + Sync {
     /// key being uploaded, whose old table must survive a failed upload). False once there is
     /// nothing left it may free.
     fn relieve(&self, protected: Option<&TableKey>) -> bool;
+
+    /// Free memory held for the cache that holds no table (the pool of freed memory, the
+    /// allocator's free pages), evicting nothing. False once there is none.
+    fn release_unused(&self) -> bool;
+}
+
+/// How a charge that does not fit may make room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MakeRoom {
+    /// By evicting tables too (table memory: uploads).
+    Evicting,
+    /// Only from memory that holds no table (a query's working memory: a query never
+    /// evicts a cached table, which could be the one it reads).
+    WithoutEvicting,
 }
 
 /// The memory budget of one server: its limit, what is charged against it, and what makes
@@ -256,7 +270,12 @@ impl MemoryBudget {
     }
 
     /// Add `bytes` to `used`, making room for them if need be.
-    fn reserve(&self, bytes: usize, account: Option<&UploadAccount>) -> Result<(), OverBudget> {
+    fn reserve(
+        &self,
+        bytes: usize,
+        account: Option<&UploadAccount>,
+        make_room: MakeRoom,
+    ) -> Result<(), OverBudget> {
         if self.try_add(bytes) {
             return Ok(());
         }
@@ -289,9 +308,10 @@ impl MemoryBudget {
                 }
                 return refuse(RefusalReason::LargerThanBudget);
             }
-            let relieved = relief
-                .as_ref()
-                .is_some_and(|relief| relief.relieve(protected));
+            let relieved = relief.as_ref().is_some_and(|relief| match make_room {
+                MakeRoom::Evicting => relief.relieve(protected),
+                MakeRoom::WithoutEvicting => relief.release_unused(),
+            });
             if !relieved {
                 return refuse(RefusalReason::NothingToFree);
             }
@@ -371,10 +391,19 @@ impl Charge {
     /// # Errors
     /// [`OverBudget`], and the charge is unchanged.
     pub fn grow(&self, more: usize) -> Result<(), OverBudget> {
+        self.grow_making_room(more, MakeRoom::Evicting)
+    }
+
+    /// Charge `more` bytes too, making room only as `make_room` allows.
+    ///
+    /// # Errors
+    /// [`OverBudget`], and the charge is unchanged.
+    pub fn grow_making_room(&self, more: usize, make_room: MakeRoom) -> Result<(), OverBudget> {
         if more == 0 {
             return Ok(());
         }
-        self.budget.reserve(more, self.account.as_deref())?;
+        self.budget
+            .reserve(more, self.account.as_deref(), make_room)?;
         self.bytes.fetch_add(more, Ordering::AcqRel);
         if let Some(account) = &self.account {
             account.add(more);
@@ -545,6 +574,10 @@ mod tests {
         fn relieve(&self, _protected: Option<&TableKey>) -> bool {
             self.held.lock().unwrap().pop().is_some()
         }
+
+        fn release_unused(&self) -> bool {
+            false
+        }
     }
 
     #[test]
@@ -587,6 +620,26 @@ mod tests {
             "freed everything first"
         );
         drop(fits_after_two);
+    }
+
+    #[test]
+    fn a_charge_without_evicting_takes_only_free_room() {
+        let budget = MemoryBudget::new(Some(100));
+        let relief = Arc::new(Freeing {
+            held: Mutex::new(vec![budget.charge(60, None).unwrap()]),
+        });
+        let weak = Arc::downgrade(&relief);
+        budget.set_relief(weak);
+        let query = budget.empty_charge(None);
+        query
+            .grow_making_room(40, MakeRoom::WithoutEvicting)
+            .unwrap();
+        let err = query
+            .grow_making_room(1, MakeRoom::WithoutEvicting)
+            .unwrap_err();
+        assert_eq!(err.reason, RefusalReason::NothingToFree);
+        assert_eq!(relief.held.lock().unwrap().len(), 1, "nothing evicted");
+        assert_eq!(query.bytes(), 40);
     }
 
     /// Overhead that grows after the last charge (HTTP/2 buffers under load) makes room at the

@@ -675,6 +675,10 @@ impl Relieve for Shared {
             Eviction::NoEviction => false,
         }
     }
+
+    fn release_unused(&self) -> bool {
+        self.slabs.release_all() > 0 || self.budget.release_free_memory()
+    }
 }
 
 #[cfg(test)]

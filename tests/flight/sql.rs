@@ -383,3 +383,200 @@ async fn plain_flight_is_unchanged_beside_flight_sql() {
     );
     server.shutdown_and_wait().await;
 }
+
+/// A query that runs longer than `--query-timeout` ends with DEADLINE_EXCEEDED (tokio's paused
+/// clock moves the time).
+#[tokio::test(start_paused = true)]
+async fn a_query_past_the_time_limit_ends_with_deadline_exceeded() {
+    let config = ServerConfig {
+        query_timeout: std::time::Duration::from_secs(10),
+        ..quiet(ServerConfig::default())
+    };
+    let server = TestServer::start_with(config).await;
+    let (_, batches) = large_batches(64);
+    put(&server, "big", batches).await;
+    let mut client = sql_client(&server).await;
+    let info = client
+        .execute(r#"SELECT * FROM "big""#.into(), None)
+        .await
+        .unwrap();
+    let mut stream = client
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
+    stream.try_next().await.unwrap().expect("a first batch");
+    tokio::time::advance(std::time::Duration::from_secs(11)).await;
+    let err = loop {
+        match stream.try_next().await {
+            Ok(Some(_)) => continue, // what was already on its way
+            Ok(None) => panic!("the query ran to its end past its time limit"),
+            Err(err) => break err,
+        }
+    };
+    let (code, message) = refusal(err);
+    assert_eq!(code, Code::DeadlineExceeded, "{message}");
+    assert!(message.contains("--query-timeout"), "{message}");
+    server.shutdown_and_wait().await;
+}
+
+/// Past `--max-queries` running at once, a query is RESOURCE_EXHAUSTED; one that ends (or
+/// whose client goes away) frees its place.
+#[tokio::test]
+async fn queries_past_the_limit_are_refused_until_one_ends() {
+    let config = ServerConfig {
+        max_concurrent_queries: 1,
+        ..quiet(ServerConfig::default())
+    };
+    let server = TestServer::start_with(config).await;
+    let (_, batches) = large_batches(64);
+    put(&server, "big", batches).await;
+    let mut client = sql_client(&server).await;
+    let info = client
+        .execute(r#"SELECT * FROM "big""#.into(), None)
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut running = client.do_get(ticket.clone()).await.unwrap();
+    running.try_next().await.unwrap().expect("a first batch");
+    let err = match client.do_get(ticket.clone()).await {
+        Ok(stream) => stream.try_collect::<Vec<_>>().await.unwrap_err(),
+        Err(err) => err,
+    };
+    let (code, message) = refusal(err);
+    assert_eq!(code, Code::ResourceExhausted, "{message}");
+    assert!(message.contains("--max-queries"), "{message}");
+    drop(running);
+    // The server frees the place once it sees the stream reset.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match client.do_get(ticket.clone()).await {
+            Ok(stream) => match stream.try_collect::<Vec<_>>().await {
+                Ok(batches) => {
+                    assert_eq!(
+                        batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
+                        64 << 17
+                    );
+                    break;
+                }
+                Err(err) if attempts < 100 => {
+                    let (code, _) = refusal(err);
+                    assert_eq!(code, Code::ResourceExhausted);
+                    tokio::task::yield_now().await;
+                }
+                Err(err) => panic!("still refused: {err}"),
+            },
+            Err(err) => panic!("{err}"),
+        }
+    }
+    server.shutdown_and_wait().await;
+}
+
+/// Query memory is charged to the memory budget: a sort that does not fit beside the table is
+/// RESOURCE_EXHAUSTED (nothing spills to disk), and the server and its table are unharmed.
+#[tokio::test]
+async fn a_query_that_does_not_fit_in_the_budget_is_resource_exhausted() {
+    let config = ServerConfig {
+        max_memory: Some(24 << 20),
+        ..quiet(ServerConfig::default())
+    };
+    let server = TestServer::start_with(config).await;
+    let (_, batches) = large_batches(16);
+    put(&server, "big", batches.clone()).await;
+    let mut client = sql_client(&server).await;
+    let err = match client
+        .execute(
+            r#"SELECT v, random() AS r FROM "big" ORDER BY r"#.into(),
+            None,
+        )
+        .await
+    {
+        Ok(info) => {
+            let ticket = info.endpoint[0].ticket.clone().unwrap();
+            match client.do_get(ticket).await {
+                Ok(stream) => stream.try_collect::<Vec<_>>().await.unwrap_err(),
+                Err(err) => err,
+            }
+        }
+        Err(err) => err,
+    };
+    let (code, message) = refusal(err);
+    assert_eq!(code, Code::ResourceExhausted, "{message}");
+    assert!(message.contains("--max-memory"), "{message}");
+    let got = query(&mut client, r#"SELECT * FROM "big""#).await;
+    assert_eq!(got, batches, "the table is still there, whole");
+    server.shutdown_and_wait().await;
+}
+
+fn ingest_command(
+    table: &str,
+    if_exists: arrow_flight::sql::TableExistsOption,
+) -> arrow_flight::sql::CommandStatementIngest {
+    use arrow_flight::sql::TableDefinitionOptions;
+    arrow_flight::sql::CommandStatementIngest {
+        table_definition_options: Some(TableDefinitionOptions {
+            if_not_exist: arrow_flight::sql::TableNotExistOption::Create.into(),
+            if_exists: if_exists.into(),
+        }),
+        table: table.into(),
+        schema: None,
+        catalog: None,
+        temporary: false,
+        transaction_id: None,
+        options: Default::default(),
+    }
+}
+
+/// `CommandStatementIngest` (ADBC's `adbc_ingest`) stores a key: create, replace, and a clear
+/// refusal to replace without being asked or to append.
+#[tokio::test]
+async fn an_ingest_stores_the_key_and_replaces_it_only_when_asked() {
+    use arrow_flight::sql::TableExistsOption;
+    let server = TestServer::start().await;
+    let mut client = sql_client(&server).await;
+    let batches = numbered_batches(3, 100);
+    let rows = client
+        .execute_ingest(
+            ingest_command("in/gested", TableExistsOption::Fail),
+            futures::stream::iter(batches.clone().into_iter().map(Ok)),
+        )
+        .await
+        .expect("ingest");
+    assert_eq!(rows, 300);
+    let mut cache = server.client().await;
+    let (_, got) = cache.get_all(&key("in/gested")).await.unwrap();
+    assert_eq!(got, batches, "stored as a key, batches as sent");
+
+    let again = client
+        .execute_ingest(
+            ingest_command("in/gested", TableExistsOption::Fail),
+            futures::stream::iter(batches.clone().into_iter().map(Ok)),
+        )
+        .await
+        .unwrap_err();
+    let (code, message) = refusal(again);
+    assert_eq!(code, Code::AlreadyExists, "{message}");
+
+    let smaller = numbered_batches(1, 10);
+    let rows = client
+        .execute_ingest(
+            ingest_command("in/gested", TableExistsOption::Replace),
+            futures::stream::iter(smaller.clone().into_iter().map(Ok)),
+        )
+        .await
+        .expect("replace");
+    assert_eq!(rows, 10);
+    let (_, got) = cache.get_all(&key("in/gested")).await.unwrap();
+    assert_eq!(got, smaller);
+
+    let append = client
+        .execute_ingest(
+            ingest_command("in/gested", TableExistsOption::Append),
+            futures::stream::iter(smaller.into_iter().map(Ok)),
+        )
+        .await
+        .unwrap_err();
+    let (code, message) = refusal(append);
+    assert_eq!(code, Code::Unimplemented, "{message}");
+    server.shutdown_and_wait().await;
+}
