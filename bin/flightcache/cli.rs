@@ -44,6 +44,8 @@ pub enum Command {
     Push(PushArgs),
     /// Download a table into a file (by extension), or preview its first rows.
     Get(GetArgs),
+    /// Run a SQL query over the cached tables (Flight SQL) and print or save its result.
+    Sql(SqlArgs),
     /// List the cached tables.
     List(ListArgs),
     /// Show a table's schema, rows and size.
@@ -298,6 +300,29 @@ pub struct GetArgs {
     /// Write the table here: .parquet, .arrow, .feather or .csv. Without it, print a preview.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Rows shown in the preview.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub rows: usize,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Every key is a table; quote keys with capitals, `/` or other \
+characters: flightcache sql 'SELECT count(*) FROM \"nyc/trips\"'. The statement runs on the \
+server (Apache DataFusion's SQL) over the tables you may read; see docs/sql.md."
+)]
+pub struct SqlArgs {
+    /// The query: SELECT, WITH, VALUES or EXPLAIN.
+    pub query: String,
+    /// Write the result here: .parquet, .arrow, .feather or .csv. Without it (and without
+    /// --into), print a preview.
+    #[arg(short, long, value_name = "FILE", conflicts_with = "into")]
+    pub output: Option<PathBuf>,
+    /// Store the result in the cache under this key (replacing what it holds), as a put would.
+    #[arg(long, value_name = "KEY")]
+    pub into: Option<String>,
     /// Rows shown in the preview.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub rows: usize,

@@ -23,7 +23,7 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let stream = client.get(&key).await?;
     let Some(path) = &args.output else {
-        return preview(stream, info.rows, args.rows).await;
+        return preview(stream, Some(info.rows), args.rows).await;
     };
     let bar = byte_bar(Some(info.bytes), "get");
     let schema = Arc::clone(stream.schema());
@@ -40,10 +40,10 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Print the first `limit` rows of a table, then stop reading it.
-async fn preview(
+/// Print the first `limit` rows of a table (of `total_rows`, when known), then stop reading it.
+pub async fn preview(
     mut stream: flightcache::TableStream,
-    total_rows: u64,
+    total_rows: Option<u64>,
     limit: usize,
 ) -> anyhow::Result<()> {
     let schema = Arc::clone(stream.schema());
@@ -69,6 +69,13 @@ async fn preview(
             arrow::util::pretty::pretty_format_batches(&shown)?
         )?;
     }
-    writeln!(out, "{rows} of {total_rows} rows shown")?;
+    match total_rows {
+        Some(total) => writeln!(out, "{rows} of {total} rows shown")?,
+        None if rows < limit => writeln!(out, "{rows} rows")?,
+        None => writeln!(
+            out,
+            "first {rows} rows shown (--rows N for more, -o FILE for all)"
+        )?,
+    }
     Ok(())
 }

@@ -19,6 +19,7 @@ mod get;
 mod output;
 mod push;
 mod serve;
+mod sql;
 mod tables;
 
 fn main() -> ExitCode {
@@ -51,6 +52,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::serve(args).await,
         Command::Push(args) => push::push(args).await,
         Command::Get(args) => get::get(args).await,
+        Command::Sql(args) => sql::sql(args).await,
         Command::List(args) => tables::list(args).await,
         Command::Info(args) => tables::info(args).await,
         Command::Drop(args) => tables::drop_table(args).await,

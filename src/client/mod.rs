@@ -15,7 +15,7 @@ use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{Criteria, FlightClient, FlightInfo};
+use arrow_flight::{Criteria, FlightClient, FlightDescriptor, FlightInfo};
 use futures::channel::oneshot;
 use futures::future::BoxFuture;
 use futures::{Stream, TryStreamExt};
@@ -435,7 +435,51 @@ impl CacheClient {
             .await
             .map_err(|e| flight_error(e, Some(key)))?
             .into_inner();
-        TableStream::start(decoder, key.clone()).await
+        TableStream::start(decoder, Some(key.clone())).await
+    }
+
+    /// Run the SQL query `sql` through Flight SQL (`CommandStatementQuery`: planned by
+    /// `get_flight_info`, run by `do_get` on its ticket) and stream its results.
+    ///
+    /// # Errors
+    /// [`Error::Rpc`] with INVALID_ARGUMENT and the engine's message for a statement that does
+    /// not parse or plan; UNIMPLEMENTED from a server without SQL.
+    pub async fn query(&mut self, sql: &str) -> Result<TableStream> {
+        let sql = sql.to_owned();
+        self.in_session(move |client| Box::pin(client.query_once(sql.clone())))
+            .await
+    }
+
+    /// [`query`](Self::query), once, in the current session.
+    async fn query_once(&mut self, sql: String) -> Result<TableStream> {
+        use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
+        use prost::Message;
+        let command = CommandStatementQuery {
+            query: sql,
+            transaction_id: None,
+        };
+        let descriptor = FlightDescriptor::new_cmd(command.as_any().encode_to_vec());
+        let info = self
+            .flight
+            .get_flight_info(descriptor)
+            .await
+            .map_err(|e| flight_error(e, None))?;
+        let ticket = info
+            .endpoint
+            .into_iter()
+            .find_map(|endpoint| endpoint.ticket)
+            .ok_or(Error::UnexpectedAnswer {
+                problem: AnswerProblem::Missing {
+                    rpc: "get_flight_info of a query (an endpoint with a ticket)",
+                },
+            })?;
+        let decoder = self
+            .flight
+            .do_get(ticket)
+            .await
+            .map_err(|e| flight_error(e, None))?
+            .into_inner();
+        TableStream::start(decoder, None).await
     }
 
     /// Fetch the whole table under `key`.

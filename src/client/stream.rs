@@ -21,17 +21,21 @@ use crate::protocol::key::TableKey;
 pub struct TableStream {
     schema: SchemaRef,
     decoder: FlightDataDecoder,
-    key: TableKey,
+    /// The key streamed, named in errors; `None` for a query's results.
+    key: Option<TableKey>,
 }
 
 impl TableStream {
-    pub(super) async fn start(mut decoder: FlightDataDecoder, key: TableKey) -> Result<Self> {
+    pub(super) async fn start(
+        mut decoder: FlightDataDecoder,
+        key: Option<TableKey>,
+    ) -> Result<Self> {
         loop {
             let message = decoder
                 .next()
                 .await
                 .transpose()
-                .map_err(|e| flight_error(e, Some(&key)))?;
+                .map_err(|e| flight_error(e, key.as_ref()))?;
             match message.map(|m| m.payload) {
                 Some(DecodedPayload::Schema(schema)) => {
                     return Ok(Self {
@@ -62,7 +66,7 @@ impl Stream for TableStream {
         loop {
             let message = match futures::ready!(self.decoder.poll_next_unpin(cx)) {
                 None => return Poll::Ready(None),
-                Some(Err(e)) => return Poll::Ready(Some(Err(flight_error(e, Some(&self.key))))),
+                Some(Err(e)) => return Poll::Ready(Some(Err(flight_error(e, self.key.as_ref())))),
                 Some(Ok(message)) => message,
             };
             match message.payload {

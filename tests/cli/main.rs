@@ -19,6 +19,7 @@ use parquet::file::properties::WriterProperties;
 
 mod address_space;
 mod persistence;
+mod sql;
 mod startup;
 mod strangers;
 
