@@ -130,7 +130,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONCURRENT_PUTS)]
     pub max_concurrent_puts: usize,
     /// Flight SQL queries run at once (default: one per core); more are refused with
-    /// RESOURCE_EXHAUSTED, so that queries cannot take every core from gets and puts.
+    /// RESOURCE_EXHAUSTED. Queries share the server's cores with gets and puts.
     #[arg(long, value_name = "N")]
     pub max_queries: Option<usize>,
     /// How long a Flight SQL query may run before it is cancelled (DEADLINE_EXCEEDED).

@@ -9,6 +9,7 @@ parameters with a `DoPut` of one row under `CommandPreparedStatementQuery` and r
 with `GetFlightInfo` and `DoGet`."""
 
 import subprocess
+import time
 
 import adbc_driver_flightsql
 import adbc_driver_flightsql.dbapi as dbapi
@@ -106,6 +107,65 @@ def test_adbc_ingest_replaces_only_in_replace_mode_and_does_not_append(client, s
         with pytest.raises(dbapi.NotSupportedError):
             cursor.adbc_ingest("k", SMALL, mode="append")
     assert client.do_get(flight.Ticket(b"k")).read_all().equals(SMALL)
+
+
+# --- cancellation -----------------------------------------------------------------------------
+
+
+def test_a_cancelled_query_ends_and_frees_its_place(start_server):
+    """ADBC's cancel ends the query's stream; the server frees its place (--max-queries 1)
+    for the next query."""
+    server = start_server("--max-queries", "1")
+    client = flight.connect(server.url)
+    big = pa.table({"v": np.arange(8 << 20, dtype=np.float64)})  # 64 MiB
+    put(client, "big", big)
+    with connect(server.url) as conn:
+        cursor = conn.cursor()
+        cursor.execute('SELECT * FROM "big"')
+        reader = cursor.fetch_record_batch()
+        reader.read_next_batch()
+        cursor.adbc_cancel()
+        with pytest.raises(Exception):
+            reader.read_all()
+        cursor.close()
+        for _ in range(100):  # until the server has seen the stream reset
+            try:
+                assert query(conn, 'SELECT count(*) AS n FROM "big"')["n"].to_pylist() == [8 << 20]
+                break
+            except dbapi.Error as refused:
+                assert "--max-queries" in str(refused), refused
+                time.sleep(0.02)
+        else:
+            pytest.fail("the cancelled query kept its place")
+
+
+def test_cancel_flight_info_ends_a_running_query(client):
+    """pyarrow's CancelFlightInfo with a statement's FlightInfo cancels its running query."""
+    big = pa.table({"v": np.arange(8 << 20, dtype=np.float64)})
+    put(client, "big", big)
+    command = pa.py_buffer(_statement_query('SELECT * FROM "big"'))
+    info = client.get_flight_info(flight.FlightDescriptor.for_command(command))
+    reader = client.do_get(info.endpoints[0].ticket)
+    reader.read_chunk()
+    result = client.cancel_flight_info(flight.CancelFlightInfoRequest(info))
+    assert result.status == flight.CancelStatus.CANCELLED
+    with pytest.raises(flight.FlightCancelledError):
+        reader.read_all()
+
+
+def _statement_query(sql):
+    """A CommandStatementQuery in a protobuf Any, encoded by hand (pyarrow has no Flight SQL)."""
+    def field(number, payload):
+        out = bytes([number << 3 | 2])
+        length = len(payload)
+        while length >= 0x80:
+            out += bytes([length & 0x7F | 0x80])
+            length >>= 7
+        return out + bytes([length]) + payload
+
+    command = field(1, sql.encode())
+    url = b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery"
+    return field(1, url) + field(2, command)
 
 
 # --- queries ----------------------------------------------------------------------------------

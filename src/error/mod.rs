@@ -260,6 +260,13 @@ pub enum Error {
     #[error("Flight SQL ingest: {0} is not supported by flightcache")]
     Ingest(#[from] crate::protocol::sql::IngestProblem),
 
+    /// The SQL engine failed on its own (a bug, or a task that died).
+    #[error("SQL: internal error: {message}")]
+    SqlInternal {
+        /// What the engine reported.
+        message: String,
+    },
+
     /// A query that needs more memory than the budget can give it.
     #[error(
         "SQL: the query needs more memory than the memory budget has free ({message}); \
@@ -279,6 +286,10 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+
+    /// A Flight SQL query cancelled by `CancelFlightInfo`.
+    #[error("SQL: the query was cancelled (CancelFlightInfo)")]
+    QueryCancelled,
 
     /// A Flight SQL query that ran longer than the server allows.
     #[error(
@@ -685,6 +696,8 @@ impl Error {
             }
             Error::SqlOutOfMemory { .. } | Error::TooManyQueries { .. } => Code::ResourceExhausted,
             Error::QueryTimeout { .. } => Code::DeadlineExceeded,
+            Error::QueryCancelled => Code::Cancelled,
+            Error::SqlInternal { .. } => Code::Internal,
             Error::TableExists { .. } => Code::AlreadyExists,
             Error::Ingest(crate::protocol::sql::IngestProblem::Elsewhere(_)) => {
                 Code::InvalidArgument

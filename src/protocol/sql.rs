@@ -140,6 +140,24 @@ pub fn ingest_target(
     })
 }
 
+/// The statement handles of the Flight SQL query tickets in a `CancelFlightInfo` action's body
+/// (a `CancelFlightInfoRequest`), or `None` if it names no Flight SQL query (a cached table:
+/// the plain action answers it).
+pub fn cancelled_statements(body: &[u8]) -> Option<Vec<bytes::Bytes>> {
+    let request = arrow_flight::CancelFlightInfoRequest::decode(body).ok()?;
+    let handles: Vec<_> = request
+        .info?
+        .endpoint
+        .iter()
+        .filter_map(|endpoint| endpoint.ticket.as_ref())
+        .filter_map(|ticket| match ticket_command(ticket) {
+            Some(Ok(Command::TicketStatementQuery(query))) => Some(query.statement_handle),
+            _ => None,
+        })
+        .collect();
+    (!handles.is_empty()).then_some(handles)
+}
+
 /// Whether `action_type` is one of Flight SQL's actions that flightcache takes.
 pub fn is_sql_action(action_type: &str) -> bool {
     SQL_ACTIONS.iter().any(|(name, _)| *name == action_type)

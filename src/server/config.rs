@@ -26,8 +26,8 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
 /// Uploads accepted at once by default; more are refused with ResourceExhausted.
 pub const DEFAULT_MAX_CONCURRENT_PUTS: usize = 64;
 
-/// Flight SQL queries run at once by default: one per core, so that queries cannot take every
-/// core from the gets and puts.
+/// Flight SQL queries run at once by default: one per core. (Queries run on the server's own
+/// runtime, beside gets and puts; the limit bounds how many compete with them.)
 pub fn default_max_concurrent_queries() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }

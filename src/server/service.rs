@@ -40,8 +40,8 @@ use crate::protocol::key::{KeyProblem, TableKey};
 use crate::protocol::put::PutSummary;
 use crate::protocol::rpc::FlightRpc;
 use crate::protocol::sql::{
-    IngestTarget, SQL_ACTIONS, SQL_CATALOG, SQL_SCHEMA, descriptor_command, ingest_target,
-    is_sql_action, ticket_command,
+    IngestTarget, SQL_ACTIONS, SQL_CATALOG, SQL_SCHEMA, cancelled_statements, descriptor_command,
+    ingest_target, is_sql_action, ticket_command,
 };
 use crate::protocol::ttl::{PersistResult, TTL_HEADER, TableMetadata, TtlResult, parse_ttl_header};
 use crate::server::call::Call;
@@ -543,6 +543,9 @@ impl FlightCacheService {
                         return Ok(());
                     }
                     Some(command) => {
+                        // Checked before its body is received: a bind of a statement the
+                        // caller was issued, nothing else.
+                        self.sql_put_check(caller, &command)?;
                         sql = Some(command);
                         return Ok(());
                     }
@@ -610,6 +613,13 @@ impl FlightCacheService {
             bytes: table.bytes(),
             batches: table.batches(),
         };
+        // An ingest that may not replace checks again as it stores (another put may have
+        // stored the key since it began).
+        if let Some(IngestTarget { replace: false, .. }) = &ingest
+            && self.store.peek(&key).is_some()
+        {
+            return Err(Error::TableExists { key });
+        }
         let expiry = ttl.and_then(|ttl| Expiry::after(self.store.clock().now(), ttl));
         match &self.disk {
             Some(disk) => {
@@ -669,6 +679,14 @@ impl FlightCacheService {
         {
             tracing::Span::current().record("action", action.r#type.as_str());
             let result = self.sql_action(caller, action.clone()).await;
+            return self.answer(peer, result).await;
+        }
+        if let Ok((caller, action)) = &admitted
+            && action.r#type == actions::CANCEL_FLIGHT_INFO
+            && let Some(handles) = cancelled_statements(&action.body)
+        {
+            tracing::Span::current().record("action", action.r#type.as_str());
+            let result = self.sql_cancel(caller, &handles);
             return self.answer(peer, result).await;
         }
         self.answer(

@@ -66,6 +66,40 @@ impl FlightCacheService {
             .collect())
     }
 
+    /// `CancelFlightInfo` of Flight SQL queries (their statement `handles`): the
+    /// `CancelFlightInfoResult`.
+    pub(crate) fn sql_cancel(
+        &self,
+        caller: &Caller,
+        handles: &[bytes::Bytes],
+    ) -> Result<Vec<arrow_flight::Result>> {
+        use prost::Message;
+        let status = self.sql().cancel(caller, handles)?;
+        let result = arrow_flight::CancelFlightInfoResult::new(status);
+        Ok(vec![arrow_flight::Result {
+            body: result.encode_to_vec().into(),
+        }])
+    }
+
+    /// Whether a `DoPut` may carry `command`, checked before its first body is received: only
+    /// the parameters of a prepared statement issued to `caller`.
+    pub(crate) fn sql_put_check(&self, caller: &Caller, command: &Command) -> Result<()> {
+        match command {
+            Command::CommandPreparedStatementQuery(prepared) => self
+                .sql()
+                .check_handle(caller, &prepared.prepared_statement_handle),
+            other => Err(Error::SqlUnsupported {
+                what: format!(
+                    "{} in do_put (bind parameters with CommandPreparedStatementQuery, ingest \
+                     with CommandStatementIngest)",
+                    other
+                        .type_url()
+                        .trim_start_matches(crate::protocol::sql::FLIGHT_SQL_TYPE_PREFIX)
+                ),
+            }),
+        }
+    }
+
     /// `DoPut` for a Flight SQL command: the parameters of a prepared statement, validated
     /// as an upload is (and charged to the budget while they are read), then bound; the
     /// answer is the statement's new handle.
@@ -92,8 +126,20 @@ impl FlightCacheService {
             crate::protocol::key::TableKey::try_new("flight-sql-parameters").expect("a valid key");
         let mut upload =
             crate::store::upload::TableUpload::new(key, memory, self.config().max_message_bytes);
+        // The new handle carries the parameters, and must fit in a request again.
+        let limit = self.config().max_request_bytes / 2;
+        let mut received = 0;
         let mut next = Some(first);
         while let Some(message) = next {
+            received += message.data_header.len() + message.data_body.len();
+            if received > limit {
+                return Err(Error::SqlStatement {
+                    message: format!(
+                        "the parameters are larger than {limit} bytes; bind one row of \
+                         small values"
+                    ),
+                });
+            }
             upload.push(message)?;
             next = messages.next_message(upload.memory()).await?;
         }
@@ -146,6 +192,20 @@ impl FlightCacheService {
         &self,
         _caller: &Caller,
         _action: Action,
+    ) -> Result<Vec<arrow_flight::Result>> {
+        Err(without_sql())
+    }
+
+    /// Whether a `DoPut` may carry a Flight SQL command: never without the `sql` feature.
+    pub(crate) fn sql_put_check(&self, _caller: &Caller, _command: &Command) -> Result<()> {
+        Err(without_sql())
+    }
+
+    /// `CancelFlightInfo` of Flight SQL queries: UNIMPLEMENTED without the `sql` feature.
+    pub(crate) fn sql_cancel(
+        &self,
+        _caller: &Caller,
+        _handles: &[bytes::Bytes],
     ) -> Result<Vec<arrow_flight::Result>> {
         Err(without_sql())
     }

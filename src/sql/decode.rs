@@ -114,14 +114,16 @@ impl MessageDecoder {
                 }
                 _ => 2,
             };
+            let wanted = self.projection.as_ref().is_none_or(|p| p.contains(&index));
             let mut column_buffers = Vec::with_capacity(buffer_count);
             for _ in 0..buffer_count {
                 let described = next_buffer
                     .next()
                     .ok_or_else(|| ArrowError::IpcError("a column without its buffers".into()))?;
-                column_buffers.push(body.buffer(described.offset(), described.length())?);
+                if wanted {
+                    column_buffers.push(body.buffer(described.offset(), described.length())?);
+                }
             }
-            let wanted = self.projection.as_ref().is_none_or(|p| p.contains(&index));
             if !wanted {
                 continue;
             }
@@ -131,14 +133,14 @@ impl MessageDecoder {
             }
             let mut parts = column_buffers.into_iter();
             let validity = parts.next().filter(|_| node.null_count() > 0);
-            let data = ArrayData::try_new(
-                data_type.clone(),
-                len,
-                validity,
-                0,
-                parts.collect(),
-                Vec::new(),
-            )?;
+            // Slices of a body that was only 8-byte aligned (pyarrow's IPC alignment) are
+            // realigned where the type needs more (decimals: 16); the rest stay views.
+            let data = ArrayData::builder(data_type.clone())
+                .len(len)
+                .null_bit_buffer(validity)
+                .buffers(parts.collect())
+                .align_buffers(true)
+                .build()?;
             columns.push((index, make_array(data)));
         }
         let order: Vec<usize> = match &self.projection {

@@ -33,6 +33,10 @@ pub(crate) struct Statement {
         with = "base64_bytes"
     )]
     pub parameters: Option<Bytes>,
+    /// Makes each ticket and prepared statement its own, so that cancelling one stops only
+    /// its runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<u64>,
 }
 
 /// Signs and checks handles with this server's key.
@@ -123,6 +127,7 @@ mod tests {
             user: user.map(str::to_owned),
             sql: "SELECT 1".into(),
             parameters: Some(Bytes::from_static(b"\x01\x02")),
+            nonce: Some(7),
         }
     }
 

@@ -15,6 +15,7 @@ pub(crate) mod decode;
 pub(crate) mod handle;
 pub(crate) mod memory;
 pub(crate) mod metadata;
+pub(crate) mod running;
 pub(crate) mod scan;
 
 use std::sync::Arc;
@@ -28,23 +29,27 @@ use arrow_flight::sql::{
     ProstMessageExt, TicketStatementQuery,
 };
 use arrow_flight::{
-    FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc, Ticket,
+    CancelStatus, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage,
+    SchemaAsIpc, Ticket,
 };
 use bytes::Bytes;
+use datafusion::catalog::MemoryCatalogProviderList;
 use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::auth::Caller;
+use crate::auth::users::Right;
 use crate::error::{Error, Result};
 use crate::protocol::encode::encode_stream;
 use crate::protocol::sql::{FLIGHT_SQL_TYPE_PREFIX, SQL_ACTIONS};
@@ -53,6 +58,7 @@ use crate::sql::decode::MessageDecoder;
 use crate::sql::handle::{HandleSigner, Statement};
 use crate::sql::memory::BudgetPool;
 use crate::sql::metadata::MetadataCommand;
+use crate::sql::running::{Registration, RunningQueries};
 use crate::store::TableStore;
 use crate::store::disk::DataDir;
 use crate::store::table::CachedTable;
@@ -78,11 +84,14 @@ pub(crate) struct SqlEngine {
     signer: HandleSigner,
     /// Where each endpoint of a statement's `FlightInfo` may be fetched.
     location: Arc<str>,
-    /// Memory pool (the store's budget) and no disk to spill to, shared by every query.
-    runtime: Arc<RuntimeEnv>,
+    /// What every session starts from: the configuration, the runtime (the memory pool over
+    /// the store's budget, no disk to spill to) and the functions, made once.
+    base: SessionState,
     limits: QueryLimits,
     /// One permit per query running.
     running: Arc<Semaphore>,
+    /// The queries running, for `CancelFlightInfo`.
+    queries: Arc<RunningQueries>,
 }
 
 impl SqlEngine {
@@ -104,14 +113,26 @@ impl SqlEngine {
             )
             .build_arc()
             .map_err(sql_error)?;
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(false);
+        let base = SessionContext::new_with_config_rt(config, runtime);
+        // Functions whose output a caller sizes at will, allocated outside the memory pool:
+        // `SELECT generate_series(1e10)` would take the process's memory.
+        for name in UNBOUNDED_FUNCTIONS {
+            base.deregister_udf(name);
+            base.deregister_udtf(name);
+        }
         Ok(Self {
             store,
             disk,
             signer: HandleSigner::new(),
             location,
-            runtime,
+            base: base.state(),
             limits,
             running: Arc::new(Semaphore::new(limits.max_concurrent)),
+            queries: Arc::new(RunningQueries::default()),
         })
     }
 
@@ -124,12 +145,14 @@ impl SqlEngine {
     }
 
     /// A session whose one catalog holds what `caller` may read.
+    ///
+    /// Built from a state made once (configuration, runtime, functions), with a catalog list of
+    /// its own: a session's catalog is never another caller's.
     fn session(&self, caller: &Caller) -> SessionContext {
-        let config = SessionConfig::new()
-            .with_default_catalog_and_schema(CATALOG, SCHEMA)
-            .with_create_default_catalog_and_schema(false)
-            .with_information_schema(false);
-        let context = SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime));
+        let state = SessionStateBuilder::new_from_existing(self.base.clone())
+            .with_catalog_list(Arc::new(MemoryCatalogProviderList::new()))
+            .build();
+        let context = SessionContext::new_with_state(state);
         context.register_catalog(CATALOG, Arc::new(CacheCatalog::new(self.tables(caller))));
         context
     }
@@ -172,6 +195,8 @@ impl SqlEngine {
         descriptor: FlightDescriptor,
         command: Command,
     ) -> Result<FlightInfo> {
+        // A caller who may read no key has no table to query: it plans nothing.
+        caller.require(Right::Read, None)?;
         let (schema, ticket) = match command {
             Command::CommandStatementQuery(query) => {
                 if query.transaction_id.is_some() {
@@ -181,6 +206,7 @@ impl SqlEngine {
                     user: caller.user.clone(),
                     sql: query.query,
                     parameters: None,
+                    nonce: None,
                 };
                 self.statement_info(caller, &statement).await?
             }
@@ -209,12 +235,14 @@ impl SqlEngine {
     /// # Errors
     /// As [`flight_info`](Self::flight_info).
     pub async fn schema(&self, caller: &Caller, command: Command) -> Result<SchemaRef> {
+        caller.require(Right::Read, None)?;
         match command {
             Command::CommandStatementQuery(query) => {
                 let statement = Statement {
                     user: caller.user.clone(),
                     sql: query.query,
                     parameters: None,
+                    nonce: None,
                 };
                 Ok(result_schema(&self.plan(caller, &statement).await?))
             }
@@ -232,8 +260,14 @@ impl SqlEngine {
         statement: &Statement,
     ) -> Result<(SchemaRef, Ticket)> {
         let frame = self.plan(caller, statement).await?;
+        // Each ticket its own: CancelFlightInfo then stops this query, not every run of the
+        // same SQL by the same user.
+        let statement = Statement {
+            nonce: Some(rand::random()),
+            ..statement.clone()
+        };
         let ticket = TicketStatementQuery {
-            statement_handle: self.signer.sign(statement),
+            statement_handle: self.signer.sign(&statement),
         };
         Ok((
             result_schema(&frame),
@@ -248,15 +282,17 @@ impl SqlEngine {
     /// [`Error::SqlHandle`] for a ticket not issued to `caller`; [`Error::SqlStatement`] if
     /// the statement no longer plans (a table it reads was dropped since).
     pub async fn do_get(&self, caller: &Caller, command: Command) -> Result<FlightDataStream> {
+        caller.require(Right::Read, None)?;
         match command {
             Command::TicketStatementQuery(ticket) => {
                 let statement = self.open(caller, &ticket.statement_handle)?;
-                self.run(caller, &statement).await
+                self.run(caller, &statement, ticket.statement_handle).await
             }
             // A prepared statement's own command as a ticket (what some servers hand out).
             Command::CommandPreparedStatementQuery(prepared) => {
                 let statement = self.open(caller, &prepared.prepared_statement_handle)?;
-                self.run(caller, &statement).await
+                self.run(caller, &statement, prepared.prepared_statement_handle)
+                    .await
             }
             other => {
                 let metadata = metadata_command(other)?;
@@ -268,13 +304,20 @@ impl SqlEngine {
         }
     }
 
-    /// Run `statement` for `caller`: its results as Flight messages, produced as the client
-    /// reads them. The query holds one of the running permits until its stream ends or is
-    /// dropped, and ends with [`Error::QueryTimeout`] once it has run for the time limit.
+    /// Run `statement` (whose signed handle is `handle`) for `caller`: its results as Flight
+    /// messages, produced as the client reads them. The query holds one of the running
+    /// permits until its stream ends or is dropped; it ends with [`Error::QueryTimeout`] once
+    /// it has run for the time limit, and with [`Error::QueryCancelled`] when a
+    /// `CancelFlightInfo` names it.
     ///
     /// # Errors
     /// [`Error::TooManyQueries`] when as many queries run as the limit allows.
-    async fn run(&self, caller: &Caller, statement: &Statement) -> Result<FlightDataStream> {
+    async fn run(
+        &self,
+        caller: &Caller,
+        statement: &Statement,
+        handle: Bytes,
+    ) -> Result<FlightDataStream> {
         let permit =
             Arc::clone(&self.running)
                 .try_acquire_owned()
@@ -283,22 +326,55 @@ impl SqlEngine {
                 })?;
         let timeout = self.limits.timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        let frame = self.plan(caller, statement).await?;
-        let schema = result_schema(&frame);
-        let batches = frame.execute_stream().await.map_err(sql_error)?;
-        let messages = encode(schema, batches);
-        let limited = futures::stream::unfold(Some((messages, permit)), move |state| async move {
-            let (mut messages, permit) = state?;
-            tokio::select! {
-                next = messages.next() => {
-                    next.map(|message| (message, Some((messages, permit))))
-                }
-                () = tokio::time::sleep_until(deadline) => {
-                    Some((Err(Error::QueryTimeout { limit: timeout }), None))
+        let registration = self.queries.register(handle);
+        // Planned and started within the same limits; a failure here is the DoGet's answer.
+        let messages = tokio::select! {
+            biased;
+            () = registration.cancel().cancelled() => return Err(Error::QueryCancelled),
+            () = tokio::time::sleep_until(deadline) => {
+                return Err(Error::QueryTimeout { limit: timeout });
+            }
+            started = self.start(caller, statement) => started?,
+        };
+        // The query runs as a task of its own that owns its place, its registration and its
+        // deadline, and hands the response at most QUERY_MESSAGES_BUFFERED messages ahead of
+        // what the client has read: a client that stops reading still sees its query end at
+        // its deadline or cancellation, and its place freed.
+        let (sender, receiver) = mpsc::channel(QUERY_MESSAGES_BUFFERED);
+        let outcome = Arc::new(std::sync::Mutex::new(None));
+        tokio::spawn(produce(
+            messages,
+            sender,
+            Arc::clone(&outcome),
+            registration,
+            permit,
+            deadline,
+            timeout,
+        ));
+        let stream = futures::stream::unfold((receiver, outcome), |(mut receiver, outcome)| {
+            async move {
+                match receiver.recv().await {
+                    Some(message) => Some((message, (receiver, outcome))),
+                    // The task has ended: with the error that stopped it, if one did.
+                    None => {
+                        let stopped = outcome
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .take();
+                        stopped.map(|err| (Err(err), (receiver, outcome)))
+                    }
                 }
             }
         });
-        Ok(limited.boxed())
+        Ok(stream.boxed())
+    }
+
+    /// `statement` planned and started for `caller`: its result's messages.
+    async fn start(&self, caller: &Caller, statement: &Statement) -> Result<FlightDataStream> {
+        let frame = self.plan(caller, statement).await?;
+        let schema = result_schema(&frame);
+        let batches = frame.execute_stream().await.map_err(sql_error)?;
+        Ok(encode(schema, batches))
     }
 
     /// Run the Flight SQL action `action_type` with body `body`; its results' bodies.
@@ -316,6 +392,7 @@ impl SqlEngine {
         else {
             return Err(unsupported(&format!("the action {action_type}")));
         };
+        caller.require(Right::Read, None)?;
         let any = Any::decode(body).map_err(|_| Error::InvalidActionBody {
             action: action_type,
             expected: "a Flight SQL request message (protobuf Any)",
@@ -331,6 +408,7 @@ impl SqlEngine {
                     user: caller.user.clone(),
                     sql: request.query,
                     parameters: None,
+                    nonce: Some(rand::random()),
                 };
                 let frame = self.plan(caller, &statement).await?;
                 let parameter_schema = parameter_schema(&frame)?;
@@ -349,6 +427,34 @@ impl SqlEngine {
             }
             other => Err(unsupported(&format!("the action {other}"))),
         }
+    }
+
+    /// Cancel the running queries of the statements `handles` (from a `CancelFlightInfo`):
+    /// `CANCELLED` if any was running, `NOT_CANCELLABLE` if none is (they finished, or never
+    /// started).
+    ///
+    /// # Errors
+    /// [`Error::SqlHandle`] for a handle not issued to `caller`.
+    pub fn cancel(&self, caller: &Caller, handles: &[Bytes]) -> Result<CancelStatus> {
+        let mut cancelled = 0;
+        for handle in handles {
+            self.open(caller, handle)?;
+            cancelled += self.queries.cancel(handle);
+        }
+        Ok(if cancelled > 0 {
+            CancelStatus::Cancelled
+        } else {
+            CancelStatus::NotCancellable
+        })
+    }
+
+    /// Whether `handle` is a statement this server issued to `caller`, who may read.
+    ///
+    /// # Errors
+    /// [`Error::PermissionDenied`] for a caller who may read nothing; [`Error::SqlHandle`].
+    pub fn check_handle(&self, caller: &Caller, handle: &[u8]) -> Result<()> {
+        caller.require(Right::Read, None)?;
+        self.open(caller, handle).map(drop)
     }
 
     /// Bind `parameters` (one row) to the prepared statement `handle`: the handle to execute
@@ -391,6 +497,68 @@ impl SqlEngine {
         };
         Ok(result.encode_to_vec().into())
     }
+}
+
+/// Functions removed from every session: their output is as large as their arguments ask, and
+/// is not allocated through the memory pool.
+const UNBOUNDED_FUNCTIONS: [&str; 6] = [
+    "generate_series",
+    "range",
+    "repeat",
+    "lpad",
+    "rpad",
+    "array_repeat",
+];
+
+/// Messages of a query's result produced ahead of what its client has read.
+const QUERY_MESSAGES_BUFFERED: usize = 2;
+
+/// Pull `messages` into `sender` while there is room, until they end, the client goes away
+/// (`sender` closed), the query is cancelled or its deadline passes; the error that stopped
+/// it goes in `outcome` for the response to end with. Dropping `messages` stops DataFusion's
+/// work; dropping `permit` and `registration` frees the query's place.
+async fn produce(
+    mut messages: FlightDataStream,
+    sender: mpsc::Sender<Result<FlightData>>,
+    outcome: Arc<std::sync::Mutex<Option<Error>>>,
+    registration: Registration,
+    permit: OwnedSemaphorePermit,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+) {
+    let stopped = loop {
+        let slot = tokio::select! {
+            biased;
+            () = registration.cancel().cancelled() => break Some(Error::QueryCancelled),
+            () = tokio::time::sleep_until(deadline) => {
+                break Some(Error::QueryTimeout { limit: timeout });
+            }
+            slot = sender.reserve() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break None, // the client went away
+            },
+        };
+        let next = tokio::select! {
+            biased;
+            () = registration.cancel().cancelled() => break Some(Error::QueryCancelled),
+            () = tokio::time::sleep_until(deadline) => {
+                break Some(Error::QueryTimeout { limit: timeout });
+            }
+            next = messages.next() => next,
+        };
+        match next {
+            Some(Ok(message)) => slot.send(Ok(message)),
+            Some(Err(err)) => break Some(err),
+            None => break None,
+        }
+    };
+    drop(messages);
+    if let Some(err) = stopped {
+        *outcome
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(err);
+    }
+    drop((permit, registration));
 }
 
 /// The Flight SQL error for `what`, which flightcache does not do.
@@ -529,23 +697,25 @@ fn encode_batches(
 /// RESOURCE_EXHAUSTED; an error of flightcache's own (a corrupt table file) stays itself.
 fn sql_error(err: DataFusionError) -> Error {
     match err.find_root() {
-        DataFusionError::External(inner) => {
-            if let Some(own) = inner.downcast_ref::<Error>() {
-                return match own {
-                    Error::CorruptTable { key } => Error::CorruptTable { key: key.clone() },
-                    other => Error::SqlStatement {
-                        message: other.to_string(),
-                    },
-                };
-            }
-            Error::SqlStatement {
+        DataFusionError::External(inner) => match inner.downcast_ref::<Error>() {
+            Some(Error::CorruptTable { key }) => Error::CorruptTable { key: key.clone() },
+            Some(Error::TaskFailed { .. }) => Error::SqlInternal {
                 message: err.to_string(),
-            }
-        }
+            },
+            _ => Error::SqlStatement {
+                message: err.to_string(),
+            },
+        },
         DataFusionError::ResourcesExhausted(message) => Error::SqlOutOfMemory {
             message: message.clone(),
         },
         DataFusionError::NotImplemented(message) => unsupported(message),
+        DataFusionError::Internal(_)
+        | DataFusionError::ExecutionJoin(_)
+        | DataFusionError::IoError(_)
+        | DataFusionError::ObjectStore(_) => Error::SqlInternal {
+            message: err.to_string(),
+        },
         _ => Error::SqlStatement {
             message: err.to_string(),
         },

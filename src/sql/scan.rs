@@ -10,6 +10,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
@@ -27,6 +28,16 @@ use datafusion::physical_plan::{
 
 use crate::sql::decode::MessageDecoder;
 use crate::store::table::CachedTable;
+
+/// Rows of a scanned batch handed on at once: about [`SLICE_BYTES`] of it, at least 1024 rows.
+fn rows_per_slice(batch: &RecordBatch) -> usize {
+    let bytes = batch.get_array_memory_size().max(1);
+    let rows = batch.num_rows();
+    (SLICE_BYTES.saturating_mul(rows) / bytes).max(1024)
+}
+
+/// How much of a stored batch the scan hands on at once.
+const SLICE_BYTES: usize = 4 << 20;
 
 /// One cached table, as the version of it that was current when the query was planned.
 #[derive(Debug)]
@@ -169,14 +180,27 @@ impl ExecutionPlan for TableScanExec {
         let mut decoder = MessageDecoder::new(Arc::clone(table.schema()), self.projection.clone());
         let mut left = self.limit.unwrap_or(usize::MAX);
         let mut next = 0;
+        // The rest of a large stored batch, handed out in slices (views, no copy), so that
+        // each step of the query and of the answer's encoding works on a bounded piece.
+        let mut pending: Option<(RecordBatch, usize, usize)> = None;
         let batches = std::iter::from_fn(move || {
             while left > 0 {
+                if let Some((batch, offset, step)) = pending.take() {
+                    let rows = step.min(batch.num_rows() - offset).min(left);
+                    let piece = batch.slice(offset, rows);
+                    if offset + rows < batch.num_rows() {
+                        pending = Some((batch, offset + rows, step));
+                    }
+                    left -= rows;
+                    return Some(Ok(piece));
+                }
                 let message = table.messages().get(next)?;
                 next += 1;
                 match decoder.decode(message) {
+                    Ok(Some(batch)) if batch.num_rows() == 0 => {}
                     Ok(Some(batch)) => {
-                        left = left.saturating_sub(batch.num_rows());
-                        return Some(Ok(batch));
+                        let step = rows_per_slice(&batch);
+                        pending = Some((batch, 0, step));
                     }
                     Ok(None) => {}
                     Err(err) => {

@@ -15,7 +15,7 @@ use arrow_flight::sql::{
     CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetTables, CommandGetXdbcTypeInfo, SqlInfo,
 };
 use flightcache::ServerConfig;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -217,8 +217,12 @@ async fn sql_errors_are_invalid_argument_with_the_engines_message() {
         message.contains("missing") && message.contains("not found"),
         "{message}"
     );
-    // Statements that would change the server or read its files are refused.
+    // Statements that would change the server or read its files are refused, and so are
+    // the functions whose output the caller sizes at will.
     for statement in [
+        "SELECT generate_series(1, 10000000000)",
+        "SELECT * FROM range(10000000000)",
+        "SELECT repeat('x', 1000000000)",
         "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
         "CREATE TABLE t AS SELECT 1",
         "SET datafusion.execution.batch_size = 1",
@@ -390,6 +394,7 @@ async fn plain_flight_is_unchanged_beside_flight_sql() {
 async fn a_query_past_the_time_limit_ends_with_deadline_exceeded() {
     let config = ServerConfig {
         query_timeout: std::time::Duration::from_secs(10),
+        max_concurrent_queries: 1,
         ..quiet(ServerConfig::default())
     };
     let server = TestServer::start_with(config).await;
@@ -406,6 +411,9 @@ async fn a_query_past_the_time_limit_ends_with_deadline_exceeded() {
         .unwrap();
     stream.try_next().await.unwrap().expect("a first batch");
     tokio::time::advance(std::time::Duration::from_secs(11)).await;
+    // Ended by its deadline although its client has stopped reading: its place is free.
+    let counted = query(&mut client, r#"SELECT count(*) FROM "big""#).await;
+    assert_eq!(counted[0].num_rows(), 1);
     let err = loop {
         match stream.try_next().await {
             Ok(Some(_)) => continue, // what was already on its way
@@ -450,23 +458,24 @@ async fn queries_past_the_limit_are_refused_until_one_ends() {
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match client.do_get(ticket.clone()).await {
-            Ok(stream) => match stream.try_collect::<Vec<_>>().await {
-                Ok(batches) => {
-                    assert_eq!(
-                        batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
-                        64 << 17
-                    );
-                    break;
-                }
-                Err(err) if attempts < 100 => {
-                    let (code, _) = refusal(err);
-                    assert_eq!(code, Code::ResourceExhausted);
-                    tokio::task::yield_now().await;
-                }
-                Err(err) => panic!("still refused: {err}"),
-            },
-            Err(err) => panic!("{err}"),
+        let outcome = match client.do_get(ticket.clone()).await {
+            Ok(stream) => stream.try_collect::<Vec<_>>().await,
+            Err(err) => Err(err),
+        };
+        match outcome {
+            Ok(batches) => {
+                assert_eq!(
+                    batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
+                    64 << 17
+                );
+                break;
+            }
+            Err(err) if attempts < 100 => {
+                let (code, _) = refusal(err);
+                assert_eq!(code, Code::ResourceExhausted);
+                tokio::task::yield_now().await;
+            }
+            Err(err) => panic!("still refused: {err}"),
         }
     }
     server.shutdown_and_wait().await;
@@ -577,6 +586,74 @@ async fn an_ingest_stores_the_key_and_replaces_it_only_when_asked() {
         .await
         .unwrap_err();
     let (code, message) = refusal(append);
+    assert_eq!(code, Code::Unimplemented, "{message}");
+    server.shutdown_and_wait().await;
+}
+
+/// `CancelFlightInfo` of a running query ends its stream with CANCELLED; of a query that is not
+/// running (finished), NOT_CANCELLABLE.
+#[tokio::test]
+async fn cancel_flight_info_cancels_a_running_query() {
+    let server = TestServer::start().await;
+    let (_, batches) = large_batches(64);
+    put(&server, "big", batches).await;
+    let mut client = sql_client(&server).await;
+    let info = client
+        .execute(r#"SELECT * FROM "big""#.into(), None)
+        .await
+        .unwrap();
+    let mut stream = client
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
+    stream.try_next().await.unwrap().expect("a first batch");
+    let mut flight = server.flight_client().await;
+    let status = flight
+        .cancel_flight_info(arrow_flight::CancelFlightInfoRequest::new(info.clone()))
+        .await
+        .unwrap();
+    assert_eq!(status.status(), arrow_flight::CancelStatus::Cancelled);
+    let err = loop {
+        match stream.try_next().await {
+            Ok(Some(_)) => continue, // what was already on its way
+            Ok(None) => panic!("the cancelled query ran to its end"),
+            Err(err) => break err,
+        }
+    };
+    let (code, message) = refusal(err);
+    assert_eq!(code, Code::Cancelled, "{message}");
+    let status = flight
+        .cancel_flight_info(arrow_flight::CancelFlightInfoRequest::new(info))
+        .await
+        .unwrap();
+    assert_eq!(status.status(), arrow_flight::CancelStatus::NotCancellable);
+    server.shutdown_and_wait().await;
+}
+
+/// A `do_put` under a Flight SQL command other than a bind or an ingest is refused before its
+/// body is read.
+#[tokio::test]
+async fn a_do_put_under_a_query_command_is_refused() {
+    use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
+    use prost::Message;
+    let server = TestServer::start().await;
+    let command = CommandStatementQuery {
+        query: "SELECT 1".into(),
+        transaction_id: None,
+    };
+    let descriptor = arrow_flight::FlightDescriptor::new_cmd(command.as_any().encode_to_vec());
+    let messages = flightcache::protocol::encode::encode_stream(
+        &crate::common::numbered_schema(),
+        Some(descriptor),
+        futures::stream::iter(numbered_batches(1, 10)).map(Ok::<_, flightcache::Error>),
+    )
+    .map_err(|e| arrow_flight::error::FlightError::ExternalError(Box::new(e)));
+    let mut flight = server.flight_client().await;
+    let err = match flight.do_put(messages).await {
+        Ok(results) => results.try_collect::<Vec<_>>().await.unwrap_err(),
+        Err(err) => err,
+    };
+    let (code, message) = refusal(err);
     assert_eq!(code, Code::Unimplemented, "{message}");
     server.shutdown_and_wait().await;
 }
