@@ -65,12 +65,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(metrics) = &metrics {
         startup += &format!("metrics on http://{}/metrics\n", metrics.local_addr()?);
     }
+    // Ready to stop cleanly before anyone is told where to connect: a SIGTERM right after the
+    // startup line ends the server through its shutdown, not by the signal's default action.
+    let shutdown = shutdown_signal()?;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(startup.as_bytes())?;
     stdout.flush()?;
     drop(stdout);
     let release = tokio::spawn(allocator::release_freed_memory(allocator::RELEASE_INTERVAL));
-    let served = server.serve(listener, metrics, shutdown_signal()).await;
+    let served = server.serve(listener, metrics, shutdown).await;
     release.abort();
     served?;
     tracing::info!("server stopped");
@@ -255,27 +258,26 @@ fn restore_line(
     line + "\n"
 }
 
-/// Completes on ctrl-c or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        tokio::signal::ctrl_c().await.ok();
-    };
+/// A future that completes on ctrl-c or SIGTERM, with both handlers installed now.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (mut interrupt, mut terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        )
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down: finishing calls in flight");
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await.ok();
+        tracing::info!("shutting down: finishing calls in flight");
+    })
 }
 
 #[cfg(test)]

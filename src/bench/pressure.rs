@@ -23,14 +23,15 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::bench::rss::rss_bytes;
+use crate::bench::rss::owned_memory_bytes;
 use crate::client::{CacheClient, PutOptions};
 use crate::error::{Error, Result};
 use crate::protocol::key::TableKey;
 
 /// Rows of one batch of a pressure table: 1 MiB of float64.
 const BATCH_ROWS: usize = 1 << 17;
-/// How often the server's RSS is sampled.
+/// How often the server's RSS is sampled: its own memory (anonymous and shared, what its budget
+/// counts), not the pages of the files it maps.
 const RSS_PERIOD: Duration = Duration::from_millis(100);
 
 /// What a pressure phase does.
@@ -358,7 +359,7 @@ async fn sample_rss(
         tokio::select! {
             _ = ticks.tick() => {
                 let charged = client.stats().await.map_or(0, |stats| stats.memory_used);
-                if let Some(rss) = rss_bytes(pid) {
+                if let Some(rss) = owned_memory_bytes(pid) {
                     samples.push(MemorySample { rss, charged });
                 }
             }

@@ -10,6 +10,21 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The resident memory that is `pid`'s own, in bytes: anonymous and shared memory (`RssAnon`
+/// + `RssShmem`), not the pages of files it maps (its binary's code, tables a data directory
+/// serves from disk), which are the page cache's. What a server's memory budget counts.
+pub fn owned_memory_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })?;
+        Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+    };
+    Some(field("RssAnon")? + field("RssShmem").unwrap_or(0))
+}
+
 /// RSS of `pid` once it stops changing: an allocator gives freed memory back to the system
 /// after a delay (the server's within 2 s), so an immediate reading reports a moment, not the
 /// steady state. Polls every 250 ms until the readings of the last 3 s are within 1 MiB of each
@@ -58,5 +73,7 @@ mod tests {
     fn own_rss_is_readable_and_plausible() {
         let rss = rss_bytes(std::process::id()).expect("/proc is readable");
         assert!(rss > 1 << 20, "{rss}");
+        let owned = owned_memory_bytes(std::process::id()).expect("/proc is readable");
+        assert!(owned > 0 && owned <= rss, "{owned} of {rss}");
     }
 }

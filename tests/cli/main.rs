@@ -743,8 +743,8 @@ fn bench_pressure_runs_both_phases_and_every_read_is_whole() {
         );
         assert!(phase.rss_samples > 0 && phase.rss_max > 0, "{phase:?}");
     }
-    // docs/protocol.md's promise: under pressure the process stays within its budget plus
-    // 64 MiB (what no charge covers counts against the budget beyond its first 64 MiB), plus
+    // docs/protocol.md's promise: under pressure the process's own memory (anonymous and
+    // shared, not its binary's mapped code) stays within its budget plus 64 MiB (what no charge covers counts against the budget beyond its first 64 MiB), plus
     // at most 64 MiB more that a burst brings between two measurements (seen: 54-87 MiB over
     // the budget in all, on this debug build; 0 MiB of allowance gave 335 MiB).
     assert!(
