@@ -10,9 +10,9 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// The resident memory that is `pid`'s own, in bytes: anonymous and shared memory (`RssAnon`
-/// + `RssShmem`), not the pages of files it maps (its binary's code, tables a data directory
-/// serves from disk), which are the page cache's. What a server's memory budget counts.
+/// The resident memory that is `pid`'s own, in bytes: anonymous and shared memory (the sum of
+/// `RssAnon` and `RssShmem`), not the pages of files it maps (its binary's code, tables a data
+/// directory serves from disk), which are the page cache's. What a server's budget counts.
 pub fn owned_memory_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<u64> {

@@ -50,6 +50,39 @@ async fn fetch(client: &mut FlightSqlServiceClient<Channel>, info: FlightInfo) -
     batches
 }
 
+/// A query of all of `big` (64 MiB, put here) started: its `FlightInfo`, and its stream with
+/// the first batch read (the server is still sending: the rest exceeds HTTP/2's windows).
+async fn started_query(
+    server: &TestServer,
+    client: &mut FlightSqlServiceClient<Channel>,
+) -> (FlightInfo, arrow_flight::decode::FlightRecordBatchStream) {
+    let (_, batches) = large_batches(64);
+    put(server, "big", batches).await;
+    let info = client
+        .execute(r#"SELECT * FROM "big""#.into(), None)
+        .await
+        .unwrap();
+    let mut stream = client
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
+    stream.try_next().await.unwrap().expect("a first batch");
+    (info, stream)
+}
+
+/// The error `stream` ends with, after the batches already on their way.
+async fn final_error(
+    mut stream: arrow_flight::decode::FlightRecordBatchStream,
+) -> arrow_flight::error::FlightError {
+    loop {
+        match stream.try_next().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the query ran to its end"),
+            Err(err) => return err,
+        }
+    }
+}
+
 async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Vec<RecordBatch> {
     let info = client
         .execute(sql.to_string(), None)
@@ -398,29 +431,13 @@ async fn a_query_past_the_time_limit_ends_with_deadline_exceeded() {
         ..quiet(ServerConfig::default())
     };
     let server = TestServer::start_with(config).await;
-    let (_, batches) = large_batches(64);
-    put(&server, "big", batches).await;
     let mut client = sql_client(&server).await;
-    let info = client
-        .execute(r#"SELECT * FROM "big""#.into(), None)
-        .await
-        .unwrap();
-    let mut stream = client
-        .do_get(info.endpoint[0].ticket.clone().unwrap())
-        .await
-        .unwrap();
-    stream.try_next().await.unwrap().expect("a first batch");
+    let (_, stream) = started_query(&server, &mut client).await;
     tokio::time::advance(std::time::Duration::from_secs(11)).await;
     // Ended by its deadline although its client has stopped reading: its place is free.
     let counted = query(&mut client, r#"SELECT count(*) FROM "big""#).await;
     assert_eq!(counted[0].num_rows(), 1);
-    let err = loop {
-        match stream.try_next().await {
-            Ok(Some(_)) => continue, // what was already on its way
-            Ok(None) => panic!("the query ran to its end past its time limit"),
-            Err(err) => break err,
-        }
-    };
+    let err = final_error(stream).await;
     let (code, message) = refusal(err);
     assert_eq!(code, Code::DeadlineExceeded, "{message}");
     assert!(message.contains("--query-timeout"), "{message}");
@@ -595,31 +612,15 @@ async fn an_ingest_stores_the_key_and_replaces_it_only_when_asked() {
 #[tokio::test]
 async fn cancel_flight_info_cancels_a_running_query() {
     let server = TestServer::start().await;
-    let (_, batches) = large_batches(64);
-    put(&server, "big", batches).await;
     let mut client = sql_client(&server).await;
-    let info = client
-        .execute(r#"SELECT * FROM "big""#.into(), None)
-        .await
-        .unwrap();
-    let mut stream = client
-        .do_get(info.endpoint[0].ticket.clone().unwrap())
-        .await
-        .unwrap();
-    stream.try_next().await.unwrap().expect("a first batch");
+    let (info, stream) = started_query(&server, &mut client).await;
     let mut flight = server.flight_client().await;
     let status = flight
         .cancel_flight_info(arrow_flight::CancelFlightInfoRequest::new(info.clone()))
         .await
         .unwrap();
     assert_eq!(status.status(), arrow_flight::CancelStatus::Cancelled);
-    let err = loop {
-        match stream.try_next().await {
-            Ok(Some(_)) => continue, // what was already on its way
-            Ok(None) => panic!("the cancelled query ran to its end"),
-            Err(err) => break err,
-        }
-    };
+    let err = final_error(stream).await;
     let (code, message) = refusal(err);
     assert_eq!(code, Code::Cancelled, "{message}");
     let status = flight
