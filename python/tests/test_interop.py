@@ -85,8 +85,10 @@ def test_get_schema_returns_the_schema_with_metadata(client):
 
 def test_actions_drop_clear_and_stats(client):
     names = sorted(a.type for a in client.list_actions())
+    # flightcache's own actions, Flight's standard ones, and Flight SQL's prepared statements.
     assert names == [
-        "CancelFlightInfo", "RenewFlightEndpoint", "clear", "drop", "expire", "persist", "stats", "ttl", "whoami"
+        "CancelFlightInfo", "ClosePreparedStatement", "CreatePreparedStatement", "RenewFlightEndpoint",
+        "clear", "drop", "expire", "persist", "stats", "ttl", "whoami"
     ]
     put(client, "a", pa.table({"x": [1, 2, 3]}))
     put(client, "b", pa.table({"x": [4]}))

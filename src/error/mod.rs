@@ -287,7 +287,8 @@ pub enum Error {
         limit: usize,
     },
 
-    /// A Flight SQL query cancelled by `CancelFlightInfo`.
+    /// A Flight SQL query cancelled by `CancelFlightInfo` (ABORTED: pyarrow raises
+    /// `KeyboardInterrupt` for a CANCELLED status).
     #[error("SQL: the query was cancelled (CancelFlightInfo)")]
     QueryCancelled,
 
@@ -696,7 +697,8 @@ impl Error {
             }
             Error::SqlOutOfMemory { .. } | Error::TooManyQueries { .. } => Code::ResourceExhausted,
             Error::QueryTimeout { .. } => Code::DeadlineExceeded,
-            Error::QueryCancelled => Code::Cancelled,
+            // Not CANCELLED: pyarrow turns a CANCELLED status into KeyboardInterrupt.
+            Error::QueryCancelled => Code::Aborted,
             Error::SqlInternal { .. } => Code::Internal,
             Error::TableExists { .. } => Code::AlreadyExists,
             Error::Ingest(crate::protocol::sql::IngestProblem::Elsewhere(_)) => {
@@ -847,6 +849,38 @@ mod tests {
                 Code::ResourceExhausted,
             ),
             (Error::TooManyUploads { limit: 1 }, Code::ResourceExhausted),
+            (
+                Error::SqlStatement {
+                    message: "x".into(),
+                },
+                Code::InvalidArgument,
+            ),
+            (Error::SqlHandle, Code::InvalidArgument),
+            (Error::TooManyQueries { limit: 1 }, Code::ResourceExhausted),
+            (
+                Error::SqlOutOfMemory {
+                    message: "x".into(),
+                },
+                Code::ResourceExhausted,
+            ),
+            (
+                Error::QueryTimeout {
+                    limit: std::time::Duration::from_secs(1),
+                },
+                Code::DeadlineExceeded,
+            ),
+            (Error::QueryCancelled, Code::Aborted),
+            (Error::TableExists { key: key("t") }, Code::AlreadyExists),
+            (
+                Error::SqlUnsupported { what: "x".into() },
+                Code::Unimplemented,
+            ),
+            (
+                Error::SqlInternal {
+                    message: "x".into(),
+                },
+                Code::Internal,
+            ),
             (
                 Error::Unimplemented {
                     rpc: FlightRpc::DoExchange,

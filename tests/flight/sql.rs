@@ -607,7 +607,7 @@ async fn an_ingest_stores_the_key_and_replaces_it_only_when_asked() {
     server.shutdown_and_wait().await;
 }
 
-/// `CancelFlightInfo` of a running query ends its stream with CANCELLED; of a query that is not
+/// `CancelFlightInfo` of a running query ends its stream with ABORTED; of a query that is not
 /// running (finished), NOT_CANCELLABLE.
 #[tokio::test]
 async fn cancel_flight_info_cancels_a_running_query() {
@@ -622,7 +622,7 @@ async fn cancel_flight_info_cancels_a_running_query() {
     assert_eq!(status.status(), arrow_flight::CancelStatus::Cancelled);
     let err = final_error(stream).await;
     let (code, message) = refusal(err);
-    assert_eq!(code, Code::Cancelled, "{message}");
+    assert_eq!(code, Code::Aborted, "{message}");
     let status = flight
         .cancel_flight_info(arrow_flight::CancelFlightInfoRequest::new(info))
         .await
