@@ -16,7 +16,8 @@ use flightcache::server::config::{
     DEFAULT_IDLE_CONNECTION_TIMEOUT, DEFAULT_KEEP_FREED, DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_MAX_CONCURRENT_PUTS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_PUTS_PER_CALLER, DEFAULT_MAX_PUTS_PER_CONNECTION, DEFAULT_MIN_UPLOAD_RATE,
-    DEFAULT_PORT, DEFAULT_QUERY_TIMEOUT, DEFAULT_REQUEST_IDLE_TIMEOUT, DEFAULT_TOKEN_TTL,
+    DEFAULT_PORT, DEFAULT_QUERY_TIMEOUT, DEFAULT_REQUEST_IDLE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_TOKEN_TTL,
 };
 
 /// An Apache Arrow Flight table cache: push tables in, stream them out, no serialization step.
@@ -158,6 +159,10 @@ pub struct ServeArgs {
     #[arg(long, alias = "upload-idle-timeout", value_name = "DURATION",
           default_value_t = HumanDuration(DEFAULT_REQUEST_IDLE_TIMEOUT))]
     pub request_idle_timeout: HumanDuration,
+    /// On SIGTERM or ctrl-c, wait this long for the calls in flight to finish, then close
+    /// their connections (queued table files are written either way).
+    #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(DEFAULT_SHUTDOWN_TIMEOUT))]
+    pub shutdown_timeout: HumanDuration,
     /// Close a connection that has had no request in flight for this long (clients
     /// reconnect by themselves).
     #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(DEFAULT_IDLE_CONNECTION_TIMEOUT))]

@@ -181,6 +181,7 @@ fn config(args: &ServeArgs, default_memory: Option<&MemoryLimit>) -> anyhow::Res
         max_connections: args.max_connections,
         request_idle_timeout: args.request_idle_timeout.0,
         idle_connection_timeout: args.idle_connection_timeout.0,
+        shutdown_timeout: args.shutdown_timeout.0,
         keepalive_interval: (!args.keepalive.0.is_zero()).then_some(args.keepalive.0),
         keep_freed: args.keep_freed.0,
         advertise: args.advertise.clone(),
@@ -319,6 +320,8 @@ mod tests {
             "7s",
             "--idle-connection-timeout",
             "2m",
+            "--shutdown-timeout",
+            "5s",
             "--keepalive",
             "0",
             "--keep-freed",
@@ -340,6 +343,7 @@ mod tests {
         assert_eq!(set.max_connections, 5);
         assert_eq!(set.request_idle_timeout, Duration::from_secs(7));
         assert_eq!(set.idle_connection_timeout, Duration::from_secs(120));
+        assert_eq!(set.shutdown_timeout, Duration::from_secs(5));
         assert_eq!(set.keepalive_interval, None);
         assert_eq!(set.keep_freed, Duration::from_millis(500));
         assert_eq!(set.max_memory, Some(64 << 20));

@@ -43,6 +43,11 @@ pub const DEFAULT_KEEP_FREED: Duration = Duration::from_secs(10);
 /// holds an upload slot and memory while it waits, so a silent client must not keep them.
 pub const DEFAULT_REQUEST_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a stopping server waits for the calls in flight by default before it closes their
+/// connections: 30 s. A client that stops reading a stream must not hold a stop (and the
+/// writing of queued table files behind it) for ever.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long a connection may have no request in flight before it is closed by default: 5
 /// minutes. Clients reconnect by themselves when they next need the server.
 pub const DEFAULT_IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);
@@ -124,6 +129,9 @@ pub struct ServerConfig {
     /// How long a connection may have no request in flight before it is closed
     /// ([`DEFAULT_IDLE_CONNECTION_TIMEOUT`]).
     pub idle_connection_timeout: Duration,
+    /// How long a stopping server waits for the calls in flight before it closes their
+    /// connections ([`DEFAULT_SHUTDOWN_TIMEOUT`]).
+    pub shutdown_timeout: Duration,
     /// How often an HTTP/2 ping checks that a connection's peer is alive
     /// ([`DEFAULT_KEEPALIVE_INTERVAL`]); `None`: never.
     pub keepalive_interval: Option<Duration>,
@@ -200,6 +208,7 @@ impl Default for ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             request_idle_timeout: DEFAULT_REQUEST_IDLE_TIMEOUT,
             idle_connection_timeout: DEFAULT_IDLE_CONNECTION_TIMEOUT,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             keep_freed: DEFAULT_KEEP_FREED,

@@ -234,12 +234,34 @@ impl Server {
                 service.config().idle_connection_timeout,
             )))
         });
+        // Once asked to stop, the calls in flight get `shutdown_timeout` to finish; then their
+        // connections are closed (a client that stopped reading must not hold a stop).
+        let grace = service.config().shutdown_timeout;
+        let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
+        let asked = {
+            let stopping = std::sync::Arc::clone(&stopping);
+            async move {
+                shutdown.await;
+                stopping.notify_one();
+            }
+        };
         let mut builder = builder;
-        builder
+        let serving = builder
             .add_service(make_server(service))
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .map_err(|source| Error::Serve { source })
+            .serve_with_incoming_shutdown(incoming, asked);
+        tokio::select! {
+            served = serving => served.map_err(|source| Error::Serve { source }),
+            () = async {
+                stopping.notified().await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(
+                    ?grace,
+                    "calls still in flight after the shutdown timeout: closing their connections"
+                );
+                Ok(())
+            }
+        }
     }
 }
 

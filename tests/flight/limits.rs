@@ -375,3 +375,35 @@ async fn a_connection_may_open_256_requests_at_once() {
     assert_eq!(h2.current_max_send_streams(), 256);
     server.shutdown_and_wait().await;
 }
+
+/// A stop waits `shutdown_timeout` for the calls in flight, then closes their connections: a
+/// client that stopped reading a get cannot hold the server (tokio's paused clock moves the
+/// time).
+#[tokio::test(start_paused = true)]
+async fn a_stop_closes_calls_still_in_flight_after_the_shutdown_timeout() {
+    use futures::TryStreamExt;
+    let config = ServerConfig {
+        shutdown_timeout: Duration::from_secs(30),
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start_with(config).await;
+    let (schema, batches) = crate::common::large_batches(64);
+    let mut client = server.client().await;
+    client
+        .put_batches(&key("big"), schema, batches)
+        .await
+        .unwrap();
+    let mut flight = server.flight_client().await;
+    let mut stalled = flight.do_get(key("big").to_ticket()).await.unwrap();
+    stalled.try_next().await.unwrap().expect("a first batch");
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(300), server.shutdown_and_wait())
+        .await
+        .expect("the server stopped despite the stalled reader");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(60),
+        "stopped after {waited:?}"
+    );
+    drop(stalled);
+}
