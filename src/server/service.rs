@@ -402,25 +402,10 @@ impl FlightCacheService {
             }
             return self.answer(peer, answer.map(GetAnswer::Sql)).await;
         }
-        let read = Ok((caller, ticket)).and_then(|(caller, ticket): (Caller, Ticket)| {
-            let key = TableKey::try_from_ticket(&ticket)?;
-            tracing::Span::current().record("key", key.as_str());
-            caller.require(Right::Read, Some(&key))?;
-            let stored = self
-                .store
-                .read(&key)
-                .ok_or_else(|| Error::TableNotFound { key: key.clone() })?;
-            Ok((key, stored))
-        });
-        let read = match (read, &self.disk) {
-            // A table that came back from disk is checked before it is first served.
-            (Ok((key, stored)), Some(disk)) => disk.check(&key, &stored).await.map(|()| stored),
-            (read, _) => read.map(|(_, stored)| stored),
-        };
+        let read = self.table_to_read(&caller, &ticket).await;
         self.answer(
             peer,
-            read.map(|stored| {
-                let table = stored.table;
+            read.map(|table| {
                 self.store.record_get();
                 tracing::debug!(
                     rows = table.rows(),
@@ -434,6 +419,22 @@ impl FlightCacheService {
             }),
         )
         .await
+    }
+
+    /// The table a plain ticket names, if `caller` may read it (checked first); a table that
+    /// came back from disk is checked before it is first served.
+    async fn table_to_read(&self, caller: &Caller, ticket: &Ticket) -> Result<Arc<CachedTable>> {
+        let key = TableKey::try_from_ticket(ticket)?;
+        tracing::Span::current().record("key", key.as_str());
+        caller.require(Right::Read, Some(&key))?;
+        let stored = self
+            .store
+            .read(&key)
+            .ok_or_else(|| Error::TableNotFound { key: key.clone() })?;
+        if let Some(disk) = &self.disk {
+            disk.check(&key, &stored).await?;
+        }
+        Ok(stored.table)
     }
 
     /// The door of `DoPut`: receive one upload and store it, or store nothing.
@@ -529,15 +530,7 @@ impl FlightCacheService {
                         let key = TableKey::try_new(target.table.as_str())?;
                         caller.require(Right::Write, None)?;
                         caller.require(Right::Write, Some(&key))?;
-                        match (self.store.peek(&key).is_some(), &target) {
-                            (true, IngestTarget { replace: false, .. }) => {
-                                return Err(Error::TableExists { key });
-                            }
-                            (false, IngestTarget { create: false, .. }) => {
-                                return Err(Error::TableNotFound { key });
-                            }
-                            _ => {}
-                        }
+                        self.ingest_allowed(&key, &target)?;
                         named = Some(key);
                         ingest = Some(target);
                         return Ok(());
@@ -545,8 +538,7 @@ impl FlightCacheService {
                     Some(command) => {
                         // Checked before its body is received: a bind of a statement the
                         // caller was issued, nothing else.
-                        self.sql_put_check(caller, &command)?;
-                        sql = Some(command);
+                        sql = Some(self.sql_put_check(caller, command)?);
                         return Ok(());
                     }
                     None => {}
@@ -558,10 +550,10 @@ impl FlightCacheService {
                 Ok(())
             })
             .await?;
-        if let Some(command) = sql {
+        if let Some(handle) = sql {
             let first = first.ok_or(Error::MissingDescriptor)?;
             return self
-                .sql_put(caller, command, first, messages, memory, results)
+                .sql_put(caller, &handle, first, messages, memory, results)
                 .await;
         }
         let (Some(first), Some(key)) = (first, named) else {
@@ -613,12 +605,10 @@ impl FlightCacheService {
             bytes: table.bytes(),
             batches: table.batches(),
         };
-        // An ingest that may not replace checks again as it stores (another put may have
-        // stored the key since it began).
-        if let Some(IngestTarget { replace: false, .. }) = &ingest
-            && self.store.peek(&key).is_some()
-        {
-            return Err(Error::TableExists { key });
+        // An ingest checks again as it stores: another put may have stored or dropped the
+        // key since it began.
+        if let Some(target) = &ingest {
+            self.ingest_allowed(&key, target)?;
         }
         let expiry = ttl.and_then(|ttl| Expiry::after(self.store.clock().now(), ttl));
         match &self.disk {
@@ -654,6 +644,23 @@ impl FlightCacheService {
             results.send(summary).await.ok();
         }
         Ok(())
+    }
+
+    /// Whether an ingest into `target` may store `key` as the cache stands now.
+    ///
+    /// # Errors
+    /// [`Error::TableExists`] for a cached key it may not replace, [`Error::TableNotFound`]
+    /// for a missing key it may not create.
+    fn ingest_allowed(&self, key: &TableKey, target: &IngestTarget) -> Result<()> {
+        match (self.store.peek(key).is_some(), target) {
+            (true, IngestTarget { replace: false, .. }) => {
+                Err(Error::TableExists { key: key.clone() })
+            }
+            (false, IngestTarget { create: false, .. }) => {
+                Err(Error::TableNotFound { key: key.clone() })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The door of `DoExchange`, which flightcache does not offer.

@@ -6,6 +6,7 @@
 
 use arrow_flight::sql::Command;
 use arrow_flight::{Action, FlightData, FlightDescriptor, FlightInfo, SchemaResult};
+use bytes::Bytes;
 use futures::stream::BoxStream;
 
 use crate::auth::Caller;
@@ -82,12 +83,14 @@ impl FlightCacheService {
     }
 
     /// Whether a `DoPut` may carry `command`, checked before its first body is received: only
-    /// the parameters of a prepared statement issued to `caller`.
-    pub(crate) fn sql_put_check(&self, caller: &Caller, command: &Command) -> Result<()> {
+    /// the parameters of a prepared statement issued to `caller`, whose handle it returns.
+    pub(crate) fn sql_put_check(&self, caller: &Caller, command: Command) -> Result<Bytes> {
         match command {
-            Command::CommandPreparedStatementQuery(prepared) => self
-                .sql()
-                .check_handle(caller, &prepared.prepared_statement_handle),
+            Command::CommandPreparedStatementQuery(prepared) => {
+                let handle = prepared.prepared_statement_handle;
+                self.sql().check_handle(caller, &handle)?;
+                Ok(handle)
+            }
             other => Err(Error::SqlUnsupported {
                 what: format!(
                     "{} in do_put (bind parameters with CommandPreparedStatementQuery, ingest \
@@ -100,28 +103,19 @@ impl FlightCacheService {
         }
     }
 
-    /// `DoPut` for a Flight SQL command: the parameters of a prepared statement, validated
-    /// as an upload is (and charged to the budget while they are read), then bound; the
-    /// answer is the statement's new handle.
+    /// `DoPut` of the parameters of the prepared statement `handle` (which
+    /// [`sql_put_check`](Self::sql_put_check) let through): validated as an upload is (and
+    /// charged to the budget while they are read), then bound; the answer is the statement's
+    /// new handle.
     pub(crate) async fn sql_put(
         &self,
         caller: &Caller,
-        command: Command,
+        handle: &[u8],
         first: FlightData,
         mut messages: MessageReader,
         memory: SlabWriter,
         results: &PutResults,
     ) -> Result<()> {
-        let Command::CommandPreparedStatementQuery(prepared) = command else {
-            return Err(Error::SqlUnsupported {
-                what: format!(
-                    "{} in do_put (bind parameters with CommandPreparedStatementQuery)",
-                    command
-                        .type_url()
-                        .trim_start_matches(crate::protocol::sql::FLIGHT_SQL_TYPE_PREFIX)
-                ),
-            });
-        };
         let key =
             crate::protocol::key::TableKey::try_new("flight-sql-parameters").expect("a valid key");
         let mut upload =
@@ -144,9 +138,7 @@ impl FlightCacheService {
             next = messages.next_message(upload.memory()).await?;
         }
         let parameters = upload.finish()?;
-        let handle = self
-            .sql()
-            .bind(caller, &prepared.prepared_statement_handle, &parameters)?;
+        let handle = self.sql().bind(caller, handle, &parameters)?;
         results
             .send(arrow_flight::PutResult {
                 app_metadata: handle,
@@ -197,7 +189,7 @@ impl FlightCacheService {
     }
 
     /// Whether a `DoPut` may carry a Flight SQL command: never without the `sql` feature.
-    pub(crate) fn sql_put_check(&self, _caller: &Caller, _command: &Command) -> Result<()> {
+    pub(crate) fn sql_put_check(&self, _caller: &Caller, _command: Command) -> Result<Bytes> {
         Err(without_sql())
     }
 
@@ -214,7 +206,7 @@ impl FlightCacheService {
     pub(crate) async fn sql_put(
         &self,
         _caller: &Caller,
-        _command: Command,
+        _handle: &[u8],
         _first: FlightData,
         _messages: MessageReader,
         _memory: SlabWriter,

@@ -39,6 +39,26 @@ pub(crate) struct Statement {
     pub nonce: Option<u64>,
 }
 
+impl Statement {
+    /// `sql`, issued to `caller`, with no parameters bound.
+    pub fn new(caller: &crate::auth::Caller, sql: String) -> Self {
+        Self {
+            user: caller.user.clone(),
+            sql,
+            parameters: None,
+            nonce: None,
+        }
+    }
+
+    /// The statement with a fresh nonce: its handle differs from every other's.
+    pub fn unique(self) -> Self {
+        Self {
+            nonce: Some(rand::random()),
+            ..self
+        }
+    }
+}
+
 /// Signs and checks handles with this server's key.
 #[derive(Clone)]
 pub(crate) struct HandleSigner {

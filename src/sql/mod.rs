@@ -66,6 +66,14 @@ use crate::store::table::CachedTable;
 /// A stream of Flight messages answering a Flight SQL `DoGet`.
 pub(crate) type FlightDataStream = BoxStream<'static, Result<FlightData>>;
 
+/// What a `GetFlightInfo` or `GetSchema` command asks about.
+enum Asked {
+    /// A query: a statement's SQL, or a prepared statement.
+    Query(Statement),
+    /// Anything else (a metadata command, or one flightcache does not run).
+    Other(Command),
+}
+
 /// How many queries run at once, and for how long each may.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct QueryLimits {
@@ -197,24 +205,9 @@ impl SqlEngine {
     ) -> Result<FlightInfo> {
         // A caller who may read no key has no table to query: it plans nothing.
         caller.require(Right::Read, None)?;
-        let (schema, ticket) = match command {
-            Command::CommandStatementQuery(query) => {
-                if query.transaction_id.is_some() {
-                    return Err(unsupported("transactions"));
-                }
-                let statement = Statement {
-                    user: caller.user.clone(),
-                    sql: query.query,
-                    parameters: None,
-                    nonce: None,
-                };
-                self.statement_info(caller, &statement).await?
-            }
-            Command::CommandPreparedStatementQuery(prepared) => {
-                let statement = self.open(caller, &prepared.prepared_statement_handle)?;
-                self.statement_info(caller, &statement).await?
-            }
-            other => {
+        let (schema, ticket) = match self.statement_of(caller, command)? {
+            Asked::Query(statement) => self.statement_info(caller, &statement).await?,
+            Asked::Other(other) => {
                 let metadata = metadata_command(other)?;
                 let ticket = metadata_ticket(&metadata);
                 (metadata.schema(), ticket)
@@ -236,21 +229,30 @@ impl SqlEngine {
     /// As [`flight_info`](Self::flight_info).
     pub async fn schema(&self, caller: &Caller, command: Command) -> Result<SchemaRef> {
         caller.require(Right::Read, None)?;
+        match self.statement_of(caller, command)? {
+            Asked::Query(statement) => Ok(result_schema(&self.plan(caller, &statement).await?)),
+            Asked::Other(other) => Ok(metadata_command(other)?.schema()),
+        }
+    }
+
+    /// The statement a query command describes (a statement's SQL, or a prepared statement
+    /// issued to `caller`), or any other command as it is.
+    ///
+    /// # Errors
+    /// [`Error::SqlHandle`] for a prepared statement not issued to `caller`;
+    /// [`Error::SqlUnsupported`] for a statement in a transaction.
+    fn statement_of(&self, caller: &Caller, command: Command) -> Result<Asked> {
         match command {
             Command::CommandStatementQuery(query) => {
-                let statement = Statement {
-                    user: caller.user.clone(),
-                    sql: query.query,
-                    parameters: None,
-                    nonce: None,
-                };
-                Ok(result_schema(&self.plan(caller, &statement).await?))
+                if query.transaction_id.is_some() {
+                    return Err(unsupported("transactions"));
+                }
+                Ok(Asked::Query(Statement::new(caller, query.query)))
             }
-            Command::CommandPreparedStatementQuery(prepared) => {
-                let statement = self.open(caller, &prepared.prepared_statement_handle)?;
-                Ok(result_schema(&self.plan(caller, &statement).await?))
-            }
-            other => Ok(metadata_command(other)?.schema()),
+            Command::CommandPreparedStatementQuery(prepared) => Ok(Asked::Query(
+                self.open(caller, &prepared.prepared_statement_handle)?,
+            )),
+            other => Ok(Asked::Other(other)),
         }
     }
 
@@ -262,10 +264,7 @@ impl SqlEngine {
         let frame = self.plan(caller, statement).await?;
         // Each ticket its own: CancelFlightInfo then stops this query, not every run of the
         // same SQL by the same user.
-        let statement = Statement {
-            nonce: Some(rand::random()),
-            ..statement.clone()
-        };
+        let statement = statement.clone().unique();
         let ticket = TicketStatementQuery {
             statement_handle: self.signer.sign(&statement),
         };
@@ -404,12 +403,7 @@ impl SqlEngine {
                 if request.transaction_id.is_some() {
                     return Err(unsupported("transactions"));
                 }
-                let statement = Statement {
-                    user: caller.user.clone(),
-                    sql: request.query,
-                    parameters: None,
-                    nonce: Some(rand::random()),
-                };
+                let statement = Statement::new(caller, request.query).unique();
                 let frame = self.plan(caller, &statement).await?;
                 let parameter_schema = parameter_schema(&frame)?;
                 let result = ActionCreatePreparedStatementResult {
@@ -465,7 +459,7 @@ impl SqlEngine {
     /// parameters that are not one row.
     pub fn bind(&self, caller: &Caller, handle: &[u8], uploaded: &CachedTable) -> Result<Bytes> {
         let mut statement = self.open(caller, handle)?;
-        let mut decoder = MessageDecoder::new(Arc::clone(uploaded.schema()), None);
+        let mut decoder = MessageDecoder::new(Arc::clone(uploaded.schema()), None)?;
         let mut parameters = Vec::new();
         for message in uploaded.messages() {
             parameters.extend(decoder.decode(message)?);
