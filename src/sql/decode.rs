@@ -21,6 +21,7 @@ use arrow::error::ArrowError;
 use arrow::ipc::{self, MessageHeader, reader::RecordBatchDecoder};
 use bytes::Bytes;
 
+use crate::store::resplit::flat_buffer_count;
 use crate::store::table::StoredMessage;
 
 /// Decodes a table's messages in order, keeping the dictionaries seen so far.
@@ -28,17 +29,27 @@ pub(crate) struct MessageDecoder {
     schema: SchemaRef,
     /// The projected columns' indices, or `None` for every column.
     projection: Option<Vec<usize>>,
+    /// The schema of the decoded batches: `schema` projected.
+    projected: SchemaRef,
     dictionaries: HashMap<i64, ArrayRef>,
 }
 
 impl MessageDecoder {
     /// A decoder of batches of `schema`, keeping only the columns in `projection`.
-    pub fn new(schema: SchemaRef, projection: Option<Vec<usize>>) -> Self {
-        Self {
+    ///
+    /// # Errors
+    /// [`ArrowError::SchemaError`] for a projection of columns `schema` does not have.
+    pub fn new(schema: SchemaRef, projection: Option<Vec<usize>>) -> Result<Self, ArrowError> {
+        let projected = match &projection {
+            Some(columns) => Arc::new(schema.project(columns)?),
+            None => Arc::clone(&schema),
+        };
+        Ok(Self {
             schema,
             projection,
+            projected,
             dictionaries: HashMap::new(),
-        }
+        })
     }
 
     /// Take in `message`: a dictionary batch is kept for the record batches after it, a
@@ -102,18 +113,14 @@ impl MessageDecoder {
             .ok_or_else(|| ArrowError::IpcError("a record batch without buffers".into()))?;
         let body = SegmentedBody::new(&message.body);
         let mut next_buffer = buffers.iter();
-        let mut columns = Vec::with_capacity(self.schema.fields().len());
+        let mut columns: Vec<Option<ArrayRef>> = vec![None; self.schema.fields().len()];
         for (index, (field, node)) in self.schema.fields().iter().zip(nodes.iter()).enumerate() {
             let data_type = field.data_type();
             let len = usize::try_from(node.length())
                 .map_err(|_| ArrowError::IpcError("a negative column length".into()))?;
-            let buffer_count = match data_type {
-                DataType::Null => 0,
-                DataType::Utf8 | DataType::Binary | DataType::LargeUtf8 | DataType::LargeBinary => {
-                    3
-                }
-                _ => 2,
-            };
+            let buffer_count = flat_buffer_count(data_type).ok_or_else(|| {
+                ArrowError::IpcError(format!("a split piece with a {data_type} column"))
+            })?;
             let wanted = self.projection.as_ref().is_none_or(|p| p.contains(&index));
             let mut column_buffers = Vec::with_capacity(buffer_count);
             for _ in 0..buffer_count {
@@ -128,7 +135,7 @@ impl MessageDecoder {
                 continue;
             }
             if let DataType::Null = data_type {
-                columns.push((index, new_null_array(data_type, len)));
+                columns[index] = Some(new_null_array(data_type, len));
                 continue;
             }
             let mut parts = column_buffers.into_iter();
@@ -141,24 +148,15 @@ impl MessageDecoder {
                 .buffers(parts.collect())
                 .align_buffers(true)
                 .build()?;
-            columns.push((index, make_array(data)));
+            columns[index] = Some(make_array(data));
         }
-        let order: Vec<usize> = match &self.projection {
-            Some(projection) => projection.clone(),
-            None => (0..self.schema.fields().len()).collect(),
-        };
-        let schema = Arc::new(self.schema.project(&order)?);
-        let mut by_index: HashMap<usize, ArrayRef> = columns.into_iter().collect();
-        let arrays = order
-            .iter()
-            .map(|i| {
-                by_index
-                    .remove(i)
-                    .ok_or_else(|| ArrowError::IpcError(format!("column {i} is not in the batch")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let arrays = match &self.projection {
+            Some(projection) => projection.iter().map(|&i| columns[i].clone()).collect(),
+            None => columns.into_iter().collect::<Option<Vec<_>>>(),
+        }
+        .ok_or_else(|| ArrowError::IpcError("a column missing from a split piece".into()))?;
         RecordBatch::try_new_with_options(
-            schema,
+            Arc::clone(&self.projected),
             arrays,
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )

@@ -177,7 +177,8 @@ impl ExecutionPlan for TableScanExec {
             )));
         }
         let table = Arc::clone(&self.table);
-        let mut decoder = MessageDecoder::new(Arc::clone(table.schema()), self.projection.clone());
+        let mut decoder = MessageDecoder::new(Arc::clone(table.schema()), self.projection.clone())
+            .map_err(|err| DataFusionError::ArrowError(Box::new(err), None))?;
         let mut left = self.limit.unwrap_or(usize::MAX);
         let mut next = 0;
         // The rest of a large stored batch, handed out in slices (views, no copy), so that

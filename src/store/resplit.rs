@@ -37,21 +37,23 @@ static PADDING: [u8; 8] = [0; 8];
 
 /// Whether batches of `schema` can be split without copying their data.
 pub fn can_split(schema: &Schema) -> bool {
-    schema.fields().iter().all(|f| is_flat(f.data_type()))
+    schema
+        .fields()
+        .iter()
+        .all(|f| flat_buffer_count(f.data_type()).is_some())
 }
 
-fn is_flat(data_type: &DataType) -> bool {
-    data_type.is_primitive()
-        || matches!(
-            data_type,
-            DataType::Null
-                | DataType::Boolean
-                | DataType::FixedSizeBinary(_)
-                | DataType::Utf8
-                | DataType::Binary
-                | DataType::LargeUtf8
-                | DataType::LargeBinary
-        )
+/// How many buffers a piece holds for a column of `data_type`, for the flat types that split
+/// (see the module docs): none for null, validity and values for fixed widths and booleans,
+/// validity, offsets and data for variable lengths; `None` for every other type.
+pub fn flat_buffer_count(data_type: &DataType) -> Option<usize> {
+    match data_type {
+        DataType::Null => Some(0),
+        DataType::Utf8 | DataType::Binary | DataType::LargeUtf8 | DataType::LargeBinary => Some(3),
+        DataType::Boolean | DataType::FixedSizeBinary(_) => Some(2),
+        other if other.is_primitive() => Some(2),
+        _ => None,
+    }
 }
 
 /// One piece of a split batch, and the bytes of its body that are its own (rebased offsets)
