@@ -25,19 +25,32 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     let Some(path) = &args.output else {
         return preview(stream, Some(info.rows), args.rows).await;
     };
-    let bar = byte_bar(Some(info.bytes), "get");
+    let rows = write_file(stream, path, Some(info.bytes), "get")
+        .await
+        .with_context(|| format!("writing `{key}` to `{}`", path.display()))?;
+    let line = summary_line("wrote", &key, rows, info.bytes, start);
+    writeln!(std::io::stdout(), "{line} to `{}`", path.display())?;
+    Ok(())
+}
+
+/// Write `stream` to the file at `path` (its format by extension), a batch at a time, with a
+/// progress bar of `total_bytes` (when known) named `verb`; the rows written.
+pub async fn write_file(
+    stream: flightcache::TableStream,
+    path: &std::path::Path,
+    total_bytes: Option<u64>,
+    verb: &str,
+) -> flightcache::Result<u64> {
+    let bar = byte_bar(total_bytes, verb);
     let schema = Arc::clone(stream.schema());
     let mut rows = 0;
     TableSink::write_stream(path, &schema, stream, |batch| {
         rows += batch.num_rows() as u64;
         bar.inc(arrow_bytes(std::slice::from_ref(batch)));
     })
-    .await
-    .with_context(|| format!("writing `{key}` to `{}`", path.display()))?;
+    .await?;
     bar.finish_and_clear();
-    let line = summary_line("wrote", &key, rows, info.bytes, start);
-    writeln!(std::io::stdout(), "{line} to `{}`", path.display())?;
-    Ok(())
+    Ok(rows)
 }
 
 /// Print the first `limit` rows of a table (of `total_rows`, when known), then stop reading it.

@@ -8,12 +8,10 @@ use std::time::Instant;
 use anyhow::Context;
 
 use flightcache::TableKey;
-use flightcache::bench::data::arrow_bytes;
-use flightcache::formats::TableSink;
 
 use crate::cli::SqlArgs;
-use crate::get::preview;
-use crate::output::{byte_bar, connect};
+use crate::get::{preview, write_file};
+use crate::output::connect;
 
 /// `flightcache sql`: run a query; print a preview, write the result to a file, or store it.
 pub async fn sql(args: SqlArgs) -> anyhow::Result<()> {
@@ -42,16 +40,9 @@ pub async fn sql(args: SqlArgs) -> anyhow::Result<()> {
     let Some(path) = &args.output else {
         return preview(stream, None, args.rows).await;
     };
-    let bar = byte_bar(None, "sql");
-    let schema = Arc::clone(stream.schema());
-    let mut rows = 0_u64;
-    TableSink::write_stream(path, &schema, stream, |batch| {
-        rows += batch.num_rows() as u64;
-        bar.inc(arrow_bytes(std::slice::from_ref(batch)));
-    })
-    .await
-    .with_context(|| format!("writing the result to `{}`", path.display()))?;
-    bar.finish_and_clear();
+    let rows = write_file(stream, path, None, "sql")
+        .await
+        .with_context(|| format!("writing the result to `{}`", path.display()))?;
     writeln!(
         std::io::stdout(),
         "wrote {rows} rows to `{}` in {:.2} s",
