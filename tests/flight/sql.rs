@@ -5,17 +5,19 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
 };
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow_flight::FlightInfo;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{
-    CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetTables, CommandGetXdbcTypeInfo, SqlInfo,
+    CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetTables, CommandGetXdbcTypeInfo,
+    ProstMessageExt, SqlInfo,
 };
 use flightcache::ServerConfig;
 use futures::{StreamExt, TryStreamExt};
+use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -285,11 +287,7 @@ async fn metadata_commands_describe_the_cache_and_its_tables() {
         .await
         .unwrap();
     let schemas = fetch(&mut client, info).await;
-    let names = schemas[0]
-        .column(1)
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .unwrap();
+    let names = schemas[0].column(1).as_string::<i32>();
     assert_eq!(names.value(0), "public");
 
     let info = client
@@ -305,11 +303,7 @@ async fn metadata_commands_describe_the_cache_and_its_tables() {
     let tables = fetch(&mut client, info).await;
     let tables = concat_batches(&tables[0].schema(), &tables).unwrap();
     assert_eq!(tables.num_rows(), 1);
-    let names = tables
-        .column(2)
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .unwrap();
+    let names = tables.column(2).as_string::<i32>();
     assert_eq!(names.value(0), "nyc/trips");
     let schema_bytes = tables
         .column(4)
@@ -319,13 +313,28 @@ async fn metadata_commands_describe_the_cache_and_its_tables() {
     let schema = arrow::ipc::convert::try_schema_from_ipc_buffer(schema_bytes.value(0)).unwrap();
     assert_eq!(&schema, crate::common::numbered_schema().as_ref());
 
+    // GetSchema of a statement: its result's schema, planned, not run.
+    let descriptor = arrow_flight::FlightDescriptor::new_cmd(
+        arrow_flight::sql::CommandStatementQuery {
+            query: r#"SELECT id AS n FROM "other""#.into(),
+            transaction_id: None,
+        }
+        .as_any()
+        .encode_to_vec(),
+    );
+    let answer = client
+        .inner_mut()
+        .get_schema(descriptor)
+        .await
+        .unwrap()
+        .into_inner();
+    let schema = arrow::ipc::convert::try_schema_from_ipc_buffer(&answer.schema).unwrap();
+    assert_eq!(schema.field(0).name(), "n");
+    assert_eq!(schema.field(0).data_type(), &DataType::Int64);
+
     let info = client.get_table_types().await.unwrap();
     let types = fetch(&mut client, info).await;
-    let types = types[0]
-        .column(0)
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .unwrap();
+    let types = types[0].column(0).as_string::<i32>();
     assert_eq!(types.value(0), "TABLE");
 
     let info = client
@@ -636,7 +645,6 @@ async fn cancel_flight_info_cancels_a_running_query() {
 #[tokio::test]
 async fn a_do_put_under_a_query_command_is_refused() {
     use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
-    use prost::Message;
     let server = TestServer::start().await;
     let command = CommandStatementQuery {
         query: "SELECT 1".into(),
