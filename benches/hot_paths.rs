@@ -8,7 +8,7 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flightcache::bench::data::{arrow_bytes, random_table};
 use flightcache::internals::{
-    CachedTable, MessageReader, SlabPool, SlabWriter, TableUpload, UploadAccount,
+    MessageReader, Segment, SlabPool, SlabWriter, TableUpload, UploadAccount,
 };
 use flightcache::protocol::encode::{FlightEncoder, TARGET_MESSAGE_BYTES};
 use flightcache::{CacheClient, EmbeddedServer, ServerConfig, TableKey};
@@ -144,7 +144,7 @@ fn memory(slabs: &Arc<SlabPool>) -> SlabWriter {
 
 /// Validate an upload into table memory from `slabs`, shared across iterations as a server's
 /// uploads share it (so iterations reuse the slabs of the last one's dropped table).
-fn validate(messages: &[arrow_flight::FlightData], slabs: &Arc<SlabPool>) -> CachedTable {
+fn validate(messages: &[arrow_flight::FlightData], slabs: &Arc<SlabPool>) -> Segment {
     let mut upload = TableUpload::new(
         TableKey::try_new("bench").unwrap(),
         memory(slabs),
@@ -158,7 +158,7 @@ fn validate(messages: &[arrow_flight::FlightData], slabs: &Arc<SlabPool>) -> Cac
 
 /// Receive an upload from its HTTP/2 data frames `wire` into table memory from `slabs`, and
 /// validate it, as `DirectPut` does.
-async fn receive(wire: &[Bytes], slabs: &Arc<SlabPool>) -> CachedTable {
+async fn receive(wire: &[Bytes], slabs: &Arc<SlabPool>) -> Segment {
     let frames: Vec<_> = wire
         .iter()
         .map(|data| Ok::<_, tonic::Status>(Frame::data(data.clone())))

@@ -74,7 +74,7 @@ pub use transport::http2::Http2Settings;
 pub mod internals {
     pub use crate::store::budget::{MemoryBudget, UploadAccount};
     pub use crate::store::slabs::{SlabPool, SlabWriter};
-    pub use crate::store::table::CachedTable;
+    pub use crate::store::table::Segment;
     pub use crate::store::upload::TableUpload;
     pub use crate::transport::grpc::frame;
     pub use crate::transport::receive::MessageReader;

@@ -42,6 +42,7 @@ pub async fn push(args: PushArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let options = PutOptions {
         ttl: args.ttl.map(|ttl| ttl.0),
+        ..PutOptions::default()
     };
     let summary = client
         .put_with(&key, schema, batches, &options)

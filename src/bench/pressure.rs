@@ -378,6 +378,7 @@ async fn check_expiry(client: &mut CacheClient, template: &Float64Array) -> Resu
     let before = client.stats().await?;
     let options = PutOptions {
         ttl: Some(EXPIRY_TTL),
+        ..PutOptions::default()
     };
     let mut last_put = Instant::now();
     let mut keys = Vec::new();

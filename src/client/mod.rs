@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use arrow_flight::decode::FlightDataDecoder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{Criteria, FlightClient, FlightDescriptor, FlightInfo};
@@ -33,6 +34,10 @@ use crate::protocol::credentials::{AUTHORIZATION, Credentials, WhoAmI};
 use crate::protocol::encode::encode_stream;
 use crate::protocol::key::TableKey;
 use crate::protocol::put::PutSummary;
+use crate::protocol::stream::{
+    APPEND_HEADER, FOLLOW_HEADER, FROM_HEADER, MAX_AGE_HEADER, MAX_BYTES_HEADER, MAX_ROWS_HEADER,
+    Offsets, ReadFrom, Retention, START_OFFSET_HEADER,
+};
 use crate::protocol::ttl::{PersistResult, TTL_HEADER, TableMetadata, TtlResult};
 use crate::transport::http2::Http2Settings;
 use session::{Session, SharedSession};
@@ -110,14 +115,32 @@ pub struct TableInfo {
     pub expires_at: Option<SystemTime>,
     /// Time since its last get or put, when the server reports it.
     pub idle: Option<Duration>,
+    /// The offset of the oldest row kept and of the next row to be appended, when the server
+    /// reports them (see [`stream`](crate::protocol::stream)).
+    pub offsets: Option<Offsets>,
 }
 
 /// How to store a table ([`CacheClient::put_with`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PutOptions {
     /// Expire the table this long after it is stored (sent as the `x-flightcache-ttl`
-    /// header); `None`: it never expires.
+    /// header); `None`: it never expires (or, for an append, keeps the key's time to live).
     pub ttl: Option<Duration>,
+    /// Append the batches to the key's table instead of replacing it (`x-flightcache-append`).
+    pub append: bool,
+    /// For an append: cap the key by this retention (`x-flightcache-max-rows`, `-max-bytes`,
+    /// `-max-age`).
+    pub retention: Option<Retention>,
+}
+
+/// Where a read starts, and whether it follows the key as it grows
+/// ([`CacheClient::read`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// The first row to read (`x-flightcache-from`).
+    pub from: ReadFrom,
+    /// Keep the stream open, sending each append as it lands (`x-flightcache-follow`).
+    pub follow: bool,
 }
 
 /// A client for one flightcache server.
@@ -355,10 +378,24 @@ impl CacheClient {
             inner: Box::pin(messages),
             failed: Some(failed),
         });
+        let headers = request.metadata_mut();
+        let number = |text: String| text.parse().expect("a number is a valid header value");
         if let Some(ttl) = options.ttl {
-            let seconds = ttl.as_secs_f64().to_string();
-            let value = seconds.parse().expect("a number is a valid header value");
-            request.metadata_mut().insert(TTL_HEADER, value);
+            headers.insert(TTL_HEADER, number(ttl.as_secs_f64().to_string()));
+        }
+        if options.append {
+            headers.insert(APPEND_HEADER, number("1".into()));
+        }
+        if let Some(retention) = options.retention {
+            if let Some(rows) = retention.max_rows {
+                headers.insert(MAX_ROWS_HEADER, number(rows.to_string()));
+            }
+            if let Some(bytes) = retention.max_bytes {
+                headers.insert(MAX_BYTES_HEADER, number(bytes.to_string()));
+            }
+            if let Some(age) = retention.max_age() {
+                headers.insert(MAX_AGE_HEADER, number(age.as_secs_f64().to_string()));
+            }
         }
         let mut inner = self.flight.inner().clone();
         let call = async move {
@@ -436,6 +473,66 @@ impl CacheClient {
             .map_err(|e| flight_error(e, Some(key)))?
             .into_inner();
         TableStream::start(decoder, Some(key.clone())).await
+    }
+
+    /// Stream the rows of the table under `key` from where `options` say, following the key
+    /// as it grows if they say so; the stream's [`start_offset`](TableStream::start_offset)
+    /// is the offset of its first row (each later batch's is that plus the rows before it).
+    ///
+    /// # Errors
+    /// As [`get`](Self::get); [`Error::Rpc`] with OUT_OF_RANGE for a start before the oldest
+    /// row kept. A follower of a key that does not exist yet waits for it.
+    pub async fn read(&mut self, key: &TableKey, options: ReadOptions) -> Result<TableStream> {
+        let key = key.clone();
+        self.in_session(move |client| Box::pin(client.read_once(key.clone(), options)))
+            .await
+    }
+
+    /// [`read`](Self::read), once, in the current session.
+    async fn read_once(&mut self, key: TableKey, options: ReadOptions) -> Result<TableStream> {
+        let mut request = self.request(key.to_ticket());
+        let headers = request.metadata_mut();
+        let from = options.from.to_header();
+        headers.insert(FROM_HEADER, from.parse().expect("a valid header value"));
+        if options.follow {
+            headers.insert(
+                FOLLOW_HEADER,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
+        let response = self
+            .flight
+            .inner()
+            .clone()
+            .do_get(request)
+            .await
+            .map_err(|status| Error::from_status(status, Some(&key)))?;
+        let start_offset = response
+            .metadata()
+            .get(START_OFFSET_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| text.parse().ok());
+        let messages = response
+            .into_inner()
+            .map_err(|status| FlightError::Tonic(Box::new(status)));
+        let stream = TableStream::start(FlightDataDecoder::new(messages), Some(key)).await?;
+        Ok(stream.with_start_offset(start_offset))
+    }
+
+    /// Cap the key that grows under `key` by `retention` (no limit set: uncapped), trimming
+    /// it at once; its offsets after.
+    ///
+    /// # Errors
+    /// [`Error::TableNotFound`] if there is no such table.
+    pub async fn retain(&mut self, key: &TableKey, retention: Retention) -> Result<Offsets> {
+        self.action(
+            CacheAction::Retain {
+                key: key.clone(),
+                retention,
+            },
+            Some(key),
+        )
+        .await
     }
 
     /// Run the SQL query `sql` through Flight SQL (`CommandStatementQuery`: planned by
@@ -743,7 +840,10 @@ fn table_info(info: FlightInfo) -> Result<TableInfo> {
             .and_then(|m| m.ttl_seconds)
             .and_then(|s| Duration::try_from_secs_f64(s).ok()),
         expires_at,
-        idle: metadata.and_then(|m| Duration::try_from_secs_f64(m.idle_seconds).ok()),
+        idle: metadata
+            .as_ref()
+            .and_then(|m| Duration::try_from_secs_f64(m.idle_seconds).ok()),
+        offsets: metadata.map(|m| m.offsets),
     })
 }
 

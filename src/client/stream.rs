@@ -23,6 +23,8 @@ pub struct TableStream {
     decoder: FlightDataDecoder,
     /// The key streamed, named in errors; `None` for a query's results.
     key: Option<TableKey>,
+    /// The offset of its first row, when the server said.
+    start_offset: Option<u64>,
 }
 
 impl TableStream {
@@ -42,6 +44,7 @@ impl TableStream {
                         schema,
                         decoder,
                         key,
+                        start_offset: None,
                     });
                 }
                 Some(DecodedPayload::None) => continue,
@@ -56,6 +59,19 @@ impl TableStream {
     /// The table's schema.
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
+    }
+
+    /// The offset of the stream's first row, as the server said (`x-flightcache-start-offset`)
+    /// for a [`read`](super::CacheClient::read); `None` for a plain get or a query.
+    pub fn start_offset(&self) -> Option<u64> {
+        self.start_offset
+    }
+
+    pub(super) fn with_start_offset(self, start_offset: Option<u64>) -> Self {
+        Self {
+            start_offset,
+            ..self
+        }
     }
 }
 

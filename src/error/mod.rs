@@ -22,6 +22,7 @@ use crate::protocol::actions::ActionProblem;
 use crate::protocol::credentials::AuthProblem;
 use crate::protocol::key::{KeyProblem, TableKey};
 use crate::protocol::rpc::FlightRpc;
+use crate::protocol::stream::InvalidHeader;
 use crate::protocol::ttl::InvalidTtl;
 
 /// What can go wrong in the server, the client or the file readers.
@@ -69,6 +70,52 @@ pub enum Error {
         key: TableKey,
         /// What was wrong with the stream.
         problem: Box<UploadProblem>,
+    },
+
+    /// An append whose schema is not the key's: nothing was stored.
+    #[error(
+        "cannot append to {}: the upload's schema differs from the key's ({difference}); append \
+         batches of the key's schema, or put (without x-flightcache-append) to replace the key",
+        key.quoted()
+    )]
+    AppendSchemaMismatch {
+        /// The key appended to.
+        key: TableKey,
+        /// The first difference found, in words.
+        difference: String,
+    },
+
+    /// A read from an offset before the oldest row the key still keeps.
+    #[error(
+        "offset {offset} of {} is no longer kept: its oldest kept row is {earliest} (retention \
+         trimmed the rows before it); read from {earliest} or `earliest`",
+        key.quoted()
+    )]
+    OffsetOutOfRange {
+        /// The key read.
+        key: TableKey,
+        /// The offset asked for.
+        offset: u64,
+        /// The oldest row the key keeps.
+        earliest: u64,
+    },
+
+    /// The server is stopping: a follower's stream ends.
+    #[error(
+        "the server is stopping; reconnect and resume from the offset after the rows you have \
+         (x-flightcache-from)"
+    )]
+    Stopping,
+
+    /// A request header of flightcache's whose value it cannot use.
+    #[error("invalid {header} header {given}: give {expected}")]
+    InvalidHeader {
+        /// The header's name.
+        header: &'static str,
+        /// What the client gave, cut to a bounded prefix.
+        given: ClientText,
+        /// What it takes.
+        expected: &'static str,
     },
 
     /// An action that flightcache does not know.
@@ -533,6 +580,16 @@ impl fmt::Display for HumanBytes {
     }
 }
 
+impl From<InvalidHeader> for Error {
+    fn from(invalid: InvalidHeader) -> Self {
+        Error::InvalidHeader {
+            header: invalid.header,
+            given: invalid.given,
+            expected: invalid.expected,
+        }
+    }
+}
+
 impl From<OverBudget> for Error {
     fn from(refusal: OverBudget) -> Self {
         Error::OverBudget { key: None, refusal }
@@ -680,7 +737,11 @@ impl Error {
             | Error::InvalidUpload { .. }
             | Error::UnknownAction { .. }
             | Error::InvalidTtl { .. }
-            | Error::InvalidActionBody { .. } => Code::InvalidArgument,
+            | Error::InvalidActionBody { .. }
+            | Error::AppendSchemaMismatch { .. }
+            | Error::InvalidHeader { .. } => Code::InvalidArgument,
+            Error::OffsetOutOfRange { .. } => Code::OutOfRange,
+            Error::Stopping => Code::Unavailable,
             Error::Cancelled { .. } | Error::UploadCancelled { .. } => Code::Cancelled,
             Error::RequestIdle { .. } | Error::UploadTooSlow { .. } => Code::DeadlineExceeded,
             Error::MessageTooLarge { .. }
@@ -785,7 +846,8 @@ mod tests {
         assert!(message.contains("`flush`"), "{message}");
         assert!(
             message.contains(
-                "drop, clear, stats, expire, persist, ttl, whoami, CancelFlightInfo, RenewFlightEndpoint"
+                "drop, clear, stats, expire, persist, ttl, retain, whoami, CancelFlightInfo, \
+                 RenewFlightEndpoint"
             ),
             "{message}"
         );

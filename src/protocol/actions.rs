@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::protocol::key::KeyProblem;
 use crate::protocol::key::TableKey;
 use crate::protocol::rights::Right;
+use crate::protocol::stream::{RetainRequest, Retention};
 use crate::protocol::text::ClientText;
 use crate::protocol::ttl::InvalidTtl;
 use crate::protocol::ttl::{ExpireRequest, ttl_from_seconds};
@@ -35,6 +36,10 @@ pub const PERSIST: &str = "persist";
 /// A table's time to live. Body: the key as UTF-8. Result: a
 /// [`TtlResult`](crate::protocol::ttl::TtlResult) as JSON.
 pub const TTL: &str = "ttl";
+/// Cap a key that grows (or uncap it). Body: JSON `{"key": "k", "max_rows": 1000}` (also
+/// `max_bytes`, `max_age_ms`; none: uncapped). Result: the key's
+/// [`Offsets`](crate::protocol::stream::Offsets) as JSON, after trimming.
+pub const RETAIN: &str = "retain";
 /// Who the caller is and what it may do. Body: empty. Result: a
 /// [`WhoAmI`](crate::protocol::credentials::WhoAmI) as JSON.
 pub const WHOAMI: &str = "whoami";
@@ -56,7 +61,7 @@ pub const ADVANCE_CLOCK: &str = "advance-clock";
 pub const ADVANCE_CLOCK_DESCRIPTION: &str = "For tests (serve --test-clock): move the server's clock forward, so that times to live of keys and sessions run out without waiting. Admin only. Body: JSON {\"seconds\"}. Result: JSON {\"skipped_seconds\"}, how far it was moved in all.";
 
 /// Every action, with the description `list_actions` gives.
-pub const ACTIONS: [(&str, &str); 9] = [
+pub const ACTIONS: [(&str, &str); 10] = [
     (
         DROP,
         "Remove one table. Body: the key (UTF-8). Result: JSON {\"key\", \"rows\", \"bytes\"}.",
@@ -67,7 +72,7 @@ pub const ACTIONS: [(&str, &str); 9] = [
     ),
     (
         STATS,
-        "Report the cache's contents, memory and counters as JSON (tables, rows, bytes, puts, gets, errors, memory_budget, memory_used, memory_tables, memory_uploads, freed_bytes, evictions, expirations, rejected_uploads). Body: empty.",
+        "Report the cache's contents, memory and counters as JSON (tables, rows, bytes, puts, gets, errors, memory_budget, memory_used, memory_tables, memory_uploads, freed_bytes, evictions, expirations, rejected_uploads, trimmed_rows, pressure_trims). Body: empty.",
     ),
     (
         EXPIRE,
@@ -80,6 +85,10 @@ pub const ACTIONS: [(&str, &str); 9] = [
     (
         TTL,
         "A table's time to live. Body: the key (UTF-8). Result: JSON {\"key\", \"ttl_seconds\"}, null if it never expires.",
+    ),
+    (
+        RETAIN,
+        "Cap a key that grows by appends (trimming its oldest appends at once), or uncap it. Body: JSON {\"key\", \"max_rows\", \"max_bytes\", \"max_age_ms\"}, each limit optional (none: uncapped). Result: JSON {\"earliest_offset\", \"next_offset\", \"retention\"}.",
     ),
     (
         WHOAMI,
@@ -126,6 +135,13 @@ pub enum CacheAction {
     CancelFlightInfo(TableKey),
     /// Move the server's clock forward by this much (a test server only).
     AdvanceClock(Duration),
+    /// Cap the key by this retention (uncapped if it sets no limit).
+    Retain {
+        /// The key.
+        key: TableKey,
+        /// Its retention.
+        retention: Retention,
+    },
     /// Extend the expiration of this endpoint, whose ticket names `key`.
     RenewFlightEndpoint {
         /// The table its ticket names.
@@ -190,6 +206,18 @@ impl TryFrom<Action> for CacheAction {
                 let by = ttl_from_seconds(request.seconds).map_err(|_| invalid())?;
                 Ok(CacheAction::AdvanceClock(by))
             }
+            RETAIN => {
+                let request: RetainRequest =
+                    serde_json::from_slice(&action.body).map_err(|_| ActionProblem::Body {
+                        action: RETAIN,
+                        expected: "JSON {\"key\": \"k\", \"max_rows\": 1000} (or max_bytes, \
+                                   max_age_ms; none: uncapped)",
+                    })?;
+                Ok(CacheAction::Retain {
+                    key: TableKey::try_new(request.key.as_str())?,
+                    retention: request.retention,
+                })
+            }
             other => Err(ActionProblem::Unknown {
                 name: ClientText::new(other.as_bytes()),
             }),
@@ -233,6 +261,14 @@ impl CacheAction {
                 };
                 Action::new(RENEW_FLIGHT_ENDPOINT, request.encode_to_vec())
             }
+            CacheAction::Retain { key, retention } => {
+                let request = RetainRequest {
+                    key: key.to_string(),
+                    retention: *retention,
+                };
+                let body = serde_json::to_vec(&request).expect("a RetainRequest serializes");
+                Action::new(RETAIN, body)
+            }
         }
     }
 }
@@ -247,6 +283,7 @@ impl CacheAction {
             CacheAction::Drop(key)
             | CacheAction::Persist(key)
             | CacheAction::Expire { key, .. }
+            | CacheAction::Retain { key, .. }
             | CacheAction::RenewFlightEndpoint { key, .. } => (Some(Right::Write), Some(key)),
             CacheAction::Ttl(key) | CacheAction::CancelFlightInfo(key) => {
                 (Some(Right::Read), Some(key))
@@ -420,6 +457,14 @@ pub struct StoreStats {
     /// those tables are in memory only, or their puts failed (`--durability always`).
     #[serde(default)]
     pub disk_write_failures: u64,
+    /// Rows retention trimmed from keys that grow (`x-flightcache-max-rows`, `-max-bytes`,
+    /// `-max-age`, the `retain` action), since the server started.
+    #[serde(default)]
+    pub trimmed_rows: u64,
+    /// Segments of capped keys trimmed to make room in the memory budget, before any whole
+    /// key was evicted, since the server started.
+    #[serde(default)]
+    pub pressure_trims: u64,
 }
 
 #[cfg(test)]
@@ -434,6 +479,7 @@ mod tests {
                 DROP | PERSIST | TTL => b"k".to_vec(),
                 ADVANCE_CLOCK => br#"{"seconds": 1.5}"#.to_vec(),
                 EXPIRE => br#"{"key": "k", "seconds": 60}"#.to_vec(),
+                RETAIN => br#"{"key": "k", "max_rows": 10}"#.to_vec(),
                 CANCEL_FLIGHT_INFO => CacheAction::CancelFlightInfo(key.clone())
                     .to_action()
                     .body
@@ -471,6 +517,14 @@ mod tests {
             CacheAction::Ttl(TableKey::try_new("t").unwrap()),
             CacheAction::WhoAmI,
             CacheAction::AdvanceClock(Duration::from_millis(2500)),
+            CacheAction::Retain {
+                key: TableKey::try_new("t").unwrap(),
+                retention: Retention {
+                    max_rows: Some(10),
+                    max_bytes: None,
+                    max_age_ms: Some(60_000),
+                },
+            },
             CacheAction::RenewFlightEndpoint {
                 key: TableKey::try_new("t").unwrap(),
                 endpoint: FlightEndpoint::new()

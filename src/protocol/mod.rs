@@ -11,6 +11,7 @@
 //! - [`ttl`]: times to live: the `do_put` header, and what the TTL actions answer.
 //! - [`encode`]: record batches into Flight messages, the schema exactly as given.
 //! - [`sql`]: Flight SQL's commands in descriptors, tickets and actions.
+//! - [`stream`]: keys that grow: the append, offset and follow headers, and retention.
 //! - [`rights`]: [`Right`](rights::Right), what a request needs.
 //! - [`text`]: [`ClientText`](text::ClientText), client input quoted as a bounded prefix.
 //!
@@ -27,6 +28,7 @@ pub mod put;
 pub mod rights;
 pub mod rpc;
 pub mod sql;
+pub mod stream;
 pub mod text;
 pub mod ttl;
 

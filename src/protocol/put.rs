@@ -14,6 +14,10 @@ pub struct PutSummary {
     pub bytes: u64,
     /// Record batches stored.
     pub batches: u64,
+    /// For an append: the offset its first row took (as `XADD` answers an ID); its rows are
+    /// `first_offset..first_offset + rows`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_offset: Option<u64>,
 }
 
 impl PutSummary {
@@ -42,6 +46,7 @@ mod tests {
             rows: 3,
             bytes: 24,
             batches: 1,
+            first_offset: None,
         };
         let json = summary.to_app_metadata();
         assert_eq!(&json[..], br#"{"key":"t","rows":3,"bytes":24,"batches":1}"#);

@@ -77,6 +77,9 @@ pub struct IngestTarget {
     pub table: String,
     /// Replace a cached table (`true`), or fail with ALREADY_EXISTS.
     pub replace: bool,
+    /// Append to a cached table (ADBC's `append` and `create_append` modes): the rows are
+    /// added as an append (`x-flightcache-append`) adds them.
+    pub append: bool,
     /// Create the key if it is not cached (`true`), or fail with NOT_FOUND.
     pub create: bool,
 }
@@ -84,9 +87,6 @@ pub struct IngestTarget {
 /// An ingest flightcache does not do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IngestProblem {
-    /// Appending to a key (ADBC's `append` and `create_append` modes).
-    #[error("appending to a key by ingest (use mode \"create\" or \"replace\")")]
-    Append,
     /// A temporary table.
     #[error("temporary tables (every cached table is visible to every reader with the right)")]
     Temporary,
@@ -127,15 +127,16 @@ pub fn ingest_target(
         )));
     }
     let options = ingest.table_definition_options.unwrap_or_default();
-    let replace = match options.if_exists() {
-        TableExistsOption::Replace => true,
-        TableExistsOption::Append => return Err(IngestProblem::Append),
-        TableExistsOption::Fail | TableExistsOption::Unspecified => false,
+    let (replace, append) = match options.if_exists() {
+        TableExistsOption::Replace => (true, false),
+        TableExistsOption::Append => (false, true),
+        TableExistsOption::Fail | TableExistsOption::Unspecified => (false, false),
     };
     let create = !matches!(options.if_not_exist(), TableNotExistOption::Fail);
     Ok(IngestTarget {
         table: ingest.table.clone(),
         replace,
+        append,
         create,
     })
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::protocol::stream::Offsets;
 use crate::protocol::text::ClientText;
 
 /// The request header that gives a `do_put`'s table a time to live, in seconds (`600`,
@@ -82,14 +83,17 @@ pub struct PersistResult {
     pub had_ttl: bool,
 }
 
-/// What a table's `FlightInfo.app_metadata` holds, as JSON: how long it has to live and when
-/// it was last used.
+/// What a table's `FlightInfo.app_metadata` holds, as JSON: how long it has to live, when it
+/// was last used, and its offsets (the oldest row kept and the next row's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableMetadata {
     /// Seconds until it expires; `null` if it never does.
     pub ttl_seconds: Option<f64>,
     /// Seconds since its last get or put.
     pub idle_seconds: f64,
+    /// `earliest_offset`, `next_offset` and, for a capped key, `retention`.
+    #[serde(flatten)]
+    pub offsets: Offsets,
 }
 
 /// Header values that are no time to live, for the tests here and of the error they become.

@@ -107,6 +107,8 @@ fn render(store: &TableStore, disk: Option<&DataDir>, recorder: &PrometheusRecor
         metrics::counter!("flightcache_evictions_total").absolute(stats.evictions);
         metrics::counter!("flightcache_expirations_total").absolute(stats.expirations);
         metrics::counter!("flightcache_rejected_uploads_total").absolute(stats.rejected_uploads);
+        metrics::counter!("flightcache_trimmed_rows_total").absolute(stats.trimmed_rows);
+        metrics::counter!("flightcache_pressure_trims_total").absolute(stats.pressure_trims);
         if disk.is_some() {
             metrics::gauge!("flightcache_disk_tables").set(stats.disk_tables as f64);
             metrics::gauge!("flightcache_disk_bytes").set(stats.disk_bytes as f64);
@@ -153,6 +155,14 @@ fn describe() {
     describe_counter!(
         "flightcache_rejected_uploads_total",
         "Uploads refused because the memory budget had no room."
+    );
+    describe_counter!(
+        "flightcache_trimmed_rows_total",
+        "Rows retention trimmed from keys that grow."
+    );
+    describe_counter!(
+        "flightcache_pressure_trims_total",
+        "Segments of capped keys trimmed to make room in the memory budget before any key was evicted."
     );
     describe_gauge!(
         "flightcache_disk_tables",

@@ -238,10 +238,13 @@ impl Server {
         // connections are closed (a client that stopped reading must not hold a stop).
         let grace = service.config().shutdown_timeout;
         let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
+        let store = service.store().clone();
         let asked = {
             let stopping = std::sync::Arc::clone(&stopping);
             async move {
                 shutdown.await;
+                // Followers would wait for appends for ever: they end now, UNAVAILABLE.
+                store.stop_followers();
                 stopping.notify_one();
             }
         };

@@ -124,7 +124,9 @@ async fn dispatch(
         FlightRpc::DoGet => {
             let call = unary(call, rpc, body, limit, idle).await;
             match service.do_get(call).await {
-                Ok(GetAnswer::Table(read)) => replay_response(read.table, read.span),
+                Ok(GetAnswer::Table(read)) => {
+                    replay_response(read.messages, read.headers, read.span)
+                }
                 Ok(GetAnswer::Sql(messages)) => {
                     grpc::stream_response(messages.map_err(tonic::Status::from))
                 }

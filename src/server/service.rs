@@ -43,6 +43,10 @@ use crate::protocol::sql::{
     IngestTarget, SQL_ACTIONS, SQL_CATALOG, SQL_SCHEMA, cancelled_statements, descriptor_command,
     ingest_target, is_sql_action, ticket_command,
 };
+use crate::protocol::stream::{
+    APPEND_HEADER, FOLLOW_HEADER, FROM_HEADER, MAX_AGE_HEADER, MAX_BYTES_HEADER, MAX_ROWS_HEADER,
+    ReadFrom, Retention, START_OFFSET_HEADER, parse_flag_header, parse_from_header,
+};
 use crate::protocol::ttl::{PersistResult, TTL_HEADER, TableMetadata, TtlResult, parse_ttl_header};
 use crate::server::call::Call;
 use crate::server::config::{ServerConfig, UPLOAD_SLOT_WAIT};
@@ -51,12 +55,14 @@ use crate::server::sql_doors::FlightDataStream;
 use crate::server::tls::certificate_user;
 use crate::store::budget::UploadAccount;
 use crate::store::disk::DataDir;
+use crate::store::follow::Follower;
 use crate::store::slabs::SlabWriter;
-use crate::store::table::CachedTable;
+use crate::store::table::schema_difference;
 use crate::store::upload::TableUpload;
-use crate::store::{Expiry, StoredTable, TableStore};
+use crate::store::{AppendRefused, Expiry, StoredTable, TableStore};
 use crate::transport::connection::{ConnectionState, client_certificates};
 use crate::transport::receive::MessageReader;
+use crate::transport::replay::{ReplayMessage, ReplayMessages};
 
 /// The Flight service: a [`TableStore`] plus the limits that protect it.
 ///
@@ -388,6 +394,7 @@ impl FlightCacheService {
     #[instrument(skip_all, fields(peer = ?call.peer, key))]
     pub async fn do_get(&self, call: Call<Ticket>) -> Result<GetAnswer, Status> {
         let peer = call.peer;
+        let reading = ReadRequest::from_headers(&call.headers);
         let (caller, ticket) = match self.admit(call) {
             Ok(admitted) => admitted,
             Err(err) => return self.answer(peer, Err(err)).await,
@@ -402,31 +409,47 @@ impl FlightCacheService {
             }
             return self.answer(peer, answer.map(GetAnswer::Sql)).await;
         }
-        let read = self.table_to_read(&caller, &ticket).await;
+        let read = match reading {
+            Ok(reading) => self.table_to_read(&caller, &ticket, reading).await,
+            Err(err) => Err(err),
+        };
         self.answer(
             peer,
-            read.map(|table| {
-                self.store.record_get();
-                tracing::debug!(
-                    rows = table.rows(),
-                    bytes = table.bytes(),
-                    "streaming table"
-                );
-                GetAnswer::Table(TableRead {
-                    table,
-                    span: tracing::Span::current(),
-                })
-            }),
+            read.inspect(|_| self.store.record_get())
+                .map(GetAnswer::Table),
         )
         .await
     }
 
-    /// The table a plain ticket names, if `caller` may read it (checked first); a table that
-    /// came back from disk is checked before it is first served.
-    async fn table_to_read(&self, caller: &Caller, ticket: &Ticket) -> Result<Arc<CachedTable>> {
+    /// The rows a plain ticket names, from where `reading` starts, if `caller` may read them
+    /// (checked first); a table that came back from disk is checked before it is first
+    /// served. A follower waits here for a key that does not exist yet.
+    async fn table_to_read(
+        &self,
+        caller: &Caller,
+        ticket: &Ticket,
+        reading: ReadRequest,
+    ) -> Result<TableRead> {
         let key = TableKey::try_from_ticket(ticket)?;
         tracing::Span::current().record("key", key.as_str());
         caller.require(Right::Read, Some(&key))?;
+        let span = tracing::Span::current();
+        if reading.follow {
+            let mut follower = Follower::new(&self.store, key.clone(), reading.from);
+            let (start, stored) = follower.start().await?;
+            if let Some(disk) = &self.disk {
+                disk.check(&key, &stored).await?;
+            }
+            tracing::debug!(start, "following");
+            let messages = futures::stream::unfold(follower, |mut follower| async move {
+                let message = follower.next().await?;
+                Some((
+                    message.map(ReplayMessage::from).map_err(Status::from),
+                    follower,
+                ))
+            });
+            return Ok(TableRead::new(Box::pin(messages), start, span));
+        }
         let stored = self
             .store
             .read(&key)
@@ -434,7 +457,23 @@ impl FlightCacheService {
         if let Some(disk) = &self.disk {
             disk.check(&key, &stored).await?;
         }
-        Ok(stored.table)
+        let table = stored.table;
+        let start = match reading.from {
+            ReadFrom::Earliest => table.earliest_offset(),
+            ReadFrom::Latest => table.next_offset(),
+            ReadFrom::Offset(offset) => offset,
+        };
+        let messages = table
+            .messages_from(start)
+            .map_err(|err| err.for_read(&key, start))?;
+        tracing::debug!(
+            rows = table.rows(),
+            bytes = table.bytes(),
+            start,
+            "streaming table"
+        );
+        let messages = futures::stream::iter(messages.map(|m| Ok(ReplayMessage::from(m))));
+        Ok(TableRead::new(Box::pin(messages), start, span))
     }
 
     /// The door of `DoPut`: receive one upload and store it, or store nothing.
@@ -447,7 +486,11 @@ impl FlightCacheService {
     /// once it is stored. Nothing is stored before the stream ends cleanly, echoes or not.
     ///
     /// The request header [`TTL_HEADER`] (`x-flightcache-ttl: SECONDS`) gives the table a time
-    /// to live; without it, the table never expires. Every byte the upload holds is charged to
+    /// to live; without it, the table never expires. With [`APPEND_HEADER`]
+    /// (`x-flightcache-append: 1`) the upload's batches are appended to the key's table
+    /// (created if absent) in one step, its time to live kept unless the header gives one, its
+    /// retention set by [`MAX_ROWS_HEADER`], [`MAX_BYTES_HEADER`] and [`MAX_AGE_HEADER`] if
+    /// given; the answer's summary then says the offset its first row took. Every byte the upload holds is charged to
     /// the memory budget as it arrives; a charge the budget cannot make room for fails the
     /// upload at once with RESOURCE_EXHAUSTED, and the table under the key stays as it was.
     ///
@@ -461,16 +504,11 @@ impl FlightCacheService {
         results: PutResults,
     ) -> Result<(), Status> {
         let peer = call.peer;
-        let ttl = call
-            .headers
-            .get(TTL_HEADER)
-            .map(|value| parse_ttl_header(value.as_bytes()))
-            .transpose()
-            .map_err(Error::from);
+        let request = PutRequest::from_headers(&call.headers);
         let connection = call.connection.clone();
-        let result = match (self.admit(call), ttl) {
-            (Ok((caller, messages)), Ok(ttl)) => {
-                self.put(&caller, peer, connection, messages, ttl, &results)
+        let result = match (self.admit(call), request) {
+            (Ok((caller, messages)), Ok(request)) => {
+                self.put(&caller, peer, connection, messages, request, &results)
                     .await
             }
             (Err(err), _) | (_, Err(err)) => Err(err),
@@ -484,9 +522,14 @@ impl FlightCacheService {
         peer: Option<SocketAddr>,
         connection: Option<Arc<ConnectionState>>,
         mut messages: MessageReader,
-        ttl: Option<Duration>,
+        request: PutRequest,
         results: &PutResults,
     ) -> Result<()> {
+        let PutRequest {
+            ttl,
+            mut append,
+            retention,
+        } = request;
         // A caller who may write no key at all takes no upload slot (one who may read binds
         // Flight SQL parameters through do_put).
         if !cfg!(feature = "sql") || caller.require(Right::Read, None).is_err() {
@@ -531,6 +574,7 @@ impl FlightCacheService {
                         caller.require(Right::Write, None)?;
                         caller.require(Right::Write, Some(&key))?;
                         self.ingest_allowed(&key, &target)?;
+                        append = target.append;
                         named = Some(key);
                         ingest = Some(target);
                         return Ok(());
@@ -561,8 +605,12 @@ impl FlightCacheService {
         };
         tracing::Span::current().record("key", key.as_str());
 
-        // Under `--durability always`, the table's file is written as the upload arrives.
-        let mut file = self.disk.as_ref().and_then(|disk| disk.stream_file(&key));
+        // Under `--durability always`, the table's file is written as the upload arrives (an
+        // append's, once it is stored: its offsets are known only then).
+        let mut file = match append {
+            false => self.disk.as_ref().and_then(|disk| disk.stream_file(&key)),
+            true => None,
+        };
         let mut upload = TableUpload::new(key, memory, self.config.max_message_bytes);
         let mut echoed = false;
         // Whether the client still listens for the answer.
@@ -570,7 +618,12 @@ impl FlightCacheService {
         let mut next = Some(first);
         while let Some(message) = next {
             let tag = message.app_metadata.clone();
+            let was_first = upload.schema().is_none();
             upload.push(message)?;
+            if append && was_first {
+                // Refused at its schema, before its batches are received.
+                self.check_append_schema(&upload)?;
+            }
             if let (Some(file), Some(disk)) = (&mut file, &self.disk) {
                 file.write(upload.messages(), disk).await?;
             }
@@ -599,24 +652,39 @@ impl FlightCacheService {
         }
         let key = upload.key().clone();
         let table = Arc::new(upload.finish()?);
-        let summary = PutSummary {
+        let mut summary = PutSummary {
             key: key.to_string(),
             rows: table.rows(),
             bytes: table.bytes(),
             batches: table.batches(),
+            first_offset: None,
         };
         // An ingest checks again as it stores: another put may have stored or dropped the
         // key since it began.
         if let Some(target) = &ingest {
             self.ingest_allowed(&key, target)?;
         }
-        let expiry = ttl.and_then(|ttl| Expiry::after(self.store.clock().now(), ttl));
-        match &self.disk {
-            Some(disk) => {
-                disk.publish(key, table, expiry, file).await?;
-            }
-            None => {
-                self.store.insert_with_expiry(key, table, expiry);
+        if append {
+            let appended = match &self.disk {
+                Some(disk) => disk.append(&key, table, ttl, retention).await?,
+                None => self.store.append(&key, table, ttl, retention, None),
+            };
+            let appended = appended.map_err(|refused| match refused {
+                AppendRefused::SchemaDiffers(difference) => Error::AppendSchemaMismatch {
+                    key: key.clone(),
+                    difference,
+                },
+            })?;
+            summary.first_offset = Some(appended.first_offset);
+        } else {
+            let expiry = ttl.and_then(|ttl| Expiry::after(self.store.clock().now(), ttl));
+            match &self.disk {
+                Some(disk) => {
+                    disk.publish(key, table, expiry, file).await?;
+                }
+                None => {
+                    self.store.insert_with_expiry(key, table, expiry);
+                }
             }
         }
         tracing::info!(
@@ -646,6 +714,21 @@ impl FlightCacheService {
         Ok(())
     }
 
+    /// Refuse an append whose schema (its first message, just validated) is not the schema of
+    /// the table under its key, if there is one.
+    fn check_append_schema(&self, upload: &TableUpload) -> Result<()> {
+        let (Some(schema), Some(stored)) = (upload.schema(), self.store.peek(upload.key())) else {
+            return Ok(());
+        };
+        match schema_difference(stored.table.schema(), schema) {
+            None => Ok(()),
+            Some(difference) => Err(Error::AppendSchemaMismatch {
+                key: upload.key().clone(),
+                difference,
+            }),
+        }
+    }
+
     /// Whether an ingest into `target` may store `key` as the cache stands now.
     ///
     /// # Errors
@@ -653,9 +736,14 @@ impl FlightCacheService {
     /// for a missing key it may not create.
     fn ingest_allowed(&self, key: &TableKey, target: &IngestTarget) -> Result<()> {
         match (self.store.peek(key).is_some(), target) {
-            (true, IngestTarget { replace: false, .. }) => {
-                Err(Error::TableExists { key: key.clone() })
-            }
+            (
+                true,
+                IngestTarget {
+                    replace: false,
+                    append: false,
+                    ..
+                },
+            ) => Err(Error::TableExists { key: key.clone() }),
             (false, IngestTarget { create: false, .. }) => {
                 Err(Error::TableNotFound { key: key.clone() })
             }
@@ -786,6 +874,15 @@ impl FlightCacheService {
                     had_ttl,
                 })
             }
+            CacheAction::Retain { key, retention } => {
+                tracing::Span::current().record("key", key.as_str());
+                let offsets = self
+                    .store
+                    .retain(&key, Some(retention))
+                    .ok_or_else(|| Error::TableNotFound { key: key.clone() })?;
+                self.expiry_changed(&key);
+                serde_json::to_vec(&offsets)
+            }
             CacheAction::Ttl(key) => {
                 tracing::Span::current().record("key", key.as_str());
                 let stored = self
@@ -873,6 +970,7 @@ impl FlightCacheService {
             idle_seconds: now
                 .saturating_duration_since(stored.last_used)
                 .as_secs_f64(),
+            offsets: stored.table.offsets(),
         };
         info.app_metadata = serde_json::to_vec(&metadata)
             .expect("table metadata serializes")
@@ -919,14 +1017,95 @@ pub(crate) enum GetAnswer {
     Sql(FlightDataStream),
 }
 
-/// A table a `do_get` streams. The get holds an `Arc` of it, so a replace or drop meanwhile
-/// does not disturb it.
-#[derive(Debug)]
+/// The rows a `do_get` streams: a stored table's messages from an offset (the get holds the
+/// table, so a replace or drop meanwhile does not disturb it), or a follower's.
 pub(crate) struct TableRead {
-    /// The table.
-    pub table: Arc<CachedTable>,
+    /// The messages, schema first.
+    pub messages: ReplayMessages,
+    /// The response headers: the offset of the first row sent ([`START_OFFSET_HEADER`]).
+    pub headers: http::HeaderMap,
     /// The get's span, which the end of the stream is logged in.
     pub span: tracing::Span,
+}
+
+impl TableRead {
+    fn new(messages: ReplayMessages, start: u64, span: tracing::Span) -> Self {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(START_OFFSET_HEADER, start.into());
+        Self {
+            messages,
+            headers,
+            span,
+        }
+    }
+}
+
+/// What a `do_put` asks besides its messages, in its request headers.
+#[derive(Debug, Clone, Copy, Default)]
+struct PutRequest {
+    /// [`TTL_HEADER`].
+    ttl: Option<Duration>,
+    /// [`APPEND_HEADER`].
+    append: bool,
+    /// [`MAX_ROWS_HEADER`], [`MAX_BYTES_HEADER`], [`MAX_AGE_HEADER`].
+    retention: Option<Retention>,
+}
+
+impl PutRequest {
+    fn from_headers(headers: &http::HeaderMap) -> Result<Self> {
+        let ttl = headers
+            .get(TTL_HEADER)
+            .map(|value| parse_ttl_header(value.as_bytes()))
+            .transpose()?;
+        let append = headers
+            .get(APPEND_HEADER)
+            .map(|value| parse_flag_header(APPEND_HEADER, value.as_bytes()))
+            .transpose()?
+            .unwrap_or(false);
+        let retention = Retention::from_headers(|name| {
+            headers.get(name).map(|value| value.as_bytes().to_vec())
+        })?;
+        if retention.is_some() && !append {
+            let header = [MAX_ROWS_HEADER, MAX_BYTES_HEADER, MAX_AGE_HEADER]
+                .into_iter()
+                .find(|name| headers.contains_key(*name))
+                .unwrap_or(MAX_ROWS_HEADER);
+            return Err(Error::InvalidHeader {
+                header,
+                given: crate::protocol::text::ClientText::new(b"(a retention without an append)"),
+                expected: "x-flightcache-append: 1 beside it: retention caps keys that grow",
+            });
+        }
+        Ok(Self {
+            ttl,
+            append,
+            retention,
+        })
+    }
+}
+
+/// What a plain `do_get` asks besides its ticket, in its request headers: where to start
+/// ([`FROM_HEADER`]) and whether to follow ([`FOLLOW_HEADER`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct ReadRequest {
+    from: ReadFrom,
+    follow: bool,
+}
+
+impl ReadRequest {
+    fn from_headers(headers: &http::HeaderMap) -> Result<Self> {
+        let from = headers
+            .get(FROM_HEADER)
+            .map(|value| parse_from_header(value.as_bytes()))
+            .transpose()?
+            .unwrap_or_default();
+        let follow = headers
+            .get(FOLLOW_HEADER)
+            .map(|value| parse_flag_header(FOLLOW_HEADER, value.as_bytes()))
+            .transpose()?
+            .unwrap_or(false);
+        Ok(Self { from, follow })
+    }
 }
 
 /// The credentials in a request's `authorization` header, if it has one.

@@ -1,7 +1,7 @@
 //! The store as the transport sees it: table memory as the transport's [`UploadMemory`] (a
 //! `DoPut`'s bodies are received straight into the store's slabs, its buffered fields charged
-//! to the store's budget), and a cached table as a [`Replayable`] (a `DoGet` hands its stored
-//! bodies to HTTP/2). The server joins the two layers here, so that the transport never
+//! to the store's budget), and a stored message as a [`ReplayMessage`] (a `DoGet` hands its
+//! stored bodies to HTTP/2). The server joins the two layers here, so that the transport never
 //! imports the store.
 
 use bytes::Bytes;
@@ -9,9 +9,9 @@ use bytes::Bytes;
 use crate::error::Result;
 use crate::store::budget::Charge;
 use crate::store::slabs::{BodyFill, SlabWriter};
-use crate::store::table::CachedTable;
+use crate::store::table::StoredMessage;
 use crate::transport::receive::{BodySink, FieldCharge, UploadMemory};
-use crate::transport::replay::{ReplayMessage, Replayable};
+use crate::transport::replay::ReplayMessage;
 
 impl UploadMemory for SlabWriter {
     type Fill = BodyFill;
@@ -51,21 +51,12 @@ impl FieldCharge for Charge {
     }
 }
 
-impl Replayable for CachedTable {
-    fn message_count(&self) -> usize {
-        self.messages().len()
-    }
-
-    fn message(&self, index: usize) -> ReplayMessage<'_> {
-        let message = &self.messages()[index];
+impl From<StoredMessage> for ReplayMessage {
+    fn from(message: StoredMessage) -> Self {
         ReplayMessage {
-            header: &message.header,
-            app_metadata: &message.app_metadata,
-            body: &message.body,
+            header: message.header,
+            app_metadata: message.app_metadata,
+            body: message.body,
         }
-    }
-
-    fn bytes(&self) -> u64 {
-        CachedTable::bytes(self)
     }
 }

@@ -11,7 +11,6 @@
 //! SQL tools ask about the server and its tables.
 
 pub(crate) mod catalog;
-pub(crate) mod decode;
 pub(crate) mod handle;
 pub(crate) mod memory;
 pub(crate) mod metadata;
@@ -54,14 +53,14 @@ use crate::error::{Error, Result};
 use crate::protocol::encode::encode_stream;
 use crate::protocol::sql::{FLIGHT_SQL_TYPE_PREFIX, SQL_ACTIONS};
 use crate::sql::catalog::{CATALOG, CacheCatalog, CallerTables, SCHEMA};
-use crate::sql::decode::MessageDecoder;
 use crate::sql::handle::{HandleSigner, Statement};
 use crate::sql::memory::BudgetPool;
 use crate::sql::metadata::MetadataCommand;
 use crate::sql::running::{Registration, RunningQueries};
 use crate::store::TableStore;
+use crate::store::decode::MessageDecoder;
 use crate::store::disk::DataDir;
-use crate::store::table::CachedTable;
+use crate::store::table::Segment;
 
 /// A stream of Flight messages answering a Flight SQL `DoGet`.
 pub(crate) type FlightDataStream = BoxStream<'static, Result<FlightData>>;
@@ -457,7 +456,7 @@ impl SqlEngine {
     /// # Errors
     /// [`Error::SqlHandle`] for a handle not issued to `caller`; [`Error::SqlStatement`] for
     /// parameters that are not one row.
-    pub fn bind(&self, caller: &Caller, handle: &[u8], uploaded: &CachedTable) -> Result<Bytes> {
+    pub fn bind(&self, caller: &Caller, handle: &[u8], uploaded: &Segment) -> Result<Bytes> {
         let mut statement = self.open(caller, handle)?;
         let mut decoder = MessageDecoder::new(Arc::clone(uploaded.schema()), None)?;
         let mut parameters = Vec::new();

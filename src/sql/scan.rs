@@ -26,7 +26,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
 
-use crate::sql::decode::MessageDecoder;
+use crate::store::decode::MessageDecoder;
 use crate::store::table::CachedTable;
 
 /// Rows of a scanned batch handed on at once: about [`SLICE_BYTES`] of it, at least 1024 rows.
@@ -180,7 +180,10 @@ impl ExecutionPlan for TableScanExec {
         let mut decoder = MessageDecoder::new(Arc::clone(table.schema()), self.projection.clone())
             .map_err(|err| DataFusionError::ArrowError(Box::new(err), None))?;
         let mut left = self.limit.unwrap_or(usize::MAX);
-        let mut next = 0;
+        // Every kept segment's messages in order (a reference count each, not a copy).
+        let mut messages = table
+            .messages_from(table.earliest_offset())
+            .map_err(|_| DataFusionError::Internal("the table's earliest row is kept".into()))?;
         // The rest of a large stored batch, handed out in slices (views, no copy), so that
         // each step of the query and of the answer's encoding works on a bounded piece.
         let mut pending: Option<(RecordBatch, usize, usize)> = None;
@@ -195,9 +198,8 @@ impl ExecutionPlan for TableScanExec {
                     left -= rows;
                     return Some(Ok(piece));
                 }
-                let message = table.messages().get(next)?;
-                next += 1;
-                match decoder.decode(message) {
+                let message = messages.next()?;
+                match decoder.decode(&message) {
                     Ok(Some(batch)) if batch.num_rows() == 0 => {}
                     Ok(Some(batch)) => {
                         let step = rows_per_slice(&batch);

@@ -2,7 +2,10 @@
 //! tables it holds, how an upload becomes a table, and the memory tables live in. Nothing here
 //! is async but the expiry sweep, and no map guard ever leaves a method.
 //!
-//! - [`table`]: [`table::CachedTable`], one table as its validated IPC messages.
+//! - [`table`]: [`table::CachedTable`], one key's table: the segments its put and appends
+//!   stored, as their validated IPC messages.
+//! - [`follow`]: [`follow::Follower`], a reader that follows a key as it grows.
+//! - [`decode`]: stored messages decoded into record batches in place.
 //! - [`upload`]: [`upload::TableUpload`], a `do_put` validated message by message.
 //! - [`validate`]: what a strict Arrow reader checks, checked before a table is stored.
 //! - [`resplit`]: a giant record batch as streaming-size pieces over its own memory.
@@ -10,7 +13,9 @@
 //! - [`budget`]: the memory budget every allocation of table memory is charged to.
 
 pub mod budget;
+pub(crate) mod decode;
 pub mod disk;
+pub mod follow;
 pub mod resplit;
 pub mod slabs;
 pub mod table;
@@ -29,9 +34,10 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::protocol::actions::StoreStats;
 use crate::protocol::key::TableKey;
+use crate::protocol::stream::{Offsets, Retention};
 use budget::{MemoryBudget, Relieve};
 use slabs::SlabPool;
-use table::CachedTable;
+use table::{CachedTable, Segment};
 
 /// What the cache does when an upload needs memory the budget does not have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,16 +82,39 @@ pub struct StoredTable {
     pub last_used: Instant,
     /// Its time to live, if it has one.
     pub expiry: Option<Expiry>,
-    /// Unique to the put that stored it, and larger than every earlier put's (the version a
-    /// table's file on disk is named by).
+    /// Unique to the put that created it, and larger than every earlier put's: a key
+    /// replaced (or dropped and put again) has a new id, a key appended to keeps its id.
     pub id: u64,
 }
 
+/// What an [`append`](TableStore::append) stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The offset its first row took.
+    pub first_offset: u64,
+    /// The append's own id (its segment's, which names its file on disk).
+    pub id: u64,
+    /// The id of the key's table (its creating put's, or this append's if it created the key).
+    pub table_id: u64,
+    /// The segments retention trimmed to make room for it, by id.
+    pub trimmed: Vec<u64>,
+}
+
+/// Why an [`append`](TableStore::append) stored nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendRefused {
+    /// Its schema is not the key's: the first difference, in words.
+    SchemaDiffers(String),
+}
+
 /// Told of every table the store removes: dropped, cleared, expired or evicted (a replaced
-/// table is not: whoever replaces it knows). The data directory removes its file.
+/// table is not: whoever replaces it knows), and of every segment retention trims. The data
+/// directory removes their files.
 pub trait OnRemove: Send + Sync {
-    /// The table of `key`'s put `id` was removed.
-    fn removed(&self, key: &TableKey, id: u64);
+    /// The table of `key` whose segments' ids are at most `last_id` was removed.
+    fn removed(&self, key: &TableKey, last_id: u64);
+    /// Segments `ids` of `key`'s table were trimmed.
+    fn trimmed(&self, key: &TableKey, ids: &[u64]);
 }
 
 /// The cache: tables by key, their LRU order and expiry deadlines, the memory budget and pool
@@ -117,6 +146,13 @@ struct Shared {
     deadline_set: Notify,
     /// Told of removals, once set.
     on_remove: std::sync::OnceLock<std::sync::Weak<dyn OnRemove>>,
+    /// Woken at every change to a key that followers wait on, by key.
+    watchers: DashMap<TableKey, Arc<Notify>>,
+    /// Set once the server stops: followers end.
+    stopping: std::sync::atomic::AtomicBool,
+    /// Segments trimmed under memory pressure, and rows trimmed by retention in all.
+    pressure_trims: AtomicU64,
+    trimmed_rows: AtomicU64,
     puts: AtomicU64,
     gets: AtomicU64,
     errors: AtomicU64,
@@ -128,8 +164,14 @@ struct Shared {
 #[derive(Debug, Clone)]
 struct Entry {
     table: Arc<CachedTable>,
-    /// Unique to this put: names the entry in `Index::deadlines`.
+    /// Unique to the put that created it: names the entry in `Index::deadlines` and
+    /// `Index::trims`.
     id: u64,
+    /// The id of its latest put or append (its newest segment's, or a trimmed one's).
+    last_id: u64,
+    /// When its oldest segment ages out, if its retention caps its age (its place in
+    /// `Index::trims`).
+    trim_at: Option<Instant>,
     /// Its place in `Index::lru`: the sequence number of its last use. A table that holds no
     /// table memory (one mapped from its file) is not in the LRU order: evicting it would
     /// free nothing.
@@ -160,6 +202,10 @@ struct Index {
     lru: BTreeMap<u64, TableKey>,
     /// Keys with a time to live, by deadline (and entry id, to keep equal deadlines apart).
     deadlines: BTreeMap<(Instant, u64), TableKey>,
+    /// Keys capped by age, by when their oldest segment ages out (and entry id).
+    trims: BTreeMap<(Instant, u64), TableKey>,
+    /// Keys with a retention, which memory pressure trims before it evicts whole keys.
+    capped: std::collections::BTreeSet<TableKey>,
     next_seq: u64,
 }
 
@@ -169,16 +215,44 @@ impl Index {
         self.next_seq
     }
 
-    /// Forget `entry` (of `key`'s) in both indexes.
-    fn forget(&mut self, entry: &Entry) {
+    /// Forget `entry` (of `key`'s) in every index.
+    fn forget(&mut self, key: &TableKey, entry: &Entry) {
         self.lru.remove(&entry.used_seq);
         if let Some(expiry) = entry.expiry {
             self.deadlines.remove(&(expiry.deadline, entry.id));
         }
+        if let Some(at) = entry.trim_at {
+            self.trims.remove(&(at, entry.id));
+        }
+        if entry.table.retention().is_some() {
+            self.capped.remove(key);
+        }
     }
 
+    /// Place `entry` (of `key`'s, whose table just changed) in the retention indexes again.
+    fn replace_retention(&mut self, key: &TableKey, entry: &mut Entry) {
+        if let Some(at) = entry.trim_at.take() {
+            self.trims.remove(&(at, entry.id));
+        }
+        entry.trim_at = entry.table.age_deadline();
+        if let Some(at) = entry.trim_at {
+            self.trims.insert((at, entry.id), key.clone());
+        }
+        if entry.table.retention().is_some() {
+            self.capped.insert(key.clone());
+        } else {
+            self.capped.remove(key);
+        }
+    }
+
+    /// The earliest moment the sweep has work: a key expires or a segment ages out.
     fn earliest_deadline(&self) -> Option<Instant> {
-        self.deadlines.keys().next().map(|(deadline, _)| *deadline)
+        let expiry = self.deadlines.keys().next().map(|(deadline, _)| *deadline);
+        let trim = self.trims.keys().next().map(|(at, _)| *at);
+        match (expiry, trim) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -202,6 +276,10 @@ impl TableStore {
             clock,
             deadline_set: Notify::new(),
             on_remove: std::sync::OnceLock::new(),
+            watchers: DashMap::new(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            pressure_trims: AtomicU64::new(0),
+            trimmed_rows: AtomicU64::new(0),
             puts: AtomicU64::new(0),
             gets: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -262,19 +340,20 @@ impl TableStore {
         Some(entry.stored())
     }
 
-    /// Publish `table` under `key` in one step, replacing any table there (and its time to
-    /// live) with this one, expiring after `ttl` if given; returns the old table.
+    /// Publish `segment` as the table under `key` in one step, replacing any table there (and
+    /// its time to live and retention) with it, expiring after `ttl` if given; returns the old
+    /// table.
     ///
     /// A reader that already holds the old table keeps it; every later reader sees the new one.
     #[cfg(test)]
     pub fn insert(
         &self,
         key: TableKey,
-        table: Arc<CachedTable>,
+        segment: Arc<Segment>,
         ttl: Option<Duration>,
     ) -> Option<Arc<CachedTable>> {
         let expiry = ttl.and_then(|ttl| Expiry::after(self.shared.clock.now(), ttl));
-        self.insert_with_expiry(key, table, expiry).0
+        self.insert_with_expiry(key, segment, expiry).0
     }
 
     /// [`insert`](Self::insert) with the expiry given; also returns the put's
@@ -282,17 +361,19 @@ impl TableStore {
     pub fn insert_with_expiry(
         &self,
         key: TableKey,
-        table: Arc<CachedTable>,
+        segment: Arc<Segment>,
         expiry: Option<Expiry>,
     ) -> (Option<Arc<CachedTable>>, u64) {
         self.shared.puts.fetch_add(1, Ordering::Relaxed);
         let mut index = self.shared.lock_index();
         let id = index.next_seq();
+        let table = CachedTable::new(segment, id, self.shared.clock.now());
         self.insert_entry(&mut index, key, table, expiry, id, true)
     }
 
-    /// An id for a put to come, larger than every earlier put's: for a put whose file must be
-    /// named before it is published ([`insert_at`](Self::insert_at)).
+    /// An id for a put or append to come, larger than every earlier one's: for one whose file
+    /// must be named before it is published ([`insert_at`](Self::insert_at),
+    /// [`append`](Self::append)).
     pub fn reserve_id(&self) -> u64 {
         self.shared.lock_index().next_seq()
     }
@@ -302,25 +383,135 @@ impl TableStore {
     pub fn insert_at(
         &self,
         key: TableKey,
-        table: Arc<CachedTable>,
+        segment: Arc<Segment>,
         expiry: Option<Expiry>,
         id: u64,
     ) -> Option<Arc<CachedTable>> {
         self.shared.puts.fetch_add(1, Ordering::Relaxed);
         let mut index = self.shared.lock_index();
+        let table = CachedTable::new(segment, id, self.shared.clock.now());
         self.insert_entry(&mut index, key, table, expiry, id, true)
             .0
     }
 
-    /// Serve `table` under `key` as put `id`, as it came back from disk at startup: mapped from
-    /// its file, so it is never evicted (nothing would be freed). Later puts' ids are larger.
-    pub fn restore(&self, key: TableKey, table: Arc<CachedTable>, expiry: Option<Expiry>, id: u64) {
+    /// Append `segment` to the table under `key` in one step, or make it the key's table if
+    /// there is none: readers see all of its rows or none. `id` is the append's, from
+    /// [`reserve_id`](Self::reserve_id), or `None` for a new one. A time to live given
+    /// replaces the key's; without one the key keeps its own. A `retention` given replaces
+    /// the key's; the key is then trimmed to it.
+    ///
+    /// # Errors
+    /// [`AppendRefused`] if `segment`'s schema is not the key's: nothing is stored.
+    pub fn append(
+        &self,
+        key: &TableKey,
+        segment: Arc<Segment>,
+        ttl: Option<Duration>,
+        retention: Option<Retention>,
+        id: Option<u64>,
+    ) -> Result<Appended, AppendRefused> {
+        self.shared.puts.fetch_add(1, Ordering::Relaxed);
+        let now = self.shared.clock.now();
+        let expiry = ttl.and_then(|ttl| Expiry::after(now, ttl));
         let mut index = self.shared.lock_index();
-        index.next_seq = index.next_seq.max(id);
+        let id = id.unwrap_or_else(|| index.next_seq());
+        let live = self
+            .shared
+            .tables
+            .get(key)
+            .is_some_and(|entry| !entry.is_expired(now));
+        if !live {
+            let mut table = CachedTable::new(segment, id, now);
+            table.set_retention(retention);
+            self.insert_entry(&mut index, key.clone(), table, expiry, id, true);
+            return Ok(Appended {
+                first_offset: 0,
+                id,
+                table_id: id,
+                trimmed: Vec::new(),
+            });
+        }
+        let Some(mut entry) = self.shared.tables.get_mut(key) else {
+            unreachable!("the index lock is held: the key is still there");
+        };
+        // The store's own copy is changed in place unless a reader holds it: then a copy of
+        // its list of segments (never of their data) is changed.
+        let table = Arc::make_mut(&mut entry.table);
+        let first_offset = table
+            .append(segment, id, now)
+            .map_err(AppendRefused::SchemaDiffers)?;
+        if retention.is_some() {
+            table.set_retention(retention);
+        }
+        let trimmed = table.trim(now);
+        entry.last_id = id;
+        entry.last_used = now;
+        if entry.evictable {
+            index.lru.remove(&entry.used_seq);
+            entry.used_seq = index.next_seq();
+            index.lru.insert(entry.used_seq, key.clone());
+        }
+        if let Some(expiry) = expiry {
+            if let Some(old) = entry.expiry {
+                index.deadlines.remove(&(old.deadline, entry.id));
+            }
+            index
+                .deadlines
+                .insert((expiry.deadline, entry.id), key.clone());
+            entry.expiry = Some(expiry);
+        }
+        index.replace_retention(key, &mut entry);
+        let (table_id, trim_at) = (entry.id, entry.trim_at);
+        drop(entry);
+        self.shared
+            .wake_sweep_for(&index, expiry.map(|e| e.deadline));
+        self.shared.wake_sweep_for(&index, trim_at);
+        let trimmed_ids = self.shared.record_trimmed(key, &trimmed);
+        drop(index);
+        self.shared.changed(key);
+        drop(trimmed); // their memory goes back outside the locks
+        Ok(Appended {
+            first_offset,
+            id,
+            table_id,
+            trimmed: trimmed_ids,
+        })
+    }
+
+    /// Cap `key`'s table by `retention` (`None`: uncapped) and trim it at once; its offsets
+    /// after, or `None` if there is no such key.
+    pub fn retain(&self, key: &TableKey, retention: Option<Retention>) -> Option<Offsets> {
+        let now = self.shared.clock.now();
+        let mut index = self.shared.lock_index();
+        let mut entry = self.shared.tables.get_mut(key)?;
+        if entry.is_expired(now) {
+            return None;
+        }
+        let table = Arc::make_mut(&mut entry.table);
+        table.set_retention(retention);
+        let trimmed = table.trim(now);
+        let offsets = table.offsets();
+        index.replace_retention(key, &mut entry);
+        let trim_at = entry.trim_at;
+        drop(entry);
+        self.shared.wake_sweep_for(&index, trim_at);
+        self.shared.record_trimmed(key, &trimmed);
+        drop(index);
+        drop(trimmed);
+        Some(offsets)
+    }
+
+    /// Serve `table` under `key` as put `id`'s, as it came back from disk at startup: mapped
+    /// from its files, so it is never evicted (nothing would be freed). Later ids are larger
+    /// than every id its segments have.
+    pub fn restore(&self, key: TableKey, table: CachedTable, expiry: Option<Expiry>, id: u64) {
+        let mut index = self.shared.lock_index();
+        let last = table.segments().last().map_or(id, |placed| placed.id);
+        index.next_seq = index.next_seq.max(last);
         self.insert_entry(&mut index, key, table, expiry, id, false);
     }
 
-    /// Make later puts' ids larger than `id` (ids of files found on disk).
+    /// Make later ids larger than `id` (ids of files found on disk).
     pub fn ids_after(&self, id: u64) {
         let mut index = self.shared.lock_index();
         index.next_seq = index.next_seq.max(id);
@@ -330,7 +521,7 @@ impl TableStore {
         &self,
         index: &mut MutexGuard<'_, Index>,
         key: TableKey,
-        table: Arc<CachedTable>,
+        table: CachedTable,
         expiry: Option<Expiry>,
         id: u64,
         evictable: bool,
@@ -343,19 +534,33 @@ impl TableStore {
         if let Some(expiry) = expiry {
             index.deadlines.insert((expiry.deadline, id), key.clone());
         }
-        let entry = Entry {
-            table,
+        let last_id = table.segments().last().map_or(id, |placed| placed.id);
+        let mut entry = Entry {
+            table: Arc::new(table),
             id,
+            last_id,
+            trim_at: None,
             used_seq,
             evictable,
             last_used: now,
             expiry,
         };
-        let old = self.shared.tables.insert(key, entry);
+        index.replace_retention(&key, &mut entry);
+        let trim_at = entry.trim_at;
+        let old = self.shared.tables.insert(key.clone(), entry);
         if let Some(old) = &old {
-            index.forget(old);
+            index.forget(&key, old);
+            // `forget` took the key out of the capped set if the old table was capped.
+            if let Some(entry) = self.shared.tables.get(&key)
+                && entry.table.retention().is_some()
+            {
+                index.capped.insert(key.clone());
+            }
         }
-        self.shared.wake_sweep_for(index, expiry);
+        self.shared
+            .wake_sweep_for(index, expiry.map(|expiry| expiry.deadline));
+        self.shared.wake_sweep_for(index, trim_at);
+        self.shared.changed(&key);
         let Some(old) = old else {
             return (None, id);
         };
@@ -378,7 +583,7 @@ impl TableStore {
             let Some((_, entry)) = self.shared.tables.remove_if(key, |_, e| e.id == id) else {
                 return false;
             };
-            index.forget(&entry);
+            index.forget(key, &entry);
             entry
         };
         self.shared.removed(key, &removed);
@@ -391,7 +596,7 @@ impl TableStore {
         let removed = {
             let mut index = self.shared.lock_index();
             let (_, entry) = self.shared.tables.remove(key)?;
-            index.forget(&entry);
+            index.forget(key, &entry);
             entry
         };
         self.shared.removed(key, &removed);
@@ -421,6 +626,9 @@ impl TableStore {
         }
         for (key, entry) in &removed {
             self.shared.removed(key, entry);
+        }
+        for watcher in self.shared.watchers.iter() {
+            watcher.notify_waiters();
         }
         let expired = removed.iter().filter(|(_, e)| e.is_expired(now)).count() as u64;
         self.shared
@@ -473,10 +681,12 @@ impl TableStore {
         Some(had)
     }
 
-    /// Remove every key whose deadline has passed; returns how many.
+    /// Remove every key whose deadline has passed, and trim the segments whose age retention
+    /// ran out; returns how many keys were removed.
     pub fn sweep_expired(&self) -> usize {
         let now = self.shared.clock.now();
         let mut expired = Vec::new();
+        let mut aged = Vec::new();
         {
             let mut index = self.shared.lock_index();
             while let Some(entry) = index.deadlines.first_entry() {
@@ -485,11 +695,28 @@ impl TableStore {
                 }
                 let ((_, id), key) = entry.remove_entry();
                 if let Some((_, removed)) = self.shared.tables.remove_if(&key, |_, e| e.id == id) {
-                    index.lru.remove(&removed.used_seq);
+                    index.forget(&key, &removed);
                     expired.push((key, removed));
                 }
             }
+            while let Some(entry) = index.trims.first_entry() {
+                if entry.key().0 > now {
+                    break;
+                }
+                let ((_, id), key) = entry.remove_entry();
+                let Some(mut entry) = self.shared.tables.get_mut(&key).filter(|e| e.id == id)
+                else {
+                    continue;
+                };
+                entry.trim_at = None;
+                let segments = Arc::make_mut(&mut entry.table).trim(now);
+                index.replace_retention(&key, &mut entry);
+                drop(entry);
+                self.shared.record_trimmed(&key, &segments);
+                aged.push(segments);
+            }
         }
+        drop(aged); // their memory goes back outside the locks
         for (key, entry) in &expired {
             self.shared.removed(key, entry);
         }
@@ -572,6 +799,8 @@ impl TableStore {
             disk_bytes: 0,
             disk_queued: 0,
             disk_write_failures: 0,
+            trimmed_rows: self.shared.trimmed_rows.load(Ordering::Relaxed),
+            pressure_trims: self.shared.pressure_trims.load(Ordering::Relaxed),
         }
     }
 }
@@ -580,8 +809,9 @@ impl Shared {
     /// Tell whoever listens that `entry` of `key` was removed.
     fn removed(&self, key: &TableKey, entry: &Entry) {
         if let Some(on_remove) = self.on_remove.get().and_then(std::sync::Weak::upgrade) {
-            on_remove.removed(key, entry.id);
+            on_remove.removed(key, entry.last_id);
         }
+        self.changed(key);
     }
 
     fn lock_index(&self) -> MutexGuard<'_, Index> {
@@ -614,17 +844,76 @@ impl Shared {
                 .insert((expiry.deadline, entry.id), key.clone());
         }
         drop(entry);
-        self.wake_sweep_for(&index, expiry);
+        self.wake_sweep_for(&index, expiry.map(|expiry| expiry.deadline));
         Some(expiry)
     }
 
-    /// Wake the sweep if `expiry` is now the earliest deadline.
-    fn wake_sweep_for(&self, index: &Index, expiry: Option<Expiry>) {
-        if let Some(expiry) = expiry
-            && index.earliest_deadline() == Some(expiry.deadline)
+    /// Wake the sweep if `deadline` is now the earliest it has.
+    fn wake_sweep_for(&self, index: &Index, deadline: Option<Instant>) {
+        if let Some(deadline) = deadline
+            && index.earliest_deadline() == Some(deadline)
         {
             self.deadline_set.notify_one();
         }
+    }
+
+    /// Wake whoever follows `key`: its table changed, was replaced or is gone.
+    fn changed(&self, key: &TableKey) {
+        if let Some(watcher) = self.watchers.get(key) {
+            watcher.notify_waiters();
+        }
+    }
+
+    /// Count the segments of `key` retention trimmed, and tell the data directory; their ids.
+    fn record_trimmed(&self, key: &TableKey, trimmed: &[table::PlacedSegment]) -> Vec<u64> {
+        if trimmed.is_empty() {
+            return Vec::new();
+        }
+        let rows: u64 = trimmed.iter().map(|placed| placed.segment.rows()).sum();
+        self.trimmed_rows.fetch_add(rows, Ordering::Relaxed);
+        let ids: Vec<u64> = trimmed.iter().map(|placed| placed.id).collect();
+        if let Some(on_remove) = self.on_remove.get().and_then(std::sync::Weak::upgrade) {
+            on_remove.trimmed(key, &ids);
+        }
+        ids
+    }
+
+    /// Trim the oldest segment among the capped keys' (the one added longest ago), keeping
+    /// each key's newest; false if no capped key has more than one.
+    fn trim_one_capped(&self) -> bool {
+        let trimmed = {
+            let mut index = self.lock_index();
+            let oldest = index
+                .capped
+                .iter()
+                .filter_map(|key| {
+                    let entry = self.tables.get(key)?;
+                    let segments = entry.table.segments();
+                    (segments.len() > 1).then(|| (segments[0].added_at, key.clone()))
+                })
+                .min();
+            let Some((_, key)) = oldest else {
+                return false;
+            };
+            let Some(mut entry) = self.tables.get_mut(&key) else {
+                return false;
+            };
+            let Some(placed) = Arc::make_mut(&mut entry.table).trim_oldest() else {
+                return false;
+            };
+            index.replace_retention(&key, &mut entry);
+            drop(entry);
+            tracing::debug!(
+                key = key.as_str(),
+                rows = placed.segment.rows(),
+                "trimmed under memory pressure"
+            );
+            self.record_trimmed(&key, std::slice::from_ref(&placed));
+            placed
+        };
+        self.pressure_trims.fetch_add(1, Ordering::Relaxed);
+        drop(trimmed);
+        true
     }
 
     /// Remove the least recently used table other than `protected`'s; false if there is none.
@@ -640,7 +929,7 @@ impl Shared {
             let Some((_, entry)) = self.tables.remove(&key) else {
                 return true; // cannot happen: the index and the map agree
             };
-            index.forget(&entry);
+            index.forget(&key, &entry);
             tracing::debug!(key = key.as_str(), bytes = entry.table.bytes(), "evicted");
             (key, entry)
         };
@@ -661,13 +950,17 @@ impl Shared {
 
 impl Relieve for Shared {
     /// Give back the pool of freed memory first (it holds no table), then the allocator's
-    /// free memory (when the process's memory is counted), then evict the least recently used
-    /// table if the policy allows.
+    /// free memory (when the process's memory is counted), then trim the oldest segment of a
+    /// key capped by retention (it was going to go), then evict the least recently used table
+    /// if the policy allows.
     fn relieve(&self, protected: Option<&TableKey>) -> bool {
         if self.slabs.release_all() > 0 {
             return true;
         }
         if self.budget.release_free_memory() {
+            return true;
+        }
+        if self.trim_one_capped() {
             return true;
         }
         match self.eviction {
@@ -701,7 +994,7 @@ mod tests {
 
     /// Upload a table of about `mib` MiB of float64 into `store`'s memory, as a put would;
     /// the error if the budget refuses it.
-    fn upload(store: &TableStore, name: &str, mib: usize) -> crate::Result<Arc<CachedTable>> {
+    fn upload(store: &TableStore, name: &str, mib: usize) -> crate::Result<Arc<Segment>> {
         let rows = mib * MIB / 8;
         let batch = RecordBatch::try_from_iter([(
             "x",
@@ -876,7 +1169,12 @@ mod tests {
             (16 * MIB / 8) as u64,
             "the reader's table is whole"
         );
-        let bodies: usize = reader.messages().iter().map(|m| m.body_len()).sum();
+        let bodies: usize = reader
+            .segments()
+            .iter()
+            .flat_map(|placed| placed.segment.messages())
+            .map(|m| m.body_len())
+            .sum();
         assert_eq!(bodies as u64, reader.bytes());
         drop(reader);
         assert!(

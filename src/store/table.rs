@@ -1,4 +1,5 @@
-//! `CachedTable`: one cached table, kept as the validated Arrow IPC messages it was uploaded as.
+//! `CachedTable`: one cached table, kept as the validated Arrow IPC messages it was uploaded as,
+//! in segments: the put's, then one per append ([`Segment`]).
 //!
 //! A table is stored as the Flight messages (schema, dictionary batches, record batches) that
 //! its upload carried, after [`TableUpload`](crate::store::upload::TableUpload) has decoded and
@@ -8,14 +9,19 @@
 //! change: a giant uncompressed record batch of flat columns is stored as smaller batches with
 //! the same rows, over the same memory ([`resplit`](crate::store::resplit)).
 
-use arrow::datatypes::SchemaRef;
-use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, SchemaResult};
-use bytes::{Bytes, BytesMut};
-
 use std::sync::Arc;
 
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, SchemaResult};
+use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
+
+use crate::protocol::encode::FlightEncoder;
 use crate::protocol::key::TableKey;
+use crate::protocol::stream::{Offsets, Retention};
 use crate::store::budget::Charge;
+use crate::store::decode::MessageDecoder;
 use crate::store::disk::file::TableFile;
 
 /// One stored Flight message: its IPC header, its `app_metadata`, and its body, in one or more
@@ -59,46 +65,56 @@ impl StoredMessage {
     }
 }
 
-/// A cached table: its schema, its IPC messages in upload order, and its size.
+/// One upload's validated messages: a put's table, or one append to a key. Its first message
+/// is the upload's schema; dictionaries and record batches follow in upload order.
 ///
-/// Immutable once built; the store shares it as `Arc<CachedTable>` so a reader keeps the table
-/// it started with even if the key is replaced meanwhile.
+/// Immutable once built, and shared as `Arc<Segment>`: a reader that holds one keeps it
+/// readable (and its memory charged) even once it is trimmed, replaced or dropped.
 #[derive(Debug)]
-pub struct CachedTable {
+pub struct Segment {
     schema: SchemaRef,
-    schema_ipc: Bytes,
     messages: Vec<StoredMessage>,
     /// The memory budget's charge for the headers and the message list (the bodies' memory
     /// carries charges of its own).
     _metadata: Charge,
     counts: TableCounts,
-    /// The file it was mapped from, for a table that came back from disk at startup.
+    /// The file it was mapped from, for a segment that came back from disk at startup.
     file: Option<Arc<TableFile>>,
 }
 
 /// A table's rows, Arrow bytes and record batches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct TableCounts {
     pub rows: u64,
     pub bytes: u64,
     pub batches: u64,
 }
 
-impl CachedTable {
-    /// Assemble a table from parts that [`TableUpload`](crate::store::upload::TableUpload) validated.
-    ///
-    /// `schema_header` is the IPC flatbuffer of the schema message among `messages`;
-    /// `metadata` charges what the messages hold besides their bodies.
+impl TableCounts {
+    fn add(&mut self, other: TableCounts) {
+        self.rows += other.rows;
+        self.bytes += other.bytes;
+        self.batches += other.batches;
+    }
+
+    fn remove(&mut self, other: TableCounts) {
+        self.rows -= other.rows;
+        self.bytes -= other.bytes;
+        self.batches -= other.batches;
+    }
+}
+
+impl Segment {
+    /// Assemble a segment from messages that [`TableUpload`](crate::store::upload::TableUpload)
+    /// validated, the schema's first; `metadata` charges what they hold besides their bodies.
     pub(crate) fn from_validated(
         schema: SchemaRef,
-        schema_header: &[u8],
         messages: Vec<StoredMessage>,
         metadata: Charge,
         counts: TableCounts,
     ) -> Self {
         Self {
             schema,
-            schema_ipc: encapsulate_ipc_message(schema_header),
             messages,
             _metadata: metadata,
             counts,
@@ -106,11 +122,10 @@ impl CachedTable {
         }
     }
 
-    /// Assemble a table mapped from `file`, whose messages point into the mapping
+    /// Assemble a segment mapped from `file`, whose messages point into the mapping
     /// ([`read_table`](crate::store::disk::file::read_table) checked their framing).
     pub(crate) fn from_file(
         schema: SchemaRef,
-        schema_header: &[u8],
         messages: Vec<StoredMessage>,
         metadata: Charge,
         counts: TableCounts,
@@ -118,20 +133,26 @@ impl CachedTable {
     ) -> Self {
         Self {
             file: Some(file),
-            ..Self::from_validated(schema, schema_header, messages, metadata, counts)
+            ..Self::from_validated(schema, messages, metadata, counts)
         }
     }
 
-    /// The file this table is mapped from, if it came back from disk at startup: its bytes are
-    /// the page cache's, not table memory, and must be [verified](TableFile::verify) before
-    /// they are first served.
+    /// The file this segment is mapped from, if it came back from disk at startup: its bytes
+    /// are the page cache's, not table memory, and must be [verified](TableFile::verify)
+    /// before they are first served.
     pub fn file(&self) -> Option<&Arc<TableFile>> {
         self.file.as_ref()
     }
 
-    /// The table's Arrow schema, with its metadata.
+    /// The upload's Arrow schema, with its metadata.
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
+    }
+
+    /// Its messages in upload order: the schema, dictionaries and record batches. Cloning one
+    /// clones reference counts, not data.
+    pub fn messages(&self) -> &[StoredMessage] {
+        &self.messages
     }
 
     /// Number of rows.
@@ -139,8 +160,7 @@ impl CachedTable {
         self.counts.rows
     }
 
-    /// Bytes of Arrow data held: the sum of the IPC message bodies (the Arrow buffers, with
-    /// the format's padding), the same figure as `FlightInfo.total_bytes`.
+    /// Bytes of Arrow data held (the message bodies).
     pub fn bytes(&self) -> u64 {
         self.counts.bytes
     }
@@ -149,11 +169,349 @@ impl CachedTable {
     pub fn batches(&self) -> u64 {
         self.counts.batches
     }
+}
 
-    /// The messages to send for a `do_get`, in upload order: the schema, dictionaries and
-    /// record batches. Cloning one clones reference counts, not data.
-    pub fn messages(&self) -> &[StoredMessage] {
-        &self.messages
+/// A segment in its key's table: the row its rows start at, the put or append that added it,
+/// and when.
+#[derive(Debug, Clone)]
+pub struct PlacedSegment {
+    /// The segment.
+    pub segment: Arc<Segment>,
+    /// The offset of its first row.
+    pub first_offset: u64,
+    /// The id of the put or append that added it (unique, larger than every earlier one's;
+    /// it names the segment's file on disk).
+    pub id: u64,
+    /// When it was added, on the store's clock (what age retention measures).
+    pub added_at: Instant,
+}
+
+impl PlacedSegment {
+    /// One past the offset of its last row.
+    pub fn end_offset(&self) -> u64 {
+        self.first_offset + self.segment.rows()
+    }
+}
+
+/// A cached table: the schema of the upload that created the key, and the segments it holds,
+/// oldest first: the put's, then one per append, less those retention trimmed.
+///
+/// The store shares it as `Arc<CachedTable>` and never changes one a reader holds (an append
+/// changes the store's own copy, or a clone of it): a reader keeps the table it started with,
+/// whatever is appended, trimmed, replaced or dropped meanwhile.
+#[derive(Debug, Clone)]
+pub struct CachedTable {
+    schema: SchemaRef,
+    schema_ipc: Bytes,
+    /// The first upload's schema message, which every read starts with.
+    schema_message: StoredMessage,
+    segments: Vec<PlacedSegment>,
+    /// One past the last row ever stored.
+    next_offset: u64,
+    retention: Option<Retention>,
+    /// The kept segments' counts, summed.
+    counts: TableCounts,
+}
+
+impl CachedTable {
+    /// A table of one segment, the put's (`id`), added at `now`, whose rows start at 0.
+    pub fn new(segment: Arc<Segment>, id: u64, now: Instant) -> Self {
+        let schema_message = segment.messages.first().cloned().unwrap_or(StoredMessage {
+            header: Bytes::new(),
+            app_metadata: Bytes::new(),
+            body: Vec::new(),
+        });
+        let mut table = Self {
+            schema: Arc::clone(&segment.schema),
+            schema_ipc: encapsulate_ipc_message(&schema_message.header),
+            schema_message,
+            segments: Vec::new(),
+            next_offset: 0,
+            retention: None,
+            counts: TableCounts::default(),
+        };
+        table.push(segment, id, now);
+        table
+    }
+
+    /// A table whose segments came back from disk: `(segment, first_offset, id, added_at)`,
+    /// contiguous and oldest first (at least one).
+    pub(crate) fn restored(
+        segments: Vec<(Arc<Segment>, u64, u64, Instant)>,
+        retention: Option<Retention>,
+    ) -> Option<Self> {
+        let mut segments = segments.into_iter();
+        let (first, first_offset, id, added_at) = segments.next()?;
+        let mut table = Self::new(first, id, added_at);
+        table.segments[0].first_offset = first_offset;
+        table.next_offset = first_offset + table.counts.rows;
+        for (segment, _, id, added_at) in segments {
+            table.push(segment, id, added_at);
+        }
+        table.set_retention(retention);
+        Some(table)
+    }
+
+    fn push(&mut self, segment: Arc<Segment>, id: u64, now: Instant) -> u64 {
+        let first_offset = self.next_offset;
+        self.next_offset += segment.rows();
+        self.counts.add(segment.counts);
+        self.segments.push(PlacedSegment {
+            segment,
+            first_offset,
+            id,
+            added_at: now,
+        });
+        first_offset
+    }
+
+    /// Append `segment` (appended by `id`, at `now`): its rows take the next offsets; returns
+    /// the first. Readers holding this table see nothing of it.
+    ///
+    /// # Errors
+    /// The first difference, in words, if its schema is not the table's.
+    pub fn append(&mut self, segment: Arc<Segment>, id: u64, now: Instant) -> Result<u64, String> {
+        if let Some(difference) = schema_difference(&self.schema, &segment.schema) {
+            return Err(difference);
+        }
+        Ok(self.push(segment, id, now))
+    }
+
+    /// The table's Arrow schema (its first upload's, with its metadata).
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Number of rows kept.
+    pub fn rows(&self) -> u64 {
+        self.counts.rows
+    }
+
+    /// Bytes of Arrow data kept: the sum of the IPC message bodies (the Arrow buffers, with
+    /// the format's padding), the same figure as `FlightInfo.total_bytes`.
+    pub fn bytes(&self) -> u64 {
+        self.counts.bytes
+    }
+
+    /// Number of record batches kept.
+    pub fn batches(&self) -> u64 {
+        self.counts.batches
+    }
+
+    /// The kept segments, oldest first.
+    pub fn segments(&self) -> &[PlacedSegment] {
+        &self.segments
+    }
+
+    /// The offset of the oldest row kept (the next offset when nothing is kept).
+    pub fn earliest_offset(&self) -> u64 {
+        self.segments
+            .first()
+            .map_or(self.next_offset, |first| first.first_offset)
+    }
+
+    /// The offset the next appended row takes.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// Its offsets and retention, as `get_flight_info` gives them.
+    pub fn offsets(&self) -> Offsets {
+        Offsets {
+            earliest_offset: self.earliest_offset(),
+            next_offset: self.next_offset,
+            retention: self.retention,
+        }
+    }
+
+    /// How much of it is kept, if it is capped.
+    pub fn retention(&self) -> Option<Retention> {
+        self.retention
+    }
+
+    /// Cap it by `retention` (`None`: keep everything). Trim with [`trim`](Self::trim).
+    pub fn set_retention(&mut self, retention: Option<Retention>) {
+        self.retention = retention.filter(Retention::caps);
+    }
+
+    /// Trim the oldest segments its retention lets go at `now`; returns them.
+    ///
+    /// A segment goes while what is left still holds `max_rows` rows and `max_bytes` bytes
+    /// (as Redis' `MAXLEN ~` keeps at least the cap), or once it is older than `max_age`.
+    pub fn trim(&mut self, now: Instant) -> Vec<PlacedSegment> {
+        let Some(retention) = self.retention else {
+            return Vec::new();
+        };
+        let mut cut = 0;
+        let mut left = self.counts;
+        for placed in &self.segments {
+            let counts = placed.segment.counts;
+            let aged = retention
+                .max_age()
+                .is_some_and(|age| placed.added_at + age <= now);
+            let over_rows = retention
+                .max_rows
+                .is_some_and(|max| left.rows - counts.rows >= max);
+            let over_bytes = retention
+                .max_bytes
+                .is_some_and(|max| left.bytes - counts.bytes >= max);
+            let by_size = (retention.max_rows.is_some() || retention.max_bytes.is_some())
+                && (retention.max_rows.is_none() || over_rows)
+                && (retention.max_bytes.is_none() || over_bytes);
+            if !(aged || by_size) {
+                break;
+            }
+            left.remove(counts);
+            cut += 1;
+        }
+        self.cut(cut)
+    }
+
+    /// Trim its oldest segment if it has more than one (to make room under memory pressure).
+    pub fn trim_oldest(&mut self) -> Option<PlacedSegment> {
+        (self.segments.len() > 1).then(|| self.cut(1).remove(0))
+    }
+
+    fn cut(&mut self, count: usize) -> Vec<PlacedSegment> {
+        let cut: Vec<_> = self.segments.drain(..count).collect();
+        for placed in &cut {
+            self.counts.remove(placed.segment.counts);
+        }
+        cut
+    }
+
+    /// When its oldest segment's age runs out, if it is capped by age.
+    pub fn age_deadline(&self) -> Option<Instant> {
+        let age = self.retention?.max_age()?;
+        Some(self.segments.first()?.added_at + age)
+    }
+
+    /// The messages a read from row `from` sends: the schema, then the rows from `from` on
+    /// (see [`segment_messages`](Self::segment_messages)), up to the rows stored now.
+    ///
+    /// # Errors
+    /// [`ReadError::Trimmed`] for a row before the oldest kept.
+    pub fn messages_from(
+        self: &Arc<Self>,
+        from: u64,
+    ) -> Result<impl Iterator<Item = StoredMessage> + Send + 'static, ReadError> {
+        let first = self.segment_at(from)?;
+        let head = match first {
+            Some(index) => self.segment_messages(index, from)?,
+            None => Vec::new(),
+        };
+        let table = Arc::clone(self);
+        let rest = first.map_or(self.segments.len(), |index| index + 1)..self.segments.len();
+        let tail = rest.flat_map(move |index| {
+            let segment = Arc::clone(&table.segments[index].segment);
+            (1..segment.messages.len()).map(move |message| segment.messages[message].clone())
+        });
+        Ok(std::iter::once(self.schema_message.clone())
+            .chain(head)
+            .chain(tail))
+    }
+
+    /// The first message of every read: the key's schema.
+    pub fn schema_message(&self) -> &StoredMessage {
+        &self.schema_message
+    }
+
+    /// The index of the segment holding row `from`, `None` if `from` is at or past the end.
+    ///
+    /// # Errors
+    /// [`ReadError::Trimmed`] for a row before the oldest kept.
+    pub fn segment_at(&self, from: u64) -> Result<Option<usize>, ReadError> {
+        let earliest = self.earliest_offset();
+        if from < earliest {
+            return Err(ReadError::Trimmed { earliest });
+        }
+        // The first segment that ends past `from`, or starts at it (a segment of no rows
+        // ends where it starts).
+        let index = self
+            .segments
+            .partition_point(|placed| placed.end_offset() <= from && placed.first_offset < from);
+        Ok((index < self.segments.len()).then_some(index))
+    }
+
+    /// The messages of segment `index` that carry rows `from..` (without its schema): the
+    /// dictionaries in force at `from`, then its record batches from the one holding `from`,
+    /// that one cut to start at `from` when `from` falls inside it. The rest are the stored
+    /// messages themselves (reference counts, not copies).
+    ///
+    /// # Errors
+    /// [`ReadError::Decode`] if a batch cut in two cannot be decoded and encoded again (a
+    /// bug: stored batches were validated).
+    pub fn segment_messages(
+        &self,
+        index: usize,
+        from: u64,
+    ) -> Result<Vec<StoredMessage>, ReadError> {
+        let placed = &self.segments[index];
+        let messages = &placed.segment.messages;
+        if from <= placed.first_offset {
+            return Ok(messages[1..].to_vec());
+        }
+        let mut row = placed.first_offset;
+        let mut dictionaries = Vec::new();
+        for (at, message) in messages.iter().enumerate().skip(1) {
+            let batch_rows = match record_batch_rows(&message.header) {
+                Some(rows) => rows,
+                None => {
+                    dictionaries.push(message.clone());
+                    continue;
+                }
+            };
+            if row + batch_rows <= from {
+                row += batch_rows;
+                continue;
+            }
+            let mut out = dictionaries;
+            if row < from {
+                out.push(self.cut_batch(&out, message, (from - row) as usize)?);
+                out.extend_from_slice(&messages[at + 1..]);
+            } else {
+                out.extend_from_slice(&messages[at..]);
+            }
+            return Ok(out);
+        }
+        Ok(dictionaries)
+    }
+
+    /// `message`'s batch from row `skip` on, encoded again as one record batch message that
+    /// keeps its `app_metadata`. Its dictionary columns' indices are kept as they are: they
+    /// refer to the `dictionaries` sent before it (record batch messages name no dictionary
+    /// ids; the key's schema does).
+    fn cut_batch(
+        &self,
+        dictionaries: &[StoredMessage],
+        message: &StoredMessage,
+        skip: usize,
+    ) -> Result<StoredMessage, ReadError> {
+        let mut decoder = MessageDecoder::new(Arc::clone(&self.schema), None)?;
+        for dictionary in dictionaries {
+            decoder.decode(dictionary)?;
+        }
+        let batch = decoder
+            .decode(message)?
+            .ok_or_else(|| ArrowError::IpcError("not a record batch".into()))?;
+        let rest = batch.slice(skip, batch.num_rows() - skip);
+        let mut encoder = FlightEncoder::new(usize::MAX);
+        // The schema first: it numbers the dictionaries the encoder would send (and which
+        // are not sent: the reader has them).
+        encoder.encode_schema(&self.schema, None);
+        let encoded = encoder
+            .encode_batch(&rest)?
+            .pop()
+            .ok_or_else(|| ArrowError::IpcError("a batch encoded to nothing".into()))?;
+        Ok(StoredMessage {
+            header: encoded.data_header,
+            app_metadata: message.app_metadata.clone(),
+            body: if encoded.data_body.is_empty() {
+                Vec::new()
+            } else {
+                vec![encoded.data_body]
+            },
+        })
     }
 
     /// The schema as an encapsulated IPC message, as `FlightInfo.schema` and
@@ -194,6 +552,128 @@ impl CachedTable {
     }
 }
 
+/// Why a read from an offset cannot be served.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The row was trimmed: `earliest` is the oldest kept.
+    Trimmed {
+        /// The oldest row kept.
+        earliest: u64,
+    },
+    /// A batch cut at the offset could not be decoded or encoded.
+    Decode(ArrowError),
+}
+
+impl From<ArrowError> for ReadError {
+    fn from(err: ArrowError) -> Self {
+        ReadError::Decode(err)
+    }
+}
+
+impl ReadError {
+    /// This error as the library's, for a read of `key` from `offset`.
+    pub fn for_read(self, key: &TableKey, offset: u64) -> crate::Error {
+        match self {
+            ReadError::Trimmed { earliest } => crate::Error::OffsetOutOfRange {
+                key: key.clone(),
+                offset,
+                earliest,
+            },
+            ReadError::Decode(err) => {
+                tracing::error!(key = key.as_str(), offset, error = %err, "cannot cut a stored batch");
+                crate::Error::Internal {
+                    context: "cutting a stored batch at the offset a read starts from",
+                    source: Box::new(err),
+                }
+            }
+        }
+    }
+}
+
+/// The rows of a record batch message, `None` for any other message.
+fn record_batch_rows(header: &[u8]) -> Option<u64> {
+    let message = arrow::ipc::root_as_message(header).ok()?;
+    let batch = message.header_as_record_batch()?;
+    u64::try_from(batch.length()).ok()
+}
+
+/// The first difference between a key's schema and an append's, in words; `None` if the
+/// append may be stored under it (same fields, types, nullability and dictionary ids;
+/// metadata may differ: the key keeps its first upload's).
+pub fn schema_difference(key: &Schema, append: &Schema) -> Option<String> {
+    if key.fields().len() != append.fields().len() {
+        return Some(format!(
+            "it has {} columns, the key has {}",
+            append.fields().len(),
+            key.fields().len()
+        ));
+    }
+    for (index, (ours, theirs)) in key.fields().iter().zip(append.fields()).enumerate() {
+        if let Some(difference) = field_difference(ours, theirs) {
+            return Some(format!("column {index}: {difference}"));
+        }
+    }
+    None
+}
+
+fn field_difference(ours: &Field, theirs: &Field) -> Option<String> {
+    if ours.name() != theirs.name() {
+        return Some(format!(
+            "it is named `{}`, the key's is named `{}`",
+            theirs.name(),
+            ours.name()
+        ));
+    }
+    if ours.data_type() != theirs.data_type() {
+        return Some(format!(
+            "`{}` is {} here, {} in the key",
+            ours.name(),
+            theirs.data_type(),
+            ours.data_type()
+        ));
+    }
+    if ours.is_nullable() != theirs.is_nullable() {
+        let says = |nullable: bool| if nullable { "nullable" } else { "not nullable" };
+        return Some(format!(
+            "`{}` is {} here, {} in the key",
+            ours.name(),
+            says(theirs.is_nullable()),
+            says(ours.is_nullable())
+        ));
+    }
+    #[allow(deprecated)] // arrow-ipc itself still reads dictionary ids from fields
+    let (our_id, their_id) = (ours.dict_id(), theirs.dict_id());
+    if our_id != their_id {
+        return Some(format!(
+            "`{}` uses dictionary id {} here, {} in the key; number dictionaries as the first \
+             upload did",
+            ours.name(),
+            their_id.unwrap_or(-1),
+            our_id.unwrap_or(-1)
+        ));
+    }
+    let children = |field: &Field| -> Vec<FieldRef> {
+        match field.data_type() {
+            DataType::Struct(fields) => fields.iter().cloned().collect(),
+            DataType::List(child)
+            | DataType::LargeList(child)
+            | DataType::ListView(child)
+            | DataType::LargeListView(child)
+            | DataType::FixedSizeList(child, _)
+            | DataType::Map(child, _) => vec![Arc::clone(child)],
+            DataType::Union(fields, _) => fields.iter().map(|(_, f)| Arc::clone(f)).collect(),
+            DataType::RunEndEncoded(ends, values) => vec![Arc::clone(ends), Arc::clone(values)],
+            _ => Vec::new(),
+        }
+    };
+    for (ours, theirs) in children(ours).iter().zip(children(theirs).iter()) {
+        if let Some(difference) = field_difference(ours, theirs) {
+            return Some(difference);
+        }
+    }
+    None
+}
+
 /// The IPC continuation marker that starts an encapsulated message.
 const IPC_CONTINUATION_MARKER: u32 = 0xFFFF_FFFF;
 
@@ -207,4 +687,223 @@ fn encapsulate_ipc_message(header: &[u8]) -> Bytes {
     out.extend_from_slice(header);
     out.resize(8 + padded_len, 0);
     Bytes::from(out)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use arrow::array::{Array, AsArray, DictionaryArray, Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{Int32Type, Int64Type};
+    use arrow::ipc::reader::StreamReader;
+
+    use super::*;
+    use crate::protocol::encode::TARGET_MESSAGE_BYTES;
+    use crate::store::budget::{MemoryBudget, UploadAccount};
+    use crate::store::slabs::{SlabPool, SlabWriter};
+    use crate::store::upload::TableUpload;
+
+    /// `batches` validated into a segment, as an upload stores them, charged to `budget`.
+    pub(crate) fn segment(budget: &Arc<MemoryBudget>, batches: &[RecordBatch]) -> Arc<Segment> {
+        let mut encoder = FlightEncoder::new(TARGET_MESSAGE_BYTES);
+        let mut messages = vec![encoder.encode_schema(&batches[0].schema(), None)];
+        for batch in batches {
+            messages.extend(encoder.encode_batch(batch).unwrap());
+        }
+        let pool = Arc::new(SlabPool::new(Duration::ZERO, Arc::clone(budget)));
+        let memory = SlabWriter::new(pool, UploadAccount::new(budget));
+        let mut upload = TableUpload::new(TableKey::try_new("t").unwrap(), memory, usize::MAX);
+        for message in messages {
+            upload.push(message).unwrap();
+        }
+        Arc::new(upload.finish().unwrap())
+    }
+
+    /// A batch of column `n` holding `range`, and a dictionary column of `words` (one per row,
+    /// cycling).
+    pub(crate) fn rows(range: std::ops::Range<i64>, words: &[&str]) -> RecordBatch {
+        let keys: Vec<i32> = (0..range.end - range.start)
+            .map(|i| (i as usize % words.len()) as i32)
+            .collect();
+        let dictionary = DictionaryArray::<Int32Type>::try_new(
+            keys.into(),
+            Arc::new(StringArray::from_iter_values(words.iter())),
+        )
+        .unwrap();
+        RecordBatch::try_from_iter([
+            ("n", Arc::new(Int64Array::from_iter_values(range)) as _),
+            ("word", Arc::new(dictionary) as _),
+        ])
+        .unwrap()
+    }
+
+    /// What a reader of `messages` as an IPC stream gets: the `n` column and the words.
+    pub(crate) fn read_back(
+        messages: impl Iterator<Item = StoredMessage>,
+    ) -> (Vec<i64>, Vec<String>) {
+        let mut stream = Vec::new();
+        for message in messages {
+            stream.extend_from_slice(&encapsulate_ipc_message(&message.header));
+            for piece in &message.body {
+                stream.extend_from_slice(piece);
+            }
+        }
+        let reader = StreamReader::try_new(std::io::Cursor::new(stream), None).unwrap();
+        let (mut numbers, mut words) = (Vec::new(), Vec::new());
+        for batch in reader {
+            let batch = batch.unwrap();
+            numbers.extend(batch.column(0).as_primitive::<Int64Type>().values().iter());
+            let column = batch.column(1).as_dictionary::<Int32Type>();
+            let values = column.values().as_string::<i32>();
+            for key in column.keys().values() {
+                words.push(values.value(*key as usize).to_string());
+            }
+        }
+        (numbers, words)
+    }
+
+    fn word(n: i64) -> &'static str {
+        // Rows 0..10 are from the first upload (a, b), 10..25 the second (c, d, e), 25.. the
+        // third (f): each append brings dictionaries of its own.
+        match n {
+            0..10 => ["a", "b"][(n % 2) as usize],
+            10..15 => ["c", "d"][((n - 10) % 2) as usize],
+            15..25 => ["d", "e"][((n - 15) % 2) as usize],
+            _ => "f",
+        }
+    }
+
+    fn three_appends(budget: &Arc<MemoryBudget>) -> Arc<CachedTable> {
+        let now = Instant::now();
+        let mut table = CachedTable::new(segment(budget, &[rows(0..10, &["a", "b"])]), 1, now);
+        let second = segment(
+            budget,
+            &[rows(10..15, &["c", "d"]), rows(15..25, &["d", "e"])],
+        );
+        assert_eq!(table.append(second, 2, now), Ok(10));
+        assert_eq!(
+            table.append(segment(budget, &[rows(25..30, &["f"])]), 3, now),
+            Ok(25)
+        );
+        Arc::new(table)
+    }
+
+    #[test]
+    fn a_read_from_any_offset_gets_exactly_the_rows_from_there_with_their_dictionaries() {
+        let budget = MemoryBudget::new(None);
+        let table = three_appends(&budget);
+        assert_eq!((table.earliest_offset(), table.next_offset()), (0, 30));
+        assert_eq!((table.rows(), table.batches()), (30, 4));
+        for from in 0..=31 {
+            let (numbers, words) = read_back(table.messages_from(from).unwrap());
+            let expected: Vec<i64> = (from.min(30) as i64..30).collect();
+            assert_eq!(numbers, expected, "from {from}");
+            let expected: Vec<_> = expected.iter().map(|&n| word(n).to_string()).collect();
+            assert_eq!(words, expected, "from {from}");
+        }
+    }
+
+    #[test]
+    fn a_batch_cut_at_the_offset_keeps_its_app_metadata() {
+        let budget = MemoryBudget::new(None);
+        let mut placed = (*segment(&budget, &[rows(0..10, &["a"])]))
+            .messages()
+            .to_vec();
+        placed.last_mut().unwrap().app_metadata = Bytes::from_static(b"producer's tag");
+        let segment = Arc::new(Segment::from_validated(
+            Arc::new(rows(0..1, &["a"]).schema().as_ref().clone()),
+            placed,
+            budget.empty_charge(None),
+            TableCounts {
+                rows: 10,
+                bytes: 0,
+                batches: 1,
+            },
+        ));
+        let table = Arc::new(CachedTable::new(segment, 1, Instant::now()));
+        let messages: Vec<_> = table.messages_from(4).unwrap().collect();
+        let last = messages.last().unwrap();
+        assert_eq!(&last.app_metadata[..], b"producer's tag");
+        assert_eq!(
+            read_back(messages.into_iter()).0,
+            (4..10).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn an_append_of_another_schema_names_the_first_difference() {
+        let budget = MemoryBudget::new(None);
+        let mut table =
+            CachedTable::new(segment(&budget, &[rows(0..3, &["a"])]), 1, Instant::now());
+        let other = RecordBatch::try_from_iter([
+            ("n", Arc::new(Int64Array::from(vec![1])) as _),
+            ("word", Arc::new(StringArray::from(vec!["x"])) as _),
+        ])
+        .unwrap();
+        let err = table
+            .append(segment(&budget, &[other]), 2, Instant::now())
+            .unwrap_err();
+        assert!(err.starts_with("column 1: `word` is Utf8 here"), "{err}");
+        let renamed = RecordBatch::try_from_iter([(
+            "m",
+            Arc::new(Int64Array::from(vec![1])) as Arc<dyn Array>,
+        )])
+        .unwrap();
+        let err = table
+            .append(segment(&budget, &[renamed]), 3, Instant::now())
+            .unwrap_err();
+        assert_eq!(err, "it has 1 columns, the key has 2");
+        assert_eq!(table.next_offset(), 3, "nothing was appended");
+    }
+
+    #[test]
+    fn retention_trims_whole_appends_oldest_first_and_keeps_the_offsets() {
+        let budget = MemoryBudget::new(None);
+        let start = Instant::now();
+        let mut table = CachedTable::new(segment(&budget, &[rows(0..10, &["a"])]), 1, start);
+        for (i, id) in (1..5).zip(2..) {
+            let at = start + Duration::from_secs(i as u64 * 10);
+            let append = segment(&budget, &[rows(i * 10..i * 10 + 10, &["a"])]);
+            table.append(append, id, at).unwrap();
+        }
+        table.set_retention(Some(Retention {
+            max_rows: Some(25),
+            ..Retention::default()
+        }));
+        let trimmed = table.trim(start + Duration::from_secs(40));
+        // At least 25 rows stay, as MAXLEN ~ keeps: 30, in three whole appends.
+        assert_eq!(trimmed.iter().map(|p| p.id).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!((table.earliest_offset(), table.next_offset()), (20, 50));
+        assert_eq!(table.rows(), 30);
+        let table = Arc::new(table);
+        assert!(matches!(
+            table.messages_from(19),
+            Err(ReadError::Trimmed { earliest: 20 })
+        ));
+        assert_eq!(
+            read_back(table.messages_from(25).unwrap()).0,
+            (25..50).collect::<Vec<_>>()
+        );
+
+        let mut table = Arc::unwrap_or_clone(table);
+        table.set_retention(Some(Retention {
+            max_age_ms: Some(15_000),
+            ..Retention::default()
+        }));
+        assert_eq!(table.age_deadline(), Some(start + Duration::from_secs(35)));
+        let trimmed = table.trim(start + Duration::from_secs(54));
+        assert_eq!(trimmed.iter().map(|p| p.id).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(table.earliest_offset(), 40);
+        let trimmed = table.trim(start + Duration::from_secs(60));
+        assert_eq!(trimmed.len(), 1, "age trims the newest too once it is old");
+        assert_eq!(
+            (table.earliest_offset(), table.next_offset(), table.rows()),
+            (50, 50, 0)
+        );
+        let table = Arc::new(table);
+        assert_eq!(
+            read_back(table.messages_from(50).unwrap()).0,
+            Vec::<i64>::new()
+        );
+    }
 }

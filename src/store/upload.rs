@@ -1,11 +1,11 @@
-//! `TableUpload`: validates the messages of one `do_put`, one at a time, into a `CachedTable`.
+//! `TableUpload`: validates the messages of one `do_put`, one at a time, into a [`Segment`].
 //!
 //! Every message is checked as a strict reader would (see [`validate`](super::validate)): its
 //! header before arrow-ipc reads the body, then the body by decoding it with arrow-ipc's full
 //! validation (buffer bounds, offsets, UTF-8, dictionary references) against the upload's
 //! schema, then the values that need a check of their own; so a table that was accepted can
 //! always be read back, by pyarrow as by arrow-rs. The decoded arrays are dropped again: the
-//! table keeps the messages themselves, which `do_get` replays (see [`CachedTable`]), except
+//! table keeps the messages themselves, which `do_get` replays (see [`Segment`]), except
 //! that a giant record batch is kept as streaming-size pieces over its own memory (see
 //! [`resplit`]).
 
@@ -26,13 +26,12 @@ use crate::protocol::key::TableKey;
 use crate::store::budget::Charge;
 use crate::store::resplit;
 use crate::store::slabs::SlabWriter;
-use crate::store::table::{CachedTable, StoredMessage, TableCounts};
+use crate::store::table::{Segment, StoredMessage, TableCounts};
 use crate::store::validate::{self, BatchLayout, LayoutFixes, Violation};
 
 /// Decoding state of an upload after its schema message arrived.
 struct Decoding {
     schema: SchemaRef,
-    schema_header: Bytes,
     dictionaries_by_id: HashMap<i64, ArrayRef>,
     /// The value type of each dictionary id the schema declares.
     dictionary_types: HashMap<i64, DataType>,
@@ -77,6 +76,11 @@ impl TableUpload {
             bytes: 0,
             batches: 0,
         }
+    }
+
+    /// The upload's schema, once its schema message was pushed.
+    pub fn schema(&self) -> Option<&SchemaRef> {
+        self.decoding.as_ref().map(|decoding| &decoding.schema)
     }
 
     /// The key being uploaded.
@@ -142,7 +146,7 @@ impl TableUpload {
         // The header to keep in place of the received one, where its layout needed fixes.
         let fixed = match message.header_type() {
             MessageHeader::Schema => {
-                self.push_schema(message, &header)?;
+                self.push_schema(message)?;
                 None
             }
             MessageHeader::DictionaryBatch => self.push_dictionary(message, &header, &body)?,
@@ -215,7 +219,7 @@ impl TableUpload {
         }
     }
 
-    fn push_schema(&mut self, message: ipc::Message<'_>, header: &Bytes) -> Result<()> {
+    fn push_schema(&mut self, message: ipc::Message<'_>) -> Result<()> {
         if self.decoding.is_some() {
             return Err(self.invalid(UploadProblem::SecondSchema));
         }
@@ -236,7 +240,6 @@ impl TableUpload {
             .any(|f| validate::needs_value_checks(f.data_type()));
         self.decoding = Some(Decoding {
             schema: Arc::new(schema),
-            schema_header: header.clone(),
             dictionaries_by_id: HashMap::new(),
             dictionary_types,
             needs_value_checks,
@@ -385,11 +388,12 @@ impl TableUpload {
         &self.messages
     }
 
-    /// Finish a cleanly ended upload into the table to publish.
+    /// Finish a cleanly ended upload into the segment to publish (a table of its own, or an
+    /// append).
     ///
     /// # Errors
     /// [`Error::InvalidUpload`] (InvalidArgument) if no schema was ever sent.
-    pub fn finish(self) -> Result<CachedTable> {
+    pub fn finish(self) -> Result<Segment> {
         let Some(decoding) = self.decoding else {
             return Err(Error::InvalidUpload {
                 key: self.key,
@@ -399,9 +403,8 @@ impl TableUpload {
         // What the upload holds now belongs to its table.
         self.memory.account().end();
         self.memory.finish();
-        Ok(CachedTable::from_validated(
+        Ok(Segment::from_validated(
             decoding.schema,
-            &decoding.schema_header,
             self.messages,
             self.metadata,
             TableCounts {

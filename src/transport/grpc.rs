@@ -208,7 +208,7 @@ pub async fn task_outcome(task: JoinHandle<Result<(), Status>>) -> Result<(), St
 }
 
 /// The trailers that end a call: `grpc-status: 0`, or `status`'s code and message.
-fn trailers(status: Option<Status>) -> http::HeaderMap {
+pub fn trailers(status: Option<Status>) -> http::HeaderMap {
     let Some(status) = status else {
         return ok_trailers();
     };

@@ -1,5 +1,5 @@
 //! The response to a `DoGet`: a cached table's stored message bodies handed to HTTP/2 as they
-//! are.
+//! are, for a get that ends or a follower that waits for appends.
 //!
 //! tonic encodes every response message into its own buffer, so a 1 GiB get copied 1 GiB of
 //! stored bodies once more before the kernel copied it into the socket (17% of the server's CPU
@@ -8,66 +8,68 @@
 //! short buffer and passes the body after it, untouched: h2 writes both straight to the socket.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use arrow_flight::FlightData;
 use bytes::{Bytes, BytesMut};
+use futures::Stream;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use tonic::Status;
 use tonic::body::Body;
 use tonic::codegen::http;
 use tracing::Span;
 
 use crate::transport::grpc;
 
-/// What a get replays: stored messages, each an IPC header, its `app_metadata` and a body in
-/// segments. The server hands a cached table in as one, so that the transport never imports
+/// One stored message to send: an IPC header, its `app_metadata` and a body in segments. The
+/// server hands a cached table's messages in as these, so that the transport never imports
 /// the store.
-pub trait Replayable: Send + Sync + 'static {
-    /// How many messages there are.
-    fn message_count(&self) -> usize;
-    /// Message `index` (below [`message_count`](Self::message_count)).
-    fn message(&self, index: usize) -> ReplayMessage<'_>;
-    /// Arrow bytes in all, for the log.
-    fn bytes(&self) -> u64;
-}
-
-/// One stored message, as [`Replayable`] gives it.
-#[derive(Debug, Clone, Copy)]
-pub struct ReplayMessage<'a> {
+#[derive(Debug, Clone)]
+pub struct ReplayMessage {
     /// The IPC message flatbuffer.
-    pub header: &'a Bytes,
+    pub header: Bytes,
     /// The message's `app_metadata`, as uploaded.
-    pub app_metadata: &'a Bytes,
+    pub app_metadata: Bytes,
     /// The body, in order.
-    pub body: &'a [Bytes],
+    pub body: Vec<Bytes>,
 }
 
-/// A successful gRPC response streaming `table`'s messages. `span` is the get's span (its
-/// door's); the end of the stream is logged in it.
-pub fn replay_response(table: Arc<dyn Replayable>, span: Span) -> http::Response<Body> {
-    grpc::response(Body::new(ReplayBody {
-        table,
-        next: 0,
+/// The messages a get replays, pulled one at a time as HTTP/2's flow control lets the
+/// response go on: ready at once for a stored table, pending while a follower waits for
+/// the next append; an error ends the call with its status.
+pub type ReplayMessages = Pin<Box<dyn Stream<Item = Result<ReplayMessage, Status>> + Send>>;
+
+/// A successful gRPC response streaming `messages`, with `headers` beside the usual ones.
+/// `span` is the get's span (its door's); the end of the stream is logged in it.
+pub fn replay_response(
+    messages: ReplayMessages,
+    headers: http::HeaderMap,
+    span: Span,
+) -> http::Response<Body> {
+    let mut response = grpc::response(Body::new(ReplayBody {
+        messages,
         in_body: None,
         ended: false,
+        sent: 0,
         span,
         started: Instant::now(),
-    }))
+    }));
+    response.headers_mut().extend(headers);
+    response
 }
 
 /// The response body: for each message its framing and fields, then its body; then the
-/// `grpc-status: 0` trailers.
+/// trailers (`grpc-status: 0`, or the error the messages ended with).
 struct ReplayBody {
-    table: Arc<dyn Replayable>,
-    /// The next message to send.
-    next: usize,
-    /// The message whose body is being sent, and its next segment.
-    in_body: Option<(usize, usize)>,
+    messages: ReplayMessages,
+    /// The rest of the body of the message being sent.
+    in_body: Option<std::vec::IntoIter<Bytes>>,
     ended: bool,
+    /// Body bytes sent, for the log.
+    sent: u64,
     span: Span,
     started: Instant,
 }
@@ -78,43 +80,46 @@ impl HttpBody for ReplayBody {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        while let Some((message, segment)) = self.in_body {
-            let body = self.table.message(message).body;
-            let Some(bytes) = body.get(segment) else {
+        while let Some(body) = &mut self.in_body {
+            let Some(bytes) = body.next() else {
                 self.in_body = None;
                 break;
             };
-            let bytes = bytes.clone();
-            self.in_body = Some((message, segment + 1));
             // Never an empty DATA frame: h2 clients close a connection with ENHANCE_YOUR_CALM
             // after 100 of them (a schema message has an empty body).
             if !bytes.is_empty() {
+                self.sent += bytes.len() as u64;
                 return Poll::Ready(Some(Ok(Frame::data(bytes))));
             }
-        }
-        if self.next < self.table.message_count() {
-            let head = frame_head(self.table.message(self.next));
-            self.in_body = Some((self.next, 0));
-            self.next += 1;
-            return Poll::Ready(Some(Ok(Frame::data(head))));
         }
         if self.ended {
             return Poll::Ready(None);
         }
+        let status = match self.messages.as_mut().poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(message))) => {
+                let head = frame_head(&message);
+                self.in_body = Some(message.body.into_iter());
+                return Poll::Ready(Some(Ok(Frame::data(head))));
+            }
+            Poll::Ready(Some(Err(status))) => Some(status),
+            Poll::Ready(None) => None,
+        };
         self.ended = true;
         tracing::debug!(
             parent: &self.span,
-            bytes = self.table.bytes(),
+            bytes = self.sent,
             elapsed_ms = self.started.elapsed().as_millis() as u64,
+            error = status.as_ref().map(|status| status.message().to_string()),
             "table sent"
         );
-        Poll::Ready(Some(Ok(Frame::trailers(grpc::ok_trailers()))))
+        Poll::Ready(Some(Ok(Frame::trailers(grpc::trailers(status)))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended
+        self.ended && self.in_body.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -125,7 +130,7 @@ impl HttpBody for ReplayBody {
 /// The start of one message as gRPC frames it: the prefix and every protobuf field but the
 /// body, then the body field's key and length; the body's segments follow it as they are (a
 /// reference, not a copy). Together, the bytes prost would encode.
-fn frame_head(message: ReplayMessage<'_>) -> Bytes {
+fn frame_head(message: &ReplayMessage) -> Bytes {
     let body_len = message.body.iter().map(Bytes::len).sum::<usize>();
     let fields = FlightData {
         flight_descriptor: None,
@@ -185,10 +190,10 @@ mod tests {
         ];
         for (header, app_metadata, body) in messages {
             let (header, app_metadata) = (Bytes::from(header), Bytes::from(app_metadata));
-            let head = frame_head(ReplayMessage {
-                header: &header,
-                app_metadata: &app_metadata,
-                body: &body,
+            let head = frame_head(&ReplayMessage {
+                header: header.clone(),
+                app_metadata: app_metadata.clone(),
+                body: body.clone(),
             });
             let mut wire = head.to_vec();
             for segment in &body {

@@ -24,7 +24,7 @@ use arrow::array::{ArrayRef, Decimal128Array, DictionaryArray, RecordBatch, Stri
 use arrow::datatypes::Int32Type;
 use arrow::ipc::MetadataVersion;
 use arrow_flight::{FlightData, FlightDescriptor};
-use flightcache::internals::{CachedTable, SlabPool, SlabWriter, TableUpload, UploadAccount};
+use flightcache::internals::{Segment, SlabPool, SlabWriter, TableUpload, UploadAccount};
 use flightcache::{Error, TableKey};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -196,7 +196,7 @@ fn mutate(rng: &mut SmallRng, mut messages: Vec<FlightData>) -> Vec<FlightData> 
 }
 
 /// Feed `messages` to the validator, as `do_put` does.
-fn validate(messages: Vec<FlightData>, pool: &Arc<SlabPool>) -> Result<CachedTable, Error> {
+fn validate(messages: Vec<FlightData>, pool: &Arc<SlabPool>) -> Result<Segment, Error> {
     let key = TableKey::try_new("fuzz").unwrap();
     let memory = SlabWriter::new(Arc::clone(pool), UploadAccount::new(pool.budget()));
     let mut upload = TableUpload::new(key, memory, 64 << 20);
@@ -208,7 +208,7 @@ fn validate(messages: Vec<FlightData>, pool: &Arc<SlabPool>) -> Result<CachedTab
 
 /// Read `table`'s messages back as an IPC stream with arrow-rs, and validate every array
 /// fully; the reason if anything fails.
-fn read_back(table: &CachedTable) -> Result<usize, String> {
+fn read_back(table: &Segment) -> Result<usize, String> {
     let mut stream = Vec::new();
     for message in table.messages() {
         let message = message.to_flight_data();

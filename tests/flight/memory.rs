@@ -22,7 +22,10 @@ const MIB: u64 = 1 << 20;
 
 /// Put a small table under `name` that expires `ttl` after it is stored.
 async fn put_with_ttl(client: &mut CacheClient, name: &str, ttl: Duration) {
-    let options = PutOptions { ttl: Some(ttl) };
+    let options = PutOptions {
+        ttl: Some(ttl),
+        ..PutOptions::default()
+    };
     client
         .put_with(
             &key(name),

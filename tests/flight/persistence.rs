@@ -221,6 +221,7 @@ async fn times_to_live_survive_a_restart_and_keys_that_expired_meanwhile_are_rem
         let mut client = server.client().await;
         let ttl = |seconds| PutOptions {
             ttl: Some(Duration::from_secs(seconds)),
+            ..PutOptions::default()
         };
         for (name, options) in [
             ("kept", ttl(600)),

@@ -228,6 +228,8 @@ async fn stats_count_tables_rows_and_requests() {
             disk_bytes: 0,
             disk_queued: 0,
             disk_write_failures: 0,
+            trimmed_rows: 0,
+            pressure_trims: 0,
         }
     );
     server.shutdown_and_wait().await;
@@ -320,6 +322,7 @@ async fn list_actions_names_what_do_action_handles() {
             "expire",
             "persist",
             "ttl",
+            "retain",
             "whoami",
             "CancelFlightInfo",
             "RenewFlightEndpoint",

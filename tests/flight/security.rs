@@ -443,6 +443,7 @@ async fn an_admin_moves_a_test_servers_clock_and_times_to_live_run_out() {
     let mut writer = with_token(&server, &admin_token).await;
     let options = flightcache::PutOptions {
         ttl: Some(Duration::from_secs(600)),
+        ..flightcache::PutOptions::default()
     };
     writer
         .put_with(

@@ -124,7 +124,8 @@ async fn an_upload_without_tags_is_answered_by_its_summary_alone() {
             key: "t".into(),
             rows: 20,
             bytes: info.bytes,
-            batches: 2
+            batches: 2,
+            first_offset: None,
         }
     );
     assert!(summary.bytes > 0);

@@ -604,15 +604,25 @@ async fn an_ingest_stores_the_key_and_replaces_it_only_when_asked() {
     let (_, got) = cache.get_all(&key("in/gested")).await.unwrap();
     assert_eq!(got, smaller);
 
-    let append = client
+    // ADBC's append mode appends: the key keeps its rows and gains the new ones, which take
+    // the next offsets.
+    let appended = client
         .execute_ingest(
             ingest_command("in/gested", TableExistsOption::Append),
-            futures::stream::iter(smaller.into_iter().map(Ok)),
+            futures::stream::iter(smaller.clone().into_iter().map(Ok)),
         )
         .await
-        .unwrap_err();
-    let (code, message) = refusal(append);
-    assert_eq!(code, Code::Unimplemented, "{message}");
+        .expect("append");
+    assert_eq!(appended, 10);
+    let (_, got) = cache.get_all(&key("in/gested")).await.unwrap();
+    assert_eq!(got, [smaller.clone(), smaller].concat());
+    let offsets = cache
+        .info(&key("in/gested"))
+        .await
+        .unwrap()
+        .offsets
+        .unwrap();
+    assert_eq!((offsets.earliest_offset, offsets.next_offset), (0, 20));
     server.shutdown_and_wait().await;
 }
 

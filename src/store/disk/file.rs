@@ -37,8 +37,9 @@ use flatbuffers::FlatBufferBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::key::TableKey;
+use crate::protocol::stream::Retention;
 use crate::store::budget::MemoryBudget;
-use crate::store::table::{CachedTable, StoredMessage, TableCounts};
+use crate::store::table::{Segment, StoredMessage, TableCounts};
 
 /// The magic that starts and ends an Arrow IPC file.
 const MAGIC: &[u8; 6] = b"ARROW1";
@@ -70,6 +71,29 @@ pub struct FileMeta {
     pub crc32: u32,
     /// How many bytes the CRC covers: where the footer starts.
     pub checked_len: u64,
+    /// Where this file's rows sit in its key's table (absent in a file of a plain put written
+    /// before keys could grow: a table of its own, from row 0).
+    #[serde(default, flatten)]
+    pub place: SegmentPlace,
+}
+
+/// Where a segment's file sits in its key's table: which table (the id of the put or append
+/// that created it), the offset of its first row, when it was added, and the key's retention
+/// when it was written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentPlace {
+    /// The id of the table's first segment; `None`: this file's own (it created the table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_id: Option<u64>,
+    /// The offset of its first row.
+    #[serde(default)]
+    pub first_offset: u64,
+    /// When it was added, in milliseconds since the Unix epoch (what age retention counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added_unix_ms: Option<u64>,
+    /// The key's retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
 }
 
 /// A time to live as it is kept on disk: on the wall clock, which survives a restart.
@@ -102,22 +126,24 @@ impl<W: Write> Checksummed<W> {
     }
 }
 
-/// Write `table` of `key`, expiring as `expiry` says, as an Arrow IPC file to `out`.
+/// Write `segment` of `key`, placed as `place` says and expiring as `expiry` says, as an
+/// Arrow IPC file to `out`.
 ///
 /// # Errors
 /// The writer's errors; `InvalidData` for a stored message whose header does not parse
-/// (cannot happen for a validated table).
+/// (cannot happen for a validated segment).
 pub fn write_table(
     out: impl Write,
     key: &TableKey,
-    table: &CachedTable,
+    segment: &Segment,
     expiry: Option<PersistedExpiry>,
+    place: SegmentPlace,
 ) -> io::Result<()> {
     let mut writer = TableFileWriter::new(out)?;
-    for message in table.messages() {
+    for message in segment.messages() {
         writer.push(message)?;
     }
-    writer.finish(key, table.schema(), expiry)?;
+    writer.finish(key, segment.schema(), expiry, place)?;
     Ok(())
 }
 
@@ -208,6 +234,7 @@ impl<W: Write> TableFileWriter<W> {
         key: &TableKey,
         schema: &SchemaRef,
         expiry: Option<PersistedExpiry>,
+        place: SegmentPlace,
     ) -> io::Result<W> {
         let out = &mut self.out;
         out.put(&CONTINUATION)?;
@@ -220,6 +247,7 @@ impl<W: Write> TableFileWriter<W> {
             rows: self.rows,
             crc32: out.hasher.clone().finalize(),
             checked_len: out.written,
+            place,
         };
         let footer = footer(
             schema,
@@ -374,7 +402,7 @@ fn bad(problem: impl Into<String>) -> BadFile {
 pub fn read_table(
     path: &Path,
     budget: &Arc<MemoryBudget>,
-) -> Result<(CachedTable, Arc<TableFile>), BadFile> {
+) -> Result<(Segment, Arc<TableFile>), BadFile> {
     let file = std::fs::File::open(path)?;
     #[allow(unsafe_code)]
     // SAFETY: the data directory is the server's own (mode 0700, locked against a second
@@ -532,9 +560,8 @@ pub fn read_table(
         meta,
         verified: OnceLock::new(),
     });
-    let table = CachedTable::from_file(
+    let table = Segment::from_file(
         Arc::new(schema),
-        &schema_header,
         messages,
         charge,
         counts,

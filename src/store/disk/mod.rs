@@ -42,9 +42,10 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::protocol::actions::StoreStats;
 use crate::protocol::key::TableKey;
-use crate::store::table::{CachedTable, StoredMessage};
-use crate::store::{Expiry, OnRemove, StoredTable, TableStore};
-use file::PersistedExpiry;
+use crate::protocol::stream::Retention;
+use crate::store::table::{CachedTable, Segment, StoredMessage};
+use crate::store::{AppendRefused, Appended, Expiry, OnRemove, StoredTable, TableStore};
+use file::{PersistedExpiry, SegmentPlace};
 
 /// When a put is acknowledged, against when its file is on disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -323,7 +324,9 @@ impl DataDir {
                             schema,
                             expiry,
                         } => {
-                            writer.finish(&key, &schema, expiry)?.finish()?;
+                            writer
+                                .finish(&key, &schema, expiry, SegmentPlace::default())?
+                                .finish()?;
                             return Ok(());
                         }
                     }
@@ -355,7 +358,7 @@ impl DataDir {
     pub async fn publish(
         self: &Arc<Self>,
         key: TableKey,
-        table: Arc<CachedTable>,
+        table: Arc<Segment>,
         expiry: Option<Expiry>,
         file: Option<FileInProgress>,
     ) -> Result<Option<Arc<CachedTable>>> {
@@ -385,7 +388,7 @@ impl DataDir {
                 let dir = Arc::clone(self);
                 let persisted = expiry.map(|expiry| self.persisted(expiry));
                 let written = tokio::task::spawn_blocking(move || {
-                    let temp = dir.write_temp(&key, &table, persisted);
+                    let temp = dir.write_temp(&key, &table, persisted, SegmentPlace::default());
                     (dir, key, table, temp)
                 })
                 .await
@@ -424,20 +427,22 @@ impl DataDir {
     /// # Errors
     /// [`Error::CorruptTable`] for a corrupt one.
     pub async fn check(self: &Arc<Self>, key: &TableKey, stored: &StoredTable) -> Result<()> {
-        let Some(file) = stored.table.file().cloned() else {
-            return Ok(());
-        };
-        let verified = tokio::task::spawn_blocking(move || file.verify())
-            .await
-            .map_err(|source| Error::TaskFailed {
-                task: "table file check",
-                source,
-            })?;
-        if verified {
-            return Ok(());
+        for placed in stored.table.segments() {
+            let Some(file) = placed.segment.file().cloned() else {
+                continue;
+            };
+            let verified = tokio::task::spawn_blocking(move || file.verify())
+                .await
+                .map_err(|source| Error::TaskFailed {
+                    task: "table file check",
+                    source,
+                })?;
+            if !verified {
+                self.quarantine_version(key, stored.id, placed.id, "its checksum does not match");
+                return Err(Error::CorruptTable { key: key.clone() });
+            }
         }
-        self.quarantine_version(key, stored.id, "its checksum does not match");
-        Err(Error::CorruptTable { key: key.clone() })
+        Ok(())
     }
 
     /// Fill in the data directory's part of `stats`.
@@ -452,10 +457,12 @@ impl DataDir {
     /// The counters for `stats`.
     pub fn stats(&self) -> DiskStats {
         let files = self.lock_files();
-        let sizes = files
-            .values()
-            .filter_map(|versions| versions.values().rev().flatten().next());
-        let (tables, bytes) = sizes.fold((0, 0), |(n, total), size| (n + 1, total + size));
+        let (mut tables, mut bytes) = (0, 0);
+        for versions in files.values() {
+            let mut sizes = versions.values().flatten().peekable();
+            tables += u64::from(sizes.peek().is_some());
+            bytes += sizes.sum::<u64>();
+        }
         DiskStats {
             tables,
             bytes,
@@ -512,48 +519,127 @@ impl DataDir {
     /// Write the file of `key`'s put `id` if it is still the key's table, and put it in place
     /// unless it was replaced or removed while it was written.
     fn write_queued(&self, key: &TableKey, id: u64) {
-        let Some(stored) = self.store.peek(key).filter(|stored| stored.id == id) else {
-            return; // replaced or removed: its successor's job, or nothing, is due
+        if let Err(err) = self.write_segment(key, id) {
+            self.write_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                key = key.as_str(),
+                error = %err,
+                "cannot write a table to the data directory: it is kept in memory only"
+            );
+        }
+    }
+
+    /// Write the file of segment `id` of `key`'s table (its put's or an append's), synced and
+    /// in place, unless it was replaced, trimmed or removed meanwhile; then remove the files
+    /// of the key's older tables.
+    ///
+    /// # Errors
+    /// The file system's: the segment is then in memory only, and the key's files that
+    /// would serve an older version are removed.
+    fn write_segment(&self, key: &TableKey, id: u64) -> io::Result<()> {
+        let still_there =
+            |stored: &StoredTable| stored.table.segments().iter().any(|placed| placed.id == id);
+        let Some(stored) = self.store.peek(key).filter(still_there) else {
+            return Ok(()); // replaced, trimmed or removed: nothing of it is due
         };
+        let table_id = stored.id;
         let persisted = stored.expiry.map(|expiry| self.persisted(expiry));
-        let written = self.write_temp(key, &stored.table, persisted);
-        drop(stored);
+        let placed = stored
+            .table
+            .segments()
+            .iter()
+            .find(|placed| placed.id == id)
+            .cloned()
+            .expect("checked above");
+        let place = SegmentPlace {
+            table_id: (table_id != id).then_some(table_id),
+            first_offset: placed.first_offset,
+            added_unix_ms: Some(unix_ms(
+                SystemTime::now() - self.store.clock().now().duration_since(placed.added_at),
+            )),
+            retention: stored.table.retention(),
+        };
+        let written = self.write_temp(key, &placed.segment, persisted, place);
+        drop((stored, placed));
         let mut files = self.lock_files();
-        if self.store.peek(key).is_none_or(|stored| stored.id != id) {
-            // Replaced or removed while it was written: its successor's job, or nothing, is due.
+        if self
+            .store
+            .peek(key)
+            .is_none_or(|stored| stored.id != table_id || !still_there(&stored))
+        {
             if let Ok(temp) = written {
                 fs::remove_file(temp).ok();
             }
-            return;
+            return Ok(());
         }
         let placed = written.and_then(|temp| {
             self.rename_into_place(key, id, &temp).inspect_err(|_| {
                 fs::remove_file(&temp).ok();
             })
         });
-        match placed {
-            Ok(size) => self.forget_older(&mut files, key, id, Some(size)),
-            Err(err) => {
-                // The key is on disk at its current version or not at all: a restart must not
-                // bring back the version this put replaced.
-                self.forget_older(&mut files, key, id, None);
-                self.write_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    key = key.as_str(),
-                    error = %err,
-                    "cannot write a table to the data directory: it is kept in memory only"
-                );
+        let result = match placed {
+            Ok(size) => {
+                self.forget_older(&mut files, key, table_id, id, Some(size));
+                Ok(())
             }
-        }
+            Err(err) => {
+                self.forget_older(&mut files, key, table_id, id, None);
+                Err(err)
+            }
+        };
         drop(files);
         self.sync_dir();
+        result
     }
 
-    /// Under `always`: publish the table in memory and its written file on disk together.
+    /// Append `segment` to `key`'s table as [`TableStore::append`] does, and write its file:
+    /// before this returns under `always` (the append is acknowledged once its file is
+    /// synced and in place), behind it under `background`.
+    ///
+    /// # Errors
+    /// [`AppendRefused`] as the store refuses; a file that cannot be written under `always`
+    /// is [`Error::DiskFull`] or [`Error::DiskWrite`], the append then kept in memory only.
+    pub async fn append(
+        self: &Arc<Self>,
+        key: &TableKey,
+        segment: Arc<Segment>,
+        ttl: Option<Duration>,
+        retention: Option<Retention>,
+    ) -> Result<Result<Appended, AppendRefused>> {
+        let appended = match self.store.append(key, segment, ttl, retention, None) {
+            Ok(appended) => appended,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        if ttl.is_some() || retention.is_some() {
+            // A sidecar written earlier must not bring back the old deadline or retention.
+            self.expiry_changed(key);
+        }
+        match self.durability {
+            Durability::Background => {
+                self.enqueue(Job::Table {
+                    key: key.clone(),
+                    id: appended.id,
+                });
+            }
+            Durability::Always => {
+                let dir = Arc::clone(self);
+                let (owned, id) = (key.clone(), appended.id);
+                tokio::task::spawn_blocking(move || dir.write_segment(&owned, id))
+                    .await
+                    .map_err(|source| Error::TaskFailed {
+                        task: "data directory write",
+                        source,
+                    })?
+                    .map_err(|err| self.write_failed(key, &err))?;
+            }
+        }
+        Ok(Ok(appended))
+    }
+
     fn commit_now(
         &self,
         key: TableKey,
-        table: Arc<CachedTable>,
+        table: Arc<Segment>,
         expiry: Option<Expiry>,
         temp: &Path,
     ) -> Result<Option<Arc<CachedTable>>> {
@@ -567,7 +653,7 @@ impl DataDir {
                 self.write_failed(&key, &err)
             })?;
             let old = self.store.insert_at(key.clone(), table, expiry, id);
-            self.forget_older(&mut files, &key, id, Some(size));
+            self.forget_older(&mut files, &key, id, id, Some(size));
             old
         };
         self.sync_dir();
@@ -584,13 +670,14 @@ impl DataDir {
     fn write_temp(
         &self,
         key: &TableKey,
-        table: &CachedTable,
+        segment: &Segment,
         expiry: Option<PersistedExpiry>,
+        place: SegmentPlace,
     ) -> io::Result<PathBuf> {
         let temp = self.temp_path();
         let written = (|| {
             let mut out = direct::create(&temp)?;
-            file::write_table(&mut out, key, table, expiry)?;
+            file::write_table(&mut out, key, segment, expiry, place)?;
             out.finish()
         })();
         match written {
@@ -612,32 +699,29 @@ impl DataDir {
         Ok(size)
     }
 
-    /// Remove `key`'s files other than put `id`'s, and record `id`'s file (of `size`, if it
-    /// was written; a `.ttl` of `id` written before its file stays).
+    /// Record the file of segment `id` of `key`'s table `table_id` (of `size`, if it was
+    /// written), and remove the files of the key's older tables. A segment that could not be
+    /// written takes the key's other files with it: a key is on disk whole or not at all.
     fn forget_older(
         &self,
         files: &mut MutexGuard<'_, HashMap<String, Versions>>,
         key: &TableKey,
+        table_id: u64,
         id: u64,
         size: Option<u64>,
     ) {
         let digest = key_digest(key);
         let versions = files.entry(digest.clone()).or_default();
-        let older: Vec<u64> = versions.keys().copied().filter(|&v| v != id).collect();
-        for version in older {
+        let gone: Vec<u64> = match size {
+            Some(_) => versions.range(..table_id).map(|(&v, _)| v).collect(),
+            None => versions.keys().copied().collect(),
+        };
+        for version in gone {
             self.remove_files(&digest, version);
             versions.remove(&version);
         }
-        match size {
-            Some(size) => {
-                versions.insert(id, Some(size));
-            }
-            None => {
-                if versions.get(&id) == Some(&None) {
-                    self.remove_files(&digest, id);
-                }
-                versions.remove(&id);
-            }
+        if let Some(size) = size {
+            versions.insert(id, Some(size));
         }
         if versions.is_empty() {
             files.remove(&digest);
@@ -653,6 +737,7 @@ impl DataDir {
         };
         let sidecar = Sidecar {
             expiry: stored.expiry.map(|expiry| self.persisted(expiry)),
+            retention: stored.table.retention(),
         };
         let temp = self.temp_path();
         let written = (|| -> io::Result<()> {
@@ -680,8 +765,9 @@ impl DataDir {
         Ok(())
     }
 
-    /// Move `key`'s put `id`'s file to quarantine and stop serving it.
-    fn quarantine_version(&self, key: &TableKey, id: u64, why: &str) {
+    /// Move the file of segment `id` of `key`'s table `table_id` to quarantine and stop
+    /// serving the table.
+    fn quarantine_version(&self, key: &TableKey, table_id: u64, id: u64, why: &str) {
         let digest = key_digest(key);
         let name = format!("{digest}-{id:020}.arrow");
         {
@@ -698,7 +784,7 @@ impl DataDir {
                 "a table file is corrupt ({why}): moved to quarantine, not served"
             );
         }
-        self.store.remove_version(key, id);
+        self.store.remove_version(key, table_id);
     }
 
     /// Remove the data and deadline files of `digest`'s put `id`, if there are any.
@@ -775,49 +861,80 @@ impl DataDir {
         let mut max_id = 0;
         for (digest, versions) in found {
             max_id = max_id.max(versions.keys().copied().max().unwrap_or(0));
-            let mut chosen = None;
-            let newest_data = versions
-                .iter()
-                .rev()
-                .find(|(_, files)| files.0)
-                .map(|(&id, _)| id);
-            for &id in versions.keys().rev() {
-                if Some(id) != newest_data {
-                    self.remove_files(&digest, id);
+            // Every data file that reads back, with the table it belongs to.
+            let mut readable = Vec::new();
+            let mut unreadable = None;
+            for (&id, &(has_data, _)) in &versions {
+                if !has_data {
                     continue;
                 }
                 let path = self.tables.join(format!("{digest}-{id:020}.arrow"));
                 match file::read_table(&path, self.store.budget()) {
-                    Ok((table, file)) if key_digest_str(&file.meta().key) == digest => {
-                        chosen = Some((id, table, file));
+                    Ok((segment, file)) if key_digest_str(&file.meta().key) == digest => {
+                        let table_id = file.meta().place.table_id.unwrap_or(id);
+                        readable.push((id, table_id, segment, file));
                     }
                     Ok(_) => {
                         self.move_aside(&path, "its key does not match its name");
                         self.remove_files(&digest, id);
                         report.quarantined += 1;
+                        unreadable = Some(id);
                     }
                     Err(err) => {
                         self.move_aside(&path, &err.to_string());
                         self.remove_files(&digest, id);
                         report.quarantined += 1;
+                        unreadable = Some(id);
                     }
                 }
             }
-            let Some((id, table, file)) = chosen else {
+            // The newest table's segments are served; older tables' files were superseded. A
+            // file newer than that table that does not read back may have superseded it: the
+            // key is then not served at all, rather than as an older version.
+            let newest = readable.iter().map(|(_, table_id, ..)| *table_id).max();
+            let newest = newest.filter(|&table_id| unreadable.is_none_or(|bad| bad < table_id));
+            let mut segments = Vec::new();
+            for (id, table_id, segment, file) in readable {
+                if Some(table_id) == newest {
+                    segments.push((id, segment, file));
+                } else {
+                    self.remove_files(&digest, id);
+                }
+            }
+            for &id in versions.keys() {
+                let kept = segments.iter().any(|(segment_id, ..)| *segment_id == id);
+                if !kept && Some(id) != newest {
+                    self.remove_files(&digest, id);
+                }
+            }
+            let Some(table_id) = newest else {
                 continue;
             };
-            let sidecar = self.tables.join(format!("{digest}-{id:020}.ttl"));
-            let expiry = match read_sidecar(&sidecar) {
-                Some(sidecar) => sidecar.expiry,
-                None => file.meta().expiry,
+            let segments = self.contiguous_tail(&digest, segments);
+            let Some((_, _, newest_file)) = segments.last() else {
+                continue;
+            };
+            let newest_meta = newest_file.meta().clone();
+            let newest_path = newest_file.path.clone();
+            let sidecar = read_sidecar(&self.tables.join(format!("{digest}-{table_id:020}.ttl")));
+            let (expiry, retention) = match sidecar {
+                Some(sidecar) => (sidecar.expiry, sidecar.retention),
+                None => (newest_meta.expiry, newest_meta.place.retention),
+            };
+            let remove_all = |dir: &Self, segments: &[(u64, Segment, Arc<file::TableFile>)]| {
+                for (id, ..) in segments {
+                    dir.remove_files(&digest, *id);
+                }
+                dir.remove_files(&digest, table_id);
             };
             if expiry.is_some_and(|expiry| expiry.deadline_unix_ms <= now) {
-                self.remove_files(&digest, id);
+                remove_all(self, &segments);
                 report.expired += 1;
                 continue;
             }
-            let Ok(key) = TableKey::try_new(file.meta().key.as_str()) else {
-                self.move_aside(&file.path, "its key is not a valid key");
+            let Ok(key) = TableKey::try_new(newest_meta.key.as_str()) else {
+                self.move_aside(&newest_path, "its key is not a valid key");
+                remove_all(self, &segments);
                 report.quarantined += 1;
                 continue;
             };
@@ -826,16 +943,64 @@ impl DataDir {
                 let ttl = Duration::from_millis(expiry.ttl_ms);
                 Expiry::after(self.store.clock().now(), left).map(|at| Expiry { ttl, ..at })
             });
+            let clock_now = self.store.clock().now();
+            let mut files = self.lock_files();
+            let versions = files.entry(digest.clone()).or_default();
+            let placed: Vec<_> = segments
+                .into_iter()
+                .map(|(id, segment, file)| {
+                    versions.insert(id, Some(file.len()));
+                    let place = file.meta().place;
+                    // Its age goes on from when it was added, not from the restart.
+                    let age = place.added_unix_ms.map_or(Duration::ZERO, |added| {
+                        Duration::from_millis(now.saturating_sub(added))
+                    });
+                    let added_at = clock_now.checked_sub(age).unwrap_or(clock_now);
+                    (Arc::new(segment), place.first_offset, id, added_at)
+                })
+                .collect();
+            drop(files);
+            let Some(table) = CachedTable::restored(placed, retention) else {
+                continue;
+            };
             report.tables += 1;
             report.bytes += table.bytes();
-            self.lock_files()
-                .entry(digest)
-                .or_default()
-                .insert(id, Some(file.len()));
-            self.store.restore(key, Arc::new(table), expiry, id);
+            self.store.restore(key, table, expiry, table_id);
         }
         self.store.ids_after(max_id);
         Ok(report)
+    }
+
+    /// The segments of one table (`(id, segment, file)`, any order) that can be served: ordered
+    /// by offset, and only the run after the last gap (a segment whose file was never written,
+    /// under `background`, or could not be), whose offsets then start later, as if trimmed.
+    /// The files before a gap are removed.
+    #[allow(clippy::type_complexity)]
+    fn contiguous_tail(
+        &self,
+        digest: &str,
+        mut segments: Vec<(u64, Segment, Arc<file::TableFile>)>,
+    ) -> Vec<(u64, Segment, Arc<file::TableFile>)> {
+        segments.sort_by_key(|(_, _, file)| file.meta().place.first_offset);
+        let mut start = 0;
+        for at in 1..segments.len() {
+            let (_, before, before_file) = &segments[at - 1];
+            let expected = before_file.meta().place.first_offset + before.rows();
+            if segments[at].2.meta().place.first_offset != expected {
+                start = at;
+            }
+        }
+        if start > 0 {
+            tracing::warn!(
+                first_kept = segments[start].2.meta().place.first_offset,
+                "a table in the data directory misses the file of an append: its rows before \
+                 the gap are not served"
+            );
+        }
+        for (id, ..) in segments.drain(..start) {
+            self.remove_files(digest, id);
+        }
+        segments
     }
 
     /// Move a file found in `tables/` to quarantine, with one warning.
@@ -853,6 +1018,27 @@ impl DataDir {
 }
 
 impl OnRemove for DataDir {
+    /// Segments retention trimmed: their data files go (the table's first id also names its
+    /// `.ttl`, which stays).
+    fn trimmed(&self, key: &TableKey, ids: &[u64]) {
+        let digest = key_digest(key);
+        let mut files = self.lock_files();
+        let Some(versions) = files.get_mut(&digest) else {
+            return;
+        };
+        for id in ids {
+            if versions.get(id).is_some_and(Option::is_some) {
+                let path = self.tables.join(format!("{digest}-{id:020}.arrow"));
+                if let Err(err) = fs::remove_file(&path)
+                    && err.kind() != io::ErrorKind::NotFound
+                {
+                    tracing::warn!(file = %path.display(), error = %err, "cannot remove a file of the data directory");
+                }
+                versions.insert(*id, None);
+            }
+        }
+    }
+
     /// A dropped, cleared, expired or evicted table: its files go (and any older ones).
     fn removed(&self, key: &TableKey, id: u64) {
         let digest = key_digest(key);
@@ -897,10 +1083,13 @@ fn verify_restored(dir: &std::sync::Weak<DataDir>) {
         let Some(dir) = dir.upgrade() else {
             return;
         };
-        if let Some(file) = stored.table.file()
-            && !file.verify()
-        {
-            dir.quarantine_version(&key, stored.id, "its checksum does not match");
+        for placed in stored.table.segments() {
+            if let Some(file) = placed.segment.file()
+                && !file.verify()
+            {
+                dir.quarantine_version(&key, stored.id, placed.id, "its checksum does not match");
+                break;
+            }
         }
     }
 }
@@ -909,6 +1098,9 @@ fn verify_restored(dir: &std::sync::Weak<DataDir>) {
 #[derive(Debug, Serialize, Deserialize)]
 struct Sidecar {
     expiry: Option<PersistedExpiry>,
+    /// The key's retention (absent in sidecars written before keys could grow: uncapped).
+    #[serde(default)]
+    retention: Option<Retention>,
 }
 
 fn read_sidecar(path: &Path) -> Option<Sidecar> {
