@@ -59,7 +59,9 @@ pub(crate) mod sql;
 pub(crate) mod store;
 pub(crate) mod transport;
 
-pub use client::{CacheClient, ClientConfig, ClientTls, PutOptions, TableInfo, TableStream};
+pub use client::{
+    CacheClient, ClientConfig, ClientTls, PutOptions, ReadOptions, TableInfo, TableStream,
+};
 pub use error::{Error, Result};
 pub use protocol::key::TableKey;
 pub use server::{

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use flightcache::bench;
 use flightcache::client::DEFAULT_SERVER_URL;
+use flightcache::protocol::stream::ReadFrom;
 use flightcache::{Durability, Eviction};
 
 use flightcache::server::config::{
@@ -45,6 +46,8 @@ pub enum Command {
     Push(PushArgs),
     /// Download a table into a file (by extension), or preview its first rows.
     Get(GetArgs),
+    /// Print a table's rows as they are appended (or write them to a live Arrow IPC stream).
+    Tail(TailArgs),
     /// Run a SQL query over the cached tables (Flight SQL) and print or save its result.
     Sql(SqlArgs),
     /// List the cached tables.
@@ -281,9 +284,47 @@ pub struct PushArgs {
     /// The key to store it under [default: the file name without its extension].
     #[arg(long)]
     pub key: Option<String>,
-    /// Expire the table this long after it is stored (30s, 10m, 2h, 1d) [default: never].
+    /// Expire the table this long after it is stored (30s, 10m, 2h, 1d) [default: never;
+    /// with --append, the key keeps its own].
     #[arg(long, value_name = "DURATION")]
     pub ttl: Option<HumanDuration>,
+    /// Append the file's rows to the key's table (creating it if absent) instead of replacing
+    /// it; they take the next offsets.
+    #[arg(long)]
+    pub append: bool,
+    /// With --append: keep about this many rows of the key, trimming its oldest appends.
+    #[arg(long, value_name = "N", requires = "append")]
+    pub max_rows: Option<u64>,
+    /// With --append: keep about this many bytes of the key (suffixes: KiB, MiB, GiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "append")]
+    pub max_bytes: Option<u64>,
+    /// With --append: trim the key's appends older than this (30s, 10m, 2h, 1d).
+    #[arg(long, value_name = "DURATION", requires = "append")]
+    pub max_age: Option<HumanDuration>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Offsets are row numbers: 0 is the first row stored under the key. Resume a \
+broken tail with --from set to the offset after the last row you have."
+)]
+pub struct TailArgs {
+    /// The table's key (it need not exist yet: tail waits for it).
+    pub key: String,
+    /// Where to start: a row number, `earliest` (the oldest row kept) or `latest` (only rows
+    /// appended from now on).
+    #[arg(long, value_name = "N|earliest|latest", default_value = "latest")]
+    pub from: ReadFrom,
+    /// Write the rows to this Arrow IPC stream file as they arrive (flushed after each batch)
+    /// instead of printing them.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Stop after this many rows [default: follow until the key is dropped or replaced, or
+    /// ctrl-c].
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
     #[command(flatten)]
     pub server: ServerArgs,
 }

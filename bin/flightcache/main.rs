@@ -21,6 +21,7 @@ mod push;
 mod serve;
 mod sql;
 mod tables;
+mod tail;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -52,6 +53,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::serve(args).await,
         Command::Push(args) => push::push(args).await,
         Command::Get(args) => get::get(args).await,
+        Command::Tail(args) => tail::tail(args).await,
         Command::Sql(args) => sql::sql(args).await,
         Command::List(args) => tables::list(args).await,
         Command::Info(args) => tables::info(args).await,

@@ -1,4 +1,4 @@
-//! `flightcache push`: upload a Parquet, Arrow IPC or CSV file as a table.
+//! `flightcache push`: upload a Parquet, Arrow IPC or CSV file as a table, or append it to one.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use futures::TryStreamExt;
 
 use flightcache::bench::data::arrow_bytes;
 use flightcache::formats::TableSource;
+use flightcache::protocol::stream::Retention;
 use flightcache::{PutOptions, TableKey};
 
 use crate::cli::{PushArgs, format_duration};
@@ -40,16 +41,27 @@ pub async fn push(args: PushArgs) -> anyhow::Result<()> {
         counter.inc(bytes);
     });
     let start = Instant::now();
+    let retention = Retention {
+        max_rows: args.max_rows,
+        max_bytes: args.max_bytes,
+        max_age_ms: args
+            .max_age
+            .map(|age| u64::try_from(age.0.as_millis()).unwrap_or(u64::MAX)),
+    };
     let options = PutOptions {
         ttl: args.ttl.map(|ttl| ttl.0),
-        ..PutOptions::default()
+        append: args.append,
+        retention: retention.caps().then_some(retention),
     };
     let summary = client
         .put_with(&key, schema, batches, &options)
         .await
         .with_context(|| format!("pushing `{}` as `{key}`", path.display()))?;
     bar.finish_and_clear();
-    let line = summary_line("pushed", &key, summary.rows, summary.bytes, start);
+    let mut line = summary_line("pushed", &key, summary.rows, summary.bytes, start);
+    if let Some(first) = summary.first_offset {
+        line = format!("{line}; appended as rows {first}..{}", first + summary.rows);
+    }
     match options.ttl {
         Some(ttl) => writeln!(
             std::io::stdout(),

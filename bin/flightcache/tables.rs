@@ -68,6 +68,16 @@ pub async fn info(args: KeyArgs) -> anyhow::Result<()> {
         None => writeln!(out, "ttl:     never expires")?,
     }
     writeln!(out, "used:    {}", idle_column(info.idle))?;
+    if let Some(offsets) = info.offsets {
+        writeln!(
+            out,
+            "offsets: {}..{} (the oldest row kept, the next row appended)",
+            offsets.earliest_offset, offsets.next_offset
+        )?;
+        if let Some(retention) = offsets.retention {
+            writeln!(out, "retains: {}", retention_text(&retention))?;
+        }
+    }
     writeln!(out, "columns: {}", info.schema.fields().len())?;
     for field in info.schema.fields() {
         let null = if field.is_nullable() { "" } else { " not null" };
@@ -80,6 +90,21 @@ pub async fn info(args: KeyArgs) -> anyhow::Result<()> {
         writeln!(out, "metadata: {k} = {}", truncate(v, 120))?;
     }
     Ok(())
+}
+
+/// A key's retention in words: `10000 rows, 64.00 MiB, 1h`.
+fn retention_text(retention: &flightcache::protocol::stream::Retention) -> String {
+    let mut parts = Vec::new();
+    if let Some(rows) = retention.max_rows {
+        parts.push(format!("{rows} rows"));
+    }
+    if let Some(bytes) = retention.max_bytes {
+        parts.push(HumanBytes(bytes).to_string());
+    }
+    if let Some(age) = retention.max_age() {
+        parts.push(crate::cli::format_duration(age));
+    }
+    format!("about {} (oldest appends trimmed first)", parts.join(", "))
 }
 
 /// `flightcache drop`: remove one table.

@@ -14,6 +14,7 @@ mod rpc;
 mod security;
 mod spec;
 mod sql;
+mod streams;
 mod uploads;
 mod valid_tables;
 mod validation;

@@ -335,6 +335,7 @@ async fn list_actions_names_what_do_action_handles() {
         let body = match action.r#type.as_str() {
             "drop" | "persist" | "ttl" => Bytes::from_static(b"absent"),
             "expire" => Bytes::from_static(br#"{"key": "absent", "seconds": 5}"#),
+            "retain" => Bytes::from_static(br#"{"key": "absent", "max_rows": 5}"#),
             "RenewFlightEndpoint" => {
                 CacheAction::RenewFlightEndpoint {
                     key: key("absent"),
