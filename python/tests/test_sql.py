@@ -97,16 +97,22 @@ def test_adbc_ingest_creates_a_key_that_plain_flight_reads_back(client, sql):
     assert query(sql, 'SELECT count(*) AS n FROM "in/gested"')["n"].to_pylist() == [TABLE.num_rows]
 
 
-def test_adbc_ingest_replaces_only_in_replace_mode_and_does_not_append(client, sql):
+def test_adbc_ingest_replaces_only_in_replace_mode_and_appends_in_append_modes(client, sql):
     with sql.cursor() as cursor:
         cursor.adbc_ingest("k", TABLE, mode="create")
         with pytest.raises(dbapi.Error) as exists:
             cursor.adbc_ingest("k", SMALL, mode="create")
         assert exists.value.status_code == AdbcStatusCode.ALREADY_EXISTS, exists.value
         assert cursor.adbc_ingest("k", SMALL, mode="replace") == SMALL.num_rows
-        with pytest.raises(dbapi.NotSupportedError):
-            cursor.adbc_ingest("k", SMALL, mode="append")
-    assert client.do_get(flight.Ticket(b"k")).read_all().equals(SMALL)
+        assert cursor.adbc_ingest("k", SMALL, mode="append") == SMALL.num_rows
+        assert cursor.adbc_ingest("new", SMALL, mode="create_append") == SMALL.num_rows
+        with pytest.raises(dbapi.Error) as missing:
+            cursor.adbc_ingest("absent", SMALL, mode="append")
+        assert missing.value.status_code == AdbcStatusCode.NOT_FOUND, missing.value
+    assert client.do_get(flight.Ticket(b"k")).read_all().equals(pa.concat_tables([SMALL, SMALL]))
+    assert client.do_get(flight.Ticket(b"new")).read_all().equals(SMALL)
+    # A growing key is one table to SQL.
+    assert query(sql, "SELECT count(*) AS n FROM k")["n"].to_pylist() == [2 * SMALL.num_rows]
 
 
 # --- cancellation -----------------------------------------------------------------------------

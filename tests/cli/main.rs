@@ -22,6 +22,7 @@ mod persistence;
 mod sql;
 mod startup;
 mod strangers;
+mod streams;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flightcache");
 
