@@ -35,6 +35,19 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
     let mut out = std::io::stdout().lock();
 
+    if let Some(followers) = args.followers {
+        let url = match &server {
+            Some(url) => url.clone(),
+            None => bail!("--followers needs a server process; drop --in-process"),
+        };
+        spinner.set_message(format!("{followers} followers"));
+        let interval = std::time::Duration::from_millis(10);
+        let report =
+            bench::followers::run(&url, followers, args.appends.max(1), 1000, interval).await?;
+        spinner.finish_and_clear();
+        return print_report(&mut out, args.json, &report, || report.to_text());
+    }
+
     if args.small {
         let url = match &server {
             Some(url) => url.clone(),

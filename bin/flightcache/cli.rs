@@ -447,6 +447,14 @@ pub struct BenchArgs {
     /// benches/scripts/pressure_cgroup.sh).
     #[arg(long, value_name = "DIR", requires = "pressure")]
     pub cgroup: Option<PathBuf>,
+    /// Time how soon appends reach N followers of a key (this crate's client, one connection
+    /// each): --appends batches of 1,000 rows, one every 10 ms; latency percentiles from each
+    /// append's acknowledgement to each follower's receipt.
+    #[arg(long, value_name = "N", conflicts_with_all = ["small", "pressure", "tls", "in_process"])]
+    pub followers: Option<usize>,
+    /// Appends in the --followers run.
+    #[arg(long, default_value_t = bench::followers::DEFAULT_APPENDS, value_name = "N")]
+    pub appends: usize,
     /// Operations per client in the --small run.
     #[arg(long, default_value_t = bench::latency::DEFAULT_SMALL_OPERATIONS, value_name = "N")]
     pub operations: usize,

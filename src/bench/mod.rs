@@ -12,6 +12,7 @@
 pub mod baseline;
 pub mod certificates;
 pub mod data;
+pub mod followers;
 pub mod latency;
 pub mod pressure;
 pub mod report;

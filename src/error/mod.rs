@@ -107,6 +107,16 @@ pub enum Error {
     )]
     Stopping,
 
+    /// A put that caps the key's retention without appending to it.
+    #[error(
+        "{header} caps a key that grows: send it with x-flightcache-append: 1, or cap the key \
+         later with the `retain` action"
+    )]
+    RetentionWithoutAppend {
+        /// The retention header given.
+        header: &'static str,
+    },
+
     /// A request header of flightcache's whose value it cannot use.
     #[error("invalid {header} header {given}: give {expected}")]
     InvalidHeader {
@@ -739,7 +749,8 @@ impl Error {
             | Error::InvalidTtl { .. }
             | Error::InvalidActionBody { .. }
             | Error::AppendSchemaMismatch { .. }
-            | Error::InvalidHeader { .. } => Code::InvalidArgument,
+            | Error::InvalidHeader { .. }
+            | Error::RetentionWithoutAppend { .. } => Code::InvalidArgument,
             Error::OffsetOutOfRange { .. } => Code::OutOfRange,
             Error::Stopping => Code::Unavailable,
             Error::Cancelled { .. } | Error::UploadCancelled { .. } => Code::Cancelled,

@@ -137,6 +137,20 @@ impl Retention {
         self.max_rows.is_some() || self.max_bytes.is_some() || self.max_age_ms.is_some()
     }
 
+    /// Whether every limit set is usable: over 0, and an age of at most 100 years.
+    ///
+    /// # Errors
+    /// What is wrong, in words.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.max_rows == Some(0) || self.max_bytes == Some(0) || self.max_age_ms == Some(0) {
+            return Err("limits over 0 (leave a limit out to not cap by it)");
+        }
+        if self.max_age().is_some_and(|age| age > MAX_TTL) {
+            return Err("an age of at most 100 years");
+        }
+        Ok(())
+    }
+
     /// The age limit.
     pub fn max_age(&self) -> Option<Duration> {
         self.max_age_ms.map(Duration::from_millis)
@@ -156,10 +170,11 @@ impl Retention {
                     std::str::from_utf8(&value)
                         .ok()
                         .and_then(|text| text.trim().parse::<u64>().ok())
+                        .filter(|&n| n > 0)
                         .ok_or_else(|| InvalidHeader {
                             header,
                             given: ClientText::new(&value),
-                            expected: "a whole number",
+                            expected: "a whole number over 0",
                         })
                 })
                 .transpose()
@@ -271,6 +286,7 @@ mod tests {
         assert_eq!(retention.max_age(), Some(Duration::from_millis(1500)));
         for (header, bad) in [
             (MAX_ROWS_HEADER, "-3"),
+            (MAX_ROWS_HEADER, "0"),
             (MAX_BYTES_HEADER, "lots"),
             (MAX_AGE_HEADER, "0"),
         ] {

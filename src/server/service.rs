@@ -458,14 +458,12 @@ impl FlightCacheService {
             disk.check(&key, &stored).await?;
         }
         let table = stored.table;
-        let start = match reading.from {
-            ReadFrom::Earliest => table.earliest_offset(),
-            ReadFrom::Latest => table.next_offset(),
-            ReadFrom::Offset(offset) => offset,
-        };
+        let start = table
+            .start_of(reading.from)
+            .map_err(|err| err.for_read(&key))?;
         let messages = table
             .messages_from(start)
-            .map_err(|err| err.for_read(&key, start))?;
+            .map_err(|err| err.for_read(&key))?;
         tracing::debug!(
             rows = table.rows(),
             bytes = table.bytes(),
@@ -651,7 +649,14 @@ impl FlightCacheService {
                 .map_err(|err| err.for_key(upload.key()))?;
         }
         let key = upload.key().clone();
-        let table = Arc::new(upload.finish()?);
+        let mut table = upload.finish()?;
+        if append
+            && let Some(stored) = self.store.peek(&key)
+            && schema_difference(stored.table.schema(), table.schema()).is_none()
+        {
+            table = table.with_schema_of(&stored.table);
+        }
+        let table = Arc::new(table);
         let mut summary = PutSummary {
             key: key.to_string(),
             rows: table.rows(),
@@ -673,6 +678,12 @@ impl FlightCacheService {
                 AppendRefused::SchemaDiffers(difference) => Error::AppendSchemaMismatch {
                     key: key.clone(),
                     difference,
+                },
+                AppendRefused::Moved => Error::Internal {
+                    context: "appending: the key moved under an append that expected no move",
+                    source: Box::new(arrow::error::ArrowError::InvalidArgumentError(
+                        "an append without a place cannot move".into(),
+                    )),
                 },
             })?;
             summary.first_offset = Some(appended.first_offset);
@@ -1070,11 +1081,7 @@ impl PutRequest {
                 .into_iter()
                 .find(|name| headers.contains_key(*name))
                 .unwrap_or(MAX_ROWS_HEADER);
-            return Err(Error::InvalidHeader {
-                header,
-                given: crate::protocol::text::ClientText::new(b"(a retention without an append)"),
-                expected: "x-flightcache-append: 1 beside it: retention caps keys that grow",
-            });
+            return Err(Error::RetentionWithoutAppend { header });
         }
         Ok(Self {
             ttl,

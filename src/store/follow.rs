@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use crate::error::{Error, Result};
 use crate::protocol::key::TableKey;
 use crate::protocol::stream::ReadFrom;
-use crate::store::table::{ReadError, StoredMessage};
+use crate::store::table::StoredMessage;
 use crate::store::{Shared, StoredTable, TableStore};
 
 /// A registration to be woken when a key changes; unregistered when dropped.
@@ -93,6 +93,9 @@ impl Follower {
     /// [`Error::OffsetOutOfRange`] for a start before the oldest row kept;
     /// [`Error::Stopping`] once the server stops.
     pub async fn start(&mut self) -> Result<(u64, StoredTable)> {
+        // A key that did not exist when the follower came starts at its first row, whatever
+        // the follower asked for: every row of it arrived after the follower.
+        let mut waited = false;
         loop {
             let notify = Arc::clone(&self.watch.notify);
             let changed = notify.notified();
@@ -101,22 +104,19 @@ impl Follower {
             self.check_stopping()?;
             if let Some(stored) = self.store.read(&self.key) {
                 let table = &stored.table;
-                let from = match self.from {
-                    ReadFrom::Earliest => table.earliest_offset(),
-                    ReadFrom::Latest => table.next_offset(),
-                    ReadFrom::Offset(offset) => offset,
+                let asked = match (self.from, waited) {
+                    (ReadFrom::Latest, true) => ReadFrom::Earliest,
+                    (asked, _) => asked,
                 };
-                if from < table.earliest_offset() {
-                    return Err(ReadError::Trimmed {
-                        earliest: table.earliest_offset(),
-                    }
-                    .for_read(&self.key, from));
-                }
+                let from = table
+                    .start_of(asked)
+                    .map_err(|err| err.for_read(&self.key))?;
                 self.table_id = Some(stored.id);
                 self.next = from;
                 self.pending = vec![table.schema_message().clone()].into_iter();
                 return Ok((from, stored));
             }
+            waited = true;
             changed.await;
         }
     }
@@ -155,7 +155,7 @@ impl Follower {
                     }
                     (index < segments.len()).then_some(index)
                 }),
-                Err(err) => return Some(Err(err.for_read(&self.key, self.next))),
+                Err(err) => return Some(Err(err.for_read(&self.key))),
             };
             let Some(index) = unsent else {
                 drop(table);
@@ -168,7 +168,7 @@ impl Follower {
                     self.sent = Some(segments[index].id);
                     self.pending = messages.into_iter();
                 }
-                Err(err) => return Some(Err(err.for_read(&self.key, self.next))),
+                Err(err) => return Some(Err(err.for_read(&self.key))),
             }
         }
     }
@@ -281,6 +281,21 @@ mod tests {
     async fn a_follower_from_latest_gets_only_new_rows_and_a_replace_ends_it() {
         let store = store(None);
         append(&store, "k", 0..10);
+        // From `latest` on a key that does not exist yet: from its first row.
+        let mut early = Follower::new(&store, key("new"), ReadFrom::Latest);
+        let starting = tokio::spawn(async move {
+            let start = early.start().await.unwrap().0;
+            (early, start)
+        });
+        tokio::task::yield_now().await;
+        append(&store, "new", 0..4);
+        let (mut early, start) = starting.await.unwrap();
+        assert_eq!(start, 0);
+        assert_eq!(
+            read_back(take_ready(&mut early).await.into_iter()).0,
+            [0, 1, 2, 3]
+        );
+
         let mut follower = Follower::new(&store, key("k"), ReadFrom::Latest);
         assert_eq!(follower.start().await.unwrap().0, 10);
         let mut sent = take_ready(&mut follower).await;

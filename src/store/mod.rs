@@ -105,6 +105,21 @@ pub struct Appended {
 pub enum AppendRefused {
     /// Its schema is not the key's: the first difference, in words.
     SchemaDiffers(String),
+    /// The key was replaced, dropped or appended to since the append's file was written for
+    /// its place ([`AppendAt`]): write it again for the new place.
+    Moved,
+}
+
+/// Where an append whose file was written before it is stored must go: its id, and the key's
+/// table id and next offset it was written for (`table_id: None`: it creates the key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendAt {
+    /// The append's id, from [`reserve_id`](TableStore::reserve_id).
+    pub id: u64,
+    /// The key's table, or `None` for a key the append creates.
+    pub table_id: Option<u64>,
+    /// The offset its first row takes (0 for a key it creates).
+    pub first_offset: u64,
 }
 
 /// Told of every table the store removes: dropped, cleared, expired or evicted (a replaced
@@ -113,8 +128,8 @@ pub enum AppendRefused {
 pub trait OnRemove: Send + Sync {
     /// The table of `key` whose segments' ids are at most `last_id` was removed.
     fn removed(&self, key: &TableKey, last_id: u64);
-    /// Segments `ids` of `key`'s table were trimmed.
-    fn trimmed(&self, key: &TableKey, ids: &[u64]);
+    /// Segments `ids` of `key`'s table `table_id` were trimmed.
+    fn trimmed(&self, key: &TableKey, table_id: u64, ids: &[u64]);
 }
 
 /// The cache: tables by key, their LRU order and expiry deadlines, the memory budget and pool
@@ -229,6 +244,15 @@ impl Index {
         }
     }
 
+    /// Make `entry` (of `key`'s) the most recently used, if it is in the LRU order.
+    fn touch(&mut self, key: &TableKey, entry: &mut Entry) {
+        if entry.evictable {
+            self.lru.remove(&entry.used_seq);
+            entry.used_seq = self.next_seq();
+            self.lru.insert(entry.used_seq, key.clone());
+        }
+    }
+
     /// Place `entry` (of `key`'s, whose table just changed) in the retention indexes again.
     fn replace_retention(&mut self, key: &TableKey, entry: &mut Entry) {
         if let Some(at) = entry.trim_at.take() {
@@ -332,11 +356,7 @@ impl TableStore {
             return None;
         }
         entry.last_used = now;
-        if entry.evictable {
-            index.lru.remove(&entry.used_seq);
-            entry.used_seq = index.next_seq();
-            index.lru.insert(entry.used_seq, key.clone());
-        }
+        index.touch(key, &mut entry);
         Some(entry.stored())
     }
 
@@ -395,32 +415,40 @@ impl TableStore {
     }
 
     /// Append `segment` to the table under `key` in one step, or make it the key's table if
-    /// there is none: readers see all of its rows or none. `id` is the append's, from
-    /// [`reserve_id`](Self::reserve_id), or `None` for a new one. A time to live given
-    /// replaces the key's; without one the key keeps its own. A `retention` given replaces
-    /// the key's; the key is then trimmed to it.
+    /// there is none: readers see all of its rows or none. A time to live given replaces the
+    /// key's; without one the key keeps its own. A `retention` given replaces the key's; the
+    /// key is then trimmed to it. `at`, for an append whose file was written first, names its
+    /// id and the place it was written for; it is stored only there.
     ///
     /// # Errors
-    /// [`AppendRefused`] if `segment`'s schema is not the key's: nothing is stored.
+    /// [`AppendRefused`] if `segment`'s schema is not the key's, or the key is no longer where
+    /// `at` expected it: nothing is stored.
     pub fn append(
         &self,
         key: &TableKey,
         segment: Arc<Segment>,
         ttl: Option<Duration>,
         retention: Option<Retention>,
-        id: Option<u64>,
+        at: Option<AppendAt>,
     ) -> Result<Appended, AppendRefused> {
-        self.shared.puts.fetch_add(1, Ordering::Relaxed);
         let now = self.shared.clock.now();
         let expiry = ttl.and_then(|ttl| Expiry::after(now, ttl));
         let mut index = self.shared.lock_index();
-        let id = id.unwrap_or_else(|| index.next_seq());
         let live = self
             .shared
             .tables
             .get(key)
-            .is_some_and(|entry| !entry.is_expired(now));
-        if !live {
+            .filter(|entry| !entry.is_expired(now))
+            .map(|entry| (entry.id, entry.table.next_offset()));
+        if let Some(at) = at {
+            let expected = at.table_id.map(|table_id| (table_id, at.first_offset));
+            if live != expected {
+                return Err(AppendRefused::Moved);
+            }
+        }
+        let id = at.map_or_else(|| index.next_seq(), |at| at.id);
+        self.shared.puts.fetch_add(1, Ordering::Relaxed);
+        if live.is_none() {
             let mut table = CachedTable::new(segment, id, now);
             table.set_retention(retention);
             self.insert_entry(&mut index, key.clone(), table, expiry, id, true);
@@ -446,11 +474,10 @@ impl TableStore {
         let trimmed = table.trim(now);
         entry.last_id = id;
         entry.last_used = now;
-        if entry.evictable {
-            index.lru.remove(&entry.used_seq);
-            entry.used_seq = index.next_seq();
-            index.lru.insert(entry.used_seq, key.clone());
-        }
+        // A key restored from disk holds table memory once it is appended to: it can be
+        // evicted from now on.
+        entry.evictable = true;
+        index.touch(key, &mut entry);
         if let Some(expiry) = expiry {
             if let Some(old) = entry.expiry {
                 index.deadlines.remove(&(old.deadline, entry.id));
@@ -466,8 +493,8 @@ impl TableStore {
         self.shared
             .wake_sweep_for(&index, expiry.map(|e| e.deadline));
         self.shared.wake_sweep_for(&index, trim_at);
-        let trimmed_ids = self.shared.record_trimmed(key, &trimmed);
         drop(index);
+        let trimmed_ids = self.shared.trimmed(key, table_id, &trimmed);
         self.shared.changed(key);
         drop(trimmed); // their memory goes back outside the locks
         Ok(Appended {
@@ -492,11 +519,11 @@ impl TableStore {
         let trimmed = table.trim(now);
         let offsets = table.offsets();
         index.replace_retention(key, &mut entry);
-        let trim_at = entry.trim_at;
+        let (table_id, trim_at) = (entry.id, entry.trim_at);
         drop(entry);
         self.shared.wake_sweep_for(&index, trim_at);
-        self.shared.record_trimmed(key, &trimmed);
         drop(index);
+        self.shared.trimmed(key, table_id, &trimmed);
         drop(trimmed);
         Some(offsets)
     }
@@ -527,6 +554,10 @@ impl TableStore {
         evictable: bool,
     ) -> (Option<Arc<CachedTable>>, u64) {
         let now = self.shared.clock.now();
+        // The old entry leaves the indexes before the new one enters them.
+        if let Some(old) = self.shared.tables.get(&key) {
+            index.forget(&key, &old);
+        }
         let used_seq = index.next_seq();
         if evictable {
             index.lru.insert(used_seq, key.clone());
@@ -548,15 +579,6 @@ impl TableStore {
         index.replace_retention(&key, &mut entry);
         let trim_at = entry.trim_at;
         let old = self.shared.tables.insert(key.clone(), entry);
-        if let Some(old) = &old {
-            index.forget(&key, old);
-            // `forget` took the key out of the capped set if the old table was capped.
-            if let Some(entry) = self.shared.tables.get(&key)
-                && entry.table.retention().is_some()
-            {
-                index.capped.insert(key.clone());
-            }
-        }
         self.shared
             .wake_sweep_for(index, expiry.map(|expiry| expiry.deadline));
         self.shared.wake_sweep_for(index, trim_at);
@@ -712,9 +734,11 @@ impl TableStore {
                 let segments = Arc::make_mut(&mut entry.table).trim(now);
                 index.replace_retention(&key, &mut entry);
                 drop(entry);
-                self.shared.record_trimmed(&key, &segments);
-                aged.push(segments);
+                aged.push((key, id, segments));
             }
+        }
+        for (key, table_id, segments) in &aged {
+            self.shared.trimmed(key, *table_id, segments);
         }
         drop(aged); // their memory goes back outside the locks
         for (key, entry) in &expired {
@@ -864,8 +888,10 @@ impl Shared {
         }
     }
 
-    /// Count the segments of `key` retention trimmed, and tell the data directory; their ids.
-    fn record_trimmed(&self, key: &TableKey, trimmed: &[table::PlacedSegment]) -> Vec<u64> {
+    /// Count the segments of `key`'s table `table_id` retention trimmed, and tell the data
+    /// directory (never with the index locked: it takes its own lock, which it holds while it
+    /// calls the store); their ids.
+    fn trimmed(&self, key: &TableKey, table_id: u64, trimmed: &[table::PlacedSegment]) -> Vec<u64> {
         if trimmed.is_empty() {
             return Vec::new();
         }
@@ -873,47 +899,9 @@ impl Shared {
         self.trimmed_rows.fetch_add(rows, Ordering::Relaxed);
         let ids: Vec<u64> = trimmed.iter().map(|placed| placed.id).collect();
         if let Some(on_remove) = self.on_remove.get().and_then(std::sync::Weak::upgrade) {
-            on_remove.trimmed(key, &ids);
+            on_remove.trimmed(key, table_id, &ids);
         }
         ids
-    }
-
-    /// Trim the oldest segment among the capped keys' (the one added longest ago), keeping
-    /// each key's newest; false if no capped key has more than one.
-    fn trim_one_capped(&self) -> bool {
-        let trimmed = {
-            let mut index = self.lock_index();
-            let oldest = index
-                .capped
-                .iter()
-                .filter_map(|key| {
-                    let entry = self.tables.get(key)?;
-                    let segments = entry.table.segments();
-                    (segments.len() > 1).then(|| (segments[0].added_at, key.clone()))
-                })
-                .min();
-            let Some((_, key)) = oldest else {
-                return false;
-            };
-            let Some(mut entry) = self.tables.get_mut(&key) else {
-                return false;
-            };
-            let Some(placed) = Arc::make_mut(&mut entry.table).trim_oldest() else {
-                return false;
-            };
-            index.replace_retention(&key, &mut entry);
-            drop(entry);
-            tracing::debug!(
-                key = key.as_str(),
-                rows = placed.segment.rows(),
-                "trimmed under memory pressure"
-            );
-            self.record_trimmed(&key, std::slice::from_ref(&placed));
-            placed
-        };
-        self.pressure_trims.fetch_add(1, Ordering::Relaxed);
-        drop(trimmed);
-        true
     }
 
     /// Remove the least recently used table other than `protected`'s; false if there is none.
@@ -946,13 +934,54 @@ impl Shared {
         drop(victim);
         true
     }
+
+    /// Trim the oldest segment among the capped keys' (the one added longest ago) that holds
+    /// table memory (not one mapped from its file: trimming it would free nothing), keeping
+    /// each key's newest; false if there is none.
+    fn trim_one_capped(&self) -> bool {
+        let (key, table_id, placed) = {
+            let mut index = self.lock_index();
+            let oldest = index
+                .capped
+                .iter()
+                .filter_map(|key| {
+                    let entry = self.tables.get(key)?;
+                    let segments = entry.table.segments();
+                    let frees = segments.len() > 1 && segments[0].segment.file().is_none();
+                    frees.then(|| (segments[0].added_at, key.clone()))
+                })
+                .min();
+            let Some((_, key)) = oldest else {
+                return false;
+            };
+            let Some(mut entry) = self.tables.get_mut(&key) else {
+                return false;
+            };
+            let Some(placed) = Arc::make_mut(&mut entry.table).trim_oldest() else {
+                return false;
+            };
+            index.replace_retention(&key, &mut entry);
+            let table_id = entry.id;
+            drop(entry);
+            (key, table_id, placed)
+        };
+        tracing::debug!(
+            key = key.as_str(),
+            rows = placed.segment.rows(),
+            "trimmed under memory pressure"
+        );
+        self.trimmed(&key, table_id, std::slice::from_ref(&placed));
+        self.pressure_trims.fetch_add(1, Ordering::Relaxed);
+        drop(placed);
+        true
+    }
 }
 
 impl Relieve for Shared {
     /// Give back the pool of freed memory first (it holds no table), then the allocator's
-    /// free memory (when the process's memory is counted), then trim the oldest segment of a
-    /// key capped by retention (it was going to go), then evict the least recently used table
-    /// if the policy allows.
+    /// free memory (when the process's memory is counted), then, if the policy allows, trim
+    /// the oldest segment of a key capped by retention (it was going to go), then evict the
+    /// least recently used table.
     fn relieve(&self, protected: Option<&TableKey>) -> bool {
         if self.slabs.release_all() > 0 {
             return true;
@@ -960,11 +989,8 @@ impl Relieve for Shared {
         if self.budget.release_free_memory() {
             return true;
         }
-        if self.trim_one_capped() {
-            return true;
-        }
         match self.eviction {
-            Eviction::Lru => self.evict_one(protected),
+            Eviction::Lru => self.trim_one_capped() || self.evict_one(protected),
             Eviction::NoEviction => false,
         }
     }

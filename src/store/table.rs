@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::protocol::encode::FlightEncoder;
 use crate::protocol::key::TableKey;
-use crate::protocol::stream::{Offsets, Retention};
+use crate::protocol::stream::{Offsets, ReadFrom, Retention};
 use crate::store::budget::Charge;
 use crate::store::decode::MessageDecoder;
 use crate::store::disk::file::TableFile;
@@ -135,6 +135,18 @@ impl Segment {
             file: Some(file),
             ..Self::from_validated(schema, messages, metadata, counts)
         }
+    }
+
+    /// This segment, to be appended to `table`, with the table's schema message in place of
+    /// its own (the two differ only in metadata, which the key keeps from its first upload):
+    /// its file then carries the key's schema, which a restart serves even once the first
+    /// upload was trimmed.
+    pub fn with_schema_of(mut self, table: &CachedTable) -> Self {
+        if let Some(schema_message) = self.messages.first_mut() {
+            *schema_message = table.schema_message.clone();
+            self.schema = Arc::clone(&table.schema);
+        }
+        self
     }
 
     /// The file this segment is mapped from, if it came back from disk at startup: its bytes
@@ -411,6 +423,22 @@ impl CachedTable {
             .chain(tail))
     }
 
+    /// The row a read from `from` starts at.
+    ///
+    /// # Errors
+    /// [`ReadError::Trimmed`] for a row before the oldest kept.
+    pub fn start_of(&self, from: ReadFrom) -> Result<u64, ReadError> {
+        let earliest = self.earliest_offset();
+        match from {
+            ReadFrom::Earliest => Ok(earliest),
+            ReadFrom::Latest => Ok(self.next_offset),
+            ReadFrom::Offset(offset) if offset < earliest => {
+                Err(ReadError::Trimmed { offset, earliest })
+            }
+            ReadFrom::Offset(offset) => Ok(offset),
+        }
+    }
+
     /// The first message of every read: the key's schema.
     pub fn schema_message(&self) -> &StoredMessage {
         &self.schema_message
@@ -423,7 +451,10 @@ impl CachedTable {
     pub fn segment_at(&self, from: u64) -> Result<Option<usize>, ReadError> {
         let earliest = self.earliest_offset();
         if from < earliest {
-            return Err(ReadError::Trimmed { earliest });
+            return Err(ReadError::Trimmed {
+                offset: from,
+                earliest,
+            });
         }
         // The first segment that ends past `from`, or starts at it (a segment of no rows
         // ends where it starts).
@@ -557,6 +588,8 @@ impl CachedTable {
 pub enum ReadError {
     /// The row was trimmed: `earliest` is the oldest kept.
     Trimmed {
+        /// The row asked for.
+        offset: u64,
         /// The oldest row kept.
         earliest: u64,
     },
@@ -571,16 +604,16 @@ impl From<ArrowError> for ReadError {
 }
 
 impl ReadError {
-    /// This error as the library's, for a read of `key` from `offset`.
-    pub fn for_read(self, key: &TableKey, offset: u64) -> crate::Error {
+    /// This error as the library's, for a read of `key`.
+    pub fn for_read(self, key: &TableKey) -> crate::Error {
         match self {
-            ReadError::Trimmed { earliest } => crate::Error::OffsetOutOfRange {
+            ReadError::Trimmed { offset, earliest } => crate::Error::OffsetOutOfRange {
                 key: key.clone(),
                 offset,
                 earliest,
             },
             ReadError::Decode(err) => {
-                tracing::error!(key = key.as_str(), offset, error = %err, "cannot cut a stored batch");
+                tracing::error!(key = key.as_str(), error = %err, "cannot cut a stored batch");
                 crate::Error::Internal {
                     context: "cutting a stored batch at the offset a read starts from",
                     source: Box::new(err),
@@ -624,7 +657,9 @@ fn field_difference(ours: &Field, theirs: &Field) -> Option<String> {
             ours.name()
         ));
     }
-    if ours.data_type() != theirs.data_type() {
+    // Nested fields' names and metadata may differ: the key's schema is what readers see, and
+    // they do not change how the data is laid out.
+    if !ours.data_type().equals_datatype(theirs.data_type()) {
         return Some(format!(
             "`{}` is {} here, {} in the key",
             ours.name(),
@@ -641,6 +676,12 @@ fn field_difference(ours: &Field, theirs: &Field) -> Option<String> {
             says(ours.is_nullable())
         ));
     }
+    dictionary_id_difference(ours, theirs)
+}
+
+/// The first dictionary of `theirs` (or of a field nested in it) numbered otherwise than in
+/// `ours`: its batches would be read with another dictionary.
+fn dictionary_id_difference(ours: &Field, theirs: &Field) -> Option<String> {
     #[allow(deprecated)] // arrow-ipc itself still reads dictionary ids from fields
     let (our_id, their_id) = (ours.dict_id(), theirs.dict_id());
     if our_id != their_id {
@@ -666,12 +707,10 @@ fn field_difference(ours: &Field, theirs: &Field) -> Option<String> {
             _ => Vec::new(),
         }
     };
-    for (ours, theirs) in children(ours).iter().zip(children(theirs).iter()) {
-        if let Some(difference) = field_difference(ours, theirs) {
-            return Some(difference);
-        }
-    }
-    None
+    children(ours)
+        .iter()
+        .zip(children(theirs).iter())
+        .find_map(|(ours, theirs)| dictionary_id_difference(ours, theirs))
 }
 
 /// The IPC continuation marker that starts an encapsulated message.
@@ -878,7 +917,10 @@ pub(crate) mod tests {
         let table = Arc::new(table);
         assert!(matches!(
             table.messages_from(19),
-            Err(ReadError::Trimmed { earliest: 20 })
+            Err(ReadError::Trimmed {
+                offset: 19,
+                earliest: 20
+            })
         ));
         assert_eq!(
             read_back(table.messages_from(25).unwrap()).0,

@@ -81,3 +81,34 @@ fn push_append_grows_a_key_and_tail_prints_or_streams_its_rows() {
     assert_eq!(usage.status.code(), Some(2));
     server.stop();
 }
+
+#[test]
+fn bench_followers_reports_append_latency_percentiles() {
+    let server = ServeProcess::start();
+    let out = server.ok(&[
+        "bench",
+        "--server",
+        &server.url,
+        "--followers",
+        "3",
+        "--appends",
+        "20",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["followers"], 3);
+    assert_eq!(report["appends"], 20);
+    let (p50, p99, max) = (
+        report["p50_us"].as_f64().unwrap(),
+        report["p99_us"].as_f64().unwrap(),
+        report["max_us"].as_f64().unwrap(),
+    );
+    assert!(p50 <= p99 && p99 <= max, "{report}");
+    // The run drops its key: the server is left as it was found.
+    assert!(
+        server.ok(&["list"]).lines().count() <= 1,
+        "{}",
+        server.ok(&["list"])
+    );
+    server.stop();
+}

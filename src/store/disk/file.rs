@@ -96,6 +96,21 @@ pub struct SegmentPlace {
     pub retention: Option<Retention>,
 }
 
+impl SegmentPlace {
+    /// The place of a put's table, stored now: a table of its own, from row 0.
+    pub fn put_now() -> Self {
+        let added = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
+        Self {
+            added_unix_ms: Some(added),
+            ..Self::default()
+        }
+    }
+}
+
 /// A time to live as it is kept on disk: on the wall clock, which survives a restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersistedExpiry {

@@ -43,8 +43,9 @@ use crate::error::{Error, Result};
 use crate::protocol::actions::StoreStats;
 use crate::protocol::key::TableKey;
 use crate::protocol::stream::Retention;
+use crate::store::table::schema_difference;
 use crate::store::table::{CachedTable, Segment, StoredMessage};
-use crate::store::{AppendRefused, Appended, Expiry, OnRemove, StoredTable, TableStore};
+use crate::store::{AppendAt, AppendRefused, Appended, Expiry, OnRemove, StoredTable, TableStore};
 use file::{PersistedExpiry, SegmentPlace};
 
 /// When a put is acknowledged, against when its file is on disk.
@@ -225,8 +226,21 @@ pub struct DataDir {
     write_failures: AtomicU64,
     next_temp: AtomicU64,
     report: RestoreReport,
+    /// Turns of `always` appends, by a stripe of their key: one at a time per key.
+    append_turns: [Arc<tokio::sync::Mutex<()>>; APPEND_STRIPES],
     /// Held (with an exclusive lock) while the server runs.
     _lock: File,
+}
+
+/// How many stripes of keys `always` appends take turns by.
+const APPEND_STRIPES: usize = 64;
+
+/// The stripe of `key` among [`APPEND_STRIPES`].
+fn stripe_of(key: &TableKey) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % APPEND_STRIPES as u64) as usize
 }
 
 impl DataDir {
@@ -268,6 +282,7 @@ impl DataDir {
             write_failures: AtomicU64::new(0),
             next_temp: AtomicU64::new(0),
             report: RestoreReport::default(),
+            append_turns: std::array::from_fn(|_| Arc::default()),
             _lock: lock,
         };
         dir.report = dir
@@ -325,7 +340,7 @@ impl DataDir {
                             expiry,
                         } => {
                             writer
-                                .finish(&key, &schema, expiry, SegmentPlace::default())?
+                                .finish(&key, &schema, expiry, SegmentPlace::put_now())?
                                 .finish()?;
                             return Ok(());
                         }
@@ -388,7 +403,7 @@ impl DataDir {
                 let dir = Arc::clone(self);
                 let persisted = expiry.map(|expiry| self.persisted(expiry));
                 let written = tokio::task::spawn_blocking(move || {
-                    let temp = dir.write_temp(&key, &table, persisted, SegmentPlace::default());
+                    let temp = dir.write_temp(&key, &table, persisted, SegmentPlace::put_now());
                     (dir, key, table, temp)
                 })
                 .await
@@ -592,13 +607,15 @@ impl DataDir {
         result
     }
 
-    /// Append `segment` to `key`'s table as [`TableStore::append`] does, and write its file:
-    /// before this returns under `always` (the append is acknowledged once its file is
-    /// synced and in place), behind it under `background`.
+    /// Append `segment` to `key`'s table as [`TableStore::append`] does, with its own file:
+    /// under `always` the file is written, synced and in place for the offset it will take
+    /// before the append is stored and acknowledged (appends to one key take turns, so that
+    /// an acknowledged append's earlier rows are on disk too); under `background` it is
+    /// stored at once and its file written behind it.
     ///
     /// # Errors
-    /// [`AppendRefused`] as the store refuses; a file that cannot be written under `always`
-    /// is [`Error::DiskFull`] or [`Error::DiskWrite`], the append then kept in memory only.
+    /// [`AppendRefused`] as the store refuses; under `always` a file that cannot be written
+    /// is [`Error::DiskFull`] or [`Error::DiskWrite`], and nothing is stored.
     pub async fn append(
         self: &Arc<Self>,
         key: &TableKey,
@@ -606,34 +623,111 @@ impl DataDir {
         ttl: Option<Duration>,
         retention: Option<Retention>,
     ) -> Result<Result<Appended, AppendRefused>> {
-        let appended = match self.store.append(key, segment, ttl, retention, None) {
-            Ok(appended) => appended,
-            Err(refused) => return Ok(Err(refused)),
+        let appended = match self.durability {
+            Durability::Background => {
+                let appended = match self.store.append(key, segment, ttl, retention, None) {
+                    Ok(appended) => appended,
+                    Err(refused) => return Ok(Err(refused)),
+                };
+                self.enqueue(Job::Table {
+                    key: key.clone(),
+                    id: appended.id,
+                });
+                appended
+            }
+            Durability::Always => {
+                let turn = Arc::clone(&self.append_turns[stripe_of(key)]);
+                let _turn = turn.lock_owned().await;
+                let appended = loop {
+                    match self.append_durably(key, &segment, ttl, retention).await? {
+                        Err(AppendRefused::Moved) => continue,
+                        other => break other,
+                    }
+                };
+                match appended {
+                    Ok(appended) => appended,
+                    Err(refused) => return Ok(Err(refused)),
+                }
+            }
         };
         if ttl.is_some() || retention.is_some() {
             // A sidecar written earlier must not bring back the old deadline or retention.
             self.expiry_changed(key);
         }
-        match self.durability {
-            Durability::Background => {
-                self.enqueue(Job::Table {
-                    key: key.clone(),
-                    id: appended.id,
-                });
-            }
-            Durability::Always => {
-                let dir = Arc::clone(self);
-                let (owned, id) = (key.clone(), appended.id);
-                tokio::task::spawn_blocking(move || dir.write_segment(&owned, id))
-                    .await
-                    .map_err(|source| Error::TaskFailed {
-                        task: "data directory write",
-                        source,
-                    })?
-                    .map_err(|err| self.write_failed(key, &err))?;
+        Ok(Ok(appended))
+    }
+
+    /// One try of an `always` append: its file written for where the key stands now and put
+    /// in place, then the append stored there; [`AppendRefused::Moved`] (its file removed)
+    /// if the key moved meanwhile (replaced, dropped, expired).
+    async fn append_durably(
+        self: &Arc<Self>,
+        key: &TableKey,
+        segment: &Arc<Segment>,
+        ttl: Option<Duration>,
+        retention: Option<Retention>,
+    ) -> Result<Result<Appended, AppendRefused>> {
+        let stored = self.store.peek(key);
+        if let Some(stored) = &stored
+            && let Some(difference) = schema_difference(stored.table.schema(), segment.schema())
+        {
+            return Ok(Err(AppendRefused::SchemaDiffers(difference)));
+        }
+        let table_id = stored.as_ref().map(|stored| stored.id);
+        let first_offset = stored
+            .as_ref()
+            .map_or(0, |stored| stored.table.next_offset());
+        let expiry = match ttl {
+            Some(ttl) => Expiry::after(self.store.clock().now(), ttl),
+            None => stored.as_ref().and_then(|stored| stored.expiry),
+        };
+        let place = SegmentPlace {
+            table_id,
+            first_offset,
+            added_unix_ms: Some(unix_ms(SystemTime::now())),
+            retention: retention.or(stored.as_ref().and_then(|stored| stored.table.retention())),
+        };
+        drop(stored);
+        let id = self.store.reserve_id();
+        let persisted = expiry.map(|expiry| self.persisted(expiry));
+        let (dir, owned, written) = (Arc::clone(self), key.clone(), Arc::clone(segment));
+        let placed = tokio::task::spawn_blocking(move || {
+            let temp = dir.write_temp(&owned, &written, persisted, place)?;
+            let mut files = dir.lock_files();
+            let size = dir.rename_into_place(&owned, id, &temp).inspect_err(|_| {
+                fs::remove_file(&temp).ok();
+            })?;
+            files
+                .entry(key_digest(&owned))
+                .or_default()
+                .insert(id, Some(size));
+            drop(files);
+            dir.sync_dir();
+            Ok::<_, io::Error>(())
+        })
+        .await
+        .map_err(|source| Error::TaskFailed {
+            task: "data directory write",
+            source,
+        })?;
+        placed.map_err(|err| self.write_failed(key, &err))?;
+        let at = AppendAt {
+            id,
+            table_id,
+            first_offset,
+        };
+        let appended = self
+            .store
+            .append(key, Arc::clone(segment), ttl, retention, Some(at));
+        if appended.is_err() {
+            let digest = key_digest(key);
+            let mut files = self.lock_files();
+            self.remove_files(&digest, id);
+            if let Some(versions) = files.get_mut(&digest) {
+                versions.remove(&id);
             }
         }
-        Ok(Ok(appended))
+        Ok(appended)
     }
 
     fn commit_now(
@@ -892,7 +986,15 @@ impl DataDir {
             // file newer than that table that does not read back may have superseded it: the
             // key is then not served at all, rather than as an older version.
             let newest = readable.iter().map(|(_, table_id, ..)| *table_id).max();
-            let newest = newest.filter(|&table_id| unreadable.is_none_or(|bad| bad < table_id));
+            // Newer than every readable file of that table, it may be a newer put's; older, it
+            // was one of its appends (the rows before it are not served, see below) or an
+            // older table's.
+            let newest_file = readable
+                .iter()
+                .filter(|(_, table_id, ..)| Some(*table_id) == newest)
+                .map(|(id, ..)| *id)
+                .max();
+            let newest = newest.filter(|_| unreadable.is_none_or(|bad| Some(bad) < newest_file));
             let mut segments = Vec::new();
             for (id, table_id, segment, file) in readable {
                 if Some(table_id) == newest {
@@ -944,8 +1046,12 @@ impl DataDir {
                 Expiry::after(self.store.clock().now(), left).map(|at| Expiry { ttl, ..at })
             });
             let clock_now = self.store.clock().now();
+            let has_sidecar = sidecar_path_exists(&self.tables, &digest, table_id);
             let mut files = self.lock_files();
             let versions = files.entry(digest.clone()).or_default();
+            if has_sidecar {
+                versions.entry(table_id).or_insert(None);
+            }
             let placed: Vec<_> = segments
                 .into_iter()
                 .map(|(id, segment, file)| {
@@ -1018,9 +1124,9 @@ impl DataDir {
 }
 
 impl OnRemove for DataDir {
-    /// Segments retention trimmed: their data files go (the table's first id also names its
+    /// Segments retention trimmed: their data files go (the table's own id also names its
     /// `.ttl`, which stays).
-    fn trimmed(&self, key: &TableKey, ids: &[u64]) {
+    fn trimmed(&self, key: &TableKey, table_id: u64, ids: &[u64]) {
         let digest = key_digest(key);
         let mut files = self.lock_files();
         let Some(versions) = files.get_mut(&digest) else {
@@ -1034,7 +1140,11 @@ impl OnRemove for DataDir {
                 {
                     tracing::warn!(file = %path.display(), error = %err, "cannot remove a file of the data directory");
                 }
-                versions.insert(*id, None);
+                if *id == table_id {
+                    versions.insert(*id, None);
+                } else {
+                    versions.remove(id);
+                }
             }
         }
     }
@@ -1101,6 +1211,11 @@ struct Sidecar {
     /// The key's retention (absent in sidecars written before keys could grow: uncapped).
     #[serde(default)]
     retention: Option<Retention>,
+}
+
+/// Whether table `id` of the key of `digest` has a `.ttl` file in `tables`.
+fn sidecar_path_exists(tables: &Path, digest: &str, id: u64) -> bool {
+    tables.join(format!("{digest}-{id:020}.ttl")).exists()
 }
 
 fn read_sidecar(path: &Path) -> Option<Sidecar> {
