@@ -178,52 +178,54 @@ def spawn(target, args, n):
     return processes, ready, results
 
 
-def latency_flightcache(url, followers, appends, interval, rows=1000):
-    client = flight.connect(url)
-    key = f"latency-{followers}"
-    fc_append(client, key, batch(-1, rows))
-    processes, ready, results = spawn(fc_follower, (url, key.encode(), appends, "latest"), followers)
-    for _ in range(followers):
+def measure_latency(followers_started, append, appends, interval):
+    """Latency percentiles: `followers_started()` starts the followers (returns their
+    processes, a queue each puts True on once it waits, and a queue of what each saw), then
+    `append(seq)` is called `appends` times, one every `interval`."""
+    processes, ready, results, count = followers_started()
+    for _ in range(count):
         ready.get()
     time.sleep(0.5)
     acked = {}
     for seq in range(appends):
-        fc_append(client, key, batch(seq, rows))
+        append(seq)
         acked[seq] = time.monotonic_ns()
         time.sleep(interval)
     latencies = []
-    for _ in range(followers):
+    for _ in range(count):
         seen, _ = results.get()
         latencies += [seen[seq] - acked[seq] for seq in range(appends)]
     for process in processes:
         process.join()
-    client.do_action(flight.Action("drop", key.encode()))
     return percentiles(latencies)
+
+
+def latency_flightcache(url, followers, appends, interval, rows=1000):
+    client = flight.connect(url)
+    key = f"latency-{followers}"
+    fc_append(client, key, batch(-1, rows))
+    started = lambda: (*spawn(fc_follower, (url, key.encode(), appends, "latest"), followers), followers)  # noqa: E731
+    result = measure_latency(started, lambda seq: fc_append(client, key, batch(seq, rows)), appends, interval)
+    client.do_action(flight.Action("drop", key.encode()))
+    return result
 
 
 def latency_redis(port, followers, appends, interval, rows=1000, async_tasks=0):
     client = redis.Redis(port=port)
     key = f"latency-{followers}"
-    if async_tasks:
-        processes, ready, results = spawn(redis_async_followers, (port, key, appends, async_tasks), followers // async_tasks)
-    else:
-        processes, ready, results = spawn(redis_follower, (port, key, appends), followers)
-    for _ in range(followers):
-        ready.get()
-    time.sleep(0.5)
-    acked = {}
-    for seq in range(appends):
+
+    def started():
+        if async_tasks:
+            args = (port, key, appends, async_tasks)
+            return (*spawn(redis_async_followers, args, followers // async_tasks), followers)
+        return (*spawn(redis_follower, (port, key, appends), followers), followers)
+
+    def append(seq):
         client.xadd(key, {"seq": seq, "ipc": ipc_bytes(batch(seq, rows))})
-        acked[seq] = time.monotonic_ns()
-        time.sleep(interval)
-    latencies = []
-    for _ in range(followers):
-        seen, _ = results.get()
-        latencies += [seen[seq] - acked[seq] for seq in range(appends)]
-    for process in processes:
-        process.join()
+
+    result = measure_latency(started, append, appends, interval)
     client.delete(key)
-    return percentiles(latencies)
+    return result
 
 
 def followers_bench(binary, url, followers, appends, server_pid):
@@ -248,52 +250,52 @@ def followers_bench(binary, url, followers, appends, server_pid):
     return result
 
 
-def throughput_flightcache(url, followers=16, appends=64):
-    client = flight.connect(url)
-    key = "fanout"
-    rows = MIB // 16  # 1 MiB an append: int64 seq + float64 value
-    fc_append(client, key, batch(-1, 1))
-    processes, ready, results = spawn(fc_follower, (url, key.encode(), appends, "latest"), followers)
+def measure_fanout(processes, ready, results, append, followers, appends, rows):
+    """Aggregate MiB/s: `append(seq)` `appends` times as fast as it goes, to `followers`
+    followers already started."""
     for _ in range(followers):
         ready.get()
     time.sleep(0.5)
-    table = batch(0, rows)
     start = time.monotonic_ns()
     for seq in range(appends):
-        fc_append(client, key, table.set_column(0, "seq", pa.array([seq] * rows, pa.int64())))
+        append(seq)
     ends = []
     for _ in range(followers):
         seen, _ = results.get()
         ends.append(max(seen.values()))
     for process in processes:
         process.join()
-    client.do_action(flight.Action("drop", key.encode()))
     seconds = (max(ends) - start) / 1e9
     return {"seconds": round(seconds, 3), "aggregate_mib_s": round(followers * appends * (rows * 16) / MIB / seconds)}
+
+
+def numbered(table, seq):
+    return table.set_column(0, "seq", pa.array([seq] * table.num_rows, pa.int64()))
+
+
+def throughput_flightcache(url, followers=16, appends=64):
+    client = flight.connect(url)
+    key = "fanout"
+    rows = MIB // 16  # 1 MiB an append: int64 seq + float64 value
+    table = batch(0, rows)
+    fc_append(client, key, batch(-1, 1))
+    started = spawn(fc_follower, (url, key.encode(), appends, "latest"), followers)
+    append = lambda seq: fc_append(client, key, numbered(table, seq))  # noqa: E731
+    result = measure_fanout(*started, append, followers, appends, rows)
+    client.do_action(flight.Action("drop", key.encode()))
+    return result
 
 
 def throughput_redis(port, followers=16, appends=64):
     client = redis.Redis(port=port)
     key = "fanout"
-    rows = MIB // 16  # 1 MiB an append: int64 seq + float64 value
-    processes, ready, results = spawn(redis_follower, (port, key, appends), followers)
-    for _ in range(followers):
-        ready.get()
-    time.sleep(0.5)
+    rows = MIB // 16
     table = batch(0, rows)
-    start = time.monotonic_ns()
-    for seq in range(appends):
-        payload = ipc_bytes(table.set_column(0, "seq", pa.array([seq] * rows, pa.int64())))
-        client.xadd(key, {"seq": seq, "ipc": payload})
-    ends = []
-    for _ in range(followers):
-        seen, _ = results.get()
-        ends.append(max(seen.values()))
-    for process in processes:
-        process.join()
+    started = spawn(redis_follower, (port, key, appends), followers)
+    append = lambda seq: client.xadd(key, {"seq": seq, "ipc": ipc_bytes(numbered(table, seq))})  # noqa: E731
+    result = measure_fanout(*started, append, followers, appends, rows)
     client.delete(key)
-    seconds = (max(ends) - start) / 1e9
-    return {"seconds": round(seconds, 3), "aggregate_mib_s": round(followers * appends * (rows * 16) / MIB / seconds)}
+    return result
 
 
 def stalled_follower(url, server_pid, appends=100):

@@ -927,14 +927,27 @@ pub(crate) mod tests {
             (25..50).collect::<Vec<_>>()
         );
 
+        // By bytes: each append of 10 rows holds the same bytes; a cap of two appends' worth
+        // keeps at least that.
         let mut table = Arc::unwrap_or_clone(table);
+        let per_append = table.segments()[0].segment.bytes();
+        table.set_retention(Some(Retention {
+            max_bytes: Some(2 * per_append),
+            ..Retention::default()
+        }));
+        let trimmed = table.trim(start + Duration::from_secs(40));
+        assert_eq!(trimmed.iter().map(|p| p.id).collect::<Vec<_>>(), [3]);
+        assert_eq!(
+            (table.earliest_offset(), table.bytes()),
+            (30, 2 * per_append)
+        );
         table.set_retention(Some(Retention {
             max_age_ms: Some(15_000),
             ..Retention::default()
         }));
-        assert_eq!(table.age_deadline(), Some(start + Duration::from_secs(35)));
+        assert_eq!(table.age_deadline(), Some(start + Duration::from_secs(45)));
         let trimmed = table.trim(start + Duration::from_secs(54));
-        assert_eq!(trimmed.iter().map(|p| p.id).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(trimmed.iter().map(|p| p.id).collect::<Vec<_>>(), [4]);
         assert_eq!(table.earliest_offset(), 40);
         let trimmed = table.trim(start + Duration::from_secs(60));
         assert_eq!(trimmed.len(), 1, "age trims the newest too once it is old");

@@ -700,3 +700,46 @@ async fn concurrent_appends_under_always_are_all_on_disk_once_acknowledged() {
     assert_eq!((offsets.earliest_offset, offsets.next_offset), (0, 168));
     server.shutdown_and_wait().await;
 }
+
+#[tokio::test]
+async fn an_aborted_append_adds_nothing_and_a_ttl_on_an_append_sets_the_keys() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    append(&mut client, "k", vec![batch(0, 0, 0, 5)])
+        .await
+        .unwrap();
+    // The producer's input fails after one batch: the upload is cancelled, nothing is added.
+    let failing = futures::stream::iter([
+        Ok(batch(0, 1, 5, 5)),
+        Err(Error::Arrow(arrow::error::ArrowError::ComputeError(
+            "the producer failed".into(),
+        ))),
+    ]);
+    let err = client
+        .put_with(&key("k"), schema(), failing, &appending())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("the producer failed"), "{err}");
+    let info = client.info(&key("k")).await.unwrap();
+    assert_eq!((info.rows, info.offsets.unwrap().next_offset), (5, 5));
+    assert!(info.ttl.is_none());
+    // An append with a time to live gives the key that one; one without keeps it.
+    let with_ttl = PutOptions {
+        append: true,
+        ttl: Some(Duration::from_secs(600)),
+        ..PutOptions::default()
+    };
+    let stream = futures::stream::iter([Ok(batch(0, 2, 5, 5))]);
+    client
+        .put_with(&key("k"), schema(), stream, &with_ttl)
+        .await
+        .unwrap();
+    append(&mut client, "k", vec![batch(0, 3, 10, 5)])
+        .await
+        .unwrap();
+    let info = client.info(&key("k")).await.unwrap();
+    assert_eq!(info.rows, 15);
+    let ttl = info.ttl.expect("the append's time to live");
+    assert!(ttl > Duration::from_secs(500), "{ttl:?}");
+    server.shutdown_and_wait().await;
+}
