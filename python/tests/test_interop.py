@@ -88,7 +88,7 @@ def test_actions_drop_clear_and_stats(client):
     # flightcache's own actions, Flight's standard ones, and Flight SQL's prepared statements.
     assert names == [
         "CancelFlightInfo", "ClosePreparedStatement", "CreatePreparedStatement", "RenewFlightEndpoint",
-        "clear", "drop", "expire", "persist", "stats", "ttl", "whoami"
+        "clear", "drop", "expire", "persist", "retain", "stats", "ttl", "whoami"
     ]
     put(client, "a", pa.table({"x": [1, 2, 3]}))
     put(client, "b", pa.table({"x": [4]}))

@@ -458,21 +458,7 @@ impl CacheClient {
     /// [`Error::TableNotFound`] if there is no such table; [`Error::UnexpectedAnswer`] if the
     /// server sends no schema.
     pub async fn get(&mut self, key: &TableKey) -> Result<TableStream> {
-        let key = key.clone();
-        self.in_session(move |client| Box::pin(client.get_once(key.clone())))
-            .await
-    }
-
-    /// [`get`](Self::get), once, in the current session.
-    async fn get_once(&mut self, key: TableKey) -> Result<TableStream> {
-        let key = &key;
-        let decoder = self
-            .flight
-            .do_get(key.to_ticket())
-            .await
-            .map_err(|e| flight_error(e, Some(key)))?
-            .into_inner();
-        TableStream::start(decoder, Some(key.clone())).await
+        self.read(key, ReadOptions::default()).await
     }
 
     /// Stream the rows of the table under `key` from where `options` say, following the key

@@ -75,7 +75,8 @@ pub enum Error {
     /// An append whose schema is not the key's: nothing was stored.
     #[error(
         "cannot append to {}: the upload's schema differs from the key's ({difference}); append \
-         batches of the key's schema, or put (without x-flightcache-append) to replace the key",
+         batches of the key's schema, or replace the key (a put without x-flightcache-append, \
+         an ingest in mode replace)",
         key.quoted()
     )]
     AppendSchemaMismatch {
@@ -87,8 +88,9 @@ pub enum Error {
 
     /// A read from an offset before the oldest row the key still keeps.
     #[error(
-        "offset {offset} of {} is no longer kept: its oldest kept row is {earliest} (retention \
-         trimmed the rows before it); read from {earliest} or `earliest`",
+        "offset {offset} of {} is no longer kept: its oldest kept row is {earliest} (the rows \
+         before it were trimmed by its retention or to make room in memory); read from \
+         {earliest} or `earliest`",
         key.quoted()
     )]
     OffsetOutOfRange {
