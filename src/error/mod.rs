@@ -86,6 +86,17 @@ pub enum Error {
         difference: String,
     },
 
+    /// An append that found its key replaced or dropped each time its file was written.
+    #[error(
+        "cannot append to {}: it was replaced or dropped again and again while the append was \
+         written; nothing was stored, try again",
+        key.quoted()
+    )]
+    AppendRaced {
+        /// The key appended to.
+        key: TableKey,
+    },
+
     /// A read from an offset before the oldest row the key still keeps.
     #[error(
         "offset {offset} of {} is no longer kept: its oldest kept row is {earliest} (the rows \
@@ -754,6 +765,7 @@ impl Error {
             | Error::InvalidHeader { .. }
             | Error::RetentionWithoutAppend { .. } => Code::InvalidArgument,
             Error::OffsetOutOfRange { .. } => Code::OutOfRange,
+            Error::AppendRaced { .. } => Code::Aborted,
             Error::Stopping => Code::Unavailable,
             Error::Cancelled { .. } | Error::UploadCancelled { .. } => Code::Cancelled,
             Error::RequestIdle { .. } | Error::UploadTooSlow { .. } => Code::DeadlineExceeded,

@@ -679,12 +679,7 @@ impl FlightCacheService {
                     key: key.clone(),
                     difference,
                 },
-                AppendRefused::Moved => Error::Internal {
-                    context: "appending: the key moved under an append that expected no move",
-                    source: Box::new(arrow::error::ArrowError::InvalidArgumentError(
-                        "an append without a place cannot move".into(),
-                    )),
-                },
+                AppendRefused::Moved => Error::AppendRaced { key: key.clone() },
             })?;
             summary.first_offset = Some(appended.first_offset);
         } else {

@@ -743,3 +743,59 @@ async fn an_aborted_append_adds_nothing_and_a_ttl_on_an_append_sets_the_keys() {
     assert!(ttl > Duration::from_secs(500), "{ttl:?}");
     server.shutdown_and_wait().await;
 }
+
+#[tokio::test]
+async fn a_key_keeps_its_first_uploads_schema_after_a_restart_that_trimmed_that_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        data_dir: Some(dir.path().to_path_buf()),
+        durability: Durability::Always,
+        ..quiet(ServerConfig::default())
+    };
+    let server = TestServer::start_with(config.clone()).await;
+    let mut client = server.client().await;
+    let tagged = |origin: &str, seq: i64| {
+        let schema = Arc::new(
+            schema()
+                .as_ref()
+                .clone()
+                .with_metadata(HashMap::from([("origin".to_string(), origin.to_string())])),
+        );
+        batch(0, seq, seq * 10, 10).with_schema(schema).unwrap()
+    };
+    let capped = PutOptions {
+        append: true,
+        retention: Some(Retention {
+            max_rows: Some(10),
+            ..Retention::default()
+        }),
+        ..PutOptions::default()
+    };
+    for (seq, origin) in [(0, "first"), (1, "later"), (2, "later")] {
+        let batch = tagged(origin, seq);
+        let schema = batch.schema();
+        client
+            .put_with(
+                &key("k"),
+                schema,
+                futures::stream::iter([Ok(batch)]),
+                &capped,
+            )
+            .await
+            .unwrap();
+    }
+    server.shutdown_and_wait().await;
+    let server = TestServer::start_with(config).await;
+    let mut client = server.client().await;
+    let info = client.info(&key("k")).await.unwrap();
+    assert_eq!(
+        info.offsets.unwrap().earliest_offset,
+        20,
+        "the first upload was trimmed"
+    );
+    assert_eq!(
+        info.schema.metadata().get("origin").map(String::as_str),
+        Some("first")
+    );
+    server.shutdown_and_wait().await;
+}

@@ -232,6 +232,10 @@ pub struct DataDir {
     _lock: File,
 }
 
+/// How many times an `always` append is written again for a key that keeps moving under it
+/// (replaced again and again while its file is written) before it gives up.
+const MAX_APPEND_TRIES: u32 = 8;
+
 /// How many stripes of keys `always` appends take turns by.
 const APPEND_STRIPES: usize = 64;
 
@@ -638,9 +642,13 @@ impl DataDir {
             Durability::Always => {
                 let turn = Arc::clone(&self.append_turns[stripe_of(key)]);
                 let _turn = turn.lock_owned().await;
+                // The key moves under an append only if it is replaced, dropped or expires
+                // while the append's file is written: try again for where it is then.
+                let mut tries = 0;
                 let appended = loop {
+                    tries += 1;
                     match self.append_durably(key, &segment, ttl, retention).await? {
-                        Err(AppendRefused::Moved) => continue,
+                        Err(AppendRefused::Moved) if tries < MAX_APPEND_TRIES => continue,
                         other => break other,
                     }
                 };
