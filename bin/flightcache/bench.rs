@@ -40,6 +40,7 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
             Some(url) => url.clone(),
             None => bail!("--followers needs a server process; drop --in-process"),
         };
+        let followers = followers as usize;
         spinner.set_message(format!("{followers} followers"));
         let interval = std::time::Duration::from_millis(10);
         let report =

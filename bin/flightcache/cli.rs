@@ -450,8 +450,8 @@ pub struct BenchArgs {
     /// Time how soon appends reach N followers of a key (this crate's client, one connection
     /// each): --appends batches of 1,000 rows, one every 10 ms; latency percentiles from each
     /// append's acknowledgement to each follower's receipt.
-    #[arg(long, value_name = "N", conflicts_with_all = ["small", "pressure", "tls", "in_process"])]
-    pub followers: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), conflicts_with_all = ["small", "pressure", "tls", "in_process"])]
+    pub followers: Option<u32>,
     /// Appends in the --followers run.
     #[arg(long, default_value_t = bench::followers::DEFAULT_APPENDS, value_name = "N")]
     pub appends: usize,

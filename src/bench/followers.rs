@@ -79,6 +79,8 @@ pub async fn run(
     rows: usize,
     interval: Duration,
 ) -> Result<FollowersReport> {
+    // At least one of each: the percentiles need a latency.
+    let (followers, appends) = (followers.max(1), appends.max(1));
     let key = TableKey::try_new(format!("bench/followers-{}", std::process::id()))?;
     let append = PutOptions {
         append: true,

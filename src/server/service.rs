@@ -649,14 +649,7 @@ impl FlightCacheService {
                 .map_err(|err| err.for_key(upload.key()))?;
         }
         let key = upload.key().clone();
-        let mut table = upload.finish()?;
-        if append
-            && let Some(stored) = self.store.peek(&key)
-            && schema_difference(stored.table.schema(), table.schema()).is_none()
-        {
-            table = table.with_schema_of(&stored.table);
-        }
-        let table = Arc::new(table);
+        let table = Arc::new(upload.finish()?);
         let mut summary = PutSummary {
             key: key.to_string(),
             rows: table.rows(),

@@ -137,18 +137,6 @@ impl Segment {
         }
     }
 
-    /// This segment, to be appended to `table`, with the table's schema message in place of
-    /// its own (the two differ only in metadata, which the key keeps from its first upload):
-    /// its file then carries the key's schema, which a restart serves even once the first
-    /// upload was trimmed.
-    pub fn with_schema_of(mut self, table: &CachedTable) -> Self {
-        if let Some(schema_message) = self.messages.first_mut() {
-            *schema_message = table.schema_message.clone();
-            self.schema = Arc::clone(&table.schema);
-        }
-        self
-    }
-
     /// The file this segment is mapped from, if it came back from disk at startup: its bytes
     /// are the page cache's, not table memory, and must be [verified](TableFile::verify)
     /// before they are first served.

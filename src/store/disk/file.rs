@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::protocol::key::TableKey;
 use crate::protocol::stream::Retention;
 use crate::store::budget::MemoryBudget;
-use crate::store::table::{Segment, StoredMessage, TableCounts};
+use crate::store::table::{CachedTable, Segment, StoredMessage, TableCounts};
 
 /// The magic that starts and ends an Arrow IPC file.
 const MAGIC: &[u8; 6] = b"ARROW1";
@@ -142,7 +142,9 @@ impl<W: Write> Checksummed<W> {
 }
 
 /// Write `segment` of `key`, placed as `place` says and expiring as `expiry` says, as an
-/// Arrow IPC file to `out`.
+/// Arrow IPC file to `out`. With `table`, the table it belongs to, the file carries the
+/// table's schema (an append's own may differ in metadata), so that a restart serves the key
+/// with its first upload's schema even once that upload was trimmed.
 ///
 /// # Errors
 /// The writer's errors; `InvalidData` for a stored message whose header does not parse
@@ -151,14 +153,21 @@ pub fn write_table(
     out: impl Write,
     key: &TableKey,
     segment: &Segment,
+    table: Option<&CachedTable>,
     expiry: Option<PersistedExpiry>,
     place: SegmentPlace,
 ) -> io::Result<()> {
     let mut writer = TableFileWriter::new(out)?;
-    for message in segment.messages() {
+    let (schema, messages) = match (table, segment.messages().split_first()) {
+        (Some(table), Some((_, rest))) => (table.schema(), (table.schema_message(), rest)),
+        (_, Some((first, rest))) => (segment.schema(), (first, rest)),
+        (_, None) => return Err(invalid("a segment without its schema message")),
+    };
+    writer.push(messages.0)?;
+    for message in messages.1 {
         writer.push(message)?;
     }
-    writer.finish(key, segment.schema(), expiry, place)?;
+    writer.finish(key, schema, expiry, place)?;
     Ok(())
 }
 

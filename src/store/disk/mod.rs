@@ -407,7 +407,8 @@ impl DataDir {
                 let dir = Arc::clone(self);
                 let persisted = expiry.map(|expiry| self.persisted(expiry));
                 let written = tokio::task::spawn_blocking(move || {
-                    let temp = dir.write_temp(&key, &table, persisted, SegmentPlace::put_now());
+                    let place = SegmentPlace::put_now();
+                    let temp = dir.write_temp(&key, &table, None, persisted, place);
                     (dir, key, table, temp)
                 })
                 .await
@@ -578,7 +579,7 @@ impl DataDir {
             )),
             retention: stored.table.retention(),
         };
-        let written = self.write_temp(key, &placed.segment, persisted, place);
+        let written = self.write_temp(key, &placed.segment, Some(&stored.table), persisted, place);
         drop((stored, placed));
         let mut files = self.lock_files();
         if self
@@ -695,13 +696,25 @@ impl DataDir {
             added_unix_ms: Some(unix_ms(SystemTime::now())),
             retention: retention.or(stored.as_ref().and_then(|stored| stored.table.retention())),
         };
-        drop(stored);
+        let table = stored.map(|stored| stored.table);
         let id = self.store.reserve_id();
         let persisted = expiry.map(|expiry| self.persisted(expiry));
         let (dir, owned, written) = (Arc::clone(self), key.clone(), Arc::clone(segment));
+        let expected = table_id.map(|table_id| (table_id, first_offset));
         let placed = tokio::task::spawn_blocking(move || {
-            let temp = dir.write_temp(&owned, &written, persisted, place)?;
+            let temp = dir.write_temp(&owned, &written, table.as_deref(), persisted, place)?;
             let mut files = dir.lock_files();
+            // In place only while the key is where the file says (checked under `files`, as
+            // a put's file is placed): a put that replaced the key meanwhile has a table id
+            // below this file's, and a restart must not prefer this unacknowledged file to it.
+            let now = dir
+                .store
+                .peek(&owned)
+                .map(|stored| (stored.id, stored.table.next_offset()));
+            if now != expected {
+                fs::remove_file(&temp).ok();
+                return Ok(false);
+            }
             let size = dir.rename_into_place(&owned, id, &temp).inspect_err(|_| {
                 fs::remove_file(&temp).ok();
             })?;
@@ -711,14 +724,16 @@ impl DataDir {
                 .insert(id, Some(size));
             drop(files);
             dir.sync_dir();
-            Ok::<_, io::Error>(())
+            Ok::<_, io::Error>(true)
         })
         .await
         .map_err(|source| Error::TaskFailed {
             task: "data directory write",
             source,
         })?;
-        placed.map_err(|err| self.write_failed(key, &err))?;
+        if !placed.map_err(|err| self.write_failed(key, &err))? {
+            return Ok(Err(AppendRefused::Moved));
+        }
         let at = AppendAt {
             id,
             table_id,
@@ -727,13 +742,26 @@ impl DataDir {
         let appended = self
             .store
             .append(key, Arc::clone(segment), ttl, retention, Some(at));
-        if appended.is_err() {
-            let digest = key_digest(key);
-            let mut files = self.lock_files();
-            self.remove_files(&digest, id);
-            if let Some(versions) = files.get_mut(&digest) {
-                versions.remove(&id);
-            }
+        let digest = key_digest(key);
+        let mut files = self.lock_files();
+        let versions = files.entry(digest.clone()).or_default();
+        let gone: Vec<u64> = match (&appended, table_id) {
+            // Moved after all: its file goes.
+            (Err(_), _) => vec![id],
+            // It created the key: the files of a table that expired unswept go.
+            (Ok(_), None) => versions.range(..id).map(|(&version, _)| version).collect(),
+            (Ok(_), Some(_)) => Vec::new(),
+        };
+        for version in &gone {
+            self.remove_files(&digest, *version);
+            versions.remove(version);
+        }
+        if versions.is_empty() {
+            files.remove(&digest);
+        }
+        drop(files);
+        if !gone.is_empty() {
+            self.sync_dir();
         }
         Ok(appended)
     }
@@ -769,17 +797,19 @@ impl DataDir {
     }
 
     /// Write `table`'s file under `tmp/`, synced; its path.
+    /// Write `segment`'s file under `tmp/` (with `table`'s schema, for an append), synced.
     fn write_temp(
         &self,
         key: &TableKey,
         segment: &Segment,
+        table: Option<&CachedTable>,
         expiry: Option<PersistedExpiry>,
         place: SegmentPlace,
     ) -> io::Result<PathBuf> {
         let temp = self.temp_path();
         let written = (|| {
             let mut out = direct::create(&temp)?;
-            file::write_table(&mut out, key, segment, expiry, place)?;
+            file::write_table(&mut out, key, segment, table, expiry, place)?;
             out.finish()
         })();
         match written {
@@ -1106,6 +1136,7 @@ impl DataDir {
         }
         if start > 0 {
             tracing::warn!(
+                key = segments[start].2.meta().key.as_str(),
                 first_kept = segments[start].2.meta().place.first_offset,
                 "a table in the data directory misses the file of an append: its rows before \
                  the gap are not served"
