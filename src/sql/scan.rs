@@ -121,7 +121,11 @@ impl DisplayAs for TableScanExec {
             f,
             "TableScanExec: rows={}, batches={}",
             self.table.rows(),
-            self.table.batches()
+            self.table
+                .segments()
+                .iter()
+                .map(|placed| placed.segment.batches())
+                .sum::<u64>()
         )?;
         if let Some(projection) = &self.projection {
             write!(f, ", projection={projection:?}")?;
