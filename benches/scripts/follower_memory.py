@@ -15,13 +15,7 @@ import time
 import pyarrow as pa
 import pyarrow.flight as flight
 
-
-def rss(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+from streams import rss  # benches/scripts/streams.py: the server's VmRSS
 
 
 def main():

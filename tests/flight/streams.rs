@@ -62,6 +62,27 @@ async fn append(
         .expect("an append says its first offset"))
 }
 
+/// An append that caps the key at about `rows` rows.
+fn capped_at(rows: u64) -> PutOptions {
+    PutOptions {
+        append: true,
+        retention: Some(Retention {
+            max_rows: Some(rows),
+            ..Retention::default()
+        }),
+        ..PutOptions::default()
+    }
+}
+
+/// A server keeping its tables in `dir`.
+fn on_disk(dir: &std::path::Path, durability: Durability) -> ServerConfig {
+    ServerConfig {
+        data_dir: Some(dir.to_path_buf()),
+        durability,
+        ..quiet(ServerConfig::default())
+    }
+}
+
 fn follow(from: ReadFrom) -> ReadOptions {
     ReadOptions { from, follow: true }
 }
@@ -310,14 +331,7 @@ async fn schema_mismatches_bad_headers_and_trimmed_offsets_are_clear_errors() {
     );
 
     // Retention trims whole appends; an offset before the oldest kept is OUT_OF_RANGE.
-    let capped = PutOptions {
-        append: true,
-        retention: Some(Retention {
-            max_rows: Some(20),
-            ..Retention::default()
-        }),
-        ..PutOptions::default()
-    };
+    let capped = capped_at(20);
     for seq in 1..5 {
         let batches = futures::stream::iter([Ok(batch(0, seq, seq * 10, 10))]);
         client
@@ -525,14 +539,7 @@ async fn a_follower_that_stops_reading_does_not_grow_the_servers_memory() {
     .await;
     let mut producer = server.client().await;
     let rows = 128 * 1024; // 1 MiB a column of int64
-    let capped = PutOptions {
-        append: true,
-        retention: Some(Retention {
-            max_rows: Some(4 * rows as u64),
-            ..Retention::default()
-        }),
-        ..PutOptions::default()
-    };
+    let capped = capped_at(4 * rows as u64);
     let one = |seq: i64| futures::stream::iter([Ok(batch(0, seq, seq * rows as i64, rows))]);
     producer
         .put_with(&key("k"), schema(), one(0), &capped)
@@ -567,21 +574,10 @@ async fn a_follower_that_stops_reading_does_not_grow_the_servers_memory() {
 async fn appends_come_back_after_a_restart_as_segments_of_their_own() {
     for durability in [Durability::Always, Durability::Background] {
         let dir = tempfile::tempdir().unwrap();
-        let config = ServerConfig {
-            data_dir: Some(dir.path().to_path_buf()),
-            durability,
-            ..quiet(ServerConfig::default())
-        };
+        let config = on_disk(dir.path(), durability);
         let server = TestServer::start_with(config.clone()).await;
         let mut client = server.client().await;
-        let capped = PutOptions {
-            append: true,
-            retention: Some(Retention {
-                max_rows: Some(30),
-                ..Retention::default()
-            }),
-            ..PutOptions::default()
-        };
+        let capped = capped_at(30);
         for seq in 0..6 {
             let batches = futures::stream::iter([Ok(batch(0, seq, seq * 10, 10))]);
             client
@@ -663,11 +659,7 @@ async fn flight_sql_reads_a_growing_key_as_one_table() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_under_always_are_all_on_disk_once_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let config = ServerConfig {
-        data_dir: Some(dir.path().to_path_buf()),
-        durability: Durability::Always,
-        ..quiet(ServerConfig::default())
-    };
+    let config = on_disk(dir.path(), Durability::Always);
     let server = TestServer::start_with(config.clone()).await;
     let mut appenders = Vec::new();
     for writer in 0..4 {
@@ -747,11 +739,7 @@ async fn an_aborted_append_adds_nothing_and_a_ttl_on_an_append_sets_the_keys() {
 #[tokio::test]
 async fn a_key_keeps_its_first_uploads_schema_after_a_restart_that_trimmed_that_upload() {
     let dir = tempfile::tempdir().unwrap();
-    let config = ServerConfig {
-        data_dir: Some(dir.path().to_path_buf()),
-        durability: Durability::Always,
-        ..quiet(ServerConfig::default())
-    };
+    let config = on_disk(dir.path(), Durability::Always);
     let server = TestServer::start_with(config.clone()).await;
     let mut client = server.client().await;
     let tagged = |origin: &str, seq: i64| {
@@ -763,14 +751,7 @@ async fn a_key_keeps_its_first_uploads_schema_after_a_restart_that_trimmed_that_
         );
         batch(0, seq, seq * 10, 10).with_schema(schema).unwrap()
     };
-    let capped = PutOptions {
-        append: true,
-        retention: Some(Retention {
-            max_rows: Some(10),
-            ..Retention::default()
-        }),
-        ..PutOptions::default()
-    };
+    let capped = capped_at(10);
     for (seq, origin) in [(0, "first"), (1, "later"), (2, "later")] {
         let batch = tagged(origin, seq);
         let schema = batch.schema();
