@@ -455,6 +455,13 @@ pub struct BenchArgs {
     /// Appends in the --followers run.
     #[arg(long, default_value_t = bench::followers::DEFAULT_APPENDS, value_name = "N")]
     pub appends: usize,
+    /// Rows an append in the --followers run (16 bytes a row: an int64 and a float64).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub append_rows: usize,
+    /// Milliseconds between appends in the --followers run (0: as fast as they go, to measure
+    /// what the followers receive together).
+    #[arg(long, default_value_t = 10, value_name = "MS")]
+    pub interval_ms: u64,
     /// Operations per client in the --small run.
     #[arg(long, default_value_t = bench::latency::DEFAULT_SMALL_OPERATIONS, value_name = "N")]
     pub operations: usize,

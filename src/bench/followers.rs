@@ -38,6 +38,9 @@ pub struct FollowersReport {
     pub p99_us: f64,
     /// The largest.
     pub max_us: f64,
+    /// Arrow bytes delivered to all followers together per second, from the first append to
+    /// the last follower's last batch (meaningful with no interval between appends).
+    pub aggregate_mib_per_s: f64,
 }
 
 impl FollowersReport {
@@ -46,6 +49,9 @@ impl FollowersReport {
         format!(
             "{} appends of {} rows to {} followers: latency p50 {:.0} us, p99 {:.0} us, max {:.0} us\n",
             self.appends, self.rows, self.followers, self.p50_us, self.p99_us, self.max_us
+        ) + &format!(
+            "delivered {:.0} MiB/s to the followers together\n",
+            self.aggregate_mib_per_s
         )
     }
 }
@@ -129,6 +135,9 @@ pub async fn run(
         acknowledged.push(start.elapsed());
         tokio::time::sleep(interval).await;
     }
+    let first_append = acknowledged.first().copied().unwrap_or_default();
+    let batch_bytes = batch(0, rows)?.get_array_memory_size() as f64;
+    let mut last_receipt = Duration::ZERO;
     let mut latencies = Vec::with_capacity(appends * followers);
     for reader in readers {
         let received = reader.await.map_err(|source| Error::TaskFailed {
@@ -141,12 +150,19 @@ pub async fn run(
                     rpc: "do_get of a follower (every append)",
                 },
             })?;
+            last_receipt = last_receipt.max(at);
             latencies.push((at.as_secs_f64() - acked.as_secs_f64()) * 1e6);
         }
     }
     producer.drop_table(&key).await?;
     latencies.sort_by(f64::total_cmp);
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    // The first append's acknowledgement less its own latency: when it was sent, about.
+    let seconds = last_receipt
+        .saturating_sub(first_append)
+        .as_secs_f64()
+        .max(1e-9);
+    let delivered = (followers * appends) as f64 * batch_bytes;
     Ok(FollowersReport {
         followers,
         appends,
@@ -154,5 +170,6 @@ pub async fn run(
         p50_us: at(0.5),
         p99_us: at(0.99),
         max_us: at(1.0),
+        aggregate_mib_per_s: delivered / f64::from(1 << 20) / seconds,
     })
 }

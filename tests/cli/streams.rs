@@ -104,6 +104,10 @@ fn bench_followers_reports_append_latency_percentiles() {
         report["max_us"].as_f64().unwrap(),
     );
     assert!(p50 <= p99 && p99 <= max, "{report}");
+    assert!(
+        report["aggregate_mib_per_s"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
     // The run drops its key: the server is left as it was found.
     assert!(
         server.ok(&["list"]).lines().count() <= 1,
