@@ -202,7 +202,8 @@ impl Drop for UploadInFlight {
 /// An accepted TCP connection that holds its place among `--max-connections`, and whose
 /// reads fail once it has been idle for its timeout, which closes it.
 pub struct ManagedConnection {
-    socket: TcpStream,
+    /// The socket; taken only by `drop`, which closes it without losing what was sent.
+    socket: Option<TcpStream>,
     info: ConnectionInfo,
     idle_timeout: Duration,
     idle_timer: Pin<Box<Sleep>>,
@@ -217,7 +218,7 @@ impl ManagedConnection {
         idle_timeout: Duration,
     ) -> Self {
         Self {
-            socket,
+            socket: Some(socket),
             info: ConnectionInfo {
                 remote,
                 state: Arc::new(ConnectionState::new()),
@@ -226,6 +227,15 @@ impl ManagedConnection {
             idle_timer: Box::pin(tokio::time::sleep(idle_timeout)),
             _permit: permit,
         }
+    }
+
+    /// The socket, there until the connection is dropped.
+    fn socket(&mut self) -> Pin<&mut TcpStream> {
+        Pin::new(
+            self.socket
+                .as_mut()
+                .expect("the socket is taken only by drop"),
+        )
     }
 
     /// Whether the connection has been idle for its timeout; otherwise, arm the timer (and
@@ -265,7 +275,7 @@ impl AsyncRead for ManagedConnection {
                 "the connection was idle for the server's --idle-connection-timeout",
             )));
         }
-        Pin::new(&mut self.socket).poll_read(cx, buf)
+        self.socket().poll_read(cx, buf)
     }
 }
 
@@ -275,7 +285,7 @@ impl AsyncWrite for ManagedConnection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.socket).poll_write(cx, buf)
+        self.socket().poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -283,19 +293,56 @@ impl AsyncWrite for ManagedConnection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.socket).poll_write_vectored(cx, bufs)
+        self.socket().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.socket.is_write_vectored()
+        self.socket
+            .as_ref()
+            .is_some_and(TcpStream::is_write_vectored)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.socket).poll_flush(cx)
+        self.socket().poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.socket).poll_shutdown(cx)
+        self.socket().poll_shutdown(cx)
+    }
+}
+
+/// How long a closed connection's socket goes on reading what its peer still sends.
+const LINGER: Duration = Duration::from_secs(2);
+
+impl Drop for ManagedConnection {
+    /// Close the socket without losing what was sent. Closing a socket with unread bytes from
+    /// the peer (its last window updates, say) sends a reset, and a reset makes the peer's
+    /// system drop what it received and its client has not read yet: the end of a get that
+    /// finished as the server stopped. So the sending side is shut (its data, then the end),
+    /// and what the peer still sends is read and discarded, until it closes or for
+    /// [`LINGER`], before the socket is closed.
+    fn drop(&mut self) {
+        let Some(mut socket) = self.socket.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            if socket.shutdown().await.is_err() {
+                return;
+            }
+            let mut discarded = [0_u8; 4096];
+            let drained = async {
+                while let Ok(read) = socket.read(&mut discarded).await {
+                    if read == 0 {
+                        break;
+                    }
+                }
+            };
+            tokio::time::timeout(LINGER, drained).await.ok();
+        });
     }
 }
 
