@@ -94,10 +94,6 @@ pub struct Appended {
     pub first_offset: u64,
     /// The append's own id (its segment's, which names its file on disk).
     pub id: u64,
-    /// The id of the key's table (its creating put's, or this append's if it created the key).
-    pub table_id: u64,
-    /// The segments retention trimmed to make room for it, by id.
-    pub trimmed: Vec<u64>,
 }
 
 /// Why an [`append`](TableStore::append) stored nothing.
@@ -242,6 +238,18 @@ impl Index {
         if entry.table.retention().is_some() {
             self.capped.remove(key);
         }
+    }
+
+    /// Give `entry` (of `key`'s) the time to live `expiry` (or none), in the deadline order too.
+    fn set_expiry(&mut self, key: &TableKey, entry: &mut Entry, expiry: Option<Expiry>) {
+        if let Some(old) = entry.expiry {
+            self.deadlines.remove(&(old.deadline, entry.id));
+        }
+        if let Some(expiry) = expiry {
+            self.deadlines
+                .insert((expiry.deadline, entry.id), key.clone());
+        }
+        entry.expiry = expiry;
     }
 
     /// Make `entry` (of `key`'s) the most recently used, if it is in the LRU order.
@@ -455,8 +463,6 @@ impl TableStore {
             return Ok(Appended {
                 first_offset: 0,
                 id,
-                table_id: id,
-                trimmed: Vec::new(),
             });
         }
         let Some(mut entry) = self.shared.tables.get_mut(key) else {
@@ -478,14 +484,8 @@ impl TableStore {
         // evicted from now on.
         entry.evictable = true;
         index.touch(key, &mut entry);
-        if let Some(expiry) = expiry {
-            if let Some(old) = entry.expiry {
-                index.deadlines.remove(&(old.deadline, entry.id));
-            }
-            index
-                .deadlines
-                .insert((expiry.deadline, entry.id), key.clone());
-            entry.expiry = Some(expiry);
+        if expiry.is_some() {
+            index.set_expiry(key, &mut entry, expiry);
         }
         index.replace_retention(key, &mut entry);
         let (table_id, trim_at) = (entry.id, entry.trim_at);
@@ -494,15 +494,10 @@ impl TableStore {
             .wake_sweep_for(&index, expiry.map(|e| e.deadline));
         self.shared.wake_sweep_for(&index, trim_at);
         drop(index);
-        let trimmed_ids = self.shared.trimmed(key, table_id, &trimmed);
+        self.shared.trimmed(key, table_id, &trimmed);
         self.shared.changed(key);
         drop(trimmed); // their memory goes back outside the locks
-        Ok(Appended {
-            first_offset,
-            id,
-            table_id,
-            trimmed: trimmed_ids,
-        })
+        Ok(Appended { first_offset, id })
     }
 
     /// Cap `key`'s table by `retention` (`None`: uncapped) and trim it at once; its offsets
@@ -857,16 +852,8 @@ impl Shared {
         if entry.is_expired(now) {
             return None; // the sweep removes it
         }
-        if let Some(old) = entry.expiry {
-            index.deadlines.remove(&(old.deadline, entry.id));
-        }
         let expiry = update(entry.expiry);
-        entry.expiry = expiry;
-        if let Some(expiry) = expiry {
-            index
-                .deadlines
-                .insert((expiry.deadline, entry.id), key.clone());
-        }
+        index.set_expiry(key, &mut entry, expiry);
         drop(entry);
         self.wake_sweep_for(&index, expiry.map(|expiry| expiry.deadline));
         Some(expiry)
@@ -890,10 +877,10 @@ impl Shared {
 
     /// Count the segments of `key`'s table `table_id` retention trimmed, and tell the data
     /// directory (never with the index locked: it takes its own lock, which it holds while it
-    /// calls the store); their ids.
-    fn trimmed(&self, key: &TableKey, table_id: u64, trimmed: &[table::PlacedSegment]) -> Vec<u64> {
+    /// calls the store).
+    fn trimmed(&self, key: &TableKey, table_id: u64, trimmed: &[table::PlacedSegment]) {
         if trimmed.is_empty() {
-            return Vec::new();
+            return;
         }
         let rows: u64 = trimmed.iter().map(|placed| placed.segment.rows()).sum();
         self.trimmed_rows.fetch_add(rows, Ordering::Relaxed);
@@ -901,7 +888,6 @@ impl Shared {
         if let Some(on_remove) = self.on_remove.get().and_then(std::sync::Weak::upgrade) {
             on_remove.trimmed(key, table_id, &ids);
         }
-        ids
     }
 
     /// Remove the least recently used table other than `protected`'s; false if there is none.

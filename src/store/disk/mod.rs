@@ -447,22 +447,26 @@ impl DataDir {
     /// # Errors
     /// [`Error::CorruptTable`] for a corrupt one.
     pub async fn check(self: &Arc<Self>, key: &TableKey, stored: &StoredTable) -> Result<()> {
-        for placed in stored.table.segments() {
-            let Some(file) = placed.segment.file().cloned() else {
-                continue;
-            };
-            let verified = tokio::task::spawn_blocking(move || file.verify())
-                .await
-                .map_err(|source| Error::TaskFailed {
-                    task: "table file check",
-                    source,
-                })?;
-            if !verified {
-                self.quarantine_version(key, stored.id, placed.id, "its checksum does not match");
-                return Err(Error::CorruptTable { key: key.clone() });
-            }
+        if stored
+            .table
+            .segments()
+            .iter()
+            .all(|placed| placed.segment.file().is_none())
+        {
+            return Ok(());
         }
-        Ok(())
+        let table = Arc::clone(&stored.table);
+        let corrupt = tokio::task::spawn_blocking(move || first_corrupt_segment(&table))
+            .await
+            .map_err(|source| Error::TaskFailed {
+                task: "table file check",
+                source,
+            })?;
+        let Some(id) = corrupt else {
+            return Ok(());
+        };
+        self.quarantine_version(key, stored.id, id, "its checksum does not match");
+        Err(Error::CorruptTable { key: key.clone() })
     }
 
     /// Fill in the data directory's part of `stats`.
@@ -1232,15 +1236,20 @@ fn verify_restored(dir: &std::sync::Weak<DataDir>) {
         let Some(dir) = dir.upgrade() else {
             return;
         };
-        for placed in stored.table.segments() {
-            if let Some(file) = placed.segment.file()
-                && !file.verify()
-            {
-                dir.quarantine_version(&key, stored.id, placed.id, "its checksum does not match");
-                break;
-            }
+        if let Some(id) = first_corrupt_segment(&stored.table) {
+            dir.quarantine_version(&key, stored.id, id, "its checksum does not match");
         }
     }
+}
+
+/// The id of the first segment of `table` mapped from a file whose checksum does not match
+/// (each file is read once: [`TableFile::verify`](file::TableFile::verify) remembers).
+fn first_corrupt_segment(table: &CachedTable) -> Option<u64> {
+    table
+        .segments()
+        .iter()
+        .find(|placed| placed.segment.file().is_some_and(|file| !file.verify()))
+        .map(|placed| placed.id)
 }
 
 /// A key's new deadline, written beside its file.
