@@ -609,6 +609,9 @@ impl FlightCacheService {
             false => self.disk.as_ref().and_then(|disk| disk.stream_file(&key)),
             true => None,
         };
+        if append && let Some(open) = self.store.take_open_slab(&key) {
+            memory.resume(open);
+        }
         let mut upload = TableUpload::new(key, memory, self.config.max_message_bytes);
         let mut echoed = false;
         // Whether the client still listens for the answer.
@@ -649,7 +652,11 @@ impl FlightCacheService {
                 .map_err(|err| err.for_key(upload.key()))?;
         }
         let key = upload.key().clone();
-        let table = Arc::new(upload.finish()?);
+        let (table, open_slab) = match append {
+            true => upload.finish_append()?,
+            false => (upload.finish()?, None),
+        };
+        let table = Arc::new(table);
         let mut summary = PutSummary {
             key: key.to_string(),
             rows: table.rows(),
@@ -675,6 +682,9 @@ impl FlightCacheService {
                 AppendRefused::Moved => Error::AppendRaced { key: key.clone() },
             })?;
             summary.first_offset = Some(appended.first_offset);
+            if let Some(open) = open_slab {
+                self.store.keep_open_slab(&key, open);
+            }
         } else {
             let expiry = ttl.and_then(|ttl| Expiry::after(self.store.clock().now(), ttl));
             match &self.disk {

@@ -36,8 +36,13 @@ use crate::protocol::actions::StoreStats;
 use crate::protocol::key::TableKey;
 use crate::protocol::stream::{Offsets, Retention};
 use budget::{MemoryBudget, Relieve};
-use slabs::SlabPool;
+use slabs::{OpenSlab, SLAB_BYTES, SlabPool};
 use table::{CachedTable, Segment};
+
+/// A key capped by retention shares a slab between its appends only once it holds this much
+/// (four slabs): then the slab its oldest appends are trimmed from keeps at most a quarter
+/// of the key's memory unfreed (see [`TableStore::keep_open_slab`]).
+pub const SHARED_SLAB_MIN_RETAINED_BYTES: u64 = 4 * SLAB_BYTES as u64;
 
 /// What the cache does when an upload needs memory the budget does not have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -172,7 +177,7 @@ struct Shared {
 }
 
 /// One key's table and its places in the indexes.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Entry {
     table: Arc<CachedTable>,
     /// Unique to the put that created it: names the entry in `Index::deadlines` and
@@ -190,6 +195,9 @@ struct Entry {
     evictable: bool,
     last_used: Instant,
     expiry: Option<Expiry>,
+    /// The unused end of the slab its last append filled, which its next append goes on
+    /// filling (see [`TableStore::keep_open_slab`]).
+    open_slab: Option<OpenSlab>,
 }
 
 impl Entry {
@@ -500,6 +508,35 @@ impl TableStore {
         Ok(Appended { first_offset, id })
     }
 
+    /// The unused end of the slab that `key`'s last append filled, for its next append to go
+    /// on filling ([`SlabWriter::resume`](crate::store::slabs::SlabWriter::resume)); one
+    /// append at a time has it.
+    pub fn take_open_slab(&self, key: &TableKey) -> Option<OpenSlab> {
+        // A map guard alone, never held while the index is locked: as `read` takes them.
+        self.shared.tables.get_mut(key)?.open_slab.take()
+    }
+
+    /// Keep `open`, the unused end of the last slab of an append to `key` just stored, for
+    /// the key's next append: appends of a few MiB then share huge pages, each faulting in
+    /// only what it fills, instead of each taking a 2 MiB page and using half of it. Not kept
+    /// for a key that is gone, nor for one capped by retention to less than
+    /// [`SHARED_SLAB_MIN_RETAINED_BYTES`]: a slab is freed only with its last append, so
+    /// such a key's trimmed appends would keep their memory.
+    pub fn keep_open_slab(&self, key: &TableKey, open: OpenSlab) {
+        let given_up = {
+            let Some(mut entry) = self.shared.tables.get_mut(key) else {
+                return;
+            };
+            let table = &entry.table;
+            if table.retention().is_some() && table.bytes() < SHARED_SLAB_MIN_RETAINED_BYTES {
+                return;
+            }
+            entry.open_slab.replace(open)
+        };
+        // Trimmed (a system call) once the map guard is released.
+        drop(given_up);
+    }
+
     /// Cap `key`'s table by `retention` (`None`: uncapped) and trim it at once; its offsets
     /// after, or `None` if there is no such key.
     pub fn retain(&self, key: &TableKey, retention: Option<Retention>) -> Option<Offsets> {
@@ -570,6 +607,7 @@ impl TableStore {
             evictable,
             last_used: now,
             expiry,
+            open_slab: None,
         };
         index.replace_retention(&key, &mut entry);
         let trim_at = entry.trim_at;
@@ -632,10 +670,9 @@ impl TableStore {
         let mut removed = Vec::new();
         {
             let mut index = self.shared.lock_index();
-            self.shared.tables.retain(|key, entry| {
-                removed.push((key.clone(), entry.clone()));
-                false
-            });
+            // No key comes or goes meanwhile: every change to the map holds the index.
+            let keys: Vec<TableKey> = self.shared.tables.iter().map(|e| e.key().clone()).collect();
+            removed.extend(keys.iter().filter_map(|key| self.shared.tables.remove(key)));
             *index = Index {
                 next_seq: index.next_seq,
                 ..Index::default()

@@ -263,8 +263,8 @@ impl AsRef<[u8]> for SlabSlice {
 pub struct SlabWriter {
     pool: Arc<SlabPool>,
     account: Arc<UploadAccount>,
-    /// The slab being filled, and the offset up to which it is reserved.
-    current: Option<(Arc<Slab>, usize)>,
+    /// The slab being filled, from the offset up to which it is reserved.
+    current: Option<OpenSlab>,
     heap_bytes: usize,
     /// Address and length of the last body filled in place, which [`store`](Self::store) keeps
     /// as it is.
@@ -369,18 +369,23 @@ impl SlabWriter {
                 None => Err(self.pool.budget().system_refused(full, Some(&self.account))),
             };
         }
-        let fits = matches!(&self.current, Some((_, used)) if used + len <= SLAB_BYTES);
+        let fits = matches!(&self.current, Some(open) if open.used + len <= SLAB_BYTES);
         if !fits {
-            self.trim_current();
+            self.current = None; // its unused end is trimmed as it is dropped
             match self.pool.take_slab(&self.account) {
-                Some(slab) => self.current = Some((Arc::new(slab), 0)),
+                Some(slab) => {
+                    self.current = Some(OpenSlab {
+                        slab: Arc::new(slab),
+                        used: 0,
+                    });
+                }
                 None => {
                     let budget = self.pool.budget();
                     return Err(budget.system_refused(SLAB_BYTES, Some(&self.account)));
                 }
             }
         }
-        let (slab, used) = self.current.as_mut().expect("a slab was just ensured");
+        let OpenSlab { slab, used } = self.current.as_mut().expect("a slab was just ensured");
         // Within the mapping: `fits`, or a fresh slab of SLAB_BYTES and
         // `len <= OWN_MAPPING_ABOVE_BYTES`. No other place covers it: `used` only grows.
         let range = *used..*used + len;
@@ -411,35 +416,84 @@ impl SlabWriter {
         })
     }
 
-    /// Done with this table: give back the unused end of the last slab.
-    pub fn finish(mut self) {
-        self.trim_current();
+    /// Go on filling `open`, the unused end of a slab an earlier upload left (the key's last
+    /// append), before taking a slab of its own: appends of a few MiB each then share huge
+    /// pages instead of each faulting in a fresh one and leaving most of it unused. Ignored
+    /// if this writer already fills a slab.
+    pub fn resume(&mut self, open: OpenSlab) {
+        if self.current.is_none() {
+            self.current = Some(open);
+        }
     }
 
-    /// Return the pages past the written part of the current slab to the system (and to the
-    /// budget): a reused slab has them all in memory, and a table keeps its last slab however
-    /// little it uses.
-    fn trim_current(&mut self) {
-        let Some((slab, used)) = self.current.take() else {
+    /// Done with this table: give back the unused end of the last slab.
+    pub fn finish(mut self) {
+        if let Some(open) = self.current.take() {
+            open.trim();
+        }
+    }
+
+    /// Done with this upload, whose key's next append may go on filling the last slab: give
+    /// back its unused end beyond the huge page last written, and return it (`None` if full
+    /// or if there is none).
+    pub fn finish_open(mut self) -> Option<OpenSlab> {
+        let open = self.current.take()?;
+        open.trim();
+        (open.used < SLAB_BYTES).then_some(open)
+    }
+}
+
+/// The unused end of a slab that one writer at a time fills: a [`SlabWriter`]'s current
+/// slab, or one kept with a key between its appends ([`SlabWriter::finish_open`],
+/// [`SlabWriter::resume`]). The bodies before `used` are readable and never written again;
+/// nothing reads or writes what follows `used` but the writer holding this.
+#[derive(Debug)]
+pub struct OpenSlab {
+    slab: Arc<Slab>,
+    /// The offset up to which the slab is reserved.
+    used: usize,
+}
+
+impl OpenSlab {
+    /// Bytes of the slab still free.
+    pub fn room(&self) -> usize {
+        SLAB_BYTES - self.used
+    }
+
+    /// Return the pages past the huge page holding `used` to the system (and to the budget):
+    /// a reused slab has them all in memory, and a table keeps its last slab however little
+    /// it uses. They read as zeros afterwards and are faulted in again if written.
+    fn trim(&self) {
+        let start = self.used.next_multiple_of(TRIM_ALIGNMENT);
+        if start >= SLAB_BYTES {
             return;
+        }
+        // SAFETY: nothing reads or writes the range after `used`: no slice covers it and the
+        // holder of this `OpenSlab`, its only writer, writes nothing while trimming. Its pages
+        // read as zeros afterwards, which is fine for memory that is only ever written before
+        // it is read.
+        let trimmed = unsafe {
+            self.slab.map().unchecked_advise_range(
+                UncheckedAdvice::DontNeed,
+                start,
+                SLAB_BYTES - start,
+            )
         };
-        let start = used.next_multiple_of(TRIM_ALIGNMENT);
-        if start < SLAB_BYTES {
-            // SAFETY: nothing reads or writes the range after `used`: no slice covers it and
-            // this writer, its only writer, is done with the slab. Its pages read as zeros
-            // afterwards, which is fine for memory that is only ever written before it is read.
-            let trimmed = unsafe {
-                slab.map().unchecked_advise_range(
-                    UncheckedAdvice::DontNeed,
-                    start,
-                    SLAB_BYTES - start,
-                )
-            };
-            if trimmed.is_ok()
-                && let Some(charge) = &slab.charge
-            {
-                charge.shrink(charge.bytes().saturating_sub(start));
-            }
+        if trimmed.is_ok()
+            && let Some(charge) = &self.slab.charge
+        {
+            charge.shrink(charge.bytes().saturating_sub(start));
+        }
+    }
+}
+
+impl Drop for OpenSlab {
+    /// An open slab given up (a table replaced, an upload that failed) gives back its unused
+    /// end if tables still use the slab; a slab no table uses goes back to the pool whole,
+    /// its pages kept warm for the next upload.
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.slab) > 1 {
+            self.trim();
         }
     }
 }
@@ -891,6 +945,51 @@ mod tests {
             "an abandoned body gives its memory back"
         );
         writer.finish();
+        drop(kept);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn an_append_goes_on_filling_the_slab_the_last_one_left_open() {
+        let budget = MemoryBudget::new(Some(64 << 20));
+        let pool = Arc::new(SlabPool::new(Duration::ZERO, Arc::clone(&budget)));
+        let mut first = new_writer(&pool);
+        let mut kept = vec![first.copy(&body(MAPPED_MIN_BYTES, 1)).unwrap()];
+        let open = first.finish_open().expect("the slab has room left");
+        assert_eq!(open.room(), SLAB_BYTES - MAPPED_MIN_BYTES);
+        assert_eq!(budget.used(), 2 << 20, "one huge page reached");
+
+        // Four more appends of 1 MiB, each resuming the slab the one before left open: their
+        // bodies follow each other in one slab and fault in 5 MiB, not five huge pages each.
+        let mut open = Some(open);
+        for i in 2..=5 {
+            let mut writer = new_writer(&pool);
+            writer.resume(open.take().unwrap());
+            kept.push(writer.copy(&body(1 << 20, i)).unwrap());
+            open = writer.finish_open();
+        }
+        for pair in kept.windows(2) {
+            assert_eq!(
+                pair[0].as_ptr() as usize + pair[0].len(),
+                pair[1].as_ptr() as usize
+            );
+        }
+        assert_eq!(budget.used(), 6 << 20, "5 MiB written: three huge pages");
+        for (i, copy) in kept.iter().enumerate() {
+            assert!(copy.iter().all(|&b| b == i as u8 + 1), "append {i} changed");
+        }
+
+        // A writer that already fills a slab of its own keeps it.
+        let mut busy = new_writer(&pool);
+        let own = busy.copy(&body(MAPPED_MIN_BYTES, 9)).unwrap();
+        busy.resume(open.take().unwrap());
+        let next = busy.copy(&body(100, 9)).unwrap();
+        assert_eq!(own.as_ptr() as usize + (1 << 20), next.as_ptr() as usize);
+        busy.finish();
+        drop((own, next));
+
+        // The bodies keep the slab; once they are gone, so is its memory.
+        assert!(budget.used() >= 6 << 20);
         drop(kept);
         assert_eq!(budget.used(), 0);
     }

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::protocol::key::TableKey;
 use crate::store::budget::Charge;
 use crate::store::resplit;
-use crate::store::slabs::SlabWriter;
+use crate::store::slabs::{OpenSlab, SlabWriter};
 use crate::store::table::{Segment, StoredMessage, TableCounts};
 use crate::store::validate::{self, BatchLayout, LayoutFixes, Violation};
 
@@ -394,6 +394,22 @@ impl TableUpload {
     /// # Errors
     /// [`Error::InvalidUpload`] (InvalidArgument) if no schema was ever sent.
     pub fn finish(self) -> Result<Segment> {
+        let (segment, memory) = self.into_segment()?;
+        memory.finish();
+        Ok(segment)
+    }
+
+    /// Finish a cleanly ended append into its segment, and the unused end of its last slab,
+    /// which the key's next append goes on filling ([`SlabWriter::resume`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidUpload`] (InvalidArgument) if no schema was ever sent.
+    pub fn finish_append(self) -> Result<(Segment, Option<OpenSlab>)> {
+        let (segment, memory) = self.into_segment()?;
+        Ok((segment, memory.finish_open()))
+    }
+
+    fn into_segment(self) -> Result<(Segment, SlabWriter)> {
         let Some(decoding) = self.decoding else {
             return Err(Error::InvalidUpload {
                 key: self.key,
@@ -402,8 +418,7 @@ impl TableUpload {
         };
         // What the upload holds now belongs to its table.
         self.memory.account().end();
-        self.memory.finish();
-        Ok(Segment::from_validated(
+        let segment = Segment::from_validated(
             decoding.schema,
             self.messages,
             self.metadata,
@@ -412,7 +427,8 @@ impl TableUpload {
                 bytes: self.bytes,
                 batches: self.batches,
             },
-        ))
+        );
+        Ok((segment, self.memory))
     }
 
     fn invalid(&self, problem: UploadProblem) -> Error {

@@ -780,3 +780,63 @@ async fn a_key_keeps_its_first_uploads_schema_after_a_restart_that_trimmed_that_
     );
     server.shutdown_and_wait().await;
 }
+
+#[tokio::test]
+async fn appends_of_a_mib_share_huge_pages_unless_a_small_cap_would_keep_trimmed_ones() {
+    // 52,429 rows of (int32, int64, int64): 1 MiB and a few bytes an append, just over the
+    // heap's share, so that each goes to a slab, and each on its own would take a 2 MiB
+    // huge page.
+    let rows = 52_429;
+    let appends = 16;
+    let one = |seq: i64| futures::stream::iter([Ok(batch(0, seq, seq * rows as i64, rows))]);
+
+    let server = TestServer::start_with(quiet(ServerConfig::default())).await;
+    let mut producer = server.client().await;
+    let mut expected = Vec::new();
+    for seq in 0..appends {
+        producer
+            .put_with(&key("grows"), schema(), one(seq), &appending())
+            .await
+            .unwrap();
+        expected.extend(triples(&[batch(0, seq, seq * rows as i64, rows)]));
+    }
+    // The data, the huge page being filled and the messages' headers: not 2 MiB an append.
+    let stats = producer.stats().await.unwrap();
+    assert!(
+        stats.memory_tables <= stats.bytes + (4 << 20),
+        "appends held {} bytes of memory for {} bytes of data",
+        stats.memory_tables,
+        stats.bytes
+    );
+    let batches: Vec<RecordBatch> = producer
+        .get(&key("grows"))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        triples(&batches) == expected,
+        "the appends read back changed"
+    );
+    server.shutdown_and_wait().await;
+
+    // A key capped to four appends: each append has slabs of its own, so the trimmed ones
+    // give their memory back (a shared slab would keep all 16).
+    let server = TestServer::start_with(quiet(ServerConfig::default())).await;
+    let mut producer = server.client().await;
+    let capped = capped_at(4 * rows as u64);
+    for seq in 0..appends {
+        producer
+            .put_with(&key("capped"), schema(), one(seq), &capped)
+            .await
+            .unwrap();
+    }
+    let stats = producer.stats().await.unwrap();
+    assert!(stats.rows <= 5 * rows as u64, "{stats:?}");
+    assert!(
+        stats.memory_tables <= 5 * (2 << 20),
+        "trimmed appends kept their memory: {stats:?}"
+    );
+    server.shutdown_and_wait().await;
+}

@@ -1,0 +1,53 @@
+"""What a key's appends cost in memory and time: one pyarrow.flight producer appends
+`--appends` batches of `--rows` rows (an int64 and a float64 column: 16 bytes a row) to one
+key, as fast as it goes; prints the appends per second, the server's VmRSS growth and its
+`stats` (data bytes against the table memory charged to the budget).
+
+Usage: .venv/bin/python benches/scripts/append_memory.py [--bin target/release/flightcache]
+       [--rows 65536] [--appends 64]
+Prints one JSON object; the figures go to benches/RESULTS.md by hand.
+"""
+
+import argparse
+import json
+import subprocess
+import time
+
+import pyarrow.flight as flight
+
+from streams import MIB, batch, fc_append, rss  # benches/scripts/streams.py
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bin", default="target/release/flightcache")
+    parser.add_argument("--rows", type=int, default=65536)
+    parser.add_argument("--appends", type=int, default=64)
+    args = parser.parse_args()
+    server = subprocess.Popen([args.bin, "serve", "--port", "0"], stdout=subprocess.PIPE, text=True)
+    url = server.stdout.readline().strip().removeprefix("listening on ")
+    try:
+        client = flight.connect(url)
+        base = rss(server.pid)
+        table = batch(0, args.rows)
+        start = time.monotonic()
+        for _ in range(args.appends):
+            fc_append(client, "k", table)
+        seconds = time.monotonic() - start
+        time.sleep(0.5)
+        stats = json.loads(next(client.do_action(flight.Action("stats", b""))).body.to_pybytes())
+        print(json.dumps({
+            "rows": args.rows,
+            "appends": args.appends,
+            "data_mib": round(stats["bytes"] / MIB, 1),
+            "table_memory_mib": round(stats["memory_tables"] / MIB, 1),
+            "rss_growth_mib": round((rss(server.pid) - base) / MIB, 1),
+            "appends_per_s": round(args.appends / seconds),
+        }))
+    finally:
+        server.terminate()
+        server.wait()
+
+
+if __name__ == "__main__":
+    main()
