@@ -16,6 +16,7 @@ pub mod budget;
 pub(crate) mod decode;
 pub mod disk;
 pub mod follow;
+pub(crate) mod merge;
 pub mod resplit;
 pub mod slabs;
 pub mod table;
@@ -166,6 +167,8 @@ struct Shared {
     watchers: DashMap<TableKey, Arc<Notify>>,
     /// Set once the server stops: followers end.
     stopping: std::sync::atomic::AtomicBool,
+    /// Cleared when appends must stay one segment each ([`TableStore::keep_appends_apart`]).
+    merge_appends: std::sync::atomic::AtomicBool,
     /// Segments trimmed under memory pressure, and rows trimmed by retention in all.
     pressure_trims: AtomicU64,
     trimmed_rows: AtomicU64,
@@ -198,6 +201,8 @@ struct Entry {
     /// The unused end of the slab its last append filled, which its next append goes on
     /// filling (see [`TableStore::keep_open_slab`]).
     open_slab: Option<OpenSlab>,
+    /// Whether a merge of its tiny appends is under way ([`merge`]).
+    merging: bool,
 }
 
 impl Entry {
@@ -318,6 +323,7 @@ impl TableStore {
             on_remove: std::sync::OnceLock::new(),
             watchers: DashMap::new(),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            merge_appends: std::sync::atomic::AtomicBool::new(true),
             pressure_trims: AtomicU64::new(0),
             trimmed_rows: AtomicU64::new(0),
             puts: AtomicU64::new(0),
@@ -496,6 +502,11 @@ impl TableStore {
             index.set_expiry(key, &mut entry, expiry);
         }
         index.replace_retention(key, &mut entry);
+        let may_merge = self.shared.merge_appends.load(Ordering::Relaxed) && !entry.merging;
+        let merge = may_merge
+            .then(|| merge::run_to_merge(&entry.table))
+            .flatten();
+        entry.merging |= merge.is_some();
         let (table_id, trim_at) = (entry.id, entry.trim_at);
         drop(entry);
         self.shared
@@ -505,6 +516,9 @@ impl TableStore {
         self.shared.trimmed(key, table_id, &trimmed);
         self.shared.changed(key);
         drop(trimmed); // their memory goes back outside the locks
+        if let Some(ids) = merge {
+            self.merge_later(key.clone(), table_id, ids);
+        }
         Ok(Appended { first_offset, id })
     }
 
@@ -535,6 +549,78 @@ impl TableStore {
         };
         // Trimmed (a system call) once the map guard is released.
         drop(given_up);
+    }
+
+    /// Merge the segments `ids` of `key`'s table `table_id` on a blocking thread (see
+    /// [`merge`]); without a tokio runtime, now.
+    fn merge_later(&self, key: TableKey, table_id: u64, ids: Vec<u64>) {
+        let store = self.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(move || store.merge_runs(&key, table_id, ids));
+            }
+            Err(_) => store.merge_runs(&key, table_id, ids),
+        }
+    }
+
+    /// Merge the segments `ids` of `key`'s table `table_id`, then each run of small segments
+    /// that appends made ready meanwhile (one merge of a key at a time: appends that find one
+    /// under way start none).
+    pub(crate) fn merge_runs(&self, key: &TableKey, table_id: u64, mut ids: Vec<u64>) {
+        while let Some(next) = self.merge_run(key, table_id, &ids) {
+            ids = next;
+        }
+    }
+
+    /// Merge the segments `ids` of `key`'s table `table_id` into one, if they are still
+    /// there, and put it in their place; the next run to merge, if there is one already.
+    /// Skipped while the budget has less room than twice their size: a merge must never make
+    /// the store evict.
+    pub(crate) fn merge_run(&self, key: &TableKey, table_id: u64, ids: &[u64]) -> Option<Vec<u64>> {
+        let merged = self
+            .peek(key)
+            .filter(|stored| stored.id == table_id)
+            .and_then(|stored| {
+                let run = merge::segments_with_ids(&stored.table, ids)?;
+                let bytes: u64 = run.iter().map(|placed| placed.segment.bytes()).sum();
+                let room = self
+                    .shared
+                    .budget
+                    .limit()
+                    .map(|limit| limit.saturating_sub(self.shared.budget.used()) as u64);
+                if room.is_some_and(|room| room < 2 * bytes + (1 << 20)) {
+                    return None;
+                }
+                match merge::merge(key, &stored.table, &run, &self.shared.slabs) {
+                    Ok(segment) => Some(Arc::new(segment)),
+                    Err(err) => {
+                        tracing::warn!(key = %key, error = %err, "cannot merge a key's appends");
+                        None
+                    }
+                }
+            });
+        let (replaced, next) = {
+            let mut index = self.shared.lock_index();
+            let mut entry = self.shared.tables.get_mut(key)?;
+            if entry.id != table_id {
+                return None; // another table, with its own merges
+            }
+            entry.merging = false;
+            let merged = merged?;
+            let replaced = Arc::make_mut(&mut entry.table).replace_run(ids, merged);
+            if replaced.is_some() {
+                // The merged segment ages as the newest of its appends.
+                index.replace_retention(key, &mut entry);
+            }
+            let next = replaced
+                .as_ref()
+                .and_then(|_| merge::run_to_merge(&entry.table));
+            entry.merging = next.is_some();
+            (replaced, next)
+        };
+        // Their memory goes back outside the locks.
+        drop(replaced);
+        next
     }
 
     /// Cap `key`'s table by `retention` (`None`: uncapped) and trim it at once; its offsets
@@ -608,6 +694,7 @@ impl TableStore {
             last_used: now,
             expiry,
             open_slab: None,
+            merging: false,
         };
         index.replace_retention(&key, &mut entry);
         let trim_at = entry.trim_at;
@@ -624,6 +711,12 @@ impl TableStore {
             return (None, id);
         }
         (Some(old.table), id)
+    }
+
+    /// Never merge a key's tiny appends ([`merge`]): a data directory whose files are written
+    /// behind the appends, one for each, needs each append's segment until it is written.
+    pub fn keep_appends_apart(&self) {
+        self.shared.merge_appends.store(false, Ordering::Relaxed);
     }
 
     /// Tell `on_remove` of every table removed from now on.
@@ -921,7 +1014,14 @@ impl Shared {
         }
         let rows: u64 = trimmed.iter().map(|placed| placed.segment.rows()).sum();
         self.trimmed_rows.fetch_add(rows, Ordering::Relaxed);
-        let ids: Vec<u64> = trimmed.iter().map(|placed| placed.id).collect();
+        // A merged segment's files are those of every append merged into it.
+        let ids: Vec<u64> = trimmed
+            .iter()
+            .flat_map(|placed| {
+                let merged = placed.merged_ids.iter().flat_map(|ids| ids.iter().copied());
+                merged.chain([placed.id])
+            })
+            .collect();
         if let Some(on_remove) = self.on_remove.get().and_then(std::sync::Weak::upgrade) {
             on_remove.trimmed(key, table_id, &ids);
         }

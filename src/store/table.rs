@@ -184,6 +184,9 @@ pub struct PlacedSegment {
     pub id: u64,
     /// When it was added, on the store's clock (what age retention measures).
     pub added_at: Instant,
+    /// For a segment merged from several appends ([`crate::store::merge`]), the ids of all
+    /// but the last (`id`): their files on disk are the merged segment's too.
+    pub merged_ids: Option<Arc<[u64]>>,
 }
 
 impl PlacedSegment {
@@ -261,8 +264,49 @@ impl CachedTable {
             first_offset,
             id,
             added_at: now,
+            merged_ids: None,
         });
         first_offset
+    }
+
+    /// Replace the segments whose ids are `ids` (consecutive, oldest first) with `merged`,
+    /// which holds their rows: it takes the first's offset and the last's id and age (so age
+    /// retention keeps its rows as long as the newest of them). Returns the segments replaced,
+    /// or `None`, changing nothing, if they are no longer all there in that order or hold
+    /// other rows than `merged` (a trim or a replace got there first).
+    pub fn replace_run(&mut self, ids: &[u64], merged: Arc<Segment>) -> Option<Vec<PlacedSegment>> {
+        let start = self
+            .segments
+            .iter()
+            .position(|placed| Some(&placed.id) == ids.first())?;
+        let run = self.segments.get(start..start + ids.len())?;
+        let rows: u64 = run.iter().map(|placed| placed.segment.rows()).sum();
+        if !run.iter().map(|placed| placed.id).eq(ids.iter().copied()) || rows != merged.rows() {
+            return None;
+        }
+        let last = &run[run.len() - 1];
+        let mut all_ids: Vec<u64> = Vec::new();
+        for placed in run {
+            all_ids.extend(placed.merged_ids.iter().flat_map(|ids| ids.iter().copied()));
+            all_ids.push(placed.id);
+        }
+        all_ids.pop(); // the last's own id is the merged segment's
+        let placed = PlacedSegment {
+            first_offset: run[0].first_offset,
+            id: last.id,
+            added_at: last.added_at,
+            merged_ids: Some(all_ids.into()),
+            segment: merged,
+        };
+        self.counts.add(placed.segment.counts);
+        let replaced: Vec<PlacedSegment> = self
+            .segments
+            .splice(start..start + ids.len(), [placed])
+            .collect();
+        for old in &replaced {
+            self.counts.remove(old.segment.counts);
+        }
+        Some(replaced)
     }
 
     /// Append `segment` (appended by `id`, at `now`): its rows take the next offsets; returns
@@ -701,7 +745,7 @@ const IPC_CONTINUATION_MARKER: u32 = 0xFFFF_FFFF;
 
 /// Wrap a flatbuffer `Message` in the IPC encapsulation: continuation marker, padded length,
 /// the message, zero padding to a multiple of 8 bytes.
-fn encapsulate_ipc_message(header: &[u8]) -> Bytes {
+pub(crate) fn encapsulate_ipc_message(header: &[u8]) -> Bytes {
     let padded_len = header.len().next_multiple_of(8);
     let mut out = Vec::with_capacity(8 + padded_len);
     out.extend_from_slice(&IPC_CONTINUATION_MARKER.to_le_bytes());

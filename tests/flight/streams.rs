@@ -840,3 +840,128 @@ async fn appends_of_a_mib_share_huge_pages_unless_a_small_cap_would_keep_trimmed
     );
     server.shutdown_and_wait().await;
 }
+
+/// The `row` column of what a read of `name` from `from` gets, and in how many batches.
+async fn rows_from(client: &mut CacheClient, name: &str, from: u64) -> (Vec<i64>, usize) {
+    let options = ReadOptions {
+        from: ReadFrom::Offset(from),
+        follow: false,
+    };
+    let got: Vec<RecordBatch> = client
+        .read(&key(name), options)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    (triples(&got).iter().map(|t| t.2).collect(), got.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_appends_merge_in_memory_and_come_back_whole_after_trims_and_a_restart() {
+    const APPENDS: i64 = 200;
+    const ROWS: i64 = 5;
+    for durability in [Durability::Always, Durability::Background] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = on_disk(dir.path(), durability);
+        let server = TestServer::start_with(config.clone()).await;
+        let mut client = server.client().await;
+        append(&mut client, "k", vec![batch(0, 0, 0, ROWS as usize)])
+            .await
+            .unwrap();
+        let mut follower = server.client().await;
+        let mut following = follower
+            .read(&key("k"), follow(ReadFrom::Earliest))
+            .await
+            .unwrap();
+        for seq in 1..APPENDS {
+            append(
+                &mut client,
+                "k",
+                vec![batch(0, seq, seq * ROWS, ROWS as usize)],
+            )
+            .await
+            .unwrap();
+        }
+        let total = (APPENDS * ROWS) as usize;
+        let followed = take_rows(&mut following, total).await;
+        let rows: Vec<i64> = triples(&followed).iter().map(|t| t.2).collect();
+        assert_eq!(
+            rows,
+            (0..total as i64).collect::<Vec<_>>(),
+            "{durability:?}"
+        );
+
+        // Merges run in the background (not under `background` durability, whose files are
+        // written behind the appends): wait for them, up to 10 s.
+        let mut batches = APPENDS as usize;
+        for _ in 0..1000 {
+            batches = rows_from(&mut client, "k", 0).await.1;
+            if durability == Durability::Background || batches < 64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        match durability {
+            Durability::Always => assert!(batches < 64, "{batches} batches: not merged"),
+            Durability::Background => assert_eq!(batches, APPENDS as usize),
+        }
+        for from in [0, 3, 5, 333, 999, 1000] {
+            let (rows, _) = rows_from(&mut client, "k", from).await;
+            assert_eq!(
+                rows,
+                (from as i64..total as i64).collect::<Vec<_>>(),
+                "{durability:?}"
+            );
+        }
+        // A trim takes a merged segment whole (its 190 appends), and their files with it.
+        client
+            .retain(
+                &key("k"),
+                Retention {
+                    max_rows: Some(40),
+                    ..Retention::default()
+                },
+            )
+            .await
+            .unwrap();
+        let offsets = client.info(&key("k")).await.unwrap().offsets.unwrap();
+        let kept = rows_from(&mut client, "k", offsets.earliest_offset).await.0;
+        assert!(
+            kept.len() >= 40 && kept.len() < 100,
+            "{durability:?}: {}",
+            kept.len()
+        );
+        drop(following);
+        server.shutdown_and_wait().await;
+
+        let files = std::fs::read_dir(dir.path().join("tables"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "arrow")
+            })
+            .count();
+        assert_eq!(
+            files,
+            kept.len() / ROWS as usize,
+            "{durability:?}: a file per kept append"
+        );
+        let server = TestServer::start_with(config).await;
+        let mut client = server.client().await;
+        let after = client.info(&key("k")).await.unwrap().offsets.unwrap();
+        assert_eq!(
+            (after.earliest_offset, after.next_offset),
+            (offsets.earliest_offset, total as u64),
+            "{durability:?}: the trimmed appends stayed trimmed, the kept ones came back"
+        );
+        assert_eq!(
+            rows_from(&mut client, "k", after.earliest_offset).await.0,
+            kept
+        );
+        server.shutdown_and_wait().await;
+    }
+}

@@ -295,6 +295,9 @@ impl DataDir {
         let dir = Arc::new(dir);
         let weak: std::sync::Weak<dyn OnRemove> = Arc::downgrade(&dir) as _;
         store.set_on_remove(weak);
+        if durability == Durability::Background {
+            store.keep_appends_apart();
+        }
         let (jobs, queue) = mpsc::channel();
         *dir.jobs.lock().unwrap_or_else(PoisonError::into_inner) = Some(jobs);
         // The writer holds the directory weakly: dropping the last `Arc` (a server that never
