@@ -683,7 +683,7 @@ impl FlightCacheService {
             })?;
             summary.first_offset = Some(appended.first_offset);
             if let Some(open) = open_slab {
-                self.store.keep_open_slab(&key, open);
+                self.store.keep_open_slab(&key, appended.table_id, open);
             }
         } else {
             let expiry = ttl.and_then(|ttl| Expiry::after(self.store.clock().now(), ttl));

@@ -386,12 +386,17 @@ impl Charge {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Charge `more` bytes too, making room if they do not fit.
+    /// Charge `more` bytes too, making room if they do not fit (as its upload's account
+    /// allows: evicting tables, unless it is one of the store's own).
     ///
     /// # Errors
     /// [`OverBudget`], and the charge is unchanged.
     pub fn grow(&self, more: usize) -> Result<(), OverBudget> {
-        self.grow_making_room(more, MakeRoom::Evicting)
+        let make_room = self
+            .account
+            .as_ref()
+            .map_or(MakeRoom::Evicting, |account| account.make_room);
+        self.grow_making_room(more, make_room)
     }
 
     /// Charge `more` bytes too, making room only as `make_room` allows.
@@ -485,6 +490,8 @@ pub struct UploadAccount {
     /// Bytes charged under this account and not yet given back, and whether the upload is
     /// still in progress.
     state: Mutex<(usize, bool)>,
+    /// How its charges make room when they do not fit.
+    make_room: MakeRoom,
 }
 
 impl fmt::Debug for UploadAccount {
@@ -499,10 +506,21 @@ impl fmt::Debug for UploadAccount {
 impl UploadAccount {
     /// The account of a new upload charging `budget`.
     pub fn new(budget: &Arc<MemoryBudget>) -> Arc<Self> {
+        Self::making_room(budget, MakeRoom::Evicting)
+    }
+
+    /// The account of an upload that the store makes of its own accord (a merge of appends):
+    /// its charges never evict a table, they fail instead.
+    pub fn without_evicting(budget: &Arc<MemoryBudget>) -> Arc<Self> {
+        Self::making_room(budget, MakeRoom::WithoutEvicting)
+    }
+
+    fn making_room(budget: &Arc<MemoryBudget>, make_room: MakeRoom) -> Arc<Self> {
         Arc::new(Self {
             budget: Arc::clone(budget),
             key: OnceLock::new(),
             state: Mutex::new((0, true)),
+            make_room,
         })
     }
 

@@ -10,13 +10,18 @@
 //! the merged batch), nor does what any reader receives but the batch boundaries.
 //!
 //! Not merged: segments mapped from their files (they cost no table memory), segments with a
-//! message carrying `app_metadata` (each batch's is kept, as uploaded), and keys whose schema
-//! has dictionaries (a batch's dictionaries may come from earlier appends).
+//! message carrying `app_metadata` (each batch's is kept, as uploaded), compressed batches
+//! (their size decompressed is not what they are charged), keys whose schema has dictionaries
+//! (a batch's dictionaries may come from earlier appends), keys capped by age (a merged
+//! segment ages as its newest append), and runs of more than a quarter of a key's row or byte
+//! cap (retention trims whole segments). A merge is charged to the budget without evicting
+//! anything: it is skipped rather than take another key's memory.
 
 use std::sync::Arc;
 
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, SchemaRef};
+use arrow::ipc::{self, MessageHeader};
 
 use crate::error::Result;
 use crate::protocol::encode::{FlightEncoder, TARGET_MESSAGE_BYTES};
@@ -24,7 +29,7 @@ use crate::protocol::key::TableKey;
 use crate::store::budget::UploadAccount;
 use crate::store::decode::MessageDecoder;
 use crate::store::slabs::{SlabPool, SlabWriter};
-use crate::store::table::{CachedTable, PlacedSegment, Segment};
+use crate::store::table::{CachedTable, PlacedSegment, Segment, StoredMessage, TableCounts};
 use crate::store::upload::TableUpload;
 
 /// A segment of at most this many bytes of Arrow data is small: merged with its neighbours.
@@ -40,39 +45,63 @@ fn mergeable_schema(schema: &SchemaRef) -> bool {
         .any(|field| matches!(field.data_type(), DataType::Dictionary(..)))
 }
 
-/// Whether `placed` may be merged with its neighbours.
-fn small(placed: &PlacedSegment) -> bool {
-    let segment = &placed.segment;
-    segment.file().is_none()
-        && segment.rows() > 0
-        && segment.bytes() <= SMALL_SEGMENT_BYTES
-        && segment
-            .messages()
-            .iter()
-            .all(|message| message.app_metadata.is_empty())
+/// Whether an upload's `messages` (of `counts`) may be merged with their neighbours: rows
+/// in at most [`SMALL_SEGMENT_BYTES`], a schema and uncompressed record batches without
+/// `app_metadata`.
+pub fn mergeable_messages(messages: &[StoredMessage], counts: TableCounts) -> bool {
+    counts.rows > 0
+        && counts.bytes <= SMALL_SEGMENT_BYTES
+        && messages.iter().all(|message| {
+            let Ok(header) = ipc::root_as_message(&message.header) else {
+                return false;
+            };
+            message.app_metadata.is_empty()
+                && match header.header_type() {
+                    MessageHeader::Schema => true,
+                    MessageHeader::RecordBatch => header
+                        .header_as_record_batch()
+                        .is_some_and(|batch| batch.compression().is_none()),
+                    _ => false,
+                }
+        })
 }
 
-/// The ids of `table`'s newest [`MERGE_AFTER`] segments, if they are all small. (A merged
-/// segment still small is merged again with the next ones: a row is copied a few times at
-/// most before its segment outgrows [`SMALL_SEGMENT_BYTES`].)
+/// How far back from the newest segment a run to merge is looked for: appends that arrive
+/// faster than merges keep up with are merged in order as far back as this.
+const LOOK_BACK: usize = 4 * MERGE_AFTER;
+
+/// The ids of the oldest [`MERGE_AFTER`] segments of the run of mergeable segments that ends
+/// with `table`'s newest, if it is that long. (A merged segment still small is merged again
+/// with the next ones: a row is copied a few times at most before its segment outgrows
+/// [`SMALL_SEGMENT_BYTES`].)
 ///
 /// Retention trims whole segments, so a key capped by rows or bytes merges only runs of at
 /// most a quarter of its cap: what it keeps beyond the cap stays under that quarter.
 pub fn run_to_merge(table: &CachedTable) -> Option<Vec<u64>> {
     let segments = table.segments();
-    let newest = segments.get(segments.len().checked_sub(MERGE_AFTER)?..)?;
-    if !newest.iter().all(small) || !mergeable_schema(table.schema()) {
+    let run_length = segments
+        .iter()
+        .rev()
+        .take(LOOK_BACK)
+        .take_while(|placed| placed.segment.mergeable())
+        .count();
+    if run_length < MERGE_AFTER {
         return None;
     }
+    let start = segments.len() - run_length;
+    let run = &segments[start..start + MERGE_AFTER];
     if let Some(retention) = table.retention() {
-        let rows: u64 = newest.iter().map(|placed| placed.segment.rows()).sum();
-        let bytes: u64 = newest.iter().map(|placed| placed.segment.bytes()).sum();
+        let rows: u64 = run.iter().map(|placed| placed.segment.rows()).sum();
+        let bytes: u64 = run.iter().map(|placed| placed.segment.bytes()).sum();
         let over = |total: u64, cap: Option<u64>| cap.is_some_and(|cap| total > cap / 4);
-        if over(rows, retention.max_rows) || over(bytes, retention.max_bytes) {
+        if retention.max_age_ms.is_some()
+            || over(rows, retention.max_rows)
+            || over(bytes, retention.max_bytes)
+        {
             return None;
         }
     }
-    Some(newest.iter().map(|placed| placed.id).collect())
+    mergeable_schema(table.schema()).then(|| run.iter().map(|placed| placed.id).collect())
 }
 
 /// One segment of `key` holding the rows of `run` (segments of `table`), in order, in as few
@@ -102,7 +131,9 @@ pub fn merge(
     let mut messages = vec![encoder.encode_schema(&schema, None)];
     messages.extend(encoder.encode_batch(&merged)?);
     drop(merged);
-    let memory = SlabWriter::new(Arc::clone(pool), UploadAccount::new(pool.budget()));
+    // Charged without evicting: a merge is skipped rather than take another key's memory.
+    let account = UploadAccount::without_evicting(pool.budget());
+    let memory = SlabWriter::new(Arc::clone(pool), account);
     let mut upload = TableUpload::new(key.clone(), memory, usize::MAX);
     for message in messages {
         upload.push(message)?;
@@ -248,7 +279,7 @@ mod tests {
     }
 
     #[test]
-    fn a_key_capped_below_four_runs_is_not_merged() {
+    fn keys_capped_below_four_runs_or_by_age_are_not_merged() {
         let store = store();
         let capped = |rows| crate::protocol::stream::Retention {
             max_rows: Some(rows),
@@ -266,6 +297,20 @@ mod tests {
             let segments = store.peek(&key).unwrap().table.segments().len();
             assert_eq!(segments == 1, merged, "cap {cap}: {segments} segments");
         }
+        // Capped by age: a merged segment would age as its newest append.
+        let aged = crate::protocol::stream::Retention {
+            max_age_ms: Some(3_600_000),
+            ..Default::default()
+        };
+        let key = TableKey::try_new("aged").unwrap();
+        for i in 0..MERGE_AFTER as i64 {
+            let segment = segment(store.budget(), &[numbers(i * 10..i * 10 + 10)]);
+            store.append(&key, segment, None, Some(aged), None).unwrap();
+        }
+        assert_eq!(
+            store.peek(&key).unwrap().table.segments().len(),
+            MERGE_AFTER
+        );
     }
 
     #[test]
@@ -277,7 +322,10 @@ mod tests {
         }
         let table = store.peek(&key()).unwrap();
         let ids = run_to_merge(&table.table).unwrap();
-        // A trim took the oldest meanwhile.
+        // Merged from the run as it was...
+        let run = segments_with_ids(&table.table, &ids).unwrap();
+        let merged = Arc::new(merge(&key(), &table.table, &run, &store.slab_pool()).unwrap());
+        // ...while a trim took the oldest.
         store.retain(
             &key(),
             Some(crate::protocol::stream::Retention {
@@ -285,8 +333,12 @@ mod tests {
                 ..Default::default()
             }),
         );
-        store.merge_run(&key(), table.id, &ids);
-        // (nothing was merged, so nothing is ready next: checked by the count below)
+        let mut trimmed = CachedTable::clone(&store.peek(&key()).unwrap().table);
+        assert!(
+            trimmed.replace_run(&ids, merged).is_none(),
+            "a stale run is refused"
+        );
+        assert_eq!(store.merge_run(&key(), table.id, &ids), None);
         let after = store.peek(&key()).unwrap().table;
         assert!(after.segments().len() > 1, "nothing was merged");
         assert_eq!(

@@ -98,6 +98,8 @@ pub struct StoredTable {
 pub struct Appended {
     /// The offset its first row took.
     pub first_offset: u64,
+    /// The id of the table it went to (its own, if it made the key).
+    pub table_id: u64,
     /// The append's own id (its segment's, which names its file on disk).
     pub id: u64,
 }
@@ -476,6 +478,7 @@ impl TableStore {
             self.insert_entry(&mut index, key.clone(), table, expiry, id, true);
             return Ok(Appended {
                 first_offset: 0,
+                table_id: id,
                 id,
             });
         }
@@ -519,7 +522,11 @@ impl TableStore {
         if let Some(ids) = merge {
             self.merge_later(key.clone(), table_id, ids);
         }
-        Ok(Appended { first_offset, id })
+        Ok(Appended {
+            first_offset,
+            table_id,
+            id,
+        })
     }
 
     /// The unused end of the slab that `key`'s last append filled, for its next append to go
@@ -536,11 +543,16 @@ impl TableStore {
     /// for a key that is gone, nor for one capped by retention to less than
     /// [`SHARED_SLAB_MIN_RETAINED_BYTES`]: a slab is freed only with its last append, so
     /// such a key's trimmed appends would keep their memory.
-    pub fn keep_open_slab(&self, key: &TableKey, open: OpenSlab) {
+    /// `table_id` is the table the append went to: a table that replaced it meanwhile does
+    /// not take it.
+    pub fn keep_open_slab(&self, key: &TableKey, table_id: u64, open: OpenSlab) {
         let given_up = {
             let Some(mut entry) = self.shared.tables.get_mut(key) else {
                 return;
             };
+            if entry.id != table_id {
+                return;
+            }
             let table = &entry.table;
             if table.retention().is_some() && table.bytes() < SHARED_SLAB_MIN_RETAINED_BYTES {
                 return;
@@ -593,6 +605,8 @@ impl TableStore {
                 }
                 match merge::merge(key, &stored.table, &run, &self.shared.slabs) {
                     Ok(segment) => Some(Arc::new(segment)),
+                    // No room without evicting: the next append tries again.
+                    Err(crate::Error::OverBudget { .. }) => None,
                     Err(err) => {
                         tracing::warn!(key = %key, error = %err, "cannot merge a key's appends");
                         None
@@ -636,13 +650,21 @@ impl TableStore {
         table.set_retention(retention);
         let trimmed = table.trim(now);
         let offsets = table.offsets();
+        // A cap too small for appends to share slabs (see `keep_open_slab`).
+        let small_cap =
+            table.retention().is_some() && table.bytes() < SHARED_SLAB_MIN_RETAINED_BYTES;
+        let given_up = if small_cap {
+            entry.open_slab.take()
+        } else {
+            None
+        };
         index.replace_retention(key, &mut entry);
         let (table_id, trim_at) = (entry.id, entry.trim_at);
         drop(entry);
         self.shared.wake_sweep_for(&index, trim_at);
         drop(index);
         self.shared.trimmed(key, table_id, &trimmed);
-        drop(trimmed);
+        drop((trimmed, given_up));
         Some(offsets)
     }
 

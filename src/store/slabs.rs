@@ -265,6 +265,9 @@ pub struct SlabWriter {
     account: Arc<UploadAccount>,
     /// The slab being filled, from the offset up to which it is reserved.
     current: Option<OpenSlab>,
+    /// The end of a slab the key's last append left open, filled before any fresh slab is
+    /// taken ([`resume`](Self::resume)).
+    resumable: Option<OpenSlab>,
     heap_bytes: usize,
     /// Address and length of the last body filled in place, which [`store`](Self::store) keeps
     /// as it is.
@@ -278,6 +281,7 @@ impl SlabWriter {
             pool,
             account,
             current: None,
+            resumable: None,
             heap_bytes: 0,
             last_filled: None,
         }
@@ -372,17 +376,21 @@ impl SlabWriter {
         let fits = matches!(&self.current, Some(open) if open.used + len <= SLAB_BYTES);
         if !fits {
             self.current = None; // its unused end is trimmed as it is dropped
-            match self.pool.take_slab(&self.account) {
-                Some(slab) => {
-                    self.current = Some(OpenSlab {
-                        slab: Arc::new(slab),
-                        used: 0,
-                    });
-                }
-                None => {
-                    let budget = self.pool.budget();
-                    return Err(budget.system_refused(SLAB_BYTES, Some(&self.account)));
-                }
+            let resumed = self.resumable.take();
+            match resumed.filter(|open| open.used + len <= SLAB_BYTES) {
+                Some(open) => self.current = Some(open),
+                None => match self.pool.take_slab(&self.account) {
+                    Some(slab) => {
+                        self.current = Some(OpenSlab {
+                            slab: Arc::new(slab),
+                            used: 0,
+                        });
+                    }
+                    None => {
+                        let budget = self.pool.budget();
+                        return Err(budget.system_refused(SLAB_BYTES, Some(&self.account)));
+                    }
+                },
             }
         }
         let OpenSlab { slab, used } = self.current.as_mut().expect("a slab was just ensured");
@@ -417,13 +425,12 @@ impl SlabWriter {
     }
 
     /// Go on filling `open`, the unused end of a slab an earlier upload left (the key's last
-    /// append), before taking a slab of its own: appends of a few MiB each then share huge
-    /// pages instead of each faulting in a fresh one and leaving most of it unused. Ignored
-    /// if this writer already fills a slab.
+    /// append), when this upload needs a slab, before taking a fresh one: appends of a few
+    /// MiB each then share huge pages instead of each faulting in one and leaving most of it
+    /// unused. Small bodies still go to the heap first, and an upload that needs no slab
+    /// hands `open` back from [`finish_open`](Self::finish_open).
     pub fn resume(&mut self, open: OpenSlab) {
-        if self.current.is_none() {
-            self.current = Some(open);
-        }
+        self.resumable = Some(open);
     }
 
     /// Done with this table: give back the unused end of the last slab.
@@ -437,7 +444,7 @@ impl SlabWriter {
     /// back its unused end beyond the huge page last written, and return it (`None` if full
     /// or if there is none).
     pub fn finish_open(mut self) -> Option<OpenSlab> {
-        let open = self.current.take()?;
+        let open = self.current.take().or_else(|| self.resumable.take())?;
         open.trim();
         (open.used < SLAB_BYTES).then_some(open)
     }
@@ -978,6 +985,16 @@ mod tests {
         for (i, copy) in kept.iter().enumerate() {
             assert!(copy.iter().all(|&b| b == i as u8 + 1), "append {i} changed");
         }
+
+        // A tiny append stays on the heap and hands the open end on untouched.
+        let mut tiny = new_writer(&pool);
+        tiny.resume(open.take().unwrap());
+        let small = tiny.copy(&body(100, 7)).unwrap();
+        let last = kept.last().unwrap();
+        assert_ne!(small.as_ptr() as usize, last.as_ptr() as usize + last.len());
+        open = tiny.finish_open();
+        assert_eq!(open.as_ref().unwrap().room(), SLAB_BYTES - (5 << 20));
+        drop(small);
 
         // A writer that already fills a slab of its own keeps it.
         let mut busy = new_writer(&pool);

@@ -80,6 +80,9 @@ pub struct Segment {
     counts: TableCounts,
     /// The file it was mapped from, for a segment that came back from disk at startup.
     file: Option<Arc<TableFile>>,
+    /// Whether it may be merged with its neighbours ([`crate::store::merge`]), decided once
+    /// when it is made.
+    mergeable: bool,
 }
 
 /// A table's rows, Arrow bytes and record batches.
@@ -113,12 +116,14 @@ impl Segment {
         metadata: Charge,
         counts: TableCounts,
     ) -> Self {
+        let mergeable = crate::store::merge::mergeable_messages(&messages, counts);
         Self {
             schema,
             messages,
             _metadata: metadata,
             counts,
             file: None,
+            mergeable,
         }
     }
 
@@ -133,6 +138,7 @@ impl Segment {
     ) -> Self {
         Self {
             file: Some(file),
+            mergeable: false,
             ..Self::from_validated(schema, messages, metadata, counts)
         }
     }
@@ -142,6 +148,12 @@ impl Segment {
     /// before they are first served.
     pub fn file(&self) -> Option<&Arc<TableFile>> {
         self.file.as_ref()
+    }
+
+    /// Whether it may be merged with its neighbours: small, in table memory, of rows, and
+    /// of plain record batches (see [`crate::store::merge`]).
+    pub fn mergeable(&self) -> bool {
+        self.mergeable
     }
 
     /// The upload's Arrow schema, with its metadata.
