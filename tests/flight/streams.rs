@@ -74,6 +74,17 @@ fn capped_at(rows: u64) -> PutOptions {
     }
 }
 
+/// How many table files the data directory `dir` holds.
+fn arrow_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("tables"))
+        .unwrap()
+        .filter(|e| {
+            let path = e.as_ref().unwrap().path();
+            path.extension().is_some_and(|x| x == "arrow")
+        })
+        .count()
+}
+
 /// A server keeping its tables in `dir`.
 fn on_disk(dir: &std::path::Path, durability: Durability) -> ServerConfig {
     ServerConfig {
@@ -586,17 +597,8 @@ async fn appends_come_back_after_a_restart_as_segments_of_their_own() {
                 .unwrap();
         }
         server.shutdown_and_wait().await;
-        let files = |dir: &std::path::Path| {
-            std::fs::read_dir(dir.join("tables"))
-                .unwrap()
-                .filter(|e| {
-                    let path = e.as_ref().unwrap().path();
-                    path.extension().is_some_and(|x| x == "arrow")
-                })
-                .count()
-        };
         assert_eq!(
-            files(dir.path()),
+            arrow_files(dir.path()),
             3,
             "one file per kept append ({durability:?})"
         );
@@ -630,7 +632,7 @@ async fn appends_come_back_after_a_restart_as_segments_of_their_own() {
         let rows: Vec<i64> = triples(&got).iter().map(|t| t.2).collect();
         assert_eq!(rows, (45..70).collect::<Vec<_>>());
         server.shutdown_and_wait().await;
-        assert_eq!(files(dir.path()), 3, "{durability:?}");
+        assert_eq!(arrow_files(dir.path()), 3, "{durability:?}");
     }
 }
 
@@ -915,17 +917,11 @@ async fn tiny_appends_merge_in_memory_and_come_back_whole_after_trims_and_a_rest
             );
         }
         // A trim takes a merged segment whole (its 190 appends), and their files with it.
-        client
-            .retain(
-                &key("k"),
-                Retention {
-                    max_rows: Some(40),
-                    ..Retention::default()
-                },
-            )
-            .await
-            .unwrap();
-        let offsets = client.info(&key("k")).await.unwrap().offsets.unwrap();
+        let capped = Retention {
+            max_rows: Some(40),
+            ..Retention::default()
+        };
+        let offsets = client.retain(&key("k"), capped).await.unwrap();
         let kept = rows_from(&mut client, "k", offsets.earliest_offset).await.0;
         assert!(
             kept.len() >= 40 && kept.len() < 100,
@@ -934,19 +930,8 @@ async fn tiny_appends_merge_in_memory_and_come_back_whole_after_trims_and_a_rest
         );
         drop(following);
         server.shutdown_and_wait().await;
-
-        let files = std::fs::read_dir(dir.path().join("tables"))
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "arrow")
-            })
-            .count();
         assert_eq!(
-            files,
+            arrow_files(dir.path()),
             kept.len() / ROWS as usize,
             "{durability:?}: a file per kept append"
         );
