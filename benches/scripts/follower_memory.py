@@ -23,7 +23,8 @@ import time
 import pyarrow as pa
 import pyarrow.flight as flight
 
-MIB = 1 << 20
+from streams import MIB  # benches/scripts/streams.py
+
 FOLLOW = flight.FlightCallOptions(headers=[(b"x-flightcache-follow", b"1")])
 
 

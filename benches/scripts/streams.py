@@ -129,15 +129,13 @@ def fc_follower(url, key, count, start, ready, results):
     warm_up()
     ready.put(True)
     seen = {}
-    bytes_in = 0
     while len(seen) < count:
         chunk = reader.read_chunk().data
         now = time.monotonic_ns()
         seq = chunk.column(0)[0].as_py()
-        bytes_in += chunk.nbytes
         if seq >= 0:
             seen[seq] = now
-    results.put((seen, bytes_in))
+    results.put(seen)
 
 
 def redis_follower(port, key, count, ready, results):
@@ -155,7 +153,7 @@ def redis_follower(port, key, count, ready, results):
                 seq = table.column(0)[0].as_py()
                 if seq >= 0:
                     seen[seq] = now
-    results.put((seen, 0))
+    results.put(seen)
 
 
 def redis_async_followers(port, key, count, tasks, ready, results):
@@ -179,7 +177,7 @@ def redis_async_followers(port, key, count, tasks, ready, results):
         return await asyncio.gather(*(one() for _ in range(tasks)))
 
     for seen in asyncio.run(all_of_them()):
-        results.put((seen, 0))
+        results.put(seen)
 
 
 def spawn(target, args, n):
@@ -206,7 +204,7 @@ def measure_latency(followers_started, append, appends, interval):
         time.sleep(interval)
     latencies = []
     for _ in range(count):
-        seen, _ = results.get()
+        seen = results.get()
         latencies += [seen[seq] - acked[seq] for seq in range(appends)]
     for process in processes:
         process.join()
@@ -274,7 +272,7 @@ def measure_fanout(processes, ready, results, append, followers, appends, rows):
         append(seq)
     ends = []
     for _ in range(followers):
-        seen, _ = results.get()
+        seen = results.get()
         ends.append(max(seen.values()))
     for process in processes:
         process.join()

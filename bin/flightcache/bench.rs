@@ -43,9 +43,9 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         let followers = followers as usize;
         spinner.set_message(format!("{followers} followers"));
         let interval = std::time::Duration::from_millis(args.interval_ms);
-        let rows = args.append_rows.max(1);
         let report =
-            bench::followers::run(&url, followers, args.appends.max(1), rows, interval).await?;
+            bench::followers::run(&url, followers, args.appends, args.append_rows, interval)
+                .await?;
         spinner.finish_and_clear();
         return print_report(&mut out, args.json, &report, || report.to_text());
     }

@@ -14,6 +14,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use futures::StreamExt;
 use serde::Serialize;
 
+use crate::bench::latency::quantile;
 use crate::error::{Error, Result};
 use crate::protocol::key::TableKey;
 use crate::protocol::stream::ReadFrom;
@@ -86,7 +87,7 @@ pub async fn run(
     interval: Duration,
 ) -> Result<FollowersReport> {
     // At least one of each: the percentiles need a latency.
-    let (followers, appends) = (followers.max(1), appends.max(1));
+    let (followers, appends, rows) = (followers.max(1), appends.max(1), rows.max(1));
     let key = TableKey::try_new(format!("bench/followers-{}", std::process::id()))?;
     let append = PutOptions {
         append: true,
@@ -156,8 +157,8 @@ pub async fn run(
     }
     producer.drop_table(&key).await?;
     latencies.sort_by(f64::total_cmp);
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
-    // The first append's acknowledgement less its own latency: when it was sent, about.
+    let at = |q: f64| quantile(&latencies, q);
+    // From the first append's acknowledgement: it was sent a round trip before.
     let seconds = last_receipt
         .saturating_sub(first_append)
         .as_secs_f64()

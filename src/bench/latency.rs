@@ -2,7 +2,7 @@
 //! table, one at a time per client, for latency percentiles and operations per second.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
@@ -53,9 +53,9 @@ pub struct LatencyReport {
 }
 
 /// The `q` quantile (0..=1) of sorted `samples`, nearest-rank.
-pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+pub fn quantile<T: Copy + Default>(sorted: &[T], q: f64) -> T {
     if sorted.is_empty() {
-        return Duration::ZERO;
+        return T::default();
     }
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
@@ -155,6 +155,8 @@ impl LatencyReport {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -163,6 +165,6 @@ mod tests {
         assert_eq!(quantile(&samples, 0.5), Duration::from_micros(50));
         assert_eq!(quantile(&samples, 0.99), Duration::from_micros(99));
         assert_eq!(quantile(&samples, 1.0), Duration::from_micros(100));
-        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
+        assert_eq!(quantile::<Duration>(&[], 0.5), Duration::ZERO);
     }
 }

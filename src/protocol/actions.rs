@@ -213,11 +213,14 @@ impl TryFrom<Action> for CacheAction {
                         expected: "JSON {\"key\": \"k\", \"max_rows\": 1000} (or max_bytes, \
                                    max_age_ms; none: uncapped)",
                     })?;
-                request.retention.check().map_err(|_| ActionProblem::Body {
-                    action: RETAIN,
-                    expected: "JSON {\"key\": \"k\", \"max_rows\": 1000} with limits over 0 \
-                               (max_rows, max_bytes, max_age_ms up to 100 years; none: uncapped)",
-                })?;
+                if !request.retention.is_usable() {
+                    return Err(ActionProblem::Body {
+                        action: RETAIN,
+                        expected: "JSON {\"key\": \"k\", \"max_rows\": 1000} with limits over \
+                                   0 (max_rows, max_bytes, max_age_ms up to 100 years; none: \
+                                   uncapped)",
+                    });
+                }
                 Ok(CacheAction::Retain {
                     key: TableKey::try_new(request.key.as_str())?,
                     retention: request.retention,

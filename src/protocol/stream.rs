@@ -138,17 +138,10 @@ impl Retention {
     }
 
     /// Whether every limit set is usable: over 0, and an age of at most 100 years.
-    ///
-    /// # Errors
-    /// What is wrong, in words.
-    pub fn check(&self) -> Result<(), &'static str> {
-        if self.max_rows == Some(0) || self.max_bytes == Some(0) || self.max_age_ms == Some(0) {
-            return Err("limits over 0 (leave a limit out to not cap by it)");
-        }
-        if self.max_age().is_some_and(|age| age > MAX_TTL) {
-            return Err("an age of at most 100 years");
-        }
-        Ok(())
+    pub fn is_usable(&self) -> bool {
+        let zero =
+            self.max_rows == Some(0) || self.max_bytes == Some(0) || self.max_age_ms == Some(0);
+        !zero && self.max_age().is_none_or(|age| age <= MAX_TTL)
     }
 
     /// The age limit.

@@ -121,11 +121,7 @@ impl DisplayAs for TableScanExec {
             f,
             "TableScanExec: rows={}, batches={}",
             self.table.rows(),
-            self.table
-                .segments()
-                .iter()
-                .map(|placed| placed.segment.batches())
-                .sum::<u64>()
+            self.table.batches()
         )?;
         if let Some(projection) = &self.projection {
             write!(f, ", projection={projection:?}")?;

@@ -141,19 +141,6 @@ pub fn merge(
     upload.finish()
 }
 
-/// The segments of `table` with `ids`, if they are still all there, in that order.
-pub fn segments_with_ids(table: &CachedTable, ids: &[u64]) -> Option<Vec<PlacedSegment>> {
-    let segments = table.segments();
-    let start = segments
-        .iter()
-        .position(|placed| Some(&placed.id) == ids.first())?;
-    let run = segments.get(start..start + ids.len())?;
-    run.iter()
-        .map(|placed| placed.id)
-        .eq(ids.iter().copied())
-        .then(|| run.to_vec())
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -323,8 +310,8 @@ mod tests {
         let table = store.peek(&key()).unwrap();
         let ids = run_to_merge(&table.table).unwrap();
         // Merged from the run as it was...
-        let run = segments_with_ids(&table.table, &ids).unwrap();
-        let merged = Arc::new(merge(&key(), &table.table, &run, &store.slab_pool()).unwrap());
+        let run = table.table.run_with_ids(&ids).unwrap();
+        let merged = Arc::new(merge(&key(), &table.table, run, &store.slab_pool()).unwrap());
         // ...while a trim took the oldest.
         store.retain(
             &key(),

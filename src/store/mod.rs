@@ -45,6 +45,12 @@ use table::{CachedTable, Segment};
 /// of the key's memory unfreed (see [`TableStore::keep_open_slab`]).
 pub const SHARED_SLAB_MIN_RETAINED_BYTES: u64 = 4 * SLAB_BYTES as u64;
 
+/// Whether `table`'s appends share slabs: it is uncapped, or holds at least
+/// [`SHARED_SLAB_MIN_RETAINED_BYTES`].
+fn shares_slabs(table: &CachedTable) -> bool {
+    table.retention().is_none() || table.bytes() >= SHARED_SLAB_MIN_RETAINED_BYTES
+}
+
 /// What the cache does when an upload needs memory the budget does not have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Eviction {
@@ -553,8 +559,7 @@ impl TableStore {
             if entry.id != table_id {
                 return;
             }
-            let table = &entry.table;
-            if table.retention().is_some() && table.bytes() < SHARED_SLAB_MIN_RETAINED_BYTES {
+            if !shares_slabs(&entry.table) {
                 return;
             }
             entry.open_slab.replace(open)
@@ -586,14 +591,14 @@ impl TableStore {
 
     /// Merge the segments `ids` of `key`'s table `table_id` into one, if they are still
     /// there, and put it in their place; the next run to merge, if there is one already.
-    /// Skipped while the budget has less room than twice their size: a merge must never make
-    /// the store evict.
+    /// The merged copy is charged without evicting (a merge never takes another key's
+    /// memory); while the budget plainly lacks the room for it, no merge is attempted.
     pub(crate) fn merge_run(&self, key: &TableKey, table_id: u64, ids: &[u64]) -> Option<Vec<u64>> {
         let merged = self
             .peek(key)
             .filter(|stored| stored.id == table_id)
             .and_then(|stored| {
-                let run = merge::segments_with_ids(&stored.table, ids)?;
+                let run = stored.table.run_with_ids(ids)?;
                 let bytes: u64 = run.iter().map(|placed| placed.segment.bytes()).sum();
                 let room = self
                     .shared
@@ -603,7 +608,7 @@ impl TableStore {
                 if room.is_some_and(|room| room < 2 * bytes + (1 << 20)) {
                     return None;
                 }
-                match merge::merge(key, &stored.table, &run, &self.shared.slabs) {
+                match merge::merge(key, &stored.table, run, &self.shared.slabs) {
                     Ok(segment) => Some(Arc::new(segment)),
                     // No room without evicting: the next append tries again.
                     Err(crate::Error::OverBudget { .. }) => None,
@@ -650,13 +655,9 @@ impl TableStore {
         table.set_retention(retention);
         let trimmed = table.trim(now);
         let offsets = table.offsets();
-        // A cap too small for appends to share slabs (see `keep_open_slab`).
-        let small_cap =
-            table.retention().is_some() && table.bytes() < SHARED_SLAB_MIN_RETAINED_BYTES;
-        let given_up = if small_cap {
-            entry.open_slab.take()
-        } else {
-            None
+        let given_up = match shares_slabs(table) {
+            true => None,
+            false => entry.open_slab.take(),
         };
         index.replace_retention(key, &mut entry);
         let (table_id, trim_at) = (entry.id, entry.trim_at);

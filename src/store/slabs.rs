@@ -434,10 +434,10 @@ impl SlabWriter {
     }
 
     /// Done with this table: give back the unused end of the last slab.
-    pub fn finish(mut self) {
-        if let Some(open) = self.current.take() {
-            open.trim();
-        }
+    pub fn finish(self) {
+        // Dropped, the open end is trimmed if the table's bodies use the slab, and a slab
+        // they do not use goes back to the pool whole (`OpenSlab::drop`).
+        drop(self.current);
     }
 
     /// Done with this upload, whose key's next append may go on filling the last slab: give

@@ -281,19 +281,36 @@ impl CachedTable {
         first_offset
     }
 
+    /// The segments whose ids are `ids` (consecutive, oldest first), if they are all still
+    /// there, in that order.
+    pub fn run_with_ids(&self, ids: &[u64]) -> Option<&[PlacedSegment]> {
+        let start = self.run_start(ids)?;
+        Some(&self.segments[start..start + ids.len()])
+    }
+
+    /// Where the segments whose ids are `ids` start, if they are all still there, in order.
+    fn run_start(&self, ids: &[u64]) -> Option<usize> {
+        let start = self
+            .segments
+            .iter()
+            .position(|placed| Some(&placed.id) == ids.first())?;
+        let run = self.segments.get(start..start + ids.len())?;
+        run.iter()
+            .map(|placed| placed.id)
+            .eq(ids.iter().copied())
+            .then_some(start)
+    }
+
     /// Replace the segments whose ids are `ids` (consecutive, oldest first) with `merged`,
     /// which holds their rows: it takes the first's offset and the last's id and age (so age
     /// retention keeps its rows as long as the newest of them). Returns the segments replaced,
     /// or `None`, changing nothing, if they are no longer all there in that order or hold
     /// other rows than `merged` (a trim or a replace got there first).
     pub fn replace_run(&mut self, ids: &[u64], merged: Arc<Segment>) -> Option<Vec<PlacedSegment>> {
-        let start = self
-            .segments
-            .iter()
-            .position(|placed| Some(&placed.id) == ids.first())?;
-        let run = self.segments.get(start..start + ids.len())?;
+        let start = self.run_start(ids)?;
+        let run = &self.segments[start..start + ids.len()];
         let rows: u64 = run.iter().map(|placed| placed.segment.rows()).sum();
-        if !run.iter().map(|placed| placed.id).eq(ids.iter().copied()) || rows != merged.rows() {
+        if rows != merged.rows() {
             return None;
         }
         let last = &run[run.len() - 1];
@@ -341,6 +358,12 @@ impl CachedTable {
     /// Number of rows kept.
     pub fn rows(&self) -> u64 {
         self.counts.rows
+    }
+
+    /// Number of record batches kept.
+    #[cfg(any(feature = "sql", test))]
+    pub fn batches(&self) -> u64 {
+        self.counts.batches
     }
 
     /// Bytes of Arrow data kept: the sum of the IPC message bodies (the Arrow buffers, with
@@ -871,8 +894,7 @@ pub(crate) mod tests {
         let budget = MemoryBudget::new(None);
         let table = three_appends(&budget);
         assert_eq!((table.earliest_offset(), table.next_offset()), (0, 30));
-        let batches: u64 = table.segments().iter().map(|p| p.segment.batches()).sum();
-        assert_eq!((table.rows(), batches), (30, 4));
+        assert_eq!((table.rows(), table.batches()), (30, 4));
         for from in 0..=31 {
             let (numbers, words) = read_back(table.messages_from(from).unwrap());
             let expected: Vec<i64> = (from.min(30) as i64..30).collect();

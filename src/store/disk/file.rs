@@ -99,13 +99,8 @@ pub struct SegmentPlace {
 impl SegmentPlace {
     /// The place of a put's table, stored now: a table of its own, from row 0.
     pub fn put_now() -> Self {
-        let added = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| {
-                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-            });
         Self {
-            added_unix_ms: Some(added),
+            added_unix_ms: Some(super::unix_ms(std::time::SystemTime::now())),
             ..Self::default()
         }
     }

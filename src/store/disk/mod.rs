@@ -725,10 +725,9 @@ impl DataDir {
             let size = dir.rename_into_place(&owned, id, &temp).inspect_err(|_| {
                 fs::remove_file(&temp).ok();
             })?;
-            files
-                .entry(key_digest(&owned))
-                .or_default()
-                .insert(id, Some(size));
+            // Recorded; an append that makes the key takes the files of a table that
+            // expired unswept with it.
+            dir.forget_older(&mut files, &owned, table_id.unwrap_or(id), id, Some(size));
             drop(files);
             dir.sync_dir();
             Ok::<_, io::Error>(true)
@@ -749,25 +748,18 @@ impl DataDir {
         let appended = self
             .store
             .append(key, Arc::clone(segment), ttl, retention, Some(at));
-        let digest = key_digest(key);
-        let mut files = self.lock_files();
-        let versions = files.entry(digest.clone()).or_default();
-        let gone: Vec<u64> = match (&appended, table_id) {
+        if appended.is_err() {
             // Moved after all: its file goes.
-            (Err(_), _) => vec![id],
-            // It created the key: the files of a table that expired unswept go.
-            (Ok(_), None) => versions.range(..id).map(|(&version, _)| version).collect(),
-            (Ok(_), Some(_)) => Vec::new(),
-        };
-        for version in &gone {
-            self.remove_files(&digest, *version);
-            versions.remove(version);
-        }
-        if versions.is_empty() {
-            files.remove(&digest);
-        }
-        drop(files);
-        if !gone.is_empty() {
+            let digest = key_digest(key);
+            let mut files = self.lock_files();
+            self.remove_files(&digest, id);
+            if let Some(versions) = files.get_mut(&digest) {
+                versions.remove(&id);
+                if versions.is_empty() {
+                    files.remove(&digest);
+                }
+            }
+            drop(files);
             self.sync_dir();
         }
         Ok(appended)
@@ -803,7 +795,6 @@ impl DataDir {
         io_failure(key, err)
     }
 
-    /// Write `table`'s file under `tmp/`, synced; its path.
     /// Write `segment`'s file under `tmp/` (with `table`'s schema, for an append), synced.
     fn write_temp(
         &self,
@@ -1091,12 +1082,11 @@ impl DataDir {
                 Expiry::after(self.store.clock().now(), left).map(|at| Expiry { ttl, ..at })
             });
             let clock_now = self.store.clock().now();
-            let has_sidecar = sidecar_path_exists(&self.tables, &digest, table_id);
             let mut files = self.lock_files();
             let versions = files.entry(digest.clone()).or_default();
-            if has_sidecar {
-                versions.entry(table_id).or_insert(None);
-            }
+            // The table's own id names its `.ttl`, if it has one (a missing file is no
+            // matter to `remove_files`).
+            versions.entry(table_id).or_insert(None);
             let placed: Vec<_> = segments
                 .into_iter()
                 .map(|(id, segment, file)| {
@@ -1265,10 +1255,6 @@ struct Sidecar {
 }
 
 /// Whether table `id` of the key of `digest` has a `.ttl` file in `tables`.
-fn sidecar_path_exists(tables: &Path, digest: &str, id: u64) -> bool {
-    tables.join(format!("{digest}-{id:020}.ttl")).exists()
-}
-
 fn read_sidecar(path: &Path) -> Option<Sidecar> {
     let mut text = String::new();
     File::open(path).ok()?.read_to_string(&mut text).ok()?;
