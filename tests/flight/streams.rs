@@ -950,3 +950,44 @@ async fn tiny_appends_merge_in_memory_and_come_back_whole_after_trims_and_a_rest
         server.shutdown_and_wait().await;
     }
 }
+
+#[tokio::test]
+async fn a_gap_in_a_keys_files_keeps_its_time_to_live_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = on_disk(dir.path(), Durability::Always);
+    let server = TestServer::start_with(config.clone()).await;
+    let mut client = server.client().await;
+    let put = futures::stream::iter([Ok(batch(0, 0, 0, 5))]);
+    client
+        .put_with(&key("k"), schema(), put, &PutOptions::default())
+        .await
+        .unwrap();
+    for seq in 1..3 {
+        append(&mut client, "k", vec![batch(0, seq, seq * 5, 5)])
+            .await
+            .unwrap();
+    }
+    // A deadline set later lives in the table's `.ttl` file, not in its data files.
+    client
+        .expire(&key("k"), Duration::from_secs(600))
+        .await
+        .unwrap();
+    server.shutdown_and_wait().await;
+    // The middle append's file is lost: the put's rows before the gap are not served.
+    let mut data: Vec<_> = std::fs::read_dir(dir.path().join("tables"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|x| x == "arrow"))
+        .collect();
+    data.sort();
+    assert_eq!(data.len(), 3);
+    std::fs::remove_file(&data[1]).unwrap();
+
+    let server = TestServer::start_with(config).await;
+    let mut client = server.client().await;
+    let info = client.info(&key("k")).await.unwrap();
+    assert_eq!(info.offsets.unwrap().earliest_offset, 10);
+    let ttl = info.ttl.expect("the key's time to live outlived the gap");
+    assert!(ttl > Duration::from_secs(500), "{ttl:?}");
+    server.shutdown_and_wait().await;
+}

@@ -920,13 +920,18 @@ impl DataDir {
     /// Remove the data and deadline files of `digest`'s put `id`, if there are any.
     fn remove_files(&self, digest: &str, id: u64) {
         for extension in ["arrow", "ttl"] {
-            let path = self.tables.join(format!("{digest}-{id:020}.{extension}"));
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(err) => {
-                    tracing::warn!(file = %path.display(), error = %err, "cannot remove a file of the data directory")
-                }
+            self.remove_file(digest, id, extension);
+        }
+    }
+
+    /// Remove the `extension` file of version `id` of the key of `digest`, if it is there.
+    fn remove_file(&self, digest: &str, id: u64, extension: &str) {
+        let path = self.tables.join(format!("{digest}-{id:020}.{extension}"));
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(file = %path.display(), error = %err, "cannot remove a file of the data directory")
             }
         }
     }
@@ -1139,8 +1144,10 @@ impl DataDir {
                  the gap are not served"
             );
         }
+        // Their data files only: the table's `.ttl`, named by its put's id, is the table's,
+        // which keeps its later segments.
         for (id, ..) in segments.drain(..start) {
-            self.remove_files(digest, id);
+            self.remove_file(digest, id, "arrow");
         }
         segments
     }
@@ -1170,12 +1177,7 @@ impl OnRemove for DataDir {
         };
         for id in ids {
             if versions.get(id).is_some_and(Option::is_some) {
-                let path = self.tables.join(format!("{digest}-{id:020}.arrow"));
-                if let Err(err) = fs::remove_file(&path)
-                    && err.kind() != io::ErrorKind::NotFound
-                {
-                    tracing::warn!(file = %path.display(), error = %err, "cannot remove a file of the data directory");
-                }
+                self.remove_file(&digest, *id, "arrow");
                 if *id == table_id {
                     versions.insert(*id, None);
                 } else {
