@@ -74,15 +74,20 @@ fn capped_at(rows: u64) -> PutOptions {
     }
 }
 
+/// The table files the data directory `dir` holds, by name.
+fn arrow_file_paths(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir.join("tables"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|x| x == "arrow"))
+        .collect();
+    paths.sort();
+    paths
+}
+
 /// How many table files the data directory `dir` holds.
 fn arrow_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir.join("tables"))
-        .unwrap()
-        .filter(|e| {
-            let path = e.as_ref().unwrap().path();
-            path.extension().is_some_and(|x| x == "arrow")
-        })
-        .count()
+    arrow_file_paths(dir).len()
 }
 
 /// A server keeping its tables in `dir`.
@@ -974,12 +979,7 @@ async fn a_gap_in_a_keys_files_keeps_its_time_to_live_after_a_restart() {
         .unwrap();
     server.shutdown_and_wait().await;
     // The middle append's file is lost: the put's rows before the gap are not served.
-    let mut data: Vec<_> = std::fs::read_dir(dir.path().join("tables"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|x| x == "arrow"))
-        .collect();
-    data.sort();
+    let data = arrow_file_paths(dir.path());
     assert_eq!(data.len(), 3);
     std::fs::remove_file(&data[1]).unwrap();
 
