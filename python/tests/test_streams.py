@@ -161,3 +161,62 @@ def test_an_append_needs_the_write_right_and_a_follower_the_read_right(start_ser
         follow_options = flight.FlightCallOptions(headers=[*alice, (b"x-flightcache-follow", b"1")])
         client.do_get(flight.Ticket(b"elsewhere"), options=follow_options).read_all()
     client.close()
+
+
+def _from(start):
+    return flight.FlightCallOptions(headers=[(b"x-flightcache-from", str(start).encode())])
+
+
+def _put_compressed(client, key, table):
+    """Put `table` as pyarrow sends it with LZ4 compression: one compressed message a chunk."""
+    options = flight.FlightCallOptions(write_options=pa.ipc.IpcWriteOptions(compression="lz4"))
+    writer, _ = client.do_put(flight.FlightDescriptor.for_command(key), table.schema, options=options)
+    writer.write_table(table)
+    writer.close()
+
+
+def test_a_read_from_inside_a_compressed_nested_batch_gets_exactly_the_rest(client):
+    # Stored as sent (compressed, nested: never re-split), so a read from inside it gets the
+    # rest of that one batch decoded and encoded again.
+    count = 100_000
+    table = pa.table(
+        {
+            "n": pa.array(range(count), pa.int64()),
+            "lists": pa.array([[i, i + 1] if i % 5 else None for i in range(count)], pa.list_(pa.int64())),
+            "s": pa.array([f"row {i}" for i in range(count)]),
+        }
+    )
+    assert table["n"].num_chunks == 1
+    _put_compressed(client, "packed", table)
+    for start in (1, 12_345, count - 1):
+        got = client.do_get(flight.Ticket("packed"), options=_from(start)).read_all()
+        assert got.equals(table.slice(start)), start
+    # A follower from inside the batch gets its rest, then what is appended.
+    reader = follow(client, "packed", 54_321)
+    assert append(client, "packed", table.slice(0, 10))["first_offset"] == count
+    got = []
+    while sum(chunk.num_rows for chunk in got) < count - 54_321 + 10:
+        got.append(reader.read_chunk().data)
+    reader.cancel()
+    assert pa.Table.from_batches(got).equals(pa.concat_tables([table.slice(54_321), table.slice(0, 10)]))
+
+
+def test_a_read_the_budget_cannot_copy_a_batch_for_is_refused_naming_where_to_start(start_server):
+    server = start_server("--max-memory", "64MiB", "--eviction", "noeviction")
+    client = flight.connect(server.url)
+    # 128 MiB of zeros, compressed to well under 1 MiB: stored compressed, in one message.
+    count = 16 << 20
+    table = pa.table({"z": pa.repeat(pa.scalar(0, pa.int64()), count)})
+    _put_compressed(client, "zeros", table)
+    # From its first row the batch is sent as stored; from inside it, it would be decompressed.
+    assert client.do_get(flight.Ticket("zeros")).read_all().num_rows == count
+    with pytest.raises(
+        pa.ArrowInvalid,
+        match=rf"resource exhausted.*row 5 of .zeros. is inside a stored batch \(rows 0\.\.{count}\).*"
+        rf"memory budget of 64\.00 MiB.*Read from row 0 or {count}",
+    ):
+        client.do_get(flight.Ticket("zeros"), options=_from(5)).read_all()
+    assert client.do_get(flight.Ticket("zeros"), options=_from(count)).read_all().num_rows == 0
+    stats = json.loads(action(client, "stats"))
+    assert stats["memory_used"] < 4 << 20, stats
+    client.close()

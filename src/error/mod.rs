@@ -113,6 +113,33 @@ pub enum Error {
         earliest: u64,
     },
 
+    /// A read from a row inside a stored batch, which must encode the rest of that batch
+    /// again, and the memory budget had no room for it.
+    #[error(
+        "row {offset} of {} is inside a stored batch (rows {}..{}), whose rest must be copied \
+         to be sent from there: {} more, and the server's memory budget of {} \
+         (--max-memory) has no room for it now ({} in use). Read from \
+         row {} or {}, which copies nothing, or retry later",
+        key.quoted(),
+        batch.start,
+        batch.end,
+        HumanBytes(refusal.needed as u64),
+        HumanBytes(refusal.limit as u64),
+        HumanBytes(refusal.used as u64),
+        batch.start,
+        batch.end
+    )]
+    ReadOverBudget {
+        /// The key read.
+        key: TableKey,
+        /// The row asked for.
+        offset: u64,
+        /// The rows of the stored batch it is inside.
+        batch: std::ops::Range<u64>,
+        /// What the budget could not make room for.
+        refusal: Box<OverBudget>,
+    },
+
     /// The server is stopping: a follower's stream ends.
     #[error(
         "the server is stopping; reconnect and resume from the offset after the rows you have \
@@ -772,6 +799,7 @@ impl Error {
             Error::MessageTooLarge { .. }
             | Error::TooManyUploads { .. }
             | Error::OverBudget { .. }
+            | Error::ReadOverBudget { .. }
             | Error::TooManyUploadsOnConnection { .. }
             | Error::TooManyUploadsFromCaller { .. } => Code::ResourceExhausted,
             Error::Unimplemented { .. }

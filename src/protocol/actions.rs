@@ -449,7 +449,9 @@ pub struct StoreStats {
     /// Keys removed because their time to live ran out since the server started.
     #[serde(default)]
     pub expirations: u64,
-    /// Uploads refused because the memory budget had no room, since the server started.
+    /// Uploads refused because the memory budget had no room, since the server started (and
+    /// the queries and reads refused for the memory they needed: a sort, the rest of a batch
+    /// a read starts inside).
     #[serde(default)]
     pub rejected_uploads: u64,
     /// Tables whose file is in the data directory (`serve --data-dir`; 0 without one).

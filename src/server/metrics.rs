@@ -154,7 +154,7 @@ fn describe() {
     );
     describe_counter!(
         "flightcache_rejected_uploads_total",
-        "Uploads refused because the memory budget had no room."
+        "Uploads (and queries or reads needing memory) refused because the memory budget had no room."
     );
     describe_counter!(
         "flightcache_trimmed_rows_total",

@@ -462,7 +462,7 @@ impl FlightCacheService {
             .start_of(reading.from)
             .map_err(|err| err.for_read(&key))?;
         let messages = table
-            .messages_from(start)
+            .messages_from(start, self.store.budget(), &key)
             .map_err(|err| err.for_read(&key))?;
         tracing::debug!(
             rows = table.rows(),

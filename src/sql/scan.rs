@@ -181,9 +181,7 @@ impl ExecutionPlan for TableScanExec {
             .map_err(|err| DataFusionError::ArrowError(Box::new(err), None))?;
         let mut left = self.limit.unwrap_or(usize::MAX);
         // Every kept segment's messages in order (a reference count each, not a copy).
-        let mut messages = table
-            .messages_from(table.earliest_offset())
-            .map_err(|_| DataFusionError::Internal("the table's earliest row is kept".into()))?;
+        let mut messages = table.messages();
         // The rest of a large stored batch, handed out in slices (views, no copy), so that
         // each step of the query and of the answer's encoding works on a bounded piece.
         let mut pending: Option<(RecordBatch, usize, usize)> = None;

@@ -209,7 +209,8 @@ impl MemoryBudget {
         self.uploading.load(Ordering::Relaxed)
     }
 
-    /// Charges refused since the budget was made: each one failed an upload.
+    /// Charges refused since the budget was made: each one failed an upload, a query or a
+    /// read that had to copy rows.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
     }
@@ -513,6 +514,16 @@ impl UploadAccount {
     /// its charges never evict a table, they fail instead.
     pub fn without_evicting(budget: &Arc<MemoryBudget>) -> Arc<Self> {
         Self::making_room(budget, MakeRoom::WithoutEvicting)
+    }
+
+    /// The account of a read's own copy of stored rows (the rest of a batch it starts
+    /// inside, encoded again): not an upload, so never counted among uploads in progress; its
+    /// charges make room by evicting any table but `key`'s, whose memory the read holds.
+    pub fn reading(budget: &Arc<MemoryBudget>, key: TableKey) -> Arc<Self> {
+        let account = Self::making_room(budget, MakeRoom::Evicting);
+        account.set_key(key);
+        account.end();
+        account
     }
 
     fn making_room(budget: &Arc<MemoryBudget>, make_room: MakeRoom) -> Arc<Self> {

@@ -162,7 +162,7 @@ impl Follower {
                 changed.await;
                 continue;
             };
-            match table.segment_messages(index, self.next) {
+            match table.segment_messages(index, self.next, self.store.budget(), &self.key) {
                 Ok(messages) => {
                     self.next = segments[index].end_offset();
                     self.sent = Some(segments[index].id);

@@ -186,7 +186,7 @@ mod tests {
     fn read_from(store: &TableStore, from: u64) -> (Vec<i64>, usize) {
         let table = store.peek(&key()).unwrap().table;
         let mut stream = Vec::new();
-        for message in table.messages_from(from).unwrap() {
+        for message in table.messages_from(from, store.budget(), &key()).unwrap() {
             stream.extend_from_slice(&encapsulate_ipc_message(&message.header));
             for piece in &message.body {
                 stream.extend_from_slice(piece);

@@ -13,6 +13,7 @@
 //! - [`budget`]: the memory budget every allocation of table memory is charged to.
 
 pub mod budget;
+pub(crate) mod cut;
 pub(crate) mod decode;
 pub mod disk;
 pub mod follow;

@@ -17,11 +17,10 @@ use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, Sch
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-use crate::protocol::encode::FlightEncoder;
 use crate::protocol::key::TableKey;
 use crate::protocol::stream::{Offsets, ReadFrom, Retention};
-use crate::store::budget::Charge;
-use crate::store::decode::MessageDecoder;
+use crate::store::budget::{Charge, MemoryBudget, OverBudget, UploadAccount};
+use crate::store::cut::{self, CutError};
 use crate::store::disk::file::TableFile;
 
 /// One stored Flight message: its IPC header, its `app_metadata`, and its body, in one or more
@@ -460,29 +459,45 @@ impl CachedTable {
         Some(self.segments.first()?.added_at + age)
     }
 
-    /// The messages a read from row `from` sends: the schema, then the rows from `from` on
-    /// (see [`segment_messages`](Self::segment_messages)), up to the rows stored now.
+    /// The messages a read of `key` from row `from` sends: the schema, then the rows from
+    /// `from` on (see [`segment_messages`](Self::segment_messages)), up to the rows stored now.
     ///
     /// # Errors
-    /// [`ReadError::Trimmed`] for a row before the oldest kept.
+    /// [`ReadError::Trimmed`] for a row before the oldest kept; those of
+    /// [`segment_messages`](Self::segment_messages) for a row inside a batch.
     pub fn messages_from(
         self: &Arc<Self>,
         from: u64,
+        budget: &Arc<MemoryBudget>,
+        key: &TableKey,
     ) -> Result<impl Iterator<Item = StoredMessage> + Send + 'static, ReadError> {
         let first = self.segment_at(from)?;
         let head = match first {
-            Some(index) => self.segment_messages(index, from)?,
+            Some(index) => self.segment_messages(index, from, budget, key)?,
             None => Vec::new(),
         };
-        let table = Arc::clone(self);
-        let rest = first.map_or(self.segments.len(), |index| index + 1)..self.segments.len();
-        let tail = rest.flat_map(move |index| {
-            let segment = Arc::clone(&table.segments[index].segment);
-            (1..segment.messages.len()).map(move |message| segment.messages[message].clone())
-        });
+        let after = first.map_or(self.segments.len(), |index| index + 1);
         Ok(std::iter::once(self.schema_message.clone())
             .chain(head)
-            .chain(tail))
+            .chain(self.segment_messages_after(after)))
+    }
+
+    /// Every message a read of all kept rows sends: the schema, then each kept segment's
+    /// messages (reference counts, not copies).
+    pub fn messages(self: &Arc<Self>) -> impl Iterator<Item = StoredMessage> + Send + 'static {
+        std::iter::once(self.schema_message.clone()).chain(self.segment_messages_after(0))
+    }
+
+    /// The messages of segments `first..`, without their schemas.
+    fn segment_messages_after(
+        self: &Arc<Self>,
+        first: usize,
+    ) -> impl Iterator<Item = StoredMessage> + Send + 'static {
+        let table = Arc::clone(self);
+        (first..self.segments.len()).flat_map(move |index| {
+            let segment = Arc::clone(&table.segments[index].segment);
+            (1..segment.messages.len()).map(move |message| segment.messages[message].clone())
+        })
     }
 
     /// The row a read from `from` starts at.
@@ -528,16 +543,20 @@ impl CachedTable {
 
     /// The messages of segment `index` that carry rows `from..` (without its schema): the
     /// dictionaries in force at `from`, then its record batches from the one holding `from`,
-    /// that one cut to start at `from` when `from` falls inside it. The rest are the stored
-    /// messages themselves (reference counts, not copies).
+    /// that one cut to start at `from` when `from` falls inside it
+    /// ([`cut`](crate::store::cut): the read's own memory, charged to `budget` for `key`). The
+    /// rest are the stored messages themselves (reference counts, not copies).
     ///
     /// # Errors
-    /// [`ReadError::Decode`] if a batch cut in two cannot be decoded and encoded again (a
-    /// bug: stored batches were validated).
+    /// [`ReadError::OverBudget`] if a batch must be cut and the budget has no room for it;
+    /// [`ReadError::Decode`] if it cannot be decoded and encoded again (a bug: stored batches
+    /// were validated).
     pub fn segment_messages(
         &self,
         index: usize,
         from: u64,
+        budget: &Arc<MemoryBudget>,
+        key: &TableKey,
     ) -> Result<Vec<StoredMessage>, ReadError> {
         let placed = &self.segments[index];
         let messages = &placed.segment.messages;
@@ -560,7 +579,18 @@ impl CachedTable {
             }
             let mut out = dictionaries;
             if row < from {
-                out.push(self.cut_batch(&out, message, (from - row) as usize)?);
+                let account = UploadAccount::reading(budget, key.clone());
+                let skip = (from - row) as usize;
+                let rest = cut::rest_of_batch(&self.schema, &out, message, skip, &account)
+                    .map_err(|err| match err {
+                        CutError::Arrow(err) => ReadError::Decode(err),
+                        CutError::OverBudget(refusal) => ReadError::OverBudget {
+                            offset: from,
+                            batch: row..row + batch_rows,
+                            refusal,
+                        },
+                    })?;
+                out.push(rest);
                 out.extend_from_slice(&messages[at + 1..]);
             } else {
                 out.extend_from_slice(&messages[at..]);
@@ -568,43 +598,6 @@ impl CachedTable {
             return Ok(out);
         }
         Ok(dictionaries)
-    }
-
-    /// `message`'s batch from row `skip` on, encoded again as one record batch message that
-    /// keeps its `app_metadata`. Its dictionary columns' indices are kept as they are: they
-    /// refer to the `dictionaries` sent before it (record batch messages name no dictionary
-    /// ids; the key's schema does).
-    fn cut_batch(
-        &self,
-        dictionaries: &[StoredMessage],
-        message: &StoredMessage,
-        skip: usize,
-    ) -> Result<StoredMessage, ReadError> {
-        let mut decoder = MessageDecoder::new(Arc::clone(&self.schema), None)?;
-        for dictionary in dictionaries {
-            decoder.decode(dictionary)?;
-        }
-        let batch = decoder
-            .decode(message)?
-            .ok_or_else(|| ArrowError::IpcError("not a record batch".into()))?;
-        let rest = batch.slice(skip, batch.num_rows() - skip);
-        let mut encoder = FlightEncoder::new(usize::MAX);
-        // The schema first: it numbers the dictionaries the encoder would send (and which
-        // are not sent: the reader has them).
-        encoder.encode_schema(&self.schema, None);
-        let encoded = encoder
-            .encode_batch(&rest)?
-            .pop()
-            .ok_or_else(|| ArrowError::IpcError("a batch encoded to nothing".into()))?;
-        Ok(StoredMessage {
-            header: encoded.data_header,
-            app_metadata: message.app_metadata.clone(),
-            body: if encoded.data_body.is_empty() {
-                Vec::new()
-            } else {
-                vec![encoded.data_body]
-            },
-        })
     }
 
     /// The schema as an encapsulated IPC message, as `FlightInfo.schema` and
@@ -655,6 +648,16 @@ pub enum ReadError {
         /// The oldest row kept.
         earliest: u64,
     },
+    /// The row is inside a stored batch, and the memory budget had no room for the rest of
+    /// that batch encoded again.
+    OverBudget {
+        /// The row asked for.
+        offset: u64,
+        /// The rows of the batch it is inside.
+        batch: std::ops::Range<u64>,
+        /// What the budget could not make room for.
+        refusal: OverBudget,
+    },
     /// A batch cut at the offset could not be decoded or encoded.
     Decode(ArrowError),
 }
@@ -673,6 +676,16 @@ impl ReadError {
                 key: key.clone(),
                 offset,
                 earliest,
+            },
+            ReadError::OverBudget {
+                offset,
+                batch,
+                refusal,
+            } => crate::Error::ReadOverBudget {
+                key: key.clone(),
+                offset,
+                batch,
+                refusal: Box::new(refusal),
             },
             ReadError::Decode(err) => {
                 tracing::error!(key = key.as_str(), error = %err, "cannot cut a stored batch");
@@ -799,8 +812,8 @@ pub(crate) mod tests {
     use arrow::ipc::reader::StreamReader;
 
     use super::*;
-    use crate::protocol::encode::TARGET_MESSAGE_BYTES;
-    use crate::store::budget::{MemoryBudget, UploadAccount};
+    use crate::protocol::encode::{FlightEncoder, TARGET_MESSAGE_BYTES};
+    use crate::store::budget::UploadAccount;
     use crate::store::slabs::{SlabPool, SlabWriter};
     use crate::store::upload::TableUpload;
 
@@ -811,6 +824,15 @@ pub(crate) mod tests {
         for batch in batches {
             messages.extend(encoder.encode_batch(batch).unwrap());
         }
+        segment_of_messages(budget, messages)
+    }
+
+    /// Flight `messages` (a schema, then batches) validated into a segment, as an upload
+    /// stores them, charged to `budget`.
+    pub(crate) fn segment_of_messages(
+        budget: &Arc<MemoryBudget>,
+        messages: Vec<FlightData>,
+    ) -> Arc<Segment> {
         let pool = Arc::new(SlabPool::new(Duration::ZERO, Arc::clone(budget)));
         let memory = SlabWriter::new(pool, UploadAccount::new(budget));
         let mut upload = TableUpload::new(TableKey::try_new("t").unwrap(), memory, usize::MAX);
@@ -836,6 +858,10 @@ pub(crate) mod tests {
             ("word", Arc::new(dictionary) as _),
         ])
         .unwrap()
+    }
+
+    fn test_key() -> TableKey {
+        TableKey::try_new("k").unwrap()
     }
 
     /// What a reader of `messages` as an IPC stream gets: the `n` column and the words.
@@ -896,7 +922,8 @@ pub(crate) mod tests {
         assert_eq!((table.earliest_offset(), table.next_offset()), (0, 30));
         assert_eq!((table.rows(), table.batches()), (30, 4));
         for from in 0..=31 {
-            let (numbers, words) = read_back(table.messages_from(from).unwrap());
+            let (numbers, words) =
+                read_back(table.messages_from(from, &budget, &test_key()).unwrap());
             let expected: Vec<i64> = (from.min(30) as i64..30).collect();
             assert_eq!(numbers, expected, "from {from}");
             let expected: Vec<_> = expected.iter().map(|&n| word(n).to_string()).collect();
@@ -922,7 +949,10 @@ pub(crate) mod tests {
             },
         ));
         let table = Arc::new(CachedTable::new(segment, 1, Instant::now()));
-        let messages: Vec<_> = table.messages_from(4).unwrap().collect();
+        let messages: Vec<_> = table
+            .messages_from(4, &budget, &test_key())
+            .unwrap()
+            .collect();
         let last = messages.last().unwrap();
         assert_eq!(&last.app_metadata[..], b"producer's tag");
         assert_eq!(
@@ -978,14 +1008,14 @@ pub(crate) mod tests {
         assert_eq!(table.rows(), 30);
         let table = Arc::new(table);
         assert!(matches!(
-            table.messages_from(19),
+            table.messages_from(19, &budget, &test_key()),
             Err(ReadError::Trimmed {
                 offset: 19,
                 earliest: 20
             })
         ));
         assert_eq!(
-            read_back(table.messages_from(25).unwrap()).0,
+            read_back(table.messages_from(25, &budget, &test_key()).unwrap()).0,
             (25..50).collect::<Vec<_>>()
         );
 
@@ -1019,7 +1049,7 @@ pub(crate) mod tests {
         );
         let table = Arc::new(table);
         assert_eq!(
-            read_back(table.messages_from(50).unwrap()).0,
+            read_back(table.messages_from(50, &budget, &test_key()).unwrap()).0,
             Vec::<i64>::new()
         );
     }

@@ -763,7 +763,8 @@ impl<'a> BatchLayout<'a> {
             });
         }
         self.decompressed_bytes = self.decompressed_bytes.saturating_add(declared.max(0));
-        if self.decompressed_bytes > self.max_decompressed_bytes as i64 {
+        if self.decompressed_bytes > i64::try_from(self.max_decompressed_bytes).unwrap_or(i64::MAX)
+        {
             return Err(Violation::CompressedSize {
                 buffer: index,
                 declared,

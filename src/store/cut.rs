@@ -1,0 +1,473 @@
+//! A read that starts inside a stored record batch: the rest of that batch, encoded again.
+//!
+//! Offsets are rows, so a read from row N (a download resumed, a follower's `from`) may start in
+//! the middle of a stored batch. Every other stored message is replayed as it is; this one is
+//! decoded (views of table memory, or its buffers decompressed if it was stored compressed),
+//! sliced at N and encoded again as one record batch message with the batch's `app_metadata`.
+//! The new message's large buffers are views of what was decoded, not copies: for an
+//! uncompressed batch they point into table memory, and only small pieces are new (padding,
+//! rebased offsets, shifted validity bitmaps), copied together into a few segments.
+//!
+//! What a cut holds beyond table memory is the read's own memory, charged to the memory budget
+//! before it is allocated (at most the batch's decompressed size plus its body once more),
+//! then resized to what the message holds, and given back when the message has been sent. Like
+//! an upload's charge it makes room by evicting other tables, never the one read (whose memory
+//! the read holds); when nothing can be freed the read fails with RESOURCE_EXHAUSTED, naming the
+//! batch's first row and the next one's, from which a read copies nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::buffer::Buffer;
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use arrow::ipc::writer::StreamEncoder;
+use arrow::ipc::{self, MessageHeader};
+use bytes::{Bytes, BytesMut};
+
+use crate::store::budget::{Charge, OverBudget, UploadAccount};
+use crate::store::decode::MessageDecoder;
+use crate::store::table::StoredMessage;
+
+/// Body buffers shorter than this are copied together into one segment, so that a message of
+/// many small buffers is a few segments on the wire; longer ones are sent as views.
+const COPY_BELOW: usize = 4096;
+
+/// Why a batch could not be cut.
+#[derive(Debug)]
+pub(crate) enum CutError {
+    /// It could not be decoded or encoded again (a bug: stored batches were validated).
+    Arrow(ArrowError),
+    /// The budget had no room for what the cut holds.
+    OverBudget(OverBudget),
+}
+
+impl From<ArrowError> for CutError {
+    fn from(err: ArrowError) -> Self {
+        CutError::Arrow(err)
+    }
+}
+
+impl From<OverBudget> for CutError {
+    fn from(refusal: OverBudget) -> Self {
+        CutError::OverBudget(refusal)
+    }
+}
+
+/// `message`'s record batch from row `skip` on, as one record batch message keeping its
+/// `app_metadata`, its memory charged to `account` (see the module's documentation). Its
+/// dictionary columns' indices are kept as they are: they refer to the `dictionaries` sent
+/// before it (record batch messages name no dictionary ids; the key's schema does).
+///
+/// # Errors
+/// [`CutError::OverBudget`] if the budget has no room for it; [`CutError::Arrow`] if it cannot
+/// be decoded or encoded.
+pub(crate) fn rest_of_batch(
+    schema: &SchemaRef,
+    dictionaries: &[StoredMessage],
+    message: &StoredMessage,
+    skip: usize,
+    account: &Arc<UploadAccount>,
+) -> Result<StoredMessage, CutError> {
+    // Decoding decompresses what was stored compressed; encoding again may copy up to the
+    // uncompressed body once more (buffers realigned, offsets rebased, bitmaps shifted).
+    let decompressed: usize = dictionaries
+        .iter()
+        .chain([message])
+        .map(decompressed_bytes)
+        .sum();
+    let uncompressed_body = decompressed_bytes(message).max(message.body_len());
+    let charge = account
+        .budget()
+        .charge(decompressed + uncompressed_body, Some(account))?;
+    let encoded = {
+        let mut decoder = MessageDecoder::new(Arc::clone(schema), None)?;
+        for dictionary in dictionaries {
+            decoder.decode(dictionary)?;
+        }
+        let batch = decoder
+            .decode(message)?
+            .ok_or_else(|| ArrowError::IpcError("not a record batch".into()))?;
+        let rest = batch.slice(skip, batch.num_rows() - skip);
+        StreamEncoder::try_new(schema)?.encode(&rest)?
+    };
+    let (header, buffers) = last_message(encoded)?;
+    let mut body = Body::new(&message.body);
+    for buffer in buffers {
+        body.push(buffer);
+    }
+    let (segments, held) = body.finish();
+    charge.resize(held)?;
+    let charge = Arc::new(charge);
+    Ok(StoredMessage {
+        header,
+        app_metadata: message.app_metadata.clone(),
+        body: segments
+            .into_iter()
+            .map(|segment| {
+                Bytes::from_owner(ChargedSegment {
+                    segment,
+                    _charge: Arc::clone(&charge),
+                })
+            })
+            .collect(),
+    })
+}
+
+/// The bytes decoding `message` allocates to decompress it: the uncompressed lengths its
+/// compressed buffers declare; 0 for an uncompressed message, decoded in place.
+fn decompressed_bytes(message: &StoredMessage) -> usize {
+    let Ok(header) = ipc::root_as_message(&message.header) else {
+        return 0;
+    };
+    let batch = match header.header_type() {
+        MessageHeader::RecordBatch => header.header_as_record_batch(),
+        MessageHeader::DictionaryBatch => header
+            .header_as_dictionary_batch()
+            .and_then(|dictionary| dictionary.data()),
+        _ => None,
+    };
+    let Some(batch) = batch.filter(|batch| batch.compression().is_some()) else {
+        return 0;
+    };
+    // Compressed bodies are stored in one piece (only uncompressed batches are re-split).
+    let ([body], Some(buffers)) = (message.body.as_slice(), batch.buffers()) else {
+        return 0;
+    };
+    buffers
+        .iter()
+        .filter_map(|buffer| {
+            // An empty buffer has no length prefix.
+            if buffer.length() < 8 {
+                return None;
+            }
+            let start = usize::try_from(buffer.offset()).ok()?;
+            let prefix = body.get(start..start.checked_add(8)?)?;
+            let declared = i64::from_le_bytes(prefix.try_into().ok()?);
+            usize::try_from(declared).ok()
+        })
+        .sum()
+}
+
+/// The header and body buffers of the last message of an encoded IPC stream (the record
+/// batch: the schema and any dictionaries come before it).
+fn last_message(stream: Vec<Buffer>) -> Result<(Bytes, Vec<Buffer>), ArrowError> {
+    let mut stream = StreamBuffers {
+        rest: stream.into_iter(),
+        current: None,
+    };
+    let mut last = None;
+    while !stream.is_empty() {
+        let prefix = concat(stream.take(8)?);
+        let marker = u32::from_le_bytes(prefix[..4].try_into().expect("four bytes"));
+        let len = i32::from_le_bytes(prefix[4..].try_into().expect("four bytes"));
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|_| marker == 0xFFFF_FFFF)
+            .ok_or_else(|| ArrowError::IpcError("an encoded message without its prefix".into()))?;
+        let header = concat(stream.take(len)?);
+        let parsed = ipc::root_as_message(&header)
+            .map_err(|err| ArrowError::IpcError(format!("an encoded header: {err}")))?;
+        let body_len = usize::try_from(parsed.bodyLength())
+            .map_err(|_| ArrowError::IpcError("an encoded body of negative length".into()))?;
+        let is_batch = parsed.header_type() == MessageHeader::RecordBatch;
+        let body = stream.take(body_len)?;
+        last = Some((is_batch, header, body));
+    }
+    match last {
+        Some((true, header, body)) => Ok((header, body)),
+        _ => Err(ArrowError::IpcError(
+            "the encoded stream does not end with a record batch".into(),
+        )),
+    }
+}
+
+/// An encoded IPC stream's buffers, taken a given number of bytes at a time.
+struct StreamBuffers {
+    rest: std::vec::IntoIter<Buffer>,
+    /// What is left of the buffer being taken from.
+    current: Option<Buffer>,
+}
+
+impl StreamBuffers {
+    fn is_empty(&mut self) -> bool {
+        self.current.as_ref().is_none_or(Buffer::is_empty) && self.rest.as_slice().is_empty()
+    }
+
+    /// The next `len` bytes, as slices of the stream's buffers.
+    fn take(&mut self, mut len: usize) -> Result<Vec<Buffer>, ArrowError> {
+        let mut taken = Vec::new();
+        while len > 0 {
+            let current = match self.current.take() {
+                Some(current) if !current.is_empty() => current,
+                _ => self
+                    .rest
+                    .next()
+                    .ok_or_else(|| ArrowError::IpcError("an encoded message cut short".into()))?,
+            };
+            let n = len.min(current.len());
+            taken.push(current.slice_with_length(0, n));
+            self.current = Some(current.slice(n));
+            len -= n;
+        }
+        Ok(taken)
+    }
+}
+
+fn concat(buffers: Vec<Buffer>) -> Bytes {
+    let mut bytes = BytesMut::with_capacity(buffers.iter().map(|b| b.len()).sum());
+    for buffer in buffers {
+        bytes.extend_from_slice(&buffer);
+    }
+    bytes.freeze()
+}
+
+/// A cut's body as it is assembled: small buffers copied together, large ones kept as views,
+/// and the memory those views keep alive beyond the stored body's.
+struct Body<'a> {
+    stored: &'a [Bytes],
+    segments: Vec<Segment>,
+    copying: BytesMut,
+    /// The allocations the views keep alive that are not table memory (decompressed or
+    /// realigned buffers, rebased offsets), by address: their capacities.
+    allocations: HashMap<usize, usize>,
+    copied: usize,
+}
+
+/// One segment of a cut's body.
+enum Segment {
+    Copied(Bytes),
+    View(Buffer),
+}
+
+impl AsRef<[u8]> for Segment {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Segment::Copied(bytes) => bytes,
+            Segment::View(buffer) => buffer,
+        }
+    }
+}
+
+impl<'a> Body<'a> {
+    fn new(stored: &'a [Bytes]) -> Self {
+        Self {
+            stored,
+            segments: Vec::new(),
+            copying: BytesMut::new(),
+            allocations: HashMap::new(),
+            copied: 0,
+        }
+    }
+
+    fn push(&mut self, buffer: Buffer) {
+        if buffer.len() < COPY_BELOW {
+            self.copying.extend_from_slice(&buffer);
+            return;
+        }
+        self.flush();
+        let start = buffer.as_ptr() as usize;
+        let in_table_memory = self.stored.iter().any(|segment| {
+            let segment_start = segment.as_ptr() as usize;
+            start >= segment_start && start + buffer.len() <= segment_start + segment.len()
+        });
+        if !in_table_memory {
+            self.allocations.insert(
+                buffer.data_ptr().as_ptr() as usize,
+                buffer.capacity().max(buffer.len()),
+            );
+        }
+        self.segments.push(Segment::View(buffer));
+    }
+
+    fn flush(&mut self) {
+        if !self.copying.is_empty() {
+            let copied = self.copying.split().freeze();
+            self.copied += copied.len();
+            self.segments.push(Segment::Copied(copied));
+        }
+    }
+
+    /// The segments, and the bytes they hold beyond table memory.
+    fn finish(mut self) -> (Vec<Segment>, usize) {
+        self.flush();
+        let held = self.copied + self.allocations.values().sum::<usize>();
+        (self.segments, held)
+    }
+}
+
+/// A segment of a cut's body with the charge for the memory the cut holds, given back when the
+/// last of its segments has been sent.
+struct ChargedSegment {
+    segment: Segment,
+    _charge: Arc<Charge>,
+}
+
+impl AsRef<[u8]> for ChargedSegment {
+    fn as_ref(&self) -> &[u8] {
+        self.segment.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Int64Array, ListArray, RecordBatch};
+    use arrow::datatypes::Int64Type;
+    use arrow::ipc::CompressionType;
+    use arrow::ipc::writer::{
+        DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions,
+    };
+    use arrow_flight::FlightData;
+
+    use super::*;
+    use crate::protocol::encode::FlightEncoder;
+    use crate::protocol::key::TableKey;
+    use crate::store::budget::{MemoryBudget, RefusalReason};
+    use crate::store::table::tests::segment_of_messages;
+
+    fn key() -> TableKey {
+        TableKey::try_new("k").unwrap()
+    }
+
+    /// `rows` lists of four numbers, every seventh list null: nested, so stored whole.
+    fn lists(rows: usize) -> RecordBatch {
+        let lists = (0..rows as i64).map(|row| {
+            (row % 7 != 0).then(|| (0..4).map(|i| Some(row * 4 + i)).collect::<Vec<_>>())
+        });
+        let column = ListArray::from_iter_primitive::<Int64Type, _, _>(lists);
+        RecordBatch::try_from_iter([("lists", Arc::new(column) as _)]).unwrap()
+    }
+
+    /// The batch `message` carries, decoded with `schema` (its body joined in one piece, as
+    /// a client receives it).
+    fn decode(schema: &SchemaRef, message: &StoredMessage) -> RecordBatch {
+        let joined = StoredMessage {
+            body: vec![Bytes::from(message.body.concat())],
+            ..message.clone()
+        };
+        let mut decoder = MessageDecoder::new(Arc::clone(schema), None).unwrap();
+        decoder.decode(&joined).unwrap().unwrap()
+    }
+
+    /// Whether `inner` lies inside `outer`'s memory.
+    fn inside(inner: &[u8], outer: &[u8]) -> bool {
+        let (start, outer_start) = (inner.as_ptr() as usize, outer.as_ptr() as usize);
+        start >= outer_start && start + inner.len() <= outer_start + outer.len()
+    }
+
+    #[test]
+    fn the_rest_of_a_batch_is_its_rows_from_the_cut_its_values_views_of_table_memory() {
+        let budget = MemoryBudget::new(None);
+        let rows = 200_000;
+        let batch = lists(rows);
+        // As a client sends it: one message (this crate's client would split it in pieces).
+        let mut encoder = FlightEncoder::new(usize::MAX);
+        let schema = batch.schema();
+        let mut messages = vec![encoder.encode_schema(&schema, None)];
+        messages.extend(encoder.encode_batch(&batch).unwrap());
+        let stored = segment_of_messages(&budget, messages);
+        let [_, message] = stored.messages() else {
+            panic!("a nested batch is stored whole")
+        };
+        let body = &message.body[0];
+        let table_memory = budget.used();
+        let account = UploadAccount::reading(&budget, key());
+        for skip in [1, 8, 100_001, rows - 1] {
+            let rest = rest_of_batch(&schema, &[], message, skip, &account).unwrap();
+            assert_eq!(
+                decode(&schema, &rest),
+                batch.slice(skip, rows - skip),
+                "from {skip}"
+            );
+            // The values (8 bytes each, 6.4 MB) are sent from table memory; the cut holds at
+            // most the lists' offsets, rebased (4 bytes a row, unless the first is 0), a
+            // shifted validity bitmap and padding.
+            let largest = rest
+                .body
+                .iter()
+                .max_by_key(|segment| segment.len())
+                .unwrap();
+            if rows - skip > 1000 {
+                assert!(inside(largest, body), "from {skip}: the values are a view");
+            }
+            let held = budget.used() - table_memory;
+            // From row 1 the offsets start at 0 (row 0 is a null list): sent as they are.
+            let rebased = if skip == 1 { 0 } else { (rows - skip) * 4 };
+            assert!(held >= rebased, "from {skip}: {held} bytes charged");
+            assert!(
+                held <= (rows - skip) * 5 + 64 * 1024,
+                "from {skip}: {held} bytes charged"
+            );
+            drop(rest);
+            assert_eq!(budget.used(), table_memory, "given back once sent");
+        }
+        assert_eq!(budget.uploading(), 0, "a read is not an upload");
+    }
+
+    /// `batch` as an upload compressed with LZ4 stores it.
+    fn compressed_segment(
+        budget: &Arc<MemoryBudget>,
+        batch: &RecordBatch,
+    ) -> Arc<crate::store::table::Segment> {
+        let options = IpcWriteOptions::default()
+            .try_with_compression(Some(CompressionType::LZ4_FRAME))
+            .unwrap();
+        let generator = IpcDataGenerator::default();
+        let mut tracker = DictionaryTracker::new(false);
+        let schema = generator.schema_to_bytes_with_dictionary_tracker(
+            &batch.schema(),
+            &mut tracker,
+            &options,
+        );
+        let (_, encoded) = generator
+            .encode(
+                batch,
+                &mut tracker,
+                &options,
+                &mut IpcWriteContext::default(),
+            )
+            .unwrap();
+        segment_of_messages(
+            budget,
+            vec![FlightData::from(schema), FlightData::from(encoded)],
+        )
+    }
+
+    #[test]
+    fn a_compressed_batch_is_charged_decompressed_and_refused_when_the_budget_has_no_room() {
+        let rows = 1 << 20;
+        let batch =
+            RecordBatch::try_from_iter([("zeros", Arc::new(Int64Array::from(vec![0; rows])) as _)])
+                .unwrap();
+        let schema = batch.schema();
+        let cut_at = rows / 2 + 3;
+
+        let budget = MemoryBudget::new(None);
+        let stored = compressed_segment(&budget, &batch);
+        let message = &stored.messages()[1];
+        assert!(message.body_len() < (64 << 10), "8 MiB of zeros compress");
+        assert_eq!(decompressed_bytes(message), rows * 8);
+        let table_memory = budget.used();
+        let account = UploadAccount::reading(&budget, key());
+        let rest = rest_of_batch(&schema, &[], message, cut_at, &account).unwrap();
+        assert_eq!(decode(&schema, &rest), batch.slice(cut_at, rows - cut_at));
+        let held = budget.used() - table_memory;
+        assert!(held >= rows * 8, "the decompressed values are held: {held}");
+        drop(rest);
+        assert_eq!(budget.used(), table_memory);
+
+        // With room for the table and 1 MiB more, the cut is refused before it decompresses:
+        // it could not fit with nothing else cached.
+        let budget = MemoryBudget::new(Some(table_memory + (1 << 20)));
+        let stored = compressed_segment(&budget, &batch);
+        let account = UploadAccount::reading(&budget, key());
+        let Err(CutError::OverBudget(refusal)) =
+            rest_of_batch(&schema, &[], &stored.messages()[1], cut_at, &account)
+        else {
+            panic!("the cut fits in 1 MiB")
+        };
+        assert_eq!(refusal.reason, RefusalReason::LargerThanBudget);
+        assert!(refusal.needed >= rows * 8, "{refusal:?}");
+        assert_eq!(budget.used(), table_memory, "nothing is held");
+    }
+}
