@@ -145,6 +145,33 @@ def test_a_cancelled_query_ends_and_frees_its_place(start_server):
             pytest.fail("the cancelled query kept its place")
 
 
+def test_a_scan_of_a_compressed_table_reserves_it_decompressed_from_the_budget(start_server):
+    """pyarrow's LZ4 batches are stored compressed; a query decompresses each one it scans,
+    within the memory budget: a batch that cannot fit is RESOURCE_EXHAUSTED, not decompressed
+    beyond the budget, and smaller ones are queried."""
+    server = start_server("--max-memory", "64MiB")
+    client = flight.connect(server.url)
+    options = flight.FlightCallOptions(write_options=pa.ipc.IpcWriteOptions(compression="lz4"))
+
+    def put_compressed(key, table):
+        writer, _ = client.do_put(flight.FlightDescriptor.for_command(key), table.schema, options=options)
+        writer.write_table(table)
+        writer.close()
+
+    # 128 MiB of zeros in one batch, under 1 MiB compressed; and the same rows in 1 MiB batches.
+    zeros = pa.table({"z": pa.repeat(pa.scalar(0, pa.int64()), 16 << 20)})
+    put_compressed("zeros", zeros)
+    put_compressed("chunked", pa.Table.from_batches(zeros.to_batches(max_chunksize=1 << 17)))
+    with connect(server.url) as conn:
+        with pytest.raises(dbapi.Error, match="(?i)resource.?exhausted|memory budget") as refused:
+            query(conn, 'SELECT sum(z) AS s FROM "zeros"')
+        assert "--max-memory" in str(refused.value), refused.value
+        assert query(conn, 'SELECT sum(z) AS s, count(*) AS n FROM "chunked"').to_pylist() == [
+            {"s": 0, "n": 16 << 20}
+        ]
+    client.close()
+
+
 def test_cancel_flight_info_ends_a_running_query(client):
     """pyarrow's CancelFlightInfo with a statement's FlightInfo cancels its running query."""
     big = pa.table({"v": np.arange(8 << 20, dtype=np.float64)})

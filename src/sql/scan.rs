@@ -5,19 +5,24 @@
 //! dropped while a query reads it stays readable to that query, and its memory stays charged to
 //! the budget until the query lets it go. Projection and `LIMIT` are pushed into the scan
 //! (only the projected columns are decoded; the scan stops once it has the rows); filters are
-//! left to DataFusion, which evaluates them on the batches as they stream.
+//! left to DataFusion, which evaluates them on the batches as they stream. A batch stored
+//! compressed is decompressed as it is scanned, into memory reserved first from the query's
+//! pool (the budget): a batch that does not fit fails the query, never the budget.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use arrow::ipc;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -26,8 +31,8 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
 
-use crate::store::decode::MessageDecoder;
-use crate::store::table::CachedTable;
+use crate::store::decode::{MessageDecoder, decompressed_bytes};
+use crate::store::table::{CachedTable, StoredMessage};
 
 /// Rows of a scanned batch handed on at once: about [`SLICE_BYTES`] of it, at least 1024 rows.
 fn rows_per_slice(batch: &RecordBatch) -> usize {
@@ -38,6 +43,42 @@ fn rows_per_slice(batch: &RecordBatch) -> usize {
 
 /// How much of a stored batch the scan hands on at once.
 const SLICE_BYTES: usize = 4 << 20;
+
+/// The memory a scan's decoding holds, reserved: what the dictionaries in force and the batch
+/// being handed out took to decompress (nothing for uncompressed messages, decoded in place).
+struct DecodedMemory {
+    reservation: MemoryReservation,
+    /// Each dictionary id's bytes decompressed.
+    dictionaries: HashMap<i64, usize>,
+}
+
+impl DecodedMemory {
+    /// Reserve what decoding `message` will hold, in place of what the one it replaces held.
+    ///
+    /// # Errors
+    /// DataFusion's `ResourcesExhausted` when the budget has no room.
+    fn reserve_for(&mut self, message: &StoredMessage) -> Result<()> {
+        let bytes = decompressed_bytes(message);
+        let dictionary_id = ipc::root_as_message(&message.header)
+            .ok()
+            .and_then(|header| header.header_as_dictionary_batch())
+            .map(|dictionary| dictionary.id());
+        let wanted = match dictionary_id {
+            // A dictionary replaces the one of its id; the batch held stays.
+            Some(id) => {
+                let replaced = self.dictionaries.get(&id).copied().unwrap_or(0);
+                self.reservation.size() - replaced + bytes
+            }
+            // A batch replaces the one handed out before it.
+            None => self.dictionaries.values().sum::<usize>() + bytes,
+        };
+        self.reservation.try_resize(wanted)?;
+        if let Some(id) = dictionary_id {
+            self.dictionaries.insert(id, bytes);
+        }
+        Ok(())
+    }
+}
 
 /// One cached table, as the version of it that was current when the query was planned.
 #[derive(Debug)]
@@ -169,7 +210,7 @@ impl ExecutionPlan for TableScanExec {
     fn execute(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         if partition != 0 {
             return Err(DataFusionError::Internal(format!(
@@ -185,6 +226,13 @@ impl ExecutionPlan for TableScanExec {
         // The rest of a large stored batch, handed out in slices (views, no copy), so that
         // each step of the query and of the answer's encoding works on a bounded piece.
         let mut pending: Option<(RecordBatch, usize, usize)> = None;
+        // What decoding allocates (a compressed message decompressed: the dictionaries in
+        // force and the batch being handed out), reserved from the query's memory pool (the
+        // budget) before it is decoded.
+        let mut decoded = DecodedMemory {
+            reservation: MemoryConsumer::new("TableScanExec").register(context.memory_pool()),
+            dictionaries: HashMap::new(),
+        };
         let batches = std::iter::from_fn(move || {
             while left > 0 {
                 if let Some((batch, offset, step)) = pending.take() {
@@ -197,6 +245,10 @@ impl ExecutionPlan for TableScanExec {
                     return Some(Ok(piece));
                 }
                 let message = messages.next()?;
+                if let Err(err) = decoded.reserve_for(&message) {
+                    left = 0;
+                    return Some(Err(err));
+                }
                 match decoder.decode(&message) {
                     Ok(Some(batch)) if batch.num_rows() == 0 => {}
                     Ok(Some(batch)) => {

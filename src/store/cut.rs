@@ -26,7 +26,7 @@ use arrow::ipc::{self, MessageHeader};
 use bytes::{Bytes, BytesMut};
 
 use crate::store::budget::{Charge, OverBudget, UploadAccount};
-use crate::store::decode::MessageDecoder;
+use crate::store::decode::{MessageDecoder, decompressed_bytes};
 use crate::store::table::StoredMessage;
 
 /// Body buffers shorter than this are copied together into one segment, so that a message of
@@ -112,41 +112,6 @@ pub(crate) fn rest_of_batch(
             })
             .collect(),
     })
-}
-
-/// The bytes decoding `message` allocates to decompress it: the uncompressed lengths its
-/// compressed buffers declare; 0 for an uncompressed message, decoded in place.
-fn decompressed_bytes(message: &StoredMessage) -> usize {
-    let Ok(header) = ipc::root_as_message(&message.header) else {
-        return 0;
-    };
-    let batch = match header.header_type() {
-        MessageHeader::RecordBatch => header.header_as_record_batch(),
-        MessageHeader::DictionaryBatch => header
-            .header_as_dictionary_batch()
-            .and_then(|dictionary| dictionary.data()),
-        _ => None,
-    };
-    let Some(batch) = batch.filter(|batch| batch.compression().is_some()) else {
-        return 0;
-    };
-    // Compressed bodies are stored in one piece (only uncompressed batches are re-split).
-    let ([body], Some(buffers)) = (message.body.as_slice(), batch.buffers()) else {
-        return 0;
-    };
-    buffers
-        .iter()
-        .filter_map(|buffer| {
-            // An empty buffer has no length prefix.
-            if buffer.length() < 8 {
-                return None;
-            }
-            let start = usize::try_from(buffer.offset()).ok()?;
-            let prefix = body.get(start..start.checked_add(8)?)?;
-            let declared = i64::from_le_bytes(prefix.try_into().ok()?);
-            usize::try_from(declared).ok()
-        })
-        .sum()
 }
 
 /// The header and body buffers of the last message of an encoded IPC stream (the record

@@ -163,6 +163,41 @@ impl MessageDecoder {
     }
 }
 
+/// The bytes decoding `message` allocates to decompress it: the uncompressed lengths its
+/// compressed buffers declare; 0 for an uncompressed message, decoded in place.
+pub(crate) fn decompressed_bytes(message: &StoredMessage) -> usize {
+    let Ok(header) = ipc::root_as_message(&message.header) else {
+        return 0;
+    };
+    let batch = match header.header_type() {
+        MessageHeader::RecordBatch => header.header_as_record_batch(),
+        MessageHeader::DictionaryBatch => header
+            .header_as_dictionary_batch()
+            .and_then(|dictionary| dictionary.data()),
+        _ => None,
+    };
+    let Some(batch) = batch.filter(|batch| batch.compression().is_some()) else {
+        return 0;
+    };
+    // Compressed bodies are stored in one piece (only uncompressed batches are re-split).
+    let ([body], Some(buffers)) = (message.body.as_slice(), batch.buffers()) else {
+        return 0;
+    };
+    buffers
+        .iter()
+        .filter_map(|buffer| {
+            // An empty buffer has no length prefix.
+            if buffer.length() < 8 {
+                return None;
+            }
+            let start = usize::try_from(buffer.offset()).ok()?;
+            let prefix = body.get(start..start.checked_add(8)?)?;
+            let declared = i64::from_le_bytes(prefix.try_into().ok()?);
+            usize::try_from(declared).ok()
+        })
+        .sum()
+}
+
 /// A one-piece body as an arrow buffer, without a copy.
 fn contiguous_body(message: &StoredMessage) -> Result<Buffer, ArrowError> {
     match message.body.as_slice() {
