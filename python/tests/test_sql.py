@@ -149,7 +149,7 @@ def test_a_scan_of_a_compressed_table_reserves_it_decompressed_from_the_budget(s
     """pyarrow's LZ4 batches are stored compressed; a query decompresses each one it scans,
     within the memory budget: a batch that cannot fit is RESOURCE_EXHAUSTED, not decompressed
     beyond the budget, and smaller ones are queried."""
-    server = start_server("--max-memory", "64MiB")
+    server = start_server("--max-memory", "96MiB")
     client = flight.connect(server.url)
     options = flight.FlightCallOptions(write_options=pa.ipc.IpcWriteOptions(compression="lz4"))
 
@@ -158,16 +158,19 @@ def test_a_scan_of_a_compressed_table_reserves_it_decompressed_from_the_budget(s
         writer.write_table(table)
         writer.close()
 
-    # 128 MiB of zeros in one batch, under 1 MiB compressed; and the same rows in 1 MiB batches.
-    zeros = pa.table({"z": pa.repeat(pa.scalar(0, pa.int64()), 16 << 20)})
+    # 64 MiB of zeros in one batch, under 1 MiB compressed; and the same rows in 1 MiB batches.
+    count = 8 << 20
+    zeros = pa.table({"z": pa.repeat(pa.scalar(0, pa.int64()), count)})
     put_compressed("zeros", zeros)
     put_compressed("chunked", pa.Table.from_batches(zeros.to_batches(max_chunksize=1 << 17)))
+    # 48 MiB of the budget held by a table a query may not evict.
+    put(client, "filler", pa.table({"f": np.arange(6 << 20, dtype=np.int64)}))
     with connect(server.url) as conn:
         with pytest.raises(dbapi.Error, match="(?i)resource.?exhausted|memory budget") as refused:
             query(conn, 'SELECT sum(z) AS s FROM "zeros"')
         assert "--max-memory" in str(refused.value), refused.value
         assert query(conn, 'SELECT sum(z) AS s, count(*) AS n FROM "chunked"').to_pylist() == [
-            {"s": 0, "n": 16 << 20}
+            {"s": 0, "n": count}
         ]
     client.close()
 

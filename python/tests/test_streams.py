@@ -183,7 +183,8 @@ def test_a_read_from_inside_a_compressed_nested_batch_gets_exactly_the_rest(clie
         {
             "n": pa.array(range(count), pa.int64()),
             "lists": pa.array([[i, i + 1] if i % 5 else None for i in range(count)], pa.list_(pa.int64())),
-            "s": pa.array([f"row {i}" for i in range(count)]),
+            # The last string is null: from the last row, the strings' values are empty.
+            "s": pa.array([f"row {i}" if i < count - 1 else None for i in range(count)]),
         }
     )
     assert table["n"].num_chunks == 1
@@ -201,22 +202,58 @@ def test_a_read_from_inside_a_compressed_nested_batch_gets_exactly_the_rest(clie
     assert pa.Table.from_batches(got).equals(pa.concat_tables([table.slice(54_321), table.slice(0, 10)]))
 
 
-def test_a_read_the_budget_cannot_copy_a_batch_for_is_refused_naming_where_to_start(start_server):
-    server = start_server("--max-memory", "64MiB", "--eviction", "noeviction")
+def _zeros(count):
+    return pa.table({"z": pa.repeat(pa.scalar(0, pa.int64()), count)})
+
+
+def test_a_read_from_inside_a_compressed_batch_evicts_other_keys_never_its_own(start_server):
+    # A key that grows, capped, of two appends of 32 MiB of zeros each (under 1 MiB once
+    # compressed), and 72 MiB of another key: a read from inside the second append needs the
+    # batch decompressed, which fits only once something is freed.
+    server = start_server("--max-memory", "96MiB")
     client = flight.connect(server.url)
-    # 128 MiB of zeros, compressed to well under 1 MiB: stored compressed, in one message.
-    count = 16 << 20
-    table = pa.table({"z": pa.repeat(pa.scalar(0, pa.int64()), count)})
-    _put_compressed(client, "zeros", table)
-    # From its first row the batch is sent as stored; from inside it, it would be decompressed.
+    options = flight.FlightCallOptions(
+        headers=[(b"x-flightcache-append", b"1"), (b"x-flightcache-max-rows", b"100000000")],
+        write_options=pa.ipc.IpcWriteOptions(compression="lz4"),
+    )
+    count = 4 << 20
+    for _ in range(2):
+        writer, _ = client.do_put(flight.FlightDescriptor.for_command("stream"), _zeros(count).schema, options=options)
+        writer.write_table(_zeros(count))
+        writer.close()
+    filler = pa.table({"f": pa.array(range(9 << 20), pa.int64())})
+    writer, _ = client.do_put(flight.FlightDescriptor.for_command("filler"), filler.schema)
+    writer.write_table(filler)
+    writer.close()
+    got = client.do_get(flight.Ticket("stream"), options=_from(count + 5)).read_all()
+    assert got.num_rows == count - 5
+    stats = json.loads(action(client, "stats"))
+    # Trimming the key being read would free nothing while it is read.
+    assert (stats["evictions"], stats["pressure_trims"]) == (1, 0), stats
+    assert client.do_get(flight.Ticket("stream")).read_all().num_rows == 2 * count
+    client.close()
+
+
+def test_a_read_the_budget_cannot_copy_a_batch_for_is_refused_naming_where_to_start(start_server):
+    server = start_server("--max-memory", "96MiB", "--eviction", "noeviction")
+    client = flight.connect(server.url)
+    # 64 MiB of zeros, compressed to well under 1 MiB: stored compressed, in one message
+    # (checked on the way in, decompressed within the budget); then 40 MiB of another key.
+    count = 8 << 20
+    _put_compressed(client, "zeros", _zeros(count))
+    filler = pa.table({"f": pa.array(range(5 << 20), pa.int64())})
+    writer, _ = client.do_put(flight.FlightDescriptor.for_command("filler"), filler.schema)
+    writer.write_table(filler)
+    writer.close()
+    # From its first row the batch is sent as stored; from inside it, it is decompressed.
     assert client.do_get(flight.Ticket("zeros")).read_all().num_rows == count
     with pytest.raises(
         pa.ArrowInvalid,
         match=rf"resource exhausted.*row 5 of .zeros. is inside a stored batch \(rows 0\.\.{count}\).*"
-        rf"memory budget of 64\.00 MiB.*Read from row 0 or {count}",
+        rf"memory budget of 96\.00 MiB \(--max-memory\) has no room for it now.*Read from row 0 or {count}",
     ):
         client.do_get(flight.Ticket("zeros"), options=_from(5)).read_all()
     assert client.do_get(flight.Ticket("zeros"), options=_from(count)).read_all().num_rows == 0
     stats = json.loads(action(client, "stats"))
-    assert stats["memory_used"] < 4 << 20, stats
+    assert stats["evictions"] == 0 and stats["memory_used"] < 48 << 20, stats
     client.close()

@@ -114,21 +114,8 @@ pub enum Error {
     },
 
     /// A read from a row inside a stored batch, which must encode the rest of that batch
-    /// again, and the memory budget had no room for it.
-    #[error(
-        "row {offset} of {} is inside a stored batch (rows {}..{}), whose rest must be copied \
-         to be sent from there: {} more, and the server's memory budget of {} \
-         (--max-memory) has no room for it now ({} in use). Read from \
-         row {} or {}, which copies nothing, or retry later",
-        key.quoted(),
-        batch.start,
-        batch.end,
-        HumanBytes(refusal.needed as u64),
-        HumanBytes(refusal.limit as u64),
-        HumanBytes(refusal.used as u64),
-        batch.start,
-        batch.end
-    )]
+    /// again, and the memory budget had no room for what that holds.
+    #[error("{}", read_over_budget_message(key, *offset, batch, refusal))]
     ReadOverBudget {
         /// The key read.
         key: TableKey,
@@ -588,6 +575,37 @@ fn over_budget_message(key: Option<&TableKey>, refusal: &OverBudget) -> String {
              (ulimit -v, prlimit --as) is below the budget; nothing was stored. Lower \
              --max-memory below that limit, or raise the limit",
             for_key(key),
+        ),
+    }
+}
+
+/// The message of [`Error::ReadOverBudget`]: where the read started, the batch's rows, what it
+/// needed, and what to do.
+fn read_over_budget_message(
+    key: &TableKey,
+    offset: u64,
+    batch: &std::ops::Range<u64>,
+    refusal: &OverBudget,
+) -> String {
+    let budget = HumanBytes(refusal.limit as u64);
+    let needed = HumanBytes(refusal.needed as u64);
+    let (start, end) = (batch.start, batch.end);
+    let head = format!(
+        "row {offset} of {} is inside a stored batch (rows {start}..{end}), and sending the \
+         rest of it from there needed {needed} more",
+        key.quoted()
+    );
+    match refusal.reason {
+        RefusalReason::LargerThanBudget => format!(
+            "{head}, more than the server's memory budget of {budget} (--max-memory) holds \
+             beside the key's own table. Read from row {start} or {end}, which needs nothing, \
+             or raise --max-memory"
+        ),
+        RefusalReason::NothingToFree | RefusalReason::SystemRefused => format!(
+            "{head}, and the server's memory budget of {budget} (--max-memory) has no room \
+             for it now ({} in use, nothing more may be evicted). Read from row {start} or \
+             {end}, which needs nothing, or retry later",
+            HumanBytes(refusal.used as u64),
         ),
     }
 }

@@ -25,10 +25,12 @@ use crate::protocol::key::TableKey;
 
 /// Frees memory so that a charge can fit; the store implements it.
 pub trait Relieve: Send + Sync {
-    /// Free some memory held for the cache without touching the table under `protected` (the
-    /// key being uploaded, whose old table must survive a failed upload). False once there is
-    /// nothing left it may free.
-    fn relieve(&self, protected: Option<&TableKey>) -> bool;
+    /// Free some memory held for the cache without evicting the table under `protected` (the
+    /// key being uploaded, whose old table must survive a failed upload; the key being read),
+    /// nor trimming it unless `may_trim_protected` (an append's own key may lose its oldest
+    /// rows as any capped key does; trimming a key being read frees nothing). False once there
+    /// is nothing left it may free.
+    fn relieve(&self, protected: Option<&TableKey>, may_trim_protected: bool) -> bool;
 
     /// Free memory held for the cache that holds no table (the pool of freed memory, the
     /// allocator's free pages), evicting nothing. False once there is none.
@@ -40,6 +42,10 @@ pub trait Relieve: Send + Sync {
 pub enum MakeRoom {
     /// By evicting tables too (table memory: uploads).
     Evicting,
+    /// By evicting or trimming tables other than the protected key's, which the charge's
+    /// holder reads (a read's own copy of stored rows: freeing that table would free nothing
+    /// while it is read).
+    EvictingOthers,
     /// Only from memory that holds no table (a query's working memory: a query never
     /// evicts a cached table, which could be the one it reads).
     WithoutEvicting,
@@ -169,7 +175,9 @@ impl MemoryBudget {
             if self.release_free_memory() {
                 continue;
             }
-            let relieved = relief.as_ref().is_some_and(|relief| relief.relieve(None));
+            let relieved = relief
+                .as_ref()
+                .is_some_and(|relief| relief.relieve(None, true));
             if !relieved {
                 return false;
             }
@@ -281,6 +289,7 @@ impl MemoryBudget {
             return Ok(());
         }
         let upload_bytes = account.map_or(0, UploadAccount::bytes);
+        let pinned = account.map_or(0, |account| account.pinned);
         let refuse = |reason| {
             self.refused.fetch_add(1, Ordering::Relaxed);
             Err(OverBudget {
@@ -302,7 +311,8 @@ impl MemoryBudget {
             if self.try_add(bytes) {
                 return Ok(());
             }
-            if upload_bytes.saturating_add(bytes) > self.limit_for_charges() {
+            if upload_bytes.saturating_add(pinned).saturating_add(bytes) > self.limit_for_charges()
+            {
                 // Evicting cannot help: only the process's own memory could shrink.
                 if self.release_free_memory() {
                     continue;
@@ -310,7 +320,8 @@ impl MemoryBudget {
                 return refuse(RefusalReason::LargerThanBudget);
             }
             let relieved = relief.as_ref().is_some_and(|relief| match make_room {
-                MakeRoom::Evicting => relief.relieve(protected),
+                MakeRoom::Evicting => relief.relieve(protected, true),
+                MakeRoom::EvictingOthers => relief.relieve(protected, false),
                 MakeRoom::WithoutEvicting => relief.release_unused(),
             });
             if !relieved {
@@ -493,6 +504,9 @@ pub struct UploadAccount {
     state: Mutex<(usize, bool)>,
     /// How its charges make room when they do not fit.
     make_room: MakeRoom,
+    /// Memory its holder keeps in use that no eviction can free (a read's table), counted
+    /// with its charges when deciding whether they could fit at all.
+    pinned: usize,
 }
 
 impl fmt::Debug for UploadAccount {
@@ -518,12 +532,17 @@ impl UploadAccount {
 
     /// The account of a read's own copy of stored rows (the rest of a batch it starts
     /// inside, encoded again): not an upload, so never counted among uploads in progress; its
-    /// charges make room by evicting any table but `key`'s, whose memory the read holds.
-    pub fn reading(budget: &Arc<MemoryBudget>, key: TableKey) -> Arc<Self> {
-        let account = Self::making_room(budget, MakeRoom::Evicting);
-        account.set_key(key);
-        account.end();
-        account
+    /// charges make room by evicting or trimming any table but `key`'s, whose memory (`pinned`
+    /// bytes) the read holds, and are refused at once if they could not fit beside it.
+    pub fn reading(budget: &Arc<MemoryBudget>, key: TableKey, pinned: usize) -> Arc<Self> {
+        Arc::new(Self {
+            budget: Arc::clone(budget),
+            key: OnceLock::from(key),
+            // Not in progress: its charges are never counted among uploads.
+            state: Mutex::new((0, false)),
+            make_room: MakeRoom::EvictingOthers,
+            pinned,
+        })
     }
 
     fn making_room(budget: &Arc<MemoryBudget>, make_room: MakeRoom) -> Arc<Self> {
@@ -532,6 +551,7 @@ impl UploadAccount {
             key: OnceLock::new(),
             state: Mutex::new((0, true)),
             make_room,
+            pinned: 0,
         })
     }
 
@@ -600,7 +620,7 @@ mod tests {
     }
 
     impl Relieve for Freeing {
-        fn relieve(&self, _protected: Option<&TableKey>) -> bool {
+        fn relieve(&self, _protected: Option<&TableKey>, _may_trim_protected: bool) -> bool {
             self.held.lock().unwrap().pop().is_some()
         }
 

@@ -6,20 +6,24 @@
 //! sliced at N and encoded again as one record batch message with the batch's `app_metadata`.
 //! The new message's large buffers are views of what was decoded, not copies: for an
 //! uncompressed batch they point into table memory, and only small pieces are new (padding,
-//! rebased offsets, shifted validity bitmaps), copied together into a few segments.
+//! rebased offsets, shifted validity bitmaps), copied together into a few segments. A view that
+//! would keep alive a decompressed buffer more than twice its size is copied instead.
 //!
 //! What a cut holds beyond table memory is the read's own memory, charged to the memory budget
-//! before it is allocated (at most the batch's decompressed size plus its body once more),
-//! then resized to what the message holds, and given back when the message has been sent. Like
-//! an upload's charge it makes room by evicting other tables, never the one read (whose memory
-//! the read holds); when nothing can be freed the read fails with RESOURCE_EXHAUSTED, naming the
-//! batch's first row and the next one's, from which a read copies nothing.
+//! before it is allocated: the batch decompressed before it is decoded, then at most what the
+//! encoder may copy before it encodes (the dictionaries it encodes and this cut leaves out
+//! included), then resized to what the message holds, and given back when the message has been
+//! sent. It makes room by evicting or trimming other tables, never the one read (whose memory
+//! the read holds, see [`MakeRoom::EvictingOthers`](crate::store::budget::MakeRoom)); when
+//! nothing can be freed the read fails with RESOURCE_EXHAUSTED, naming the batch's first row and
+//! the next one's, from which a read needs nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arrow::array::ArrayData;
 use arrow::buffer::Buffer;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef, UnionMode};
 use arrow::error::ArrowError;
 use arrow::ipc::writer::StreamEncoder;
 use arrow::ipc::{self, MessageHeader};
@@ -69,17 +73,14 @@ pub(crate) fn rest_of_batch(
     skip: usize,
     account: &Arc<UploadAccount>,
 ) -> Result<StoredMessage, CutError> {
-    // Decoding decompresses what was stored compressed; encoding again may copy up to the
-    // uncompressed body once more (buffers realigned, offsets rebased, bitmaps shifted).
+    // Decoding decompresses what was stored compressed; an uncompressed body is decoded in
+    // place.
     let decompressed: usize = dictionaries
         .iter()
         .chain([message])
         .map(decompressed_bytes)
         .sum();
-    let uncompressed_body = decompressed_bytes(message).max(message.body_len());
-    let charge = account
-        .budget()
-        .charge(decompressed + uncompressed_body, Some(account))?;
+    let charge = account.budget().charge(decompressed, Some(account))?;
     let encoded = {
         let mut decoder = MessageDecoder::new(Arc::clone(schema), None)?;
         for dictionary in dictionaries {
@@ -89,15 +90,22 @@ pub(crate) fn rest_of_batch(
             .decode(message)?
             .ok_or_else(|| ArrowError::IpcError("not a record batch".into()))?;
         let rest = batch.slice(skip, batch.num_rows() - skip);
+        charge.grow(
+            rest.columns()
+                .iter()
+                .map(|column| encoding_copies(&column.to_data()))
+                .sum(),
+        )?;
         StreamEncoder::try_new(schema)?.encode(&rest)?
     };
-    let (header, buffers) = last_message(encoded)?;
+    // Empty buffers are part of the layout the header describes, but of no bytes.
+    let (header, buffers) = last_message(encoded.into_iter().filter(|b| !b.is_empty()))?;
     let mut body = Body::new(&message.body);
     for buffer in buffers {
         body.push(buffer);
     }
     let (segments, held) = body.finish();
-    charge.resize(held)?;
+    charge.resize(header.len() + held)?;
     let charge = Arc::new(charge);
     Ok(StoredMessage {
         header,
@@ -114,11 +122,42 @@ pub(crate) fn rest_of_batch(
     })
 }
 
+/// At most what arrow-ipc's writer allocates to encode `data`, a slice: what cannot be a view
+/// of its buffers (offsets that do not start at 0, rebased; bitmaps that do not start at a
+/// whole byte, shifted; the dictionaries, which it encodes into messages of their own, left
+/// out here) and the padding after each buffer.
+fn encoding_copies(data: &ArrayData) -> usize {
+    let len = data.len();
+    let bitmap = len.div_ceil(8);
+    let padding = 64 * (data.buffers().len() + 1);
+    let own = match data.data_type() {
+        DataType::Dictionary(_, _) => {
+            let values: usize = data
+                .child_data()
+                .iter()
+                .map(ArrayData::get_array_memory_size)
+                .sum();
+            return padding + bitmap + values;
+        }
+        DataType::Boolean => bitmap,
+        DataType::Utf8 | DataType::Binary | DataType::List(_) | DataType::Map(_, _) => {
+            (len + 1) * 4
+        }
+        DataType::LargeUtf8 | DataType::LargeBinary | DataType::LargeList(_) => (len + 1) * 8,
+        DataType::ListView(_) => len * 8,
+        DataType::LargeListView(_) => len * 16,
+        DataType::Union(_, UnionMode::Dense) => len * 4,
+        _ => 0,
+    };
+    let children: usize = data.child_data().iter().map(encoding_copies).sum();
+    padding + bitmap + own + children
+}
+
 /// The header and body buffers of the last message of an encoded IPC stream (the record
-/// batch: the schema and any dictionaries come before it).
-fn last_message(stream: Vec<Buffer>) -> Result<(Bytes, Vec<Buffer>), ArrowError> {
+/// batch: the schema and any dictionaries come before it), given its non-empty buffers.
+fn last_message(stream: impl Iterator<Item = Buffer>) -> Result<(Bytes, Vec<Buffer>), ArrowError> {
     let mut stream = StreamBuffers {
-        rest: stream.into_iter(),
+        rest: stream.collect::<Vec<_>>().into_iter(),
         current: None,
     };
     let mut last = None;
@@ -226,28 +265,31 @@ impl<'a> Body<'a> {
     }
 
     fn push(&mut self, buffer: Buffer) {
-        if buffer.len() < COPY_BELOW {
-            self.copying.extend_from_slice(&buffer);
-            return;
-        }
-        self.flush();
         let start = buffer.as_ptr() as usize;
         let in_table_memory = self.stored.iter().any(|segment| {
             let segment_start = segment.as_ptr() as usize;
             start >= segment_start && start + buffer.len() <= segment_start + segment.len()
         });
+        let allocation = buffer.capacity().max(buffer.len());
+        // A small buffer is copied; so is a view that would keep alive an allocation more
+        // than twice its size (a few rows of a batch decompressed).
+        if buffer.len() < COPY_BELOW || (!in_table_memory && buffer.len() * 2 < allocation) {
+            self.copying.extend_from_slice(&buffer);
+            return;
+        }
+        self.flush();
         if !in_table_memory {
-            self.allocations.insert(
-                buffer.data_ptr().as_ptr() as usize,
-                buffer.capacity().max(buffer.len()),
-            );
+            self.allocations
+                .insert(buffer.data_ptr().as_ptr() as usize, allocation);
         }
         self.segments.push(Segment::View(buffer));
     }
 
     fn flush(&mut self) {
         if !self.copying.is_empty() {
-            let copied = self.copying.split().freeze();
+            // In an allocation of its own size: it is charged as held.
+            let copied = Bytes::copy_from_slice(&self.copying);
+            self.copying.clear();
             self.copied += copied.len();
             self.segments.push(Segment::Copied(copied));
         }
@@ -276,7 +318,7 @@ impl AsRef<[u8]> for ChargedSegment {
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{Int64Array, ListArray, RecordBatch};
+    use arrow::array::{Int64Array, ListArray, RecordBatch, StringArray};
     use arrow::datatypes::Int64Type;
     use arrow::ipc::CompressionType;
     use arrow::ipc::writer::{
@@ -336,7 +378,7 @@ mod tests {
         };
         let body = &message.body[0];
         let table_memory = budget.used();
-        let account = UploadAccount::reading(&budget, key());
+        let account = UploadAccount::reading(&budget, key(), 0);
         for skip in [1, 8, 100_001, rows - 1] {
             let rest = rest_of_batch(&schema, &[], message, skip, &account).unwrap();
             assert_eq!(
@@ -363,10 +405,37 @@ mod tests {
                 held <= (rows - skip) * 5 + 64 * 1024,
                 "from {skip}: {held} bytes charged"
             );
+            assert_eq!(budget.uploading(), 0, "a read is not an upload");
             drop(rest);
             assert_eq!(budget.used(), table_memory, "given back once sent");
         }
-        assert_eq!(budget.uploading(), 0, "a read is not an upload");
+    }
+
+    #[test]
+    fn a_rest_whose_last_buffers_are_empty_is_whole() {
+        // The strings after row 2 are null: the rest from there has an empty values buffer,
+        // last in the body, which the encoder hands on as an empty buffer.
+        let batch = RecordBatch::try_from_iter([
+            ("n", Arc::new(Int64Array::from(vec![1, 2, 3, 4])) as _),
+            (
+                "s",
+                Arc::new(StringArray::from(vec![Some("a"), Some(""), None, None])) as _,
+            ),
+        ])
+        .unwrap();
+        let budget = MemoryBudget::new(None);
+        let stored = segment_of_messages(&budget, {
+            let mut encoder = FlightEncoder::new(usize::MAX);
+            let mut messages = vec![encoder.encode_schema(&batch.schema(), None)];
+            messages.extend(encoder.encode_batch(&batch).unwrap());
+            messages
+        });
+        let account = UploadAccount::reading(&budget, key(), 0);
+        for skip in 1..4 {
+            let rest =
+                rest_of_batch(&batch.schema(), &[], &stored.messages()[1], skip, &account).unwrap();
+            assert_eq!(decode(&batch.schema(), &rest), batch.slice(skip, 4 - skip));
+        }
     }
 
     /// `batch` as an upload compressed with LZ4 stores it.
@@ -405,7 +474,6 @@ mod tests {
             RecordBatch::try_from_iter([("zeros", Arc::new(Int64Array::from(vec![0; rows])) as _)])
                 .unwrap();
         let schema = batch.schema();
-        let cut_at = rows / 2 + 3;
 
         let budget = MemoryBudget::new(None);
         let stored = compressed_segment(&budget, &batch);
@@ -413,26 +481,46 @@ mod tests {
         assert!(message.body_len() < (64 << 10), "8 MiB of zeros compress");
         assert_eq!(decompressed_bytes(message), rows * 8);
         let table_memory = budget.used();
-        let account = UploadAccount::reading(&budget, key());
-        let rest = rest_of_batch(&schema, &[], message, cut_at, &account).unwrap();
-        assert_eq!(decode(&schema, &rest), batch.slice(cut_at, rows - cut_at));
+        let account = UploadAccount::reading(&budget, key(), 0);
+        // Most of the batch: its values decompressed are sent as they are, and held.
+        let rest = rest_of_batch(&schema, &[], message, 3, &account).unwrap();
+        assert_eq!(decode(&schema, &rest), batch.slice(3, rows - 3));
         let held = budget.used() - table_memory;
         assert!(held >= rows * 8, "the decompressed values are held: {held}");
+        assert!(held <= rows * 8 + (64 << 10), "only they: {held}");
+        drop(rest);
+        assert_eq!(budget.used(), table_memory);
+        // Its last 1000 rows: copied out of the decompressed values, which are let go.
+        let cut_at = rows - 1000;
+        let rest = rest_of_batch(&schema, &[], message, cut_at, &account).unwrap();
+        assert_eq!(decode(&schema, &rest), batch.slice(cut_at, 1000));
+        let held = budget.used() - table_memory;
+        assert!((8000..64 << 10).contains(&held), "{held}");
         drop(rest);
         assert_eq!(budget.used(), table_memory);
 
-        // With room for the table and 1 MiB more, the cut is refused before it decompresses:
-        // it could not fit with nothing else cached.
-        let budget = MemoryBudget::new(Some(table_memory + (1 << 20)));
-        let stored = compressed_segment(&budget, &batch);
-        let account = UploadAccount::reading(&budget, key());
-        let Err(CutError::OverBudget(refusal)) =
-            rest_of_batch(&schema, &[], &stored.messages()[1], cut_at, &account)
-        else {
-            panic!("the cut fits in 1 MiB")
-        };
-        assert_eq!(refusal.reason, RefusalReason::LargerThanBudget);
-        assert!(refusal.needed >= rows * 8, "{refusal:?}");
-        assert_eq!(budget.used(), table_memory, "nothing is held");
+        // A budget of 1 MiB: the cut is refused before it decompresses, as it could not fit
+        // with nothing else cached; so is one of 9 MiB with 2 MiB in use by the table read
+        // (`pinned`: no eviction frees it), where 2 MiB of other tables could still be freed.
+        for (limit, pinned, reason) in [
+            (1 << 20, 0, RefusalReason::LargerThanBudget),
+            (9 << 20, 2 << 20, RefusalReason::LargerThanBudget),
+            (9 << 20, 0, RefusalReason::NothingToFree),
+        ] {
+            let small = MemoryBudget::new(Some(limit));
+            let in_use = (limit > 1 << 20).then(|| small.charge(2 << 20, None).unwrap());
+            let account = UploadAccount::reading(&small, key(), pinned);
+            let Err(CutError::OverBudget(refusal)) =
+                rest_of_batch(&schema, &[], message, 3, &account)
+            else {
+                panic!("the cut fits in {limit} bytes beside {pinned}")
+            };
+            assert_eq!(refusal.reason, reason, "{limit} {pinned}");
+            assert_eq!(refusal.needed, rows * 8, "{refusal:?}");
+            assert_eq!(small.used(), in_use.as_ref().map_or(0, Charge::bytes));
+        }
+        let roomy = MemoryBudget::new(Some(9 << 20));
+        let account = UploadAccount::reading(&roomy, key(), 0);
+        assert!(rest_of_batch(&schema, &[], message, 3, &account).is_ok());
     }
 }

@@ -176,11 +176,17 @@ pub(crate) fn decompressed_bytes(message: &StoredMessage) -> usize {
             .and_then(|dictionary| dictionary.data()),
         _ => None,
     };
-    let Some(batch) = batch.filter(|batch| batch.compression().is_some()) else {
-        return 0;
-    };
     // Compressed bodies are stored in one piece (only uncompressed batches are re-split).
-    let ([body], Some(buffers)) = (message.body.as_slice(), batch.buffers()) else {
+    match (batch, message.body.as_slice()) {
+        (Some(batch), [body]) => declared_decompressed_bytes(batch, body),
+        _ => 0,
+    }
+}
+
+/// The uncompressed lengths the compressed buffers of `batch`, whose body is `body`, declare
+/// in their prefixes (-1: stored uncompressed, decoded in place); 0 if it is not compressed.
+pub(crate) fn declared_decompressed_bytes(batch: ipc::RecordBatch<'_>, body: &[u8]) -> usize {
+    let (Some(_), Some(buffers)) = (batch.compression(), batch.buffers()) else {
         return 0;
     };
     buffers

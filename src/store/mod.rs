@@ -1082,15 +1082,16 @@ impl Shared {
         true
     }
 
-    /// Trim the oldest segment among the capped keys' (the one added longest ago) that holds
-    /// table memory (not one mapped from its file: trimming it would free nothing), keeping
-    /// each key's newest; false if there is none.
-    fn trim_one_capped(&self) -> bool {
+    /// Trim the oldest segment among the capped keys' but `spared`'s (the one added longest
+    /// ago) that holds table memory (not one mapped from its file: trimming it would free
+    /// nothing), keeping each key's newest; false if there is none.
+    fn trim_one_capped(&self, spared: Option<&TableKey>) -> bool {
         let (key, table_id, placed) = {
             let mut index = self.lock_index();
             let oldest = index
                 .capped
                 .iter()
+                .filter(|key| Some(*key) != spared)
                 .filter_map(|key| {
                     let entry = self.tables.get(key)?;
                     let segments = entry.table.segments();
@@ -1129,7 +1130,7 @@ impl Relieve for Shared {
     /// free memory (when the process's memory is counted), then, if the policy allows, trim
     /// the oldest segment of a key capped by retention (it was going to go), then evict the
     /// least recently used table.
-    fn relieve(&self, protected: Option<&TableKey>) -> bool {
+    fn relieve(&self, protected: Option<&TableKey>, may_trim_protected: bool) -> bool {
         if self.slabs.release_all() > 0 {
             return true;
         }
@@ -1137,7 +1138,10 @@ impl Relieve for Shared {
             return true;
         }
         match self.eviction {
-            Eviction::Lru => self.trim_one_capped() || self.evict_one(protected),
+            Eviction::Lru => {
+                let spared = protected.filter(|_| !may_trim_protected);
+                self.trim_one_capped(spared) || self.evict_one(protected)
+            }
             Eviction::NoEviction => false,
         }
     }

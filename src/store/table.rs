@@ -579,7 +579,8 @@ impl CachedTable {
             }
             let mut out = dictionaries;
             if row < from {
-                let account = UploadAccount::reading(budget, key.clone());
+                let pinned = usize::try_from(self.bytes()).unwrap_or(usize::MAX);
+                let account = UploadAccount::reading(budget, key.clone(), pinned);
                 let skip = (from - row) as usize;
                 let rest = cut::rest_of_batch(&self.schema, &out, message, skip, &account)
                     .map_err(|err| match err {

@@ -24,6 +24,7 @@ pub use crate::error::upload::{DecodeFailure, UploadProblem};
 use crate::error::{Error, Result};
 use crate::protocol::key::TableKey;
 use crate::store::budget::Charge;
+use crate::store::decode::declared_decompressed_bytes;
 use crate::store::resplit;
 use crate::store::slabs::{OpenSlab, SlabWriter};
 use crate::store::table::{Segment, StoredMessage, TableCounts};
@@ -33,6 +34,9 @@ use crate::store::validate::{self, BatchLayout, LayoutFixes, Violation};
 struct Decoding {
     schema: SchemaRef,
     dictionaries_by_id: HashMap<i64, ArrayRef>,
+    /// The charge for each dictionary id's values where decoding decompressed them (a
+    /// compressed dictionary batch), held while they are in force.
+    dictionary_charges: HashMap<i64, Charge>,
     /// The value type of each dictionary id the schema declares.
     dictionary_types: HashMap<i64, DataType>,
     /// Whether any column has values that are checked after decoding (see
@@ -241,6 +245,7 @@ impl TableUpload {
         self.decoding = Some(Decoding {
             schema: Arc::new(schema),
             dictionaries_by_id: HashMap::new(),
+            dictionary_charges: HashMap::new(),
             dictionary_types,
             needs_value_checks,
         });
@@ -299,6 +304,19 @@ impl TableUpload {
             .and_then(|h| ipc::root_as_message(h).ok())
             .and_then(|m| m.header_as_dictionary_batch());
         let batch = fixed_batch.unwrap_or(batch);
+        // Decoding compressed values decompresses them: charged first, while they are in
+        // force (a delta adds to its id's values, a replacement takes their place).
+        let decompressed = batch
+            .data()
+            .map_or(0, |data| declared_decompressed_bytes(data, body));
+        let over_budget = |refusal| Error::from(refusal).for_key(key);
+        let charge = match decoding.dictionary_charges.remove(&id) {
+            Some(held) if batch.isDelta() => {
+                held.grow(decompressed).map_err(over_budget)?;
+                held
+            }
+            _ => self.metadata.another(decompressed).map_err(over_budget)?,
+        };
         let result = guard_decoder(|| {
             ipc::reader::read_dictionary(
                 body,
@@ -309,6 +327,7 @@ impl TableUpload {
             )
         });
         result.map_err(|source| invalid(key, UploadProblem::BadDictionary { source }))?;
+        decoding.dictionary_charges.insert(id, charge);
         if value_type
             .as_ref()
             .is_some_and(validate::needs_value_checks)
@@ -356,6 +375,11 @@ impl TableUpload {
             .and_then(|h| ipc::root_as_message(h).ok())
             .and_then(|m| m.header_as_record_batch());
         let batch = fixed_batch.unwrap_or(batch);
+        // Decoding a compressed batch decompresses it: charged first, until it is checked.
+        let _decompressed = self
+            .metadata
+            .another(declared_decompressed_bytes(batch, body))
+            .map_err(|refusal| self.over_budget(refusal))?;
         let decoded = guard_decoder(|| {
             RecordBatchDecoder::try_new(
                 body,
@@ -562,7 +586,80 @@ mod quiet_panics {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use arrow::array::{DictionaryArray, RecordBatch, StringArray};
+    use arrow::datatypes::Int32Type;
+    use arrow::ipc::CompressionType;
+    use arrow::ipc::writer::{
+        DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions,
+    };
+
     use super::*;
+    use crate::store::budget::{MemoryBudget, UploadAccount};
+    use crate::store::slabs::SlabPool;
+
+    /// The values of a compressed dictionary batch are charged decompressed while the upload
+    /// decodes against them, and given back with the upload; a batch decompressed to be checked
+    /// is charged too, and one that cannot fit is refused before it is decompressed.
+    #[test]
+    fn decompressed_dictionaries_and_batches_are_charged_while_they_are_held() {
+        let values = StringArray::from_iter_values((0..100_000).map(|i| format!("{i:0>40}")));
+        let keys = (0..1000).map(|i| i * 100).collect::<Vec<i32>>();
+        let column = DictionaryArray::<Int32Type>::try_new(keys.into(), Arc::new(values)).unwrap();
+        let batch = RecordBatch::try_from_iter([("d", Arc::new(column) as ArrayRef)]).unwrap();
+        let options = IpcWriteOptions::default()
+            .try_with_compression(Some(CompressionType::LZ4_FRAME))
+            .unwrap();
+        let generator = IpcDataGenerator::default();
+        let mut tracker = DictionaryTracker::new(false);
+        let schema = generator.schema_to_bytes_with_dictionary_tracker(
+            &batch.schema(),
+            &mut tracker,
+            &options,
+        );
+        let (dictionaries, record_batch) = generator
+            .encode(
+                &batch,
+                &mut tracker,
+                &options,
+                &mut IpcWriteContext::default(),
+            )
+            .unwrap();
+        let schema = FlightData::from(schema);
+        let record_batch = FlightData::from(record_batch);
+        assert_eq!(dictionaries.len(), 1);
+        let dictionary = FlightData::from(dictionaries.into_iter().next().unwrap());
+        // At least the 100,000 values of 40 bytes, decompressed (a buffer the writer left
+        // uncompressed is decoded in place).
+        let decompressed = 100_000 * 40;
+
+        for limit in [None, Some(2 << 20)] {
+            let budget = MemoryBudget::new(limit);
+            let pool = Arc::new(SlabPool::new(Duration::ZERO, Arc::clone(&budget)));
+            let memory = SlabWriter::new(pool, UploadAccount::new(&budget));
+            let mut upload = TableUpload::new(TableKey::try_new("t").unwrap(), memory, usize::MAX);
+            upload.push(schema.clone()).unwrap();
+            let pushed = upload.push(dictionary.clone());
+            if limit.is_some() {
+                let err = pushed.unwrap_err();
+                assert!(matches!(err, Error::OverBudget { .. }), "{err:?}");
+                continue;
+            }
+            pushed.unwrap();
+            let compressed = budget.used();
+            assert!(compressed > decompressed, "{compressed} bytes charged");
+            upload.push(record_batch.clone()).unwrap();
+            let segment = upload.finish().unwrap();
+            // What stays is the stored (compressed) messages, the record batch's among them.
+            assert!(
+                budget.used() < compressed - decompressed + (64 << 10),
+                "given back with the upload: {} of {compressed}",
+                budget.used()
+            );
+            drop(segment);
+        }
+    }
 
     #[test]
     fn a_decoder_that_panics_is_a_refused_upload_not_a_crash() {
