@@ -227,7 +227,7 @@ pub struct DataDir {
     next_temp: AtomicU64,
     report: RestoreReport,
     /// Turns of `always` appends, by a stripe of their key: one at a time per key.
-    append_turns: [Arc<tokio::sync::Mutex<()>>; APPEND_STRIPES],
+    append_turns: [tokio::sync::Mutex<()>; APPEND_STRIPES],
     /// Held (with an exclusive lock) while the server runs.
     _lock: File,
 }
@@ -286,7 +286,7 @@ impl DataDir {
             write_failures: AtomicU64::new(0),
             next_temp: AtomicU64::new(0),
             report: RestoreReport::default(),
-            append_turns: std::array::from_fn(|_| Arc::default()),
+            append_turns: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
             _lock: lock,
         };
         dir.report = dir
@@ -648,8 +648,7 @@ impl DataDir {
                 appended
             }
             Durability::Always => {
-                let turn = Arc::clone(&self.append_turns[stripe_of(key)]);
-                let _turn = turn.lock_owned().await;
+                let _turn = self.append_turns[stripe_of(key)].lock().await;
                 // The key moves under an append only if it is replaced, dropped or expires
                 // while the append's file is written: try again for where it is then.
                 let mut tries = 0;
