@@ -419,7 +419,9 @@ impl TableStore {
         let mut index = self.shared.lock_index();
         let id = index.next_seq();
         let table = CachedTable::new(segment, id, self.shared.clock.now());
-        self.insert_entry(&mut index, key, table, expiry, id, true)
+        let old = self.insert_entry(&mut index, key, table, expiry, id, true);
+        drop(index);
+        (self.displaced_table(old), id)
     }
 
     /// An id for a put or append to come, larger than every earlier one's: for one whose file
@@ -441,8 +443,9 @@ impl TableStore {
         self.shared.puts.fetch_add(1, Ordering::Relaxed);
         let mut index = self.shared.lock_index();
         let table = CachedTable::new(segment, id, self.shared.clock.now());
-        self.insert_entry(&mut index, key, table, expiry, id, true)
-            .0
+        let old = self.insert_entry(&mut index, key, table, expiry, id, true);
+        drop(index);
+        self.displaced_table(old)
     }
 
     /// Append `segment` to the table under `key` in one step, or make it the key's table if
@@ -482,7 +485,9 @@ impl TableStore {
         if live.is_none() {
             let mut table = CachedTable::new(segment, id, now);
             table.set_retention(retention);
-            self.insert_entry(&mut index, key.clone(), table, expiry, id, true);
+            let old = self.insert_entry(&mut index, key.clone(), table, expiry, id, true);
+            drop(index);
+            self.displaced_table(old);
             return Ok(Appended {
                 first_offset: 0,
                 table_id: id,
@@ -677,7 +682,9 @@ impl TableStore {
         let mut index = self.shared.lock_index();
         let last = table.segments().last().map_or(id, |placed| placed.id);
         index.next_seq = index.next_seq.max(last);
-        self.insert_entry(&mut index, key, table, expiry, id, false);
+        let old = self.insert_entry(&mut index, key, table, expiry, id, false);
+        drop(index);
+        self.displaced_table(old);
     }
 
     /// Make later ids larger than `id` (ids of files found on disk).
@@ -686,6 +693,9 @@ impl TableStore {
         index.next_seq = index.next_seq.max(id);
     }
 
+    /// Make `table` the entry of `key` under the index lock held, as put `id`'s; the entry
+    /// it took the place of, for the caller to let go once the lock is released
+    /// ([`displaced_table`](Self::displaced_table)).
     fn insert_entry(
         &self,
         index: &mut MutexGuard<'_, Index>,
@@ -694,7 +704,7 @@ impl TableStore {
         expiry: Option<Expiry>,
         id: u64,
         evictable: bool,
-    ) -> (Option<Arc<CachedTable>>, u64) {
+    ) -> Option<Entry> {
         let now = self.shared.clock.now();
         // The old entry leaves the indexes before the new one enters them.
         if let Some(old) = self.shared.tables.get(&key) {
@@ -727,14 +737,19 @@ impl TableStore {
             .wake_sweep_for(index, expiry.map(|expiry| expiry.deadline));
         self.shared.wake_sweep_for(index, trim_at);
         self.shared.changed(&key);
-        let Some(old) = old else {
-            return (None, id);
-        };
-        if old.is_expired(now) {
+        old
+    }
+
+    /// The table an entry that a put took the place of held, if it was still live (one
+    /// that had expired is counted as expired). Called once the index is unlocked: what the
+    /// entry held besides (the unused end of its last slab, an expired table) is freed here.
+    fn displaced_table(&self, old: Option<Entry>) -> Option<Arc<CachedTable>> {
+        let old = old?;
+        if old.is_expired(self.shared.clock.now()) {
             self.shared.expirations.fetch_add(1, Ordering::Relaxed);
-            return (None, id);
+            return None;
         }
-        (Some(old.table), id)
+        Some(old.table)
     }
 
     /// Never merge a key's tiny appends ([`merge`]): a data directory whose files are written
