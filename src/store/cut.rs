@@ -320,17 +320,12 @@ impl AsRef<[u8]> for ChargedSegment {
 mod tests {
     use arrow::array::{Int64Array, ListArray, RecordBatch, StringArray};
     use arrow::datatypes::Int64Type;
-    use arrow::ipc::CompressionType;
-    use arrow::ipc::writer::{
-        DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions,
-    };
-    use arrow_flight::FlightData;
 
     use super::*;
     use crate::protocol::encode::FlightEncoder;
     use crate::protocol::key::TableKey;
     use crate::store::budget::{MemoryBudget, RefusalReason};
-    use crate::store::table::tests::segment_of_messages;
+    use crate::store::table::tests::{lz4_messages, segment_of_messages};
 
     fn key() -> TableKey {
         TableKey::try_new("k").unwrap()
@@ -443,28 +438,7 @@ mod tests {
         budget: &Arc<MemoryBudget>,
         batch: &RecordBatch,
     ) -> Arc<crate::store::table::Segment> {
-        let options = IpcWriteOptions::default()
-            .try_with_compression(Some(CompressionType::LZ4_FRAME))
-            .unwrap();
-        let generator = IpcDataGenerator::default();
-        let mut tracker = DictionaryTracker::new(false);
-        let schema = generator.schema_to_bytes_with_dictionary_tracker(
-            &batch.schema(),
-            &mut tracker,
-            &options,
-        );
-        let (_, encoded) = generator
-            .encode(
-                batch,
-                &mut tracker,
-                &options,
-                &mut IpcWriteContext::default(),
-            )
-            .unwrap();
-        segment_of_messages(
-            budget,
-            vec![FlightData::from(schema), FlightData::from(encoded)],
-        )
+        segment_of_messages(budget, lz4_messages(batch))
     }
 
     #[test]

@@ -828,6 +828,38 @@ pub(crate) mod tests {
         segment_of_messages(budget, messages)
     }
 
+    /// `batch` as a client compressing with LZ4 sends it: the schema, the dictionaries, the
+    /// record batch.
+    pub(crate) fn lz4_messages(batch: &RecordBatch) -> Vec<FlightData> {
+        use arrow::ipc::CompressionType;
+        use arrow::ipc::writer::{
+            DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions,
+        };
+        let options = IpcWriteOptions::default()
+            .try_with_compression(Some(CompressionType::LZ4_FRAME))
+            .unwrap();
+        let generator = IpcDataGenerator::default();
+        let mut tracker = DictionaryTracker::new(false);
+        let schema = generator.schema_to_bytes_with_dictionary_tracker(
+            &batch.schema(),
+            &mut tracker,
+            &options,
+        );
+        let (dictionaries, record_batch) = generator
+            .encode(
+                batch,
+                &mut tracker,
+                &options,
+                &mut IpcWriteContext::default(),
+            )
+            .unwrap();
+        std::iter::once(schema)
+            .chain(dictionaries)
+            .chain([record_batch])
+            .map(FlightData::from)
+            .collect()
+    }
+
     /// Flight `messages` (a schema, then batches) validated into a segment, as an upload
     /// stores them, charged to `budget`.
     pub(crate) fn segment_of_messages(

@@ -590,14 +590,11 @@ mod tests {
 
     use arrow::array::{DictionaryArray, RecordBatch, StringArray};
     use arrow::datatypes::Int32Type;
-    use arrow::ipc::CompressionType;
-    use arrow::ipc::writer::{
-        DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions,
-    };
 
     use super::*;
     use crate::store::budget::{MemoryBudget, UploadAccount};
     use crate::store::slabs::SlabPool;
+    use crate::store::table::tests::lz4_messages;
 
     /// The values of a compressed dictionary batch are charged decompressed while the upload
     /// decodes against them, and given back with the upload; a batch decompressed to be checked
@@ -608,28 +605,8 @@ mod tests {
         let keys = (0..1000).map(|i| i * 100).collect::<Vec<i32>>();
         let column = DictionaryArray::<Int32Type>::try_new(keys.into(), Arc::new(values)).unwrap();
         let batch = RecordBatch::try_from_iter([("d", Arc::new(column) as ArrayRef)]).unwrap();
-        let options = IpcWriteOptions::default()
-            .try_with_compression(Some(CompressionType::LZ4_FRAME))
-            .unwrap();
-        let generator = IpcDataGenerator::default();
-        let mut tracker = DictionaryTracker::new(false);
-        let schema = generator.schema_to_bytes_with_dictionary_tracker(
-            &batch.schema(),
-            &mut tracker,
-            &options,
-        );
-        let (dictionaries, record_batch) = generator
-            .encode(
-                &batch,
-                &mut tracker,
-                &options,
-                &mut IpcWriteContext::default(),
-            )
-            .unwrap();
-        let schema = FlightData::from(schema);
-        let record_batch = FlightData::from(record_batch);
-        assert_eq!(dictionaries.len(), 1);
-        let dictionary = FlightData::from(dictionaries.into_iter().next().unwrap());
+        let [schema, dictionary, record_batch] =
+            <[FlightData; 3]>::try_from(lz4_messages(&batch)).expect("one dictionary");
         // At least the 100,000 values of 40 bytes, decompressed (a buffer the writer left
         // uncompressed is decoded in place).
         let decompressed = 100_000 * 40;
