@@ -8,6 +8,7 @@ The driver's DBAPI prepares every statement (the `CreatePreparedStatement` actio
 parameters with a `DoPut` of one row under `CommandPreparedStatementQuery` and runs the query
 with `GetFlightInfo` and `DoGet`."""
 
+import json
 import subprocess
 import time
 
@@ -21,7 +22,7 @@ import pytest
 from adbc_driver_manager import AdbcStatusCode
 
 from conftest import _binary
-from flight_helpers import put
+from flight_helpers import LZ4, action, put, zeros
 from test_security import Authority, hash_password, log_in, new_token
 from test_security import pki  # noqa: F401 (a fixture: a CA and a server certificate)
 
@@ -145,33 +146,38 @@ def test_a_cancelled_query_ends_and_frees_its_place(start_server):
             pytest.fail("the cancelled query kept its place")
 
 
-def test_a_scan_of_a_compressed_table_reserves_it_decompressed_from_the_budget(start_server):
+@pytest.mark.parametrize("eviction", ["noeviction", "lru"])
+def test_a_scan_of_a_compressed_table_charges_it_decompressed_to_the_budget(start_server, eviction):
     """pyarrow's LZ4 batches are stored compressed; a query decompresses each one it scans,
-    within the memory budget: a batch that cannot fit is RESOURCE_EXHAUSTED, not decompressed
-    beyond the budget, and smaller ones are queried."""
-    server = start_server("--max-memory", "96MiB")
+    within the memory budget: a batch that cannot fit is RESOURCE_EXHAUSTED (nothing may be
+    evicted) or evicts another key (never the one scanned), and is never decompressed beyond
+    the budget; smaller batches are queried either way."""
+    server = start_server("--max-memory", "96MiB", "--eviction", eviction)
     client = flight.connect(server.url)
-    options = flight.FlightCallOptions(write_options=pa.ipc.IpcWriteOptions(compression="lz4"))
-
-    def put_compressed(key, table):
-        writer, _ = client.do_put(flight.FlightDescriptor.for_command(key), table.schema, options=options)
-        writer.write_table(table)
-        writer.close()
-
     # 64 MiB of zeros in one batch, under 1 MiB compressed; and the same rows in 1 MiB batches.
     count = 8 << 20
-    zeros = pa.table({"z": pa.repeat(pa.scalar(0, pa.int64()), count)})
-    put_compressed("zeros", zeros)
-    put_compressed("chunked", pa.Table.from_batches(zeros.to_batches(max_chunksize=1 << 17)))
-    # 48 MiB of the budget held by a table a query may not evict.
+    put(client, "zeros", zeros(count), LZ4)
+    put(client, "chunked", pa.Table.from_batches(zeros(count).to_batches(max_chunksize=1 << 17)), LZ4)
+    # 48 MiB of the budget held by another table.
     put(client, "filler", pa.table({"f": np.arange(6 << 20, dtype=np.int64)}))
     with connect(server.url) as conn:
-        with pytest.raises(dbapi.Error, match="(?i)resource.?exhausted|memory budget") as refused:
-            query(conn, 'SELECT sum(z) AS s FROM "zeros"')
-        assert "--max-memory" in str(refused.value), refused.value
         assert query(conn, 'SELECT sum(z) AS s, count(*) AS n FROM "chunked"').to_pylist() == [
             {"s": 0, "n": count}
         ]
+        first = 'SELECT z FROM "zeros" LIMIT 3'
+        if eviction == "noeviction":
+            with pytest.raises(dbapi.Error, match="(?i)resource.?exhausted|memory budget") as refused:
+                query(conn, first)
+            assert "--max-memory" in str(refused.value), refused.value
+        else:
+            assert query(conn, first).to_pylist() == [{"z": 0}] * 3
+    stats = json.loads(action(client, "stats"))
+    if eviction == "noeviction":
+        assert (stats["evictions"], stats["tables"]) == (0, 3), stats
+    else:
+        # Keys other than the one scanned made room: the least recently used first.
+        assert stats["evictions"] >= 1, stats
+        assert client.do_get(flight.Ticket("zeros")).read_all().num_rows == count
     client.close()
 
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from flight_helpers import action
+from flight_helpers import LZ4, action, put, zeros
 from test_security import users  # noqa: F401 (the users file fixture)
 
 APPEND = flight.FlightCallOptions(headers=[(b"x-flightcache-append", b"1")])
@@ -167,14 +167,6 @@ def _from(start):
     return flight.FlightCallOptions(headers=[(b"x-flightcache-from", str(start).encode())])
 
 
-def _put_compressed(client, key, table):
-    """Put `table` as pyarrow sends it with LZ4 compression: one compressed message a chunk."""
-    options = flight.FlightCallOptions(write_options=pa.ipc.IpcWriteOptions(compression="lz4"))
-    writer, _ = client.do_put(flight.FlightDescriptor.for_command(key), table.schema, options=options)
-    writer.write_table(table)
-    writer.close()
-
-
 def test_a_read_from_inside_a_compressed_nested_batch_gets_exactly_the_rest(client):
     # Stored as sent (compressed, nested: never re-split), so a read from inside it gets the
     # rest of that one batch decoded and encoded again.
@@ -188,7 +180,7 @@ def test_a_read_from_inside_a_compressed_nested_batch_gets_exactly_the_rest(clie
         }
     )
     assert table["n"].num_chunks == 1
-    _put_compressed(client, "packed", table)
+    put(client, "packed", table, LZ4)
     for start in (1, 12_345, count - 1):
         got = client.do_get(flight.Ticket("packed"), options=_from(start)).read_all()
         assert got.equals(table.slice(start)), start
@@ -200,10 +192,6 @@ def test_a_read_from_inside_a_compressed_nested_batch_gets_exactly_the_rest(clie
         got.append(reader.read_chunk().data)
     reader.cancel()
     assert pa.Table.from_batches(got).equals(pa.concat_tables([table.slice(54_321), table.slice(0, 10)]))
-
-
-def _zeros(count):
-    return pa.table({"z": pa.repeat(pa.scalar(0, pa.int64()), count)})
 
 
 def test_a_read_from_inside_a_compressed_batch_evicts_other_keys_never_its_own(start_server):
@@ -218,13 +206,8 @@ def test_a_read_from_inside_a_compressed_batch_evicts_other_keys_never_its_own(s
     )
     count = 4 << 20
     for _ in range(2):
-        writer, _ = client.do_put(flight.FlightDescriptor.for_command("stream"), _zeros(count).schema, options=options)
-        writer.write_table(_zeros(count))
-        writer.close()
-    filler = pa.table({"f": pa.array(range(9 << 20), pa.int64())})
-    writer, _ = client.do_put(flight.FlightDescriptor.for_command("filler"), filler.schema)
-    writer.write_table(filler)
-    writer.close()
+        put(client, "stream", zeros(count), options)
+    put(client, "filler", pa.table({"f": pa.array(range(9 << 20), pa.int64())}))
     got = client.do_get(flight.Ticket("stream"), options=_from(count + 5)).read_all()
     assert got.num_rows == count - 5
     stats = json.loads(action(client, "stats"))
@@ -240,11 +223,8 @@ def test_a_read_the_budget_cannot_copy_a_batch_for_is_refused_naming_where_to_st
     # 64 MiB of zeros, compressed to well under 1 MiB: stored compressed, in one message
     # (checked on the way in, decompressed within the budget); then 40 MiB of another key.
     count = 8 << 20
-    _put_compressed(client, "zeros", _zeros(count))
-    filler = pa.table({"f": pa.array(range(5 << 20), pa.int64())})
-    writer, _ = client.do_put(flight.FlightDescriptor.for_command("filler"), filler.schema)
-    writer.write_table(filler)
-    writer.close()
+    put(client, "zeros", zeros(count), LZ4)
+    put(client, "filler", pa.table({"f": pa.array(range(5 << 20), pa.int64())}))
     # From its first row the batch is sent as stored; from inside it, it is decompressed.
     assert client.do_get(flight.Ticket("zeros")).read_all().num_rows == count
     with pytest.raises(

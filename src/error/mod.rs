@@ -630,7 +630,7 @@ impl Error {
 
 /// Bytes as a person reads them: `512 B`, `1.50 KiB`, `616.52 MiB`, `17.66 GiB` (binary
 /// units, two decimals, as `flightcache` prints them elsewhere).
-struct HumanBytes(u64);
+pub(crate) struct HumanBytes(pub u64);
 
 impl fmt::Display for HumanBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -273,6 +273,17 @@ pub enum Violation {
         /// Whether it is refused for the limit rather than for being malformed.
         over_limit: bool,
     },
+    /// An LZ4 compressed buffer that decompresses to more bytes than it declares.
+    #[error(
+        "compressed buffer {buffer} declares {declared} uncompressed bytes but decompresses to \
+         more"
+    )]
+    CompressedOverrun {
+        /// The buffer's position.
+        buffer: usize,
+        /// The size it declares.
+        declared: i64,
+    },
     /// A value outside the range its type allows (a decimal beyond its precision, a time of
     /// day, a date in milliseconds).
     #[error("{data_type} value {value} at row {row} is out of range: {rule}")]

@@ -118,7 +118,9 @@ impl SchemaProvider for CacheSchema {
             .await
             .map_err(|err: Error| DataFusionError::External(Box::new(err)))?;
         Ok(stored.map(|stored| {
-            Arc::new(CachedTableProvider::new(stored.table)) as Arc<dyn TableProvider>
+            let key = TableKey::try_new(name).expect("a key, as the lookup parsed it");
+            let budget = Arc::clone(self.tables.store.budget());
+            Arc::new(CachedTableProvider::new(key, stored.table, budget)) as Arc<dyn TableProvider>
         }))
     }
 

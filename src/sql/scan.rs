@@ -6,8 +6,8 @@
 //! the budget until the query lets it go. Projection and `LIMIT` are pushed into the scan
 //! (only the projected columns are decoded; the scan stops once it has the rows); filters are
 //! left to DataFusion, which evaluates them on the batches as they stream. A batch stored
-//! compressed is decompressed as it is scanned, into memory reserved first from the query's
-//! pool (the budget): a batch that does not fit fails the query, never the budget.
+//! compressed is decompressed as it is scanned, into memory charged to the budget first as a
+//! read's is: a batch that does not fit fails the query, never the budget.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,7 +22,6 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -31,6 +30,9 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
 
+use crate::error::HumanBytes;
+use crate::protocol::key::TableKey;
+use crate::store::budget::{Charge, MemoryBudget, UploadAccount};
 use crate::store::decode::{MessageDecoder, decompressed_bytes};
 use crate::store::table::{CachedTable, StoredMessage};
 
@@ -44,16 +46,28 @@ fn rows_per_slice(batch: &RecordBatch) -> usize {
 /// How much of a stored batch the scan hands on at once.
 const SLICE_BYTES: usize = 4 << 20;
 
-/// The memory a scan's decoding holds, reserved: what the dictionaries in force and the batch
-/// being handed out took to decompress (nothing for uncompressed messages, decoded in place).
+/// The memory a scan's decoding holds, charged to the budget: what the dictionaries in force
+/// and the batch being handed out took to decompress (nothing for uncompressed messages,
+/// decoded in place). Charged as a read's copy is ([`UploadAccount::reading`]): it may evict
+/// or trim other tables, never the one scanned.
 struct DecodedMemory {
-    reservation: MemoryReservation,
+    key: TableKey,
+    charge: Charge,
     /// Each dictionary id's bytes decompressed.
     dictionaries: HashMap<i64, usize>,
 }
 
 impl DecodedMemory {
-    /// Reserve what decoding `message` will hold, in place of what the one it replaces held.
+    fn new(key: TableKey, budget: &Arc<MemoryBudget>, table: &CachedTable) -> Self {
+        let account = UploadAccount::reading(budget, key.clone(), table.memory_bytes());
+        Self {
+            key,
+            charge: budget.empty_charge(Some(&account)),
+            dictionaries: HashMap::new(),
+        }
+    }
+
+    /// Charge what decoding `message` will hold, in place of what the one it replaces held.
     ///
     /// # Errors
     /// DataFusion's `ResourcesExhausted` when the budget has no room.
@@ -67,12 +81,21 @@ impl DecodedMemory {
             // A dictionary replaces the one of its id; the batch held stays.
             Some(id) => {
                 let replaced = self.dictionaries.get(&id).copied().unwrap_or(0);
-                self.reservation.size() - replaced + bytes
+                self.charge.bytes().saturating_sub(replaced) + bytes
             }
             // A batch replaces the one handed out before it.
             None => self.dictionaries.values().sum::<usize>() + bytes,
         };
-        self.reservation.try_resize(wanted)?;
+        self.charge.resize(wanted).map_err(|refusal| {
+            DataFusionError::ResourcesExhausted(format!(
+                "decompressing a stored batch of {} takes {} more; {} of the budget's {} is in \
+                 use",
+                self.key.quoted(),
+                HumanBytes(refusal.needed as u64),
+                HumanBytes(refusal.used as u64),
+                HumanBytes(refusal.limit as u64),
+            ))
+        })?;
         if let Some(id) = dictionary_id {
             self.dictionaries.insert(id, bytes);
         }
@@ -83,13 +106,16 @@ impl DecodedMemory {
 /// One cached table, as the version of it that was current when the query was planned.
 #[derive(Debug)]
 pub(crate) struct CachedTableProvider {
+    key: TableKey,
     table: Arc<CachedTable>,
+    /// The budget a scan charges what it decompresses to.
+    budget: Arc<MemoryBudget>,
 }
 
 impl CachedTableProvider {
-    /// The table `table` as DataFusion sees it.
-    pub fn new(table: Arc<CachedTable>) -> Self {
-        Self { table }
+    /// The table `table` under `key` as DataFusion sees it; its scans charge `budget`.
+    pub fn new(key: TableKey, table: Arc<CachedTable>, budget: Arc<MemoryBudget>) -> Self {
+        Self { key, table, budget }
     }
 }
 
@@ -111,7 +137,9 @@ impl TableProvider for CachedTableProvider {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(TableScanExec::new(
+            self.key.clone(),
             Arc::clone(&self.table),
+            Arc::clone(&self.budget),
             projection.cloned(),
             limit,
         )?))
@@ -125,7 +153,9 @@ impl TableProvider for CachedTableProvider {
 /// from it (aggregates, joins).
 #[derive(Debug)]
 pub(crate) struct TableScanExec {
+    key: TableKey,
     table: Arc<CachedTable>,
+    budget: Arc<MemoryBudget>,
     projection: Option<Vec<usize>>,
     limit: Option<usize>,
     properties: Arc<PlanProperties>,
@@ -133,7 +163,9 @@ pub(crate) struct TableScanExec {
 
 impl TableScanExec {
     fn new(
+        key: TableKey,
         table: Arc<CachedTable>,
+        budget: Arc<MemoryBudget>,
         projection: Option<Vec<usize>>,
         limit: Option<usize>,
     ) -> Result<Self> {
@@ -148,7 +180,9 @@ impl TableScanExec {
             Boundedness::Bounded,
         );
         Ok(Self {
+            key,
             table,
+            budget,
             projection,
             limit,
             properties: Arc::new(properties),
@@ -210,7 +244,7 @@ impl ExecutionPlan for TableScanExec {
     fn execute(
         &self,
         partition: usize,
-        context: Arc<TaskContext>,
+        _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         if partition != 0 {
             return Err(DataFusionError::Internal(format!(
@@ -226,13 +260,8 @@ impl ExecutionPlan for TableScanExec {
         // The rest of a large stored batch, handed out in slices (views, no copy), so that
         // each step of the query and of the answer's encoding works on a bounded piece.
         let mut pending: Option<(RecordBatch, usize, usize)> = None;
-        // What decoding allocates (a compressed message decompressed: the dictionaries in
-        // force and the batch being handed out), reserved from the query's memory pool (the
-        // budget) before it is decoded.
-        let mut decoded = DecodedMemory {
-            reservation: MemoryConsumer::new("TableScanExec").register(context.memory_pool()),
-            dictionaries: HashMap::new(),
-        };
+        // What decoding allocates, charged before it is decoded.
+        let mut decoded = DecodedMemory::new(self.key.clone(), &self.budget, &table);
         let batches = std::iter::from_fn(move || {
             while left > 0 {
                 if let Some((batch, offset, step)) = pending.take() {

@@ -185,7 +185,7 @@ pub(crate) fn decompressed_bytes(message: &StoredMessage) -> usize {
 
 /// The uncompressed lengths the compressed buffers of `batch`, whose body is `body`, declare
 /// in their prefixes (-1: stored uncompressed, decoded in place); 0 if it is not compressed.
-pub(crate) fn declared_decompressed_bytes(batch: ipc::RecordBatch<'_>, body: &[u8]) -> usize {
+fn declared_decompressed_bytes(batch: ipc::RecordBatch<'_>, body: &[u8]) -> usize {
     let (Some(_), Some(buffers)) = (batch.compression(), batch.buffers()) else {
         return 0;
     };
@@ -201,7 +201,7 @@ pub(crate) fn declared_decompressed_bytes(batch: ipc::RecordBatch<'_>, body: &[u
             let declared = i64::from_le_bytes(prefix.try_into().ok()?);
             usize::try_from(declared).ok()
         })
-        .sum()
+        .fold(0, usize::saturating_add)
 }
 
 /// A one-piece body as an arrow buffer, without a copy.

@@ -459,6 +459,18 @@ impl CachedTable {
         Some(self.segments.first()?.added_at + age)
     }
 
+    /// The bytes of its segments held in table memory (not those mapped from their files,
+    /// which the budget does not charge): what a read of it holds that no eviction frees.
+    pub fn memory_bytes(&self) -> usize {
+        let bytes: u64 = self
+            .segments
+            .iter()
+            .filter(|placed| placed.segment.file().is_none())
+            .map(|placed| placed.segment.bytes())
+            .sum();
+        usize::try_from(bytes).unwrap_or(usize::MAX)
+    }
+
     /// The messages a read of `key` from row `from` sends: the schema, then the rows from
     /// `from` on (see [`segment_messages`](Self::segment_messages)), up to the rows stored now.
     ///
@@ -579,8 +591,7 @@ impl CachedTable {
             }
             let mut out = dictionaries;
             if row < from {
-                let pinned = usize::try_from(self.bytes()).unwrap_or(usize::MAX);
-                let account = UploadAccount::reading(budget, key.clone(), pinned);
+                let account = UploadAccount::reading(budget, key.clone(), self.memory_bytes());
                 let skip = (from - row) as usize;
                 let rest = cut::rest_of_batch(&self.schema, &out, message, skip, &account)
                     .map_err(|err| match err {

@@ -24,18 +24,18 @@ pub use crate::error::upload::{DecodeFailure, UploadProblem};
 use crate::error::{Error, Result};
 use crate::protocol::key::TableKey;
 use crate::store::budget::Charge;
-use crate::store::decode::declared_decompressed_bytes;
 use crate::store::resplit;
 use crate::store::slabs::{OpenSlab, SlabWriter};
 use crate::store::table::{Segment, StoredMessage, TableCounts};
-use crate::store::validate::{self, BatchLayout, LayoutFixes, Violation};
+use crate::store::validate::{self, BatchLayout, CheckedLayout, LayoutFixes, Violation};
 
 /// Decoding state of an upload after its schema message arrived.
 struct Decoding {
     schema: SchemaRef,
     dictionaries_by_id: HashMap<i64, ArrayRef>,
-    /// The charge for each dictionary id's values where decoding decompressed them (a
-    /// compressed dictionary batch), held while they are in force.
+    /// The charge for each dictionary id's values where decoding put them in memory of their
+    /// own (a compressed dictionary batch, decompressed; a delta, joined to the values before
+    /// it), held while they are in force.
     dictionary_charges: HashMap<i64, Charge>,
     /// The value type of each dictionary id the schema declares.
     dictionary_types: HashMap<i64, DataType>,
@@ -288,15 +288,16 @@ impl TableUpload {
             ));
         }
         let id = batch.id();
-        // An id the schema does not declare is refused by the decoder below.
+        // An id the schema does not declare is refused by the decoder below, before it
+        // decodes anything.
         let value_type = decoding.dictionary_types.get(&id).cloned();
-        let mut fixes = LayoutFixes::default();
+        let mut checked = CheckedLayout::default();
         if let (Some(value_type), Some(data)) = (&value_type, batch.data()) {
-            fixes = BatchLayout::new(data, version, body, max_decompressed_bytes)
+            checked = BatchLayout::new(data, version, body, max_decompressed_bytes)
                 .check([value_type], data.length())
                 .map_err(|violation| invalid(key, UploadProblem::Invalid(violation)))?;
         }
-        let (kept_header, decoded_header) = fixed_headers(header, &fixes)
+        let (kept_header, decoded_header) = fixed_headers(header, &checked.fixes)
             .map_err(|violation| invalid(key, UploadProblem::Invalid(violation)))?;
         // It parses, as `fixed_headers` checked, and holds what the original holds.
         let fixed_batch = decoded_header
@@ -304,19 +305,22 @@ impl TableUpload {
             .and_then(|h| ipc::root_as_message(h).ok())
             .and_then(|m| m.header_as_dictionary_batch());
         let batch = fixed_batch.unwrap_or(batch);
-        // Decoding compressed values decompresses them: charged first, while they are in
-        // force (a delta adds to its id's values, a replacement takes their place).
-        let decompressed = batch
-            .data()
-            .map_or(0, |data| declared_decompressed_bytes(data, body));
+        // Values decoded in place are the body's memory, already charged. Decoding
+        // decompresses compressed ones, and a delta is joined to the values in force in new
+        // memory: charged first (at most that), then as much as the values in force hold.
         let over_budget = |refusal| Error::from(refusal).for_key(key);
-        let charge = match decoding.dictionary_charges.remove(&id) {
-            Some(held) if batch.isDelta() => {
-                held.grow(decompressed).map_err(over_budget)?;
-                held
-            }
-            _ => self.metadata.another(decompressed).map_err(over_budget)?,
+        let compressed = batch
+            .data()
+            .is_some_and(|data| data.compression().is_some());
+        let delta = batch.isDelta();
+        let joined = match decoding.dictionaries_by_id.get(&id) {
+            Some(values) if delta => values.get_array_memory_size() + body.len(),
+            _ => 0,
         };
+        let charge = self
+            .metadata
+            .another(checked.decompressed_bytes + joined)
+            .map_err(over_budget)?;
         let result = guard_decoder(|| {
             ipc::reader::read_dictionary(
                 body,
@@ -327,6 +331,12 @@ impl TableUpload {
             )
         });
         result.map_err(|source| invalid(key, UploadProblem::BadDictionary { source }))?;
+        let in_force = match decoding.dictionaries_by_id.get(&id) {
+            Some(values) if compressed || delta => values.get_array_memory_size(),
+            _ => 0,
+        };
+        charge.resize(in_force).map_err(over_budget)?;
+        // The charge of the values this replaced goes back with them.
         decoding.dictionary_charges.insert(id, charge);
         if value_type
             .as_ref()
@@ -359,7 +369,7 @@ impl TableUpload {
             }));
         };
         let columns = decoding.schema.fields().iter().map(|f| f.data_type());
-        let fixes = BatchLayout::new(batch, version, body, self.max_decompressed_bytes)
+        let checked = BatchLayout::new(batch, version, body, self.max_decompressed_bytes)
             .check(columns, batch.length())
             .map_err(|violation| {
                 self.invalid(UploadProblem::BatchLayout {
@@ -367,7 +377,7 @@ impl TableUpload {
                     violation,
                 })
             })?;
-        let (kept_header, decoded_header) = fixed_headers(header, &fixes)
+        let (kept_header, decoded_header) = fixed_headers(header, &checked.fixes)
             .map_err(|violation| self.invalid(UploadProblem::Invalid(violation)))?;
         // It parses, as `fixed_headers` checked, and holds what the original holds.
         let fixed_batch = decoded_header
@@ -378,7 +388,7 @@ impl TableUpload {
         // Decoding a compressed batch decompresses it: charged first, until it is checked.
         let _decompressed = self
             .metadata
-            .another(declared_decompressed_bytes(batch, body))
+            .another(checked.decompressed_bytes)
             .map_err(|refusal| self.over_budget(refusal))?;
         let decoded = guard_decoder(|| {
             RecordBatchDecoder::try_new(
@@ -636,6 +646,40 @@ mod tests {
             );
             drop(segment);
         }
+    }
+
+    /// An LZ4 buffer that decompresses to more than it declares is refused before arrow-ipc
+    /// decompresses it (to its end, however large).
+    #[test]
+    fn an_lz4_buffer_that_decompresses_to_more_than_it_declares_is_refused() {
+        let zeros = RecordBatch::try_from_iter([(
+            "z",
+            Arc::new(arrow::array::Int64Array::from(vec![0; 1 << 20])) as ArrayRef,
+        )])
+        .unwrap();
+        let budget = MemoryBudget::new(None);
+        let upload = |messages: &[FlightData]| {
+            let pool = Arc::new(SlabPool::new(Duration::ZERO, Arc::clone(&budget)));
+            let memory = SlabWriter::new(pool, UploadAccount::new(&budget));
+            let mut upload = TableUpload::new(TableKey::try_new("t").unwrap(), memory, usize::MAX);
+            for message in messages {
+                upload.push(message.clone())?;
+            }
+            upload.finish()
+        };
+        let mut messages = lz4_messages(&zeros);
+        assert!(upload(&messages).is_ok(), "as pyarrow would send it");
+        // The values buffer (the first with bytes: no nulls) declares 8 bytes, not 8 MiB.
+        let mut body = messages[1].data_body.to_vec();
+        assert_eq!(i64::from_le_bytes(body[..8].try_into().unwrap()), 8 << 20);
+        body[..8].copy_from_slice(&8i64.to_le_bytes());
+        messages[1].data_body = body.into();
+        let err = upload(&messages).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("declares 8 uncompressed bytes but decompresses to more"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -359,6 +359,8 @@ pub struct BatchLayout<'a> {
     version: MetadataVersion,
     body: &'a [u8],
     compressed: bool,
+    /// Whether its buffers are LZ4 frames (else ZSTD, when compressed).
+    lz4: bool,
     /// Uncompressed bytes the compressed buffers declare, so far.
     decompressed_bytes: i64,
     /// Most uncompressed bytes a message's buffers may declare in all.
@@ -380,6 +382,35 @@ pub struct LayoutFixes {
     /// null, run-end encoded arrays included, where arrow-rs reads none for them and would
     /// take every later buffer for the one before it.
     pub v4_run_end_validity: Vec<usize>,
+}
+
+/// Whether the LZ4 `frame` decompresses to at most `declared` bytes, found by decompressing
+/// it into a small buffer and counting, never past `declared` + 1 bytes. A frame that does not
+/// decompress "fits": the decoder refuses it, no later than this would.
+fn lz4_frame_fits(frame: &[u8], declared: u64) -> bool {
+    use std::io::Read;
+    let mut decoder = lz4_flex::frame::FrameDecoder::new(frame).take(declared.saturating_add(1));
+    let mut scratch = vec![0; LZ4_COUNT_BUFFER_BYTES];
+    let mut total = 0u64;
+    loop {
+        match decoder.read(&mut scratch) {
+            Ok(0) | Err(_) => return total <= declared,
+            Ok(read) => total += read as u64,
+        }
+    }
+}
+
+/// The buffer [`lz4_frame_fits`] decompresses into, a block at a time.
+const LZ4_COUNT_BUFFER_BYTES: usize = 64 << 10;
+
+/// What [`BatchLayout::check`] found of a sound batch.
+#[derive(Debug, Default)]
+pub struct CheckedLayout {
+    /// What the header needs changed.
+    pub fixes: LayoutFixes,
+    /// The bytes its compressed buffers declare they decompress to (at most the limit given;
+    /// 0 when it is not compressed): what decoding it allocates.
+    pub decompressed_bytes: usize,
 }
 
 impl LayoutFixes {
@@ -434,6 +465,9 @@ impl<'a> BatchLayout<'a> {
             version,
             body,
             compressed: batch.compression().is_some(),
+            lz4: batch
+                .compression()
+                .is_some_and(|c| c.codec() == ipc::CompressionType::LZ4_FRAME),
             decompressed_bytes: 0,
             max_decompressed_bytes,
             next_node: 0,
@@ -444,7 +478,8 @@ impl<'a> BatchLayout<'a> {
 
     /// Check the layout for columns of `fields` and `rows` rows: every node and buffer sound,
     /// and exactly the ones the fields need. Returns what the header needs changed for
-    /// arrow-rs to read the batch as Arrow C++ does ([`LayoutFixes`]), usually nothing.
+    /// arrow-rs to read the batch as Arrow C++ does ([`LayoutFixes`]), usually nothing, and
+    /// what decoding it will decompress.
     ///
     /// # Errors
     /// The first violation found.
@@ -452,7 +487,7 @@ impl<'a> BatchLayout<'a> {
         mut self,
         fields: impl IntoIterator<Item = &'f DataType>,
         rows: i64,
-    ) -> Result<LayoutFixes, Violation> {
+    ) -> Result<CheckedLayout, Violation> {
         if rows < 0 {
             return Err(Violation::NegativeLength(rows));
         }
@@ -480,7 +515,11 @@ impl<'a> BatchLayout<'a> {
                 });
             }
         }
-        Ok(self.fixes)
+        Ok(CheckedLayout {
+            fixes: self.fixes,
+            // Checked to be at most the limit, a usize.
+            decompressed_bytes: usize::try_from(self.decompressed_bytes).unwrap_or(usize::MAX),
+        })
     }
 
     /// Check the next column (or child) of `data_type`; its length.
@@ -769,6 +808,17 @@ impl<'a> BatchLayout<'a> {
                 buffer: index,
                 declared,
                 over_limit: true,
+            });
+        }
+        // arrow-ipc decompresses an LZ4 frame to its end before it compares the length with
+        // the one declared: a frame that decompresses to more would take the memory first.
+        if self.lz4
+            && declared >= 0
+            && !lz4_frame_fits(&self.body[offset + 8..offset + length], declared as u64)
+        {
+            return Err(Violation::CompressedOverrun {
+                buffer: index,
+                declared,
             });
         }
         // -1: the rest of the buffer is stored as it is.
