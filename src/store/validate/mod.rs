@@ -25,6 +25,7 @@
 //!   only its sizes.
 
 mod extension;
+mod lz4;
 
 pub use crate::error::upload::Violation;
 
@@ -383,25 +384,6 @@ pub struct LayoutFixes {
     /// take every later buffer for the one before it.
     pub v4_run_end_validity: Vec<usize>,
 }
-
-/// Whether the LZ4 `frame` decompresses to at most `declared` bytes, found by decompressing
-/// it into a small buffer and counting, never past `declared` + 1 bytes. A frame that does not
-/// decompress "fits": the decoder refuses it, no later than this would.
-fn lz4_frame_fits(frame: &[u8], declared: u64) -> bool {
-    use std::io::Read;
-    let mut decoder = lz4_flex::frame::FrameDecoder::new(frame).take(declared.saturating_add(1));
-    let mut scratch = vec![0; LZ4_COUNT_BUFFER_BYTES];
-    let mut total = 0u64;
-    loop {
-        match decoder.read(&mut scratch) {
-            Ok(0) | Err(_) => return total <= declared,
-            Ok(read) => total += read as u64,
-        }
-    }
-}
-
-/// The buffer [`lz4_frame_fits`] decompresses into, a block at a time.
-const LZ4_COUNT_BUFFER_BYTES: usize = 64 << 10;
 
 /// What [`BatchLayout::check`] found of a sound batch.
 #[derive(Debug, Default)]
@@ -811,10 +793,11 @@ impl<'a> BatchLayout<'a> {
             });
         }
         // arrow-ipc decompresses an LZ4 frame to its end before it compares the length with
-        // the one declared: a frame that decompresses to more would take the memory first.
+        // the one declared: a frame that decompresses to more would take the memory first
+        // ([`lz4`]).
         if self.lz4
             && declared >= 0
-            && !lz4_frame_fits(&self.body[offset + 8..offset + length], declared as u64)
+            && !lz4::frame_fits(&self.body[offset + 8..offset + length], declared as u64)
         {
             return Err(Violation::CompressedOverrun {
                 buffer: index,
