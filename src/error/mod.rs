@@ -554,8 +554,9 @@ fn over_budget_message(key: Option<&TableKey>, refusal: &OverBudget) -> String {
         RefusalReason::LargerThanBudget => format!(
             "the upload{} does not fit in the server's memory budget of {budget} (--max-memory) \
              even with nothing else cached: it holds {} and needed {needed} more, beside the \
-             {} the server process itself holds; nothing was stored. Upload a smaller table or \
-             raise --max-memory",
+             {} the server process itself holds; nothing was stored. Upload a smaller table \
+             (or smaller batches: a compressed batch is checked decompressed) or raise \
+             --max-memory",
             for_key(key),
             HumanBytes(refusal.upload_bytes as u64),
             HumanBytes(refusal.overhead as u64),

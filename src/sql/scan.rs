@@ -9,13 +9,11 @@
 //! compressed is decompressed as it is scanned, into memory charged to the budget first as a
 //! read's is: a batch that does not fit fails the query, never the budget.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use arrow::ipc;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -33,7 +31,7 @@ use datafusion::physical_plan::{
 use crate::error::HumanBytes;
 use crate::protocol::key::TableKey;
 use crate::store::budget::{Charge, MemoryBudget, UploadAccount};
-use crate::store::decode::{MessageDecoder, decompressed_bytes};
+use crate::store::decode::{DictionaryMemory, MessageDecoder, decompressed_bytes};
 use crate::store::table::{CachedTable, StoredMessage};
 
 /// Rows of a scanned batch handed on at once: about [`SLICE_BYTES`] of it, at least 1024 rows.
@@ -53,8 +51,7 @@ const SLICE_BYTES: usize = 4 << 20;
 struct DecodedMemory {
     key: TableKey,
     charge: Charge,
-    /// Each dictionary id's bytes decompressed.
-    dictionaries: HashMap<i64, usize>,
+    dictionaries: DictionaryMemory,
 }
 
 impl DecodedMemory {
@@ -63,29 +60,22 @@ impl DecodedMemory {
         Self {
             key,
             charge: budget.empty_charge(Some(&account)),
-            dictionaries: HashMap::new(),
+            dictionaries: DictionaryMemory::default(),
         }
     }
 
-    /// Charge what decoding `message` will hold, in place of what the one it replaces held.
+    /// Charge what decoding `message` will hold with the dictionaries in force, in place of
+    /// what the batch handed out before it held.
     ///
     /// # Errors
     /// DataFusion's `ResourcesExhausted` when the budget has no room.
     fn reserve_for(&mut self, message: &StoredMessage) -> Result<()> {
-        let bytes = decompressed_bytes(message);
-        let dictionary_id = ipc::root_as_message(&message.header)
-            .ok()
-            .and_then(|header| header.header_as_dictionary_batch())
-            .map(|dictionary| dictionary.id());
-        let wanted = match dictionary_id {
-            // A dictionary replaces the one of its id; the batch held stays.
-            Some(id) => {
-                let replaced = self.dictionaries.get(&id).copied().unwrap_or(0);
-                self.charge.bytes().saturating_sub(replaced) + bytes
-            }
-            // A batch replaces the one handed out before it.
-            None => self.dictionaries.values().sum::<usize>() + bytes,
+        let batch = if self.dictionaries.take_in(message) {
+            0
+        } else {
+            decompressed_bytes(message)
         };
+        let wanted = self.dictionaries.held().saturating_add(batch);
         self.charge.resize(wanted).map_err(|refusal| {
             DataFusionError::ResourcesExhausted(format!(
                 "decompressing a stored batch of {} takes {} more; {} of the budget's {} is in \
@@ -95,11 +85,7 @@ impl DecodedMemory {
                 HumanBytes(refusal.used as u64),
                 HumanBytes(refusal.limit as u64),
             ))
-        })?;
-        if let Some(id) = dictionary_id {
-            self.dictionaries.insert(id, bytes);
-        }
-        Ok(())
+        })
     }
 }
 

@@ -495,7 +495,9 @@ impl Drop for Charge {
 }
 
 /// The memory one upload has charged, counted as "uploads in progress" until the upload
-/// ends (stored or failed), and the key it writes, whose old table relief must not evict.
+/// ends (stored or failed), and the key it writes, whose old table relief must not evict. A
+/// read's own copies are charged under an account too ([`reading`](Self::reading)), never
+/// counted as an upload's.
 pub struct UploadAccount {
     budget: Arc<MemoryBudget>,
     key: OnceLock<TableKey>,

@@ -30,7 +30,7 @@ use arrow::ipc::{self, MessageHeader};
 use bytes::{Bytes, BytesMut};
 
 use crate::store::budget::{Charge, OverBudget, UploadAccount};
-use crate::store::decode::{MessageDecoder, decompressed_bytes};
+use crate::store::decode::{DictionaryMemory, MessageDecoder, decompressed_bytes};
 use crate::store::table::StoredMessage;
 
 /// Body buffers shorter than this are copied together into one segment, so that a message of
@@ -75,12 +75,14 @@ pub(crate) fn rest_of_batch(
 ) -> Result<StoredMessage, CutError> {
     // Decoding decompresses what was stored compressed; an uncompressed body is decoded in
     // place.
-    let decompressed: usize = dictionaries
-        .iter()
-        .chain([message])
-        .map(decompressed_bytes)
-        .sum();
-    let charge = account.budget().charge(decompressed, Some(account))?;
+    let mut dictionary_memory = DictionaryMemory::default();
+    for dictionary in dictionaries {
+        dictionary_memory.take_in(dictionary);
+    }
+    let decoded = dictionary_memory
+        .held()
+        .saturating_add(decompressed_bytes(message));
+    let charge = account.budget().charge(decoded, Some(account))?;
     let encoded = {
         let mut decoder = MessageDecoder::new(Arc::clone(schema), None)?;
         for dictionary in dictionaries {
@@ -93,7 +95,13 @@ pub(crate) fn rest_of_batch(
         charge.grow(
             rest.columns()
                 .iter()
-                .map(|column| encoding_copies(&column.to_data()))
+                .map(|column| {
+                    // A list's children are sliced by the encoder, which this bound does not
+                    // follow: never more than the slice itself holds.
+                    let data = column.to_data();
+                    let slice = data.get_slice_memory_size().unwrap_or(usize::MAX);
+                    encoding_copies(&data).min(slice.saturating_add(64 * buffer_count(&data)))
+                })
                 .sum(),
         )?;
         StreamEncoder::try_new(schema)?.encode(&rest)?
@@ -151,6 +159,11 @@ fn encoding_copies(data: &ArrayData) -> usize {
     };
     let children: usize = data.child_data().iter().map(encoding_copies).sum();
     padding + bitmap + own + children
+}
+
+/// The buffers of `data` and of its children, a validity bitmap counted for each.
+fn buffer_count(data: &ArrayData) -> usize {
+    1 + data.buffers().len() + data.child_data().iter().map(buffer_count).sum::<usize>()
 }
 
 /// The header and body buffers of the last message of an encoded IPC stream (the record
@@ -324,7 +337,7 @@ mod tests {
     use super::*;
     use crate::protocol::encode::FlightEncoder;
     use crate::protocol::key::TableKey;
-    use crate::store::budget::{MemoryBudget, RefusalReason};
+    use crate::store::budget::{MemoryBudget, RefusalReason, Relieve};
     use crate::store::table::tests::{lz4_messages, segment_of_messages};
 
     fn key() -> TableKey {
@@ -433,6 +446,24 @@ mod tests {
         }
     }
 
+    /// A relief that frees nothing and records what it was asked to spare.
+    #[derive(Default)]
+    struct Asked(std::sync::Mutex<Vec<(Option<TableKey>, bool)>>);
+
+    impl Relieve for Asked {
+        fn relieve(&self, protected: Option<&TableKey>, may_trim_protected: bool) -> bool {
+            self.0
+                .lock()
+                .unwrap()
+                .push((protected.cloned(), may_trim_protected));
+            false
+        }
+
+        fn release_unused(&self) -> bool {
+            false
+        }
+    }
+
     /// `batch` as an upload compressed with LZ4 stores it.
     fn compressed_segment(
         budget: &Arc<MemoryBudget>,
@@ -475,13 +506,22 @@ mod tests {
 
         // A budget of 1 MiB: the cut is refused before it decompresses, as it could not fit
         // with nothing else cached; so is one of 9 MiB with 2 MiB in use by the table read
-        // (`pinned`: no eviction frees it), where 2 MiB of other tables could still be freed.
-        for (limit, pinned, reason) in [
-            (1 << 20, 0, RefusalReason::LargerThanBudget),
-            (9 << 20, 2 << 20, RefusalReason::LargerThanBudget),
-            (9 << 20, 0, RefusalReason::NothingToFree),
+        // (`pinned`: no eviction frees it), without asking for room. With 2 MiB of other
+        // tables in use instead, it asks for room sparing the key read, and none is made.
+        for (limit, pinned, reason, asked) in [
+            (1 << 20, 0, RefusalReason::LargerThanBudget, vec![]),
+            (9 << 20, 2 << 20, RefusalReason::LargerThanBudget, vec![]),
+            (
+                9 << 20,
+                0,
+                RefusalReason::NothingToFree,
+                vec![(Some(key()), false)],
+            ),
         ] {
             let small = MemoryBudget::new(Some(limit));
+            let relief = Arc::new(Asked::default());
+            let as_relief: Arc<dyn Relieve> = relief.clone();
+            small.set_relief(Arc::downgrade(&as_relief));
             let in_use = (limit > 1 << 20).then(|| small.charge(2 << 20, None).unwrap());
             let account = UploadAccount::reading(&small, key(), pinned);
             let Err(CutError::OverBudget(refusal)) =
@@ -492,6 +532,7 @@ mod tests {
             assert_eq!(refusal.reason, reason, "{limit} {pinned}");
             assert_eq!(refusal.needed, rows * 8, "{refusal:?}");
             assert_eq!(small.used(), in_use.as_ref().map_or(0, Charge::bytes));
+            assert_eq!(*relief.0.lock().unwrap(), asked, "{limit} {pinned}");
         }
         let roomy = MemoryBudget::new(Some(9 << 20));
         let account = UploadAccount::reading(&roomy, key(), 0);

@@ -163,6 +163,49 @@ impl MessageDecoder {
     }
 }
 
+/// What a decoder's dictionaries hold beyond table memory, followed message by message: a
+/// dictionary decoded in place (uncompressed, not a delta) holds nothing of its own, one
+/// decompressed holds its values, and a delta joins the values in force and its own in new
+/// memory (as arrow-ipc's reader does).
+#[derive(Debug, Default)]
+pub(crate) struct DictionaryMemory {
+    /// Each id's values in force: their bytes, and whether they are in memory of their own.
+    values: HashMap<i64, (usize, bool)>,
+}
+
+impl DictionaryMemory {
+    /// Take in `message` if it is a dictionary batch; whether it was one.
+    pub fn take_in(&mut self, message: &StoredMessage) -> bool {
+        let Ok(header) = ipc::root_as_message(&message.header) else {
+            return false;
+        };
+        let Some(dictionary) = header.header_as_dictionary_batch() else {
+            return false;
+        };
+        let decompressed = decompressed_bytes(message);
+        let bytes = if decompressed > 0 {
+            decompressed
+        } else {
+            message.body_len()
+        };
+        let values = self.values.entry(dictionary.id()).or_default();
+        *values = if dictionary.isDelta() {
+            (values.0.saturating_add(bytes), true)
+        } else {
+            (bytes, decompressed > 0)
+        };
+        true
+    }
+
+    /// The bytes the dictionaries in force hold beyond table memory.
+    pub fn held(&self) -> usize {
+        self.values
+            .values()
+            .filter(|(_, own)| *own)
+            .fold(0, |sum, (bytes, _)| sum.saturating_add(*bytes))
+    }
+}
+
 /// The bytes decoding `message` allocates to decompress it: the uncompressed lengths its
 /// compressed buffers declare; 0 for an uncompressed message, decoded in place.
 pub(crate) fn decompressed_bytes(message: &StoredMessage) -> usize {
@@ -259,5 +302,83 @@ impl<'a> SegmentedBody<'a> {
             ));
         }
         Ok(Buffer::from(bytes.slice(start..start + length)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{DictionaryArray, RecordBatch, StringArray};
+    use arrow::datatypes::Int32Type;
+    use arrow::ipc::CompressionType;
+    use arrow::ipc::writer::{
+        DictionaryHandling, DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions,
+    };
+
+    use super::*;
+
+    /// The dictionary messages `batches` are sent with under `options`, as stored.
+    fn dictionary_messages(
+        batches: &[RecordBatch],
+        options: &IpcWriteOptions,
+    ) -> Vec<StoredMessage> {
+        let generator = IpcDataGenerator::default();
+        let mut tracker = DictionaryTracker::new(false);
+        generator.schema_to_bytes_with_dictionary_tracker(
+            &batches[0].schema(),
+            &mut tracker,
+            options,
+        );
+        let mut context = IpcWriteContext::default();
+        let mut messages = Vec::new();
+        for batch in batches {
+            let (dictionaries, _) = generator
+                .encode(batch, &mut tracker, options, &mut context)
+                .unwrap();
+            messages.extend(dictionaries.into_iter().map(|encoded| StoredMessage {
+                header: encoded.ipc_message.into(),
+                app_metadata: Bytes::new(),
+                body: vec![encoded.arrow_data.into()],
+            }));
+        }
+        messages
+    }
+
+    fn words(words: &[&str]) -> RecordBatch {
+        let keys: Vec<i32> = (0..words.len() as i32).collect();
+        let values = StringArray::from_iter_values(words.iter().map(|w| w.repeat(1000)));
+        let column = DictionaryArray::<Int32Type>::try_new(keys.into(), Arc::new(values)).unwrap();
+        RecordBatch::try_from_iter([("w", Arc::new(column) as ArrayRef)]).unwrap()
+    }
+
+    #[test]
+    fn dictionaries_hold_memory_of_their_own_when_decompressed_or_joined() {
+        let batches = [words(&["a", "b"]), words(&["a", "b", "c"])];
+        // Resent whole and uncompressed: decoded in place, nothing of their own.
+        let plain = dictionary_messages(&batches, &IpcWriteOptions::default());
+        let mut memory = DictionaryMemory::default();
+        assert!(plain.iter().all(|message| memory.take_in(message)));
+        assert_eq!(memory.held(), 0);
+        // A delta is joined to the values in force, in new memory: both counted.
+        let deltas = IpcWriteOptions::default().with_dictionary_handling(DictionaryHandling::Delta);
+        let messages = dictionary_messages(&batches, &deltas);
+        assert_eq!(messages.len(), 2, "the whole dictionary, then a delta");
+        let mut memory = DictionaryMemory::default();
+        memory.take_in(&messages[0]);
+        assert_eq!(memory.held(), 0);
+        memory.take_in(&messages[1]);
+        let joined = messages[0].body_len() + messages[1].body_len();
+        assert_eq!(memory.held(), joined);
+        // Compressed: decompressed, each replacing the one before it.
+        let lz4 = IpcWriteOptions::default()
+            .try_with_compression(Some(CompressionType::LZ4_FRAME))
+            .unwrap();
+        let messages = dictionary_messages(&batches, &lz4);
+        let mut memory = DictionaryMemory::default();
+        memory.take_in(&messages[0]);
+        assert_eq!(memory.held(), decompressed_bytes(&messages[0]));
+        assert!(memory.held() >= 2000);
+        memory.take_in(&messages[1]);
+        assert_eq!(memory.held(), decompressed_bytes(&messages[1]));
+        assert!(memory.held() >= 3000);
     }
 }

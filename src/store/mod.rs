@@ -696,6 +696,7 @@ impl TableStore {
     /// Make `table` the entry of `key` under the index lock held, as put `id`'s; the entry
     /// it took the place of, for the caller to let go once the lock is released
     /// ([`displaced_table`](Self::displaced_table)).
+    #[must_use = "the displaced entry is to be freed once the index lock is released"]
     fn insert_entry(
         &self,
         index: &mut MutexGuard<'_, Index>,

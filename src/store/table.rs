@@ -553,8 +553,9 @@ impl CachedTable {
         Ok((index < self.segments.len()).then_some(index))
     }
 
-    /// The messages of segment `index` that carry rows `from..` (without its schema): the
-    /// dictionaries in force at `from`, then its record batches from the one holding `from`,
+    /// The messages of segment `index` that carry rows `from..` (without its schema): its
+    /// dictionary batches before `from` (which put in force the dictionaries at `from`), then
+    /// its messages from the record batch holding `from`,
     /// that one cut to start at `from` when `from` falls inside it
     /// ([`cut`](crate::store::cut): the read's own memory, charged to `budget` for `key`). The
     /// rest are the stored messages themselves (reference counts, not copies).

@@ -607,8 +607,8 @@ mod tests {
     use crate::store::table::tests::lz4_messages;
 
     /// The values of a compressed dictionary batch are charged decompressed while the upload
-    /// decodes against them, and given back with the upload; a batch decompressed to be checked
-    /// is charged too, and one that cannot fit is refused before it is decompressed.
+    /// decodes against them, and given back with the upload; values that cannot fit are
+    /// refused before they are decompressed. (Record batches: test_memory.py.)
     #[test]
     fn decompressed_dictionaries_and_batches_are_charged_while_they_are_held() {
         let values = StringArray::from_iter_values((0..100_000).map(|i| format!("{i:0>40}")));
