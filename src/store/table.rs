@@ -495,7 +495,8 @@ impl CachedTable {
     }
 
     /// Every message a read of all kept rows sends: the schema, then each kept segment's
-    /// messages (reference counts, not copies).
+    /// messages (reference counts, not copies). The SQL scan reads them.
+    #[cfg(feature = "sql")]
     pub fn messages(self: &Arc<Self>) -> impl Iterator<Item = StoredMessage> + Send + 'static {
         std::iter::once(self.schema_message.clone()).chain(self.segment_messages_after(0))
     }
