@@ -862,6 +862,18 @@ impl DataDir {
     fn write_expiry(&self, key: &TableKey) -> io::Result<()> {
         let mut files = self.lock_files();
         let Some(stored) = self.store.peek(key) else {
+            // Gone from memory: dropped (its files went with it), or expired before its
+            // deadline could be written (a loaded machine), whose files would otherwise come
+            // back after a restart, deadline and all forgotten, until the sweeper removed them.
+            // Under the files' lock no put of the key can be between its file and its table.
+            let digest = key_digest(key);
+            if let Some(versions) = files.remove(&digest) {
+                for &version in versions.keys() {
+                    self.remove_files(&digest, version);
+                }
+                drop(files);
+                self.sync_dir();
+            }
             return Ok(());
         };
         let sidecar = Sidecar {
@@ -1392,6 +1404,39 @@ fn open_private(path: &Path, truncate: bool) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
+    use crate::store::Eviction;
+    use crate::store::budget::MemoryBudget;
+    use crate::store::table::tests::{rows, segment};
+
+    /// An expiry whose deadline passed before its `.ttl` file could be written (a loaded
+    /// machine): the key's file must not come back after a restart without its deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_key_that_expired_before_its_deadline_was_written_does_not_come_back() {
+        let root = tempfile::tempdir().unwrap();
+        let key = TableKey::try_new("brief").unwrap();
+        {
+            let clock = Clock::default();
+            let budget = MemoryBudget::new(None);
+            let store = TableStore::new(budget, Eviction::Lru, Duration::ZERO, clock.clone());
+            let dir = DataDir::open(root.path(), Durability::Always, &store).unwrap();
+            let table = segment(store.budget(), &[rows(0..10, &["a"])]);
+            dir.publish(key.clone(), table, None, None).await.unwrap();
+            store.expire(&key, Duration::from_millis(50)).unwrap();
+            // The store's clock passes the deadline; its sweeper, on tokio's, has not run.
+            clock.advance(Duration::from_millis(100));
+            dir.expiry_changed(&key);
+        }
+        let store = TableStore::new(
+            MemoryBudget::new(None),
+            Eviction::Lru,
+            Duration::ZERO,
+            Clock::default(),
+        );
+        let dir = DataDir::open(root.path(), Durability::Always, &store).unwrap();
+        assert_eq!(dir.report().tables, 0, "{:?}", dir.report());
+        assert!(store.peek(&key).is_none());
+    }
 
     #[test]
     fn file_names_come_from_digests_and_parse_back() {
