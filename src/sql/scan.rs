@@ -31,7 +31,7 @@ use datafusion::physical_plan::{
 use crate::error::HumanBytes;
 use crate::protocol::key::TableKey;
 use crate::store::budget::{Charge, MemoryBudget, UploadAccount};
-use crate::store::decode::{DictionaryMemory, MessageDecoder, decompressed_bytes};
+use crate::store::decode::{DictionaryMemory, MessageDecoder};
 use crate::store::table::{CachedTable, StoredMessage};
 
 /// Rows of a scanned batch handed on at once: about [`SLICE_BYTES`] of it, at least 1024 rows.
@@ -70,12 +70,7 @@ impl DecodedMemory {
     /// # Errors
     /// DataFusion's `ResourcesExhausted` when the budget has no room.
     fn reserve_for(&mut self, message: &StoredMessage) -> Result<()> {
-        let batch = if self.dictionaries.take_in(message) {
-            0
-        } else {
-            decompressed_bytes(message)
-        };
-        let wanted = self.dictionaries.held().saturating_add(batch);
+        let wanted = self.dictionaries.decoding(message);
         self.charge.resize(wanted).map_err(|refusal| {
             DataFusionError::ResourcesExhausted(format!(
                 "decompressing a stored batch of {} takes {} more; {} of the budget's {} is in \

@@ -30,7 +30,7 @@ use arrow::ipc::{self, MessageHeader};
 use bytes::{Bytes, BytesMut};
 
 use crate::store::budget::{Charge, OverBudget, UploadAccount};
-use crate::store::decode::{DictionaryMemory, MessageDecoder, decompressed_bytes};
+use crate::store::decode::{DictionaryMemory, MessageDecoder};
 use crate::store::table::StoredMessage;
 
 /// Body buffers shorter than this are copied together into one segment, so that a message of
@@ -77,11 +77,9 @@ pub(crate) fn rest_of_batch(
     // place.
     let mut dictionary_memory = DictionaryMemory::default();
     for dictionary in dictionaries {
-        dictionary_memory.take_in(dictionary);
+        dictionary_memory.decoding(dictionary);
     }
-    let decoded = dictionary_memory
-        .held()
-        .saturating_add(decompressed_bytes(message));
+    let decoded = dictionary_memory.decoding(message);
     let charge = account.budget().charge(decoded, Some(account))?;
     let encoded = {
         let mut decoder = MessageDecoder::new(Arc::clone(schema), None)?;
@@ -207,7 +205,7 @@ struct StreamBuffers {
 }
 
 impl StreamBuffers {
-    fn is_empty(&mut self) -> bool {
+    fn is_empty(&self) -> bool {
         self.current.as_ref().is_none_or(Buffer::is_empty) && self.rest.as_slice().is_empty()
     }
 
@@ -484,7 +482,7 @@ mod tests {
         let stored = compressed_segment(&budget, &batch);
         let message = &stored.messages()[1];
         assert!(message.body_len() < (64 << 10), "8 MiB of zeros compress");
-        assert_eq!(decompressed_bytes(message), rows * 8);
+        assert_eq!(DictionaryMemory::default().decoding(message), rows * 8);
         let table_memory = budget.used();
         let account = UploadAccount::reading(&budget, key(), 0);
         // Most of the batch: its values decompressed are sent as they are, and held.

@@ -174,15 +174,17 @@ pub(crate) struct DictionaryMemory {
 }
 
 impl DictionaryMemory {
-    /// Take in `message` if it is a dictionary batch; whether it was one.
-    pub fn take_in(&mut self, message: &StoredMessage) -> bool {
+    /// Take in `message` (a dictionary batch changes the values in force); the bytes a
+    /// decoder then holds beyond table memory: the dictionaries' in force, and what decoding
+    /// `message` decompresses if it is a record batch.
+    pub fn decoding(&mut self, message: &StoredMessage) -> usize {
         let Ok(header) = ipc::root_as_message(&message.header) else {
-            return false;
+            return self.held();
         };
+        let decompressed = decompressed_in(&header, message);
         let Some(dictionary) = header.header_as_dictionary_batch() else {
-            return false;
+            return self.held().saturating_add(decompressed);
         };
-        let decompressed = decompressed_bytes(message);
         let bytes = if decompressed > 0 {
             decompressed
         } else {
@@ -194,11 +196,11 @@ impl DictionaryMemory {
         } else {
             (bytes, decompressed > 0)
         };
-        true
+        self.held()
     }
 
     /// The bytes the dictionaries in force hold beyond table memory.
-    pub fn held(&self) -> usize {
+    fn held(&self) -> usize {
         self.values
             .values()
             .filter(|(_, own)| *own)
@@ -206,12 +208,10 @@ impl DictionaryMemory {
     }
 }
 
-/// The bytes decoding `message` allocates to decompress it: the uncompressed lengths its
-/// compressed buffers declare; 0 for an uncompressed message, decoded in place.
-pub(crate) fn decompressed_bytes(message: &StoredMessage) -> usize {
-    let Ok(header) = ipc::root_as_message(&message.header) else {
-        return 0;
-    };
+/// The bytes decoding `message`, whose header is `header`, allocates to decompress it: the
+/// uncompressed lengths its compressed buffers declare; 0 for an uncompressed message,
+/// decoded in place.
+fn decompressed_in(header: &ipc::Message<'_>, message: &StoredMessage) -> usize {
     let batch = match header.header_type() {
         MessageHeader::RecordBatch => header.header_as_record_batch(),
         MessageHeader::DictionaryBatch => header
@@ -356,29 +356,25 @@ mod tests {
         // Resent whole and uncompressed: decoded in place, nothing of their own.
         let plain = dictionary_messages(&batches, &IpcWriteOptions::default());
         let mut memory = DictionaryMemory::default();
-        assert!(plain.iter().all(|message| memory.take_in(message)));
-        assert_eq!(memory.held(), 0);
+        assert!(plain.iter().all(|message| memory.decoding(message) == 0));
         // A delta is joined to the values in force, in new memory: both counted.
         let deltas = IpcWriteOptions::default().with_dictionary_handling(DictionaryHandling::Delta);
         let messages = dictionary_messages(&batches, &deltas);
         assert_eq!(messages.len(), 2, "the whole dictionary, then a delta");
         let mut memory = DictionaryMemory::default();
-        memory.take_in(&messages[0]);
-        assert_eq!(memory.held(), 0);
-        memory.take_in(&messages[1]);
+        assert_eq!(memory.decoding(&messages[0]), 0);
         let joined = messages[0].body_len() + messages[1].body_len();
-        assert_eq!(memory.held(), joined);
+        assert_eq!(memory.decoding(&messages[1]), joined);
         // Compressed: decompressed, each replacing the one before it.
         let lz4 = IpcWriteOptions::default()
             .try_with_compression(Some(CompressionType::LZ4_FRAME))
             .unwrap();
         let messages = dictionary_messages(&batches, &lz4);
         let mut memory = DictionaryMemory::default();
-        memory.take_in(&messages[0]);
-        assert_eq!(memory.held(), decompressed_bytes(&messages[0]));
-        assert!(memory.held() >= 2000);
-        memory.take_in(&messages[1]);
-        assert_eq!(memory.held(), decompressed_bytes(&messages[1]));
-        assert!(memory.held() >= 3000);
+        // Two values of 1,000 bytes and their offsets, then three in their place.
+        let first = memory.decoding(&messages[0]);
+        assert!((2000..2100).contains(&first), "{first}");
+        let second = memory.decoding(&messages[1]);
+        assert!((3000..3100).contains(&second), "{second}");
     }
 }

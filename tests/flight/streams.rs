@@ -815,13 +815,7 @@ async fn appends_of_a_mib_share_huge_pages_unless_a_small_cap_would_keep_trimmed
         stats.memory_tables,
         stats.bytes
     );
-    let batches: Vec<RecordBatch> = producer
-        .get(&key("grows"))
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let (_, batches) = producer.get_all(&key("grows")).await.unwrap();
     assert!(
         triples(&batches) == expected,
         "the appends read back changed"
