@@ -163,8 +163,17 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> Result<()> {
         let disk = self.disk.clone();
+        let grace = self.config.shutdown_timeout;
         let served = self.serve_until(listener, metrics, shutdown).await;
         if let Some(disk) = disk {
+            // The connections the stop closed may still be dropping their handlers, which
+            // hold the data directory and so its lock: wait for them (within the shutdown
+            // timeout), so that a server started on the same directory right after this one
+            // stops finds it free.
+            let waited_until = tokio::time::Instant::now() + grace;
+            while Arc::strong_count(&disk) > 1 && tokio::time::Instant::now() < waited_until {
+                tokio::time::sleep(DIRECTORY_RELEASE_POLL).await;
+            }
             tokio::task::spawn_blocking(move || disk.finish())
                 .await
                 .map_err(|source| Error::TaskFailed {
@@ -267,6 +276,9 @@ impl Server {
         }
     }
 }
+
+/// How often a stopping server looks whether its connections let go of the data directory.
+const DIRECTORY_RELEASE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Read the users file again on every SIGHUP, until the task running this is aborted.
 #[cfg(unix)]
