@@ -13,8 +13,11 @@ Each through ADBC's Flight SQL driver (what Python users run), beside a plain py
 The server's resident memory is sampled every 5 ms during (a) and (b); its growth over the
 resident memory before the query is reported.
 
+With `--compression lz4` (or zstd) the table is uploaded compressed, as pyarrow writes it with
+`IpcWriteOptions(compression=...)`, and stored so: each query decompresses the columns it reads.
+
 Usage: .venv/bin/python benches/scripts/sql.py [--bin target/release/flightcache] [--repeat 5]
-       [--gib 1.0]
+       [--gib 1.0] [--compression none|lz4|zstd]
 Prints one JSON object; the figures go to benches/RESULTS.md by hand.
 """
 
@@ -124,14 +127,18 @@ def main():
     parser.add_argument("--bin", default="target/release/flightcache")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--gib", type=float, default=1.0)
+    parser.add_argument("--compression", choices=["none", "lz4", "zstd"], default="none")
     args = parser.parse_args()
+    codec = None if args.compression == "none" else args.compression
+    put_options = flight.FlightCallOptions(write_options=pa.ipc.IpcWriteOptions(compression=codec))
 
     table = make_table(args.gib)
     nbytes = table.nbytes
     server = Serve(args.bin)
     try:
         client = flight.connect(server.url)
-        writer, _ = client.do_put(flight.FlightDescriptor.for_command("t"), table.schema)
+        descriptor = flight.FlightDescriptor.for_command("t")
+        writer, _ = client.do_put(descriptor, table.schema, options=put_options)
         writer.write_table(table, max_chunksize=65536)
         writer.close()
         conn = flight_sql.connect(server.url, autocommit=True)
@@ -153,7 +160,12 @@ def main():
         def get_then_sum():
             return pc.sum(get_all()["c0"]).as_py()
 
-        report = {"table_bytes": nbytes, "rows": table.num_rows, "repeat": args.repeat}
+        report = {
+            "table_bytes": nbytes,
+            "rows": table.num_rows,
+            "repeat": args.repeat,
+            "compression": args.compression,
+        }
         # Warm up each path once.
         sql(SELECTIVE), get_then_filter(), duck.execute(SELECTIVE).to_arrow_table()
 

@@ -171,6 +171,10 @@ def test_a_scan_of_a_compressed_table_charges_it_decompressed_to_the_budget(star
             assert "--max-memory" in str(refused.value), refused.value
         else:
             assert query(conn, first).to_pylist() == [{"z": 0}] * 3
+            # The whole batch through an aggregate, whose repartition holds slices of it: each
+            # is its own size to DataFusion, not the whole decompressed batch's.
+            total = 'SELECT sum(z) AS s, count(*) AS n FROM "zeros"'
+            assert query(conn, total).to_pylist() == [{"s": 0, "n": count}]
     stats = json.loads(action(client, "stats"))
     if eviction == "noeviction":
         assert (stats["evictions"], stats["tables"]) == (0, 3), stats
@@ -178,6 +182,28 @@ def test_a_scan_of_a_compressed_table_charges_it_decompressed_to_the_budget(star
         # Keys other than the one scanned made room: the least recently used first.
         assert stats["evictions"] >= 1, stats
         assert client.do_get(flight.Ticket("zeros")).read_all().num_rows == count
+    client.close()
+
+
+def test_a_scan_decompresses_and_charges_only_the_columns_it_reads(start_server):
+    """Of a compressed batch, a query decompresses the columns it reads and no others, and is
+    charged only for those: a narrow column of a wide compressed table is queried where the
+    whole batch would not fit in what the budget has free."""
+    server = start_server("--max-memory", "96MiB", "--eviction", "noeviction")
+    client = flight.connect(server.url)
+    count = 8 << 20
+    # One batch: 64 MiB of `z` and 8 MiB of `n` once decompressed, under 1 MiB as stored.
+    wide = zeros(count).append_column("n", pa.repeat(pa.scalar(1, pa.int8()), count))
+    put(client, "wide", wide, LZ4)
+    # 48 MiB of the budget held by another table: `z` cannot be decompressed beside it.
+    put(client, "filler", pa.table({"f": np.arange(6 << 20, dtype=np.int64)}))
+    with connect(server.url) as conn:
+        assert query(conn, 'SELECT n FROM "wide" LIMIT 3').to_pylist() == [{"n": 1}] * 3
+        with pytest.raises(dbapi.Error, match="(?i)resource.?exhausted|memory budget") as refused:
+            query(conn, 'SELECT z FROM "wide" LIMIT 3')
+        assert "--max-memory" in str(refused.value), refused.value
+    stats = json.loads(action(client, "stats"))
+    assert (stats["evictions"], stats["tables"]) == (0, 2), stats
     client.close()
 
 

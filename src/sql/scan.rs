@@ -6,14 +6,16 @@
 //! the budget until the query lets it go. Projection and `LIMIT` are pushed into the scan
 //! (only the projected columns are decoded; the scan stops once it has the rows); filters are
 //! left to DataFusion, which evaluates them on the batches as they stream. A batch stored
-//! compressed is decompressed as it is scanned, into memory charged to the budget first as a
-//! read's is: a batch that does not fit fails the query, never the budget.
+//! compressed has its projected columns decompressed as it is scanned, into memory charged to
+//! the budget first as a read's is: a batch that does not fit fails the query, never the
+//! budget.
 
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{MutableArrayData, RecordBatch, RecordBatchOptions, make_array};
 use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -44,10 +46,69 @@ fn rows_per_slice(batch: &RecordBatch) -> usize {
 /// How much of a stored batch the scan hands on at once.
 const SLICE_BYTES: usize = 4 << 20;
 
+/// A decoded batch handed on a slice at a time.
+///
+/// A slice is a view of the batch, except of a batch that was decompressed into memory of its
+/// own: DataFusion sizes a batch by the whole buffers it views (`get_array_memory_size`), so
+/// an operator that holds slices of one decompressed 64 MiB batch (a repartition does) would
+/// reserve 64 MiB for each, and refuse a query the budget has room for. Those slices are
+/// copies, made one at a time, each its own size; the decompressed batch goes once the last
+/// is made.
+struct Slicing {
+    batch: RecordBatch,
+    /// The first row not yet handed on.
+    offset: usize,
+    /// Rows handed on at once.
+    step: usize,
+    /// Whether slices are copied.
+    copy: bool,
+}
+
+impl Slicing {
+    fn new(batch: RecordBatch, decompressed: bool) -> Self {
+        let step = rows_per_slice(&batch);
+        Self {
+            copy: decompressed && step < batch.num_rows(),
+            batch,
+            offset: 0,
+            step,
+        }
+    }
+
+    /// The next slice, of at most `most` rows.
+    ///
+    /// # Errors
+    /// What arrow reports copying it (a bug: the batch was decoded sound).
+    fn next_piece(&mut self, most: usize) -> Result<RecordBatch> {
+        let rows = self.step.min(self.batch.num_rows() - self.offset).min(most);
+        let piece = self.batch.slice(self.offset, rows);
+        self.offset += rows;
+        if !self.copy {
+            return Ok(piece);
+        }
+        let columns = piece
+            .columns()
+            .iter()
+            .map(|column| {
+                let data = column.to_data();
+                let mut copy = MutableArrayData::new(vec![&data], false, rows);
+                copy.try_extend(0, 0, rows)?;
+                Ok(make_array(copy.freeze()))
+            })
+            .collect::<std::result::Result<_, ArrowError>>();
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        columns
+            .and_then(|columns| {
+                RecordBatch::try_new_with_options(piece.schema(), columns, &options)
+            })
+            .map_err(|err| DataFusionError::ArrowError(Box::new(err), None))
+    }
+}
+
 /// The memory a scan's decoding holds, charged to the budget: what the dictionaries in force
-/// and the batch being handed out took to decompress (nothing for uncompressed messages,
-/// decoded in place). Charged as a read's copy is ([`UploadAccount::reading`]): it may evict
-/// or trim other tables, never the one scanned.
+/// and the projected columns of the batch being handed out took to decompress (nothing for
+/// uncompressed messages, decoded in place). Charged as a read's copy is
+/// ([`UploadAccount::reading`]): it may evict or trim other tables, never the one scanned.
 struct DecodedMemory {
     key: TableKey,
     charge: Charge,
@@ -55,32 +116,43 @@ struct DecodedMemory {
 }
 
 impl DecodedMemory {
-    fn new(key: TableKey, budget: &Arc<MemoryBudget>, table: &CachedTable) -> Self {
+    /// The memory a scan of `projection` of `table` (`None`: every column) holds.
+    fn new(
+        key: TableKey,
+        budget: &Arc<MemoryBudget>,
+        table: &CachedTable,
+        projection: Option<Vec<usize>>,
+    ) -> Self {
         let account = UploadAccount::reading(budget, key.clone(), table.memory_bytes());
         Self {
             key,
             charge: budget.empty_charge(Some(&account)),
-            dictionaries: DictionaryMemory::default(),
+            dictionaries: DictionaryMemory::projected(Arc::clone(table.schema()), projection),
         }
     }
 
     /// Charge what decoding `message` will hold with the dictionaries in force, in place of
-    /// what the batch handed out before it held.
+    /// what the batch handed out before it held. Returns whether a record batch decoded from
+    /// it is decompressed into memory of its own (rather than decoded in place).
     ///
     /// # Errors
     /// DataFusion's `ResourcesExhausted` when the budget has no room.
-    fn reserve_for(&mut self, message: &StoredMessage) -> Result<()> {
+    fn reserve_for(&mut self, message: &StoredMessage) -> Result<bool> {
         let wanted = self.dictionaries.decoding(message);
-        self.charge.resize(wanted).map_err(|refusal| {
-            DataFusionError::ResourcesExhausted(format!(
-                "decompressing a stored batch of {} takes {} more; {} of the budget's {} is in \
+        let decompressed = wanted > self.dictionaries.held();
+        self.charge
+            .resize(wanted)
+            .map(|()| decompressed)
+            .map_err(|refusal| {
+                DataFusionError::ResourcesExhausted(format!(
+                    "decompressing a stored batch of {} takes {} more; {} of the budget's {} is in \
                  use",
-                self.key.quoted(),
-                HumanBytes(refusal.needed as u64),
-                HumanBytes(refusal.used as u64),
-                HumanBytes(refusal.limit as u64),
-            ))
-        })
+                    self.key.quoted(),
+                    HumanBytes(refusal.needed as u64),
+                    HumanBytes(refusal.used as u64),
+                    HumanBytes(refusal.limit as u64),
+                ))
+            })
     }
 }
 
@@ -238,33 +310,37 @@ impl ExecutionPlan for TableScanExec {
         let mut left = self.limit.unwrap_or(usize::MAX);
         // Every kept segment's messages in order (a reference count each, not a copy).
         let mut messages = table.messages();
-        // The rest of a large stored batch, handed out in slices (views, no copy), so that
-        // each step of the query and of the answer's encoding works on a bounded piece.
-        let mut pending: Option<(RecordBatch, usize, usize)> = None;
+        // The rest of a large stored batch, handed out in slices, so that each step of the
+        // query and of the answer's encoding works on a bounded piece.
+        let mut pending: Option<Slicing> = None;
         // What decoding allocates, charged before it is decoded.
-        let mut decoded = DecodedMemory::new(self.key.clone(), &self.budget, &table);
+        let mut decoded = DecodedMemory::new(
+            self.key.clone(),
+            &self.budget,
+            &table,
+            self.projection.clone(),
+        );
         let batches = std::iter::from_fn(move || {
             while left > 0 {
-                if let Some((batch, offset, step)) = pending.take() {
-                    let rows = step.min(batch.num_rows() - offset).min(left);
-                    let piece = batch.slice(offset, rows);
-                    if offset + rows < batch.num_rows() {
-                        pending = Some((batch, offset + rows, step));
+                if let Some(mut slicing) = pending.take() {
+                    let piece = slicing.next_piece(left);
+                    left -= piece.as_ref().map_or(left, RecordBatch::num_rows);
+                    if slicing.offset < slicing.batch.num_rows() {
+                        pending = Some(slicing);
                     }
-                    left -= rows;
-                    return Some(Ok(piece));
+                    return Some(piece);
                 }
                 let message = messages.next()?;
-                if let Err(err) = decoded.reserve_for(&message) {
-                    left = 0;
-                    return Some(Err(err));
-                }
+                let decompressed = match decoded.reserve_for(&message) {
+                    Ok(decompressed) => decompressed,
+                    Err(err) => {
+                        left = 0;
+                        return Some(Err(err));
+                    }
+                };
                 match decoder.decode(&message) {
                     Ok(Some(batch)) if batch.num_rows() == 0 => {}
-                    Ok(Some(batch)) => {
-                        let step = rows_per_slice(&batch);
-                        pending = Some((batch, 0, step));
-                    }
+                    Ok(Some(batch)) => pending = Some(Slicing::new(batch, decompressed)),
                     Ok(None) => {}
                     Err(err) => {
                         left = 0;

@@ -23,6 +23,7 @@ use bytes::Bytes;
 
 use crate::store::resplit::flat_buffer_count;
 use crate::store::table::StoredMessage;
+use crate::store::validate::BatchLayout;
 
 /// Decodes a table's messages in order, keeping the dictionaries seen so far.
 pub(crate) struct MessageDecoder {
@@ -166,14 +167,27 @@ impl MessageDecoder {
 /// What a decoder's dictionaries hold beyond table memory, followed message by message: a
 /// dictionary decoded in place (uncompressed, not a delta) holds nothing of its own, one
 /// decompressed holds its values, and a delta joins the values in force and its own in new
-/// memory (as arrow-ipc's reader does).
+/// memory (as arrow-ipc's reader does). A decoder of every column starts from
+/// `DictionaryMemory::default()`, one of some columns from [`DictionaryMemory::projected`].
 #[derive(Debug, Default)]
 pub(crate) struct DictionaryMemory {
     /// Each id's values in force: their bytes, and whether they are in memory of their own.
     values: HashMap<i64, (usize, bool)>,
+    /// The columns decoded, when not all (with the schema they are columns of): arrow-ipc
+    /// decompresses only their buffers of a record batch, and every dictionary.
+    projection: Option<(SchemaRef, Vec<usize>)>,
 }
 
 impl DictionaryMemory {
+    /// The memory of a decoder of the columns `projection` of `schema` (`None`: all).
+    #[cfg(feature = "sql")]
+    pub fn projected(schema: SchemaRef, projection: Option<Vec<usize>>) -> Self {
+        Self {
+            values: HashMap::new(),
+            projection: projection.map(|columns| (schema, columns)),
+        }
+    }
+
     /// Take in `message` (a dictionary batch changes the values in force); the bytes a
     /// decoder then holds beyond table memory: the dictionaries' in force, and what decoding
     /// `message` decompresses if it is a record batch.
@@ -181,7 +195,7 @@ impl DictionaryMemory {
         let Ok(header) = ipc::root_as_message(&message.header) else {
             return self.held();
         };
-        let decompressed = decompressed_in(&header, message);
+        let decompressed = self.decompressed_in(&header, message);
         let Some(dictionary) = header.header_as_dictionary_batch() else {
             return self.held().saturating_add(decompressed);
         };
@@ -200,29 +214,45 @@ impl DictionaryMemory {
     }
 
     /// The bytes the dictionaries in force hold beyond table memory.
-    fn held(&self) -> usize {
+    pub fn held(&self) -> usize {
         self.values
             .values()
             .filter(|(_, own)| *own)
             .fold(0, |sum, (bytes, _)| sum.saturating_add(*bytes))
     }
-}
 
-/// The bytes decoding `message`, whose header is `header`, allocates to decompress it: the
-/// uncompressed lengths its compressed buffers declare; 0 for an uncompressed message,
-/// decoded in place.
-fn decompressed_in(header: &ipc::Message<'_>, message: &StoredMessage) -> usize {
-    let batch = match header.header_type() {
-        MessageHeader::RecordBatch => header.header_as_record_batch(),
-        MessageHeader::DictionaryBatch => header
-            .header_as_dictionary_batch()
-            .and_then(|dictionary| dictionary.data()),
-        _ => None,
-    };
-    // Compressed bodies are stored in one piece (only uncompressed batches are re-split).
-    match (batch, message.body.as_slice()) {
-        (Some(batch), [body]) => declared_decompressed_bytes(batch, body),
-        _ => 0,
+    /// The bytes decoding `message`, whose header is `header`, allocates to decompress it:
+    /// the uncompressed lengths its compressed buffers declare (of a record batch, those of
+    /// the projected columns); 0 for an uncompressed message, decoded in place.
+    fn decompressed_in(&self, header: &ipc::Message<'_>, message: &StoredMessage) -> usize {
+        let (batch, projection) = match header.header_type() {
+            MessageHeader::RecordBatch => (header.header_as_record_batch(), &self.projection),
+            MessageHeader::DictionaryBatch => (
+                header
+                    .header_as_dictionary_batch()
+                    .and_then(|dictionary| dictionary.data()),
+                &None,
+            ),
+            _ => (None, &None),
+        };
+        // Compressed bodies are stored in one piece (only uncompressed batches are re-split).
+        let (Some(batch), [body]) = (batch, message.body.as_slice()) else {
+            return 0;
+        };
+        if let (Some(_), Some((schema, columns))) = (batch.compression(), projection) {
+            let layout = BatchLayout::stored(batch, header.version(), body).check(
+                schema.fields().iter().map(|f| f.data_type()),
+                batch.length(),
+            );
+            // It was checked when it was stored; were it not sound, every column is counted.
+            if let Ok(layout) = layout {
+                return columns
+                    .iter()
+                    .filter_map(|&column| layout.decompressed_by_column.get(column))
+                    .fold(0, |sum, bytes| sum.saturating_add(*bytes));
+            }
+        }
+        declared_decompressed_bytes(batch, body)
     }
 }
 
@@ -308,11 +338,14 @@ impl<'a> SegmentedBody<'a> {
 #[cfg(test)]
 mod tests {
     use arrow::array::{DictionaryArray, RecordBatch, StringArray};
+    use arrow::array::{Int8Array, Int64Array};
     use arrow::datatypes::Int32Type;
     use arrow::ipc::CompressionType;
     use arrow::ipc::writer::{
-        DictionaryHandling, DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions,
+        DictionaryHandling, DictionaryTracker, EncodedData, IpcDataGenerator, IpcWriteContext,
+        IpcWriteOptions,
     };
+    use arrow::util::bit_util;
 
     use super::*;
 
@@ -334,13 +367,33 @@ mod tests {
             let (dictionaries, _) = generator
                 .encode(batch, &mut tracker, options, &mut context)
                 .unwrap();
-            messages.extend(dictionaries.into_iter().map(|encoded| StoredMessage {
-                header: encoded.ipc_message.into(),
-                app_metadata: Bytes::new(),
-                body: vec![encoded.arrow_data.into()],
-            }));
+            messages.extend(dictionaries.into_iter().map(stored));
         }
         messages
+    }
+
+    /// The record batch message `batch` is sent as under `options`, as stored.
+    fn batch_message(batch: &RecordBatch, options: &IpcWriteOptions) -> StoredMessage {
+        let mut tracker = DictionaryTracker::new(false);
+        let mut context = IpcWriteContext::default();
+        let (_, encoded) = IpcDataGenerator::default()
+            .encode(batch, &mut tracker, options, &mut context)
+            .unwrap();
+        stored(encoded)
+    }
+
+    fn stored(encoded: EncodedData) -> StoredMessage {
+        StoredMessage {
+            header: encoded.ipc_message.into(),
+            app_metadata: Bytes::new(),
+            body: vec![encoded.arrow_data.into()],
+        }
+    }
+
+    fn lz4() -> IpcWriteOptions {
+        IpcWriteOptions::default()
+            .try_with_compression(Some(CompressionType::LZ4_FRAME))
+            .unwrap()
     }
 
     fn words(words: &[&str]) -> RecordBatch {
@@ -366,15 +419,57 @@ mod tests {
         let joined = messages[0].body_len() + messages[1].body_len();
         assert_eq!(memory.decoding(&messages[1]), joined);
         // Compressed: decompressed, each replacing the one before it.
-        let lz4 = IpcWriteOptions::default()
-            .try_with_compression(Some(CompressionType::LZ4_FRAME))
-            .unwrap();
-        let messages = dictionary_messages(&batches, &lz4);
+        let messages = dictionary_messages(&batches, &lz4());
         let mut memory = DictionaryMemory::default();
         // Two values of 1,000 bytes and their offsets, then three in their place.
         let first = memory.decoding(&messages[0]);
         assert!((2000..2100).contains(&first), "{first}");
         let second = memory.decoding(&messages[1]);
         assert!((3000..3100).contains(&second), "{second}");
+    }
+
+    #[test]
+    #[cfg(feature = "sql")]
+    fn a_decoder_of_some_columns_counts_only_theirs_decompressed() {
+        let rows = 100_000;
+        let some_null = |i: usize| (!i.is_multiple_of(10)).then_some(0);
+        let batch = RecordBatch::try_from_iter([
+            (
+                "wide",
+                Arc::new((0..rows).map(some_null).collect::<Int64Array>()) as ArrayRef,
+            ),
+            (
+                "narrow",
+                Arc::new(
+                    (0..rows)
+                        .map(|i| some_null(i).map(|v| v as i8))
+                        .collect::<Int8Array>(),
+                ),
+            ),
+        ])
+        .unwrap();
+        let message = batch_message(&batch, &lz4());
+        let validity = bit_util::ceil(rows, 8);
+        let (wide, narrow) = (validity + rows * 8, validity + rows);
+        assert_eq!(
+            DictionaryMemory::default().decoding(&message),
+            wide + narrow
+        );
+        let schema = batch.schema();
+        let cases = [
+            (None, wide + narrow),
+            (Some(vec![1]), narrow),
+            (Some(vec![0]), wide),
+            (Some(vec![1, 0]), wide + narrow),
+            (Some(vec![]), 0),
+        ];
+        for (projection, bytes) in cases {
+            let mut memory = DictionaryMemory::projected(Arc::clone(&schema), projection.clone());
+            assert_eq!(memory.decoding(&message), bytes, "{projection:?}");
+        }
+        // Uncompressed, every column is decoded in place.
+        let plain = batch_message(&batch, &IpcWriteOptions::default());
+        let mut memory = DictionaryMemory::projected(schema, Some(vec![0]));
+        assert_eq!(memory.decoding(&plain), 0);
     }
 }

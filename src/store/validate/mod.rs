@@ -366,6 +366,8 @@ pub struct BatchLayout<'a> {
     decompressed_bytes: i64,
     /// Most uncompressed bytes a message's buffers may declare in all.
     max_decompressed_bytes: usize,
+    /// Whether LZ4 frames are bounded by what they hold (not again for a stored batch).
+    bound_frames: bool,
     next_node: usize,
     next_buffer: usize,
     /// What arrow-rs needs changed in the header to read the batch as Arrow C++ does.
@@ -393,6 +395,9 @@ pub struct CheckedLayout {
     /// The bytes its compressed buffers declare they decompress to (at most the limit given;
     /// 0 when it is not compressed): what decoding it allocates.
     pub decompressed_bytes: usize,
+    /// The same, column by column (top-level columns, their children included): what
+    /// decoding only some of them allocates.
+    pub decompressed_by_column: Vec<usize>,
 }
 
 impl LayoutFixes {
@@ -452,9 +457,19 @@ impl<'a> BatchLayout<'a> {
                 .is_some_and(|c| c.codec() == ipc::CompressionType::LZ4_FRAME),
             decompressed_bytes: 0,
             max_decompressed_bytes,
+            bound_frames: true,
             next_node: 0,
             next_buffer: 0,
             fixes: LayoutFixes::default(),
+        }
+    }
+
+    /// The layout of `batch`, a batch checked with [`BatchLayout::new`] when it was stored,
+    /// to read what its buffers declare again: its LZ4 frames are not bounded a second time.
+    pub fn stored(batch: ipc::RecordBatch<'a>, version: MetadataVersion, body: &'a [u8]) -> Self {
+        Self {
+            bound_frames: false,
+            ..Self::new(batch, version, body, usize::MAX)
         }
     }
 
@@ -473,8 +488,13 @@ impl<'a> BatchLayout<'a> {
         if rows < 0 {
             return Err(Violation::NegativeLength(rows));
         }
+        let mut decompressed_by_column = Vec::new();
         for (column, data_type) in fields.into_iter().enumerate() {
+            let before = self.decompressed_bytes;
             let length = self.column(data_type)?;
+            // Both at most the limit, a usize.
+            decompressed_by_column
+                .push(usize::try_from(self.decompressed_bytes - before).unwrap_or(usize::MAX));
             if length != rows {
                 return Err(Violation::ColumnLength {
                     column,
@@ -501,6 +521,7 @@ impl<'a> BatchLayout<'a> {
             fixes: self.fixes,
             // Checked to be at most the limit, a usize.
             decompressed_bytes: usize::try_from(self.decompressed_bytes).unwrap_or(usize::MAX),
+            decompressed_by_column,
         })
     }
 
@@ -796,6 +817,7 @@ impl<'a> BatchLayout<'a> {
         // the one declared: a frame that decompresses to more would take the memory first
         // ([`lz4`]).
         if self.lz4
+            && self.bound_frames
             && declared >= 0
             && !lz4::frame_fits(&self.body[offset + 8..offset + length], declared as u64)
         {
