@@ -1,33 +1,114 @@
-"""Appends per second as a key grows without retention, while two readers keep taking
-snapshots of it (gets from `latest`): an append copies the key's list of segments (not their
-data) when a reader holds the table, so its cost grows with the number of appends kept.
+"""Appends per second as a key grows without retention, while readers hold the table.
 
-Usage: .venv/bin/python benches/scripts/many_appends.py (needs target/release/flightcache).
-Prints JSON: appends per second in each block of 2,500 appends of 10 rows, 20,000 in all.
+An append must not cost more as the key grows: while a reader holds the key's table, an append
+changes a copy of the table's list of segments (never of their data), and that copy is made
+under the store's index lock, which every put, append and drop takes.
+
+Readers (--readers):
+- snapshot (default): two threads take gets from `latest` over and over, each holding the
+  table for a moment;
+- stalled: one get of the whole key is opened and never read past its first batch, so the
+  server holds the table it started with throughout.
+
+--dictionary appends a dictionary-encoded column: such appends are never merged (a batch may
+need an earlier append's dictionary), so every append stays a segment of its own. Without it,
+the key's tiny appends are merged 64 at a time in the background.
+
+Usage: .venv/bin/python benches/scripts/many_appends.py [--bin target/release/flightcache]
+       [--appends 20000] [--readers snapshot|stalled] [--dictionary]
+Prints JSON: appends per second and the server's CPU time per append (user + system) in each
+of 8 blocks, and the rows the key ends with.
 """
-import subprocess, time, json, threading
-import pyarrow as pa, pyarrow.flight as flight
-p = subprocess.Popen(["target/release/flightcache","serve","--port","0"],stdout=subprocess.PIPE,text=True)
-url = p.stdout.readline().strip().removeprefix("listening on ")
-c = flight.connect(url)
-opts = flight.FlightCallOptions(headers=[(b"x-flightcache-append",b"1")])
-t = pa.table({"x": pa.array(range(10), pa.int64())})
+import argparse
+import json
+import os
+import subprocess
+import threading
+import time
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--bin", default="target/release/flightcache")
+parser.add_argument("--appends", type=int, default=20000)
+parser.add_argument("--readers", choices=["snapshot", "stalled"], default="snapshot")
+parser.add_argument("--dictionary", action="store_true")
+args = parser.parse_args()
+
+server = subprocess.Popen([args.bin, "serve", "--port", "0"], stdout=subprocess.PIPE, text=True)
+url = server.stdout.readline().strip().removeprefix("listening on ")
+client = flight.connect(url)
+append_options = flight.FlightCallOptions(headers=[(b"x-flightcache-append", b"1")])
+table = pa.table({"x": pa.array(range(10), pa.int64())})
+if args.dictionary:
+    table = table.append_column("d", pa.array(["a", "b"] * 5).dictionary_encode())
+
+
 def append():
-    w,r = c.do_put(flight.FlightDescriptor.for_command("k"), t.schema, options=opts); w.write_table(t); w.close()
+    writer, _ = client.do_put(
+        flight.FlightDescriptor.for_command("k"), table.schema, options=append_options
+    )
+    writer.write_table(table)
+    writer.close()
+
+
 append()
 stop = threading.Event()
-def reader():
-    rc = flight.connect(url)
-    while not stop.is_set():
-        rc.do_get(flight.Ticket(b"k"), options=flight.FlightCallOptions(headers=[(b"x-flightcache-from", b"latest")])).read_all()
-th = [threading.Thread(target=reader) for _ in range(2)]
-for x in th: x.start()
+threads = []
+stalled = None
+if args.readers == "snapshot":
+
+    def reader():
+        reader_client = flight.connect(url)
+        latest = flight.FlightCallOptions(headers=[(b"x-flightcache-from", b"latest")])
+        while not stop.is_set():
+            reader_client.do_get(flight.Ticket(b"k"), options=latest).read_all()
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+else:
+    # 64 MiB first, far more than the HTTP/2 window lets the get send unread.
+    big = pa.concat_tables([table] * 400_000).combine_chunks()
+    writer, _ = client.do_put(
+        flight.FlightDescriptor.for_command("k"), table.schema, options=append_options
+    )
+    writer.write_table(big, max_chunksize=65536)
+    writer.close()
+    stalled_client = flight.connect(url)
+    stalled = stalled_client.do_get(flight.Ticket(b"k"))
+    stalled.read_chunk()
+
+
+
+def server_cpu_seconds():
+    """The server's user + system CPU time so far."""
+    with open(f"/proc/{server.pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+block = args.appends // 8
 rates = []
-for block in range(8):
-    s = time.perf_counter()
-    for _ in range(2500): append()
-    rates.append(round(2500/(time.perf_counter()-s)))
+cpu_us = []
+for _ in range(8):
+    start, cpu = time.perf_counter(), server_cpu_seconds()
+    for _ in range(block):
+        append()
+    rates.append(round(block / (time.perf_counter() - start)))
+    cpu_us.append(round((server_cpu_seconds() - cpu) / block * 1e6))
 stop.set()
-for x in th: x.join()
-print(json.dumps({"appends_per_s_by_2500": rates}))
-p.terminate(); p.wait()
+for thread in threads:
+    thread.join()
+info = client.get_flight_info(flight.FlightDescriptor.for_command("k"))
+print(json.dumps({
+    "readers": args.readers,
+    "dictionary": args.dictionary,
+    "appends_per_s_by_block": rates,
+    "server_cpu_us_per_append_by_block": cpu_us,
+    "block": block,
+    "rows": info.total_records,
+}))
+server.terminate()
+server.wait()

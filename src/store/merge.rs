@@ -89,7 +89,9 @@ pub fn run_to_merge(table: &CachedTable) -> Option<Vec<u64>> {
         return None;
     }
     let start = segments.len() - run_length;
-    let run = &segments[start..start + MERGE_AFTER];
+    let run: Vec<&PlacedSegment> = (start..start + MERGE_AFTER)
+        .map(|index| &*segments[index])
+        .collect();
     if let Some(retention) = table.retention() {
         let rows: u64 = run.iter().map(|placed| placed.segment.rows()).sum();
         let bytes: u64 = run.iter().map(|placed| placed.segment.bytes()).sum();
@@ -114,7 +116,7 @@ pub fn run_to_merge(table: &CachedTable) -> Option<Vec<u64>> {
 pub fn merge(
     key: &TableKey,
     table: &CachedTable,
-    run: &[PlacedSegment],
+    run: &[Arc<PlacedSegment>],
     pool: &Arc<SlabPool>,
 ) -> Result<Segment> {
     let schema = Arc::clone(table.schema());
@@ -311,7 +313,7 @@ mod tests {
         let ids = run_to_merge(&table.table).unwrap();
         // Merged from the run as it was...
         let run = table.table.run_with_ids(&ids).unwrap();
-        let merged = Arc::new(merge(&key(), &table.table, run, &store.slab_pool()).unwrap());
+        let merged = Arc::new(merge(&key(), &table.table, &run, &store.slab_pool()).unwrap());
         // ...while a trim took the oldest.
         store.retain(
             &key(),

@@ -614,7 +614,7 @@ impl TableStore {
                 if room.is_some_and(|room| room < 2 * bytes + (1 << 20)) {
                     return None;
                 }
-                match merge::merge(key, &stored.table, run, &self.shared.slabs) {
+                match merge::merge(key, &stored.table, &run, &self.shared.slabs) {
                     Ok(segment) => Some(Arc::new(segment)),
                     // No room without evicting: the next append tries again.
                     Err(crate::Error::OverBudget { .. }) => None,
@@ -1048,7 +1048,7 @@ impl Shared {
     /// Count the segments of `key`'s table `table_id` retention trimmed, and tell the data
     /// directory (never with the index locked: it takes its own lock, which it holds while it
     /// calls the store).
-    fn trimmed(&self, key: &TableKey, table_id: u64, trimmed: &[table::PlacedSegment]) {
+    fn trimmed(&self, key: &TableKey, table_id: u64, trimmed: &[Arc<table::PlacedSegment>]) {
         if trimmed.is_empty() {
             return;
         }

@@ -15,6 +15,7 @@ use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, SchemaResult};
 use bytes::{Bytes, BytesMut};
+use imbl::Vector;
 use tokio::time::Instant;
 
 use crate::protocol::key::TableKey;
@@ -212,24 +213,41 @@ impl PlacedSegment {
 ///
 /// The store shares it as `Arc<CachedTable>` and never changes one a reader holds (an append
 /// changes the store's own copy, or a clone of it): a reader keeps the table it started with,
-/// whatever is appended, trimmed, replaced or dropped meanwhile.
+/// whatever is appended, trimmed, replaced or dropped meanwhile. A clone costs the same
+/// whatever the number of segments: they are kept in a persistent vector, whose clones share
+/// its nodes, so an append after a new reader copies a few nodes, not the key's list.
 #[derive(Debug, Clone)]
 pub struct CachedTable {
     schema: SchemaRef,
     schema_ipc: Bytes,
     /// The first upload's schema message, which every read starts with.
     schema_message: StoredMessage,
-    segments: Vec<PlacedSegment>,
+    /// Boxed in `Arc`s so that a key of a few segments keeps them inline, without a node.
+    segments: Vector<Arc<PlacedSegment>>,
     /// One past the last row ever stored.
     next_offset: u64,
     retention: Option<Retention>,
     /// The kept segments' counts, summed.
     counts: TableCounts,
+    /// The kept segments mapped from their files, counted.
+    mapped: MappedCounts,
+}
+
+/// How many of a table's segments are mapped from their files, and their bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct MappedCounts {
+    segments: u64,
+    bytes: u64,
 }
 
 impl CachedTable {
     /// A table of one segment, the put's (`id`), added at `now`, whose rows start at 0.
     pub fn new(segment: Arc<Segment>, id: u64, now: Instant) -> Self {
+        Self::starting_at(segment, id, now, 0)
+    }
+
+    /// A table of one segment, `id`'s, added at `now`, whose rows start at `first_offset`.
+    fn starting_at(segment: Arc<Segment>, id: u64, now: Instant, first_offset: u64) -> Self {
         let schema_message = segment.messages.first().cloned().unwrap_or(StoredMessage {
             header: Bytes::new(),
             app_metadata: Bytes::new(),
@@ -239,10 +257,11 @@ impl CachedTable {
             schema: Arc::clone(&segment.schema),
             schema_ipc: encapsulate_ipc_message(&schema_message.header),
             schema_message,
-            segments: Vec::new(),
-            next_offset: 0,
+            segments: Vector::new(),
+            next_offset: first_offset,
             retention: None,
             counts: TableCounts::default(),
+            mapped: MappedCounts::default(),
         };
         table.push(segment, id, now);
         table
@@ -256,9 +275,7 @@ impl CachedTable {
     ) -> Option<Self> {
         let mut segments = segments.into_iter();
         let (first, first_offset, id, added_at) = segments.next()?;
-        let mut table = Self::new(first, id, added_at);
-        table.segments[0].first_offset = first_offset;
-        table.next_offset = first_offset + table.counts.rows;
+        let mut table = Self::starting_at(first, id, added_at, first_offset);
         for (segment, _, id, added_at) in segments {
             table.push(segment, id, added_at);
         }
@@ -269,35 +286,44 @@ impl CachedTable {
     fn push(&mut self, segment: Arc<Segment>, id: u64, now: Instant) -> u64 {
         let first_offset = self.next_offset;
         self.next_offset += segment.rows();
-        self.counts.add(segment.counts);
-        self.segments.push(PlacedSegment {
+        self.count_in(&segment);
+        self.segments.push_back(Arc::new(PlacedSegment {
             segment,
             first_offset,
             id,
             added_at: now,
             merged_ids: None,
-        });
+        }));
         first_offset
     }
 
     /// The segments whose ids are `ids` (consecutive, oldest first), if they are all still
     /// there, in that order.
-    pub fn run_with_ids(&self, ids: &[u64]) -> Option<&[PlacedSegment]> {
+    pub fn run_with_ids(&self, ids: &[u64]) -> Option<Vec<Arc<PlacedSegment>>> {
         let start = self.run_start(ids)?;
-        Some(&self.segments[start..start + ids.len()])
+        Some(self.run(start, ids.len()).cloned().collect())
+    }
+
+    /// The `length` segments from index `start`.
+    fn run(&self, start: usize, length: usize) -> impl Iterator<Item = &Arc<PlacedSegment>> {
+        (start..start + length).map(|index| &self.segments[index])
     }
 
     /// Where the segments whose ids are `ids` start, if they are all still there, in order.
+    /// Looked for from the newest: runs to merge are among the last appended.
     fn run_start(&self, ids: &[u64]) -> Option<usize> {
-        let start = self
+        let from_end = self
             .segments
             .iter()
+            .rev()
             .position(|placed| Some(&placed.id) == ids.first())?;
-        let run = self.segments.get(start..start + ids.len())?;
-        run.iter()
-            .map(|placed| placed.id)
-            .eq(ids.iter().copied())
-            .then_some(start)
+        let start = self.segments.len() - 1 - from_end;
+        (start + ids.len() <= self.segments.len()
+            && self
+                .run(start, ids.len())
+                .map(|placed| placed.id)
+                .eq(ids.iter().copied()))
+        .then_some(start)
     }
 
     /// Replace the segments whose ids are `ids` (consecutive, oldest first) with `merged`,
@@ -305,16 +331,20 @@ impl CachedTable {
     /// retention keeps its rows as long as the newest of them). Returns the segments replaced,
     /// or `None`, changing nothing, if they are no longer all there in that order or hold
     /// other rows than `merged` (a trim or a replace got there first).
-    pub fn replace_run(&mut self, ids: &[u64], merged: Arc<Segment>) -> Option<Vec<PlacedSegment>> {
+    pub fn replace_run(
+        &mut self,
+        ids: &[u64],
+        merged: Arc<Segment>,
+    ) -> Option<Vec<Arc<PlacedSegment>>> {
         let start = self.run_start(ids)?;
-        let run = &self.segments[start..start + ids.len()];
+        let run: Vec<_> = self.run(start, ids.len()).cloned().collect();
         let rows: u64 = run.iter().map(|placed| placed.segment.rows()).sum();
         if rows != merged.rows() {
             return None;
         }
         let last = &run[run.len() - 1];
         let mut all_ids: Vec<u64> = Vec::new();
-        for placed in run {
+        for placed in &run {
             all_ids.extend(placed.merged_ids.iter().flat_map(|ids| ids.iter().copied()));
             all_ids.push(placed.id);
         }
@@ -326,15 +356,15 @@ impl CachedTable {
             merged_ids: Some(all_ids.into()),
             segment: merged,
         };
-        self.counts.add(placed.segment.counts);
-        let replaced: Vec<PlacedSegment> = self
-            .segments
-            .splice(start..start + ids.len(), [placed])
-            .collect();
+        self.count_in(&placed.segment);
+        let mut replaced = self.segments.split_off(start);
+        let after = replaced.split_off(ids.len());
+        self.segments.push_back(Arc::new(placed));
+        self.segments.append(after);
         for old in &replaced {
-            self.counts.remove(old.segment.counts);
+            self.count_out(&old.segment);
         }
-        Some(replaced)
+        Some(replaced.into_iter().collect())
     }
 
     /// Append `segment` (appended by `id`, at `now`): its rows take the next offsets; returns
@@ -372,14 +402,14 @@ impl CachedTable {
     }
 
     /// The kept segments, oldest first.
-    pub fn segments(&self) -> &[PlacedSegment] {
+    pub fn segments(&self) -> &Vector<Arc<PlacedSegment>> {
         &self.segments
     }
 
     /// The offset of the oldest row kept (the next offset when nothing is kept).
     pub fn earliest_offset(&self) -> u64 {
         self.segments
-            .first()
+            .front()
             .map_or(self.next_offset, |first| first.first_offset)
     }
 
@@ -411,13 +441,13 @@ impl CachedTable {
     ///
     /// A segment goes while what is left still holds `max_rows` rows and `max_bytes` bytes
     /// (as Redis' `MAXLEN ~` keeps at least the cap), or once it is older than `max_age`.
-    pub fn trim(&mut self, now: Instant) -> Vec<PlacedSegment> {
+    pub fn trim(&mut self, now: Instant) -> Vec<Arc<PlacedSegment>> {
         let Some(retention) = self.retention else {
             return Vec::new();
         };
         let mut cut = 0;
         let mut left = self.counts;
-        for placed in &self.segments {
+        for placed in self.segments.iter() {
             let counts = placed.segment.counts;
             let aged = retention
                 .max_age()
@@ -441,34 +471,56 @@ impl CachedTable {
     }
 
     /// Trim its oldest segment if it has more than one (to make room under memory pressure).
-    pub fn trim_oldest(&mut self) -> Option<PlacedSegment> {
+    pub fn trim_oldest(&mut self) -> Option<Arc<PlacedSegment>> {
         (self.segments.len() > 1).then(|| self.cut(1).remove(0))
     }
 
-    fn cut(&mut self, count: usize) -> Vec<PlacedSegment> {
-        let cut: Vec<_> = self.segments.drain(..count).collect();
+    fn cut(&mut self, count: usize) -> Vec<Arc<PlacedSegment>> {
+        let kept = self.segments.split_off(count);
+        let cut = std::mem::replace(&mut self.segments, kept);
         for placed in &cut {
-            self.counts.remove(placed.segment.counts);
+            self.count_out(&placed.segment);
         }
-        cut
+        cut.into_iter().collect()
     }
 
     /// When its oldest segment's age runs out, if it is capped by age.
     pub fn age_deadline(&self) -> Option<Instant> {
         let age = self.retention?.max_age()?;
-        Some(self.segments.first()?.added_at + age)
+        Some(self.segments.front()?.added_at + age)
     }
 
     /// The bytes of its segments held in table memory (not those mapped from their files,
     /// which the budget does not charge): what a read of it holds that no eviction frees.
     pub fn memory_bytes(&self) -> usize {
-        let bytes: u64 = self
-            .segments
-            .iter()
-            .filter(|placed| placed.segment.file().is_none())
-            .map(|placed| placed.segment.bytes())
-            .sum();
-        usize::try_from(bytes).unwrap_or(usize::MAX)
+        usize::try_from(self.counts.bytes - self.mapped.bytes).unwrap_or(usize::MAX)
+    }
+
+    /// Whether any of its segments is mapped from its file (came back from disk at startup).
+    pub fn has_mapped_segments(&self) -> bool {
+        self.mapped.segments > 0
+    }
+
+    /// The kept segment added by put or append `id`, if it is still there (looked for from
+    /// the newest).
+    pub fn segment_with_id(&self, id: u64) -> Option<&Arc<PlacedSegment>> {
+        self.segments.iter().rev().find(|placed| placed.id == id)
+    }
+
+    fn count_in(&mut self, segment: &Segment) {
+        self.counts.add(segment.counts);
+        if segment.file.is_some() {
+            self.mapped.segments += 1;
+            self.mapped.bytes += segment.counts.bytes;
+        }
+    }
+
+    fn count_out(&mut self, segment: &Segment) {
+        self.counts.remove(segment.counts);
+        if segment.file.is_some() {
+            self.mapped.segments -= 1;
+            self.mapped.bytes -= segment.counts.bytes;
+        }
     }
 
     /// The messages a read of `key` from row `from` sends: the schema, then the rows from
@@ -478,7 +530,7 @@ impl CachedTable {
     /// [`ReadError::Trimmed`] for a row before the oldest kept; those of
     /// [`segment_messages`](Self::segment_messages) for a row inside a batch.
     pub fn messages_from(
-        self: &Arc<Self>,
+        &self,
         from: u64,
         budget: &Arc<MemoryBudget>,
         key: &TableKey,
@@ -497,18 +549,18 @@ impl CachedTable {
     /// Every message a read of all kept rows sends: the schema, then each kept segment's
     /// messages (reference counts, not copies). The SQL scan reads them.
     #[cfg(feature = "sql")]
-    pub fn messages(self: &Arc<Self>) -> impl Iterator<Item = StoredMessage> + Send + 'static {
+    pub fn messages(&self) -> impl Iterator<Item = StoredMessage> + Send + 'static {
         std::iter::once(self.schema_message.clone()).chain(self.segment_messages_after(0))
     }
 
-    /// The messages of segments `first..`, without their schemas.
+    /// The messages of segments `first..`, without their schemas. The iterator holds those
+    /// segments (a clone of the persistent list), not the table.
     fn segment_messages_after(
-        self: &Arc<Self>,
+        &self,
         first: usize,
     ) -> impl Iterator<Item = StoredMessage> + Send + 'static {
-        let table = Arc::clone(self);
-        (first..self.segments.len()).flat_map(move |index| {
-            let segment = Arc::clone(&table.segments[index].segment);
+        self.segments.skip(first).into_iter().flat_map(|placed| {
+            let segment = Arc::clone(&placed.segment);
             (1..segment.messages.len()).map(move |message| segment.messages[message].clone())
         })
     }
@@ -548,9 +600,15 @@ impl CachedTable {
         }
         // The first segment that ends past `from`, or starts at it (a segment of no rows
         // ends where it starts).
+        let before =
+            |placed: &Arc<PlacedSegment>| placed.end_offset() <= from && placed.first_offset < from;
         let index = self
             .segments
-            .partition_point(|placed| placed.end_offset() <= from && placed.first_offset < from);
+            .binary_search_by(|placed| match before(placed) {
+                true => std::cmp::Ordering::Less,
+                false => std::cmp::Ordering::Greater,
+            })
+            .unwrap_or_else(|index| index);
         Ok((index < self.segments.len()).then_some(index))
     }
 
@@ -975,6 +1033,99 @@ pub(crate) mod tests {
             let expected: Vec<_> = expected.iter().map(|&n| word(n).to_string()).collect();
             assert_eq!(words, expected, "from {from}");
         }
+    }
+
+    /// The index of the segment holding row `from` in `table`, found by walking its list.
+    fn segment_at_by_walking(table: &CachedTable, from: u64) -> Option<usize> {
+        table
+            .segments()
+            .iter()
+            .position(|placed| placed.end_offset() > from || placed.first_offset >= from)
+    }
+
+    #[test]
+    fn a_key_of_hundreds_of_appends_reads_merges_and_trims_as_one_list_and_clones_are_snapshots() {
+        // A put of no rows, then 299 appends of 1, 2 or 0 rows (the persistent list is then a
+        // tree of several nodes, not one chunk).
+        let budget = MemoryBudget::new(None);
+        let now = Instant::now();
+        let mut table = CachedTable::new(segment(&budget, &[rows(0..0, &["a"])]), 1, now);
+        let mut total = 0;
+        for i in 1..300 {
+            let start = total;
+            total += i % 3;
+            let append = segment(&budget, &[rows(start..total, &["a"])]);
+            table.append(append, i as u64 + 1, now).unwrap();
+        }
+        assert_eq!(
+            (table.next_offset(), table.rows()),
+            (total as u64, total as u64)
+        );
+        for from in 0..=total as u64 + 1 {
+            assert_eq!(
+                table.segment_at(from).unwrap(),
+                segment_at_by_walking(&table, from),
+                "row {from}"
+            );
+        }
+        let before = Arc::new(table.clone());
+
+        // Merge appends 201..=264 (ids 202..=265) into one segment of their rows.
+        let ids: Vec<u64> = (202..=265).collect();
+        let run = table.run_with_ids(&ids).unwrap();
+        let (first, end) = (run[0].first_offset, run[63].end_offset());
+        let merged = segment(&budget, &[rows(first as i64..end as i64, &["a"])]);
+        let replaced = table.replace_run(&ids, merged).unwrap();
+        assert_eq!(replaced.iter().map(|p| p.id).collect::<Vec<_>>(), ids);
+        assert_eq!(table.segments().len(), 300 - 63);
+        let kept: Vec<u64> = table.segments().iter().map(|p| p.id).collect();
+        let expected: Vec<u64> = (1..=201).chain(265..=300).collect();
+        assert_eq!(kept, expected);
+        assert_eq!(table.rows(), total as u64, "the merge kept every row");
+        assert!(
+            table
+                .replace_run(&ids, segment(&budget, &[rows(0..1, &["a"])]))
+                .is_none()
+        );
+        for from in 0..=total as u64 {
+            assert_eq!(
+                table.segment_at(from).unwrap(),
+                segment_at_by_walking(&table, from),
+                "row {from} after the merge"
+            );
+        }
+
+        // Trim to the newest 100 rows, at whole appends.
+        table.set_retention(Some(Retention {
+            max_rows: Some(100),
+            ..Retention::default()
+        }));
+        let trimmed = table.trim(now);
+        let earliest = table.earliest_offset();
+        assert_eq!(trimmed.last().unwrap().end_offset(), earliest);
+        assert!(
+            table.rows() >= 100 && table.rows() - 100 < 3,
+            "{}",
+            table.rows()
+        );
+        assert_eq!(table.memory_bytes() as u64, table.bytes());
+        assert!(!table.has_mapped_segments());
+        assert_eq!(table.segment_with_id(300).map(|p| p.id), Some(300));
+        assert!(table.segment_with_id(1).is_none(), "trimmed");
+
+        let table = Arc::new(table);
+        for from in [earliest, earliest + 1, total as u64 - 5] {
+            let read = read_back(table.messages_from(from, &budget, &test_key()).unwrap()).0;
+            assert_eq!(
+                read,
+                (from as i64..total).collect::<Vec<_>>(),
+                "from {from}"
+            );
+        }
+        // The clone taken before the merge and the trim still reads every row as it was.
+        let read = read_back(before.messages_from(0, &budget, &test_key()).unwrap()).0;
+        assert_eq!(read, (0..total).collect::<Vec<_>>());
+        assert_eq!(before.segments().len(), 300);
     }
 
     #[test]

@@ -450,12 +450,7 @@ impl DataDir {
     /// # Errors
     /// [`Error::CorruptTable`] for a corrupt one.
     pub async fn check(self: &Arc<Self>, key: &TableKey, stored: &StoredTable) -> Result<()> {
-        if stored
-            .table
-            .segments()
-            .iter()
-            .all(|placed| placed.segment.file().is_none())
-        {
+        if !stored.table.has_mapped_segments() {
             return Ok(());
         }
         let table = Arc::clone(&stored.table);
@@ -564,20 +559,13 @@ impl DataDir {
     /// The file system's: the segment is then in memory only, and the key's files that
     /// would serve an older version are removed.
     fn write_segment(&self, key: &TableKey, id: u64) -> io::Result<()> {
-        let still_there =
-            |stored: &StoredTable| stored.table.segments().iter().any(|placed| placed.id == id);
+        let still_there = |stored: &StoredTable| stored.table.segment_with_id(id).is_some();
         let Some(stored) = self.store.peek(key).filter(still_there) else {
             return Ok(()); // replaced, trimmed or removed: nothing of it is due
         };
         let table_id = stored.id;
         let persisted = stored.expiry.map(|expiry| self.persisted(expiry));
-        let placed = stored
-            .table
-            .segments()
-            .iter()
-            .find(|placed| placed.id == id)
-            .cloned()
-            .expect("checked above");
+        let placed = Arc::clone(stored.table.segment_with_id(id).expect("checked above"));
         let place = SegmentPlace {
             table_id: (table_id != id).then_some(table_id),
             first_offset: placed.first_offset,
