@@ -497,8 +497,8 @@ impl TableStore {
         let Some(mut entry) = self.shared.tables.get_mut(key) else {
             unreachable!("the index lock is held: the key is still there");
         };
-        // The store's own copy is changed in place unless a reader holds it: then a copy of
-        // its list of segments (never of their data) is changed.
+        // The store's own copy is changed in place unless a reader holds it: then a clone,
+        // whose persistent list of segments shares all but the nodes the append changes.
         let table = Arc::make_mut(&mut entry.table);
         let first_offset = table
             .append(segment, id, now)
