@@ -207,6 +207,37 @@ def test_a_scan_decompresses_and_charges_only_the_columns_it_reads(start_server)
     client.close()
 
 
+def test_an_aggregate_over_one_giant_batch_with_a_list_column_fits_what_the_budget_has_free(
+    start_server,
+):
+    """A batch with a nested column is stored as it came, however large (pyarrow sends a table
+    chunk as one message); a query over it is charged what it holds, not the whole batch for
+    each slice of it the scan hands on: aggregates over a 76 MiB batch under a budget with
+    about 180 MiB free are answered, exactly."""
+    server = start_server("--max-memory", "256MiB", "--eviction", "noeviction")
+    client = flight.connect(server.url)
+    rows = 1 << 20
+    values = pa.array(np.arange(rows * 8, dtype=np.int64))
+    lists = pa.ListArray.from_arrays(pa.array(np.arange(0, rows * 8 + 1, 8, dtype=np.int32)), values)
+    table = pa.table({"k": pa.array(np.arange(rows, dtype=np.int64) % 100), "l": lists})
+    assert table.nbytes > 72 << 20
+    put(client, "nested", table)
+    with connect(server.url) as conn:
+        assert query(conn, 'SELECT sum(k) AS s FROM "nested"').to_pylist() == [
+            {"s": sum(range(100)) * (rows // 100) + sum(range(rows % 100))}
+        ]
+        grouped = query(
+            conn,
+            'SELECT k, count(*) AS n, sum(array_length(l)) AS v FROM "nested" '
+            "GROUP BY k ORDER BY k LIMIT 2",
+        )
+        per_key = rows // 100 + 1  # keys 0..75 have one row more than the rest
+        assert grouped.to_pylist() == [{"k": k, "n": per_key, "v": 8 * per_key} for k in (0, 1)]
+    stats = json.loads(action(client, "stats"))
+    assert (stats["evictions"], stats["tables"]) == (0, 1), stats
+    client.close()
+
+
 def test_cancel_flight_info_ends_a_running_query(client):
     """pyarrow's CancelFlightInfo with a statement's FlightInfo cancels its running query."""
     big = pa.table({"v": np.arange(8 << 20, dtype=np.float64)})

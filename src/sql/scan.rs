@@ -38,9 +38,25 @@ use crate::store::table::{CachedTable, StoredMessage};
 
 /// Rows of a scanned batch handed on at once: about [`SLICE_BYTES`] of it, at least 1024 rows.
 fn rows_per_slice(batch: &RecordBatch) -> usize {
-    let bytes = batch.get_array_memory_size().max(1);
+    let bytes = data_bytes(batch).max(1);
     let rows = batch.num_rows();
     (SLICE_BYTES.saturating_mul(rows) / bytes).max(1024)
+}
+
+/// The bytes of `batch`'s values. Not `get_array_memory_size`, which counts each buffer at the
+/// size of the allocation behind it: for a batch decoded in place, the whole message body,
+/// once for every buffer.
+fn data_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|column| {
+            column
+                .to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| column.get_array_memory_size())
+        })
+        .sum()
 }
 
 /// How much of a stored batch the scan hands on at once.
@@ -48,12 +64,13 @@ const SLICE_BYTES: usize = 4 << 20;
 
 /// A decoded batch handed on a slice at a time.
 ///
-/// A slice is a view of the batch, except of a batch that was decompressed into memory of its
-/// own: DataFusion sizes a batch by the whole buffers it views (`get_array_memory_size`), so
-/// an operator that holds slices of one decompressed 64 MiB batch (a repartition does) would
-/// reserve 64 MiB for each, and refuse a query the budget has room for. Those slices are
-/// copies, made one at a time, each its own size; the decompressed batch goes once the last
-/// is made.
+/// A batch of more than one slice is handed on as copies of its slices, made one at a time,
+/// each its own size. Views would be sized by DataFusion at the whole buffers they view: the
+/// whole message body for a batch decoded in place (a giant batch with nested columns is
+/// stored as it came), the whole decompressed batch for a compressed one. So an operator that
+/// holds slices (a repartition does) would reserve the whole batch for each, and refuse a
+/// query the budget has room for: `SELECT sum(k)` over one 76 MiB batch with a list column,
+/// under a budget with 180 MiB free. A decompressed batch goes once its last slice is made.
 struct Slicing {
     batch: RecordBatch,
     /// The first row not yet handed on.
@@ -65,10 +82,10 @@ struct Slicing {
 }
 
 impl Slicing {
-    fn new(batch: RecordBatch, decompressed: bool) -> Self {
+    fn new(batch: RecordBatch) -> Self {
         let step = rows_per_slice(&batch);
         Self {
-            copy: decompressed && step < batch.num_rows(),
+            copy: step < batch.num_rows(),
             batch,
             offset: 0,
             step,
@@ -132,27 +149,22 @@ impl DecodedMemory {
     }
 
     /// Charge what decoding `message` will hold with the dictionaries in force, in place of
-    /// what the batch handed out before it held. Returns whether a record batch decoded from
-    /// it is decompressed into memory of its own (rather than decoded in place).
+    /// what the batch handed out before it held.
     ///
     /// # Errors
     /// DataFusion's `ResourcesExhausted` when the budget has no room.
-    fn reserve_for(&mut self, message: &StoredMessage) -> Result<bool> {
+    fn reserve_for(&mut self, message: &StoredMessage) -> Result<()> {
         let wanted = self.dictionaries.decoding(message);
-        let decompressed = wanted > self.dictionaries.held();
-        self.charge
-            .resize(wanted)
-            .map(|()| decompressed)
-            .map_err(|refusal| {
-                DataFusionError::ResourcesExhausted(format!(
-                    "decompressing a stored batch of {} takes {} more; {} of the budget's {} is in \
+        self.charge.resize(wanted).map_err(|refusal| {
+            DataFusionError::ResourcesExhausted(format!(
+                "decompressing a stored batch of {} takes {} more; {} of the budget's {} is in \
                  use",
-                    self.key.quoted(),
-                    HumanBytes(refusal.needed as u64),
-                    HumanBytes(refusal.used as u64),
-                    HumanBytes(refusal.limit as u64),
-                ))
-            })
+                self.key.quoted(),
+                HumanBytes(refusal.needed as u64),
+                HumanBytes(refusal.used as u64),
+                HumanBytes(refusal.limit as u64),
+            ))
+        })
     }
 }
 
@@ -331,16 +343,13 @@ impl ExecutionPlan for TableScanExec {
                     return Some(piece);
                 }
                 let message = messages.next()?;
-                let decompressed = match decoded.reserve_for(&message) {
-                    Ok(decompressed) => decompressed,
-                    Err(err) => {
-                        left = 0;
-                        return Some(Err(err));
-                    }
-                };
+                if let Err(err) = decoded.reserve_for(&message) {
+                    left = 0;
+                    return Some(Err(err));
+                }
                 match decoder.decode(&message) {
                     Ok(Some(batch)) if batch.num_rows() == 0 => {}
-                    Ok(Some(batch)) => pending = Some(Slicing::new(batch, decompressed)),
+                    Ok(Some(batch)) => pending = Some(Slicing::new(batch)),
                     Ok(None) => {}
                     Err(err) => {
                         left = 0;

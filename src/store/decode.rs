@@ -214,7 +214,7 @@ impl DictionaryMemory {
     }
 
     /// The bytes the dictionaries in force hold beyond table memory.
-    pub fn held(&self) -> usize {
+    fn held(&self) -> usize {
         self.values
             .values()
             .filter(|(_, own)| *own)
