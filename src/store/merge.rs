@@ -119,6 +119,8 @@ pub fn merge(
     run: &[Arc<PlacedSegment>],
     pool: &Arc<SlabPool>,
 ) -> Result<Segment> {
+    #[cfg(test)]
+    tests::fail_if_asked(key);
     let schema = Arc::clone(table.schema());
     let mut batches = Vec::with_capacity(run.len());
     for placed in run {
@@ -162,6 +164,16 @@ mod tests {
         TableKey::try_new("grows").unwrap()
     }
 
+    /// Keys whose merges panic (a fault injected by a test: each test its own key).
+    static PANICKING: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+    /// Panic if a test asked merges of `key` to.
+    pub(super) fn fail_if_asked(key: &TableKey) {
+        if PANICKING.lock().unwrap().iter().any(|k| k == key.as_str()) {
+            panic!("a merge of {key} panics, as a test asked");
+        }
+    }
+
     fn store() -> TableStore {
         TableStore::new(
             MemoryBudget::unlimited(),
@@ -186,9 +198,14 @@ mod tests {
     /// The numbers a reader from `from` gets (the schema, then the rows), and how many record
     /// batches carry them.
     fn read_from(store: &TableStore, from: u64) -> (Vec<i64>, usize) {
-        let table = store.peek(&key()).unwrap().table;
+        read_key_from(store, &key(), from)
+    }
+
+    /// The numbers a reader of `key` from `from` gets, and how many record batches carry them.
+    fn read_key_from(store: &TableStore, key: &TableKey, from: u64) -> (Vec<i64>, usize) {
+        let table = store.peek(key).unwrap().table;
         let mut stream = Vec::new();
-        for message in table.messages_from(from, store.budget(), &key()).unwrap() {
+        for message in table.messages_from(from, store.budget(), key).unwrap() {
             stream.extend_from_slice(&encapsulate_ipc_message(&message.header));
             for piece in &message.body {
                 stream.extend_from_slice(piece);
@@ -201,6 +218,34 @@ mod tests {
             .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
             .collect();
         (numbers, batches.len())
+    }
+
+    #[test]
+    fn a_merge_that_panics_leaves_the_appends_as_they_were_and_later_ones_merge() {
+        let store = store();
+        let panicking = TableKey::try_new("merge-panics").unwrap();
+        PANICKING.lock().unwrap().push(panicking.to_string());
+        let append_to = |range: std::ops::Range<i64>| {
+            let segment = segment(store.budget(), &[numbers(range)]);
+            store.append(&panicking, segment, None, None, None).unwrap();
+        };
+        for i in 0..MERGE_AFTER as i64 {
+            append_to(i * 10..i * 10 + 10);
+        }
+        let table = store.peek(&panicking).unwrap().table;
+        assert_eq!(table.segments().len(), MERGE_AFTER, "nothing was merged");
+        assert_eq!(table.rows(), 640);
+        PANICKING.lock().unwrap().clear();
+        append_to(640..650);
+        let table = store.peek(&panicking).unwrap().table;
+        assert!(
+            table.segments().len() <= 2,
+            "{} segments",
+            table.segments().len()
+        );
+        assert_eq!((table.rows(), table.next_offset()), (650, 650));
+        let (read, _) = read_key_from(&store, &panicking, 0);
+        assert_eq!(read, (0..650).collect::<Vec<_>>());
     }
 
     #[test]

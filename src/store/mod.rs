@@ -614,12 +614,21 @@ impl TableStore {
                 if room.is_some_and(|room| room < 2 * bytes + (1 << 20)) {
                     return None;
                 }
-                match merge::merge(key, &stored.table, &run, &self.shared.slabs) {
-                    Ok(segment) => Some(Arc::new(segment)),
+                // A panic (a bug) fails this merge alone: the appends stay as they are, and
+                // the key's next appends merge again.
+                let merged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    merge::merge(key, &stored.table, &run, &self.shared.slabs)
+                }));
+                match merged {
+                    Ok(Ok(segment)) => Some(Arc::new(segment)),
                     // No room without evicting: the next append tries again.
-                    Err(crate::Error::OverBudget { .. }) => None,
-                    Err(err) => {
+                    Ok(Err(crate::Error::OverBudget { .. })) => None,
+                    Ok(Err(err)) => {
                         tracing::warn!(key = %key, error = %err, "cannot merge a key's appends");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::error!(key = %key, "merging a key's appends panicked");
                         None
                     }
                 }
