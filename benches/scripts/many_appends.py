@@ -1,14 +1,15 @@
 """Appends per second as a key grows without retention, while readers hold the table.
 
-An append must not cost more as the key grows: while a reader holds the key's table, an append
-changes a copy of the table's list of segments (never of their data), and that copy is made
-under the store's index lock, which every put, append and drop takes.
+An append must not cost more as the key grows. It changes the key's table under the store's
+index lock, which every put, append and drop takes; while a reader holds that table, it
+changes a clone of it (whose list of segments shares all but a few nodes with the reader's
+since session 19; before, a copy of the whole list).
 
 Readers (--readers):
 - snapshot (default): two threads take gets from `latest` over and over, each holding the
   table for a moment;
 - stalled: one get of the whole key is opened and never read past its first batch, so the
-  server holds the table it started with throughout.
+  server holds what it started to send throughout.
 
 --dictionary appends a dictionary-encoded column: such appends are never merged (a batch may
 need an earlier append's dictionary), so every append stays a segment of its own. Without it,

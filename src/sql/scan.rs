@@ -13,8 +13,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{MutableArrayData, RecordBatch, RecordBatchOptions, make_array};
-use arrow::datatypes::SchemaRef;
+use arrow::array::{
+    ArrayRef, AsArray, MutableArrayData, RecordBatch, RecordBatchOptions, make_array,
+};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::error::ArrowError;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
@@ -51,12 +53,35 @@ fn data_bytes(batch: &RecordBatch) -> usize {
         .columns()
         .iter()
         .map(|column| {
-            column
+            let slice = column
                 .to_data()
                 .get_slice_memory_size()
-                .unwrap_or_else(|_| column.get_array_memory_size())
+                .unwrap_or_else(|_| column.get_array_memory_size());
+            // A view column's slice size counts its views, not the strings they point to.
+            let viewed = match column.data_type() {
+                DataType::Utf8View => column.as_string_view().total_buffer_bytes_used(),
+                DataType::BinaryView => column.as_binary_view().total_buffer_bytes_used(),
+                _ => 0,
+            };
+            slice.saturating_add(viewed)
         })
         .sum()
+}
+
+/// A copy of `column` (a slice of `rows` rows) in buffers of its own size. A view column's
+/// copy keeps only the strings its views point to (a plain copy would keep whole data
+/// buffers: for a column decoded in place, views of the whole message body).
+fn copy_of(column: &ArrayRef, rows: usize) -> std::result::Result<ArrayRef, ArrowError> {
+    Ok(match column.data_type() {
+        DataType::Utf8View => Arc::new(column.as_string_view().gc()),
+        DataType::BinaryView => Arc::new(column.as_binary_view().gc()),
+        _ => {
+            let data = column.to_data();
+            let mut copy = MutableArrayData::new(vec![&data], false, rows);
+            copy.try_extend(0, 0, rows)?;
+            make_array(copy.freeze())
+        }
+    })
 }
 
 /// How much of a stored batch the scan hands on at once.
@@ -66,8 +91,8 @@ const SLICE_BYTES: usize = 4 << 20;
 ///
 /// A batch of more than one slice is handed on as copies of its slices, made one at a time,
 /// each its own size. Views would be sized by DataFusion at the whole buffers they view: the
-/// whole message body for a batch decoded in place (a giant batch with nested columns is
-/// stored as it came), the whole decompressed batch for a compressed one. So an operator that
+/// whole message body for a batch decoded in place (a giant batch with nested or view columns
+/// is stored as it came), the whole decompressed batch for a compressed one. So an operator that
 /// holds slices (a repartition does) would reserve the whole batch for each, and refuse a
 /// query the budget has room for: `SELECT sum(k)` over one 76 MiB batch with a list column,
 /// under a budget with 180 MiB free. A decompressed batch goes once its last slice is made.
@@ -106,12 +131,7 @@ impl Slicing {
         let columns = piece
             .columns()
             .iter()
-            .map(|column| {
-                let data = column.to_data();
-                let mut copy = MutableArrayData::new(vec![&data], false, rows);
-                copy.try_extend(0, 0, rows)?;
-                Ok(make_array(copy.freeze()))
-            })
+            .map(|column| copy_of(column, rows))
             .collect::<std::result::Result<_, ArrowError>>();
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
         columns

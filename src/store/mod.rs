@@ -18,6 +18,7 @@ pub(crate) mod decode;
 pub mod disk;
 pub mod follow;
 pub(crate) mod merge;
+mod quiet_panics;
 pub mod resplit;
 pub mod slabs;
 pub mod table;
@@ -614,11 +615,12 @@ impl TableStore {
                 if room.is_some_and(|room| room < 2 * bytes + (1 << 20)) {
                     return None;
                 }
-                // A panic (a bug) fails this merge alone: the appends stay as they are, and
-                // the key's next appends merge again.
-                let merged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                // A panic (a bug) fails this merge alone, logged in one line: the appends
+                // stay as they are, and the key's next appends try again (a run that always
+                // panics leaves the window of runs tried after `LOOK_BACK` more appends).
+                let merged = quiet_panics::catch(|| {
                     merge::merge(key, &stored.table, &run, &self.shared.slabs)
-                }));
+                });
                 match merged {
                     Ok(Ok(segment)) => Some(Arc::new(segment)),
                     // No room without evicting: the next append tries again.
@@ -627,8 +629,8 @@ impl TableStore {
                         tracing::warn!(key = %key, error = %err, "cannot merge a key's appends");
                         None
                     }
-                    Err(_) => {
-                        tracing::error!(key = %key, "merging a key's appends panicked");
+                    Err(panic) => {
+                        tracing::error!(key = %key, panic = %panic, "merging a key's appends panicked");
                         None
                     }
                 }

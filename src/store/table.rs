@@ -310,13 +310,16 @@ impl CachedTable {
     }
 
     /// Where the segments whose ids are `ids` start, if they are all still there, in order.
-    /// Looked for from the newest: runs to merge are among the last appended.
+    /// Looked for from the newest, as far back as ids go down to the first: runs to merge are
+    /// among the last appended.
     fn run_start(&self, ids: &[u64]) -> Option<usize> {
+        let first = *ids.first()?;
         let from_end = self
             .segments
             .iter()
             .rev()
-            .position(|placed| Some(&placed.id) == ids.first())?;
+            .take_while(|placed| placed.id >= first)
+            .position(|placed| placed.id == first)?;
         let start = self.segments.len() - 1 - from_end;
         (start + ids.len() <= self.segments.len()
             && self
@@ -476,6 +479,9 @@ impl CachedTable {
     }
 
     fn cut(&mut self, count: usize) -> Vec<Arc<PlacedSegment>> {
+        if count == 0 {
+            return Vec::new(); // a split would still copy shared nodes
+        }
         let kept = self.segments.split_off(count);
         let cut = std::mem::replace(&mut self.segments, kept);
         for placed in &cut {
@@ -502,9 +508,13 @@ impl CachedTable {
     }
 
     /// The kept segment added by put or append `id`, if it is still there (looked for from
-    /// the newest).
+    /// the newest, as far back as ids go down to `id`).
     pub fn segment_with_id(&self, id: u64) -> Option<&Arc<PlacedSegment>> {
-        self.segments.iter().rev().find(|placed| placed.id == id)
+        self.segments
+            .iter()
+            .rev()
+            .take_while(|placed| placed.id >= id)
+            .find(|placed| placed.id == id)
     }
 
     fn count_in(&mut self, segment: &Segment) {
@@ -1108,9 +1118,13 @@ pub(crate) mod tests {
             "{}",
             table.rows()
         );
-        assert_eq!(table.memory_bytes() as u64, table.bytes());
-        assert!(!table.has_mapped_segments());
         assert_eq!(table.segment_with_id(300).map(|p| p.id), Some(300));
+        assert_eq!(
+            table.segment_with_id(265).map(|p| p.id),
+            Some(265),
+            "the merged one"
+        );
+        assert!(table.segment_with_id(202).is_none(), "merged into 265's");
         assert!(table.segment_with_id(1).is_none(), "trimmed");
 
         let table = Arc::new(table);

@@ -1117,7 +1117,7 @@ impl DataDir {
     }
 
     /// The segments of one table (`(id, segment, file)`, any order) that can be served: ordered
-    /// by offset, and only the run after the last gap (a segment whose file was never written,
+    /// by offset, then id (as they were stored: segments of no rows share an offset), and only the run after the last gap (a segment whose file was never written,
     /// under `background`, or could not be), whose offsets then start later, as if trimmed.
     /// The files before a gap are removed.
     #[allow(clippy::type_complexity)]
@@ -1126,7 +1126,7 @@ impl DataDir {
         digest: &str,
         mut segments: Vec<(u64, Segment, Arc<file::TableFile>)>,
     ) -> Vec<(u64, Segment, Arc<file::TableFile>)> {
-        segments.sort_by_key(|(_, _, file)| file.meta().place.first_offset);
+        segments.sort_by_key(|(id, _, file)| (file.meta().place.first_offset, *id));
         let mut start = 0;
         for at in 1..segments.len() {
             let (_, before, before_file) = &segments[at - 1];
