@@ -1,15 +1,16 @@
-"""Flight SQL over one giant batch with a nested column, as pyarrow sends a table chunk (one
-message however large; a batch with a nested column is stored as it came, never re-split).
+"""Flight SQL over one giant batch with a nested or view column, as pyarrow sends a table
+chunk (one message however large; such a batch is stored as it came, never re-split).
 
-The table: `k` int64 (100 values) and `l` list<int64> of 8 values a row, in one batch of
---mib MiB. Queries through ADBC's Flight SQL driver, beside a plain `do_get` of the table:
+The table: `k` int64 (100 values) and `v`, in one batch of --mib MiB: with --column list,
+list<int64> of 8 values a row; with --column string_view, strings of 60 characters. Queries
+through ADBC's Flight SQL driver, beside a plain `do_get` of the table:
 
-(a) `SELECT sum(k)`; (b) `SELECT k, sum(array_length(l)) ... GROUP BY k`; (c) `SELECT *`.
+(a) `SELECT sum(k)`; (b) `SELECT k, sum(size of v) ... GROUP BY k`; (c) `SELECT *`.
 
 With --max-memory the server runs under that budget (the table takes its share of it).
 
 Usage: .venv/bin/python benches/scripts/sql_nested.py [--bin target/release/flightcache]
-       [--mib 512] [--repeat 3] [--max-memory 2GiB]
+       [--mib 512] [--repeat 3] [--max-memory 2GiB] [--column list|string_view]
 Prints one JSON object: the median seconds of each, or the error a query was refused with.
 """
 
@@ -24,20 +25,29 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.flight as flight
 
-QUERIES = {
-    "a_sum_k": 'SELECT sum(k) AS s FROM "t"',
-    "b_group_by_k": 'SELECT k, sum(array_length(l)) AS v FROM "t" GROUP BY k',
-    "c_select_star": 'SELECT * FROM "t"',
-}
+SIZE_OF = {"list": "array_length(v)", "string_view": "length(v)"}
 
 
-def nested_table(mib):
-    """`k` and a list column of 8 int64 a row: about `mib` MiB."""
-    rows = (mib << 20) // (8 + 4 + 64)
-    values = pa.array(np.arange(rows * 8, dtype=np.int64))
-    offsets = pa.array(np.arange(0, rows * 8 + 1, 8, dtype=np.int32))
-    lists = pa.ListArray.from_arrays(offsets, values)
-    return pa.table({"k": pa.array(np.arange(rows, dtype=np.int64) % 100), "l": lists})
+def queries(column):
+    """The three queries over a table whose `v` is a `column`."""
+    return {
+        "a_sum_k": 'SELECT sum(k) AS s FROM "t"',
+        "b_group_by_k": f'SELECT k, sum({SIZE_OF[column]}) AS v FROM "t" GROUP BY k',
+        "c_select_star": 'SELECT * FROM "t"',
+    }
+
+
+def giant_table(mib, column):
+    """`k` and a `column` column: about `mib` MiB."""
+    if column == "list":
+        rows = (mib << 20) // (8 + 4 + 64)
+        values = pa.array(np.arange(rows * 8, dtype=np.int64))
+        offsets = pa.array(np.arange(0, rows * 8 + 1, 8, dtype=np.int32))
+        v = pa.ListArray.from_arrays(offsets, values)
+    else:
+        rows = (mib << 20) // (8 + 16 + 60)
+        v = pa.array([f"{i:060d}" for i in range(rows)], pa.string_view())
+    return pa.table({"k": pa.array(np.arange(rows, dtype=np.int64) % 100), "v": v})
 
 
 def timed(run, repeat):
@@ -59,6 +69,7 @@ def main():
     parser.add_argument("--mib", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--max-memory", default=None)
+    parser.add_argument("--column", choices=["list", "string_view"], default="list")
     args = parser.parse_args()
     command = [args.bin, "serve", "--port", "0"]
     if args.max_memory:
@@ -67,11 +78,15 @@ def main():
     try:
         url = server.stdout.readline().strip().removeprefix("listening on ")
         client = flight.connect(url)
-        table = nested_table(args.mib)
+        table = giant_table(args.mib, args.column)
         writer, _ = client.do_put(flight.FlightDescriptor.for_command("t"), table.schema)
         writer.write_table(table)
         writer.close()
-        result = {"rows": table.num_rows, "table_mib": round(table.nbytes / 2**20, 1)}
+        result = {
+            "column": args.column,
+            "rows": table.num_rows,
+            "table_mib": round(table.nbytes / 2**20, 1),
+        }
         with flight_sql.connect(url.replace("grpc+tcp", "grpc")) as conn:
 
             def query(sql):
@@ -79,7 +94,7 @@ def main():
                     cursor.execute(sql)
                     cursor.fetch_arrow_table()
 
-            for name, sql in QUERIES.items():
+            for name, sql in queries(args.column).items():
                 result[name] = timed(lambda sql=sql: query(sql), args.repeat)
         result["do_get"] = timed(
             lambda: client.do_get(flight.Ticket(b"t")).read_all(), args.repeat
