@@ -2,7 +2,8 @@
 chunk (one message however large; such a batch is stored as it came, never re-split).
 
 The table: `k` int64 (100 values) and `v`, in one batch of --mib MiB: with --column list,
-list<int64> of 8 values a row; with --column string_view, strings of 60 characters. Queries
+list<int64> of 8 values a row; with --column string_view, strings of 60 characters; with
+--column dictionary, the same strings dictionary-encoded (a dictionary of one value a row). Queries
 through ADBC's Flight SQL driver, beside a plain `do_get` of the table:
 
 (a) `SELECT sum(k)`; (b) `SELECT k, sum(size of v) ... GROUP BY k`; (c) `SELECT *`.
@@ -10,7 +11,7 @@ through ADBC's Flight SQL driver, beside a plain `do_get` of the table:
 With --max-memory the server runs under that budget (the table takes its share of it).
 
 Usage: .venv/bin/python benches/scripts/sql_nested.py [--bin target/release/flightcache]
-       [--mib 512] [--repeat 3] [--max-memory 2GiB] [--column list|string_view]
+       [--mib 512] [--repeat 3] [--max-memory 2GiB] [--column list|string_view|dictionary]
 Prints one JSON object: the median seconds of each, or the error a query was refused with.
 """
 
@@ -25,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.flight as flight
 
-SIZE_OF = {"list": "array_length(v)", "string_view": "length(v)"}
+SIZE_OF = {"list": "array_length(v)", "string_view": "length(v)", "dictionary": "length(v)"}
 
 
 def queries(column):
@@ -44,9 +45,12 @@ def giant_table(mib, column):
         values = pa.array(np.arange(rows * 8, dtype=np.int64))
         offsets = pa.array(np.arange(0, rows * 8 + 1, 8, dtype=np.int32))
         v = pa.ListArray.from_arrays(offsets, values)
-    else:
+    elif column == "string_view":
         rows = (mib << 20) // (8 + 16 + 60)
         v = pa.array([f"{i:060d}" for i in range(rows)], pa.string_view())
+    else:
+        rows = (mib << 20) // (8 + 4 + 4 + 60)
+        v = pa.array([f"{i:060d}" for i in range(rows)]).dictionary_encode()
     return pa.table({"k": pa.array(np.arange(rows, dtype=np.int64) % 100), "v": v})
 
 
@@ -69,7 +73,7 @@ def main():
     parser.add_argument("--mib", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--max-memory", default=None)
-    parser.add_argument("--column", choices=["list", "string_view"], default="list")
+    parser.add_argument("--column", choices=["list", "string_view", "dictionary"], default="list")
     args = parser.parse_args()
     command = [args.bin, "serve", "--port", "0"]
     if args.max_memory:

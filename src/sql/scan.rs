@@ -14,10 +14,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, AsArray, MutableArrayData, RecordBatch, RecordBatchOptions, make_array,
+    Array, ArrayData, ArrayRef, AsArray, MutableArrayData, RecordBatch, RecordBatchOptions,
+    make_array,
 };
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::error::ArrowError;
+use arrow_select::dictionary::garbage_collect_any_dictionary;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -53,34 +55,50 @@ fn data_bytes(batch: &RecordBatch) -> usize {
         .columns()
         .iter()
         .map(|column| {
-            let slice = column
-                .to_data()
-                .get_slice_memory_size()
-                .unwrap_or_else(|_| column.get_array_memory_size());
-            // A view column's slice size counts its views, not the strings they point to.
-            let viewed = match column.data_type() {
-                DataType::Utf8View => column.as_string_view().total_buffer_bytes_used(),
-                DataType::BinaryView => column.as_binary_view().total_buffer_bytes_used(),
-                _ => 0,
+            let size = |data: ArrayData| {
+                data.get_slice_memory_size()
+                    .unwrap_or_else(|_| data.get_array_memory_size())
             };
-            slice.saturating_add(viewed)
+            match column.data_type() {
+                // A view column's slice size counts its views, not the strings they point to.
+                DataType::Utf8View => size(column.to_data())
+                    .saturating_add(column.as_string_view().total_buffer_bytes_used()),
+                DataType::BinaryView => size(column.to_data())
+                    .saturating_add(column.as_binary_view().total_buffer_bytes_used()),
+                // A dictionary column's counts its whole dictionary: at most one value a row
+                // is used.
+                DataType::Dictionary(..) => {
+                    let dictionary = column.as_any_dictionary();
+                    let values = dictionary.values();
+                    let used = column.len().min(values.len()) as f64 / values.len().max(1) as f64;
+                    size(dictionary.keys().to_data())
+                        .saturating_add((size(values.to_data()) as f64 * used) as usize)
+                }
+                _ => size(column.to_data()),
+            }
         })
         .sum()
 }
 
 /// A copy of `column` (a slice of `rows` rows) in buffers of its own size. A view column's
-/// copy keeps only the strings its views point to (a plain copy would keep whole data
-/// buffers: for a column decoded in place, views of the whole message body).
+/// copy keeps only the strings its views point to, and a dictionary column's only the values
+/// its keys use (a plain copy would keep whole data buffers and dictionaries: for a column
+/// decoded in place, views of the whole message body).
 fn copy_of(column: &ArrayRef, rows: usize) -> std::result::Result<ArrayRef, ArrowError> {
+    let plain_copy = || {
+        let data = column.to_data();
+        let mut copy = MutableArrayData::new(vec![&data], false, rows);
+        copy.try_extend(0, 0, rows)?;
+        Ok::<_, ArrowError>(make_array(copy.freeze()))
+    };
     Ok(match column.data_type() {
         DataType::Utf8View => Arc::new(column.as_string_view().gc()),
         DataType::BinaryView => Arc::new(column.as_binary_view().gc()),
-        _ => {
-            let data = column.to_data();
-            let mut copy = MutableArrayData::new(vec![&data], false, rows);
-            copy.try_extend(0, 0, rows)?;
-            make_array(copy.freeze())
+        // The keys copied first: a dictionary whose values are all used is kept as it is.
+        DataType::Dictionary(..) => {
+            garbage_collect_any_dictionary(plain_copy()?.as_any_dictionary())?
         }
+        _ => plain_copy()?,
     })
 }
 
@@ -91,8 +109,9 @@ const SLICE_BYTES: usize = 4 << 20;
 ///
 /// A batch of more than one slice is handed on as copies of its slices, made one at a time,
 /// each its own size. Views would be sized by DataFusion at the whole buffers they view: the
-/// whole message body for a batch decoded in place (a giant batch with nested or view columns
-/// is stored as it came), the whole decompressed batch for a compressed one. So an operator that
+/// whole message body for a batch decoded in place (a giant batch with nested, view or
+/// dictionary columns is stored as it came), the whole decompressed batch for a compressed
+/// one, and the whole dictionary for a dictionary column. So an operator that
 /// holds slices (a repartition does) would reserve the whole batch for each, and refuse a
 /// query the budget has room for: `SELECT sum(k)` over one 76 MiB batch with a list column,
 /// under a budget with 180 MiB free. A decompressed batch goes once its last slice is made.
