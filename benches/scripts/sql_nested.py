@@ -8,10 +8,13 @@ through ADBC's Flight SQL driver, beside a plain `do_get` of the table:
 
 (a) `SELECT sum(k)`; (b) `SELECT k, sum(size of v) ... GROUP BY k`; (c) `SELECT *`.
 
-With --max-memory the server runs under that budget (the table takes its share of it).
+With --batch-rows N the table is uploaded in batches of N rows instead (a dictionary column's
+one dictionary then written once for all of them). With --max-memory the server runs under
+that budget (the table takes its share of it).
 
 Usage: .venv/bin/python benches/scripts/sql_nested.py [--bin target/release/flightcache]
        [--mib 512] [--repeat 3] [--max-memory 2GiB] [--column list|string_view|dictionary]
+       [--batch-rows N]
 Prints one JSON object: the median seconds of each, or the error a query was refused with.
 """
 
@@ -74,6 +77,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--max-memory", default=None)
     parser.add_argument("--column", choices=["list", "string_view", "dictionary"], default="list")
+    parser.add_argument("--batch-rows", type=int, default=None)
     args = parser.parse_args()
     command = [args.bin, "serve", "--port", "0"]
     if args.max_memory:
@@ -84,10 +88,11 @@ def main():
         client = flight.connect(url)
         table = giant_table(args.mib, args.column)
         writer, _ = client.do_put(flight.FlightDescriptor.for_command("t"), table.schema)
-        writer.write_table(table)
+        writer.write_table(table, max_chunksize=args.batch_rows)
         writer.close()
         result = {
             "column": args.column,
+            "batch_rows": args.batch_rows,
             "rows": table.num_rows,
             "table_mib": round(table.nbytes / 2**20, 1),
         }

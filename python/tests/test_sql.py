@@ -227,21 +227,32 @@ def _dictionary_column(rows):
 
 
 @pytest.mark.parametrize(
-    "column",
-    [_list_column, _string_view_column, _dictionary_column],
-    ids=["list", "string_view", "dictionary"],
+    ("column", "batch_rows"),
+    [
+        (_list_column, None),
+        (_string_view_column, None),
+        (_dictionary_column, None),
+        # One dictionary, written once, for 64 batches: DataFusion counts all of it with each.
+        (_dictionary_column, 1 << 14),
+    ],
+    ids=["list", "string_view", "dictionary", "dictionary_of_64_batches"],
 )
-def test_an_aggregate_over_one_giant_batch_fits_what_the_budget_has_free(start_server, column):
+def test_an_aggregate_over_a_giant_batch_or_dictionary_fits_what_the_budget_has_free(
+    start_server, column, batch_rows
+):
     """A batch with a nested, view or dictionary column is stored as it came, however large
-    (pyarrow sends a table chunk as one message); a query over it is charged what it holds,
-    not the whole batch (or dictionary) for each slice of it the scan hands on: aggregates
-    over a 76-84 MiB batch under a budget with about 170 MiB free are answered, exactly."""
+    (pyarrow sends a table chunk as one message), and batches may share one large dictionary;
+    a query over them is charged what it holds, not the whole batch or dictionary for each
+    piece the scan hands on: aggregates over 76-84 MiB tables under a budget with about
+    170 MiB free are answered, exactly, and every row comes back in order."""
     server = start_server("--max-memory", "256MiB", "--eviction", "noeviction")
     client = flight.connect(server.url)
     rows = 1 << 20
     values, size_of, size = column(rows)
     table = pa.table({"k": pa.array(np.arange(rows, dtype=np.int64) % 100), "v": values})
     assert table.nbytes > 72 << 20
+    if batch_rows:
+        table = pa.Table.from_batches(table.to_batches(max_chunksize=batch_rows))
     put(client, "giant", table)
     with connect(server.url) as conn:
         assert query(conn, 'SELECT sum(k) AS s FROM "giant"').to_pylist() == [

@@ -80,6 +80,20 @@ fn data_bytes(batch: &RecordBatch) -> usize {
         .sum()
 }
 
+/// Whether `column` is a dictionary column with more values than rows, of more than
+/// [`SMALL_DICTIONARY_BYTES`]: batches that share a large dictionary (pyarrow writes one for
+/// a whole table) are each handed on with only the values they use, since DataFusion counts
+/// a batch's whole dictionary for each batch an operator holds.
+fn oversized_dictionary(column: &ArrayRef) -> bool {
+    matches!(column.data_type(), DataType::Dictionary(..)) && {
+        let values = column.as_any_dictionary().values();
+        values.len() > column.len() && values.get_array_memory_size() > SMALL_DICTIONARY_BYTES
+    }
+}
+
+/// A dictionary of at most this many bytes is handed on whole with every batch.
+const SMALL_DICTIONARY_BYTES: usize = 64 << 10;
+
 /// A copy of `column` (a slice of `rows` rows) in buffers of its own size. A view column's
 /// copy keeps only the strings its views point to, and a dictionary column's only the values
 /// its keys use (a plain copy would keep whole data buffers and dictionaries: for a column
@@ -144,13 +158,17 @@ impl Slicing {
         let rows = self.step.min(self.batch.num_rows() - self.offset).min(most);
         let piece = self.batch.slice(self.offset, rows);
         self.offset += rows;
-        if !self.copy {
+        let copied = |column: &ArrayRef| self.copy || oversized_dictionary(column);
+        if !piece.columns().iter().any(copied) {
             return Ok(piece);
         }
         let columns = piece
             .columns()
             .iter()
-            .map(|column| copy_of(column, rows))
+            .map(|column| match copied(column) {
+                true => copy_of(column, rows),
+                false => Ok(Arc::clone(column)),
+            })
             .collect::<std::result::Result<_, ArrowError>>();
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
         columns
