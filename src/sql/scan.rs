@@ -77,7 +77,7 @@ fn data_bytes(batch: &RecordBatch) -> usize {
                 _ => size(column.to_data()),
             }
         })
-        .sum()
+        .fold(0, usize::saturating_add)
 }
 
 /// Whether `column` is a dictionary column with more values than rows, of more than
@@ -95,25 +95,49 @@ fn oversized_dictionary(column: &ArrayRef) -> bool {
 const SMALL_DICTIONARY_BYTES: usize = 64 << 10;
 
 /// A copy of `column` (a slice of `rows` rows) in buffers of its own size. A view column's
-/// copy keeps only the strings its views point to, and a dictionary column's only the values
-/// its keys use (a plain copy would keep whole data buffers and dictionaries: for a column
-/// decoded in place, views of the whole message body).
+/// copy keeps only the strings its views point to, and an oversized dictionary column's only
+/// the values its keys use (a plain copy would keep whole data buffers and dictionaries: for
+/// a column decoded in place, views of the whole message body). A small dictionary is kept
+/// as it is, shared by every copy (one dictionary for the answer to send).
 fn copy_of(column: &ArrayRef, rows: usize) -> std::result::Result<ArrayRef, ArrowError> {
-    let plain_copy = || {
+    let plain_copy = |column: &ArrayRef| {
         let data = column.to_data();
         let mut copy = MutableArrayData::new(vec![&data], false, rows);
         copy.try_extend(0, 0, rows)?;
         Ok::<_, ArrowError>(make_array(copy.freeze()))
     };
     Ok(match column.data_type() {
-        DataType::Utf8View => Arc::new(column.as_string_view().gc()),
-        DataType::BinaryView => Arc::new(column.as_binary_view().gc()),
-        // The keys copied first: a dictionary whose values are all used is kept as it is.
-        DataType::Dictionary(..) => {
-            garbage_collect_any_dictionary(plain_copy()?.as_any_dictionary())?
+        // Copied first: `gc` keeps the views and nulls it is given when no string is long.
+        DataType::Utf8View => Arc::new(plain_copy(column)?.as_string_view().gc()),
+        DataType::BinaryView => Arc::new(plain_copy(column)?.as_binary_view().gc()),
+        DataType::Dictionary(keys, _) => {
+            let values = column.as_any_dictionary().values().len();
+            // arrow-rs copies a dictionary column only if its keys can index every value.
+            if !oversized_dictionary(column) && indexes(keys, values) {
+                return plain_copy(column);
+            }
+            let used = garbage_collect_any_dictionary(column.as_any_dictionary())?;
+            match used.as_any_dictionary().values().len() < values {
+                true => used,                // new keys and values
+                false => plain_copy(&used)?, // every value used: all indexed by keys
+            }
         }
-        _ => plain_copy()?,
+        _ => plain_copy(column)?,
     })
+}
+
+/// Whether keys of type `keys` can index `values` values.
+fn indexes(keys: &DataType, values: usize) -> bool {
+    let most = match keys {
+        DataType::Int8 => i8::MAX as u64,
+        DataType::Int16 => i16::MAX as u64,
+        DataType::Int32 => i32::MAX as u64,
+        DataType::UInt8 => u8::MAX as u64,
+        DataType::UInt16 => u16::MAX as u64,
+        DataType::UInt32 => u32::MAX as u64,
+        _ => u64::MAX,
+    };
+    values as u64 <= most
 }
 
 /// How much of a stored batch the scan hands on at once.
@@ -420,5 +444,75 @@ impl ExecutionPlan for TableScanExec {
             self.schema(),
             futures::stream::iter(batches),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{DictionaryArray, Int8Array, StringArray, StringViewArray};
+    use arrow::buffer::Buffer;
+
+    use super::*;
+
+    /// `array` with its buffers inside one allocation of `extra` more bytes, as a column
+    /// decoded in place views the whole message body.
+    fn inside_a_larger_allocation(array: &ArrayRef, extra: usize) -> ArrayRef {
+        fn moved(data: &ArrayData, extra: usize) -> ArrayData {
+            let buffers = data
+                .buffers()
+                .iter()
+                .map(|buffer| {
+                    let mut body = vec![0u8; buffer.len() + extra];
+                    body[..buffer.len()].copy_from_slice(buffer.as_slice());
+                    Buffer::from_vec(body).slice_with_length(0, buffer.len())
+                })
+                .collect();
+            let children = data
+                .child_data()
+                .iter()
+                .map(|child| moved(child, extra))
+                .collect();
+            data.clone()
+                .into_builder()
+                .buffers(buffers)
+                .child_data(children)
+                .build()
+                .unwrap()
+        }
+        make_array(moved(&array.to_data(), extra))
+    }
+
+    #[test]
+    fn copies_of_view_and_dictionary_slices_hold_their_own_size_and_the_same_values() {
+        let big = 1 << 20;
+        let short = Arc::new(StringViewArray::from_iter(
+            (0..1000).map(|i| (i % 3 != 0).then(|| format!("{i}"))),
+        )) as ArrayRef;
+        let long = Arc::new(StringViewArray::from_iter_values(
+            (0..1000).map(|i| format!("{i:060}")),
+        )) as ArrayRef;
+        // More values than Int8 keys can index (the last 100 unused), as Arrow C++ allows.
+        let values = StringArray::from_iter_values((0..228).map(|i| format!("{i:0>500}")));
+        let keys = Int8Array::from_iter((0..1000).map(|i| (i % 7 != 0).then_some((i % 128) as i8)));
+        let dictionary =
+            Arc::new(DictionaryArray::try_new(keys, Arc::new(values)).unwrap()) as ArrayRef;
+        for column in [short, long, dictionary] {
+            let column = inside_a_larger_allocation(&column, big);
+            let slice = column.slice(100, 300);
+            assert!(
+                slice.get_array_memory_size() > big,
+                "{}",
+                column.data_type()
+            );
+            let copy = copy_of(&slice, 300).unwrap();
+            assert_eq!(copy.data_type(), column.data_type());
+            assert_eq!(copy.to_data(), slice.to_data(), "{}", column.data_type());
+            assert!(
+                copy.get_array_memory_size() < big / 4,
+                "{}: {} bytes",
+                column.data_type(),
+                copy.get_array_memory_size()
+            );
+        }
     }
 }
