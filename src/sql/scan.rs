@@ -17,7 +17,7 @@ use arrow::array::{
     Array, ArrayData, ArrayRef, AsArray, MutableArrayData, RecordBatch, RecordBatchOptions,
     make_array,
 };
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{BinaryViewType, ByteViewType, DataType, SchemaRef, StringViewType};
 use arrow::error::ArrowError;
 use arrow_select::dictionary::garbage_collect_any_dictionary;
 use async_trait::async_trait;
@@ -107,9 +107,8 @@ fn copy_of(column: &ArrayRef, rows: usize) -> std::result::Result<ArrayRef, Arro
         Ok::<_, ArrowError>(make_array(copy.freeze()))
     };
     Ok(match column.data_type() {
-        // Copied first: `gc` keeps the views and nulls it is given when no string is long.
-        DataType::Utf8View => Arc::new(plain_copy(column)?.as_string_view().gc()),
-        DataType::BinaryView => Arc::new(plain_copy(column)?.as_binary_view().gc()),
+        DataType::Utf8View => compacted_views::<StringViewType>(column, plain_copy)?,
+        DataType::BinaryView => compacted_views::<BinaryViewType>(column, plain_copy)?,
         DataType::Dictionary(keys, _) => {
             let values = column.as_any_dictionary().values().len();
             // arrow-rs copies a dictionary column only if its keys can index every value.
@@ -124,6 +123,20 @@ fn copy_of(column: &ArrayRef, rows: usize) -> std::result::Result<ArrayRef, Arro
         }
         _ => plain_copy(column)?,
     })
+}
+
+/// A view column's copy holding only the strings its views point to. `gc` makes new views and
+/// data buffers, but keeps the nulls it is given, and the views when no string is long: such
+/// a column is copied first.
+fn compacted_views<T: ByteViewType>(
+    column: &ArrayRef,
+    plain_copy: impl Fn(&ArrayRef) -> std::result::Result<ArrayRef, ArrowError>,
+) -> std::result::Result<ArrayRef, ArrowError> {
+    let views = column.as_byte_view::<T>();
+    if views.nulls().is_none() && views.total_buffer_bytes_used() > 0 {
+        return Ok(Arc::new(views.gc()));
+    }
+    Ok(Arc::new(plain_copy(column)?.as_byte_view::<T>().gc()))
 }
 
 /// Whether keys of type `keys` can index `values` values.
