@@ -65,8 +65,8 @@ fn data_bytes(batch: &RecordBatch) -> usize {
                     .saturating_add(column.as_string_view().total_buffer_bytes_used()),
                 DataType::BinaryView => size(column.to_data())
                     .saturating_add(column.as_binary_view().total_buffer_bytes_used()),
-                // A dictionary column's counts its whole dictionary: at most one value a row
-                // is used.
+                // A dictionary column's slice size counts its whole dictionary; at most one
+                // value a row is used.
                 DataType::Dictionary(..) => {
                     let dictionary = column.as_any_dictionary();
                     let values = dictionary.values();
@@ -139,7 +139,8 @@ fn compacted_views<T: ByteViewType>(
     Ok(Arc::new(plain_copy(column)?.as_byte_view::<T>().gc()))
 }
 
-/// Whether keys of type `keys` can index `values` values.
+/// Whether keys of type `keys` can index `values` values, as arrow-rs counts when it copies a
+/// dictionary column (up to the key type's largest value).
 fn indexes(keys: &DataType, values: usize) -> bool {
     let most = match keys {
         DataType::Int8 => i8::MAX as u64,
@@ -162,10 +163,12 @@ const SLICE_BYTES: usize = 4 << 20;
 /// each its own size. Views would be sized by DataFusion at the whole buffers they view: the
 /// whole message body for a batch decoded in place (a giant batch with nested, view or
 /// dictionary columns is stored as it came), the whole decompressed batch for a compressed
-/// one, and the whole dictionary for a dictionary column. So an operator that
-/// holds slices (a repartition does) would reserve the whole batch for each, and refuse a
-/// query the budget has room for: `SELECT sum(k)` over one 76 MiB batch with a list column,
-/// under a budget with 180 MiB free. A decompressed batch goes once its last slice is made.
+/// one, and the whole dictionary for a dictionary column. So an operator that holds slices (a
+/// repartition does) would reserve the whole batch for each, and refuse a query the budget has
+/// room for: `SELECT sum(k)` over one 76 MiB batch with a list column, under a budget with
+/// 180 MiB free. A decompressed batch goes once its last slice is made. A batch of one slice is
+/// handed on as it is, but for its dictionary columns whose dictionary is larger than the
+/// batch ([`oversized_dictionary`]), copied with only the values it uses.
 struct Slicing {
     batch: RecordBatch,
     /// The first row not yet handed on.
