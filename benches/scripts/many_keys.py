@@ -12,19 +12,12 @@ import subprocess
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from streams import rss  # benches/scripts/streams.py
+
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--bin", default="target/release/flightcache")
 parser.add_argument("--keys", type=int, default=50000)
 args = parser.parse_args()
-
-
-def rss_bytes(pid):
-    """The process's resident memory."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 server = subprocess.Popen([args.bin, "serve", "--port", "0"], stdout=subprocess.PIPE, text=True)
@@ -39,10 +32,10 @@ try:
         writer.close()
 
     put("warm-up")
-    before = rss_bytes(server.pid)
+    before = rss(server.pid)
     for i in range(args.keys):
         put(f"key-{i}")
-    after = rss_bytes(server.pid)
+    after = rss(server.pid)
     print(json.dumps({
         "keys": args.keys,
         "rss_before_mib": round(before / 2**20, 1),

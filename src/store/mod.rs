@@ -630,7 +630,11 @@ impl TableStore {
                         None
                     }
                     Err(panic) => {
-                        tracing::error!(key = %key, panic = %panic, "merging a key's appends panicked");
+                        tracing::error!(
+                            key = %key,
+                            panic = %panic,
+                            "merging a key's appends panicked"
+                        );
                         None
                     }
                 }

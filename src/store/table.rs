@@ -310,17 +310,8 @@ impl CachedTable {
     }
 
     /// Where the segments whose ids are `ids` start, if they are all still there, in order.
-    /// Looked for from the newest, as far back as ids go down to the first: runs to merge are
-    /// among the last appended.
     fn run_start(&self, ids: &[u64]) -> Option<usize> {
-        let first = *ids.first()?;
-        let from_end = self
-            .segments
-            .iter()
-            .rev()
-            .take_while(|placed| placed.id >= first)
-            .position(|placed| placed.id == first)?;
-        let start = self.segments.len() - 1 - from_end;
+        let start = self.index_of_id(*ids.first()?)?;
         (start + ids.len() <= self.segments.len()
             && self
                 .run(start, ids.len())
@@ -507,14 +498,22 @@ impl CachedTable {
         self.mapped.segments > 0
     }
 
-    /// The kept segment added by put or append `id`, if it is still there (looked for from
-    /// the newest, as far back as ids go down to `id`).
+    /// The kept segment added by put or append `id`, if it is still there.
     pub fn segment_with_id(&self, id: u64) -> Option<&Arc<PlacedSegment>> {
-        self.segments
+        self.index_of_id(id).map(|index| &self.segments[index])
+    }
+
+    /// The index of the segment added by put or append `id`, if it is still there. Looked for
+    /// from the newest, as far back as ids go down to `id` (they grow with each segment): the
+    /// segments asked for (a run to merge, an append to write) are among the last added.
+    fn index_of_id(&self, id: u64) -> Option<usize> {
+        let from_end = self
+            .segments
             .iter()
             .rev()
             .take_while(|placed| placed.id >= id)
-            .find(|placed| placed.id == id)
+            .position(|placed| placed.id == id)?;
+        Some(self.segments.len() - 1 - from_end)
     }
 
     fn count_in(&mut self, segment: &Segment) {

@@ -1117,9 +1117,10 @@ impl DataDir {
     }
 
     /// The segments of one table (`(id, segment, file)`, any order) that can be served: ordered
-    /// by offset, then id (as they were stored: segments of no rows share an offset), and only the run after the last gap (a segment whose file was never written,
-    /// under `background`, or could not be), whose offsets then start later, as if trimmed.
-    /// The files before a gap are removed.
+    /// by offset, then id (as they were stored: segments of no rows share an offset), and only
+    /// the run after the last gap (a segment whose file was never written, under `background`,
+    /// or could not be), whose offsets then start later, as if trimmed. The files before a gap
+    /// are removed.
     #[allow(clippy::type_complexity)]
     fn contiguous_tail(
         &self,
